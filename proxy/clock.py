@@ -1,0 +1,31 @@
+"""The one clock: monotonic time for durations, wall time for timestamps."""
+
+from __future__ import annotations
+
+import time
+
+
+class Clock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> float:
+        return time.time()
+
+
+class FakeClock(Clock):
+    """A clock tests move by hand."""
+
+    def __init__(self, start: float = 1_000.0, wall: float = 1_700_000_000.0) -> None:
+        self._mono = start
+        self._wall = wall
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def now(self) -> float:
+        return self._wall
+
+    def advance(self, seconds: float) -> None:
+        self._mono += seconds
+        self._wall += seconds

@@ -1,0 +1,294 @@
+"""The one durable store: SQLite by default (embedded), PostgreSQL through asyncpg.
+
+Features write SQL once, with PostgreSQL-style numbered parameters (`$1`, `$2`); on SQLite
+they become `?1`, `?2`, which SQLite understands natively. DDL differs per dialect, so
+`migrate` takes statements per dialect. Rows come back as plain dicts.
+
+Every failure to reach or use the store raises `StoreUnavailable`, so that callers can answer
+503 (an alert is accepted only once it is stored) instead of crashing.
+
+    db = await open_database("sqlite:///var/lib/cutover/state.db")
+    await db.migrate("outbox-1", {"sqlite": [...], "postgresql": [...]})
+    async with db.transaction() as tx:
+        rows = await tx.fetch("SELECT ... WHERE id = $1", 7)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import asyncpg
+
+Dialect = Literal["sqlite", "postgresql"]
+DEFAULT_SQLITE_PATH = ".cutover/state.db"
+_PARAM = re.compile(r"\$(\d+)")
+
+
+class StoreUnavailable(Exception):
+    """The durable store cannot be reached or refused the operation."""
+
+
+class Tx:
+    """What `execute`/`fetch` run on: the database itself or an open transaction."""
+
+    dialect: Dialect
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return next(iter(row.values())) if row else None
+
+
+class Database(Tx):
+    url: str
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def migrate(self, name: str, statements: dict[Dialect, list[str]]) -> None:
+        """Apply `statements` for this dialect once (recorded under `name`)."""
+        async with self.transaction() as tx:
+            if self.dialect == "postgresql":
+                # Several processes start at once: CREATE TABLE IF NOT EXISTS alone races in
+                # PostgreSQL's catalog, so migrations run one at a time (SQLite's BEGIN
+                # IMMEDIATE already serialises them).
+                await tx.execute("SELECT pg_advisory_xact_lock(7461203)")
+            await tx.execute(
+                "CREATE TABLE IF NOT EXISTS cutover_migrations (name TEXT PRIMARY KEY)"
+            )
+            done = await tx.fetchval("SELECT name FROM cutover_migrations WHERE name = $1", name)
+            if done:
+                return
+            for sql in statements[self.dialect]:
+                await tx.execute(sql)
+            await tx.execute("INSERT INTO cutover_migrations (name) VALUES ($1)", name)
+
+
+# -- SQLite -------------------------------------------------------------------------------
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _PARAM.sub(r"?\1", sql)
+
+
+class _SqliteTx(Tx):
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            cursor = await self._conn.execute(_sqlite_sql(sql), args)
+            return cursor.rowcount
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(_sqlite_sql(sql), rows)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            async with self._conn.execute(_sqlite_sql(sql), args) as cursor:
+                names = [d[0] for d in cursor.description or ()]
+                return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+
+class SqliteDatabase(_SqliteTx, Database):
+    """One connection per process in WAL mode; writes are short transactions."""
+
+    def __init__(self, url: str, conn: aiosqlite.Connection) -> None:
+        super().__init__(conn)
+        self.url = url
+        self._lock = asyncio.Lock()  # one transaction at a time on the shared connection
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            count = await super().execute(sql, *args)
+            await self._conn.commit()
+            return count
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._lock:
+            await super().executemany(sql, rows)
+            await self._conn.commit()
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self._lock:
+            return await super().fetch(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._lock:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+            try:
+                yield _SqliteTx(self._conn)
+            except BaseException:
+                await self._conn.rollback()
+                raise
+            else:
+                try:
+                    await self._conn.commit()
+                except sqlite3.OperationalError as exc:
+                    raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+_PG_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+
+
+class _PgTx(Tx):
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            status = await self._conn.execute(sql, *args)
+        except _PG_DOWN as exc:
+            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, list(rows))
+        except _PG_DOWN as exc:
+            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            return [dict(r) for r in await self._conn.fetch(sql, *args)]
+        except _PG_DOWN as exc:
+            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+
+
+class PostgresDatabase(Database):
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: str, pool: asyncpg.Pool) -> None:
+        self.url = url
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            conn = await self._pool.acquire(timeout=5.0)
+        except _PG_DOWN as exc:
+            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._conn() as conn:
+            return await _PgTx(conn).execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._conn() as conn:
+            await _PgTx(conn).executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            return await _PgTx(conn).fetch(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._conn() as conn:
+            try:
+                tx = conn.transaction()
+                await tx.start()
+            except _PG_DOWN as exc:
+                raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+            try:
+                yield _PgTx(conn)
+            except BaseException:
+                with contextlib.suppress(*_PG_DOWN):
+                    await tx.rollback()
+                raise
+            else:
+                try:
+                    await tx.commit()
+                except _PG_DOWN as exc:
+                    raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_database(
+    url: str | None, *, base_dir: str | Path = ".", schema: str | None = None
+) -> Database:
+    """Open the store named by `storage:` (None: SQLite at .cutover/state.db).
+
+    `schema` (PostgreSQL only) puts every table in that schema, created if missing; tests use it
+    to stay apart.
+    """
+    if url is None or url.startswith("sqlite://"):
+        # sqlite:///var/lib/cutover/state.db is absolute; sqlite://state.db is relative to
+        # the config file's folder (base_dir).
+        path = Path(url[len("sqlite://") :] if url else DEFAULT_SQLITE_PATH)
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+        return SqliteDatabase(f"sqlite:///{path}", conn)
+    if url.startswith(("postgresql://", "postgres://")):
+        settings = {"search_path": schema} if schema else None
+        try:
+            if schema:
+                conn = await asyncpg.connect(url, timeout=5.0)
+                try:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                finally:
+                    await conn.close()
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=10, timeout=5.0, server_settings=settings
+            )
+        except _PG_DOWN as exc:
+            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        return PostgresDatabase(url, pool)
+    raise ValueError(f"unsupported storage URL scheme: {url.split(':', 1)[0]}")

@@ -1,0 +1,86 @@
+"""The gateway's own errors and the one place they become HTTP answers.
+
+    CutoverError
+     ├── UpstreamError(backend, failure)     status_hint 502 (connect, reset) / 504 (timeout)
+     ├── NoRouteError                        404
+     ├── BodyTooLargeError                   413
+     ├── IncompleteBodyError                 400
+     └── OverloadedError                     503 + Retry-After
+
+Each reply is a small JSON object carrying the request id and never internal details
+(no exception text, no backend URL).
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+
+class CutoverError(Exception):
+    status_hint = 500
+    code = "internal_error"
+    message = "internal error"
+
+
+class UpstreamError(CutoverError):
+    def __init__(self, backend: str, failure: str) -> None:
+        super().__init__(f"{backend}: {failure}")
+        self.backend = backend
+        self.failure = failure  # "connect" | "timeout" | "reset" | "status"
+        if failure == "timeout":
+            self.status_hint, self.code, self.message = (
+                504,
+                "upstream_timeout",
+                "upstream timed out",
+            )
+        else:
+            self.status_hint, self.code = 502, "upstream_unavailable"
+            self.message = "upstream connection failed"
+
+
+class NoRouteError(CutoverError):
+    status_hint = 404
+    code = "no_route"
+    message = "no route matches this request"
+
+
+class BodyTooLargeError(CutoverError):
+    status_hint = 413
+    code = "body_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.message = f"request body exceeds the limit of {limit} bytes"
+
+
+class IncompleteBodyError(CutoverError):
+    status_hint = 400
+    code = "incomplete_body"
+    message = "the request body ended before its Content-Length"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> web.Response:
+    """A small JSON error answered by the gateway itself."""
+    body: dict[str, object] = {"error": {"code": code, "message": message}}
+    if extra:
+        body["error"].update(extra)  # type: ignore[union-attr]
+    if request_id is not None:
+        body["request_id"] = request_id
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def from_error(exc: CutoverError, request_id: str | None) -> web.Response:
+    return error_response(exc.status_hint, exc.code, exc.message, request_id)

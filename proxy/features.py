@@ -1,0 +1,73 @@
+"""Features: parts of the gateway that come with their own config section.
+
+A feature adds the gateway's own endpoints (e.g. `POST /webhook/proxy`), admin API routes,
+request observers and background tasks. The list below is the one place that says which
+features exist and in which order they start; each decides from the config whether it is on.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from proxy.config_model import CutoverConfig
+    from proxy.server import Gateway
+
+# "package.module:Class", in start order (stopped in reverse).
+FEATURES: tuple[str, ...] = (
+    "proxy.canary:CanaryFeature",
+    "proxy.compat:CompatFeature",
+    "publishing.api:PublishingFeature",
+    "proxy.alerts:AlertsFeature",
+    "parity.shadow:ParityFeature",
+)
+
+
+class Feature:
+    """Base class: every hook is optional."""
+
+    name = "feature"
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    @classmethod
+    def create(cls, gw: Gateway) -> Feature | None:
+        """The feature for this gateway, or None when its config section is absent."""
+        return cls(gw)
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Endpoints the gateway answers itself, on the main listener."""
+
+    def add_admin_routes(self, router: web.UrlDispatcher) -> None:
+        """Routes of the admin API (its own listener, behind the admin token)."""
+
+    async def prepare(self) -> None:
+        """Called before the main listener accepts: load state the first request must see."""
+
+    async def start(self) -> None:
+        """Called once the main listener is up."""
+
+    async def stop(self) -> None:
+        """Called while the gateway closes, after the listeners stopped."""
+
+    async def reload(self, config: CutoverConfig) -> None:
+        """Called after the gateway swapped in a new config."""
+
+    def readiness(self) -> dict[str, object] | None:
+        """Detail shown under the feature's name in /readyz (it does not change readiness)."""
+        return None
+
+
+def load_features(gw: Gateway, specs: tuple[str, ...] | None = None) -> list[Feature]:
+    features: list[Feature] = []
+    for spec in FEATURES if specs is None else specs:
+        module, _, name = spec.partition(":")
+        cls: type[Feature] = getattr(importlib.import_module(module), name)
+        feature = cls.create(gw)
+        if feature is not None:
+            features.append(feature)
+    return features

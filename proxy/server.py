@@ -1,0 +1,670 @@
+"""The running gateway: listener, request dispatch, health checks, reload and drain.
+
+`Gateway` holds one immutable `RuntimeState` built from a config; a reload builds a new
+state and swaps one reference, so in-flight requests finish with the state they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+from proxy.accesslog import AccessLog
+from proxy.admin import add_admin_routes, admin_auth
+from proxy.clock import Clock
+from proxy.config_model import CutoverConfig, Route
+from proxy.db import Database, open_database
+from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
+from proxy.features import Feature, load_features
+from proxy.forwarder import MirrorHook, forward, forward_websocket
+from proxy.metrics import Metrics
+from proxy.upstreams import Upstream
+from routing.budget import RetryBudget
+from routing.decision import client_ip, decide, sticky_key
+from routing.health import HealthTable
+from routing.match import Router
+from routing.murmur import bucket_of
+from routing.split import SplitTable
+
+if TYPE_CHECKING:
+    from proxy.compat import CompatFeature as CompatHook
+
+log = logging.getLogger("cutover")
+
+# RFC 9110 §7.2 / RFC 3986 authority: reg-name, IPv4 or [IPv6], optional port.
+_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?$")
+
+
+class Outcome:
+    """What happened to one proxied request, filled in by the forwarder, read by the log."""
+
+    __slots__ = ("backend", "failures", "fallback_from", "set_cookie")
+
+    def __init__(self) -> None:
+        self.backend: str | None = None
+        self.fallback_from: str | None = None
+        self.set_cookie: str | None = None
+        self.failures: list[tuple[str, str]] = []  # (backend, kind) of every failed attempt
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One finished proxied request, as request observers (canary analysis, usage) see it."""
+
+    route: str
+    primary: str | None  # the split's choice
+    backend: str | None  # who answered in the end (None: nobody)
+    status: int
+    duration: float  # seconds
+    failures: tuple[tuple[str, str], ...]  # (backend, kind) of attempts that failed first
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeState:
+    config: CutoverConfig
+    router: Router
+    routes_by_name: dict[str, Route]
+    tables: dict[str, SplitTable]
+    budgets: dict[str, RetryBudget]
+    upstreams: dict[str, Upstream]
+
+
+class _Protocol(web_protocol.RequestHandler):
+    """aiohttp's connection handler plus a header-read timeout and JSON 4xx for bad framing."""
+
+    __slots__ = ("_head_handle", "_head_timeout", "awaiting_head")
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_handle: asyncio.TimerHandle | None = None
+        self.awaiting_head = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.awaiting_head and self._head_handle is None and self._head_timeout:
+            self._head_handle = self._loop.call_later(self._head_timeout, self._head_expired)
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before and self._head_handle is not None:
+            self._head_handle.cancel()
+            self._head_handle = None
+            self.awaiting_head = False
+
+    def _head_expired(self) -> None:
+        self._head_handle = None
+        if self.awaiting_head:
+            self.force_close()  # a slow client never finished its request head
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_handle is not None:
+            self._head_handle.cancel()
+            self._head_handle = None
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        code, text = "bad_request", "malformed HTTP request"
+        if isinstance(exc, LineTooLong) or (
+            isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
+        ):
+            status, code, text = 431, "header_too_large", "request header fields too large"
+        elif status >= 500:
+            code, text = "internal_error", "internal error"
+            self.logger.error("error handling request", exc_info=exc)
+        resp = error_response(status, code, text, None)
+        resp.force_close()
+        return resp
+
+
+class _AppRunner(web.AppRunner):
+    """An AppRunner whose connections use `_Protocol` (header-read timeout, JSON 4xx)."""
+
+    def __init__(self, app: web.Application, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._head_timeout = head_timeout
+
+    async def _make_server(self) -> web.Server:
+        loop = asyncio.get_running_loop()
+        app = self._app
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        return _Server(
+            app._handle,
+            request_factory=app._make_request,
+            loop=loop,
+            head_timeout=self._head_timeout,
+            **self._kwargs,
+        )
+
+
+class _Server(web.Server):
+    def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timeout = head_timeout
+
+    def __call__(self) -> _Protocol:
+        return _Protocol(self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs)
+
+
+def _build_state(
+    config: CutoverConfig, old: RuntimeState | None, upstreams: dict[str, Upstream]
+) -> RuntimeState:
+    budgets: dict[str, RetryBudget] = {}
+    for route in config.routes:
+        budgets[route.name] = RetryBudget(route.retry.budget_percent, route.retry.budget_min)
+    return RuntimeState(
+        config=config,
+        router=Router(config.routes),
+        routes_by_name={r.name: r for r in config.routes},
+        tables={r.name: SplitTable(r.split) for r in config.routes},
+        budgets=budgets,
+        upstreams=upstreams,
+    )
+
+
+class Gateway:
+    """One worker's gateway. `start_gateway(config)` returns it serving."""
+
+    def __init__(self, config: CutoverConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.metrics = Metrics()
+        self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
+        self.served: collections.Counter[str] = collections.Counter()
+        self.health = _health_table(config)
+        self.state: RuntimeState = _build_state(config, None, {})
+        self.in_flight = 0
+        self.draining = False
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._fast: Any = None  # proxy.fastpath.FastListener: the main listener with fast_path on
+        self._admin_runner: web.AppRunner | None = None
+        self.admin_url: str | None = None
+        self._checks: dict[str, asyncio.Task[None]] = {}
+        # Synchronous, cheap callbacks run after every proxied request (no I/O in them).
+        self.observers: list[Callable[[RequestRecord], None]] = []
+        self.features: list[Feature] = []
+        # Set by the compat feature while compat rules are configured; None costs nothing.
+        self.compat: CompatHook | None = None
+        # Set by the parity feature while a route mirrors or captures; None costs nothing.
+        self.mirror: MirrorHook | None = None
+        self.db: Database | None = None  # opened on first use: `await gw.database()`
+        self._db_lock = asyncio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, sock: Any = None) -> None:
+        try:
+            await self._start(sock)
+        except BaseException:
+            await self.close()  # nothing half-started is left behind (pools, checks, sockets)
+            raise
+
+    async def _start(self, sock: Any) -> None:
+        config = self.config
+        self.state = _build_state(
+            config, None, {n: Upstream(b) for n, b in config.backends.items()}
+        )
+        self.features = load_features(self)
+        self._start_checks()
+        self._sync_health_gauges()
+        limits = config.limits
+        app = web.Application(client_max_size=limits.max_body)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        for feature in self.features:
+            feature.add_routes(app.router)
+        app.router.add_route("*", "/{tail:.*}", self.handle)  # everything else is proxied
+        self._runner = _AppRunner(
+            app,
+            head_timeout=limits.header_timeout,
+            handler_cancellation=True,
+            shutdown_timeout=limits.drain_timeout,
+            keepalive_timeout=limits.keepalive_timeout,
+            max_line_size=limits.max_header_size,
+            max_field_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+            auto_decompress=False,  # request bodies pass through as the client encoded them
+            access_log=None,
+        )
+        for feature in self.features:
+            await feature.prepare()
+        await self._runner.setup()
+        if config.fast_path:  # plain requests on the fast path, the others handed to aiohttp
+            from proxy.fastpath import FastListener
+
+            self._fast = FastListener(self, self._runner.server, app)
+            self.url = await self._fast.start(sock)
+        else:
+            if sock is not None:
+                site: web.BaseSite = web.SockSite(self._runner, sock)
+            else:
+                host, port = config.listen
+                site = web.TCPSite(self._runner, host, port, reuse_port=True, backlog=1024)
+            await site.start()
+            self.url = _site_url(site)
+        for feature in self.features:
+            await feature.start()
+        await self._start_admin()
+        log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
+
+    async def _start_admin(self) -> None:
+        """The admin API listens apart; features add its routes (DESIGN.md, admin API)."""
+        admin = self.config.admin
+        if admin.listen is None:
+            return
+        app = web.Application(middlewares=[admin_auth(admin.token)])
+        add_admin_routes(app.router, self)
+        for feature in self.features:
+            feature.add_admin_routes(app.router)
+        self._admin_runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await self._admin_runner.setup()
+        host, port = admin.listen
+        site = web.TCPSite(self._admin_runner, host, port, reuse_port=True)
+        await site.start()
+        self.admin_url = _site_url(site)
+        log.info("admin API on %s", self.admin_url)
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to drain_timeout), then close."""
+        self.draining = True
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        if self._fast is not None:
+            await self._fast.close(self.config.limits.drain_timeout)
+            self._fast = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for feature in reversed(self.features):
+            try:
+                await feature.stop()
+            except Exception:
+                log.exception("feature %s failed to stop cleanly", feature.name)
+        for task in self._checks.values():
+            task.cancel()
+        for task in self._checks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._checks.clear()
+        for upstream in self.state.upstreams.values():
+            await upstream.close()
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    async def reload(self, config: CutoverConfig) -> None:
+        """Swap in a new config; pools of unchanged backends are kept."""
+        old = self.state
+        upstreams: dict[str, Upstream] = {}
+        retired: list[Upstream] = []
+        for name, backend in config.backends.items():
+            current = old.upstreams.get(name)
+            if current is not None and current.backend == backend:
+                upstreams[name] = current
+            else:
+                upstreams[name] = Upstream(backend)
+                if current is not None:
+                    retired.append(current)
+        retired.extend(u for n, u in old.upstreams.items() if n not in config.backends)
+        if dict(config.backends) != dict(self.config.backends):
+            self.health = _health_table(config)
+        self.config = config
+        self.state = _build_state(config, old, upstreams)
+        for task in self._checks.values():
+            task.cancel()
+        self._checks.clear()
+        self._start_checks()
+        self._sync_health_gauges()
+        for feature in self.features:
+            try:
+                await feature.reload(config)
+            except Exception:
+                log.exception("feature %s failed to reload", feature.name)
+        if retired:
+            # Requests still using the old pools keep them until they finish.
+            asyncio.get_running_loop().call_later(
+                config.limits.drain_timeout,
+                lambda: [asyncio.ensure_future(u.close()) for u in retired],
+            )
+        log.info("configuration reloaded from %s", config.source)
+
+    async def database(self) -> Database:
+        """The gateway's one durable store (`storage:`), opened on first use, closed in `close`.
+
+        Raises `StoreUnavailable` when it cannot be opened (callers answer 503).
+        """
+        if self.db is None:
+            async with self._db_lock:
+                if self.db is None:
+                    base = os.path.dirname(self.config.source) if self.config.storage else "."
+                    self.db = await open_database(self.config.storage, base_dir=base or ".")
+        return self.db
+
+    def set_split(
+        self, route: str, split: tuple[tuple[str, int], ...], first: str | None = None
+    ) -> None:
+        """Put new weights in force for new requests of `route` (in-flight ones keep theirs).
+
+        `first` is the backend that takes the lowest sticky buckets (the canary candidate),
+        so that raising its weight only moves users towards it.
+        """
+        old = self.state
+        tables = dict(old.tables)
+        tables[route] = SplitTable(split, first)
+        self.state = RuntimeState(
+            config=old.config,
+            router=old.router,
+            routes_by_name=old.routes_by_name,
+            tables=tables,
+            budgets=old.budgets,
+            upstreams=old.upstreams,
+        )
+
+    def record_response(self, backend: str, ok: bool) -> None:
+        """Passive health: one attempt's result; logs and exports an ejection."""
+        change = self.health.record_response(backend, ok, self.clock.monotonic())
+        if change is not None:
+            log.warning("backend %s %s after consecutive failures", backend, change)
+            self.metrics.ejections.labels(backend).inc()
+            self._sync_health_gauges()
+
+    # -- health --------------------------------------------------------------------------
+
+    def _start_checks(self) -> None:
+        for name, backend in self.config.backends.items():
+            if backend.health is not None:
+                self._checks[name] = asyncio.create_task(
+                    self._check_loop(name), name=f"health-check:{name}"
+                )
+
+    def _sync_health_gauges(self) -> None:
+        available = self.health.available(self.clock.monotonic())
+        for name in self.config.backends:
+            self.metrics.health.labels(name).set(1 if name in available else 0)
+
+    async def _check_loop(self, name: str) -> None:
+        backend = self.config.backends[name]
+        check = backend.health
+        assert check is not None
+        upstream = self.state.upstreams[name]
+        url = upstream.base + check.path
+        low, high = check.expected_statuses
+        while True:
+            ok = False
+            try:
+                async with upstream.session.get(
+                    url,
+                    timeout=aiohttp.ClientTimeout(total=check.timeout),
+                    server_hostname=upstream.server_hostname,
+                    headers={"User-Agent": "cutover-health-check"},
+                ) as resp:
+                    ok = low <= resp.status <= high
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                ok = False
+            change = self.health.record_check(name, ok, self.clock.monotonic())
+            if change is not None:
+                log.warning("backend %s is now %s (active check %s)", name, change, check.path)
+                self._sync_health_gauges()
+            await asyncio.sleep(check.interval)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            limits = self.config.limits
+            if self.in_flight >= limits.max_concurrency:
+                self.metrics.rejected.labels("overloaded").inc()
+                return error_response(
+                    503,
+                    "overloaded",
+                    "too many requests in flight, retry later",
+                    None,
+                    headers={"Retry-After": str(limits.retry_after)},
+                )
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
+            try:
+                return await self._proxy(request)
+            finally:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
+        finally:
+            protocol = request.protocol
+            if isinstance(protocol, _Protocol):
+                protocol.awaiting_head = True  # the next bytes start a new request head
+
+    async def _proxy(self, request: web.BaseRequest) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        config = self.config
+        state = self.state
+        headers = request.headers
+        rid_name = config.headers.request_id
+        request_id = headers.get(rid_name) or uuid.uuid4().hex
+        outcome = Outcome()
+        route_name = "-"
+        primary: str | None = None
+        status = 500
+        resp: web.StreamResponse | None = None
+        try:
+            hosts = headers.getall("Host", ())
+            if len(hosts) > 1 or (hosts and not _HOST_RE.match(hosts[0])):
+                self.metrics.rejected.labels("bad_host").inc()
+                resp = error_response(400, "bad_host", "invalid Host header", request_id)
+                resp.force_close()
+                status = 400
+                return resp
+            compat = self.compat
+            hit = compat.match(request) if compat is not None else None
+            if hit is not None and hit.rule.local:
+                assert compat is not None
+                resp = await compat.answer(request, hit, request_id)
+                status = resp.status
+                return resp
+            route = state.router.match(request.method, request.path, headers)
+            if route is None:
+                status = 404
+                resp = error_response(404, "no_route", "no route matches this request", request_id)
+                return resp
+            route_name = route.name
+            budget = state.budgets[route.name]
+            budget.start()
+            try:
+                decision = self._decide(request, route, state, outcome)
+                primary = decision.primary
+                if headers.get("Upgrade", "").lower() == "websocket":
+                    resp = await forward_websocket(request, self, decision, request_id, outcome)
+                elif hit is not None:
+                    assert compat is not None
+                    resp = await compat.forward(request, hit, decision, request_id, outcome)
+                else:
+                    resp = await forward(request, self, decision, request_id, outcome)
+            finally:
+                budget.finish()
+            status = resp.status
+            return resp
+        except BodyTooLargeError as exc:
+            self.metrics.rejected.labels("body_too_large").inc()
+            status = 413
+            resp = from_error(exc, request_id)
+            resp.force_close()
+            return resp
+        except CutoverError as exc:
+            status = exc.status_hint
+            resp = from_error(exc, request_id)
+            if config.headers.backend and outcome.backend:
+                resp.headers[config.headers.backend] = outcome.backend
+            return resp
+        except asyncio.CancelledError:
+            status = 499  # the client went away; the upstream request was cancelled with us
+            raise
+        finally:
+            backend = outcome.backend or "-"
+            elapsed = loop.time() - started
+            self.metrics.requests.labels(route_name, backend, str(status)).inc()
+            self.metrics.duration.labels(route_name, backend).observe(elapsed)
+            if outcome.backend:
+                self.served[outcome.backend] += 1
+            if self.observers and route_name != "-":
+                record = RequestRecord(
+                    route=route_name,
+                    primary=primary,
+                    backend=outcome.backend,
+                    status=status,
+                    duration=elapsed,
+                    failures=tuple(outcome.failures),
+                    method=request.method,
+                    path=request.path,
+                )
+                for observe in self.observers:
+                    try:
+                        observe(record)
+                    except Exception:
+                        log.exception("request observer failed")
+            if self.access_log is not None:
+                self.access_log.write(
+                    {
+                        "ts": self.clock.now(),
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.path,
+                        "route": route_name,
+                        "backend": backend,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "bytes_sent": resp.body_length if resp is not None else 0,
+                        "fallback_from": outcome.fallback_from,
+                        "client": request.remote,
+                    }
+                )
+
+    def _decide(
+        self, request: web.BaseRequest, route: Route, state: RuntimeState, outcome: Outcome
+    ):  # type: ignore[no-untyped-def]
+        config = self.config
+        sticky = route.sticky
+        key: str | None = None
+        if sticky is not None:
+            peer = request.remote or ""
+            ip = (
+                client_ip(
+                    peer, request.headers.get("X-Forwarded-For"), config.headers.trusted_proxies
+                )
+                if sticky.kind == "client_ip"
+                else peer
+            )
+            key = sticky_key(sticky, request.headers, request.cookies, ip)
+            if key is None and sticky.kind == "cookie":
+                key = uuid.uuid4().hex
+                outcome.set_cookie = _cookie(
+                    sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
+                )
+        bucket = bucket_of(key) if key is not None else random.randrange(10_000)
+        override = request.headers.get(config.headers.override) if config.headers.override else None
+        available = self.health.available(self.clock.monotonic())
+        return decide(
+            route,
+            state.tables[route.name],
+            bucket,
+            available,
+            override=override,
+            sticky=key is not None,
+        )
+
+    # -- the gateway's own endpoints -----------------------------------------------------
+
+    async def _healthz(self, request: web.BaseRequest) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        available = self.health.available(self.clock.monotonic())
+        routes = {}
+        ready = not self.draining
+        for route in self.config.routes:
+            names = [b for b, _ in route.split] + list(route.fallback)
+            up = [n for n in names if n in available]
+            routes[route.name] = {"available": up, "ok": bool(up)}
+            ready = ready and bool(up)
+        detail: dict[str, Any] = {
+            "status": "ready" if ready else ("draining" if self.draining else "not ready"),
+            "config": self.config.source,
+            "routes": routes,
+            "backends": self.health.snapshot(self.clock.monotonic()),
+        }
+        for feature in self.features:
+            extra = feature.readiness()
+            if extra is not None:
+                detail[feature.name] = extra
+        return ready, detail
+
+    async def _readyz(self, request: web.BaseRequest) -> web.StreamResponse:
+        ready, detail = self.readiness()
+        return web.json_response(detail, status=200 if ready else 503)
+
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        body, content_type = self.metrics.exposition()
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+
+def _site_url(site: web.BaseSite) -> str:
+    sockname = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+    host = sockname[0]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{sockname[1]}"
+
+
+def _health_table(config: CutoverConfig) -> HealthTable:
+    """Ejection caps apply per route: its split and fallback backends form one group."""
+    groups = {r.name: [b for b, _ in r.split] + list(r.fallback) for r in config.routes}
+    return HealthTable(config.backends, groups=groups)
+
+
+def _cookie(name: str, value: str, ttl: float, secure: bool) -> str:
+    parts = [f"{name}={value}", "Path=/", f"Max-Age={int(ttl)}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+async def start_gateway(
+    config: CutoverConfig, clock: Clock | None = None, sock: Any = None
+) -> Gateway:
+    """Start a gateway for `config` in this event loop and return it serving."""
+    gw = Gateway(config, clock)
+    await gw.start(sock)
+    return gw
+
+
+def worker_id() -> str:
+    return os.environ.get("CUTOVER_WORKER_ID", "0")

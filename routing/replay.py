@@ -1,0 +1,30 @@
+"""May a failed attempt be replayed on the next backend? (DESIGN.md, Requests and retries)"""
+
+from __future__ import annotations
+
+import enum
+
+from proxy.config_model import Retry
+
+__all__ = ["Failure", "may_replay"]
+
+
+class Failure(enum.Enum):
+    """How an attempt failed."""
+
+    CONNECT = "connect"  # refused, DNS, connect timeout: the request never reached the backend
+    TIMEOUT = "timeout"  # read timeout after sending: it may have been processed
+    RESET = "reset"  # connection reset after sending: it may have been processed
+    STATUS = "status"  # a status in `retry.on_status` (502/503/504): it may have been processed
+
+
+def may_replay(failure: Failure, method: str, has_idempotency_key: bool, retry: Retry) -> bool:
+    """True when the request may go to the next attempt after `failure`.
+
+    A request that never reached the backend always may. One that may have reached it only when
+    its method is in `retry.methods` (the safe and idempotent methods by default; a route opts a
+    POST in by listing it) or it carries an `Idempotency-Key`.
+    """
+    if failure is Failure.CONNECT:
+        return True
+    return has_idempotency_key or method in retry.methods

@@ -1,0 +1,128 @@
+"""The gateway as operators run it: a process, signals, workers, bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+
+import aiohttp
+import pytest
+
+from tests.conftest import gateway_config, wait_for
+
+# Every test runs on both listener paths: proxy.fastpath and aiohttp alone.
+pytestmark = pytest.mark.usefixtures("serving_path")
+
+
+def rss_kib(pid: int, field: str = "VmHWM") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(field)
+
+
+async def test_sigterm_drains_in_flight_requests(backends, gateway_process) -> None:
+    go = await backends("go")
+    gp = await gateway_process(gateway_config({"go": go.url})).ready()
+    async with aiohttp.ClientSession() as s:
+        slow = asyncio.create_task(s.get(gp.url + "/slow?delay=1.5"))
+        await wait_for(lambda: go.hits == 1)
+        gp.proc.send_signal(signal.SIGTERM)
+        resp = await slow
+        assert resp.status == 200
+        assert (await resp.json())["backend"] == "go"
+        resp.release()
+    code = await asyncio.to_thread(gp.proc.wait, 20)
+    assert code == 0, gp.output()
+    assert "Traceback" not in gp.output()
+
+
+async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_process) -> None:
+    go, py = await backends("go"), await backends("python")
+    config = gateway_config({"go": go.url, "python": py.url})
+    gp = await gateway_process(config).ready()
+
+    async def served_by() -> str:
+        async with aiohttp.ClientSession() as s, s.get(gp.url + "/") as r:
+            assert r.status == 200
+            return r.headers["X-Cutover-Backend"]
+
+    assert await served_by() == "go"
+    gp.config_path.write_text("routes: [this is: not valid\n")
+    gp.proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert await served_by() == "go"
+    assert "reload refused" in gp.output()
+
+    config["routes"][0]["split"] = {"go": 0, "python": 100}
+    gp.write_config(config)
+    gp.proc.send_signal(signal.SIGHUP)
+    seen: list[str] = []
+
+    async def switched() -> bool:
+        seen.append(await served_by())
+        return seen[-1] == "python"
+
+    for _ in range(100):
+        if await switched():
+            break
+        await asyncio.sleep(0.05)
+    assert seen[-1] == "python", gp.output()
+
+
+async def test_two_workers_share_the_port(backends, gateway_process) -> None:
+    go = await backends("go")
+    gp = await gateway_process(gateway_config({"go": go.url}), workers=2).ready()
+    statuses: collections.Counter[int] = collections.Counter()
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            for _ in range(50):
+                async with s.get(gp.url + "/w") as r:
+                    statuses[r.status] += 1
+        await wait_for(lambda: go.hits >= 150)
+        # /metrics sums every worker's counts. A worker books a request just after its last
+        # byte left, and the client may already be asking the other worker (it reconnects when
+        # it did not read a body to the end), so a scrape catches up within moments: poll.
+        line = ""
+        for _ in range(100):
+            async with s.get(gp.url + "/metrics") as r:
+                metrics = await r.text()
+            line = next(m for m in metrics.splitlines() if m.startswith("cutover_requests_total{"))
+            if float(line.rsplit(" ", 1)[1]) >= 150.0:
+                break
+            await asyncio.sleep(0.05)
+    assert statuses == {200: 150}
+    assert float(line.rsplit(" ", 1)[1]) == 150.0, line
+    gp.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(gp.proc.wait, 30) == 0
+
+
+async def test_50mib_streams_both_ways_with_bounded_memory(backends, gateway_process) -> None:
+    go = await backends("go")
+    gp = await gateway_process(
+        gateway_config({"go": go.url}, limits={"max_body": "100MiB"})
+    ).ready()
+    size = 50 * 1024 * 1024
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gp.url + "/warm") as r:
+            await r.read()
+        baseline = rss_kib(gp.proc.pid, "VmRSS")
+
+        async def body():  # type: ignore[no-untyped-def]
+            chunk = b"z" * 65536
+            for _ in range(size // len(chunk)):
+                yield chunk
+
+        async with s.post(gp.url + "/upload", data=body()) as r:
+            assert r.status == 200
+            assert (await r.json())["body_bytes"] == size
+        async with s.get(gp.url + f"/big/{size}") as r:
+            got = 0
+            async for chunk in r.content.iter_chunked(65536):
+                got += len(chunk)
+            assert got == size
+        peak = rss_kib(gp.proc.pid, "VmHWM")
+    assert peak - baseline < 24 * 1024, f"peak grew by {(peak - baseline) // 1024} MiB"
