@@ -1,0 +1,1 @@
+"""nginx config rendered from the same cutover YAML (`cutover render nginx`)."""

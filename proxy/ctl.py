@@ -1,0 +1,187 @@
+"""`cutover ctl`: the operator's face of the admin API.
+
+    cutover ctl status
+    cutover ctl weights ROUTE go=99 python=1 [--reason TEXT]
+    cutover ctl rollback [ROUTE] [--ramp 30s | --instant] [--reason TEXT]
+    cutover ctl promote|pause|resume [ROUTE] [--reason TEXT]
+    cutover ctl events [--route ROUTE] [--limit N]
+
+The admin URL comes from `--admin` (or CUTOVER_ADMIN_URL, default http://127.0.0.1:9901), the
+token from `--token` (or CUTOVER_ADMIN_TOKEN). `--json` prints the API's answer as is.
+Exit status: 0 done, 1 refused or unreachable, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+DEFAULT_ADMIN = "http://127.0.0.1:9901"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ctl = sub.add_parser("ctl", help="talk to a running gateway's admin API")
+    ctl.add_argument("--admin", default=os.environ.get("CUTOVER_ADMIN_URL", DEFAULT_ADMIN))
+    ctl.add_argument("--token", default=None, help="admin token (default: $CUTOVER_ADMIN_TOKEN)")
+    ctl.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    ctl.add_argument("--timeout", type=float, default=10.0)
+    cmds = ctl.add_subparsers(dest="ctl_command", required=True)
+    cmds.add_parser("status", help="weights, phases and verdicts of every route")
+    w = cmds.add_parser("weights", help="set a route's weights: ROUTE go=99 python=1")
+    w.add_argument("route")
+    w.add_argument("weights", nargs="+", metavar="BACKEND=WEIGHT")
+    w.add_argument("--reason", default="")
+    for name, text in (
+        ("rollback", "baseline takes 100% (all canary routes, or ROUTE)"),
+        ("promote", "candidate to the next step"),
+        ("pause", "stop automatic promotion"),
+        ("resume", "resume automatic control (releases a rollback latch)"),
+    ):
+        p = cmds.add_parser(name, help=text)
+        p.add_argument("route", nargs="?")
+        p.add_argument("--reason", default="")
+        if name == "rollback":
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--ramp", metavar="DURATION", help="ramp down over DURATION, e.g. 30s")
+            g.add_argument("--instant", action="store_true", help="all at once")
+    e = cmds.add_parser("events", help="the audit log, newest first")
+    e.add_argument("--route")
+    e.add_argument("--limit", type=int, default=20)
+
+
+class CtlError(Exception):
+    pass
+
+
+def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    token = args.token or os.environ.get("CUTOVER_ADMIN_TOKEN")
+    headers = {"Accept": "application/json", "X-Cutover-Actor": _who()}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    url = args.admin.rstrip("/") + path
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            err = json.loads(raw).get("error", {})
+            message = err.get("message", raw.decode(errors="replace"))
+            where = f" ({err['field']})" if err.get("field") else ""
+        except (ValueError, AttributeError):
+            message, where = raw.decode(errors="replace")[:200], ""
+        raise CtlError(f"HTTP {exc.code}{where}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CtlError(f"cannot reach the admin API at {args.admin}: {reason}") from None
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "ctl"
+
+
+def _weights(pairs: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value.strip().lstrip("-").isdigit():
+            raise CtlError(f"expected BACKEND=WEIGHT such as go=99, got {pair!r}")
+        out[name] = int(value)
+    return out
+
+
+def _status(args: argparse.Namespace) -> Any:
+    routes = _request(args, "GET", "/admin/routes")
+    canary = _request(args, "GET", "/admin/canary")
+    if args.json:
+        return {"routes": routes, "canary": canary}
+    verdicts = {c["route"]: c for c in canary.get("routes", [])}
+    lines = []
+    for r in routes["routes"]:
+        weights = " ".join(f"{b}={w}" for b, w in r["weights"].items())
+        phase = r.get("phase", "")
+        latch = " LATCHED" if r.get("latched") else ""
+        lines.append(f"{r['name']}: {weights} ({r['source']}) {phase}{latch}".rstrip())
+        c = verdicts.get(r["name"])
+        if c is not None:
+            v = c["verdict"]
+            lines.append(f"  verdict: {v['status']} - {v['reason']}")
+            for side in ("baseline", "candidate"):
+                s = c[side]
+                rate = "n/a" if s["error_rate"] is None else f"{s['error_rate'] * 100:.2f}%"
+                lines.append(
+                    f"  {side} {s['backend']}: {s['requests']} req, {s['errors']} err ({rate}), "
+                    f"p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms, p99 {s['p99_ms']} ms"
+                )
+    shared = routes.get("shared_state") or {}
+    if shared:
+        state = "connected" if shared.get("connected") else f"DOWN ({shared.get('last_error')})"
+        lines.append(f"shared state: {shared.get('backend')} {state}")
+    return "\n".join(lines)
+
+
+def _events(args: argparse.Namespace) -> Any:
+    q = f"?limit={args.limit}" + (f"&route={args.route}" if args.route else "")
+    data = _request(args, "GET", "/admin/events" + q)
+    if args.json:
+        return data
+    lines = []
+    for e in data["events"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+        lines.append(f"{when} #{e['id']} {e['route']} {e['kind']} by {e['actor']}: {e['reason']}")
+    return "\n".join(lines) or "no events"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cmd = args.ctl_command
+        if cmd == "status":
+            out = _status(args)
+        elif cmd == "events":
+            out = _events(args)
+        elif cmd == "weights":
+            q = f"?reason={urllib.parse.quote(args.reason)}" if args.reason else ""
+            out = _request(
+                args, "PUT", f"/admin/routes/{args.route}/weights{q}", _weights(args.weights)
+            )
+        else:
+            body: dict[str, Any] = {}
+            if args.route:
+                body["route"] = args.route
+            if args.reason:
+                body["reason"] = args.reason
+            if cmd == "rollback" and args.ramp:
+                body.update(mode="ramp", over=args.ramp)
+            elif cmd == "rollback" and args.instant:
+                body["mode"] = "instant"
+            out = _request(args, "POST", f"/admin/{cmd}", body)
+    except CtlError as exc:
+        print(f"cutover ctl: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(out, str):
+        print(out)
+    elif args.json or cmd not in ("weights", "rollback", "promote", "pause", "resume"):
+        print(json.dumps(out, indent=2))
+    else:
+        results = out.get("results", [out])
+        for r in results:
+            weights = " ".join(f"{b}={w}" for b, w in r["weights"].items())
+            note = r.get("reason") or r.get("error", "")
+            print(f"{r['route']}: {weights} {r['phase']} - {note}")
+    return 0

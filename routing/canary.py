@@ -1,0 +1,918 @@
+"""Canary analysis and control, decided from data (DESIGN.md, Splits, stickiness, canary).
+
+Three parts, all pure (time comes in as `now`, wall-clock seconds):
+
+- **Windows.** `SideWindow` keeps one side's last `window` seconds in 1-s buckets: requests,
+  errors and a log-linear latency histogram (16 bins per power of two, so a percentile is off
+  by at most ~3%). `Snapshot` is a window frozen for sharing: snapshots of several workers and
+  replicas merge exactly (counts add, histograms add).
+- **Verdict.** `judge` compares the candidate with the baseline on the same window:
+  "insufficient_data" under `min_requests` on either side; "unhealthy" when the candidate's error
+  rate is over `max_error_rate` *and* significantly over the baseline's (one-sided two-proportion
+  z-test at `confidence`, plus an optional absolute `error_margin`), or its p95 is over
+  `max_p95_ratio` x the baseline's p95 (and over it by `p95_margin`) *and* significantly more of
+  its requests are slower than that threshold than the baseline's; else "healthy". Both sides
+  failing alike gives z ~ 0: the candidate is not blamed.
+- **Control.** `Control` is a route's shared control state (weights in force, phase, rollback
+  latch, ramp-down); `apply` runs one command through the transition table `TRANSITIONS` and
+  returns the new state and the event that explains it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from statistics import NormalDist
+from typing import Any, Literal
+
+__all__ = [
+    "TRANSITIONS",
+    "CanaryConfig",
+    "Command",
+    "Control",
+    "Criteria",
+    "Outcome",
+    "Ramp",
+    "RollbackPolicy",
+    "RouteCanary",
+    "SideStats",
+    "SideWindow",
+    "Snapshot",
+    "Verdict",
+    "apply",
+    "bin_of",
+    "bin_value",
+    "initial_control",
+    "judge",
+    "next_step",
+    "percentile",
+    "reconcile",
+    "settled_phase",
+    "with_candidate_weight",
+    "z_score",
+]
+
+Split = tuple[tuple[str, int], ...]
+Phase = Literal["observing", "stepping", "holding", "rolled_back", "promoted"]
+Status = Literal["healthy", "unhealthy", "insufficient_data"]
+PHASES: tuple[Phase, ...] = ("observing", "stepping", "holding", "rolled_back", "promoted")
+STATUSES: tuple[Status, ...] = ("healthy", "unhealthy", "insufficient_data")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration (parsed by proxy/canary_config.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackPolicy:
+    mode: Literal["instant", "ramp"] = "instant"
+    over: float = 30.0  # seconds, for mode "ramp": candidate weight reaches 0 after this long
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """What `judge` needs: the seeds' rollback criteria and the significance rule."""
+
+    max_error_rate: float = 0.01
+    max_p95_ratio: float = 2.0
+    min_requests: int = 200
+    confidence: float = 0.99  # one-sided; z >= NormalDist().inv_cdf(confidence) is significant
+    error_margin: float = 0.0  # candidate rate must also exceed the baseline's by this much
+    p95_margin: float = 0.010  # seconds the candidate's p95 must also exceed the baseline's by
+
+    @property
+    def z_critical(self) -> float:
+        return NormalDist().inv_cdf(self.confidence)
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryConfig:
+    """The `canary:` section."""
+
+    baseline: str
+    candidate: str
+    criteria: Criteria = field(default_factory=Criteria)
+    window: int = 60  # seconds of 1-s buckets
+    steps: tuple[int, ...] = ()  # the candidate's weights, increasing
+    step_interval: float = 60.0  # minimum time at one weight before the next step
+    step_min_requests: int = 200  # candidate requests within the step before the next step
+    auto_promote: bool = True
+    auto_rollback: bool = True
+    rollback: RollbackPolicy = field(default_factory=RollbackPolicy)
+    redis_prefix: str = "cutover:"
+
+    def applies_to(self, split: Split) -> bool:
+        """The block applies to every route whose split names both baseline and candidate."""
+        names = {b for b, _ in split}
+        return self.baseline in names and self.candidate in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Latency histogram: log-linear bins over microseconds
+
+_SUB_BITS = 4
+_SUB = 1 << _SUB_BITS  # 16 bins per power of two
+_LINEAR = 2 * _SUB  # values below 32 us have a bin each
+
+
+def bin_of(seconds: float) -> int:
+    """The histogram bin of a duration (bins are ~6% wide; exact below 32 microseconds)."""
+    v = int(seconds * 1_000_000) if seconds > 0 else 0
+    if v < _LINEAR:
+        return v
+    e = v.bit_length() - (_SUB_BITS + 1)
+    return (e + 1) * _SUB + (v >> e) - _SUB
+
+
+def _bin_bounds(index: int) -> tuple[int, int]:
+    """[low, high) in microseconds."""
+    if index < _LINEAR:
+        return index, index + 1
+    e = index // _SUB - 1
+    m = index % _SUB + _SUB
+    return m << e, (m + 1) << e
+
+
+def bin_value(index: int) -> float:
+    """A bin's representative duration in seconds (its midpoint)."""
+    low, high = _bin_bounds(index)
+    return (low + high) / 2 / 1_000_000
+
+
+def percentile(bins: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile (0 < q <= 1) of a histogram, in seconds; None when it is empty."""
+    total = sum(bins.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for index in sorted(bins):
+        seen += bins[index]
+        if seen >= rank:
+            return bin_value(index)
+    return bin_value(max(bins))  # pragma: no cover - rank <= total
+
+
+def _count_above(bins: Mapping[int, int], threshold: float) -> int:
+    return sum(n for i, n in bins.items() if bin_value(i) > threshold)
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One side's window as numbers that merge across workers and replicas."""
+
+    requests: int = 0
+    errors: int = 0
+    bins: Mapping[int, int] = field(default_factory=dict)
+    per_second: Mapping[int, int] = field(default_factory=dict)  # second -> requests
+
+    def requests_since(self, t: float) -> int:
+        """Requests in the buckets of whole seconds that started at or after `t`."""
+        start = math.ceil(t)
+        return sum(n for s, n in self.per_second.items() if s >= start)
+
+    @staticmethod
+    def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+        requests = errors = 0
+        bins: dict[int, int] = {}
+        per_second: dict[int, int] = {}
+        for s in snapshots:
+            requests += s.requests
+            errors += s.errors
+            for i, n in s.bins.items():
+                bins[i] = bins.get(i, 0) + n
+            for sec, n in s.per_second.items():
+                per_second[sec] = per_second.get(sec, 0) + n
+        return Snapshot(requests, errors, bins, per_second)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "bins": [[i, n] for i, n in sorted(self.bins.items())],
+            "per_second": [[s, n] for s, n in sorted(self.per_second.items())],
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> Snapshot:
+        return Snapshot(
+            requests=int(data["requests"]),
+            errors=int(data["errors"]),
+            bins={int(i): int(n) for i, n in data.get("bins", ())},
+            per_second={int(s): int(n) for s, n in data.get("per_second", ())},
+        )
+
+
+class _Bucket:
+    __slots__ = ("bins", "errors", "requests", "second")
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.requests = 0
+        self.errors = 0
+        self.bins: dict[int, int] = {}
+
+
+class SideWindow:
+    """One side's sliding window of `window` 1-s buckets, with running totals."""
+
+    __slots__ = ("_bins", "_buckets", "errors", "requests", "window")
+
+    def __init__(self, window: int = 60) -> None:
+        self.window = window
+        self._buckets: deque[_Bucket] = deque()
+        self._bins: dict[int, int] = {}
+        self.requests = 0
+        self.errors = 0
+
+    def _expire(self, now: float) -> None:
+        oldest = math.floor(now) - self.window + 1
+        buckets = self._buckets
+        while buckets and buckets[0].second < oldest:
+            gone = buckets.popleft()
+            self.requests -= gone.requests
+            self.errors -= gone.errors
+            totals = self._bins
+            for i, n in gone.bins.items():
+                left = totals[i] - n
+                if left:
+                    totals[i] = left
+                else:
+                    del totals[i]
+
+    def record(self, now: float, error: bool, duration: float) -> None:
+        second = math.floor(now)
+        buckets = self._buckets
+        if buckets and buckets[-1].second == second:
+            bucket = buckets[-1]
+        else:
+            if buckets and buckets[-1].second > second:
+                bucket = buckets[-1]  # the clock stepped back: count it in the newest bucket
+            else:
+                self._expire(now)
+                bucket = _Bucket(second)
+                buckets.append(bucket)
+        index = bin_of(duration)
+        bucket.requests += 1
+        bucket.bins[index] = bucket.bins.get(index, 0) + 1
+        self._bins[index] = self._bins.get(index, 0) + 1
+        self.requests += 1
+        if error:
+            bucket.errors += 1
+            self.errors += 1
+
+    def snapshot(self, now: float) -> Snapshot:
+        self._expire(now)
+        return Snapshot(
+            self.requests,
+            self.errors,
+            dict(self._bins),
+            {b.second: b.requests for b in self._buckets},
+        )
+
+
+class RouteCanary:
+    """The baseline's and the candidate's windows of one route."""
+
+    __slots__ = ("baseline", "candidate")
+
+    def __init__(self, window: int) -> None:
+        self.baseline = SideWindow(window)
+        self.candidate = SideWindow(window)
+
+    def side(self, name: str) -> SideWindow:
+        return self.baseline if name == "baseline" else self.candidate
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class SideStats:
+    requests: int
+    errors: int
+    error_rate: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+    @staticmethod
+    def of(s: Snapshot) -> SideStats:
+        return SideStats(
+            requests=s.requests,
+            errors=s.errors,
+            error_rate=s.errors / s.requests if s.requests else None,
+            p50=percentile(s.bins, 0.50),
+            p95=percentile(s.bins, 0.95),
+            p99=percentile(s.bins, 0.99),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "p50_ms": _ms(self.p50),
+            "p95_ms": _ms(self.p95),
+            "p99_ms": _ms(self.p99),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    criterion: Literal["min_requests", "error_rate", "p95_latency"]
+    failed: bool
+    detail: str  # the sentence a human reads, with the figures
+    figures: Mapping[str, float | int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    criterion: str | None  # the check that decided: min_requests, error_rate, p95_latency
+    reason: str
+    baseline: SideStats
+    candidate: SideStats
+    checks: tuple[Check, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "criterion": self.criterion,
+            "reason": self.reason,
+            "checks": [
+                {
+                    "criterion": c.criterion,
+                    "failed": c.failed,
+                    "detail": c.detail,
+                    "figures": dict(c.figures),
+                }
+                for c in self.checks
+            ],
+        }
+
+    def figures(self) -> dict[str, Any]:
+        """What was judged, for events: both sides and the deciding check's figures."""
+        out: dict[str, Any] = {
+            "verdict": self.status,
+            "criterion": self.criterion,
+            "baseline": self.baseline.to_dict(),
+            "candidate": self.candidate.to_dict(),
+        }
+        for c in self.checks:
+            if c.criterion == self.criterion:
+                out["judged"] = dict(c.figures)
+        return out
+
+
+def z_score(x1: int, n1: int, x2: int, n2: int) -> float:
+    """One-sided two-proportion z statistic of x1/n1 over x2/n2 (pooled variance)."""
+    if n1 == 0 or n2 == 0:
+        return 0.0
+    p1, p2 = x1 / n1, x2 / n2
+    pooled = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 0.0
+    return (p1 - p2) / se
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.2f}%"
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 3)
+
+
+def _fmt_ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 1000:.1f}ms"
+
+
+def judge(baseline: Snapshot, candidate: Snapshot, criteria: Criteria) -> Verdict:
+    """The verdict on one window (see the module docstring for the rule)."""
+    b, c = SideStats.of(baseline), SideStats.of(candidate)
+    need = criteria.min_requests
+    if b.requests < need or c.requests < need:
+        detail = (
+            f"needs {need} requests on each side in the window: "
+            f"candidate {c.requests}, baseline {b.requests}"
+        )
+        check = Check(
+            "min_requests",
+            True,
+            detail,
+            {"min_requests": need, "candidate": c.requests, "baseline": b.requests},
+        )
+        return Verdict("insufficient_data", "min_requests", detail, b, c, (check,))
+    zc = criteria.z_critical
+    checks = (_error_check(b, c, criteria, zc), _latency_check(baseline, candidate, criteria, zc))
+    for check in checks:
+        if check.failed:
+            return Verdict("unhealthy", check.criterion, check.detail, b, c, checks)
+    reason = "; ".join(ch.detail for ch in checks)
+    return Verdict("healthy", None, reason, b, c, checks)
+
+
+def _error_check(b: SideStats, c: SideStats, cr: Criteria, zc: float) -> Check:
+    cr_rate = c.error_rate or 0.0
+    b_rate = b.error_rate or 0.0
+    z = z_score(c.errors, c.requests, b.errors, b.requests)
+    over_max = cr_rate > cr.max_error_rate
+    over_margin = cr_rate - b_rate > cr.error_margin
+    significant = z >= zc
+    failed = over_max and over_margin and significant
+    figures = {
+        "candidate_errors": c.errors,
+        "candidate_requests": c.requests,
+        "candidate_error_rate": cr_rate,
+        "baseline_errors": b.errors,
+        "baseline_requests": b.requests,
+        "baseline_error_rate": b_rate,
+        "max_error_rate": cr.max_error_rate,
+        "error_margin": cr.error_margin,
+        "z": round(z, 3),
+        "z_critical": round(zc, 3),
+    }
+    head = (
+        f"candidate error rate {_pct(cr_rate)} ({c.errors}/{c.requests}) vs baseline "
+        f"{_pct(b_rate)} ({b.errors}/{b.requests}), max {_pct(cr.max_error_rate)}, "
+        f"z={z:.2f} (significant at >= {zc:.2f})"
+    )
+    if failed:
+        detail = f"{head}: candidate errors significantly more than the baseline"
+    elif not over_max:
+        detail = f"{head}: within the maximum"
+    elif not over_margin or not significant:
+        detail = f"{head}: not significantly worse than the baseline (both sides alike)"
+    else:  # pragma: no cover - all cases above
+        detail = head
+    return Check("error_rate", failed, detail, figures)
+
+
+def _latency_check(baseline: Snapshot, candidate: Snapshot, cr: Criteria, zc: float) -> Check:
+    b95 = percentile(baseline.bins, 0.95) or 0.0
+    c95 = percentile(candidate.bins, 0.95) or 0.0
+    threshold = cr.max_p95_ratio * b95
+    slow_c = _count_above(candidate.bins, threshold)
+    slow_b = _count_above(baseline.bins, threshold)
+    nc, nb = candidate.requests, baseline.requests
+    z = z_score(slow_c, nc, slow_b, nb)
+    over_ratio = c95 > threshold
+    over_margin = c95 - b95 >= cr.p95_margin
+    significant = z >= zc
+    failed = over_ratio and over_margin and significant
+    ratio = c95 / b95 if b95 else None
+    figures = {
+        "candidate_p95_ms": _ms(c95),
+        "baseline_p95_ms": _ms(b95),
+        "ratio": None if ratio is None else round(ratio, 3),
+        "max_p95_ratio": cr.max_p95_ratio,
+        "threshold_ms": _ms(threshold),
+        "p95_margin_ms": _ms(cr.p95_margin),
+        "candidate_slower_than_threshold": slow_c,
+        "baseline_slower_than_threshold": slow_b,
+        "z": round(z, 3),
+        "z_critical": round(zc, 3),
+    }
+    shown_ratio = "n/a" if ratio is None else f"{ratio:.2f}x"
+    head = (
+        f"candidate p95 {_fmt_ms(c95)} vs baseline {_fmt_ms(b95)} ({shown_ratio}, max "
+        f"{cr.max_p95_ratio:g}x); slower than {_fmt_ms(threshold)}: candidate {slow_c}/{nc}, "
+        f"baseline {slow_b}/{nb}, z={z:.2f}"
+    )
+    if failed:
+        detail = f"{head}: candidate significantly slower than the baseline"
+    elif not over_ratio or not over_margin:
+        detail = f"{head}: within the maximum"
+    else:
+        detail = f"{head}: not significantly slower than the baseline"
+    return Check("p95_latency", failed, detail, figures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Control: the shared per-route state and its transition table
+
+
+@dataclass(frozen=True, slots=True)
+class Ramp:
+    """A ramp-down: the candidate's weight falls linearly from `start` to 0 over `over` s."""
+
+    start: int
+    started_at: float
+    over: float
+
+    def weight(self, now: float) -> int:
+        elapsed = max(0.0, now - self.started_at)
+        if elapsed >= self.over:
+            return 0
+        return min(self.start, math.ceil(self.start * (1 - elapsed / self.over) - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A route's control state, shared by every worker and replica."""
+
+    route: str
+    weights: Split  # in force, in the config's written order
+    config_split: Split  # the config's split these weights were decided over
+    source: Literal["config", "operator", "controller"] = "config"
+    phase: Phase = "observing"
+    latched: bool = False  # set by a rollback; cleared by resume, promote or set_weights
+    ramp: Ramp | None = None
+    since: float = 0.0  # when the candidate's weight took its current value
+    version: int = 0  # 0: never written
+    actor: str = "config"
+    reason: str = ""
+
+    def weight_of(self, backend: str) -> int:
+        return dict(self.weights).get(backend, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "weights": [list(p) for p in self.weights],
+            "config_split": [list(p) for p in self.config_split],
+            "source": self.source,
+            "phase": self.phase,
+            "latched": self.latched,
+            "ramp": None
+            if self.ramp is None
+            else {
+                "start": self.ramp.start,
+                "started_at": self.ramp.started_at,
+                "over": self.ramp.over,
+            },
+            "since": self.since,
+            "version": self.version,
+            "actor": self.actor,
+            "reason": self.reason,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> Control:
+        ramp = d.get("ramp")
+        return Control(
+            route=str(d["route"]),
+            weights=tuple((str(b), int(w)) for b, w in d["weights"]),
+            config_split=tuple((str(b), int(w)) for b, w in d["config_split"]),
+            source=d.get("source", "config"),
+            phase=d.get("phase", "observing"),
+            latched=bool(d.get("latched", False)),
+            ramp=None
+            if not ramp
+            else Ramp(int(ramp["start"]), float(ramp["started_at"]), float(ramp["over"])),
+            since=float(d.get("since", 0.0)),
+            version=int(d.get("version", 0)),
+            actor=str(d.get("actor", "")),
+            reason=str(d.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One input to the state machine."""
+
+    kind: Literal["tick", "rollback", "promote", "pause", "resume", "set_weights"]
+    actor: str
+    now: float
+    reason: str = ""
+    verdict: Verdict | None = None  # tick
+    candidate_window: Snapshot | None = None  # tick: for the per-step request count
+    weights: Split | None = None  # set_weights, in the config's written order
+    mode: Literal["instant", "ramp"] | None = None  # rollback: overrides the policy
+    over: float | None = None  # rollback: ramp duration, overrides the policy
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `apply` decided: `control` None = nothing changes; `error` = refused (HTTP 409)."""
+
+    control: Control | None = None
+    event: str | None = None  # event kind: rollback, promote, pause, resume, weights, ramp
+    reason: str = ""
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def with_candidate_weight(weights: Split, candidate: str, baseline: str, weight: int) -> Split:
+    """`weights` with the candidate at `weight`; the baseline takes up the difference (and when
+    it has too little, the other backends give theirs up in written order)."""
+    current = dict(weights)
+    delta = weight - current.get(candidate, 0)
+    current[candidate] = weight
+    take = min(delta, current.get(baseline, 0)) if delta > 0 else delta
+    current[baseline] = current.get(baseline, 0) - take
+    rest = delta - take if delta > 0 else 0
+    for name, _ in weights:
+        if rest <= 0:
+            break
+        if name in (candidate, baseline):
+            continue
+        give = min(rest, current[name])
+        current[name] -= give
+        rest -= give
+    return tuple((name, current[name]) for name, _ in weights)
+
+
+def next_step(steps: Sequence[int], weight: int) -> int | None:
+    """The next higher step after `weight` (100 when there are no steps), or None."""
+    higher = [s for s in (steps or (100,)) if s > weight]
+    return min(higher) if higher else None
+
+
+def settled_phase(weight: int, cfg: CanaryConfig | None) -> Phase:
+    """The phase a route is in at `weight` when nothing holds it."""
+    if cfg is None:
+        return "observing"
+    if weight >= 100:
+        return "promoted"
+    if cfg.steps and cfg.auto_promote and weight < max(cfg.steps):
+        return "stepping"
+    return "observing"
+
+
+def initial_control(route: str, split: Split, cfg: CanaryConfig | None, now: float) -> Control:
+    """The control of a route nobody has changed yet: the config's split."""
+    weight = dict(split).get(cfg.candidate, 0) if cfg else 0
+    return Control(
+        route=route,
+        weights=split,
+        config_split=split,
+        source="config",
+        phase=settled_phase(weight, cfg),
+        since=now,
+    )
+
+
+def reconcile(control: Control, split: Split, cfg: CanaryConfig | None, now: float) -> Outcome:
+    """When the config's split for the route changed, the config wins again (an event says so)."""
+    if control.config_split == split or control.source == "config":
+        return Outcome()
+    fresh = initial_control(control.route, split, cfg, now)
+    new = replace(fresh, version=control.version, actor="config")
+    return Outcome(
+        new,
+        "config",
+        f"the config's split changed to {_fmt(split)}: it is in force again, runtime weights "
+        f"{_fmt(control.weights)} ({control.source}) dropped",
+        {"old_config_split": dict(control.config_split), "new_config_split": dict(split)},
+    )
+
+
+def _fmt(split: Split) -> str:
+    return "/".join(f"{b} {w}" for b, w in split)
+
+
+# -- transitions ------------------------------------------------------------------------------
+
+Handler = Callable[[Control, Command, CanaryConfig], Outcome]
+
+
+def _change(
+    c: Control, cmd: Command, cfg: CanaryConfig, weight: int, **changes: Any
+) -> tuple[Control, Split]:
+    weights = with_candidate_weight(c.weights, cfg.candidate, cfg.baseline, weight)
+    since = cmd.now if weight != c.weight_of(cfg.candidate) else c.since
+    source = "controller" if cmd.actor == "controller" else "operator"
+    new = replace(
+        c,
+        weights=weights,
+        since=since,
+        source=source,
+        actor=cmd.actor,
+        reason=cmd.reason or c.reason,
+        **changes,
+    )
+    return new, weights
+
+
+def _rollback(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    current = c.weight_of(cfg.candidate)
+    mode = cmd.mode or cfg.rollback.mode
+    over = cmd.over if cmd.over is not None else cfg.rollback.over
+    figures: dict[str, Any] = dict(cmd.verdict.figures()) if cmd.verdict else {}
+    figures.update({"mode": mode, "from_weight": current})
+    if mode == "ramp" and current > 0 and over > 0:
+        ramp = Ramp(current, cmd.now, over)
+        figures["over_s"] = over
+        new, _ = _change(c, cmd, cfg, current, phase="rolled_back", latched=True, ramp=ramp)
+        why = f"ramp {cfg.candidate} down from {current}% to 0% over {over:g}s"
+    else:
+        new, _ = _change(c, cmd, cfg, 0, phase="rolled_back", latched=True, ramp=None)
+        why = f"{cfg.baseline} takes 100% at once ({cfg.candidate} was at {current}%)"
+    reason = f"{cmd.reason}: {why}" if cmd.reason else why
+    return Outcome(replace(new, reason=reason), "rollback", reason, figures)
+
+
+def _promote(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    current = c.weight_of(cfg.candidate)
+    target = next_step(cfg.steps, current)
+    if target is None:
+        return Outcome(error=f"{cfg.candidate} is already at {current}%, the last step")
+    phase = "holding" if c.phase == "holding" and cmd.actor != "controller" else None
+    new, _ = _change(c, cmd, cfg, target, latched=False, ramp=None)
+    new = replace(new, phase=phase or settled_phase(target, cfg))
+    why = f"{cfg.candidate} {current}% -> {target}% (next step)"
+    reason = f"{cmd.reason}: {why}" if cmd.reason else why
+    figures: dict[str, Any] = dict(cmd.verdict.figures()) if cmd.verdict else {}
+    figures.update({"from_weight": current, "to_weight": target})
+    return Outcome(replace(new, reason=reason), "promote", reason, figures)
+
+
+def _pause(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    reason = cmd.reason or "paused: no automatic promotion until resumed"
+    new = replace(c, phase="holding", actor=cmd.actor, reason=reason)
+    return Outcome(new, "pause", reason, {"weight": c.weight_of(cfg.candidate)})
+
+
+def _already_paused(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    return Outcome(error="already paused")
+
+
+def _resume(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    weight = c.weight_of(cfg.candidate)
+    reason = cmd.reason or (
+        "resumed after a rollback: the latch is released" if c.latched else "resumed"
+    )
+    if c.ramp is not None:  # a ramp in progress stops where it is
+        weight = c.ramp.weight(cmd.now)
+        new, _ = _change(c, cmd, cfg, weight, ramp=None)
+    else:
+        new = replace(c, actor=cmd.actor)
+    new = replace(new, phase=settled_phase(weight, cfg), latched=False, reason=reason)
+    return Outcome(new, "resume", reason, {"weight": weight})
+
+
+def _not_paused(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    return Outcome(error="nothing to resume: the canary is neither paused nor rolled back")
+
+
+def _set_weights(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    assert cmd.weights is not None
+    weight = dict(cmd.weights).get(cfg.candidate, 0)
+    phase = "holding" if c.phase == "holding" else settled_phase(weight, cfg)
+    since = cmd.now if weight != c.weight_of(cfg.candidate) else c.since
+    reason = cmd.reason or f"weights set to {_fmt(cmd.weights)}"
+    new = replace(
+        c,
+        weights=cmd.weights,
+        source="operator",
+        phase=phase,
+        latched=False,
+        ramp=None,
+        since=since,
+        actor=cmd.actor,
+        reason=reason,
+    )
+    return Outcome(new, "weights", reason, {"before": dict(c.weights), "after": dict(cmd.weights)})
+
+
+def _tick_watch(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    """observing / holding / promoted: roll back on an unhealthy verdict, never promote."""
+    v = cmd.verdict
+    if (
+        v is not None
+        and v.status == "unhealthy"
+        and cfg.auto_rollback
+        and c.weight_of(cfg.candidate) > 0
+    ):
+        return _rollback(c, replace(cmd, reason=f"automatic rollback: {v.reason}"), cfg)
+    return Outcome()
+
+
+def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    """stepping: roll back on an unhealthy verdict; promote when every gate is open."""
+    back = _tick_watch(c, cmd, cfg)
+    if back.control is not None:
+        return back
+    v = cmd.verdict
+    weight = c.weight_of(cfg.candidate)
+    if v is None or v.status == "unhealthy" or (v.status != "healthy" and weight > 0):
+        return Outcome()  # insufficient data: neither promote nor roll back
+    if cmd.now - c.since < cfg.step_interval:
+        return Outcome()
+    in_step = cmd.candidate_window.requests_since(c.since) if cmd.candidate_window else 0
+    if weight > 0 and in_step < cfg.step_min_requests:
+        return Outcome()
+    gate = (
+        f"{cmd.now - c.since:.0f}s at {weight}% (min {cfg.step_interval:g}s), "
+        f"{in_step} candidate requests in the step (min {cfg.step_min_requests}), "
+        f"verdict {v.status}"
+    )
+    out = _promote(c, replace(cmd, reason=f"automatic promotion: {gate}"), cfg)
+    if out.control is not None:
+        figures = dict(out.figures)
+        figures["requests_in_step"] = in_step
+        out = replace(out, figures=figures)
+    return out
+
+
+def _tick_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    """rolled_back: follow the ramp-down schedule; the latch holds everything else."""
+    ramp = c.ramp
+    if ramp is None:
+        return Outcome()
+    target = ramp.weight(cmd.now)
+    current = c.weight_of(cfg.candidate)
+    if target >= current:
+        return Outcome()
+    done = target == 0
+    new, _ = _change(c, cmd, cfg, target, ramp=None if done else ramp)
+    reason = (
+        f"ramp-down: {cfg.candidate} {current}% -> {target}% "
+        f"({cmd.now - ramp.started_at:.0f}s of {ramp.over:g}s)"
+        + ("; ramp-down complete" if done else "")
+    )
+    figures = {"from_weight": current, "to_weight": target, "ramp_start": ramp.start}
+    return Outcome(replace(new, reason=reason, source=c.source), "ramp", reason, figures)
+
+
+def _tick_held_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    """holding: a ramp-down that began before the pause still completes."""
+    if c.ramp is not None:
+        return _tick_ramp(c, cmd, cfg)
+    return _tick_watch(c, cmd, cfg)
+
+
+def _already_rolled_back(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    if c.ramp is not None and (cmd.mode or cfg.rollback.mode) == "instant":
+        return _rollback(c, replace(cmd, mode="instant"), cfg)  # finish a ramp at once
+    return Outcome(error=f"already rolled back ({cfg.candidate} at {c.weight_of(cfg.candidate)}%)")
+
+
+def _rollback_or_refuse(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+    if c.latched:
+        return _already_rolled_back(c, cmd, cfg)
+    return _rollback(c, cmd, cfg)
+
+
+# (phase, command) -> handler; a pair that is absent is refused.
+TRANSITIONS: dict[tuple[Phase, str], Handler] = {
+    ("observing", "tick"): _tick_watch,
+    ("observing", "rollback"): _rollback,
+    ("observing", "promote"): _promote,
+    ("observing", "pause"): _pause,
+    ("observing", "resume"): _not_paused,
+    ("observing", "set_weights"): _set_weights,
+    ("stepping", "tick"): _tick_step,
+    ("stepping", "rollback"): _rollback,
+    ("stepping", "promote"): _promote,
+    ("stepping", "pause"): _pause,
+    ("stepping", "resume"): _not_paused,
+    ("stepping", "set_weights"): _set_weights,
+    ("holding", "tick"): _tick_held_ramp,
+    ("holding", "rollback"): _rollback_or_refuse,
+    ("holding", "promote"): _promote,
+    ("holding", "pause"): _already_paused,
+    ("holding", "resume"): _resume,
+    ("holding", "set_weights"): _set_weights,
+    ("rolled_back", "tick"): _tick_ramp,
+    ("rolled_back", "rollback"): _already_rolled_back,
+    ("rolled_back", "promote"): _promote,
+    ("rolled_back", "pause"): _pause,
+    ("rolled_back", "resume"): _resume,
+    ("rolled_back", "set_weights"): _set_weights,
+    ("promoted", "tick"): _tick_watch,
+    ("promoted", "rollback"): _rollback,
+    ("promoted", "promote"): _promote,
+    ("promoted", "pause"): _pause,
+    ("promoted", "resume"): _not_paused,
+    ("promoted", "set_weights"): _set_weights,
+}
+
+
+def apply(control: Control, cmd: Command, cfg: CanaryConfig | None) -> Outcome:
+    """Run one command. Without a canary block only `set_weights` applies."""
+    if cfg is None:
+        if cmd.kind == "set_weights":
+            assert cmd.weights is not None
+            reason = cmd.reason or f"weights set to {_fmt(cmd.weights)}"
+            new = replace(
+                control,
+                weights=cmd.weights,
+                source="operator",
+                since=cmd.now,
+                actor=cmd.actor,
+                reason=reason,
+            )
+            return Outcome(
+                new,
+                "weights",
+                reason,
+                {"before": dict(control.weights), "after": dict(cmd.weights)},
+            )
+        if cmd.kind == "tick":
+            return Outcome()
+        return Outcome(error=f"route {control.route!r} has no canary (no canary block applies)")
+    handler = TRANSITIONS.get((control.phase, cmd.kind))
+    if handler is None:  # pragma: no cover - the table is complete
+        return Outcome(error=f"{cmd.kind} is not possible while {control.phase}")
+    return handler(control, cmd, cfg)
