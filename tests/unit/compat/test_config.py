@@ -1,0 +1,186 @@
+"""`compat:` section parsing: profile files, built-in profile, inline rules, key-path errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compat.config import CompatConfig, profile_resource
+from compat.jsonops import Convert, Unwrap
+from proxy.config import ConfigErrors, load_config, parse_config
+
+
+def config(compat: Any) -> dict[str, Any]:
+    return {
+        "listen": "127.0.0.1:0",
+        "backends": {"go": {"url": "http://127.0.0.1:1"}, "python": {"url": "http://127.0.0.1:2"}},
+        "routes": [{"name": "default", "match": {"path_prefix": "/"}, "split": {"go": 100}}],
+        "compat": compat,
+    }
+
+
+def section(compat: Any, source: str = "cutover.yaml") -> CompatConfig:
+    got = parse_config(config(compat), source).section("compat")
+    assert isinstance(got, CompatConfig)
+    return got
+
+
+def errors(compat: Any, source: str = "cutover.yaml") -> list[str]:
+    with pytest.raises(ConfigErrors) as exc:
+        parse_config(config(compat), source)
+    return [str(e) for e in exc.value.errors]
+
+
+def test_builtin_profile_loads() -> None:
+    s = section({"profile": "builtin:alert-history", "backends": {"new": "go", "legacy": "python"}})
+    assert [r.name for r in s.rules] == [
+        "health", "legacy-removed", "history-by-fingerprint", "history", "webhook"
+    ]  # fmt: skip
+    assert s.roles == {"new": "go", "legacy": "python"}
+    assert s.backend_role("go") == "new"
+    history = s.rules[3]
+    assert history.rewrite_for("new") is not None and history.rewrite_for("legacy") is None
+    assert dict(history.headers)["Sunset"] == "Tue, 01 Apr 2025 00:00:00 GMT"
+    assert "rules:" in profile_resource("alert-history")
+
+
+def test_profile_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "p.yaml").write_text(
+        "deprecation: {sunset: 2030-01-01}\n"
+        "rules:\n  - {name: old, match: {path: /old}, gone: {replacement: GET /new}}\n"
+    )
+    cfg = config({"profile": "profiles/p.yaml"})
+    import yaml
+
+    (tmp_path / "cutover.yaml").write_text(yaml.safe_dump(cfg))
+    s = load_config(tmp_path / "cutover.yaml").section("compat")
+    assert isinstance(s, CompatConfig)
+    assert s.rules[0].gone is not None and s.rules[0].gone.replacement == "GET /new"
+    assert s.rules[0].sunset == 1893456000
+
+
+def test_errors_in_a_profile_file_name_the_file_and_the_key_path(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        "rules:\n"
+        "  - name: a\n    match: {path: /a}\n"
+        "  - name: b\n    match: {path: /b}\n"
+        "    rewrite:\n      response:\n        body:\n          - {convert: {t: epok}}\n"
+    )
+    errs = errors({"profile": "p.yaml"}, str(tmp_path / "cutover.yaml"))
+    assert errs[0] == (
+        f"{profile}: rules[1].rewrite.response.body[0].convert.t: expected one of "
+        "severity_name, severity_number, epoch, epoch_ms, rfc3339, string, integer, number, "
+        "got 'epok'"
+    )
+    assert errs[1].startswith(f"{tmp_path / 'cutover.yaml'}: compat.profile: expected a valid")
+
+
+def test_missing_profile_and_yaml_errors(tmp_path: Path) -> None:
+    errs = errors({"profile": "nope.yaml"}, str(tmp_path / "c.yaml"))
+    assert "compat.profile: expected a readable UTF-8 profile file" in errs[0]
+    (tmp_path / "bad.yaml").write_text("rules: [\n")
+    errs = errors({"profile": "bad.yaml"}, str(tmp_path / "c.yaml"))
+    assert errs[0].startswith(f"{tmp_path / 'bad.yaml'}: line ")
+    assert errors({"profile": "builtin:nope"})[0].endswith(
+        "compat.profile: expected a built-in profile (alert-history), got 'builtin:nope'"
+    )
+
+
+def test_inline_rules_compile() -> None:
+    s = section(
+        {
+            "backends": {"new": "go"},
+            "caller": {"header": "X-API-Key"},
+            "max_body": "64KiB",
+            "usage": {"flush_interval": "1s"},
+            "deprecation": {"since": "2025-02-01T00:00:00Z", "sunset": 1743465600},
+            "rules": [
+                {
+                    "name": "item",
+                    "match": {"method": "get", "path": "/alerts/{id}", "query": {"v": 1}},
+                    "rewrite": {
+                        "applies_to": "new",
+                        "path": "/api/v2/alerts/{id}",
+                        "query": [{"pagination": True}, {"rename": {"q": "filter"}}],
+                        "response": {
+                            "status": {404: 410, "400": 422},
+                            "body": [
+                                {"unwrap": "data"},
+                                {"convert": {"severity": "severity_name"}},
+                            ],
+                        },
+                    },
+                }
+            ],
+        }
+    )
+    (rule,) = s.rules
+    assert s.caller_header == "X-API-Key" and s.max_body == 65536 and s.flush_interval == 1.0
+    assert rule.match.methods == frozenset({"GET"})
+    assert rule.match.query[0].equals == "1"
+    assert dict(rule.headers)["Deprecation"] == "@1738368000"
+    rw = rule.rewrites[0]
+    assert rw.response is not None and dict(rw.response.status_map) == {404: 410, 400: 422}
+    assert rw.response.body == (Unwrap((), "data"), Convert(("severity",), "severity_name"))
+    assert rw.target("/alerts/7", "offset=20&limit=10&q=x", {"id": "7"}) == (
+        "/api/v2/alerts/7?filter=x&page=3&page_size=10"
+    )
+
+
+@pytest.mark.parametrize(
+    ("compat", "expected"),
+    [
+        ({}, "compat: expected a 'profile' (file or builtin:NAME) and/or inline 'rules'"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"}, "rewrite": {"applies_to": "new"}}]},
+         "compat.backends.new: expected the backend playing the role 'new' (rules a use it)"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"}, "keep_on_legacy": True}],
+          "backends": {"legacy": "pyton"}},
+         "compat.backends.legacy: expected a backend defined under backends (did you mean "
+         "'python'?), got 'pyton'"),
+        ({"rules": [{"name": "a", "match": {"path": "/a/{id}"}, "rewrite": {"path": "/b/{x}"}}]},
+         "compat.rules[0].rewrite.path: expected only parameters of every match path"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"}, "gone": True, "fan_out": {}}]},
+         "compat.rules[0]: expected either gone alone"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"}},
+                    {"name": "a", "match": {"path": "/b"}}]},
+         "compat.rules[1].name: expected a rule name used once"),
+        ({"rules": [{"name": "a", "match": {"path": "/a", "query": {"x": []}}}]},
+         "compat.rules[0].match.query.x: expected true (present), false (absent)"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"},
+                     "rewrite": {"query": [{"rename": {"a": "b"}, "drop": "c"}]}}]},
+         "compat.rules[0].rewrite.query[0]: expected a mapping with one operation"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"},
+                     "deprecation": {"sunset": "soon"}}]},
+         "compat.rules[0].deprecation.sunset: expected a date (2025-04-01)"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"}, "rewrite": {"body": [{"each": {}}]}}]},
+         "compat.rules[0].rewrite.body[0].each.ops: expected the list of operations"),
+        ({"rules": [{"name": "a", "match": {"path": "/a"}, "rewite": {}}]},
+         "compat.rules[0].rewite: expected a known key (did you mean 'rewrite'?)"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_key_path(compat: Any, expected: str) -> None:
+    errs = errors(compat)
+    assert any(e.startswith(f"cutover.yaml: {expected}") for e in errs), errs
+
+
+def test_design_shorthand_and_profile_default_roles() -> None:
+    # DESIGN.md writes `compat: examples/compat/alert-history.yaml`; backends go and python
+    s = section(str(Path(__file__).resolve().parents[3] / "examples/compat/alert-history.yaml"))
+    assert s.roles == {"new": "go", "legacy": "python"}
+    assert len(s.rules) == 5
+
+
+def test_profile_default_roles_need_the_backends() -> None:
+    data = config({"profile": "builtin:alert-history"})
+    data["backends"] = {"new": {"url": "http://127.0.0.1:1"}, "old": {"url": "http://127.0.0.1:2"}}
+    data["routes"][0]["split"] = {"new": 100}
+    with pytest.raises(ConfigErrors) as exc:
+        parse_config(data, "cutover.yaml")
+    paths = [e.path for e in exc.value.errors]
+    assert paths == ["compat.backends.new", "compat.backends.legacy"]
+    data["compat"]["backends"] = {"new": "new", "legacy": "old"}
+    assert parse_config(data, "c.yaml").section("compat").roles == {"new": "new", "legacy": "old"}
