@@ -1,0 +1,436 @@
+"""The publishing feature: the delivery engine, target discovery and the `/publishing/*` API.
+
+    GET  /publishing/targets              every target (static, kubernetes, invalid ones too)
+    POST /publishing/targets/refresh      list the Kubernetes secrets again now
+    GET  /publishing/mode                 normal | metrics-only
+    GET  /publishing/stats                per target: sent, failed, retried, dead-lettered, latency
+    POST /publishing/test/{target}        send a synthetic alert, report the target's answer
+    GET  /publishing/dlq                  dead-lettered jobs with their last error
+    POST /publishing/dlq/{id}/replay      put one back in line
+
+The POST endpoints need the admin token when one is configured. No answer carries a
+credential: URLs are shown redacted and errors pass through the target's redactor.
+
+The feature is on whenever the config has a `publishing` or an `alerts` section (intake
+enqueues `backend:<route>` jobs that this engine delivers). Intake reads `target_names()` and
+`mode()` to know where alerts may go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from proxy.admin import require_admin_token
+from proxy.db import StoreUnavailable
+from proxy.errors import error_response
+from proxy.features import Feature
+from publishing.config import DEFAULT, PublishingConfig
+from publishing.delivery import DeliveryEngine
+from publishing.delivery import iso_time as _iso
+from publishing.discovery import Discovery
+from publishing.outbox import Outbox
+from publishing.targets import TargetRegistry, TargetSpec
+from routing.alerts import Alert
+
+if TYPE_CHECKING:
+    from proxy.config_model import CutoverConfig
+    from proxy.server import Gateway
+
+log = logging.getLogger("cutover.publishing")
+MAX_TEST_TIMEOUT = 60.0
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _settings(config: CutoverConfig) -> PublishingConfig:
+    section = config.section("publishing")
+    return section if isinstance(section, PublishingConfig) else DEFAULT
+
+
+class PublishingFeature(Feature):
+    name = "publishing"
+
+    @classmethod
+    def create(cls, gw: Gateway) -> PublishingFeature | None:
+        if gw.config.section("publishing") is None and gw.config.section("alerts") is None:
+            return None
+        return cls(gw)
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(gw)
+        self.settings = _settings(gw.config)
+        self.registry = TargetRegistry()
+        self.registry.set_static(self.settings.targets)
+        self.outbox: Outbox | None = None
+        self.engine: DeliveryEngine | None = None
+        self.discovery: Discovery | None = None
+        self._starter: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        gw.publishing = self  # type: ignore[attr-defined]
+
+    # -- what intake asks --------------------------------------------------------------------
+
+    def target_names(self) -> list[str]:
+        """Targets that alerts may be published to now (empty in metrics-only mode)."""
+        if self.mode() == "metrics-only":
+            return []
+        return [t.name for t in self.registry.enabled()]
+
+    def mode(self) -> str:
+        if self.settings.mode == "metrics-only" or not self.registry.enabled():
+            return "metrics-only"
+        return "normal"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._starter = asyncio.create_task(self._start(), name="publishing-start")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._ready.wait()), 10.0)
+
+    async def _start(self) -> None:
+        """Open the store (retrying while it is down), then run the engine and discovery."""
+        delay = 0.5
+        while True:
+            try:
+                db = await self.gw.database()
+                outbox = Outbox(db, self.gw.clock)
+                await outbox.setup()
+                break
+            except StoreUnavailable as exc:
+                log.warning("publishing: store unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+        self.outbox = outbox
+        self.engine = DeliveryEngine(self.gw, outbox, self.registry, self.settings)
+        await self.engine.start()
+        await self._start_discovery()
+        self._ready.set()
+        log.info(
+            "publishing: %d static targets, kubernetes discovery %s, mode %s",
+            len(self.settings.targets),
+            "on" if self.settings.kubernetes else "off",
+            self.mode(),
+        )
+
+    async def _start_discovery(self) -> None:
+        if self.settings.kubernetes is None:
+            self.registry.set_discovered((), ())
+            return
+        self.discovery = Discovery(self.settings.kubernetes, self.registry, self.gw.clock)
+        await self.discovery.start()
+        await self.discovery.wait_ready(5.0)
+
+    async def stop(self) -> None:
+        if self._starter is not None and not self._starter.done():
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
+        if self.discovery is not None:
+            await self.discovery.stop()
+        if self.engine is not None:
+            await self.engine.stop()
+
+    async def reload(self, config: CutoverConfig) -> None:
+        old = self.settings
+        self.settings = _settings(config)
+        self.registry.set_static(self.settings.targets)
+        if self.engine is not None:
+            self.engine.set_config(self.settings)
+        if self._ready.is_set() and old.kubernetes != self.settings.kubernetes:
+            if self.discovery is not None:
+                await self.discovery.stop()
+                self.discovery = None
+            await self._start_discovery()
+
+    def readiness(self) -> dict[str, object] | None:
+        status = self.discovery.status if self.discovery else None
+        return {
+            "delivery": self.engine.state.value if self.engine else "starting",
+            "mode": self.mode(),
+            "targets": len(self.registry.enabled()),
+            "kubernetes": None
+            if status is None
+            else {"available": status.available, "last_error": status.last_error},
+        }
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/publishing/targets", self.targets)
+        router.add_post("/publishing/targets/refresh", self.refresh)
+        router.add_get("/publishing/mode", self.mode_endpoint)
+        router.add_get("/publishing/stats", self.stats)
+        router.add_post("/publishing/test/{target}", self.test)
+        router.add_get("/publishing/dlq", self.dlq)
+        router.add_post("/publishing/dlq/{id}/replay", self.replay)
+
+    def _unready(self) -> web.Response | None:
+        if self.engine is None or self.outbox is None:
+            return error_response(
+                503,
+                "store_unavailable",
+                "publishing is starting: the durable store is not reachable yet",
+                None,
+                headers={"Retry-After": "1"},
+            )
+        return None
+
+    def _target_info(self, spec: TargetSpec) -> dict[str, object]:
+        info = spec.public()
+        gate = self.engine.gate_of(spec.name) if self.engine else None
+        stats = gate.stats if gate else None
+        rate = stats.success_rate() if stats else None
+        total = (stats.sent + stats.failed) if stats else 0
+        info.update(
+            {
+                "health": stats.health() if stats else "unknown",
+                "success_rate": round(rate, 3) if rate is not None else None,
+                "last_success": _iso(stats.last_success) if stats else None,
+                "breaker": self.engine.breaker_state(spec.name) if self.engine else "closed",
+                "invalid_reason": None,
+                # the original service's field names
+                "health_status": stats.health() if stats else "unknown",
+                "last_successful_publish": _iso(stats.last_success) if stats else None,
+                "total_publishes": total,
+                "successful_publishes": stats.sent if stats else 0,
+                "failed_publishes": stats.failed if stats else 0,
+                "priority": None,
+            }
+        )
+        return info
+
+    async def targets(self, request: web.Request) -> web.Response:
+        out = [self._target_info(t) for t in self.registry.all()]
+        for bad in self.registry.invalid:
+            info = bad.public()
+            info.update({"health": "invalid", "health_status": "invalid", "breaker": None})
+            out.append(info)
+        return _json(out)
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        denied = require_admin_token(request, self.gw)
+        if denied is not None:
+            return denied
+        now = _iso(self.gw.clock.now())
+        if self.discovery is None:
+            return _json(
+                {
+                    "message": "kubernetes discovery is not configured (publishing.kubernetes)",
+                    "targets_discovered": 0,
+                    "refresh_timestamp": now,
+                    "success": False,
+                }
+            )
+        ok, found = await self.discovery.refresh()
+        invalid = sum(1 for t in self.registry.invalid if t.source == "kubernetes")
+        message = f"{found} targets discovered, {invalid} invalid"
+        if not ok:
+            message += f"; {self.discovery.status.last_error}"
+        return _json(
+            {
+                "message": message,
+                "targets_discovered": found,
+                "invalid_targets": invalid,
+                "refresh_timestamp": now,
+                "success": ok,
+            }
+        )
+
+    async def mode_endpoint(self, request: web.Request) -> web.Response:
+        mode = self.mode()
+        enabled = self.registry.enabled()
+        status = self.discovery.status if self.discovery else None
+        if mode == "normal":
+            description = f"alerts are published to {len(enabled)} enabled targets"
+        elif self.settings.mode == "metrics-only":
+            description = "metrics-only by configuration: alerts are recorded, nothing is sent"
+        else:
+            description = "no target is enabled: alerts are recorded, nothing is sent"
+        return _json(
+            {
+                "mode": mode,
+                "legacy_mode": "intelligent" if mode == "normal" else "metrics_only",
+                "configured_mode": self.settings.mode,
+                "targets_available": bool(enabled),
+                "targets_count": len(enabled),
+                "last_discovery_refresh": _iso(status.last_refresh) if status else None,
+                "kubernetes_available": bool(status and status.available),
+                "description": description,
+            }
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        unready = self._unready()
+        if unready is not None:
+            return unready
+        assert self.engine is not None and self.outbox is not None
+        try:
+            queued = await self.outbox.counts()
+        except StoreUnavailable:
+            queued = {}
+        per_target: list[dict[str, object]] = []
+        names = [t.name for t in self.registry.all()]
+        names += sorted(n for n in self.engine.gates if n not in names)
+        names += sorted(n for n in queued if n not in names)
+        sent = failed = 0
+        for name in names:
+            gate = self.engine.gate_of(name)
+            entry: dict[str, object] = {"name": name}
+            if gate is not None:
+                entry.update(gate.stats.as_dict())
+                entry["health"] = gate.stats.health()
+                entry["breaker"] = gate.breaker.state(self.gw.clock.monotonic())
+                sent += gate.stats.sent
+                failed += gate.stats.failed
+            counts = queued.get(name, {})
+            entry["pending"] = counts.get("pending", 0)
+            entry["dead_letters"] = counts.get("dead", 0)
+            per_target.append(entry)
+        total = sent + failed
+        return _json(
+            {
+                "mode": self.mode(),
+                "total_targets": len(self.registry.all()),
+                "active_targets": len(self.registry.enabled()),
+                "total_publishes": total,
+                "successful_publishes": sent,
+                "failed_publishes": failed,
+                "success_rate": round(sent / total, 3) if total else None,
+                "pending_jobs": sum(c.get("pending", 0) for c in queued.values()),
+                "dead_letters": sum(c.get("dead", 0) for c in queued.values()),
+                "targets": per_target,
+                "scope": "this worker process (pending and dead_letters: the shared store)",
+                "last_updated": _iso(self.gw.clock.now()),
+            }
+        )
+
+    async def test(self, request: web.Request) -> web.Response:
+        denied = require_admin_token(request, self.gw)
+        if denied is not None:
+            return denied
+        unready = self._unready()
+        if unready is not None:
+            return unready
+        assert self.engine is not None
+        name = request.match_info["target"]
+        spec = self.registry.get(name)
+        if spec is None:
+            return error_response(404, "not_found", f"Target '{name}' not found", None)
+        options: dict[str, Any] = {}
+        raw = await request.read()
+        if raw.strip():
+            try:
+                options = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return error_response(400, "bad_request", "body: expected a JSON object", None)
+            if not isinstance(options, dict):
+                return error_response(400, "bad_request", "body: expected a JSON object", None)
+        timeout = options.get("timeout_seconds", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            return error_response(
+                400, "bad_request", "timeout_seconds: expected a number above 0", None
+            )
+        try:
+            alert = self._test_alert(name, options.get("test_alert"))
+        except ValueError as exc:
+            return error_response(400, "bad_request", f"test_alert{exc}", None)
+        spec = _with_timeout(spec, min(float(timeout), MAX_TEST_TIMEOUT))
+        started = time.perf_counter()
+        outcome = await self.engine.send(spec, alert)
+        elapsed = (time.perf_counter() - started) * 1000
+        error = None if outcome.ok else self.engine._describe(outcome)
+        return _json(
+            {
+                "target_name": name,
+                "success": outcome.ok,
+                "status_code": outcome.status,
+                "response_time_ms": round(elapsed, 2),
+                "error_message": error,
+                "test_timestamp": _iso(self.gw.clock.now()),
+                "fingerprint": alert.fingerprint,
+            }
+        )
+
+    def _test_alert(self, name: str, given: object) -> Alert:
+        """The default synthetic alert, or the caller's (an Alertmanager alert object)."""
+        now = self.gw.clock.now()
+        labels = {"alertname": "TestAlert", "severity": "info", "source": "alert-history-test"}
+        annotations = {"summary": f"Test alert from cutover to {name}"}
+        status = "firing"
+        fingerprint = f"test-{name}-{int(now)}"
+        if given is not None:
+            if not isinstance(given, dict):
+                raise ValueError(": expected an object (an Alertmanager alert) or null")
+            for key in ("labels", "annotations"):
+                value = given.get(key, {})
+                if not isinstance(value, dict) or not all(
+                    isinstance(v, str) for v in value.values()
+                ):
+                    raise ValueError(f".{key}: expected an object of strings")
+            labels = {**labels, **given.get("labels", {})}
+            annotations = {**annotations, **given.get("annotations", {})}
+            status = given.get("status", "firing")
+            if status not in ("firing", "resolved"):
+                raise ValueError(".status: expected firing or resolved")
+            fingerprint = str(given.get("fingerprint") or fingerprint)
+        return Alert(
+            fingerprint=fingerprint,
+            status=status,
+            labels=MappingProxyType(labels),
+            annotations=MappingProxyType(annotations),
+            starts_at=_iso(now) or "",
+        )
+
+    async def dlq(self, request: web.Request) -> web.Response:
+        unready = self._unready()
+        if unready is not None:
+            return unready
+        assert self.outbox is not None
+        try:
+            limit = int(request.query.get("limit", "100"))
+            if not 1 <= limit <= 1000:
+                raise ValueError
+        except ValueError:
+            return error_response(400, "bad_request", "limit: expected 1 to 1000", None)
+        try:
+            jobs = await self.outbox.dead_letters(limit=limit, target=request.query.get("target"))
+        except StoreUnavailable:
+            return error_response(503, "store_unavailable", "the durable store is down", None)
+        return _json({"count": len(jobs), "dead_letters": [j.summary() for j in jobs]})
+
+    async def replay(self, request: web.Request) -> web.Response:
+        denied = require_admin_token(request, self.gw)
+        if denied is not None:
+            return denied
+        unready = self._unready()
+        if unready is not None:
+            return unready
+        assert self.outbox is not None
+        try:
+            job_id = int(request.match_info["id"])
+        except ValueError:
+            return error_response(400, "bad_request", "id: expected a job id (integer)", None)
+        try:
+            ok = await self.outbox.replay(job_id)
+        except StoreUnavailable:
+            return error_response(503, "store_unavailable", "the durable store is down", None)
+        if not ok:
+            return error_response(404, "not_found", f"no dead-lettered job {job_id}", None)
+        return _json({"replayed": job_id, "state": "pending"})
+
+
+def _with_timeout(spec: TargetSpec, timeout: float) -> TargetSpec:
+    from dataclasses import replace
+
+    return replace(spec, timeout=timeout)

@@ -1,0 +1,680 @@
+"""The one delivery engine: claims jobs from the outbox and delivers them, without losing one.
+
+    outbox.claim (lease) -> per-target gate (concurrency, rate limit, breaker) -> sender
+      -> done: job deleted | retry: backoff with full jitter or Retry-After | give up: DLQ
+
+Several engines (worker processes, replicas) share one outbox: a job is leased by one of them
+at a time, and a job whose engine died is claimed again when its lease runs out, so delivery
+is at least once; targets' keys (PagerDuty `dedup_key`, Rootly `deduplication_key`, Slack's
+remembered `ts`, `Idempotency-Key`) make the repeat harmless.
+
+`backend:<route>` jobs go to the history backends through the gateway's own route decision
+and upstream pools (no other client); every other target through one shared ClientSession.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import copy
+import datetime
+import enum
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+
+from proxy.config_model import Route
+from proxy.db import StoreUnavailable
+from proxy.metrics import LATENCY_BUCKETS
+from publishing import pagerduty, rootly, slack, webhook
+from publishing.config import DeliveryPolicy, PublishingConfig
+from publishing.limits import CircuitBreaker, TokenBucket, backoff
+from publishing.outbox import Job, Outbox
+from publishing.shared_flow import SharedFlow
+from publishing.targets import Redactor, TargetRegistry, TargetSpec
+from publishing.transport import USER_AGENT, Outcome, SendContext, judge
+from routing.alerts import Alert
+from routing.decision import decide
+from routing.murmur import bucket_of
+
+if TYPE_CHECKING:
+    from proxy.server import Gateway
+
+log = logging.getLogger("cutover.publishing")
+
+Sender = Callable[[SendContext, TargetSpec, Alert], Awaitable[Outcome]]
+SENDERS: dict[str, Sender] = {
+    "pagerduty": pagerduty.send,
+    "slack": slack.send,
+    "rootly": rootly.send,
+    "webhook": webhook.send,
+}
+HOLD = 30.0  # seconds before a job for an unknown or disabled target is looked at again
+_EMPTY_RECHECKS = (0.01, 0.05, 0.2)  # a woken engine that found nothing looks again (commit lag)
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Wall-clock seconds as RFC 3339 UTC (None stays None)."""
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+class EngineState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class TargetStats:
+    """What this process saw of one target."""
+
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    last_success: float | None = None  # wall time
+    last_failure: float | None = None
+    last_error: str | None = None
+    last_status: int | None = None
+    recent: collections.deque[bool] = field(default_factory=lambda: collections.deque(maxlen=100))
+    latencies: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=1000)
+    )
+
+    def success_rate(self) -> float | None:
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    def health(self) -> str:
+        """healthy | degraded (< 80% success) | unhealthy (< 50%) | unknown (no data yet)."""
+        rate = self.success_rate()
+        if rate is None:
+            return "unknown"
+        return "healthy" if rate >= 0.8 else "degraded" if rate >= 0.5 else "unhealthy"
+
+    def latency(self) -> dict[str, float | None]:
+        values = sorted(self.latencies)
+        if not values:
+            return {"avg_ms": None, "p50_ms": None, "p99_ms": None}
+
+        def pick(q: float) -> float:
+            return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 3)
+
+        return {
+            "avg_ms": round(sum(values) / len(values) * 1000, 3),
+            "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99),
+        }
+
+    def as_dict(self) -> dict[str, object]:
+        rate = self.success_rate()
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "retried": self.retried,
+            "dead_lettered": self.dead_lettered,
+            "skipped": self.skipped,
+            "success_rate": round(rate, 3) if rate is not None else None,
+            "last_success": iso_time(self.last_success),
+            "last_failure": iso_time(self.last_failure),
+            "last_error": self.last_error,
+            "latency": self.latency(),
+        }
+
+
+class TargetGate:
+    """One target's runtime: concurrency slots, rate limit, breaker, stats."""
+
+    __slots__ = ("breaker", "bucket", "concurrency", "held_until", "in_flight", "spec", "stats")
+
+    def __init__(self, spec: TargetSpec | None, policy: DeliveryPolicy, now: float, share: int):
+        self.spec = spec
+        self.bucket = TokenBucket(spec.rate_limit if spec else None, now, share=share)
+        self.breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_open)
+        if spec is None:  # a backend route: bounded by the worker count only
+            self.concurrency = policy.workers
+        else:
+            self.concurrency = spec.concurrency or policy.concurrency
+        self.in_flight = 0
+        self.held_until = 0.0  # monotonic: held by the shared state (Redis)
+        self.stats = TargetStats()
+
+    def wait(self, now: float) -> float:
+        """0 when a job may start now, else roughly how long until it may."""
+        if self.in_flight >= self.concurrency:
+            return float("inf")  # a finishing job wakes the engine
+        if not self.breaker.allows(now):
+            return self.breaker.wait(now) or 0.05
+        if now < self.held_until:
+            return self.held_until - now
+        return self.bucket.wait(now)
+
+
+class _Metrics:
+    def __init__(self, registry: object) -> None:
+        self.deliveries = Counter(
+            "cutover_publishing_deliveries_total",
+            "Delivery attempts by target and outcome (sent, failed, retried, dead_lettered, "
+            "skipped).",
+            ["target", "outcome"],
+            registry=registry,  # type: ignore[arg-type]
+        )
+        self.duration = Histogram(
+            "cutover_publishing_delivery_seconds",
+            "Time one delivery attempt took, by target.",
+            ["target"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,  # type: ignore[arg-type]
+        )
+        self.lag = Histogram(
+            "cutover_publishing_enqueue_to_delivery_seconds",
+            "Time from acceptance into the outbox to successful delivery, by target.",
+            ["target"],
+            buckets=(*LATENCY_BUCKETS, 60.0, 300.0, 3600.0),
+            registry=registry,  # type: ignore[arg-type]
+        )
+        self.breaker = Gauge(
+            "cutover_publishing_breaker_open",
+            "1 while the target's circuit breaker is open.",
+            ["target"],
+            registry=registry,  # type: ignore[arg-type]
+            multiprocess_mode="livemax",
+        )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        gw: Gateway,
+        outbox: Outbox,
+        registry: TargetRegistry,
+        config: PublishingConfig,
+        *,
+        metrics_registry: object | None = None,
+    ) -> None:
+        self.gw = gw
+        self.outbox = outbox
+        self.registry = registry
+        self.config = config
+        self.clock = gw.clock
+        self.owner = _owner()
+        self.state = EngineState.NEW
+        self.gates: dict[str, TargetGate] = {}
+        self.redact = Redactor()
+        self.session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._soonest: float | None = None  # monotonic time of the earliest retry we scheduled
+        # Without Redis (or while it is down) each worker process keeps an equal share.
+        self._share = max(1, gw.config.workers)
+        self.shared = SharedFlow(gw.config.redis, gw.clock) if gw.config.redis else None
+        self.metrics = _Metrics(metrics_registry or gw.metrics.registry)
+        self.on_targets_changed()
+        registry.listeners.append(self.on_targets_changed)
+
+    @property
+    def policy(self) -> DeliveryPolicy:
+        return self.config.delivery
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.state is not EngineState.NEW:
+            return
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, limit_per_host=20, ttl_dns_cache=60),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self.outbox.on_enqueue(self.wake)
+        self.state = EngineState.RUNNING
+        self._loop_task = asyncio.create_task(self._run(), name="publishing-delivery")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give in-flight deliveries `grace` seconds, then cancel them (their
+        leases run out and another engine, or this one after a restart, delivers them)."""
+        if self.state is EngineState.CLOSED:
+            return
+        self.state = EngineState.CLOSED
+        self.outbox.off_enqueue(self.wake)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.session is not None:
+            await self.session.close()
+        if self.shared is not None:
+            await self.shared.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_targets_changed(self) -> None:
+        now = self.clock.monotonic()
+        gates: dict[str, TargetGate] = {}
+        for spec in self.registry.all():
+            old = self.gates.get(spec.name)
+            if old is not None and old.spec == spec:
+                gates[spec.name] = old
+                continue
+            gate = TargetGate(spec, self.policy, now, self._share)
+            if old is not None:
+                gate.stats, gate.in_flight, gate.breaker = old.stats, old.in_flight, old.breaker
+            gates[spec.name] = gate
+        for name, gate in self.gates.items():
+            if name.startswith("backend:"):
+                gates[name] = gate
+        self.gates = gates
+        self.redact = Redactor(self.registry.secrets())
+        self.wake()
+
+    def set_config(self, config: PublishingConfig) -> None:
+        self.config = config
+        self.on_targets_changed()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        rechecks = 0
+        while True:
+            woken = self._wake.is_set()
+            self._wake.clear()
+            try:
+                claimed = await self._tick()
+                failures = 0
+            except StoreUnavailable as exc:
+                failures += 1
+                log.warning("publishing: the store is unavailable (%s); retrying", exc)
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                continue
+            except Exception:
+                log.exception("publishing: delivery loop error")
+                await asyncio.sleep(1.0)
+                continue
+            if woken and not claimed and rechecks < len(_EMPTY_RECHECKS):
+                # The enqueuing transaction may not have committed yet (PostgreSQL).
+                await asyncio.sleep(_EMPTY_RECHECKS[rechecks])
+                rechecks += 1
+                self._wake.set()
+                continue
+            rechecks = 0
+            if claimed and len(self._tasks) < self.policy.workers:
+                continue  # there may be more due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        wait = self.policy.poll_interval
+        now = self.clock.monotonic()
+        if self._soonest is not None:
+            if self._soonest <= now:
+                self._soonest = None
+                return 0.001
+            wait = min(wait, self._soonest - now)
+        for gate in self.gates.values():
+            w = gate.wait(now)
+            if 0 < w < wait:
+                wait = w
+        return max(0.001, wait)
+
+    async def _tick(self) -> int:
+        free = self.policy.workers - len(self._tasks)
+        if free <= 0 or self.state is not EngineState.RUNNING:
+            return 0
+        now = self.clock.monotonic()
+        exclude = [name for name, gate in self.gates.items() if gate.wait(now) > 0]
+        jobs = await self.outbox.claim(
+            self.owner, limit=free, lease=self.policy.lease, exclude=exclude
+        )
+        give_back: list[int] = []
+        for job in jobs:
+            gate = self._gate_for(job)
+            if gate is None:
+                self._spawn(self._hold(job))
+                continue
+            if gate.wait(now) > 0 or not await self._take_token(gate, job.target, now):
+                give_back.append(job.id)
+                continue
+            gate.in_flight += 1
+            gate.breaker.started(now)
+            self._spawn(self._deliver(job, gate))
+        if give_back:
+            await self.outbox.release(give_back, self.owner)
+        return len(jobs) - len(give_back)
+
+    async def _take_token(self, gate: TargetGate, target: str, now: float) -> bool:
+        """The target's rate limit: shared through Redis when configured, else this process's."""
+        if self.shared is None or gate.spec is None:
+            return gate.bucket.take(now)
+        wait = await self.shared.take(target, gate.spec.rate_limit)
+        if wait is None:  # Redis unavailable: this process's share of the rate
+            return gate.bucket.take(now)
+        if wait > 0:
+            gate.held_until = now + wait
+            return False
+        return True
+
+    def _gate_for(self, job: Job) -> TargetGate | None:
+        """The job's gate; None when its target is unknown, disabled or publishing is off."""
+        if job.backend_route is not None:
+            gate = self.gates.get(job.target)
+            if gate is None:
+                gate = self.gates[job.target] = TargetGate(
+                    None, self.policy, self.clock.monotonic(), 1
+                )
+            return gate
+        gate = self.gates.get(job.target)
+        if gate is None or gate.spec is None or not gate.spec.enabled:
+            return None
+        if self.config.mode == "metrics-only":
+            return None
+        return gate
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("publishing: delivery task failed: %r", task.exception())
+        self._wake.set()
+
+    # -- one job -------------------------------------------------------------------------------
+
+    async def _hold(self, job: Job) -> None:
+        """A job whose target cannot take it now: publishing off, target unknown or disabled."""
+        spec = self.registry.get(job.target)
+        try:
+            if self.config.mode == "metrics-only" and job.backend_route is None:
+                self._count(job.target, "skipped")
+                await self.outbox.complete(job)
+                return
+            reason = (
+                f"target {job.target} is disabled"
+                if spec is not None
+                else f"target {job.target} is not configured"
+            )
+            if self.clock.now() - job.created_at >= self.policy.max_age:
+                await self._dead_letter(job, reason, count=False)
+            else:
+                await self.outbox.retry(
+                    job, reason, at=self.clock.now() + HOLD, count_attempt=False
+                )
+        except StoreUnavailable as exc:
+            log.warning("publishing: job %d left for its lease to expire (%s)", job.id, exc)
+
+    def _count(self, target: str, outcome: str) -> None:
+        gate = self.gates.get(target)
+        if gate is not None:
+            stats = gate.stats
+            setattr(stats, outcome, getattr(stats, outcome) + 1)
+        self.metrics.deliveries.labels(target, outcome).inc()
+
+    async def _deliver(self, job: Job, gate: TargetGate) -> None:
+        loop_start = self.clock.monotonic()
+        try:
+            alert = job.alert
+            if job.backend_route is not None:
+                outcome = await self._deliver_backend(job, alert)
+            else:
+                assert gate.spec is not None
+                outcome = await self.send(gate.spec, alert)
+        except asyncio.CancelledError:
+            gate.in_flight -= 1
+            raise
+        except Exception as exc:  # a bug: the job goes to the DLQ (replayable), never lost
+            log.exception("publishing: delivering job %d to %s failed", job.id, job.target)
+            outcome = Outcome(False, None, error=f"internal error ({type(exc).__name__})")
+        now = self.clock.monotonic()
+        gate.in_flight -= 1
+        elapsed = now - loop_start
+        try:
+            await self._settle(job, gate, outcome, elapsed, now)
+        except StoreUnavailable as exc:
+            log.warning("publishing: job %d left for its lease to expire (%s)", job.id, exc)
+
+    async def send(self, spec: TargetSpec, alert: Alert) -> Outcome:
+        """Format and send one alert to one target (also used by the API's test endpoint)."""
+        assert self.session is not None, "engine not started"
+        name = spec.name
+        ctx = SendContext(
+            session=self.session,
+            clock=self.clock,
+            get_ref=lambda fp: self.outbox.get_ref(name, fp),
+            put_ref=lambda fp, ref: self.outbox.put_ref(name, fp, ref),
+            drop_ref=lambda fp: self.outbox.drop_ref(name, fp),
+        )
+        return await SENDERS[spec.type](ctx, spec, alert)
+
+    async def _settle(
+        self, job: Job, gate: TargetGate, outcome: Outcome, elapsed: float, now: float
+    ) -> None:
+        stats = gate.stats
+        target = job.target
+        stats.latencies.append(elapsed)
+        stats.last_status = outcome.status
+        self.metrics.duration.labels(target).observe(elapsed)
+        wall = self.clock.now()
+        if not outcome.throttled:
+            opened = gate.breaker.record(outcome.ok, now)
+            if opened:
+                log.warning("publishing: circuit breaker for %s opened", target)
+                if self.shared is not None and gate.spec is not None:
+                    await self.shared.hold(target, gate.breaker.open_for)
+            self.metrics.breaker.labels(target).set(0 if gate.breaker.opened_at is None else 1)
+        if outcome.ok:
+            stats.sent += 1
+            stats.recent.append(True)
+            stats.last_success = wall
+            self.metrics.deliveries.labels(target, "sent").inc()
+            self.metrics.lag.labels(target).observe(max(0.0, wall - job.created_at))
+            await self.outbox.complete(job)
+            return
+        error = self._describe(outcome)
+        stats.failed += 1
+        stats.recent.append(False)
+        stats.last_failure = wall
+        stats.last_error = error
+        self.metrics.deliveries.labels(target, "failed").inc()
+        attempts = job.attempts + (0 if outcome.throttled else 1)
+        if not outcome.retry:
+            await self._dead_letter(job, error)
+            return
+        if attempts >= self.policy.max_attempts or wall - job.created_at >= self.policy.max_age:
+            await self._dead_letter(job, f"gave up after {attempts} attempts: {error}")
+            return
+        if outcome.retry_after is not None:
+            delay = outcome.retry_after
+        else:
+            delay = backoff(attempts, self.policy.backoff_base, self.policy.backoff_cap)
+        if outcome.throttled:
+            gate.bucket.pause(now + delay)  # the whole target waits, not only this job
+            if self.shared is not None and gate.spec is not None:
+                await self.shared.hold(target, delay)  # and every other worker and replica
+        stats.retried += 1
+        self.metrics.deliveries.labels(target, "retried").inc()
+        await self.outbox.retry(job, error, at=wall + delay, count_attempt=not outcome.throttled)
+        due = now + delay
+        self._soonest = due if self._soonest is None else min(self._soonest, due)
+
+    async def _dead_letter(self, job: Job, error: str, *, count: bool = True) -> None:
+        log.warning(
+            "publishing: job %d (%s, alert %s) dead-lettered: %s",
+            job.id,
+            job.target,
+            job.fingerprint,
+            error,
+        )
+        self._count(job.target, "dead_lettered")
+        await self.outbox.dead_letter(job, error, count_attempt=count)
+
+    def _describe(self, outcome: Outcome) -> str:
+        text = outcome.error or "failed"
+        if outcome.body:
+            text += f": {outcome.body[:300]}"
+        return self.redact(text)
+
+    # -- history backends ----------------------------------------------------------------------
+
+    def history_requests(self, backend: str, alert: Alert) -> list[tuple[str, str, bytes]]:
+        """(method, path, body) to store `alert` on `backend`: `history.backends.<name>` when
+        set; else the compat rule for `POST <history.path>` (fan-out or rewrite for the
+        backend's role) when there is one; else the envelope to `history.path`."""
+        history = self.config.history
+        if backend in history.backends:
+            hb = history.backends[backend]
+            body = webhook.flat(alert) if hb.shape == "flat" else webhook.envelope(alert)
+            return [("POST", hb.path, orjson.dumps(body))]
+        envelope = webhook.envelope(alert)
+        path = history.path
+        if history.shape == "flat":
+            return [("POST", path, orjson.dumps(webhook.flat(alert)))]
+        compat = getattr(self.gw, "compat", None)
+        ruleset = getattr(compat, "ruleset", None)
+        if compat is None or ruleset is None:
+            return [("POST", path, orjson.dumps(envelope))]
+        from compat.jsonops import _get as json_get  # compat is pure; imported on use
+        from compat.jsonops import apply
+
+        hit = ruleset.match("POST", path, dict, {})
+        if hit is None:
+            return [("POST", path, orjson.dumps(envelope))]
+        role = compat.role_of(backend)
+        rule = hit.rule
+        if rule.fans_out_for(role):
+            fo = rule.fan_out
+            found, items = json_get(envelope, fo.items)
+            items = items if found and isinstance(items, list) else []
+            target = fo.path.render(hit.params) if fo.path is not None else path
+            return [
+                (fo.method, target, orjson.dumps(apply(fo.item_ops, copy.deepcopy(item))))
+                for item in items
+            ]
+        rewrite = rule.rewrite_for(role)
+        if rewrite is not None:
+            if rewrite.path is not None:
+                path = rewrite.path.render(hit.params)
+            if rewrite.body:
+                envelope = apply(rewrite.body, envelope)
+        return [("POST", path, orjson.dumps(envelope))]
+
+    async def _deliver_backend(self, job: Job, alert: Alert) -> Outcome:
+        """POST the alert through the route's split and fallback, on the gateway's pools."""
+        gw = self.gw
+        state = gw.state
+        route = state.routes_by_name.get(job.backend_route or "")
+        if route is None:
+            return Outcome(False, None, retry=True, error=f"no route {job.backend_route!r}")
+        available = gw.health.available(self.clock.monotonic())
+        decision = decide(
+            route, state.tables[route.name], bucket_of(job.fingerprint), available, sticky=True
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + route.timeouts.total
+        last: Outcome | None = None
+        retryable = False
+        for name in decision.attempts[: 1 + route.retry.attempts]:
+            upstream = state.upstreams.get(name)
+            if upstream is None or deadline - loop.time() <= 0:
+                break
+            try:
+                requests = self.history_requests(name, alert)
+            except Exception as exc:  # a compat transform that cannot apply to this alert
+                last = Outcome(False, None, error=f"{name}: cannot shape the alert ({exc})")
+                continue
+            out = await self._post_backend(job, route, name, requests, deadline)
+            if out.ok:
+                return Outcome.done(out.status, f"stored by {name}")
+            retryable = retryable or out.retry
+            last = Outcome(
+                False, out.status, retry=retryable, error=f"{name}: {out.error}", body=out.body
+            )
+        return last or Outcome(False, None, retry=True, error="no backend could be tried")
+
+    async def _post_backend(
+        self,
+        job: Job,
+        route: Route,
+        name: str,
+        requests: list[tuple[str, str, bytes]],
+        deadline: float,
+    ) -> Outcome:
+        """Every part of one backend's delivery must be accepted."""
+        gw = self.gw
+        upstream = gw.state.upstreams[name]
+        loop = asyncio.get_running_loop()
+        key = webhook.idempotency_key(job.alert)
+        out = Outcome.done(None, "nothing to send")
+        for index, (method, path, body) in enumerate(requests):
+            left = deadline - loop.time()
+            if left <= 0:
+                return Outcome(False, None, retry=True, error="route timeout")
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "Idempotency-Key": key if len(requests) == 1 else f"{key}:{index}",
+                gw.config.headers.request_id: f"publish-{job.id}",
+            }
+            host = upstream.backend.host_header
+            if host not in ("backend", "pass"):
+                headers["Host"] = host
+            per_try = route.timeouts.per_try or route.timeouts.total
+            timeout = aiohttp.ClientTimeout(
+                total=min(per_try, left), connect=route.timeouts.connect
+            )
+            try:
+                async with upstream.session.request(
+                    method,
+                    upstream.base + path,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    server_hostname=upstream.server_hostname,
+                ) as resp:
+                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                    out = judge(resp.status, text[:300], None)
+                    gw.record_response(name, resp.status < 500)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                gw.record_response(name, False)
+                gw.metrics.upstream_errors.labels(name, "publish").inc()
+                return Outcome(False, None, retry=True, error=type(exc).__name__)
+            if not out.ok:
+                return out
+        return out
+
+    # -- what the API shows --------------------------------------------------------------------
+
+    def gate_of(self, name: str) -> TargetGate | None:
+        return self.gates.get(name)
+
+    def breaker_state(self, name: str) -> str:
+        gate = self.gates.get(name)
+        return gate.breaker.state(self.clock.monotonic()) if gate else "closed"

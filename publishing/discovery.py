@@ -1,0 +1,276 @@
+"""Targets from Kubernetes secrets: list, then watch, per (namespace, selector); resync beside.
+
+Every configured selector is listed and watched in every configured namespace (a secret
+matching several selectors counts once). Watch events (ADDED, MODIFIED, DELETED) update the
+set at once; a watch that ends or expires (410 Gone) is followed by a fresh list. A full
+list of everything also runs every `resync` and on `POST /publishing/targets/refresh`.
+
+A secret that cannot become a target is skipped with one log line naming the secret and the
+field, and shown as invalid in the API; it never stops the others. Credentials come from
+the in-cluster service account when running in a pod (or `in_cluster: true`), else from a
+kubeconfig file. The gateway needs get, list and watch on secrets (docs/publishing.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio import watch as k8s_watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from proxy.clock import Clock
+from publishing.config import KubernetesConfig
+from publishing.secrets import parse_secret
+from publishing.targets import InvalidTarget, TargetRegistry, TargetSpec
+
+log = logging.getLogger("cutover.publishing.discovery")
+
+_Key = tuple[str, str]  # (namespace, selector)
+_NETWORK = (aiohttp.ClientError, OSError, TimeoutError)
+MIN_RELIST = 1.0  # seconds between two lists of one (namespace, selector) after a watch ended
+MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Secret:
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    data: Mapping[str, str]
+    string_data: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class DiscoveryStatus:
+    available: bool = False  # the API answered at least once
+    last_refresh: float | None = None  # wall time of the last full list that worked
+    last_error: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # "ns selector" -> reason
+
+
+def _secret(raw: Mapping[str, Any], namespace: str) -> _Secret:
+    meta = raw.get("metadata") or {}
+    return _Secret(
+        namespace=str(meta.get("namespace") or namespace),
+        name=str(meta.get("name") or ""),
+        labels=dict(meta.get("labels") or {}),
+        data=dict(raw.get("data") or {}),
+        string_data=dict(raw.get("stringData") or {}),
+    )
+
+
+async def api_client(cfg: KubernetesConfig) -> k8s.ApiClient:
+    """An API client from the service account (in a pod) or a kubeconfig file."""
+    configuration = k8s.Configuration()
+    in_cluster = cfg.in_cluster
+    if in_cluster is None:
+        in_cluster = cfg.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if in_cluster:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        await k8s_config.load_kube_config(
+            config_file=cfg.kubeconfig, context=cfg.context, client_configuration=configuration
+        )
+    return k8s.ApiClient(configuration=configuration)
+
+
+class Discovery:
+    def __init__(self, cfg: KubernetesConfig, registry: TargetRegistry, clock: Clock) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.clock = clock
+        self.status = DiscoveryStatus()
+        self._seen: dict[_Key, dict[str, _Secret]] = {}
+        self._logged: set[tuple[str, str]] = set()
+        self._client: k8s.ApiClient | None = None
+        self._api: k8s.CoreV1Api | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    @property
+    def pairs(self) -> list[_Key]:
+        return [(ns, sel) for ns in self.cfg.namespaces for sel in self.cfg.selectors]
+
+    async def start(self) -> None:
+        try:
+            self._client = await api_client(self.cfg)
+        except (ConfigException, OSError, ValueError, TypeError) as exc:
+            self.status.last_error = f"no Kubernetes configuration ({type(exc).__name__}: {exc})"
+            log.warning("publishing: kubernetes discovery is off: %s", self.status.last_error)
+            self._ready.set()
+            return
+        self._api = k8s.CoreV1Api(self._client)
+        for key in self.pairs:
+            self._tasks.append(
+                asyncio.create_task(self._watch_loop(key), name=f"k8s-watch:{key[0]}:{key[1]}")
+            )
+        self._tasks.append(asyncio.create_task(self._resync_loop(), name="k8s-resync"))
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait for the first full list (True) or `timeout` (False)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # -- listing ---------------------------------------------------------------------------
+
+    async def _list(self, key: _Key) -> str | None:
+        """List one (namespace, selector); returns the list's resourceVersion."""
+        assert self._api is not None
+        ns, selector = key
+        resp = await self._api.list_namespaced_secret(
+            ns, label_selector=selector, _preload_content=False
+        )
+        async with resp:
+            if resp.status >= 400:
+                detail = (await resp.text())[:300]
+                with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                    detail = str(orjson.loads(detail).get("message") or detail)
+                raise ApiException(status=resp.status, reason=f"{resp.reason}: {detail}")
+            body = await resp.json()
+        secrets = (_secret(item, ns) for item in body.get("items") or [])
+        self._seen[key] = {s.name: s for s in secrets}
+        self.status.available = True
+        self.status.errors.pop(f"{ns} {selector}", None)
+        return (body.get("metadata") or {}).get("resourceVersion")
+
+    async def refresh(self) -> tuple[bool, int]:
+        """List everything now; (every list worked, targets found)."""
+        if self._api is None:
+            return False, 0
+        ok = True
+        for key in self.pairs:
+            try:
+                await self._list(key)
+            except (ApiException, *_NETWORK) as exc:
+                ok = False
+                self._list_failed(key, exc)
+        self._rebuild()
+        if ok:
+            self.status.last_refresh = self.clock.now()
+            self.status.last_error = None
+        self._ready.set()
+        return ok, len(self.registry.discovered)
+
+    def _list_failed(self, key: _Key, exc: BaseException) -> None:
+        ns, selector = key
+        if isinstance(exc, ApiException):
+            reason = f"HTTP {exc.status} {exc.reason or ''}".strip()
+            if exc.status == 403:
+                reason += " (the gateway needs get/list/watch on secrets in this namespace)"
+        else:
+            reason = f"{type(exc).__name__}"
+        self.status.errors[f"{ns} {selector}"] = reason
+        self.status.last_error = f"namespace {ns}, selector {selector}: {reason}"
+        log.warning("publishing: listing secrets failed: %s", self.status.last_error)
+
+    async def _resync_loop(self) -> None:
+        await self.refresh()
+        while True:
+            await asyncio.sleep(self.cfg.resync)
+            await self.refresh()
+
+    async def _watch_loop(self, key: _Key) -> None:
+        assert self._api is not None
+        ns, selector = key
+        failures = 0
+        while True:
+            try:
+                version = await self._list(key)
+                self._rebuild()
+                async with k8s_watch.Watch() as watch:
+                    stream = watch.stream(
+                        self._api.list_namespaced_secret,
+                        ns,
+                        label_selector=selector,
+                        resource_version=version,
+                        timeout_seconds=int(max(1, self.cfg.resync)),
+                        allow_watch_bookmarks=False,
+                    )
+                    async for event in stream:
+                        self._on_event(key, event)
+                        failures = 0
+                await asyncio.sleep(MIN_RELIST)  # ended quietly: list again
+            except ApiException as exc:
+                if exc.status == 410:  # the version we watch from expired: list again
+                    continue
+                failures += 1
+                self._list_failed(key, exc)
+                await asyncio.sleep(min(MAX_BACKOFF, MIN_RELIST * 2**failures))
+            except _NETWORK as exc:
+                failures += 1
+                self._list_failed(key, exc)
+                await asyncio.sleep(min(MAX_BACKOFF, MIN_RELIST * 2**failures))
+
+    def _on_event(self, key: _Key, event: Mapping[str, Any]) -> None:
+        kind = str(event.get("type", "")).upper()
+        raw = event.get("raw_object")
+        if not isinstance(raw, Mapping) or kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        secret = _secret(raw, key[0])
+        seen = self._seen.setdefault(key, {})
+        if kind == "DELETED":
+            seen.pop(secret.name, None)
+        else:
+            seen[secret.name] = secret
+        log.info("publishing: secret %s/%s %s", secret.namespace, secret.name, kind.lower())
+        self._rebuild()
+
+    # -- secrets -> targets -----------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        unique: dict[tuple[str, str], _Secret] = {}
+        for key in self.pairs:
+            for secret in self._seen.get(key, {}).values():
+                unique[(secret.namespace, secret.name)] = secret
+        targets: list[TargetSpec] = []
+        invalid: list[InvalidTarget] = []
+        logged: set[tuple[str, str]] = set()
+        for (ns, name), secret in sorted(unique.items()):
+            result = parse_secret(
+                ns,
+                name,
+                secret.data,
+                string_data=secret.string_data,
+                labels=secret.labels,
+                layouts=self.cfg.layouts,
+            )
+            if isinstance(result, InvalidTarget):
+                invalid.append(result)
+                mark = (result.origin, f"{result.field}:{result.reason}")
+                logged.add(mark)
+                if mark not in self._logged:
+                    log.warning(
+                        "publishing: secret %s skipped: field %r: expected %s",
+                        result.origin,
+                        result.field or "(secret)",
+                        result.reason,
+                    )
+            else:
+                targets.append(result)
+        self._logged = logged
+        self.registry.set_discovered(targets, invalid)

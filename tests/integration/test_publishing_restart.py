@@ -1,0 +1,89 @@
+"""`kill -9` of a gateway process with jobs pending: after a restart every alert is delivered."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from proxy.clock import Clock
+from proxy.db import open_database
+from publishing.outbox import Outbox
+from tests.conftest import wait_for
+from tests.integration.publishing_fakes import FakeWebhook
+from tests.integration.publishing_helpers import make_alert
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+N = 20
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def storage(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    schema = f"pub_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(PG)
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG}?search_path={schema}"
+    finally:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
+
+
+async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage, gateway_process):
+    hook = await FakeWebhook().start()
+    hook.down = True  # every delivery fails until the restart
+    try:
+        config = {
+            "admin": "off",
+            "access_log": {"enabled": False},
+            "storage": storage,
+            "backends": {"history": {"url": "http://127.0.0.1:9", "health": None}},
+            "routes": [{"name": "default", "match": {"path_prefix": "/"},
+                        "split": {"history": 100}}],
+            "publishing": {
+                "targets": [{"name": "wh", "type": "webhook", "url": hook.url + "/hook",
+                             "timeout": "500ms"}],
+                "delivery": {"lease": "1s", "poll_interval": "100ms", "max_attempts": 1000,
+                             "backoff": {"base": "50ms", "cap": "200ms"},
+                             "breaker": {"failures": 1000}},
+            },
+        }  # fmt: skip
+        first = await gateway_process(config).ready()
+        db = await open_database(storage)
+        try:
+            outbox = Outbox(db, Clock())
+            await outbox.setup()
+            for i in range(N):
+                async with db.transaction() as tx:
+                    await outbox.enqueue(tx, make_alert(f"fp-kill-{i}"), ["wh"], now=Clock().now())
+            seen = lambda: {r["body"]["alerts"][0]["fingerprint"] for r in hook.requests}  # noqa: E731
+            await wait_for(lambda: len(seen()) == N, deadline=30)  # every job was tried
+            first.proc.kill()  # SIGKILL: no drain, leases left behind
+            first.proc.wait()
+            counts = await outbox.counts()
+            assert counts["wh"]["pending"] == N
+            hook.down = False
+            second = await gateway_process(config).ready()
+            await wait_for(lambda: len(hook.accepted) >= N, deadline=30)
+            delivered = {b["alerts"][0]["fingerprint"] for b in hook.accepted}
+            assert delivered == {f"fp-kill-{i}" for i in range(N)}
+            for _ in range(100):
+                if not (await outbox.counts()).get("wh", {}).get("pending"):
+                    break
+                await _sleep(0.1)
+            assert (await outbox.counts()).get("wh", {}).get("pending", 0) == 0
+            assert second.proc.poll() is None
+        finally:
+            await db.close()
+    finally:
+        await hook.stop()
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
