@@ -1,0 +1,140 @@
+"""Which differences are real: Diffy's rule, per endpoint and field. Pure.
+
+Every compared request gives a `Sample`: the fields where the candidate differed from the
+primary (raw), and the fields where the primary differed from itself — a secondary copy of the
+primary, or the primary asked twice (noise: timestamps, random ids, ordering). A field is
+reported only when
+
+- its raw count is above its noise count, and
+- relative difference `|raw - noise| / (raw + noise)` (percent) is above `thresholds.relative`, and
+- absolute difference `|raw - noise| / requests` (percent) is above `thresholds.absolute`.
+
+An endpoint's diff rate is the share of its requests with at least one reported field.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["EndpointStats", "FieldStats", "Sample", "Thresholds", "analyse", "is_reported"]
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    relative: float = 20.0  # percent (Diffy's default)
+    absolute: float = 0.03  # percent of the endpoint's requests (Diffy's default)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One compared request."""
+
+    endpoint: str
+    raw: Mapping[str, str] = field(default_factory=dict)  # field -> kind, candidate vs primary
+    noise: frozenset[str] | None = None  # fields differing primary vs primary; None: not sampled
+
+
+@dataclass(frozen=True, slots=True)
+class FieldStats:
+    field: str
+    raw: int  # requests where the candidate differed from the primary here
+    noise: int  # requests where the primary differed from itself here
+    requests: int
+    kinds: Mapping[str, int]  # missing / extra / type / value / text / status -> count
+    relative: float  # percent
+    absolute: float  # percent
+    reported: bool
+
+    @property
+    def raw_rate(self) -> float:
+        return self.raw / self.requests if self.requests else 0.0
+
+    @property
+    def noise_rate(self) -> float:
+        return self.noise / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    endpoint: str
+    requests: int
+    noise_samples: int  # requests that had a noise comparison
+    differing: int  # requests with at least one reported field
+    fields: tuple[FieldStats, ...]  # reported first, then by raw count, then by name
+
+    @property
+    def diff_rate(self) -> float:
+        return self.differing / self.requests if self.requests else 0.0
+
+    @property
+    def reported(self) -> tuple[FieldStats, ...]:
+        return tuple(f for f in self.fields if f.reported)
+
+
+def is_reported(
+    raw: int, noise: int, requests: int, thresholds: Thresholds
+) -> tuple[bool, float, float]:
+    """(reported, relative %, absolute %) for one field."""
+    if requests <= 0 or raw <= noise:
+        gap = abs(raw - noise)
+        relative = 100.0 * gap / (raw + noise) if raw + noise else 0.0
+        absolute = 100.0 * gap / requests if requests else 0.0
+        return False, relative, absolute
+    relative = 100.0 * (raw - noise) / (raw + noise)
+    absolute = 100.0 * (raw - noise) / requests
+    ok = relative > thresholds.relative and absolute > thresholds.absolute
+    return ok, relative, absolute
+
+
+def analyse(
+    samples: Iterable[Sample], thresholds: Thresholds = Thresholds()
+) -> tuple[EndpointStats, ...]:
+    """Per endpoint (sorted by diff rate, highest first, then by name)."""
+    grouped: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        grouped[s.endpoint].append(s)
+    out = [_endpoint(name, group, thresholds) for name, group in grouped.items()]
+    out.sort(key=lambda e: (-e.diff_rate, e.endpoint))
+    return tuple(out)
+
+
+def _endpoint(name: str, samples: list[Sample], thresholds: Thresholds) -> EndpointStats:
+    raw: Counter[str] = Counter()
+    noise: Counter[str] = Counter()
+    kinds: dict[str, Counter[str]] = defaultdict(Counter)
+    noise_samples = 0
+    for s in samples:
+        for f, kind in s.raw.items():
+            raw[f] += 1
+            kinds[f][kind] += 1
+        if s.noise is not None:
+            noise_samples += 1
+            noise.update(s.noise)
+    total = len(samples)
+    stats = []
+    for f in set(raw) | set(noise):
+        reported, relative, absolute = is_reported(raw[f], noise[f], total, thresholds)
+        stats.append(
+            FieldStats(
+                field=f,
+                raw=raw[f],
+                noise=noise[f],
+                requests=total,
+                kinds=dict(kinds.get(f, {})),
+                relative=relative,
+                absolute=absolute,
+                reported=reported,
+            )
+        )
+    stats.sort(key=lambda x: (not x.reported, -x.raw, x.field))
+    shown = {x.field for x in stats if x.reported}
+    differing = sum(1 for s in samples if shown.intersection(s.raw))
+    return EndpointStats(
+        endpoint=name,
+        requests=total,
+        noise_samples=noise_samples,
+        differing=differing,
+        fields=tuple(stats),
+    )

@@ -1,0 +1,788 @@
+"""Shadow traffic: mirror sampled requests to a candidate, compare, keep the results.
+
+A route's `mirror: {to, percent, methods}` copies a sample of its requests to `to` *after*
+the primary's answer has been streamed to the client. The forwarder hands this feature a
+`Tap` for each sampled request; the tap copies the primary's response body as it streams
+(bounded by `parity.mirror.max_body`) and, once the client has its answer, puts one job in a
+bounded queue — when the queue is full the job is dropped and counted, so a slow candidate never
+holds memory or the client. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
+primary once more for safe methods (its own noise), compare with `parity.diff`, and store the
+result (`parity_results`, SQLite or PostgreSQL). `parity_rate(route)` and `GET /admin/parity`
+apply Diffy's rule (`parity.noise`) to the latest `parity.window` results per route.
+
+A route's `capture:` writes sampled requests to a JSONL corpus (auth headers, secret query
+parameters and configured body fields redacted) for `cutover parity run`.
+
+Only requests whose body the forwarder buffered (`retry.buffer`, 1 MiB by default) can be
+mirrored or captured: the others stream through untouched and are counted as skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDictProxy
+from prometheus_client import Counter, Gauge
+from yarl import URL
+
+from parity.config import ParityConfig
+from parity.corpus import REDACTED, redact_json, redact_query, to_line
+from parity.diff import Difference, Reply, compare, compile_pattern, endpoint_of, make_reply
+from parity.noise import EndpointStats, Sample, analyse
+from parity.report import difference_json, endpoint_json
+from parity.runner import SAFE_METHODS, read_bounded
+from proxy.db import Database, StoreUnavailable
+from proxy.features import Feature
+from proxy.headers import upstream_headers
+
+if TYPE_CHECKING:
+    from proxy.config_model import Capture, CutoverConfig, Route
+    from proxy.server import Gateway
+    from proxy.upstreams import Upstream
+
+__all__ = ["MIRROR_HEADER", "ParityFeature", "Tap", "parity_feature"]
+
+log = logging.getLogger("cutover.parity")
+
+MIRROR_HEADER = "X-Cutover-Mirror"
+REFRESH_SECONDS = 5.0  # how often the windows are reloaded from the store (all workers agree)
+STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
+_CAPTURE_DROP = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
+     "proxy-connection", "trailer", "expect"}
+)  # fmt: skip
+
+_MIGRATION = {
+    "sqlite": [
+        """CREATE TABLE IF NOT EXISTS parity_results (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            route TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            primary_backend TEXT NOT NULL,
+            candidate_backend TEXT NOT NULL,
+            primary_status INTEGER NOT NULL,
+            candidate_status INTEGER NOT NULL,
+            fields TEXT NOT NULL,
+            noise_fields TEXT,
+            differences TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS parity_results_route ON parity_results (route, id)",
+    ],
+    "postgresql": [
+        """CREATE TABLE IF NOT EXISTS parity_results (
+            id BIGSERIAL PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
+            route TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            primary_backend TEXT NOT NULL,
+            candidate_backend TEXT NOT NULL,
+            primary_status INTEGER NOT NULL,
+            candidate_status INTEGER NOT NULL,
+            fields TEXT NOT NULL,
+            noise_fields TEXT,
+            differences TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS parity_results_route ON parity_results (route, id)",
+    ],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorJob:
+    """One request to shadow: what the client sent and what the primary answered."""
+
+    route: str
+    to: str
+    primary: str
+    method: str
+    raw_path: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    peer: str
+    scheme: str
+    host: str | None
+    request_id: str
+    status: int
+    response_headers: tuple[tuple[str, str], ...]
+    response_body: bytes
+
+
+class Tap:
+    """Copies the primary's answer while it streams; `finish` queues the mirror job."""
+
+    __slots__ = ("_chunks", "_feature", "_job", "_size")
+
+    def __init__(self, feature: ParityFeature, job: dict[str, Any]) -> None:
+        self._feature = feature
+        self._job = job
+        self._chunks: list[bytes] | None = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        chunks = self._chunks
+        if chunks is None:
+            return
+        self._size += len(chunk)
+        if self._size > self._feature.settings.mirror.max_body:
+            self._chunks = None  # too large to compare: give up the copy, keep streaming
+            return
+        chunks.append(chunk)
+
+    def finish(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+        """Called once the client has the whole answer."""
+        try:
+            self._finish(status, headers)
+        except Exception:
+            log.exception("parity: queueing a mirror copy failed")
+
+    def _finish(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+        feature = self._feature
+        route = self._job["route"]
+        if self._chunks is None:
+            feature.skip(route, "response_too_large")
+            return
+        job = MirrorJob(
+            status=status,
+            response_headers=tuple(headers.items()),
+            response_body=b"".join(self._chunks),
+            **self._job,
+        )
+        feature.enqueue(job)
+
+
+class _Metrics:
+    def __init__(self, gw: Gateway) -> None:
+        r = gw.metrics.registry
+        self.mirrored = Counter(
+            "cutover_parity_mirror_requests_total",
+            "Sampled requests for the mirror, by route and result (queued, dropped: queue full).",
+            ["route", "result"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "cutover_parity_mirror_skipped_total",
+            "Sampled requests not mirrored, by route and reason (method, body_not_buffered, "
+            "same_backend, response_too_large).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "cutover_parity_mirror_failures_total",
+            "Mirror requests that got no answer, by route and kind (connect, timeout, error).",
+            ["route", "kind"],
+            registry=r,
+        )
+        self.comparisons = Counter(
+            "cutover_parity_comparisons_total",
+            "Mirrored pairs compared, by route and result (same, differ: any raw difference).",
+            ["route", "result"],
+            registry=r,
+        )
+        self.rate = Gauge(
+            "cutover_parity_rate",
+            "Share of the route's latest mirrored pairs without a reported difference.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.queue = Gauge(
+            "cutover_parity_mirror_queue_depth",
+            "Mirror jobs waiting.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.store_errors = Counter(
+            "cutover_parity_store_errors_total",
+            "Comparison results that could not be stored.",
+            registry=r,
+        )
+        self.captured = Counter(
+            "cutover_parity_capture_total",
+            "Requests sampled for a capture file, by route and result (written, dropped, skipped).",
+            ["route", "result"],
+            registry=r,
+        )
+
+
+class ParityFeature(Feature):
+    """Mirror, compare, store; capture; `GET /admin/parity`; `parity_rate(route)`."""
+
+    name = "parity"
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(gw)
+        self.metrics = _Metrics(gw)
+        self.settings: ParityConfig = ParityConfig()
+        self.routes: dict[str, Route] = {}
+        # Latest comparisons per mirrored route: (store row id or None, sample).
+        self.windows: dict[str, collections.deque[tuple[int | None, Sample]]] = {}
+        self.queue: asyncio.Queue[MirrorJob] | None = None
+        self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._capture_fds: dict[str, int] = {}
+        self._redact: dict[str, tuple[Any, ...]] = {}
+        self._migrated = False
+        self._migrate_lock = asyncio.Lock()
+        self._inserts = 0
+        self._rate_at: dict[str, float] = {}
+        self._rate_pending: dict[str, asyncio.TimerHandle] = {}
+        self._configure(gw.config)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _configure(self, config: CutoverConfig) -> None:
+        section = config.section("parity")
+        self.settings = section if isinstance(section, ParityConfig) else ParityConfig()
+        self.routes = {
+            r.name: r for r in config.routes if r.mirror is not None or r.capture is not None
+        }
+        for name, route in self.routes.items():
+            if route.mirror is not None:
+                old = self.windows.get(name)
+                self.windows[name] = collections.deque(old or (), maxlen=self.settings.window)
+                for result in ("queued", "dropped"):
+                    self.metrics.mirrored.labels(name, result)
+                for result in ("same", "differ"):
+                    self.metrics.comparisons.labels(name, result)
+            if route.capture is not None:
+                self._redact[name] = tuple(compile_pattern(p) for p in route.capture.redact_fields)
+                for result in ("written", "dropped", "skipped"):
+                    self.metrics.captured.labels(name, result)
+        self.gw.mirror = self if self.routes else None  # None: the forwarder skips the hook
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.settings.mirror.queue)
+        self.captures = asyncio.Queue(maxsize=self.settings.mirror.queue)
+        for i in range(self.settings.mirror.workers):
+            self._spawn(self._worker(), f"parity-mirror-{i}")
+        self._spawn(self._capture_writer(), "parity-capture")
+        self._spawn(self._refresh_loop(), "parity-refresh")
+
+    async def stop(self) -> None:
+        self.gw.mirror = None
+        for handle in self._rate_pending.values():
+            handle.cancel()
+        self._rate_pending.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.captures is not None:
+            await self._write_captures(self._drain(self.captures))
+        for fd in self._capture_fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._capture_fds.clear()
+
+    async def reload(self, config: CutoverConfig) -> None:
+        self._configure(config)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+    # -- the forwarder's hook ---------------------------------------------------------------
+
+    def tap(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        primary: str,
+        body: bytes | None,
+        request_id: str,
+    ) -> Tap | None:
+        """For a request `primary` is about to answer: a Tap when it is to be mirrored.
+
+        `body` is the request body the forwarder buffered (b"" for none); None when it streamed
+        through unbuffered (such requests cannot be copied). Captures are queued here.
+        """
+        try:
+            return self._tap(request, route, primary, body, request_id)
+        except Exception:  # the client's request never pays for a parity problem
+            log.exception("parity: sampling a request failed")
+            return None
+
+    def _tap(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        primary: str,
+        body: bytes | None,
+        request_id: str,
+    ) -> Tap | None:
+        mirror, capture = route.mirror, route.capture
+        if capture is not None and random.random() * 100.0 < capture.percent:
+            self._capture(request, route, capture, body)
+        if mirror is None or random.random() * 100.0 >= mirror.percent:
+            return None
+        if request.method not in mirror.methods:
+            self.skip(route.name, "method")
+            return None
+        if body is None:
+            self.skip(route.name, "body_not_buffered")
+            return None
+        if primary == mirror.to:
+            self.skip(route.name, "same_backend")
+            return None
+        return Tap(
+            self,
+            {
+                "route": route.name,
+                "to": mirror.to,
+                "primary": primary,
+                "method": request.method,
+                "raw_path": request.raw_path,
+                "headers": request.headers,
+                "body": body,
+                "peer": request.remote or "",
+                "scheme": request.scheme,
+                "host": request.headers.get("Host"),
+                "request_id": request_id,
+            },
+        )
+
+    def skip(self, route: str, reason: str) -> None:
+        self.metrics.skipped.labels(route, reason).inc()
+
+    def enqueue(self, job: MirrorJob) -> None:
+        queue = self.queue
+        if queue is None:
+            return
+        try:
+            queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.metrics.mirrored.labels(job.route, "dropped").inc()
+            return
+        self.metrics.mirrored.labels(job.route, "queued").inc()
+        self.metrics.queue.set(queue.qsize())
+
+    # -- mirror workers ---------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        assert self.queue is not None
+        queue = self.queue
+        while True:
+            job = await queue.get()
+            self.metrics.queue.set(queue.qsize())
+            try:
+                await self._process(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("parity: comparing a mirrored request failed")
+
+    async def _process(self, job: MirrorJob) -> None:
+        state = self.gw.state
+        settings = self.settings
+        candidate_up = state.upstreams.get(job.to)
+        primary_up = state.upstreams.get(job.primary)
+        if candidate_up is None:
+            return  # the backend left the config since the request was sampled
+        ask_noise = settings.mirror.noise and job.method in SAFE_METHODS and primary_up is not None
+        if ask_noise:
+            assert primary_up is not None
+            candidate, noise = await asyncio.gather(
+                self._send(candidate_up, job), self._send(primary_up, job)
+            )
+        else:
+            candidate, noise = await self._send(candidate_up, job), None
+        if candidate.status == 0:
+            self.metrics.failures.labels(job.route, candidate.error or "error").inc()
+        if candidate.error == "body_too_large":
+            self.skip(job.route, "response_too_large")
+            return
+        if noise is not None and (noise.status == 0 or noise.error is not None):
+            noise = None  # the primary did not answer again: no noise sample this time
+        # A thread keeps a large comparison from holding the event loop in one piece.
+        sample, differences = await asyncio.to_thread(_compare, job, candidate, noise, settings)
+        row_id = await self._store(job, sample, candidate, differences)
+        window = self.windows.get(job.route)
+        if window is not None:
+            window.append((row_id, sample))
+        self.metrics.comparisons.labels(job.route, "differ" if sample.raw else "same").inc()
+        self._update_rate(job.route)
+
+    async def _send(self, upstream: Upstream, job: MirrorJob) -> Reply:
+        backend = upstream.backend
+        host_header = (
+            backend.authority
+            if backend.host_header == "backend"
+            else (None if backend.host_header == "pass" else backend.host_header)
+        )
+        headers = upstream_headers(
+            job.headers,
+            peer=job.peer,
+            scheme=job.scheme,
+            host=job.host,
+            host_header=host_header,
+            request_id_name=self.gw.config.headers.request_id,
+            request_id=job.request_id,
+            content_length=None,
+        )
+        headers[MIRROR_HEADER] = "1"
+        url = URL(upstream.base + job.raw_path, encoded=True)
+        try:
+            async with asyncio.timeout(self.settings.mirror.timeout):
+                async with upstream.session.request(
+                    job.method,
+                    url,
+                    headers=headers,
+                    data=job.body if job.body else None,
+                    allow_redirects=False,
+                    server_hostname=upstream.server_hostname,
+                ) as resp:
+                    body, whole = await read_bounded(resp.content, self.settings.mirror.max_body)
+                    error = None if whole else "body_too_large"
+                    return make_reply(resp.status, resp.headers.items(), body, error)
+        except TimeoutError:
+            return Reply(0, error="timeout")
+        except aiohttp.ClientConnectorError:
+            return Reply(0, error="connect")
+        except (aiohttp.ClientError, OSError):
+            return Reply(0, error="error")
+
+    # -- results ----------------------------------------------------------------------------
+
+    async def _database(self) -> Database:
+        db = await self.gw.database()
+        if not self._migrated:
+            async with self._migrate_lock:
+                if not self._migrated:
+                    await db.migrate("parity-1", _MIGRATION)  # type: ignore[arg-type]
+                    self._migrated = True
+        return db
+
+    async def _store(
+        self, job: MirrorJob, sample: Sample, candidate: Reply, differences: list[Difference]
+    ) -> int | None:
+        """Store one result; its row id (None when the store is unavailable)."""
+        try:
+            db = await self._database()
+            async with db.transaction() as tx:
+                row_id = await tx.fetchval(
+                    "INSERT INTO parity_results (ts, route, endpoint, method, path,"
+                    " primary_backend, candidate_backend, primary_status, candidate_status,"
+                    " fields, noise_fields, differences)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                    self.gw.clock.now(),
+                    job.route,
+                    sample.endpoint,
+                    job.method,
+                    redact_query(job.raw_path),
+                    job.primary,
+                    job.to,
+                    job.status,
+                    candidate.status,
+                    orjson.dumps(dict(sample.raw)).decode(),
+                    orjson.dumps(sorted(sample.noise)).decode()
+                    if sample.noise is not None
+                    else None,
+                    orjson.dumps(
+                        [difference_json(d) for d in differences[:STORED_DIFFERENCES]]
+                    ).decode(),
+                )
+            self._inserts += 1
+            if self._inserts % 100 == 0:
+                await self._prune(db, job.route)
+            return int(row_id)
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.inc()
+            log.warning("parity: result not stored (%s)", exc)
+            return None
+
+    async def _prune(self, db: Database, route: str) -> None:
+        """Keep the latest 2 x window results per route."""
+        keep = 2 * self.settings.window
+        await db.execute(
+            "DELETE FROM parity_results WHERE route = $1 AND id <= (SELECT id FROM parity_results"
+            " WHERE route = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            route,
+            keep,
+        )
+
+    async def _rows(self, route: str) -> list[dict[str, Any]]:
+        db = await self._database()
+        rows = await db.fetch(
+            "SELECT * FROM parity_results WHERE route = $1 ORDER BY id DESC LIMIT $2",
+            route,
+            self.settings.window,
+        )
+        rows.reverse()
+        return rows
+
+    @staticmethod
+    def _sample(row: dict[str, Any]) -> Sample:
+        noise = row.get("noise_fields")
+        return Sample(
+            row["endpoint"],
+            orjson.loads(row["fields"]),
+            frozenset(orjson.loads(noise)) if noise is not None else None,
+        )
+
+    async def _refresh_loop(self) -> None:
+        """Reload every mirrored route's window from the store, so that workers agree."""
+        while True:
+            for name, route in list(self.routes.items()):
+                if route.mirror is None:
+                    continue
+                try:
+                    rows = await self._rows(name)
+                except StoreUnavailable:
+                    break
+                except Exception:
+                    log.exception("parity: reading results from the store failed")
+                    break
+                # Results this worker stored after the query ran are kept as well.
+                top = max((r["id"] for r in rows), default=0)
+                newer = [(i, s) for i, s in self.windows.get(name, ()) if i is not None and i > top]
+                self.windows[name] = collections.deque(
+                    [*((r["id"], self._sample(r)) for r in rows), *newer],
+                    maxlen=self.settings.window,
+                )
+                self._rate_at.pop(name, None)
+                self._update_rate(name)
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    def _update_rate(self, route: str) -> None:
+        """Refresh the rate gauge at most once a second per route (the analysis costs a few
+        milliseconds per thousand results); a skipped update runs when the second is over."""
+        loop = asyncio.get_running_loop()
+        wait = self._rate_at.get(route, -1e9) + 1.0 - loop.time()
+        if wait > 0:
+            if route not in self._rate_pending:
+                self._rate_pending[route] = loop.call_later(wait, self._rate_now, route)
+            return
+        self._rate_now(route)
+
+    def _rate_now(self, route: str) -> None:
+        self._rate_pending.pop(route, None)
+        self._rate_at[route] = asyncio.get_running_loop().time()
+        rate = self.parity_rate(route)
+        if rate is not None:
+            self.metrics.rate.labels(route).set(rate)
+
+    def parity_rate(self, route: str) -> float | None:
+        """Share of `route`'s latest mirrored requests (up to `parity.window`) that show no
+        reported difference, from 0.0 to 1.0.
+
+        None while fewer than `parity.min_samples` pairs were compared (or the route has no
+        mirror): a promotion gate should then wait, not pass. This is what the canary
+        promotion can require (`parity_rate(route) >= threshold`) before its next step.
+        """
+        window = self.windows.get(route)
+        if not window or len(window) < self.settings.min_samples:
+            return None
+        return _rate(analyse((s for _, s in window), self.settings.thresholds))
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def add_admin_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/admin/parity", self._admin)
+
+    async def _admin(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("route")
+        if wanted is not None and wanted not in self.routes:
+            return web.json_response(
+                {"error": {"code": "unknown_route", "message": f"no mirrored route {wanted!r}"}},
+                status=404,
+            )
+        routes: dict[str, Any] = {}
+        store = "ok"
+        for name, route in self.routes.items():
+            if route.mirror is None or (wanted is not None and name != wanted):
+                continue
+            try:
+                rows = await self._rows(name)
+            except StoreUnavailable:
+                store = "unavailable"
+                rows = None
+            samples = (
+                [self._sample(r) for r in rows]
+                if rows is not None
+                else [s for _, s in self.windows[name]]
+            )
+            stats = analyse(samples, self.settings.thresholds)
+            endpoints = []
+            for e in stats:
+                item = endpoint_json(e)
+                item["examples"] = _examples(e, rows or [])
+                endpoints.append(item)
+            routes[name] = {
+                "mirror": {
+                    "to": route.mirror.to,
+                    "percent": route.mirror.percent,
+                    "methods": sorted(route.mirror.methods),
+                },
+                "compared": len(samples),
+                "parity_rate": _rate(stats) if len(samples) >= self.settings.min_samples else None,
+                "min_samples": self.settings.min_samples,
+                "endpoints": endpoints,
+            }
+        queue = self.queue
+        return web.json_response(
+            {
+                "routes": routes,
+                "store": store,
+                "queue": {
+                    "depth": queue.qsize() if queue is not None else 0,
+                    "capacity": self.settings.mirror.queue,
+                },
+                "thresholds": {
+                    "relative": self.settings.thresholds.relative,
+                    "absolute": self.settings.thresholds.absolute,
+                },
+            },
+            dumps=lambda v: orjson.dumps(v).decode(),
+        )
+
+    # -- capture ----------------------------------------------------------------------------
+
+    def _capture(
+        self, request: web.BaseRequest, route: Route, capture: Capture, body: bytes | None
+    ) -> None:
+        queue = self.captures
+        if queue is None:
+            return
+        if body is None or len(body) > capture.max_body:
+            self.metrics.captured.labels(route.name, "skipped").inc()
+            return
+        headers = []
+        for name, value in request.headers.items():
+            low = name.lower()
+            if low in _CAPTURE_DROP:
+                continue
+            headers.append((name, REDACTED if low in capture.redact_headers else value))
+        patterns = self._redact.get(route.name, ())
+        if body and patterns:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                body = orjson.dumps(redact_json(data, patterns))
+        line = to_line(
+            request.method,
+            redact_query(request.raw_path),
+            headers,
+            body,
+            ts=round(self.gw.clock.now(), 3),
+            route=route.name,
+        )
+        try:
+            queue.put_nowait((route.name, capture.file, line))
+        except asyncio.QueueFull:
+            self.metrics.captured.labels(route.name, "dropped").inc()
+
+    @staticmethod
+    def _drain(queue: asyncio.Queue[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        items = []
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        return items
+
+    async def _capture_writer(self) -> None:
+        assert self.captures is not None
+        queue = self.captures
+        while True:
+            batch = [await queue.get()]
+            batch.extend(self._drain(queue))
+            await self._write_captures(batch)
+
+    async def _write_captures(self, batch: list[tuple[str, str, bytes]]) -> None:
+        if not batch:
+            return
+
+        def write() -> list[tuple[str, bool]]:
+            done = []
+            for route, path, line in batch:
+                try:
+                    fd = self._capture_fds.get(path)
+                    if fd is None:
+                        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                        self._capture_fds[path] = fd
+                    os.write(fd, line)  # one write per line: lines of several workers never mix
+                    done.append((route, True))
+                except OSError as exc:
+                    log.warning("parity: cannot write capture file %s (%s)", path, exc.strerror)
+                    done.append((route, False))
+            return done
+
+        for route, ok in await asyncio.to_thread(write):
+            self.metrics.captured.labels(route, "written" if ok else "dropped").inc()
+
+
+def _compare(
+    job: MirrorJob, candidate: Reply, noise: Reply | None, settings: ParityConfig
+) -> tuple[Sample, list[Difference]]:
+    primary = make_reply(job.status, job.response_headers, job.response_body)
+    differences = compare(primary, candidate, settings.rules)
+    noisy = compare(primary, noise, settings.rules) if noise is not None else None
+    raw: dict[str, str] = {}
+    for d in differences:
+        raw.setdefault(d.field, d.kind)
+    sample = Sample(
+        endpoint_of(job.method, job.raw_path, settings.endpoints),
+        raw,
+        frozenset(d.field for d in noisy) if noisy is not None else None,
+    )
+    return sample, differences
+
+
+def parity_feature(gw: Gateway) -> ParityFeature | None:
+    """The gateway's parity feature (for `parity_rate(route)`), or None."""
+    for feature in gw.features:
+        if isinstance(feature, ParityFeature):
+            return feature
+    return None
+
+
+def _rate(stats: tuple[EndpointStats, ...]) -> float:
+    total = sum(e.requests for e in stats)
+    differing = sum(e.differing for e in stats)
+    return 1.0 - differing / total if total else 1.0
+
+
+def _examples(e: EndpointStats, rows: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+    """The latest stored results of endpoint `e` that show one of its reported fields."""
+    reported = {f.field for f in e.reported}
+    if not reported:
+        return []
+    out = []
+    for row in reversed(rows):
+        if row["endpoint"] != e.endpoint:
+            continue
+        differences = [d for d in orjson.loads(row["differences"]) if d["field"] in reported]
+        if not differences:
+            continue
+        out.append(
+            {
+                "ts": row["ts"],
+                "request": {"method": row["method"], "path": row["path"]},
+                "primary": {"backend": row["primary_backend"], "status": row["primary_status"]},
+                "candidate": {
+                    "backend": row["candidate_backend"],
+                    "status": row["candidate_status"],
+                },
+                "differences": differences,
+            }
+        )
+        if len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,368 @@
+"""Shadow traffic through a real gateway: never in the client's way, compared, stored, reported."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from parity.corpus import load_corpus
+from parity.shadow import ParityFeature
+from proxy.config import parse_config
+from proxy.db import open_database
+from proxy.server import Gateway, start_gateway
+from tests.conftest import wait_for
+from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
+
+HEALTH = {"path": "/healthz", "interval": "1s", "timeout": "500ms"}
+PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def config_for(
+    primary: Sample, candidate: Sample, tmp_path: Path, route: dict[str, Any] | None = None,
+    parity: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    data: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0"},
+        "access_log": False,
+        "storage": f"sqlite://{tmp_path}/state.db",
+        "backends": {
+            "python": {
+                "url": primary.url,
+                "health": {"path": "/healthz", "interval": "1s", "timeout": "500ms"},
+            },
+            "go": {
+                "url": candidate.url,
+                "health": {"path": "/healthz", "interval": "1s", "timeout": "500ms"},
+            },
+        },
+        "routes": [
+            {
+                "name": "default",
+                "split": {"python": 100, "go": 0},
+                "mirror": {"to": "go", "percent": 100},
+                **(route or {}),
+            }
+        ],
+    }
+    if parity is not None:
+        data["parity"] = parity
+    return data
+
+
+@pytest.fixture
+async def gateways() -> AsyncIterator[list[Gateway]]:
+    started: list[Gateway] = []
+    yield started
+    for gw in started:
+        await gw.close()
+
+
+async def start(started: list[Gateway], data: dict[str, Any], source: str = "t.yaml") -> Gateway:
+    gw = await start_gateway(parse_config(data, source))
+    started.append(gw)
+    return gw
+
+
+def feature(gw: Gateway) -> ParityFeature:
+    (found,) = [f for f in gw.features if isinstance(f, ParityFeature)]
+    return found
+
+
+def metric(gw: Gateway, name: str, **labels: str) -> float:
+    value = gw.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def fetch(
+    session: aiohttp.ClientSession, url: str, method: str = "GET", body: bytes | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    async with session.request(method, url, data=body, headers={"X-Request-ID": "fixed"}) as r:
+        content = await r.read()
+        headers = {k: v for k, v in r.headers.items() if k.lower() not in ("date",)}
+        return r.status, content, headers
+
+
+async def test_mirror_leaves_client_responses_byte_identical(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()  # the candidate answers nothing until released
+        plain = await start(gateways, config_for(primary, candidate, tmp_path, {"mirror": "off"}))
+        mirrored = await start(gateways, config_for(primary, candidate, tmp_path))
+        requests = [("GET", "/echo/a?x=1", None), ("PUT", "/echo/b", b"payload" * 100),
+                    ("DELETE", "/echo/c", None), ("GET", "/echo/d", None)]  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            for method, path, body in requests:
+                expected = await fetch(session, plain.url + path, method, body)
+                got = await fetch(session, mirrored.url + path, method, body)
+                assert got == expected
+                assert got[1].startswith(b"echo:")
+        # every client had its answer while the candidate was still holding its copy
+        assert len(candidate.seen) >= 1
+        assert (
+            metric(mirrored, "cutover_parity_comparisons_total", route="default", result="same")
+            == 0
+        )
+        # mirrored copies are marked; the client's requests are not
+        assert all(h.get("X-Cutover-Mirror") == "1" for h in candidate.seen)
+        clients = [h for h in primary.seen if "X-Cutover-Mirror" not in h]
+        assert len(clients) == 2 * len(requests)  # the rest are noise requests (safe methods)
+        candidate.gate.set()
+        await wait_for(
+            lambda: (
+                metric(mirrored, "cutover_parity_comparisons_total", route="default", result="same")
+                == len(requests)
+            )
+        )
+        assert len(candidate.seen) == len(requests)
+
+
+async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()
+        gw = await start(
+            gateways,
+            config_for(primary, candidate, tmp_path, parity={"mirror": {"queue": 2, "workers": 1}}),
+        )
+        parity = feature(gw)
+        depth = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(20):
+                status, _, _ = await fetch(session, f"{gw.url}/alerts/{i + 1}")
+                assert status == 200
+                assert parity.queue is not None
+                depth.append(parity.queue.qsize())
+        assert max(depth) <= 2
+        queued = metric(
+            gw, "cutover_parity_mirror_requests_total", route="default", result="queued"
+        )
+        dropped = metric(
+            gw, "cutover_parity_mirror_requests_total", route="default", result="dropped"
+        )
+        assert queued + dropped == 20
+        assert queued <= 3 and dropped >= 17  # one in the worker's hands, two waiting
+        assert len(candidate.seen) <= 1
+        candidate.gate.set()
+        await wait_for(
+            lambda: (
+                metric(gw, "cutover_parity_comparisons_total", route="default", result="differ")
+                == queued
+            )
+        )
+        assert "cutover_parity_mirror_requests_total" in (await _metrics_text(gw))
+
+
+async def _metrics_text(gw: Gateway) -> str:
+    async with aiohttp.ClientSession() as session, session.get(gw.url + "/metrics") as r:
+        return await r.text()
+
+
+async def exercise(gw: Gateway, alerts: int = 8) -> None:
+    async with aiohttp.ClientSession() as session:
+        for i in range(1, alerts + 1):
+            assert (await fetch(session, f"{gw.url}/alerts/{i}"))[0] == 200
+        # not mirrored: a POST (not idempotent) and a body that streamed unbuffered
+        assert (await fetch(session, f"{gw.url}/echo/p", "POST", b"x"))[0] == 200
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"part"
+
+        async with session.put(f"{gw.url}/echo/q", data=chunks()) as r:
+            assert r.status == 200
+
+
+async def admin(gw: Gateway, query: str = "") -> tuple[int, dict[str, Any]]:
+    url = f"{gw.admin_url}/admin/parity{query}"
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        return r.status, orjson.loads(await r.read())
+
+
+async def check_results(gw: Gateway, alerts: int = 8) -> None:
+    await wait_for(
+        lambda: (
+            metric(gw, "cutover_parity_comparisons_total", route="default", result="differ")
+            == alerts
+        )
+    )
+    parity = feature(gw)
+    await wait_for(lambda: len(parity.windows["default"]) == alerts)
+    assert parity.parity_rate("default") == 0.0  # every mirrored alert differs
+    assert parity.parity_rate("nope") is None
+    assert metric(gw, "cutover_parity_mirror_skipped_total", route="default", reason="method") == 1
+    assert (
+        metric(
+            gw, "cutover_parity_mirror_skipped_total", route="default", reason="body_not_buffered"
+        )
+        == 1
+    )
+    status, body = await admin(gw)
+    assert status == 200
+    route = body["routes"]["default"]
+    assert route["compared"] == alerts and route["parity_rate"] == 0.0
+    assert route["mirror"] == {
+        "to": "go",
+        "percent": 100.0,
+        "methods": ["DELETE", "GET", "HEAD", "OPTIONS", "PUT", "TRACE"],
+    }
+    (endpoint,) = route["endpoints"]
+    assert endpoint["endpoint"] == "GET /alerts/{id}"
+    assert {f["field"] for f in endpoint["fields"]} == PLANTED["GET /alerts/{id}"]
+    noise = {f["field"] for f in endpoint["noise_fields"]}
+    assert noise == {"$.generated_at", "$.request_id", "$.tags[*]"}
+    example = endpoint["examples"][0]
+    assert example["candidate"] == {"backend": "go", "status": 200}
+    assert {d["field"] for d in example["differences"]} == PLANTED["GET /alerts/{id}"]
+    assert (await admin(gw, "?route=nope"))[0] == 404
+
+
+async def test_mirrored_pairs_are_compared_stored_and_reported(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        data = config_for(primary, candidate, tmp_path, parity={"min_samples": 5})
+        gw = await start(gateways, data)
+        await exercise(gw)
+        await check_results(gw)
+        # the noise request went back to the primary, marked as a mirror copy
+        assert sum(1 for h in primary.seen if h.get("X-Cutover-Mirror") == "1") == 8
+        registry = gw.metrics.registry
+        await wait_for(
+            lambda: registry.get_sample_value("cutover_parity_rate", {"route": "default"}) == 0.0
+        )
+        assert 'cutover_parity_rate{route="default"} 0.0' in await _metrics_text(gw)
+        # results outlive a restart: a new gateway on the same store starts with them
+        await gw.close()
+        gateways.remove(gw)
+        again = await start(gateways, data)
+        await wait_for(lambda: len(feature(again).windows["default"]) == 8)
+        assert feature(again).parity_rate("default") == 0.0
+
+
+async def test_identical_candidate_has_full_parity(tmp_path: Path, gateways: list[Gateway]) -> None:
+    async with samples() as (primary, _), samples() as (twin, _):
+        data = config_for(primary, twin, tmp_path, parity={"min_samples": 5})
+        gw = await start(gateways, data)
+        parity = feature(gw)
+        async with aiohttp.ClientSession() as session:
+            for i in range(1, 5):
+                await fetch(session, f"{gw.url}/alerts/{i}")
+            await wait_for(lambda: len(parity.windows["default"]) == 4)
+            assert parity.parity_rate("default") is None  # under min_samples
+            for _ in range(4):
+                await fetch(session, f"{gw.url}/history?limit=3")
+        await wait_for(lambda: len(parity.windows["default"]) == 8)
+        assert parity.parity_rate("default") == 1.0  # only noise differed
+
+
+async def test_results_in_postgresql(tmp_path: Path, gateways: list[Gateway]) -> None:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    db = await open_database(PG_URL, schema=schema)  # creates the schema
+    try:
+        async with samples() as (primary, candidate):
+            data = config_for(primary, candidate, tmp_path, parity={"min_samples": 5})
+            data["storage"] = f"{PG_URL}?search_path={schema}"
+            gw = await start(gateways, data)
+            await exercise(gw)
+            await check_results(gw)
+            rows = await db.fetch("SELECT route, endpoint, fields FROM parity_results")
+            assert len(rows) == 8
+            assert {r["endpoint"] for r in rows} == {"GET /alerts/{id}"}
+            raw = set(orjson.loads(rows[0]["fields"]))  # candidate vs primary, noise included
+            assert raw == PLANTED["GET /alerts/{id}"] | (NOISE - {"body:3"})
+            await gw.close()
+            gateways.remove(gw)
+    finally:
+        await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await db.close()
+
+
+async def test_unsafe_methods_mirror_only_when_the_route_allows(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        route = {"mirror": {"to": "go", "percent": 100, "methods": ["POST"]}}
+        gw = await start(gateways, config_for(primary, candidate, tmp_path, route))
+        async with aiohttp.ClientSession() as session:
+            await fetch(session, f"{gw.url}/echo/x", "POST", b'{"a": 1}')
+            await fetch(session, f"{gw.url}/echo/y")  # GET is not in the list now
+        await wait_for(lambda: len(candidate.seen) == 1)
+        await wait_for(
+            lambda: (
+                metric(gw, "cutover_parity_comparisons_total", route="default", result="same") == 1
+            )
+        )
+        # no second POST reached the primary for noise: it is not a safe method
+        assert len(primary.seen) == 2
+        assert (
+            metric(gw, "cutover_parity_mirror_skipped_total", route="default", reason="method") == 1
+        )
+
+
+async def test_capture_writes_a_redacted_corpus(tmp_path: Path, gateways: list[Gateway]) -> None:
+    corpus = tmp_path / "captured.jsonl"
+    async with samples() as (primary, candidate):
+        route = {
+            "mirror": "off",
+            "capture": {"file": str(corpus), "redact_fields": ["$..password"]},
+        }
+        gw = await start(gateways, config_for(primary, candidate, tmp_path, route))
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": "Bearer s3cret", "Cookie": "sid=1", "X-Team": "core"}
+            async with session.post(
+                f"{gw.url}/echo/login?api_key=k3y&x=1",
+                data=orjson.dumps({"user": "a", "password": "hunter2"}),
+                headers={**headers, "Content-Type": "application/json"},
+            ) as r:
+                assert r.status == 200
+            await fetch(session, f"{gw.url}/alerts/1")
+        await wait_for(
+            lambda: (
+                metric(gw, "cutover_parity_capture_total", route="default", result="written") == 2
+            )
+        )
+        text = corpus.read_text()
+        assert "s3cret" not in text and "hunter2" not in text and "k3y" not in text
+        post, get = load_corpus(corpus)
+        headers_seen = dict(post.headers)
+        assert headers_seen["Authorization"] == "<redacted>"
+        assert headers_seen["Cookie"] == "<redacted>"
+        assert headers_seen["X-Team"] == "core"
+        assert orjson.loads(post.body or b"") == {"user": "a", "password": "<redacted>"}
+        assert post.path == "/echo/login?api_key=%3Credacted%3E&x=1"
+        assert (get.method, get.path, get.body) == ("GET", "/alerts/1", None)
+        assert candidate.seen == []  # capture alone mirrors nothing
+
+
+async def test_candidate_down_is_counted_and_reported_as_status(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        data = config_for(primary, candidate, tmp_path, parity={"min_samples": 3})
+        await candidate.stop()  # nothing listens there any more
+        data["backends"]["go"]["health"] = "off"
+        gw = await start(gateways, data)
+        async with aiohttp.ClientSession() as session:
+            for i in range(3):
+                status, body, _ = await fetch(session, f"{gw.url}/echo/{i}")
+                assert (status, body) == (200, f"echo:/echo/{i}:".encode())
+        await wait_for(
+            lambda: metric(gw, "cutover_parity_mirror_failures_total", route="default",
+                           kind="connect") == 3
+        )  # fmt: skip
+        parity = feature(gw)
+        await wait_for(lambda: len(parity.windows["default"]) == 3)
+        assert parity.parity_rate("default") == 0.0
+        _, report = await admin(gw)
+        (endpoint,) = report["routes"]["default"]["endpoints"]
+        assert [f["field"] for f in endpoint["fields"]] == ["status"]
