@@ -1,0 +1,1044 @@
+"""Overhead benchmark: what a gateway costs, as ratios measured in one interleaved run.
+
+    python -m bench.overhead [--duration 10] [--rounds 3] [--workers 1,2] [--connections 32]
+                             [--out BENCHMARKS.md]
+
+Three sides answer the same three cases (GET small JSON, GET 64 KiB, POST 20 KiB JSON):
+
+- ``direct``: wrk -> origin (a static nginx, 1 worker);
+- ``nginx``: wrk -> nginx reverse proxy (upstream keepalive, same worker count) -> origin;
+- ``cutover``: wrk -> ``python -m proxy serve --workers N`` -> origin.
+
+For each worker count, each round runs every case on every side once, the side order rotated
+per round, so machine drift hits every side alike. Medians over rounds are reported, and the
+ratios cutover/nginx and cutover/direct as the median of the per-round ratios (each ratio
+compares two runs of the same round).
+
+Everything runs on 127.0.0.1 on free ports, from a temporary directory that is removed at the
+end; every process started here is stopped on exit, error or Ctrl-C.
+
+The functions above the "Processes" line are pure (no sockets, no processes) and unit-tested
+in tests/unit/bench/test_overhead.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = "<!-- overhead:begin -->"
+END = "<!-- overhead:end -->"
+
+SIDES = ("direct", "nginx", "cutover")
+DASH = "\u2013"  # en dash, for ranges and empty cells
+PERCENTILES = ("50", "75", "90", "99")
+POST_SIZE = 20 * 1024
+BIG_SIZE = 64 * 1024
+# Goals of issue 9 (cutover/nginx throughput, one worker).
+GOALS = {"small": 0.5, "big": 0.7, "post": 0.5}
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    key: str
+    title: str
+    method: str
+    path: str
+
+
+CASES = (
+    Case("small", "GET small JSON", "GET", "/small.json"),
+    Case("big", "GET 64 KiB", "GET", "/64k.bin"),
+    Case("post", "POST 20 KiB JSON", "POST", "/post"),
+)
+CASES_BY_KEY = {c.key: c for c in CASES}
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads
+
+SMALL_JSON = (
+    b'{"status":"firing","labels":{"alertname":"HighErrorRate","service":"alert-history",'
+    b'"severity":"page"},"annotations":{"summary":"5xx above 2% for 10m"},'
+    b'"startsAt":"2026-11-02T10:00:00Z","fingerprint":"a1b2c3d4e5f60718"}\n'
+)
+HEALTH_JSON = b'{"status":"ok"}\n'
+POST_REPLY = '{"ok":true}'
+
+
+def make_post_body(size: int = POST_SIZE) -> bytes:
+    """A JSON document of exactly `size` bytes: a list of alert-like objects, padded."""
+    alert = (
+        '{"labels":{"alertname":"HighErrorRate","instance":"10.0.0.%d:9100"},'
+        '"status":"firing","startsAt":"2026-11-02T10:00:00Z"}'
+    )
+    head, tail = '{"alerts":[', '],"pad":""}'
+    items: list[str] = []
+    i = 0
+    while True:
+        nxt = alert % (i % 256)
+        if len(head) + len(",".join([*items, nxt])) + len(tail) > size:
+            break
+        items.append(nxt)
+        i += 1
+    doc = head + ",".join(items) + tail
+    if len(doc) > size:
+        raise ValueError(f"size {size} is too small for a JSON body")
+    pad = size - len(doc)
+    doc = doc[: -len('"}')] + "x" * pad + '"}'
+    return doc.encode()
+
+
+def make_big_body(size: int = BIG_SIZE) -> bytes:
+    """`size` bytes of not-very-compressible filler (the origin serves it as a static file)."""
+    seed = bytes(range(256))
+    return (seed * (size // 256 + 1))[:size]
+
+
+def render_post_lua(body: bytes) -> str:
+    """A wrk script that POSTs `body` as JSON on every request."""
+    text = body.decode()
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    eq = "=" * level
+    return (
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [{eq}[{text}]{eq}]\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk output
+
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_NUM = r"(\d+(?:\.\d+)?)"
+
+
+def parse_time_ms(text: str) -> float:
+    """A wrk time (`630.00us`, `1.50ms`, `2.00s`, `1.00m`) in milliseconds."""
+    m = re.fullmatch(_NUM + r"(us|ms|s|m|h)", text.strip())
+    if m is None:
+        raise ValueError(f"not a wrk time: {text!r}")
+    return float(m.group(1)) * _TIME_UNITS_MS[m.group(2)]
+
+
+def parse_size_bytes(text: str) -> int:
+    """A wrk size (`100.00MB`, `512.00KB`, `812B`) in bytes (wrk's units are binary)."""
+    m = re.fullmatch(_NUM + r"(B|KB|MB|GB|TB)", text.strip())
+    if m is None:
+        raise ValueError(f"not a wrk size: {text!r}")
+    return round(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+@dataclass(frozen=True, slots=True)
+class WrkResult:
+    rps: float
+    requests: int
+    seconds: float
+    bytes_read: int
+    latency_ms: dict[str, float]  # percentile ("50", "99", ...) -> ms
+    latency_avg_ms: float | None = None
+    latency_max_ms: float | None = None
+    non_2xx: int = 0  # "Non-2xx or 3xx responses"
+    socket_errors: dict[str, int] = field(default_factory=dict)  # connect/read/write/timeout
+
+    @property
+    def errors(self) -> int:
+        return sum(self.socket_errors.values())
+
+    @property
+    def bytes_per_request(self) -> float:
+        return self.bytes_read / self.requests if self.requests else 0.0
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Parse wrk 4 output run with `--latency`; ValueError when it has no Requests/sec."""
+    rps_m = re.search(r"^Requests/sec:\s+" + _NUM, text, re.M)
+    if rps_m is None:
+        raise ValueError("no 'Requests/sec' in wrk output:\n" + text[-2000:])
+    total = re.search(r"^\s*(\d+) requests in (\S+), (\S+) read", text, re.M)
+    requests, seconds, bytes_read = 0, 0.0, 0
+    if total:
+        requests = int(total.group(1))
+        seconds = parse_time_ms(total.group(2)) / 1000.0
+        bytes_read = parse_size_bytes(total.group(3))
+    latency: dict[str, float] = {}
+    _, found, after = text.partition("Latency Distribution")
+    for line in after.splitlines()[1:] if found else ():
+        m = re.fullmatch(r"\s*" + _NUM + r"%\s+(\S+)\s*", line)
+        if m is None:
+            break
+        pct = m.group(1)
+        key = pct[:-3] if pct.endswith(".00") else pct
+        latency[key] = parse_time_ms(m.group(2))
+    avg = mx = None
+    stats = re.search(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)\s+\S+%", text, re.M)
+    if stats:
+        avg, mx = parse_time_ms(stats.group(1)), parse_time_ms(stats.group(3))
+    non_2xx_m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors: dict[str, int] = {}
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if sock:
+        kinds = ("connect", "read", "write", "timeout")
+        errors = dict(zip(kinds, map(int, sock.groups()), strict=True))
+    return WrkResult(
+        rps=float(rps_m.group(1)),
+        requests=requests,
+        seconds=seconds,
+        bytes_read=bytes_read,
+        latency_ms=latency,
+        latency_avg_ms=avg,
+        latency_max_ms=mx,
+        non_2xx=int(non_2xx_m.group(1)) if non_2xx_m else 0,
+        socket_errors=errors,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rounds, medians, ratios
+
+
+def parse_workers(text: str) -> list[int]:
+    """`1,2` -> [1, 2]."""
+    out = [int(part) for part in text.split(",") if part.strip()]
+    if not out or any(n < 1 for n in out):
+        raise ValueError(f"worker counts must be integers >= 1: {text!r}")
+    return out
+
+
+def side_order(round_index: int, sides: Sequence[str] = SIDES) -> list[str]:
+    """The sides rotated by `round_index`: round 0 d,n,c; round 1 n,c,d; round 2 c,d,n."""
+    k = round_index % len(sides)
+    return [*sides[k:], *sides[:k]]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class SideSummary:
+    runs: int
+    rps: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    non_2xx: int  # summed over rounds
+    socket_errors: int  # summed over rounds
+    requests: int  # summed over rounds
+    bytes_per_request: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RatioSummary:
+    median: float | None  # median over rounds of the per-round ratio
+    low: float | None
+    high: float | None
+
+
+def summarize_side(results: Sequence[WrkResult]) -> SideSummary:
+    return SideSummary(
+        runs=len(results),
+        rps=_median([r.rps for r in results]),
+        p50_ms=_median([r.latency_ms["50"] for r in results if "50" in r.latency_ms]),
+        p99_ms=_median([r.latency_ms["99"] for r in results if "99" in r.latency_ms]),
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.errors for r in results),
+        requests=sum(r.requests for r in results),
+        bytes_per_request=_median([r.bytes_per_request for r in results if r.requests]),
+    )
+
+
+def paired_ratio(num: Mapping[int, float], den: Mapping[int, float]) -> RatioSummary:
+    """Per-round ratios num[r]/den[r] over the rounds both have; their median, min and max."""
+    ratios = [num[r] / den[r] for r in sorted(num) if r in den and den[r] > 0]
+    if not ratios:
+        return RatioSummary(None, None, None)
+    return RatioSummary(statistics.median(ratios), min(ratios), max(ratios))
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One wrk run: which worker count, round, case and side, and what wrk said."""
+
+    workers: int
+    round: int
+    case: str
+    side: str
+    result: WrkResult
+
+
+def summarize(runs: Sequence[Run]) -> dict[int, dict[str, dict[str, Any]]]:
+    """workers -> case -> {"sides": {side: SideSummary}, "ratios": {"nginx"|"direct": ...}}."""
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for workers in sorted({r.workers for r in runs}):
+        per_case: dict[str, dict[str, Any]] = {}
+        for case in CASES:
+            mine = [r for r in runs if r.workers == workers and r.case == case.key]
+            if not mine:
+                continue
+            sides = {
+                side: summarize_side([r.result for r in mine if r.side == side])
+                for side in SIDES
+                if any(r.side == side for r in mine)
+            }
+            rps = {side: {r.round: r.result.rps for r in mine if r.side == side} for side in SIDES}
+            ratios = {
+                "nginx": paired_ratio(rps["cutover"], rps["nginx"]),
+                "direct": paired_ratio(rps["cutover"], rps["direct"]),
+            }
+            per_case[case.key] = {"sides": sides, "ratios": ratios}
+        out[workers] = per_case
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def fmt_rps(value: float | None) -> str:
+    return DASH if value is None else f"{value:,.0f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return DASH
+    if value < 1:
+        return f"{value * 1000:.0f} µs"
+    if value < 10:
+        return f"{value:.2f} ms"
+    return f"{value:.1f} ms"
+
+
+def fmt_ratio(r: RatioSummary) -> str:
+    if r.median is None:
+        return DASH
+    if r.low is None or r.high is None or r.low == r.high:
+        return f"{r.median:.2f}"
+    return f"{r.median:.2f} ({r.low:.2f}{DASH}{r.high:.2f})"
+
+
+def _errors_cell(s: SideSummary) -> str:
+    if not s.non_2xx and not s.socket_errors:
+        return "0"
+    parts = []
+    if s.non_2xx:
+        parts.append(f"**{s.non_2xx:,} non-2xx**")
+    if s.socket_errors:
+        parts.append(f"**{s.socket_errors:,} socket errors**")
+    return ", ".join(parts) + f" of {s.requests:,}"
+
+
+def render_tables(summary: Mapping[int, Mapping[str, Mapping[str, Any]]], rounds: int) -> str:
+    """The results tables: one ratio table and one detail table per worker count."""
+    lines: list[str] = []
+    for workers, per_case in summary.items():
+        plural = "worker" if workers == 1 else "workers"
+        lines += [
+            f"#### {workers} {plural} (nginx proxy and cutover alike)",
+            "",
+            "| case | cutover / nginx rps | cutover / direct rps | goal (issue 9) |",
+            "|---|---|---|---|",
+        ]
+        for key, data in per_case.items():
+            case = CASES_BY_KEY[key]
+            goal = f"≥ {GOALS[key]:.1f}" if workers == 1 else DASH
+            r = data["ratios"]
+            lines.append(
+                f"| {case.title} | {fmt_ratio(r['nginx'])} | {fmt_ratio(r['direct'])} | {goal} |"
+            )
+        lines += [
+            "",
+            f"| case | side | rps (median of {rounds}) | p50 | p99 | errors |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, data in per_case.items():
+            case = CASES_BY_KEY[key]
+            for side, s in data["sides"].items():
+                lines.append(
+                    f"| {case.title} | {side} | {fmt_rps(s.rps)} | {fmt_ms(s.p50_ms)} "
+                    f"| {fmt_ms(s.p99_ms)} | {_errors_cell(s)} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_section(
+    summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
+    meta: Mapping[str, Any],
+    notes: Sequence[str] = (),
+) -> str:
+    """The whole results section, markers included."""
+    machine = meta.get("machine", {})
+    versions = meta.get("versions", {})
+    lines = [
+        BEGIN,
+        f"### Results of {meta.get('date', '?')}",
+        "",
+        f"- Machine: {machine.get('nproc', '?')} CPUs ({machine.get('cpu_model', '?')}), "
+        f"{machine.get('kernel', '?')}.",
+        "- Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
+        f"- Command: `{meta.get('command', '?')}`",
+        f"- Load: {meta.get('load', '?')}.",
+        f"- Layout: {meta.get('layout', '?')}.",
+        f"- Ratios are the median of the {meta.get('rounds', '?')} per-round ratios "
+        f"(min{DASH}max in brackets); rps, p50 and p99 are medians over rounds.",
+    ]
+    lines += [f"- {note}" for note in notes]
+    lines += ["", render_tables(summary, int(meta.get("rounds", 0))).rstrip(), "", END]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(document: str, section: str) -> str:
+    """Put `section` (markers included) in place of the one in `document`, or append it."""
+    start = document.find(BEGIN)
+    stop = document.find(END, start if start >= 0 else 0)
+    if start >= 0 and stop >= 0:
+        after = document[stop + len(END) :]
+        if after.startswith("\n"):
+            after = after[1:]
+        return document[:start] + section + after
+    if document and not document.endswith("\n"):
+        document += "\n"
+    return document + ("\n" if document else "") + section
+
+
+def summary_to_json(summary: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    return {
+        str(workers): {
+            key: {
+                "sides": {side: asdict(s) for side, s in data["sides"].items()},
+                "ratios": {name: asdict(r) for name, r in data["ratios"].items()},
+            }
+            for key, data in per_case.items()
+        }
+        for workers, per_case in summary.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def _common_http(prefix: str, name: str) -> list[str]:
+    """Temp paths inside the prefix: nginx must never touch /var/lib/nginx."""
+    return [
+        f"    client_body_temp_path {prefix}/{name}-client-body;",
+        f"    proxy_temp_path {prefix}/{name}-proxy;",
+        f"    fastcgi_temp_path {prefix}/{name}-fastcgi;",
+        f"    uwsgi_temp_path {prefix}/{name}-uwsgi;",
+        f"    scgi_temp_path {prefix}/{name}-scgi;",
+    ]
+
+
+def _main_block(prefix: str, name: str, workers: int, user: str | None) -> list[str]:
+    lines = [f"user {user};"] if user else []
+    return [
+        *lines,
+        f"worker_processes {workers};",
+        f"pid {prefix}/{name}.pid;",
+        f"error_log {prefix}/{name}-error.log warn;",
+        "events { worker_connections 4096; }",
+    ]
+
+
+def render_origin_conf(prefix: str, port: int, docroot: str, user: str | None = None) -> str:
+    """The origin: one static nginx worker; no access log; POST /post reads and drops the body.
+
+    `return` makes nginx discard the request body, which it still reads off the socket to the
+    last byte before the connection serves its next request (checked by `check_post_reads`).
+    """
+    return "\n".join(
+        [
+            *_main_block(prefix, "origin", 1, user),
+            "http {",
+            "    access_log off;",
+            "    default_type application/octet-stream;",
+            "    types { application/json json; }",
+            "    sendfile on;",
+            "    tcp_nodelay on;",
+            "    keepalive_timeout 75s;",
+            "    keepalive_requests 1000000;",
+            *_common_http(prefix, "origin"),
+            "    server {",
+            f"        listen 127.0.0.1:{port};",
+            f"        root {docroot};",
+            "        location = /post {",
+            "            client_max_body_size 1m;",
+            "            client_body_buffer_size 64k;",
+            "            default_type application/json;",
+            f"            return 200 '{POST_REPLY}';",
+            "        }",
+            "    }",
+            "}",
+            "",
+        ]
+    )
+
+
+def render_proxy_conf(
+    prefix: str,
+    port: int,
+    origin_port: int,
+    workers: int,
+    access_log: str,
+    user: str | None = None,
+) -> str:
+    """The nginx reverse proxy compared with cutover: upstream keepalive, HTTP/1.1 upstream,
+    an access log to a file, the same X-Forwarded-* / X-Request-ID headers as cutover, and
+    buffers large enough that a 20 KiB body or a 64 KiB response stays in memory."""
+    return "\n".join(
+        [
+            *_main_block(prefix, "proxy", workers, user),
+            "http {",
+            f"    access_log {access_log} combined;",
+            "    tcp_nodelay on;",
+            "    keepalive_timeout 75s;",
+            "    keepalive_requests 1000000;",
+            "    client_max_body_size 10m;",
+            "    client_body_buffer_size 64k;",
+            "    proxy_buffer_size 16k;",
+            "    proxy_buffers 8 16k;",
+            *_common_http(prefix, "proxy"),
+            "    upstream origin {",
+            f"        server 127.0.0.1:{origin_port};",
+            "        keepalive 64;",
+            "        keepalive_requests 1000000;",
+            "    }",
+            "    server {",
+            f"        listen 127.0.0.1:{port};",
+            "        location / {",
+            "            proxy_pass http://origin;",
+            "            proxy_http_version 1.1;",
+            '            proxy_set_header Connection "";',
+            "            proxy_set_header Host $proxy_host;",
+            "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "            proxy_set_header X-Forwarded-Proto $scheme;",
+            "            proxy_set_header X-Forwarded-Host $host;",
+            "            proxy_set_header X-Request-ID $request_id;",
+            "            add_header X-Request-ID $request_id;",
+            "        }",
+            "    }",
+            "}",
+            "",
+        ]
+    )
+
+
+def render_cutover_config(port: int, origin_port: int, access_log: str) -> str:
+    """The gateway config measured: access log on (to a file), one backend with active health
+    checks, one route sending everything to it. Admin API off (it is not on the hot path)."""
+    return "\n".join(
+        [
+            "# Generated by bench/overhead.py",
+            f"listen: 127.0.0.1:{port}",
+            "admin: off",
+            f"access_log: {{enabled: true, path: {json.dumps(access_log)}}}",
+            "limits: {drain_timeout: 2s}",
+            "backends:",
+            "  origin:",
+            f"    url: http://127.0.0.1:{origin_port}",
+            "    health: {path: /health.json, interval: 5s}",
+            "routes:",
+            "  - name: default",
+            "    match: {path_prefix: /}",
+            "    split: {origin: 100}",
+            "",
+        ]
+    )
+
+
+def wrk_command(
+    url: str, *, duration: float, connections: int, cpu: str | None, script: str | None
+) -> list[str]:
+    cmd = ["taskset", "-c", cpu] if cpu is not None else []
+    cmd += ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    return [*cmd, url]
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def log(message: str) -> None:
+    print(f"[overhead {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Every process started here, each in its own process group; `stop_all` ends them."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, cmd: Sequence[str], logfile: Path, **kw: Any) -> subprocess.Popen:
+        out = open(logfile, "ab")  # noqa: SIM115 - the child owns it; closed right below
+        try:
+            proc = subprocess.Popen(
+                list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw
+            )
+        finally:
+            out.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        # workers of a supervisor or nginx may outlive their parent by a moment
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+
+    def stop_all(self) -> None:
+        for _name, proc in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g}s")
+
+
+def request(port: int, case: Case, body: bytes | None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(case.method, case.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def expected_body(case: Case) -> bytes:
+    return {"small": SMALL_JSON, "big": make_big_body(), "post": POST_REPLY.encode()}[case.key]
+
+
+def check_side(port: int, side: str, post_body: bytes, tries: int = 1) -> None:
+    """Every case answers 200 with the right body through this side (new connection each)."""
+    for case in CASES:
+        for _ in range(tries):
+            status, data = request(port, case, post_body if case.method == "POST" else None)
+            if status != 200 or data != expected_body(case):
+                raise RuntimeError(
+                    f"{side}: {case.method} {case.path} answered {status} with "
+                    f"{len(data)} bytes: {data[:200]!r}"
+                )
+
+
+def check_post_reads(port: int, body: bytes) -> None:
+    """Two POSTs on one keep-alive connection: the second only parses if nginx consumed the
+    first body to its last byte (so the origin really reads the 20 KiB)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        for _ in range(2):
+            conn.request("POST", "/post", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200 or data != POST_REPLY.encode():
+                raise RuntimeError(f"origin POST answered {resp.status}: {data[:200]!r}")
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    port: int, proc: subprocess.Popen[bytes], post: bytes, timeout: float = 30.0
+) -> None:
+    """Until every case succeeds 10 times in a row (several workers each get a connection)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cutover exited with {proc.returncode}")
+        try:
+            check_side(port, "cutover", post, tries=10)
+            return
+        except (OSError, RuntimeError, http.client.HTTPException) as exc:
+            last = exc
+            time.sleep(0.2)
+    raise RuntimeError(f"cutover not ready within {timeout:g}s: {last}")
+
+
+def run_wrk(cmd: Sequence[str], timeout: float) -> tuple[WrkResult, str]:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False)
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited with {proc.returncode}:\n{text}")
+    return parse_wrk(text), text
+
+
+def _version(cmd: Sequence[str], pattern: str) -> str:
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    m = re.search(pattern, proc.stdout + proc.stderr)
+    return m.group(1) if m else "?"
+
+
+def _pkg_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def machine_meta() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": _version(["nproc"], r"(\d+)"),
+        "cpu_model": cpu,
+        "kernel": f"{platform.system()} {platform.release()}",
+    }
+
+
+def versions_meta() -> dict[str, str]:
+    return {
+        "Python": platform.python_version(),
+        "aiohttp": _pkg_version("aiohttp"),
+        "uvloop": _pkg_version("uvloop"),
+        "nginx": _version(["nginx", "-v"], r"nginx/(\S+)"),
+        "wrk": _version(["wrk", "-v"], r"wrk (?:debian/)?(\S+)"),
+    }
+
+
+def _nginx_user() -> str | None:
+    """As root, nginx workers would drop to `nobody` and lose access to the temp dir."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _cpu_arg(text: str, available: set[int]) -> str | None:
+    if text.lower() in {"", "none", "off"}:
+        return None
+    cpus = {int(c) for c in text.split(",")}
+    if not cpus <= available:
+        log(f"CPU(s) {text} not available (have {sorted(available)}): running unpinned")
+        return None
+    return text
+
+
+@dataclass
+class Env:
+    tmp: Path
+    procs: Processes
+    post_body: bytes
+    post_lua: str
+    origin_port: int
+    wrk_cpu: str | None
+    user: str | None
+
+
+def start_nginx(env: Env, name: str, conf: str, cpu: str | None, port: int) -> subprocess.Popen:
+    path = env.tmp / f"{name}.conf"
+    path.write_text(conf)
+    cmd = ["nginx", "-c", str(path), "-p", str(env.tmp), "-e", str(env.tmp / f"{name}-error.log")]
+    cmd += ["-g", "daemon off;"]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    proc = env.procs.start(name, cmd, env.tmp / f"{name}.out")
+    wait_port(port, proc, name)
+    return proc
+
+
+def start_cutover(env: Env, workers: int, port: int, access_log: Path) -> subprocess.Popen:
+    conf = env.tmp / f"cutover-w{workers}.yaml"
+    conf.write_text(render_cutover_config(port, env.origin_port, str(access_log)))
+    cmd = [sys.executable, "-m", "proxy", "serve", "-c", str(conf), "--workers", str(workers)]
+    run_env = dict(os.environ, CUTOVER_LOG_LEVEL="WARNING")
+    proc = env.procs.start(
+        f"cutover-w{workers}", cmd, env.tmp / f"cutover-w{workers}.out", cwd=ROOT, env=run_env
+    )
+    wait_port(port, proc, "cutover")
+    wait_ready(port, proc, env.post_body)
+    return proc
+
+
+def measure_workers(
+    env: Env, workers: int, args: argparse.Namespace, raw: list[dict[str, Any]]
+) -> list[Run]:
+    """Start nginx proxy and cutover with `workers` workers; run every round; stop them."""
+    nginx_port, cutover_port = free_port(), free_port()
+    nginx_log = env.tmp / f"proxy-w{workers}-access.log"
+    cutover_log = env.tmp / f"cutover-w{workers}-access.log"
+    log(f"{workers} worker(s): starting nginx proxy on :{nginx_port}, cutover on :{cutover_port}")
+    nginx_conf = render_proxy_conf(
+        str(env.tmp), nginx_port, env.origin_port, workers, str(nginx_log), env.user
+    )
+    nginx = start_nginx(env, f"proxy-w{workers}", nginx_conf, None, nginx_port)
+    cutover = start_cutover(env, workers, cutover_port, cutover_log)
+    ports = {"direct": env.origin_port, "nginx": nginx_port, "cutover": cutover_port}
+    logs = {"nginx": nginx_log, "cutover": cutover_log}
+    for side, port in ports.items():
+        check_side(port, side, env.post_body)
+    runs: list[Run] = []
+    try:
+        if args.warmup > 0:
+            for side in SIDES:
+                for case in CASES:
+                    log(f"w{workers} warm-up {args.warmup:g}s: {case.title} via {side}")
+                    run_wrk(_wrk_cmd(env, ports[side], case, args, args.warmup), args.warmup + 60)
+        for rnd in range(args.rounds):
+            order = side_order(rnd)
+            for case in CASES:
+                for side in order:
+                    log(
+                        f"w{workers} round {rnd + 1}/{args.rounds}: {case.title} via {side} "
+                        f"({args.duration:g}s)"
+                    )
+                    cmd = _wrk_cmd(env, ports[side], case, args, args.duration)
+                    result, text = run_wrk(cmd, args.duration + 60)
+                    log_bytes = 0
+                    if side in logs:
+                        with contextlib.suppress(OSError):
+                            log_bytes = logs[side].stat().st_size
+                            os.truncate(logs[side], 0)  # keep the temp dir small
+                    bad = ""
+                    if result.non_2xx or result.errors:
+                        bad = f", NON-2XX {result.non_2xx}, SOCKET ERRORS {result.socket_errors}"
+                    log(
+                        f"   -> {result.rps:,.0f} rps, p50 {fmt_ms(result.latency_ms.get('50'))}"
+                        f", p99 {fmt_ms(result.latency_ms.get('99'))}{bad}"
+                    )
+                    runs.append(Run(workers, rnd, case.key, side, result))
+                    raw.append(
+                        {
+                            "workers": workers,
+                            "round": rnd,
+                            "case": case.key,
+                            "side": side,
+                            "command": shlex.join(cmd),
+                            "result": asdict(result),
+                            "access_log_bytes": log_bytes,
+                            "wrk_output": text,
+                        }
+                    )
+        for side, proc in (("nginx", nginx), ("cutover", cutover)):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{side} died during the run (exit {proc.returncode})")
+    finally:
+        env.procs.stop(cutover)
+        env.procs.stop(nginx)
+    return runs
+
+
+def _wrk_cmd(
+    env: Env, port: int, case: Case, args: argparse.Namespace, duration: float
+) -> list[str]:
+    return wrk_command(
+        f"http://127.0.0.1:{port}{case.path}",
+        duration=duration,
+        connections=args.connections,
+        cpu=env.wrk_cpu,
+        script=env.post_lua if case.method == "POST" else None,
+    )
+
+
+def write_docroot(root: Path) -> None:
+    root.mkdir()
+    (root / "small.json").write_bytes(SMALL_JSON)
+    (root / "64k.bin").write_bytes(make_big_body())
+    (root / "health.json").write_bytes(HEALTH_JSON)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    p.add_argument("--workers", default="1,2", help="worker counts, comma-separated (1,2)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per side/case (2)")
+    p.add_argument("--wrk-cpu", default="0", help="CPU list for wrk, or none (0)")
+    p.add_argument("--origin-cpu", default="1", help="CPU list for the origin, or none (1)")
+    p.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update")
+    p.add_argument("--json-dir", default=str(ROOT / "bench" / "results"), help="raw JSON here")
+    p.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="measure nothing: re-render --out from the raw JSON of an earlier run",
+    )
+    args = p.parse_args(argv)
+    args.worker_counts = parse_workers(args.workers)
+    if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
+        p.error("--rounds, --duration and --connections must be positive")
+    return args
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def runs_from_json(payload: Mapping[str, Any]) -> list[Run]:
+    """The runs of a raw JSON file written by `main`."""
+    return [
+        Run(
+            r["workers"],
+            r["round"],
+            r["case"],
+            r["side"],
+            parse_wrk(r["wrk_output"]) if "wrk_output" in r else WrkResult(**r["result"]),
+        )
+        for r in payload["runs"]
+    ]
+
+
+def rerender(args: argparse.Namespace) -> int:
+    payload = json.loads(Path(args.from_json).read_text())
+    summary = summarize(runs_from_json(payload))
+    section = render_section(summary, payload["meta"], payload.get("notes", ()))
+    out = Path(args.out)
+    out.write_text(replace_section(out.read_text() if out.exists() else "", section))
+    log(f"wrote {out} from {args.from_json}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.from_json:
+        return rerender(args)
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench.overhead: no {tool} (apt-get install -y nginx wrk)", file=sys.stderr)
+            return 2
+    command = "python -m bench.overhead " + shlex.join(sys.argv[1:] if argv is None else argv)
+    started = dt.datetime.now(dt.UTC)
+    available = os.sched_getaffinity(0)
+    wrk_cpu = _cpu_arg(args.wrk_cpu, available)
+    origin_cpu = _cpu_arg(args.origin_cpu, available)
+    notes: list[str] = []
+    if shutil.which("wrk2") is None:
+        notes.append(
+            "Fixed-rate latency run (added p99 at half of cutover's peak, issue 9): **skipped**, "
+            "`wrk2` is not installed (not in apt or PyPI); the closed-loop wrk percentiles below "
+            "suffer from coordinated omission."
+        )
+    procs = Processes()
+    raw: list[dict[str, Any]] = []
+    runs: list[Run] = []
+    tmp = Path(tempfile.mkdtemp(prefix="cutover-bench-"))
+    try:
+        with _sigterm_as_interrupt():
+            tmp.chmod(0o755)
+            docroot = tmp / "www"
+            write_docroot(docroot)
+            post_body = make_post_body()
+            lua = tmp / "post.lua"
+            lua.write_text(render_post_lua(post_body))
+            env = Env(
+                tmp=tmp,
+                procs=procs,
+                post_body=post_body,
+                post_lua=str(lua),
+                origin_port=free_port(),
+                wrk_cpu=wrk_cpu,
+                user=_nginx_user(),
+            )
+            log(f"temp dir {tmp}; origin on :{env.origin_port} (cpu {origin_cpu or 'any'})")
+            origin_conf = render_origin_conf(str(tmp), env.origin_port, str(docroot), env.user)
+            start_nginx(env, "origin", origin_conf, origin_cpu, env.origin_port)
+            check_side(env.origin_port, "direct", post_body)
+            check_post_reads(env.origin_port, post_body)
+            for workers in args.worker_counts:
+                runs += measure_workers(env, workers, args, raw)
+    except KeyboardInterrupt:
+        log("interrupted: stopping everything")
+        return 130
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    summary = summarize(runs)
+    meta = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_meta(),
+        "versions": versions_meta(),
+        "command": command,
+        "rounds": args.rounds,
+        "load": (
+            f"wrk -t1 -c{args.connections} -d{args.duration:g}s --latency, "
+            f"{'pinned to CPU ' + wrk_cpu if wrk_cpu else 'unpinned'}; "
+            f"{args.warmup:g}s warm-up per side and case, not counted"
+        ),
+        "layout": (
+            f"origin = static nginx, 1 worker, "
+            f"{'pinned to CPU ' + origin_cpu if origin_cpu else 'unpinned'}; nginx proxy and "
+            "cutover unpinned, same worker count, both with an access log to a file"
+        ),
+    }
+    section = render_section(summary, meta, notes)
+    out = Path(args.out)
+    out.write_text(replace_section(out.read_text() if out.exists() else "", section))
+    json_dir = Path(args.json_dir)
+    json_dir.mkdir(parents=True, exist_ok=True)
+    json_path = json_dir / f"overhead-{started.strftime('%Y-%m-%dT%H%M%SZ')}.json"
+    payload = {"meta": meta, "notes": notes, "summary": summary_to_json(summary), "runs": raw}
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    log(f"wrote {out} and {json_path}")
+    print(render_tables(summary, args.rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
