@@ -1,0 +1,1721 @@
+"""The fast path: the main listener's connections, parsed by httptools, forwarding plain requests.
+
+Every client connection starts here. A request that needs nothing but the gateway core (route
+match, split, stickiness, health, fallback and replay rules, retry budget, timeouts, limits,
+metrics, access log, request observers) is forwarded by this module over the backend's
+`proxy.pool.LeanPool`, its head and body handled as raw bytes. It behaves as the general path
+(`Gateway.handle` → `_proxy` → `proxy.forwarder.forward`) does; the core's behaviour tests run
+against both paths.
+
+Any other request goes to the general path: from that request on, the connection is handed to
+aiohttp's connection handler, which serves it and everything after it on that connection:
+
+- the gateway's own endpoints and the features' (everything on the aiohttp router besides the
+  catch-all proxy route), WebSocket and any other `Upgrade`, `Expect: 100-continue`;
+- requests a compat rule matches, routes that mirror or capture (parity);
+- HTTP/1.0, targets that are not plain ASCII origin-form, transfer-codings other than chunked;
+- everything, when the config says `fast_path: false`.
+
+The handoff replays the request head (and any body bytes already parsed, re-framed) into
+aiohttp's handler and switches the transport over to it at the next message boundary.
+
+One request at a time per connection (pipelined ones wait, reading paused). The common case
+runs without a task: a complete request goes out on an idle pooled connection from the parser
+callback, and a response that arrives whole in one read goes back from the backend
+connection's callback (`_begin`, `_quick`, `_on_upstream`). Anything else (a body still
+arriving or streamed, a new connection to open, a replay, a timeout, a streamed answer)
+continues in a task (`_run`), from where the quick lane stopped. Reading pauses while a request
+body is not consumed and writing waits while a transport's buffer is full, in both directions,
+so memory stays flat whatever the size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import re
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import httptools
+import orjson
+from aiohttp import web
+from aiohttp.web_request import parse_cookie_header
+from yarl import URL
+
+from proxy.errors import BodyTooLargeError, CutoverError, IncompleteBodyError, UpstreamError
+from proxy.headers import HOP_BY_HOP
+from proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
+from proxy.server import _HOST_RE, Outcome, RequestRecord, _cookie
+from routing.decision import Decision, client_ip, decide, sticky_key
+from routing.murmur import bucket_of
+from routing.replay import Failure, may_replay
+
+if TYPE_CHECKING:
+    from proxy.config_model import CutoverConfig, Route
+    from proxy.metrics import Metrics
+    from proxy.server import Gateway, RuntimeState
+
+log = logging.getLogger("cutover")
+
+HIGH_WATER = 256 * 1024  # request body bytes buffered before the client socket stops being read
+SWEEP_INTERVAL = 1.0  # seconds between checks for idle keep-alive connections
+# The quick lane's attempt deadlines are checked on one shared tick instead of a timer per
+# request: a deadline fires up to this late (the task lane's timers are exact).
+DEADLINE_TICK = 0.01
+_SMALL_WRITE = 8 * 1024  # a body below this is copied after its head; larger: writev
+
+_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
+_DROP_UP = _HOP | {b"host", b"expect", b"content-length"}
+_DROP_DOWN = _HOP | {b"content-length"}
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
+_HOST_RE_B = re.compile(_HOST_RE.pattern.encode())
+_EMPTY_BODY_STATUSES = frozenset((204, 304))
+_BODYLESS_UP = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))
+_CRLF = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class _Refusal(Exception):
+    """A request that cannot be served (malformed or too large): answer this, then close."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(code)
+        self.status, self.code, self.message = status, code, message
+
+
+class _TooLargeUnsent(BodyTooLargeError):
+    """The body is over the limit, and not a byte of the request went to the backend."""
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, failure: Failure, kind: str) -> None:
+        super().__init__(kind)
+        self.failure, self.kind = failure, kind
+
+
+# -- wire helpers (pure) -------------------------------------------------------------------
+
+
+def status_line(status: int, reason: bytes | None = None) -> bytes:
+    """`HTTP/1.1 <status> <reason>\\r\\n` (the standard phrase when `reason` is None)."""
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+_STATUS_LINES = {s.value: status_line(s.value) for s in HTTPStatus}
+_LINES: dict[tuple[int, bytes], bytes] = {}  # (status, reason) as backends send them
+
+
+def connection_tokens(headers: list[tuple[bytes, bytes]], lower: list[bytes]) -> frozenset[bytes]:
+    """Field names a message lists in `Connection` beyond keep-alive and close (hop-by-hop for
+    that message only)."""
+    tokens: set[bytes] = set()
+    for (_, value), name in zip(headers, lower, strict=False):
+        if name == b"connection":
+            value = value.lower()
+            if value in _PLAIN_CONNECTION:
+                continue
+            tokens.update(t.strip() for t in value.split(b","))
+    tokens -= _PLAIN_CONNECTION
+    tokens.discard(b"")
+    return frozenset(tokens)
+
+
+def serialize_head(
+    method: bytes, url: bytes, version: str, headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A request head as the client sent it (replayed to the general path after a handoff)."""
+    parts = [method, b" ", url, b" HTTP/", version.encode(), _CRLF]
+    for name, value in headers:
+        parts += (name, b": ", value, _CRLF)
+    parts.append(_CRLF)
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class _DateHeader:
+    """The `Date` header value, formatted once per second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def value(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = email.utils.formatdate(now, usegmt=True).encode()
+        return self._value
+
+
+_DATE = _DateHeader()
+
+
+def error_bytes(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    headers: tuple[tuple[str, str], ...] = (),
+    close: bool = False,
+) -> bytes:
+    """The gateway's JSON error (`proxy.errors.error_response`) as one HTTP/1.1 message."""
+    body: dict[str, object] = {"error": {"code": code, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    data = orjson.dumps(body)
+    parts = [
+        _STATUS_LINES.get(status) or status_line(status),
+        b"Content-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n"
+        % (len(data), _DATE.value()),
+    ]
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if close:
+        parts.append(b"Connection: close\r\n")
+    parts += (_CRLF, data)
+    return b"".join(parts)
+
+
+class _HeaderView:
+    """Case-insensitive `get` over raw request headers (the first value wins, as CIMultiDict)."""
+
+    __slots__ = ("_first",)
+
+    def __init__(self, first: dict[bytes, bytes]) -> None:
+        self._first = first
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._first.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("utf-8", "surrogateescape")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower().encode("latin-1") in self._first
+
+
+# -- values bound once ---------------------------------------------------------------------
+
+
+class _Meters:
+    """The request metrics' children, bound on first use (the hot path only increments)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._requests: dict[tuple[str, str, int], Callable[..., None]] = {}
+        self._durations: dict[tuple[str, str], Callable[[float], None]] = {}
+        self.in_flight = 0  # fast-path requests in flight (the general path counts its own)
+        self._published = 0
+
+    def publish(self) -> None:
+        """Bring `cutover_in_flight_requests` up to date with the fast path's share."""
+        delta = self.in_flight - self._published
+        if delta:
+            self._published = self.in_flight
+            self.metrics.in_flight.inc(delta)
+
+    def count(self, route: str, backend: str, status: int, elapsed: float) -> None:
+        inc = self._requests.get((route, backend, status))
+        if inc is None:
+            child = self.metrics.requests.labels(route, backend, str(status))
+            inc = self._requests[(route, backend, status)] = _bound_inc(child)
+        inc(1)
+        observe = self._durations.get((route, backend))
+        if observe is None:
+            child = self.metrics.duration.labels(route, backend)
+            observe = self._durations[(route, backend)] = _bound_observe(child)
+        observe(elapsed)
+
+
+def _bound_inc(child: Any) -> Callable[..., None]:
+    value = getattr(child, "_value", None)
+    return value.inc if value is not None and hasattr(value, "inc") else child.inc
+
+
+def _bound_observe(child: Any) -> Callable[[float], None]:
+    """`Histogram.observe` without its per-call checks: one bisect, two increments."""
+    try:
+        add_sum = child._sum.inc
+        buckets = [b.inc for b in child._buckets]
+        bounds = list(child._upper_bounds)
+    except AttributeError:
+        return child.observe  # type: ignore[no-any-return]
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        buckets[bisect_left(bounds, amount)](1)
+
+    return observe
+
+
+class _Bound:
+    """Values the hot path needs from one config, turned into bytes once."""
+
+    __slots__ = (
+        "backend_header",
+        "backend_lines",
+        "backend_lower",
+        "config",
+        "drop_down",
+        "drop_up",
+        "max_body",
+        "max_field",
+        "max_head",
+        "max_headers",
+        "rid_line",
+        "rid_lower",
+    )
+
+    def __init__(self, config: CutoverConfig) -> None:
+        self.config = config
+        headers = config.headers
+        self.rid_lower = headers.request_id.lower().encode("latin-1")
+        self.rid_line = headers.request_id.encode("latin-1") + b": "
+        self.backend_header = headers.backend
+        self.backend_lower = headers.backend.lower().encode("latin-1") if headers.backend else b""
+        self.backend_lines: dict[str, bytes] = {}
+        # Fields never passed on: hop-by-hop, framing, and those the gateway sets itself.
+        self.drop_up = _DROP_UP | {self.rid_lower, b"x-forwarded-for"}
+        self.drop_down = _DROP_DOWN | {self.rid_lower} | ({self.backend_lower} - {b""})
+        limits = config.limits
+        self.max_body = limits.max_body
+        self.max_field = limits.max_header_size
+        self.max_headers = limits.max_headers
+        self.max_head = limits.max_header_size * (limits.max_headers + 2)
+
+    def backend_line(self, backend: str) -> bytes:
+        line = self.backend_lines.get(backend)
+        if line is None:
+            line = b""
+            if self.backend_header:
+                line = f"{self.backend_header}: {backend}\r\n".encode("latin-1")
+            self.backend_lines[backend] = line
+        return line
+
+
+# -- one request ---------------------------------------------------------------------------
+
+
+class _Exchange:
+    """One request on a client connection: its head, its body as it arrives, how it is served.
+
+    Class attributes are the defaults; an instance sets only what its request uses.
+    """
+
+    # the request, as parsed
+    url = b""
+    method = b""
+    version = "1.1"
+    keep_alive = True
+    content_length: int | None = None
+    chunked = False
+    has_body = False  # chunked, or a Content-Length above 0
+    head_done = False
+    body_done = False
+    buffered = 0
+    lower: list[bytes]
+    first: dict[bytes, bytes]
+    waiter: asyncio.Future[None] | None = None
+    fatal: _Refusal | None = None  # its body turned out malformed
+    lost = False  # the client went away
+    # where it goes
+    handoff = False
+    bridged = False
+    upgrade_tail: bytes | None = None
+    route: Route | None = None
+    view: _HeaderView
+    path = ""
+    pending = False  # to begin once its (small) body is in
+    # how it is being served
+    task: asyncio.Task[None] | None = None
+    counted = False  # holds a slot of the concurrency cap
+    started: float | None = None
+    bound: _Bound
+    state: RuntimeState
+    request_id = ""
+    outcome: Outcome
+    route_name = "-"
+    primary: str | None = None
+    decision: Decision
+    budget: Any = None
+    body: bytes | None = None
+    deadline = 0.0
+    try_deadline = 0.0  # of the quick lane's attempt
+    resp: Response | None = None  # awaited by the quick lane
+    name = ""  # backend of the quick lane's attempt
+    expired = False
+    watchdog: asyncio.TimerHandle | None = None
+    ended = False
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+
+    def wake(self) -> None:
+        fut = self.waiter
+        if fut is not None:
+            self.waiter = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def expire(self) -> None:
+        """A deadline passed: interrupt whatever the task awaits."""
+        self.expired = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+# -- the listener --------------------------------------------------------------------------
+
+
+class FastListener:
+    """The main listener: fast-path connections that hand requests to aiohttp when needed."""
+
+    def __init__(self, gw: Gateway, general: web.Server, app: web.Application) -> None:
+        self.gw = gw
+        self.general = general  # makes aiohttp's connection handlers (the general path)
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: set[_Conn] = set()
+        self.closing = False
+        self.meters = _Meters(gw.metrics)
+        self._all_closed: asyncio.Event | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._bound: _Bound | None = None
+        self._own_exact, self._own_prefixes, self._own_patterns = _own_endpoints(app, gw)
+        self._rand = random.Random()
+        self.waiting: set[_Conn] = set()  # connections whose quick lane awaits a backend
+        self._ticker: asyncio.TimerHandle | None = None
+        self.good_hosts: set[bytes] = set()  # Host values already found valid
+        self.decisions: dict[tuple[Any, ...], Decision] = {}  # `decide` is pure: memoized
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, sock: Any = None) -> str:
+        """Listen (on `sock`, else on the config's address); returns the listener's URL."""
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            server = await loop.create_server(self._connection, sock=sock, backlog=1024)
+        else:
+            host, port = self.gw.config.listen
+            server = await loop.create_server(
+                self._connection, host, port, reuse_port=True, backlog=1024
+            )
+        self.server = server
+        sockname = server.sockets[0].getsockname()
+        host = sockname[0]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{sockname[1]}"
+
+    def _connection(self) -> _Conn:
+        conn = _Conn(self)
+        self.conns.add(conn)
+        if self._sweeper is None and not self.closing:
+            self._sweeper = conn.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        return conn
+
+    def watch(self, conn: _Conn) -> None:
+        """`conn`'s quick lane waits for a backend until `conn.current.try_deadline`."""
+        self.waiting.add(conn)
+        if self._ticker is None:
+            self._ticker = conn.loop.call_later(DEADLINE_TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        waiting = self.waiting
+        if not waiting:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(waiting):
+            ex = conn.current
+            if ex is None or ex.resp is None:
+                waiting.discard(conn)
+            elif now >= ex.try_deadline:
+                conn._quick_expired()
+        if waiting:
+            self._ticker = loop.call_later(DEADLINE_TICK, self._tick)
+
+    def forget(self, conn: _Conn) -> None:
+        self.waiting.discard(conn)
+        self.conns.discard(conn)
+        if self.closing and not self.conns and self._all_closed is not None:
+            self._all_closed.set()
+
+    def _sweep(self) -> None:
+        """Close keep-alive connections idle for longer than `limits.keepalive_timeout`."""
+        self._sweeper = None
+        self.meters.publish()
+        if not self.conns or self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        limit = loop.time() - self.gw.config.limits.keepalive_timeout
+        for conn in list(self.conns):
+            if conn.idle_since is not None and conn.idle_since < limit:
+                conn.close()
+        if self.conns:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting; let in-flight requests finish (up to `timeout`); close the rest."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        server = self.server
+        if server is not None:
+            server.close()
+        self._all_closed = asyncio.Event()
+        for conn in list(self.conns):
+            conn.shutdown()
+        if self.conns:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout)
+            except TimeoutError:
+                for conn in list(self.conns):
+                    conn.abort()
+        self.meters.publish()
+        if server is not None:
+            self.server = None
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except TimeoutError:
+                log.warning("fast path: listener did not close within 1 s")
+
+    # -- lookups, bound once -------------------------------------------------------------
+
+    def bound(self) -> _Bound:
+        bound = self._bound
+        config = self.gw.config
+        if bound is None or bound.config is not config:
+            bound = self._bound = _Bound(config)
+        return bound
+
+    def request_id(self) -> str:
+        return "%032x" % self._rand.getrandbits(128)  # noqa: UP031 - the fastest spelling
+
+    def is_own(self, path: str) -> bool:
+        """True for the gateway's own endpoints and the features' (the aiohttp router's)."""
+        if path in self._own_exact:
+            return True
+        if self._own_prefixes and path.startswith(self._own_prefixes):
+            return any(p.fullmatch(path) for p in self._own_patterns)
+        return False
+
+
+def _own_endpoints(
+    app: web.Application, gw: Gateway
+) -> tuple[frozenset[str], tuple[str, ...], tuple[re.Pattern[str], ...]]:
+    """Paths registered on the aiohttp router besides the catch-all proxy route."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    patterns: list[re.Pattern[str]] = []
+    proxy_handler = type(gw).handle
+    for resource in app.router.resources():
+        if any(getattr(r.handler, "__func__", None) is proxy_handler for r in resource):
+            continue  # the catch-all: what the fast path serves itself
+        info = resource.get_info()
+        if "path" in info:
+            exact.add(info["path"])
+        elif "pattern" in info:
+            patterns.append(info["pattern"])
+            prefixes.append(info.get("formatter", "").split("{", 1)[0] or "/")
+        elif "prefix" in info:
+            prefixes.append(info["prefix"])
+            patterns.append(re.compile(re.escape(info["prefix"]) + ".*"))
+        else:  # a kind of resource this module does not know: everything goes general
+            prefixes.append("/")
+            patterns.append(re.compile(".*"))
+    return frozenset(exact), tuple(prefixes), tuple(patterns)
+
+
+# -- one client connection -----------------------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """A client connection on the fast path (until a request hands it to aiohttp)."""
+
+    __slots__ = (
+        "_bound",
+        "_bridge_buf",
+        "_drain",
+        "_fatal",
+        "_feeding",
+        "bridge",
+        "current",
+        "ex",
+        "gw",
+        "head_bytes",
+        "head_timer",
+        "idle_since",
+        "listener",
+        "loop",
+        "parser",
+        "paused_reading",
+        "paused_writing",
+        "peer",
+        "peer_b",
+        "queue",
+        "shutting",
+        "transport",
+    )
+
+    def __init__(self, listener: FastListener) -> None:
+        self.listener = listener
+        self.gw = listener.gw
+        self.loop = asyncio.get_running_loop()
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.peer_b = b""
+        self.ex: _Exchange | None = None  # being parsed
+        self.current: _Exchange | None = None  # being answered
+        self.queue: list[_Exchange] = []  # parsed, waiting for their turn
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_bytes = 0
+        self.idle_since: float | None = self.loop.time()
+        self.paused_reading = False
+        self.paused_writing = False
+        self._drain: asyncio.Future[None] | None = None
+        self.shutting = False
+        self.bridge: Any = None  # aiohttp's connection handler, once handed over
+        self._bridge_buf: list[bytes] | None = None
+        self._fatal: _Refusal | None = None
+        self._feeding = False
+        self._bound = listener.bound()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, (list, tuple)):
+            self.peer = str(peername[0])
+        elif peername:
+            self.peer = str(peername)
+        self.peer_b = self.peer.encode("latin-1", "replace")
+
+    def data_received(self, data: bytes) -> None:
+        self._feeding = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._feeding = False
+            self._upgraded(data[exc.args[0] :])
+            return
+        except httptools.HttpParserError as exc:
+            self._feeding = False
+            self._parse_failed(exc)
+            return
+        finally:
+            self._feeding = False
+        if self.bridge is not None:
+            self._bridge_flush()
+            return
+        current = self.current
+        if current is not None and current.pending:
+            current.pending = False  # its body did not come whole with the head: go on without
+            self._begin(current)
+        ex = self.ex
+        if ex is not None and not ex.head_done:  # an incomplete head: bound it in size and time
+            self.head_bytes += len(data)
+            if self.head_bytes > self._bound.max_head:
+                self._refuse(_Refusal(431, "header_too_large", "request header fields too large"))
+                return
+            if self.head_timer is None:
+                timeout = self.gw.config.limits.header_timeout
+                if timeout:
+                    self.head_timer = self.loop.call_later(timeout, self._head_expired)
+
+    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
+        if self.bridge is not None:
+            self._bridge_flush()
+            self.transport.close()
+            return
+        cause = exc.__context__
+        if isinstance(cause, _Refusal):
+            self._refuse(cause)
+            return
+        if cause is not None:  # a callback failed: a bug here, not the client's fault
+            log.error("fast path: request parsing failed", exc_info=cause)
+        self._refuse(_Refusal(400, "bad_request", "malformed HTTP request"))
+
+    def eof_received(self) -> bool | None:
+        if self.bridge is not None:
+            return self.bridge.eof_received()  # type: ignore[no-any-return]
+        return None  # close the transport, as aiohttp does
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        self.listener.forget(self)
+        if self.bridge is not None:
+            self.bridge.connection_lost(exc)
+            return
+        queued, self.queue = self.queue, []
+        for ex in queued:
+            ex.lost = True
+        ex = self.current
+        if ex is not None:
+            ex.lost = True
+            ex.wake()
+            if ex.task is not None:
+                ex.task.cancel()  # the client is gone, so is its request (handler cancellation)
+            elif ex.resp is not None:  # the quick lane was waiting for the backend
+                self._leave_quick(ex, abort=True)
+                self._end(ex, 499, 0, True)
+        fut = self._drain
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionResetError("client connection lost"))
+            fut.exception()
+
+    def pause_writing(self) -> None:
+        if self.bridge is not None:
+            self.bridge.pause_writing()
+            return
+        self.paused_writing = True
+
+    def resume_writing(self) -> None:
+        if self.bridge is not None:
+            self.bridge.resume_writing()
+            return
+        self.paused_writing = False
+        fut = self._drain
+        if fut is not None:
+            self._drain = None
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- connection control --------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Draining: close now when idle, else after the response in progress."""
+        self.shutting = True
+        if self.current is None and self.bridge is None:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _pause(self) -> None:
+        if not self.paused_reading:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self.paused_reading and not self.queue:
+            self.paused_reading = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        if self.paused_writing:
+            fut = self._drain = self.loop.create_future()
+            await fut
+
+    def _head_expired(self) -> None:
+        self.head_timer = None
+        ex = self.ex
+        if ex is not None and not ex.head_done and self.bridge is None:
+            self.abort()  # a slow client never finished its request head
+
+    def _refuse(self, refusal: _Refusal) -> None:
+        """A request that cannot be parsed or is too large: answer it, then close."""
+        self._pause()
+        current = self.current
+        if current is not None:
+            if not current.body_done:  # it is the body of the request in progress that failed
+                current.fatal = refusal
+                current.wake()
+                if current.pending:
+                    current.pending = False
+                    self._begin(current)
+            else:
+                self._fatal = refusal  # a later request's: answered after the current response
+            return
+        self.transport.write(
+            error_bytes(refusal.status, refusal.code, refusal.message, None, close=True)
+        )
+        self.transport.close()
+
+    # -- httptools callbacks (client requests) --------------------------------------------
+
+    def on_message_begin(self) -> None:
+        ex = self.ex = _Exchange()
+        self.idle_since = None
+        self.head_bytes = 0
+        self._bound = self.listener.bound()
+        if self.bridge is not None:
+            ex.bridged = True
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        ex.url += url
+        if len(ex.url) > self._bound.max_field:
+            raise _Refusal(431, "header_too_large", "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        headers = ex.headers
+        headers.append((name, value))
+        bound = self._bound
+        if len(headers) > bound.max_headers:
+            raise _Refusal(431, "header_too_large", "request header fields too large")
+        if len(value) > bound.max_field or len(name) > bound.max_field:
+            raise _Refusal(431, "header_too_large", "request header fields too large")
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        parser = self.parser
+        ex.head_done = True
+        ex.method = parser.get_method()
+        ex.version = parser.get_http_version()
+        ex.keep_alive = parser.should_keep_alive()
+        lower: list[bytes] = []
+        first: dict[bytes, bytes] = {}
+        for name, value in ex.headers:
+            lname = name.lower()
+            lower.append(lname)
+            if lname not in first:
+                first[lname] = value
+        ex.lower = lower
+        ex.first = first
+        if b"content-length" in first:
+            length = ex.content_length = int(first[b"content-length"])  # llhttp checked it
+            ex.has_body = length > 0
+        if b"transfer-encoding" in first:
+            ex.chunked = ex.has_body = True  # llhttp accepts no transfer-coding but chunked
+        if self.bridge is not None:
+            self._bridge_head(ex)
+            return
+        if self.transport.is_closing():
+            ex.lost = True  # pipelined behind an answer that closes the connection: dropped
+            return
+        ex.handoff = self._needs_general(ex, parser)
+        if self.current is None and not self.queue:
+            self._start(ex)
+        else:
+            self.queue.append(ex)
+            self._pause()  # one pipelined request waiting is plenty
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        if ex.bridged:
+            self._bridge_buf.append(chunk(body) if ex.chunked else body)  # type: ignore[union-attr]
+            return
+        ex.chunks.append(body)
+        ex.buffered += len(body)
+        if ex.buffered > HIGH_WATER:
+            self._pause()
+        if ex.waiter is not None:
+            ex.wake()
+
+    def on_message_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        self.ex = None
+        ex.body_done = True
+        if ex.bridged:
+            if ex.chunked:
+                self._bridge_buf.append(_LAST_CHUNK)  # type: ignore[union-attr]
+            return
+        if ex.pending:
+            ex.pending = False
+            self._begin(ex)
+        elif ex.waiter is not None:
+            ex.wake()
+
+    # -- which path ----------------------------------------------------------------------
+
+    def _needs_general(self, ex: _Exchange, parser: Any) -> bool:
+        """From the head alone: does this request need the general (aiohttp) path?"""
+        gw = self.gw
+        if not gw.config.fast_path or ex.version != "1.1":
+            return True
+        first = ex.first
+        if b"upgrade" in first or b"expect" in first or parser.should_upgrade():
+            return True
+        te = first.get(b"transfer-encoding")
+        if te is not None and te.lower() != b"chunked":
+            return True
+        url = ex.url
+        if url[:1] != b"/" or not url.isascii() or b"#" in url:
+            return True
+        text = url.decode("ascii")
+        raw_path = text.partition("?")[0]
+        path = URL.build(path=raw_path, encoded=True).path if "%" in raw_path else raw_path
+        ex.path = path
+        if self.listener.is_own(path):
+            return True
+        headers = ex.view = _HeaderView(first)
+        method = ex.method.decode("ascii")
+        compat = gw.compat
+        if compat is not None:
+            try:
+                hit = compat.ruleset.match(
+                    method, raw_path, lambda: URL(text, encoded=True).query, headers
+                )
+            except Exception:
+                log.exception("fast path: compat pre-check failed; using the general path")
+                return True
+            if hit is not None:
+                return True
+        state = ex.state = gw.state  # the snapshot this request is served with, start to end
+        route = state.router.match(method, path, headers)
+        if route is not None and (route.mirror is not None or route.capture is not None):
+            return True
+        ex.route = route
+        return False
+
+    def _start(self, ex: _Exchange) -> None:
+        """`ex` is next to be answered."""
+        self.current = ex
+        if ex.handoff:
+            self._handoff(ex)
+            return
+        if ex.has_body and not ex.body_done and not ex.lost:
+            route = ex.route
+            length = ex.content_length
+            if (
+                self._feeding
+                and route is not None
+                and length is not None
+                and length <= route.retry.buffer
+            ):
+                ex.pending = True  # most small bodies come with their head: wait for the parser
+                return
+        self._begin(ex)
+
+    def _done(self, ex: _Exchange, close: bool) -> None:
+        """The response to `ex` is out: the next request, keep-alive or close."""
+        self.current = None
+        if ex.lost:
+            return
+        if ex.fatal is not None:
+            self.close()
+            return
+        fatal = self._fatal
+        if fatal is not None:
+            self._fatal = None
+            self._refuse(fatal)
+            return
+        if close or not ex.body_done or not ex.keep_alive or self.shutting:
+            self.close()
+            return
+        if self.queue:
+            self._start(self.queue.pop(0))
+            if self.bridge is None:
+                self._resume()
+            return
+        self.idle_since = self.loop.time()
+        if self.paused_reading:
+            self._resume()
+
+    # -- handoff to the general path -----------------------------------------------------
+
+    def _handoff(self, ex: _Exchange) -> None:
+        """Give this connection, from `ex` on, to aiohttp's connection handler."""
+        self.listener.forget(self)
+        self.current = None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        proto = self.listener.general()
+        self.bridge = proto
+        buf = self._bridge_buf = []
+        proto.connection_made(self.transport)
+        tail: bytes | None = None
+        for item in (ex, *self.queue):
+            self._bridge_head(item)
+            buf.extend(chunk(c) if item.chunked else c for c in item.chunks)
+            item.chunks.clear()
+            if item.body_done and item.chunked:
+                buf.append(_LAST_CHUNK)
+            if item.upgrade_tail is not None:
+                tail = item.upgrade_tail
+        self.queue.clear()
+        if self.ex is not None:
+            self.ex.bridged = True  # its head and body are serialized as they are parsed
+        if self.paused_reading:
+            self.paused_reading = False
+            self.transport.resume_reading()
+        if tail is not None:
+            self._upgraded(tail)
+        elif not self._feeding:  # else data_received flushes once the parser returns
+            self._bridge_flush()
+
+    def _bridge_head(self, ex: _Exchange) -> None:
+        ex.bridged = True
+        self._bridge_buf.append(  # type: ignore[union-attr]
+            serialize_head(ex.method, ex.url, ex.version, ex.headers)
+        )
+
+    def _bridge_flush(self) -> None:
+        buf = self._bridge_buf
+        if buf:
+            data = b"".join(buf)
+            buf.clear()
+            self.bridge.data_received(data)
+        if self.ex is None and not self.transport.is_closing():
+            # between two messages: from now on the bytes go to aiohttp untouched
+            self.transport.set_protocol(self.bridge)
+            self._bridge_buf = None
+
+    def _upgraded(self, tail: bytes) -> None:
+        """The request asked for an upgrade: what follows its head is not HTTP any more."""
+        if self.bridge is None:
+            # it waits behind a request still being answered: keep the bytes until its turn
+            self._pause()
+            if self.queue:
+                self.queue[-1].upgrade_tail = tail
+            return
+        buf = self._bridge_buf or []
+        buf.append(tail)
+        data = b"".join(buf)
+        self._bridge_buf = None
+        if data:
+            self.bridge.data_received(data)
+        self.transport.set_protocol(self.bridge)
+        if self.paused_reading:
+            self.paused_reading = False
+            self.transport.resume_reading()
+
+    # -- serving: the quick lane (no task) -------------------------------------------------
+
+    def _begin(self, ex: _Exchange) -> None:
+        """Serve `ex` (as `Gateway.handle` and `_proxy`): errors answered here, the first
+        attempt made here when it can be, the rest in a task."""
+        gw = self.gw
+        limits = gw.config.limits
+        if gw.in_flight >= limits.max_concurrency:
+            gw.metrics.rejected.labels("overloaded").inc()
+            self.transport.write(
+                error_bytes(
+                    503,
+                    "overloaded",
+                    "too many requests in flight, retry later",
+                    None,
+                    (("Retry-After", str(limits.retry_after)),),
+                )
+            )
+            self._done(ex, False)
+            return
+        gw.in_flight += 1
+        listener = self.listener
+        listener.meters.in_flight += 1
+        ex.counted = True
+        ex.started = self.loop.time()
+        bound = ex.bound = self._bound
+        state = ex.state
+        rid = ex.first.get(bound.rid_lower)
+        request_id = ex.request_id = (
+            rid.decode("utf-8", "surrogateescape") if rid else listener.request_id()
+        )
+        outcome = ex.outcome = Outcome()
+        try:
+            lower = ex.lower
+            if b"host" in lower and not self._host_ok(ex.first[b"host"], lower):
+                gw.metrics.rejected.labels("bad_host").inc()
+                data = error_bytes(400, "bad_host", "invalid Host header", request_id, close=True)
+                self.transport.write(data)
+                self._end(ex, 400, len(data), True)
+                return
+            route = ex.route
+            if route is None:
+                data = error_bytes(404, "no_route", "no route matches this request", request_id)
+                self.transport.write(data)
+                self._end(ex, 404, len(data), False)
+                return
+            ex.route_name = route.name
+            budget = ex.budget = state.budgets[route.name]
+            budget.start()
+            decision = ex.decision = self._decide(ex, route, state, outcome)
+            ex.primary = decision.primary
+            max_body = route.max_body if route.max_body is not None else bound.max_body
+            length = ex.content_length
+            if length is not None and length > max_body:
+                raise BodyTooLargeError(max_body)
+            ex.deadline = self.loop.time() + route.timeouts.total
+            if ex.has_body:
+                if ex.fatal is not None or not ex.body_done or length is None:
+                    self._spawn(ex, None)
+                    return
+                if length <= route.retry.buffer:
+                    ex.body = b"".join(ex.chunks)
+                    ex.chunks.clear()
+                    ex.buffered = 0
+            if not self._quick(ex):
+                self._spawn(ex, None)
+        except BodyTooLargeError as exc:
+            gw.metrics.rejected.labels("body_too_large").inc()
+            data = error_bytes(413, exc.code, exc.message, request_id, close=True)
+            self.transport.write(data)
+            self._end(ex, 413, len(data), True)
+        except Exception:
+            self._crashed(ex)
+
+    def _host_ok(self, host: bytes, lower: list[bytes]) -> bool:
+        """One Host, and a valid authority (RFC 9110 §7.2), as the general path checks it."""
+        if lower.count(b"host") > 1:
+            return False
+        good = self.listener.good_hosts
+        if host in good:
+            return True
+        if not _HOST_RE_B.match(host):
+            return False
+        if len(good) < 1024:
+            good.add(host)
+        return True
+
+    def _crashed(self, ex: _Exchange) -> None:
+        """A bug while serving `ex` outside a task: log it, cut the connection, book it."""
+        log.exception("fast path: request failed")
+        if ex.resp is not None:
+            self._leave_quick(ex, abort=True)
+        self.abort()
+        self._end(ex, 500, 0, True)
+
+    def _quick(self, ex: _Exchange) -> bool:
+        """The first attempt on an idle pooled connection, without a task (False: cannot)."""
+        loop = self.loop
+        remaining = ex.deadline - loop.time()
+        if remaining <= 0 or (ex.has_body and ex.body is None):
+            return False
+        name = ex.decision.attempts[0]
+        pool = ex.state.upstreams[name].lean
+        conn = pool.take()
+        if conn is None:
+            return False
+        timeouts = ex.route.timeouts  # type: ignore[union-attr]
+        per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
+        body = ex.body
+        head = self._request_head(ex, pool, len(body) if body is not None else ex.content_length)
+        resp = conn.begin(ex.method == b"HEAD")
+        resp.listener = self._on_upstream
+        ex.resp = resp
+        ex.name = name
+        ex.try_deadline = loop.time() + per_try
+        self.listener.watch(self)
+        if body is None:
+            conn.transport.write(head)
+        elif len(body) < _SMALL_WRITE:
+            conn.transport.write(head + body)
+        else:
+            conn.transport.writelines((head, body))
+        return True
+
+    def _leave_quick(self, ex: _Exchange, abort: bool = False) -> Response:
+        """The quick lane stops waiting for `ex.resp` (a task or nobody takes over)."""
+        resp = ex.resp
+        assert resp is not None
+        ex.resp = None
+        resp.listener = None
+        self.listener.waiting.discard(self)
+        if abort:
+            resp.conn.resp = None
+            resp.conn.abort()
+        return resp
+
+    def _on_upstream(self, resp: Response) -> None:
+        """The backend connection of the quick lane read something (or closed)."""
+        ex = self.current
+        if ex is None or ex.resp is not resp:
+            resp.listener = None
+            return
+        try:
+            self._quick_answer(ex, resp)
+        except Exception:
+            self._crashed(ex)
+
+    def _quick_answer(self, ex: _Exchange, resp: Response) -> None:
+        if resp.error is not None:
+            self._leave_quick(ex, abort=True)
+            self._spawn(ex, _AttemptFailed(Failure.RESET, "reset"))
+            return
+        if not resp.head_done:
+            return
+        route = ex.route
+        assert route is not None
+        retry = route.retry
+        status = resp.status
+        if not resp.complete or (
+            status in retry.on_status and min(1 + retry.attempts, len(ex.decision.attempts)) > 1
+        ):
+            self._leave_quick(ex)  # a streamed answer or a possible replay: the task's job
+            self._spawn(ex, resp)
+            return
+        self._leave_quick(ex)
+        gw = self.gw
+        gw.record_response(ex.name, status < 500)
+        ex.outcome.backend = ex.name
+        status, sent, close = self._answer_whole(ex, resp)
+        self._end(ex, status, sent, close)
+
+    def _quick_expired(self) -> None:
+        ex = self.current
+        if ex is None or ex.resp is None:
+            return
+        self._leave_quick(ex, abort=True)
+        self._spawn(ex, _AttemptFailed(Failure.TIMEOUT, "timeout"))
+
+    def _spawn(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+        """Go on in a task; `first` is the result of the quick lane's attempt, if it made one."""
+        ex.task = self.loop.create_task(self._run(ex, first))
+
+    def _end(self, ex: _Exchange, status: int, sent: int, close: bool) -> None:
+        """The request is over (as the end of `Gateway._proxy` and `handle`): book it."""
+        if ex.ended:
+            return
+        ex.ended = True
+        gw = self.gw
+        budget = ex.budget
+        if budget is not None:
+            ex.budget = None
+            budget.finish()
+        if ex.counted:
+            ex.counted = False
+            gw.in_flight -= 1
+            self.listener.meters.in_flight -= 1
+        started = ex.started
+        if started is not None:
+            outcome = ex.outcome
+            backend = outcome.backend or "-"
+            elapsed = self.loop.time() - started
+            route_name = ex.route_name
+            self.listener.meters.count(route_name, backend, status, elapsed)
+            if outcome.backend:
+                gw.served[outcome.backend] += 1
+            if gw.observers and route_name != "-":
+                record = RequestRecord(
+                    route=route_name,
+                    primary=ex.primary,
+                    backend=outcome.backend,
+                    status=status,
+                    duration=elapsed,
+                    failures=tuple(outcome.failures),
+                    method=ex.method.decode("ascii"),
+                    path=ex.path,
+                )
+                for observe in gw.observers:
+                    try:
+                        observe(record)
+                    except Exception:
+                        log.exception("request observer failed")
+            access_log = gw.access_log
+            if access_log is not None:
+                access_log.write(
+                    {
+                        "ts": gw.clock.now(),
+                        "request_id": ex.request_id,
+                        "method": ex.method.decode("ascii"),
+                        "path": ex.path,
+                        "route": route_name,
+                        "backend": backend,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "bytes_sent": sent,
+                        "fallback_from": outcome.fallback_from,
+                        "client": self.peer,
+                    }
+                )
+        self._done(ex, close)
+
+    def _decide(
+        self, ex: _Exchange, route: Route, state: RuntimeState, outcome: Outcome
+    ) -> Decision:
+        """As `Gateway._decide`."""
+        gw = self.gw
+        config = gw.config
+        sticky = route.sticky
+        key: str | None = None
+        headers = ex.view
+        if sticky is not None:
+            peer = self.peer
+            ip = (
+                client_ip(peer, headers.get("X-Forwarded-For"), config.headers.trusted_proxies)
+                if sticky.kind == "client_ip"
+                else peer
+            )
+            cookies: dict[str, str] = {}
+            if sticky.kind == "cookie":
+                raw = headers.get("Cookie")
+                if raw:
+                    cookies = {name: m.value for name, m in parse_cookie_header(raw)}
+            key = sticky_key(sticky, headers, cookies, ip)
+            if key is None and sticky.kind == "cookie":
+                key = "%032x" % random.getrandbits(128)  # noqa: UP031
+                outcome.set_cookie = _cookie(
+                    sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
+                )
+        bucket = bucket_of(key) if key is not None else int(random.random() * 10_000)
+        override = headers.get(config.headers.override) if config.headers.override else None
+        available = gw.health.available(gw.clock.monotonic())
+        table = state.tables[route.name]
+        memo = self.listener.decisions
+        args = (route.name, table, bucket, available, override, key is not None)
+        decision = memo.get(args)
+        if decision is None:
+            if len(memo) >= 16384:  # buckets x health states: bounded, rebuilt when full
+                memo.clear()
+            decision = memo[args] = decide(
+                route, table, bucket, available, override=override, sticky=key is not None
+            )
+        return decision
+
+    # -- serving: the task -----------------------------------------------------------------
+
+    async def _run(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+        status, sent, close = 500, 0, True
+        gw = self.gw
+        request_id = ex.request_id
+        try:
+            status, sent, close = await self._forward(ex, first)
+        except _Refusal as exc:  # the request's body was malformed
+            status = exc.status
+            data = error_bytes(status, exc.code, exc.message, request_id, close=True)
+            self.transport.write(data)
+            sent = len(data)
+        except BodyTooLargeError as exc:
+            gw.metrics.rejected.labels("body_too_large").inc()
+            status = 413
+            data = error_bytes(413, exc.code, exc.message, request_id, close=True)
+            self.transport.write(data)
+            sent = len(data)
+        except CutoverError as exc:
+            status = exc.status_hint
+            extra: tuple[tuple[str, str], ...] = ()
+            backend = ex.outcome.backend
+            if ex.bound.backend_header and backend:
+                extra = ((ex.bound.backend_header, backend),)
+            close = not ex.body_done
+            data = error_bytes(status, exc.code, exc.message, request_id, extra, close=close)
+            self.transport.write(data)
+            sent = len(data)
+        except asyncio.CancelledError:
+            status = 499  # the client went away; the upstream request was cancelled with us
+            if not ex.lost:
+                self._end(ex, status, sent, True)
+                raise
+        except Exception:
+            log.exception("fast path: request failed")
+            self.abort()
+        self._end(ex, status, sent, close)
+
+    async def _forward(
+        self, ex: _Exchange, first: Response | _AttemptFailed | None
+    ) -> tuple[int, int, bool]:
+        """The attempts (as `proxy.forwarder.forward`): status, bytes sent, close after."""
+        gw = self.gw
+        route = ex.route
+        assert route is not None
+        retry = route.retry
+        timeouts = route.timeouts
+        loop = self.loop
+        state = ex.state
+        decision = ex.decision
+        outcome = ex.outcome
+        max_body = route.max_body if route.max_body is not None else ex.bound.max_body
+        body = ex.body
+        replayable = True
+        if ex.has_body and body is None:
+            length = ex.content_length
+            if length is not None and length <= retry.buffer:
+                body = ex.body = await self._read_body(ex)
+            else:
+                replayable = False
+        method = ex.method.decode("ascii")
+        idempotency_key = b"idempotency-key" in ex.first
+        budget = state.budgets[route.name]
+        previous: str | None = None
+        failure: _AttemptFailed | None = None
+        max_attempts = 1 + retry.attempts
+        for index, name in enumerate(decision.attempts[:max_attempts]):
+            if index == 0 and first is not None:
+                result: Response | _AttemptFailed = first
+            else:
+                remaining = ex.deadline - loop.time()
+                if remaining <= 0:
+                    failure = _AttemptFailed(Failure.TIMEOUT, "timeout")
+                    break
+                if index:
+                    assert failure is not None
+                    if not may_replay(failure.failure, method, idempotency_key, retry):
+                        break
+                    if not replayable and failure.failure is not Failure.CONNECT:
+                        break  # a streamed body can be sent again only if it was never read
+                    if not budget.try_replay():
+                        gw.metrics.budget_exhausted.labels(route.name).inc()
+                        break
+                    gw.metrics.fallbacks.labels(route.name, previous, name).inc()
+                    outcome.fallback_from = outcome.fallback_from or previous
+                per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
+                try:
+                    result = await self._attempt(
+                        ex, name, body, per_try, timeouts.connect, max_body
+                    )
+                except _AttemptFailed as exc:
+                    result = exc
+            if isinstance(result, _AttemptFailed):
+                failure = result
+                gw.metrics.upstream_errors.labels(name, result.kind).inc()
+                outcome.failures.append((name, result.kind))
+                gw.record_response(name, False)
+                previous = name
+                if index:
+                    budget.replay_done()
+                continue
+            resp = result
+            if index:
+                budget.replay_done()
+            # Worth another backend only if the replay rules allow it; else stream it.
+            if (
+                resp.status in retry.on_status
+                and index + 1 < min(max_attempts, len(decision.attempts))
+                and replayable
+                and may_replay(Failure.STATUS, method, idempotency_key, retry)
+            ):
+                gw.metrics.upstream_errors.labels(name, "status").inc()
+                outcome.failures.append((name, "status"))
+                gw.record_response(name, False)
+                resp.conn.finish(resp)
+                failure = _AttemptFailed(Failure.STATUS, "status")
+                previous = name
+                continue
+            gw.record_response(name, resp.status < 500)
+            outcome.backend = name
+            return await self._stream_back(ex, resp, timeouts.total)
+        assert failure is not None
+        outcome.backend = previous
+        raise UpstreamError(previous or decision.primary, failure.kind)
+
+    async def _read_body(self, ex: _Exchange) -> bytes:
+        """The whole request body (its Content-Length is within the route's replay buffer)."""
+        parts: list[bytes] = []
+        while True:
+            if ex.chunks:
+                parts.extend(ex.chunks)
+                ex.chunks.clear()
+                ex.buffered = 0
+                self._resume()
+            if ex.body_done:
+                return b"".join(parts)
+            if ex.fatal is not None:
+                raise ex.fatal
+            if ex.lost:
+                raise IncompleteBodyError()
+            fut = ex.waiter = self.loop.create_future()
+            await fut
+
+    def _request_head(self, ex: _Exchange, pool: LeanPool, length: int | None) -> bytes:
+        """The head sent to the backend (as `proxy.headers.upstream_headers`)."""
+        first = ex.first
+        bound = ex.bound
+        host = first.get(b"host")
+        parts = [ex.method + b" " + pool.base_path + ex.url + b" HTTP/1.1\r\n"]
+        if pool.host_line is not None:
+            parts.append(pool.host_line)
+        elif host:
+            parts.append(b"Host: " + host + _CRLF)
+        else:
+            parts.append(pool.fallback_host)
+        drop = bound.drop_up
+        if b"connection" in first:
+            drop = drop | connection_tokens(ex.headers, ex.lower)
+        append = parts.append
+        for (name, value), lname in zip(ex.headers, ex.lower, strict=False):
+            if lname not in drop:
+                append(name + b": " + value + _CRLF)
+        peer = self.peer_b
+        if b"x-forwarded-for" in first:
+            prior = [
+                v
+                for (_, v), n in zip(ex.headers, ex.lower, strict=False)
+                if n == b"x-forwarded-for"
+            ]
+            append(b"X-Forwarded-For: " + b", ".join(prior) + b", " + peer + _CRLF)
+        else:
+            append(b"X-Forwarded-For: " + peer + _CRLF)
+        if b"x-forwarded-proto" not in first:
+            append(b"X-Forwarded-Proto: http\r\n")
+        if host and b"x-forwarded-host" not in first:
+            append(b"X-Forwarded-Host: " + host + _CRLF)
+        append(bound.rid_line + ex.request_id.encode("utf-8", "surrogateescape") + _CRLF)
+        if length is not None:
+            append(b"Content-Length: %d\r\n\r\n" % length)
+        elif ex.has_body:
+            append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif ex.method not in _BODYLESS_UP:
+            append(b"Content-Length: 0\r\n\r\n")
+        else:
+            append(_CRLF)
+        return b"".join(parts)
+
+    async def _attempt(
+        self,
+        ex: _Exchange,
+        name: str,
+        body: bytes | None,
+        per_try: float,
+        connect_timeout: float,
+        max_body: int,
+    ) -> Response:
+        """One attempt: the request out, the response head in; raises `_AttemptFailed`."""
+        loop = self.loop
+        pool = ex.state.upstreams[name].lean
+        attempt_deadline = loop.time() + per_try
+        conn = pool.take()
+        if conn is None:
+            try:
+                conn = await pool.connect(min(connect_timeout, per_try))
+            except ConnectFailed as exc:
+                if per_try <= connect_timeout and "timeout" in str(exc):
+                    raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
+                raise _AttemptFailed(Failure.CONNECT, "connect") from None
+        length = len(body) if body is not None else ex.content_length
+        head = self._request_head(ex, pool, length)
+        resp = conn.begin(ex.method == b"HEAD")
+        ex.expired = False
+        timer = loop.call_at(attempt_deadline, ex.expire)
+        try:
+            if body is not None:
+                if len(body) < _SMALL_WRITE:
+                    conn.transport.write(head + body)
+                else:
+                    conn.transport.writelines((head, body))
+            elif ex.has_body:
+                await self._pump(ex, conn, max_body, head)
+            else:
+                conn.transport.write(head)
+            if not resp.head_done:
+                await resp.wait_head()
+        except asyncio.CancelledError:
+            conn.resp = None
+            conn.abort()
+            if ex.expired and not ex.lost:
+                ex.task.uncancel()  # type: ignore[union-attr]
+                raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
+            raise
+        except UpstreamFailure:
+            conn.resp = None
+            conn.close()
+            raise _AttemptFailed(Failure.RESET, "reset") from None
+        except _TooLargeUnsent:
+            conn.resp = None  # nothing went out: the connection is as good as new
+            pool.release(conn)
+            raise
+        except BaseException:
+            conn.resp = None
+            conn.abort()
+            raise
+        finally:
+            timer.cancel()
+        return resp
+
+    async def _pump(self, ex: _Exchange, conn: Connection, max_body: int, head: bytes) -> None:
+        """Stream the client's body to the backend, refusing more than `max_body` bytes.
+
+        The head goes out with the first body bytes, so that a body over the limit from its
+        first bytes on never reaches the backend at all.
+        """
+        chunked = ex.content_length is None
+        seen = 0
+        transport = conn.transport
+        pending: bytes | None = head
+        while True:
+            if ex.chunks:
+                out = [pending] if pending is not None else []
+                for data in ex.chunks:
+                    seen += len(data)
+                    if seen > max_body:
+                        if pending is not None:
+                            raise _TooLargeUnsent(max_body)
+                        raise BodyTooLargeError(max_body)
+                    out.append(chunk(data) if chunked else data)
+                transport.writelines(out)
+                pending = None
+                ex.chunks.clear()
+                ex.buffered = 0
+                self._resume()
+                await conn.drain()
+                continue
+            if ex.body_done:
+                break
+            if ex.fatal is not None:
+                raise ex.fatal
+            if ex.lost:
+                raise IncompleteBodyError()
+            resp = conn.resp
+            if resp is not None and resp.error is not None:
+                raise resp.error
+            fut = ex.waiter = self.loop.create_future()
+            await fut
+        if pending is not None:
+            transport.write(pending + _LAST_CHUNK if chunked else pending)
+        elif chunked:
+            transport.write(_LAST_CHUNK)
+
+    def _response_head(self, ex: _Exchange, resp: Response, close: bool) -> tuple[bytes, bool]:
+        """The head for the client (as `proxy.headers.downstream_headers`) and whether the body
+        goes out chunked."""
+        status = resp.status
+        key = (status, resp.reason)
+        line = _LINES.get(key)
+        if line is None:
+            line = status_line(status, resp.reason or None)
+            if len(_LINES) < 1024:
+                _LINES[key] = line
+        parts = [line]
+        append = parts.append
+        headers = resp.headers
+        lower = resp.lower
+        bound = ex.bound
+        drop = bound.drop_down
+        if b"connection" in lower and (
+            headers[lower.index(b"connection")][1].lower() not in _PLAIN_CONNECTION
+            or lower.count(b"connection") > 1
+        ):
+            drop = drop | connection_tokens(headers, lower)
+        for (name, value), lname in zip(headers, lower, strict=False):
+            if lname not in drop:
+                append(name + b": " + value + _CRLF)
+        if b"date" not in lower:
+            append(b"Date: " + _DATE.value() + _CRLF)
+        append(bound.rid_line + ex.request_id.encode("utf-8", "surrogateescape") + _CRLF)
+        outcome = ex.outcome
+        append(bound.backend_line(outcome.backend or ""))
+        if outcome.set_cookie is not None:
+            append(b"Set-Cookie: " + outcome.set_cookie.encode("latin-1") + _CRLF)
+        chunked = False
+        if resp.content_length is not None and status != 204:
+            append(b"Content-Length: %d\r\n" % resp.content_length)
+        elif not (ex.method == b"HEAD" or status in _EMPTY_BODY_STATUSES or status < 200):
+            chunked = True
+            append(b"Transfer-Encoding: chunked\r\n")
+        if close:
+            append(b"Connection: close\r\n")
+        append(_CRLF)
+        return b"".join(parts), chunked
+
+    def _answer_whole(self, ex: _Exchange, resp: Response) -> tuple[int, int, bool]:
+        """The backend's whole answer is in: to the client in one write."""
+        close = not ex.keep_alive or self.shutting or not ex.body_done
+        head, chunked = self._response_head(ex, resp, close)
+        status = resp.status
+        if ex.method == b"HEAD" or status in _EMPTY_BODY_STATUSES:
+            chunks: list[bytes] = []
+            resp.chunks.clear()
+        else:
+            chunks = resp.take()
+        resp.conn.finish(resp)
+        if chunked:
+            chunks = [chunk(c) for c in chunks if c]
+            chunks.append(_LAST_CHUNK)
+        if not chunks:
+            self.transport.write(head)
+            return status, len(head), close
+        size = len(head)
+        for c in chunks:
+            size += len(c)
+        if size < _SMALL_WRITE:
+            self.transport.write(head + b"".join(chunks))
+        else:
+            chunks.insert(0, head)
+            self.transport.writelines(chunks)
+        return status, size, close
+
+    async def _stream_back(
+        self, ex: _Exchange, resp: Response, idle_timeout: float
+    ) -> tuple[int, int, bool]:
+        """Copy the backend's answer to the client as it arrives (status, bytes sent, close)."""
+        if resp.complete:
+            return self._answer_whole(ex, resp)
+        conn = resp.conn
+        transport = self.transport
+        close = not ex.keep_alive or self.shutting or not ex.body_done
+        head, chunked = self._response_head(ex, resp, close)
+        status = resp.status
+        sent = len(head)
+        transport.write(head)
+        ex.expired = False
+        try:
+            if ex.method != b"HEAD" and status not in _EMPTY_BODY_STATUSES:
+                ex.watchdog = self.loop.call_at(
+                    resp.last_activity + idle_timeout, self._idle_check, ex, resp, idle_timeout
+                )
+                while True:
+                    for data in resp.take():
+                        if chunked:
+                            if not data:
+                                continue
+                            data = chunk(data)
+                        sent += len(data)
+                        transport.write(data)
+                    if resp.complete and not resp.chunks:
+                        break
+                    if self.paused_writing:
+                        await self.drain()
+                        continue
+                    await resp.wait_more()
+                    if resp.error is not None and not resp.chunks:
+                        raise resp.error
+            if chunked:
+                transport.write(_LAST_CHUNK)
+                sent += len(_LAST_CHUNK)
+        except (UpstreamFailure, asyncio.CancelledError) as exc:
+            conn.resp = None
+            conn.abort()
+            if isinstance(exc, asyncio.CancelledError):
+                if not ex.expired or ex.lost:
+                    raise
+                ex.task.uncancel()  # type: ignore[union-attr]
+            # the status line is gone already: the only honest signal left is a cut connection
+            self.gw.metrics.upstream_errors.labels(ex.outcome.backend or "", "reset").inc()
+            self.abort()
+            return status, sent, True
+        finally:
+            if ex.watchdog is not None:
+                ex.watchdog.cancel()
+                ex.watchdog = None
+        conn.finish(resp)
+        return status, sent, close
+
+    def _idle_check(self, ex: _Exchange, resp: Response, idle_timeout: float) -> None:
+        """The streamed answer went quiet for `idle_timeout`: end it (as the general path)."""
+        ex.watchdog = None
+        if resp.complete or ex.lost:
+            return
+        due = resp.last_activity + idle_timeout
+        if self.loop.time() >= due:
+            ex.expire()
+        else:
+            ex.watchdog = self.loop.call_at(due, self._idle_check, ex, resp, idle_timeout)

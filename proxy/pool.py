@@ -1,0 +1,506 @@
+"""The fast path's HTTP/1.1 client: kept-alive connections to one backend, parsed by httptools.
+
+One `LeanPool` per backend (held by `proxy.upstreams.Upstream` beside the aiohttp session the
+general path uses). A connection carries one exchange at a time:
+
+    conn = pool.take() or await pool.connect(timeout)
+    resp = conn.begin(head_only=method == "HEAD")
+    conn.transport.write(request_bytes)
+    await resp.wait_head()          # status, reason, raw headers
+    chunks = resp.take()            # body as it arrived; `await resp.wait_more()` for the rest
+    conn.finish(resp)               # back to the pool if the exchange ended cleanly, else closed
+
+Instead of awaiting, a caller may set `resp.listener`: it is called (synchronously, once per
+read from the socket and when the connection closes) until it clears it again.
+
+Errors:
+
+    UpstreamFailure                 a failed exchange; `connected` is False when the request
+     |                              never reached the backend (connect phase)
+     ├── ConnectFailed              refused, unreachable, TLS handshake, connect timeout
+     └── UpstreamReset              closed, reset or unparsable before the response ended
+
+Flow control: a response buffers at most `HIGH_WATER` bytes before the connection stops
+reading; writes to the backend wait while its transport reports a full buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+
+from proxy.config_model import Backend
+
+HIGH_WATER = 256 * 1024  # response bytes buffered before the backend socket stops being read
+LOW_WATER = 64 * 1024  # reading resumes once the consumer brought the buffer below this
+_MAX_HEAD = 64 * 1024  # a response head larger than this is a protocol error
+
+
+class UpstreamFailure(Exception):
+    """An exchange with a backend failed before its response ended."""
+
+    connected = True
+
+
+class ConnectFailed(UpstreamFailure):
+    """The request never reached the backend."""
+
+    connected = False
+
+
+class UpstreamReset(UpstreamFailure):
+    """The connection closed, reset or sent something unparsable mid-exchange."""
+
+
+class Response:
+    """One response, filled in by its connection's parser as bytes arrive.
+
+    Class attributes are the defaults; a response sets only what it meets.
+    """
+
+    status = 0
+    reason = b""
+    head_size = 0
+    interim = False
+    head_done = False
+    complete = False
+    keep_alive = True
+    buffered = 0
+    error: UpstreamFailure | None = None
+    content_length: int | None = None
+    chunked = False
+    last_activity = 0.0
+    # Called (synchronously) after every read from the socket and when it closes, while set.
+    listener: Callable[[Response], None] | None = None
+    lower: list[bytes]  # the header names, lowercased, once the head is in
+    _waiter: asyncio.Future[None] | None = None
+    _paused = False
+
+    def __init__(self, conn: Connection, head_only: bool) -> None:
+        self.conn = conn
+        self.head_only = head_only
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+
+    # -- consumer side -------------------------------------------------------------------
+
+    async def wait_head(self) -> None:
+        """Until the status line and headers are in; raises `UpstreamFailure`."""
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def take(self) -> list[bytes]:
+        """Every body chunk buffered so far (maybe none); raises on a failed exchange."""
+        chunks = self.chunks
+        if not chunks:
+            if self.error is not None:
+                raise self.error
+            return chunks
+        self.chunks = []
+        self.buffered = 0
+        if self._paused:
+            self._paused = False
+            self.conn.resume_reading()
+        return chunks
+
+    async def wait_more(self) -> None:
+        """Until more body arrived, the response ended or failed."""
+        if self.chunks or self.complete or self.error is not None:
+            return
+        await self._wait()
+
+    def _wait(self) -> asyncio.Future[None]:
+        fut = self._waiter = self.conn.loop.create_future()
+        return fut
+
+    # -- parser side ---------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        fut = self._waiter
+        if fut is not None:
+            self._waiter = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def _fail(self, error: UpstreamFailure) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        self._wake()
+
+
+class Connection(asyncio.Protocol):
+    """One kept-alive connection to a backend."""
+
+    __slots__ = (
+        "_drain",
+        "_paused_writing",
+        "closed",
+        "idle_since",
+        "loop",
+        "parser",
+        "pool",
+        "resp",
+        "transport",
+    )
+
+    def __init__(self, pool: LeanPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.resp: Response | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._paused_writing = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- exchange API --------------------------------------------------------------------
+
+    def begin(self, head_only: bool) -> Response:
+        """A fresh response for the request about to be written on this connection."""
+        resp = self.resp = Response(self, head_only)
+        return resp
+
+    def finish(self, resp: Response) -> None:
+        """The exchange is over: keep the connection if it ended cleanly, else close it."""
+        self.resp = None
+        if resp.complete and resp.keep_alive and resp.error is None and not self.closed:
+            if resp._paused:
+                self.resume_reading()
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.lost(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.lost(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is full (request bodies)."""
+        if self.closed:
+            raise UpstreamReset("connection closed while sending")
+        if self._paused_writing:
+            fut = self._drain = self.loop.create_future()
+            await fut
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        resp = self.resp
+        if resp is None:
+            self.close()  # bytes nobody asked for: the connection cannot be trusted any more
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            resp._fail(UpstreamReset(f"unparsable response: {exc}"))
+            self.close()
+            listener = resp.listener
+            if listener is not None:
+                listener(resp)
+            return
+        if not resp.head_done:
+            resp.head_size += len(data)
+            if resp.head_size > _MAX_HEAD:
+                resp._fail(UpstreamReset("response head too large"))
+                self.close()
+        listener = resp.listener
+        if listener is not None:
+            listener(resp)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost settles the response
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.lost(self)
+        resp = self.resp
+        if resp is not None and not resp.complete:
+            if resp.head_done and exc is None and _until_close(resp):
+                resp.complete = True  # a body delimited by the end of the connection
+                resp.keep_alive = False
+                resp._wake()
+            else:
+                resp._fail(UpstreamReset("connection closed by the backend"))
+            listener = resp.listener
+            if listener is not None:
+                listener(resp)
+        fut = self._drain
+        if fut is not None and not fut.done():
+            fut.set_exception(UpstreamReset("connection closed while sending"))
+            fut.exception()  # retrieved: a sender may be gone already
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        fut = self._drain
+        if fut is not None:
+            self._drain = None
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        resp = self.resp
+        if resp is not None:
+            resp.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        resp = self.resp
+        if resp is not None:
+            resp.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        resp = self.resp
+        if resp is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            resp.interim = True  # 103 Early Hints and the like: wait for the real answer
+            return
+        resp.status = status
+        resp.keep_alive = self.parser.should_keep_alive()
+        resp.head_done = True
+        resp.last_activity = self.loop.time()
+        lower = resp.lower = [name.lower() for name, _ in resp.headers]
+        if b"content-length" in lower:
+            value = resp.headers[lower.index(b"content-length")][1]
+            if value.isdigit():
+                resp.content_length = int(value)
+        if b"transfer-encoding" in lower:
+            value = resp.headers[lower.index(b"transfer-encoding")][1]
+            resp.chunked = value.lower().endswith(b"chunked")
+        if resp.head_only:
+            # httptools cannot be told the request was HEAD; it would wait for the announced
+            # body. The answer is complete; a fresh parser takes the next one.
+            resp.complete = True
+            self.parser = httptools.HttpResponseParser(self)
+        resp._wake()
+
+    def on_body(self, body: bytes) -> None:
+        resp = self.resp
+        if resp is None or resp.head_only:
+            return
+        resp.chunks.append(body)
+        resp.buffered += len(body)
+        resp.last_activity = self.loop.time()
+        if resp.buffered > HIGH_WATER and not resp._paused:
+            resp._paused = True
+            self.transport.pause_reading()
+        resp._wake()
+
+    def on_message_complete(self) -> None:
+        resp = self.resp
+        if resp is None:
+            return
+        if resp.interim:
+            resp.interim = False
+            resp.headers = []
+            resp.reason = b""
+            return
+        resp.complete = True
+        resp._wake()
+
+
+def _until_close(resp: Response) -> bool:
+    """True when the response body runs until the backend closes the connection."""
+    return resp.content_length is None and not resp.chunked
+
+
+class LeanPool:
+    """Kept-alive connections to one backend: newest idle first, capped, expired at checkout."""
+
+    __slots__ = (
+        "_cleanup",
+        "_idle",
+        "_waiters",
+        "base_path",
+        "closed",
+        "fallback_host",
+        "host",
+        "host_line",
+        "keepalive",
+        "limit",
+        "loop",
+        "open",
+        "port",
+        "server_hostname",
+        "ssl",
+    )
+
+    def __init__(self, backend: Backend, ssl_context: ssl.SSLContext | bool) -> None:
+        self.host = backend.host
+        self.port = backend.port
+        self.ssl: ssl.SSLContext | None = ssl_context if ssl_context else None
+        tls = backend.tls
+        self.server_hostname = (tls.server_name if tls and tls.server_name else None) or (
+            backend.host if self.ssl is not None else None
+        )
+        self.limit = backend.pool.max_connections
+        self.keepalive = backend.pool.keepalive_timeout
+        # Constant parts of the request heads sent to this backend.
+        self.base_path = backend.base_path.encode("latin-1")
+        self.fallback_host = b"Host: " + backend.authority.encode("latin-1") + b"\r\n"
+        mode = backend.host_header
+        self.host_line: bytes | None = None  # "pass": the client's Host
+        if mode != "pass":
+            value = backend.authority if mode == "backend" else mode
+            self.host_line = b"Host: " + value.encode("latin-1") + b"\r\n"
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on first use
+        self._idle: list[Connection] = []
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._cleanup: asyncio.TimerHandle | None = None
+        self.open = 0  # connections open or being opened
+        self.closed = False
+
+    def take(self) -> Connection | None:
+        """An idle connection that is still open and not expired, or None."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if self.loop.time() - conn.idle_since < self.keepalive:
+                return conn
+            conn.close()
+        return None
+
+    async def connect(self, timeout: float) -> Connection:
+        """A new connection (waiting for a free slot when the pool is full)."""
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.open >= self.limit:
+            if self.closed:
+                raise ConnectFailed("pool closed")
+            fut = loop.create_future()
+            self._waiters.append(fut)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+            except TimeoutError:
+                raise ConnectFailed("no free connection in time") from None
+            finally:
+                if not fut.done():
+                    fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            conn = self.take()
+            if conn is not None:
+                return conn
+        self.open += 1
+        conn = Connection(self)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await loop.create_connection(
+                    lambda: conn,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.server_hostname,
+                )
+        except TimeoutError:
+            self._connect_failed(conn)
+            raise ConnectFailed("connect timeout") from None
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._connect_failed(conn)
+            raise ConnectFailed(str(exc) or type(exc).__name__) from None
+        except BaseException:
+            self._connect_failed(conn)
+            raise
+        if self.closed:
+            conn.close()
+            raise ConnectFailed("pool closed")
+        return conn
+
+    def _connect_failed(self, conn: Connection) -> None:
+        if not conn.closed:
+            conn.closed = True
+            self.lost(conn)
+        if conn.transport is not None:
+            conn.transport.abort()
+
+    def release(self, conn: Connection) -> None:
+        """An exchange ended cleanly: the connection waits for the next one."""
+        if self.closed:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        self._idle.append(conn)
+        if self._waiters:
+            self._wake_one()
+        if self._cleanup is None:
+            self._cleanup = self.loop.call_later(self.keepalive, self._expire)
+
+    def lost(self, conn: Connection) -> None:
+        """A connection closed (counted once)."""
+        self.open -= 1
+        if self._waiters:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _expire(self) -> None:
+        self._cleanup = None
+        now = self.loop.time()
+        keep: list[Connection] = []
+        for conn in self._idle:
+            if conn.closed:
+                continue
+            if now - conn.idle_since >= self.keepalive:
+                conn.close()
+            else:
+                keep.append(conn)
+        self._idle = keep
+        if keep:
+            self._cleanup = self.loop.call_later(self.keepalive, self._expire)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._cleanup is not None:
+            self._cleanup.cancel()
+            self._cleanup = None
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        if idle:
+            await asyncio.sleep(0)  # let the transports finish closing
