@@ -1,24 +1,31 @@
 """Overhead benchmark: what a gateway costs, as ratios measured in one interleaved run.
 
     python -m bench.overhead [--duration 10] [--rounds 3] [--workers 1,2] [--connections 32]
-                             [--out BENCHMARKS.md]
+                             [--fixed-rate-seconds 5] [--out BENCHMARKS.md]
 
 Three sides answer the same three cases (GET small JSON, GET 64 KiB, POST 20 KiB JSON):
 
 - ``direct``: wrk -> origin (a static nginx, 1 worker);
-- ``nginx``: wrk -> nginx reverse proxy (upstream keepalive, same worker count) -> origin;
+- ``nginx``: wrk -> nginx reverse proxy -> origin, its config rendered by `nginx.render` (what
+  ``cutover render nginx`` writes) from the same cutover YAML the cutover side runs;
 - ``cutover``: wrk -> ``python -m proxy serve --workers N`` -> origin.
 
 For each worker count, each round runs every case on every side once, the side order rotated
 per round, so machine drift hits every side alike. Medians over rounds are reported, and the
 ratios cutover/nginx and cutover/direct as the median of the per-round ratios (each ratio
-compares two runs of the same round).
+compares two runs of the same round). The CPU time the proxy processes spent (utime + stime of
+the process tree, from /proc) is divided by the requests wrk completed: CPU µs per request.
+
+Then a fixed-rate (open-model) run, `bench.fixed_rate`: GET small JSON at half of cutover's
+median peak rate, on every side in interleaved rounds, latency counted from each request's
+scheduled time; its p50/p99 and what nginx and cutover add over direct.
 
 Everything runs on 127.0.0.1 on free ports, from a temporary directory that is removed at the
 end; every process started here is stopped on exit, error or Ctrl-C.
 
-The functions above the "Processes" line are pure (no sockets, no processes) and unit-tested
-in tests/unit/bench/test_overhead.py.
+The functions above the "Processes" line are pure (no sockets, no processes; only
+`render_proxy_nginx` reads the YAML file it is given) and unit-tested in
+tests/unit/bench/test_overhead.py.
 """
 
 from __future__ import annotations
@@ -45,17 +52,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.fixed_rate import FixedRateResult
+from bench.stats import Spread, spread
+from nginx.render import render as render_nginx
+from proxy.config import load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- overhead:begin -->"
 END = "<!-- overhead:end -->"
 
 SIDES = ("direct", "nginx", "cutover")
 DASH = "\u2013"  # en dash, for ranges and empty cells
+MINUS = "\u2212"  # minus sign, for negative differences
 PERCENTILES = ("50", "75", "90", "99")
 POST_SIZE = 20 * 1024
 BIG_SIZE = 64 * 1024
 # Goals of issue 9 (cutover/nginx throughput, one worker).
 GOALS = {"small": 0.5, "big": 0.7, "post": 0.5}
+# Issue 9: added p99 over direct at a fixed rate of half of cutover's peak, one worker (ms).
+ADDED_P99_GOAL_MS = 1.0
+FIXED_RATE_CASE = "small"
+FIXED_RATE_SHARE = 0.5  # of cutover's median peak rps
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +266,7 @@ class SideSummary:
     socket_errors: int  # summed over rounds
     requests: int  # summed over rounds
     bytes_per_request: float | None
+    cpu_us_per_request: float | None = None  # proxy processes; median over rounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +276,20 @@ class RatioSummary:
     high: float | None
 
 
-def summarize_side(results: Sequence[WrkResult]) -> SideSummary:
+def cpu_us_per_request(cpu_seconds: float | None, requests: int) -> float | None:
+    """CPU microseconds per completed request; None without a CPU figure or requests."""
+    if cpu_seconds is None or requests <= 0:
+        return None
+    return cpu_seconds * 1e6 / requests
+
+
+def summarize_side(
+    results: Sequence[WrkResult], cpu_seconds: Sequence[float | None] = ()
+) -> SideSummary:
+    """Medians over rounds; `cpu_seconds[i]` is the proxies' CPU time during `results[i]`."""
+    per_request = [
+        cpu_us_per_request(cpu, r.requests) for r, cpu in zip(results, cpu_seconds, strict=False)
+    ]
     return SideSummary(
         runs=len(results),
         rps=_median([r.rps for r in results]),
@@ -268,6 +299,7 @@ def summarize_side(results: Sequence[WrkResult]) -> SideSummary:
         socket_errors=sum(r.errors for r in results),
         requests=sum(r.requests for r in results),
         bytes_per_request=_median([r.bytes_per_request for r in results if r.requests]),
+        cpu_us_per_request=_median([v for v in per_request if v is not None]),
     )
 
 
@@ -288,10 +320,15 @@ class Run:
     case: str
     side: str
     result: WrkResult
+    cpu_seconds: float | None = None  # the proxy processes' CPU time during the run (not direct)
 
 
 def summarize(runs: Sequence[Run]) -> dict[int, dict[str, dict[str, Any]]]:
-    """workers -> case -> {"sides": {side: SideSummary}, "ratios": {"nginx"|"direct": ...}}."""
+    """workers -> case -> {"sides": {side: SideSummary}, "ratios": {name: RatioSummary}}.
+
+    Ratios: "nginx" and "direct" are cutover's rps over theirs; "cpu" is cutover's CPU per
+    request over the nginx proxy's.
+    """
     out: dict[int, dict[str, dict[str, Any]]] = {}
     for workers in sorted({r.workers for r in runs}):
         per_case: dict[str, dict[str, Any]] = {}
@@ -300,17 +337,120 @@ def summarize(runs: Sequence[Run]) -> dict[int, dict[str, dict[str, Any]]]:
             if not mine:
                 continue
             sides = {
-                side: summarize_side([r.result for r in mine if r.side == side])
+                side: summarize_side(
+                    [r.result for r in mine if r.side == side],
+                    [r.cpu_seconds for r in mine if r.side == side],
+                )
                 for side in SIDES
                 if any(r.side == side for r in mine)
             }
             rps = {side: {r.round: r.result.rps for r in mine if r.side == side} for side in SIDES}
+            cpu: dict[str, dict[int, float]] = {side: {} for side in SIDES}
+            for r in mine:
+                value = cpu_us_per_request(r.cpu_seconds, r.result.requests)
+                if value is not None:
+                    cpu[r.side][r.round] = value
             ratios = {
                 "nginx": paired_ratio(rps["cutover"], rps["nginx"]),
                 "direct": paired_ratio(rps["cutover"], rps["direct"]),
+                "cpu": paired_ratio(cpu["cutover"], cpu["nginx"]),
             }
             per_case[case.key] = {"sides": sides, "ratios": ratios}
         out[workers] = per_case
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed rate
+
+
+@dataclass(frozen=True, slots=True)
+class FixedRun:
+    """One fixed-rate run: which worker count, round and side, and what it measured."""
+
+    workers: int
+    round: int
+    side: str
+    result: FixedRateResult
+    cpu_seconds: float | None = None  # the proxy processes' CPU time during the run
+
+
+@dataclass(frozen=True, slots=True)
+class FixedSideSummary:
+    """One side's fixed-rate figures: medians over rounds of each run's own percentiles."""
+
+    runs: int
+    p50_ms: float | None
+    p99_ms: float | None
+    lag_p99_ms: float | None  # how late requests left: no free connection, or generator CPU
+    cpu_us_per_request: float | None
+    failed: int  # errors + unfinished, summed over rounds
+    requests: int  # scheduled, summed over rounds
+
+
+def fixed_rate_for(per_case: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """The fixed rate for one worker count: half of cutover's median peak rps on GET small JSON
+    (`per_case` is one worker count of `summarize`)."""
+    side = per_case.get(FIXED_RATE_CASE, {}).get("sides", {}).get("cutover")
+    if side is None or not side.rps:
+        return None
+    return side.rps * FIXED_RATE_SHARE
+
+
+def summarize_fixed_side(runs: Sequence[FixedRun]) -> FixedSideSummary:
+    results = [r.result for r in runs]
+    cpu = [
+        cpu_us_per_request(r.cpu_seconds, r.result.ok + r.result.errors)
+        for r in runs
+        if r.cpu_seconds is not None
+    ]
+    return FixedSideSummary(
+        runs=len(runs),
+        p50_ms=_median([x.latency_ms["50"] for x in results if "50" in x.latency_ms]),
+        p99_ms=_median([x.latency_ms["99"] for x in results if "99" in x.latency_ms]),
+        lag_p99_ms=_median([x.lag_ms["99"] for x in results if "99" in x.lag_ms]),
+        cpu_us_per_request=_median([v for v in cpu if v is not None]),
+        failed=sum(x.failed for x in results),
+        requests=sum(x.scheduled for x in results),
+    )
+
+
+def paired_difference(side: Mapping[int, float], base: Mapping[int, float]) -> Spread | None:
+    """Per-round differences side[r] - base[r] over the rounds both have: median and range."""
+    return spread(side[r] - base[r] for r in sorted(side) if r in base)
+
+
+def summarize_fixed(runs: Sequence[FixedRun]) -> dict[int, dict[str, Any]]:
+    """workers -> {"rate", "seconds", "connections", "sides": {side: FixedSideSummary},
+    "added": {"nginx"|"cutover": {"p50"|"p99": Spread | None}}} (added = side - direct)."""
+    out: dict[int, dict[str, Any]] = {}
+    for workers in sorted({r.workers for r in runs}):
+        mine = [r for r in runs if r.workers == workers]
+        sides = {
+            side: summarize_fixed_side([r for r in mine if r.side == side])
+            for side in SIDES
+            if any(r.side == side for r in mine)
+        }
+        added: dict[str, dict[str, Spread | None]] = {}
+        for side in ("nginx", "cutover"):
+            added[side] = {}
+            for pct in ("50", "99"):
+                by_round = {
+                    name: {
+                        r.round: r.result.latency_ms[pct]
+                        for r in mine
+                        if r.side == name and pct in r.result.latency_ms
+                    }
+                    for name in (side, "direct")
+                }
+                added[side][pct] = paired_difference(by_round[side], by_round["direct"])
+        out[workers] = {
+            "rate": _median([r.result.rate for r in mine]),
+            "seconds": _median([r.result.scheduled / r.result.rate for r in mine]),
+            "connections": _median([r.result.connections for r in mine]),
+            "sides": sides,
+            "added": added,
+        }
     return out
 
 
@@ -332,6 +472,27 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.1f} ms"
 
 
+def fmt_delta_ms(value: float | None) -> str:
+    """A signed latency difference: `+310 µs`, or with MINUS for a negative one."""
+    if value is None:
+        return DASH
+    return (MINUS if value < 0 else "+") + fmt_ms(abs(value))
+
+
+def fmt_added(s: Spread | None) -> str:
+    if s is None:
+        return DASH
+    if s.min == s.max:
+        return fmt_delta_ms(s.median)
+    return f"{fmt_delta_ms(s.median)} ({fmt_delta_ms(s.min)} to {fmt_delta_ms(s.max)})"
+
+
+def fmt_cpu_us(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
 def fmt_ratio(r: RatioSummary) -> str:
     if r.median is None:
         return DASH
@@ -351,36 +512,77 @@ def _errors_cell(s: SideSummary) -> str:
     return ", ".join(parts) + f" of {s.requests:,}"
 
 
-def render_tables(summary: Mapping[int, Mapping[str, Mapping[str, Any]]], rounds: int) -> str:
-    """The results tables: one ratio table and one detail table per worker count."""
+def _failed_cell(s: FixedSideSummary) -> str:
+    return "0" if not s.failed else f"**{s.failed:,} failed** of {s.requests:,}"
+
+
+def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
+    """The fixed-rate table of one worker count (`data` is one entry of `summarize_fixed`)."""
+    case = CASES_BY_KEY[FIXED_RATE_CASE]
+    rate, seconds, conns = data.get("rate"), data.get("seconds"), data.get("connections")
+    lines = [
+        f"Fixed rate, {case.title}: **{fmt_rps(rate)} requests/s** (half of cutover's median "
+        f"peak above), {seconds or 0:g} s per side and round, {conns or 0:g} connections; "
+        "latency from each request's scheduled send time (open loop, `bench/fixed_rate.py`).",
+        "",
+        "| side | p50 | p99 | added p50 over direct | added p99 over direct | goal (issue 9) "
+        "| CPU µs/request | send lag p99 | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    added = data.get("added", {})
+    for side, s in data["sides"].items():
+        goal = DASH
+        if side == "cutover" and workers == 1:
+            goal = f"added p99 ≤ {ADDED_P99_GOAL_MS:g} ms"
+        extra = added.get(side, {})
+        lines.append(
+            f"| {side} | {fmt_ms(s.p50_ms)} | {fmt_ms(s.p99_ms)} | {fmt_added(extra.get('50'))} "
+            f"| {fmt_added(extra.get('99'))} | {goal} | {fmt_cpu_us(s.cpu_us_per_request)} "
+            f"| {fmt_ms(s.lag_p99_ms)} | {_failed_cell(s)} |"
+        )
+    return lines
+
+
+def render_tables(
+    summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
+    rounds: int,
+    fixed: Mapping[int, Mapping[str, Any]] | None = None,
+) -> str:
+    """The results tables per worker count: ratios, per-side detail, and the fixed-rate run."""
     lines: list[str] = []
     for workers, per_case in summary.items():
         plural = "worker" if workers == 1 else "workers"
         lines += [
             f"#### {workers} {plural} (nginx proxy and cutover alike)",
             "",
-            "| case | cutover / nginx rps | cutover / direct rps | goal (issue 9) |",
-            "|---|---|---|---|",
+            "| case | cutover / nginx rps | cutover / direct rps | goal (issue 9) "
+            "| cutover / nginx CPU per request |",
+            "|---|---|---|---|---|",
         ]
         for key, data in per_case.items():
             case = CASES_BY_KEY[key]
             goal = f"≥ {GOALS[key]:.1f}" if workers == 1 else DASH
             r = data["ratios"]
+            cpu = r.get("cpu", RatioSummary(None, None, None))
             lines.append(
-                f"| {case.title} | {fmt_ratio(r['nginx'])} | {fmt_ratio(r['direct'])} | {goal} |"
+                f"| {case.title} | {fmt_ratio(r['nginx'])} | {fmt_ratio(r['direct'])} | {goal} "
+                f"| {fmt_ratio(cpu)} |"
             )
         lines += [
             "",
-            f"| case | side | rps (median of {rounds}) | p50 | p99 | errors |",
-            "|---|---|---|---|---|---|",
+            f"| case | side | rps (median of {rounds}) | p50 | p99 | CPU µs/request | errors |",
+            "|---|---|---|---|---|---|---|",
         ]
         for key, data in per_case.items():
             case = CASES_BY_KEY[key]
             for side, s in data["sides"].items():
                 lines.append(
                     f"| {case.title} | {side} | {fmt_rps(s.rps)} | {fmt_ms(s.p50_ms)} "
-                    f"| {fmt_ms(s.p99_ms)} | {_errors_cell(s)} |"
+                    f"| {fmt_ms(s.p99_ms)} | {fmt_cpu_us(s.cpu_us_per_request)} "
+                    f"| {_errors_cell(s)} |"
                 )
+        if fixed and workers in fixed:
+            lines += ["", *render_fixed(fixed[workers], workers)]
         lines.append("")
     return "\n".join(lines)
 
@@ -389,6 +591,7 @@ def render_section(
     summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
     meta: Mapping[str, Any],
     notes: Sequence[str] = (),
+    fixed: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> str:
     """The whole results section, markers included."""
     machine = meta.get("machine", {})
@@ -404,10 +607,16 @@ def render_section(
         f"- Load: {meta.get('load', '?')}.",
         f"- Layout: {meta.get('layout', '?')}.",
         f"- Ratios are the median of the {meta.get('rounds', '?')} per-round ratios "
-        f"(min{DASH}max in brackets); rps, p50 and p99 are medians over rounds.",
+        f"(min{DASH}max in brackets); rps, p50, p99 and CPU µs/request are medians over rounds.",
+        "- CPU µs/request: user + system CPU time of the proxy's processes (nginx master and "
+        "workers; cutover supervisor and workers) during a run, over the requests completed; "
+        "`direct` has no proxy.",
     ]
+    if meta.get("fixed_rate"):
+        lines.append(f"- Fixed rate: {meta['fixed_rate']}.")
     lines += [f"- {note}" for note in notes]
-    lines += ["", render_tables(summary, int(meta.get("rounds", 0))).rstrip(), "", END]
+    tables = render_tables(summary, int(meta.get("rounds", 0)), fixed)
+    lines += ["", tables.rstrip(), "", END]
     return "\n".join(lines) + "\n"
 
 
@@ -423,6 +632,20 @@ def replace_section(document: str, section: str) -> str:
     if document and not document.endswith("\n"):
         document += "\n"
     return document + ("\n" if document else "") + section
+
+
+def fixed_to_json(fixed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        str(workers): {
+            **{k: v for k, v in data.items() if k not in {"sides", "added"}},
+            "sides": {side: asdict(s) for side, s in data["sides"].items()},
+            "added": {
+                side: {pct: asdict(v) if v is not None else None for pct, v in per.items()}
+                for side, per in data["added"].items()
+            },
+        }
+        for workers, data in fixed.items()
+    }
 
 
 def summary_to_json(summary: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
@@ -464,8 +687,15 @@ def _main_block(prefix: str, name: str, workers: int, user: str | None) -> list[
     ]
 
 
+ECHOED_HEADERS = "|".join(
+    f"$http_{name}"
+    for name in ("x_forwarded_for", "x_forwarded_proto", "x_forwarded_host", "x_request_id")
+)
+
+
 def render_origin_conf(prefix: str, port: int, docroot: str, user: str | None = None) -> str:
-    """The origin: one static nginx worker; no access log; POST /post reads and drops the body.
+    """The origin: one static nginx worker; no access log; POST /post reads and drops the body;
+    GET /headers answers `X-Forwarded-For|-Proto|-Host|X-Request-ID` as it received them.
 
     `return` makes nginx discard the request body, which it still reads off the socket to the
     last byte before the connection serves its next request (checked by `check_post_reads`).
@@ -491,60 +721,31 @@ def render_origin_conf(prefix: str, port: int, docroot: str, user: str | None = 
             "            default_type application/json;",
             f"            return 200 '{POST_REPLY}';",
             "        }",
-            "    }",
-            "}",
-            "",
-        ]
-    )
-
-
-def render_proxy_conf(
-    prefix: str,
-    port: int,
-    origin_port: int,
-    workers: int,
-    access_log: str,
-    user: str | None = None,
-) -> str:
-    """The nginx reverse proxy compared with cutover: upstream keepalive, HTTP/1.1 upstream,
-    an access log to a file, the same X-Forwarded-* / X-Request-ID headers as cutover, and
-    buffers large enough that a 20 KiB body or a 64 KiB response stays in memory."""
-    return "\n".join(
-        [
-            *_main_block(prefix, "proxy", workers, user),
-            "http {",
-            f"    access_log {access_log} combined;",
-            "    tcp_nodelay on;",
-            "    keepalive_timeout 75s;",
-            "    keepalive_requests 1000000;",
-            "    client_max_body_size 10m;",
-            "    client_body_buffer_size 64k;",
-            "    proxy_buffer_size 16k;",
-            "    proxy_buffers 8 16k;",
-            *_common_http(prefix, "proxy"),
-            "    upstream origin {",
-            f"        server 127.0.0.1:{origin_port};",
-            "        keepalive 64;",
-            "        keepalive_requests 1000000;",
-            "    }",
-            "    server {",
-            f"        listen 127.0.0.1:{port};",
-            "        location / {",
-            "            proxy_pass http://origin;",
-            "            proxy_http_version 1.1;",
-            '            proxy_set_header Connection "";',
-            "            proxy_set_header Host $proxy_host;",
-            "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-            "            proxy_set_header X-Forwarded-Proto $scheme;",
-            "            proxy_set_header X-Forwarded-Host $host;",
-            "            proxy_set_header X-Request-ID $request_id;",
-            "            add_header X-Request-ID $request_id;",
+            "        location = /headers {",
+            "            default_type text/plain;",
+            f'            return 200 "{ECHOED_HEADERS}";',
             "        }",
             "    }",
             "}",
             "",
         ]
     )
+
+
+def render_proxy_nginx(cutover_yaml: Path, port: int, workers: int) -> tuple[str, list[str]]:
+    """The nginx proxy's config and the renderer's warnings: what `cutover render nginx` writes
+    for the cutover side's own YAML (the project's loader and renderer), listening on `port`
+    with `workers` workers. Paths are under nginx's prefix (`-p`): the access log (nginx's
+    `combined` format) is `<prefix>/cutover-nginx-access.log`.
+
+    Not touched here; the one benchmark-only addition is on the command line (`start_nginx`):
+    `user <me>;` when run as root, so that workers keep access to the temporary directory.
+    """
+    config = load_config(cutover_yaml)
+    rendered = render_nginx(
+        config, listen=f"127.0.0.1:{port}", prefix_paths=True, worker_processes=str(workers)
+    )
+    return rendered.text, list(rendered.warnings)
 
 
 def render_cutover_config(port: int, origin_port: int, access_log: str) -> str:
@@ -578,6 +779,64 @@ def wrk_command(
     if script:
         cmd += ["-s", script]
     return [*cmd, url]
+
+
+def fixed_rate_command(
+    url: str, *, rate: float, seconds: float, connections: int, cpu: str | None
+) -> list[str]:
+    """`bench.fixed_rate` in its own process, pinned like wrk."""
+    cmd = ["taskset", "-c", cpu] if cpu is not None else []
+    cmd += [sys.executable, "-m", "bench.fixed_rate", url, "--rate", f"{rate:g}"]
+    return [*cmd, "--seconds", f"{seconds:g}", "--connections", str(connections)]
+
+
+def forwarded_problems(echoed: str, request_id_back: str | None, port: int) -> list[str]:
+    """What is wrong with the headers the origin's /headers echoed (`ECHOED_HEADERS`) after one
+    proxy hop from a client that sent none of them to 127.0.0.1:`port`."""
+    parts = echoed.strip().split("|")
+    if len(parts) != 4:
+        return [f"origin answered {echoed[:200]!r}, not four fields"]
+    xff, proto, host, rid = parts
+    problems = []
+    for name, got, want in (
+        ("X-Forwarded-For", xff, "127.0.0.1"),
+        ("X-Forwarded-Proto", proto, "http"),
+        ("X-Forwarded-Host", host, f"127.0.0.1:{port}"),
+    ):
+        if got != want:
+            problems.append(f"{name} {got!r}, expected {want!r}")
+    if not rid:
+        problems.append("no X-Request-ID upstream")
+    elif request_id_back != rid:
+        problems.append(f"X-Request-ID {rid!r} upstream but {request_id_back!r} in the answer")
+    return problems
+
+
+def parse_proc_stat(text: str) -> tuple[int, int]:
+    """(parent pid, CPU clock ticks used: utime + stime + cutime + cstime) from the text of
+    /proc/<pid>/stat. The command name (field 2) may hold spaces and parentheses."""
+    rest = text[text.rindex(")") + 2 :].split()  # rest[0] is field 3 (state)
+    return int(rest[1]), sum(int(rest[n - 3]) for n in (14, 15, 16, 17))
+
+
+def tree_ticks(stats: Mapping[int, tuple[int, int]], root: int) -> int | None:
+    """Ticks of `root` and every descendant, from pid -> (ppid, ticks); None if root is gone.
+
+    A child that was reaped has its time in its parent's cutime/cstime, so nothing is lost."""
+    if root not in stats:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo += children.get(pid, [])
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,9 +929,9 @@ def check_side(port: int, side: str, post_body: bytes, tries: int = 1) -> None:
                 )
 
 
-def check_post_reads(port: int, body: bytes) -> None:
-    """Two POSTs on one keep-alive connection: the second only parses if nginx consumed the
-    first body to its last byte (so the origin really reads the 20 KiB)."""
+def check_post_reads(port: int, body: bytes, side: str = "origin") -> None:
+    """Two POSTs on one keep-alive connection: the second only parses if the first body was
+    consumed to its last byte (so the origin really reads the 20 KiB)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         for _ in range(2):
@@ -680,9 +939,46 @@ def check_post_reads(port: int, body: bytes) -> None:
             resp = conn.getresponse()
             data = resp.read()
             if resp.status != 200 or data != POST_REPLY.encode():
-                raise RuntimeError(f"origin POST answered {resp.status}: {data[:200]!r}")
+                raise RuntimeError(f"{side} POST answered {resp.status}: {data[:200]!r}")
     finally:
         conn.close()
+
+
+def check_forwarded(port: int, side: str) -> None:
+    """Through a proxy the origin gets X-Forwarded-For/-Proto/-Host and an X-Request-ID, and
+    the client gets the same X-Request-ID back (`forwarded_problems`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/headers")
+        resp = conn.getresponse()
+        echoed = resp.read().decode("utf-8", "replace")
+        rid = resp.getheader("X-Request-ID")
+    finally:
+        conn.close()
+    problems = [] if resp.status == 200 else [f"status {resp.status}"]
+    problems += forwarded_problems(echoed, rid, port)
+    if problems:
+        raise RuntimeError(f"{side}: forwarded headers: " + "; ".join(problems))
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds used so far by process `root` and its descendants; None if it is gone."""
+    stats: dict[int, tuple[int, int]] = {}
+    with contextlib.suppress(OSError):
+        entries = os.listdir("/proc")
+        for entry in entries:
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    stats[int(entry)] = parse_proc_stat(Path(f"/proc/{entry}/stat").read_text())
+    ticks = tree_ticks(stats, root)
+    return None if ticks is None else ticks / _CLK_TCK
+
+
+def cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else max(after - before, 0.0)
 
 
 def wait_ready(
@@ -783,21 +1079,33 @@ class Env:
     user: str | None
 
 
-def start_nginx(env: Env, name: str, conf: str, cpu: str | None, port: int) -> subprocess.Popen:
-    path = env.tmp / f"{name}.conf"
+def start_nginx(
+    env: Env,
+    name: str,
+    conf: str,
+    cpu: str | None,
+    port: int,
+    prefix: Path | None = None,
+    user_flag: bool = False,
+) -> subprocess.Popen:
+    """nginx in the foreground with `conf`, under `prefix` (default: the temp dir); with
+    `user_flag`, `user <me>;` is given on the command line (as root only)."""
+    prefix = prefix or env.tmp
+    path = prefix / f"{name}.conf"
     path.write_text(conf)
-    cmd = ["nginx", "-c", str(path), "-p", str(env.tmp), "-e", str(env.tmp / f"{name}-error.log")]
-    cmd += ["-g", "daemon off;"]
+    cmd = ["nginx", "-c", str(path), "-p", str(prefix), "-e", str(prefix / f"{name}-error.log")]
+    directives = "daemon off;"
+    if user_flag and env.user:
+        directives += f" user {env.user};"
+    cmd += ["-g", directives]
     if cpu is not None:
         cmd = ["taskset", "-c", cpu, *cmd]
-    proc = env.procs.start(name, cmd, env.tmp / f"{name}.out")
+    proc = env.procs.start(name, cmd, prefix / f"{name}.out")
     wait_port(port, proc, name)
     return proc
 
 
-def start_cutover(env: Env, workers: int, port: int, access_log: Path) -> subprocess.Popen:
-    conf = env.tmp / f"cutover-w{workers}.yaml"
-    conf.write_text(render_cutover_config(port, env.origin_port, str(access_log)))
+def start_cutover(env: Env, workers: int, conf: Path, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "proxy", "serve", "-c", str(conf), "--workers", str(workers)]
     run_env = dict(os.environ, CUTOVER_LOG_LEVEL="WARNING")
     proc = env.procs.start(
@@ -808,30 +1116,61 @@ def start_cutover(env: Env, workers: int, port: int, access_log: Path) -> subpro
     return proc
 
 
+def _truncate(log_path: Path | None) -> int:
+    """The access log's size; then empty it (keeps the temp dir small)."""
+    if log_path is None:
+        return 0
+    size = 0
+    with contextlib.suppress(OSError):
+        size = log_path.stat().st_size
+        os.truncate(log_path, 0)
+    return size
+
+
 def measure_workers(
-    env: Env, workers: int, args: argparse.Namespace, raw: list[dict[str, Any]]
-) -> list[Run]:
-    """Start nginx proxy and cutover with `workers` workers; run every round; stop them."""
+    env: Env,
+    workers: int,
+    args: argparse.Namespace,
+    raw: list[dict[str, Any]],
+    raw_fixed: list[dict[str, Any]],
+) -> tuple[list[Run], list[FixedRun]]:
+    """Start nginx proxy and cutover with `workers` workers; run every round (wrk, then the
+    fixed rate); stop them."""
     nginx_port, cutover_port = free_port(), free_port()
-    nginx_log = env.tmp / f"proxy-w{workers}-access.log"
     cutover_log = env.tmp / f"cutover-w{workers}-access.log"
+    cutover_yaml = env.tmp / f"cutover-w{workers}.yaml"
+    cutover_yaml.write_text(render_cutover_config(cutover_port, env.origin_port, str(cutover_log)))
+    prefix = env.tmp / f"proxy-w{workers}"
+    prefix.mkdir()
+    nginx_log = prefix / "cutover-nginx-access.log"
     log(f"{workers} worker(s): starting nginx proxy on :{nginx_port}, cutover on :{cutover_port}")
-    nginx_conf = render_proxy_conf(
-        str(env.tmp), nginx_port, env.origin_port, workers, str(nginx_log), env.user
-    )
-    nginx = start_nginx(env, f"proxy-w{workers}", nginx_conf, None, nginx_port)
-    cutover = start_cutover(env, workers, cutover_port, cutover_log)
+    nginx_conf, warnings = render_proxy_nginx(cutover_yaml, nginx_port, workers)
+    for warning in warnings:
+        log(f"cutover render nginx: warning: {warning}")
+    nginx = start_nginx(env, "nginx", nginx_conf, None, nginx_port, prefix, user_flag=True)
+    cutover = start_cutover(env, workers, cutover_yaml, cutover_port)
     ports = {"direct": env.origin_port, "nginx": nginx_port, "cutover": cutover_port}
-    logs = {"nginx": nginx_log, "cutover": cutover_log}
+    logs = {"direct": None, "nginx": nginx_log, "cutover": cutover_log}
+    pids: dict[str, int | None] = {"direct": None, "nginx": nginx.pid, "cutover": cutover.pid}
     for side, port in ports.items():
         check_side(port, side, env.post_body)
+        check_post_reads(port, env.post_body, side)
+        if side != "direct":
+            check_forwarded(port, side)
+
+    def proxy_cpu(side: str) -> float | None:
+        pid = pids[side]
+        return None if pid is None else tree_cpu_seconds(pid)
+
     runs: list[Run] = []
+    fixed: list[FixedRun] = []
     try:
         if args.warmup > 0:
             for side in SIDES:
                 for case in CASES:
                     log(f"w{workers} warm-up {args.warmup:g}s: {case.title} via {side}")
                     run_wrk(_wrk_cmd(env, ports[side], case, args, args.warmup), args.warmup + 60)
+                    _truncate(logs[side])
         for rnd in range(args.rounds):
             order = side_order(rnd)
             for case in CASES:
@@ -841,20 +1180,20 @@ def measure_workers(
                         f"({args.duration:g}s)"
                     )
                     cmd = _wrk_cmd(env, ports[side], case, args, args.duration)
+                    before = proxy_cpu(side)
                     result, text = run_wrk(cmd, args.duration + 60)
-                    log_bytes = 0
-                    if side in logs:
-                        with contextlib.suppress(OSError):
-                            log_bytes = logs[side].stat().st_size
-                            os.truncate(logs[side], 0)  # keep the temp dir small
+                    cpu = cpu_delta(before, proxy_cpu(side))
+                    log_bytes = _truncate(logs[side])
                     bad = ""
                     if result.non_2xx or result.errors:
                         bad = f", NON-2XX {result.non_2xx}, SOCKET ERRORS {result.socket_errors}"
+                    per_request = cpu_us_per_request(cpu, result.requests)
+                    cpu_text = "" if per_request is None else f", {per_request:.1f} CPU µs/req"
                     log(
                         f"   -> {result.rps:,.0f} rps, p50 {fmt_ms(result.latency_ms.get('50'))}"
-                        f", p99 {fmt_ms(result.latency_ms.get('99'))}{bad}"
+                        f", p99 {fmt_ms(result.latency_ms.get('99'))}{cpu_text}{bad}"
                     )
-                    runs.append(Run(workers, rnd, case.key, side, result))
+                    runs.append(Run(workers, rnd, case.key, side, result, cpu))
                     raw.append(
                         {
                             "workers": workers,
@@ -863,8 +1202,48 @@ def measure_workers(
                             "side": side,
                             "command": shlex.join(cmd),
                             "result": asdict(result),
+                            "cpu_seconds": cpu,
                             "access_log_bytes": log_bytes,
                             "wrk_output": text,
+                        }
+                    )
+        rate = fixed_rate_for(summarize(runs).get(workers, {}))
+        if args.fixed_rate_seconds > 0 and rate:
+            rate = float(round(rate))
+            case = CASES_BY_KEY[FIXED_RATE_CASE]
+            for rnd in range(args.rounds):
+                for side in side_order(rnd):
+                    log(
+                        f"w{workers} fixed rate {rnd + 1}/{args.rounds}: {case.title} via {side} "
+                        f"at {rate:,.0f}/s ({args.fixed_rate_seconds:g}s)"
+                    )
+                    cmd = fixed_rate_command(
+                        f"http://127.0.0.1:{ports[side]}{case.path}",
+                        rate=rate,
+                        seconds=args.fixed_rate_seconds,
+                        connections=args.connections,
+                        cpu=env.wrk_cpu,
+                    )
+                    before = proxy_cpu(side)
+                    fixed_result = run_fixed_rate(cmd, args.fixed_rate_seconds + 60)
+                    cpu = cpu_delta(before, proxy_cpu(side))
+                    log_bytes = _truncate(logs[side])
+                    lat = fixed_result.latency_ms
+                    bad = f", {fixed_result.failed} FAILED" if fixed_result.failed else ""
+                    log(
+                        f"   -> p50 {fmt_ms(lat.get('50'))}, p99 {fmt_ms(lat.get('99'))}, "
+                        f"send lag p99 {fmt_ms(fixed_result.lag_ms.get('99'))}{bad}"
+                    )
+                    fixed.append(FixedRun(workers, rnd, side, fixed_result, cpu))
+                    raw_fixed.append(
+                        {
+                            "workers": workers,
+                            "round": rnd,
+                            "side": side,
+                            "command": shlex.join(cmd),
+                            "result": asdict(fixed_result),
+                            "cpu_seconds": cpu,
+                            "access_log_bytes": log_bytes,
                         }
                     )
         for side, proc in (("nginx", nginx), ("cutover", cutover)):
@@ -873,7 +1252,16 @@ def measure_workers(
     finally:
         env.procs.stop(cutover)
         env.procs.stop(nginx)
-    return runs
+    return runs, fixed
+
+
+def run_fixed_rate(cmd: Sequence[str], timeout: float) -> FixedRateResult:
+    proc = subprocess.run(
+        list(cmd), capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.fixed_rate exited with {proc.returncode}:\n{proc.stderr}")
+    return FixedRateResult(**json.loads(proc.stdout))
 
 
 def _wrk_cmd(
@@ -904,6 +1292,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per side/case (2)")
     p.add_argument("--wrk-cpu", default="0", help="CPU list for wrk, or none (0)")
     p.add_argument("--origin-cpu", default="1", help="CPU list for the origin, or none (1)")
+    p.add_argument(
+        "--fixed-rate-seconds",
+        type=float,
+        default=5.0,
+        help="seconds per side and round of the fixed-rate run at half of cutover's peak "
+        "(5; 0 skips it)",
+    )
     p.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update")
     p.add_argument("--json-dir", default=str(ROOT / "bench" / "results"), help="raw JSON here")
     p.add_argument(
@@ -915,6 +1310,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.worker_counts = parse_workers(args.workers)
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
         p.error("--rounds, --duration and --connections must be positive")
+    if args.fixed_rate_seconds < 0:
+        p.error("--fixed-rate-seconds must be >= 0")
     return args
 
 
@@ -939,15 +1336,31 @@ def runs_from_json(payload: Mapping[str, Any]) -> list[Run]:
             r["case"],
             r["side"],
             parse_wrk(r["wrk_output"]) if "wrk_output" in r else WrkResult(**r["result"]),
+            r.get("cpu_seconds"),
         )
         for r in payload["runs"]
+    ]
+
+
+def fixed_runs_from_json(payload: Mapping[str, Any]) -> list[FixedRun]:
+    """The fixed-rate runs of a raw JSON file written by `main` (none in older files)."""
+    return [
+        FixedRun(
+            r["workers"],
+            r["round"],
+            r["side"],
+            FixedRateResult(**r["result"]),
+            r.get("cpu_seconds"),
+        )
+        for r in payload.get("fixed_rate_runs", ())
     ]
 
 
 def rerender(args: argparse.Namespace) -> int:
     payload = json.loads(Path(args.from_json).read_text())
     summary = summarize(runs_from_json(payload))
-    section = render_section(summary, payload["meta"], payload.get("notes", ()))
+    fixed = summarize_fixed(fixed_runs_from_json(payload))
+    section = render_section(summary, payload["meta"], payload.get("notes", ()), fixed)
     out = Path(args.out)
     out.write_text(replace_section(out.read_text() if out.exists() else "", section))
     log(f"wrote {out} from {args.from_json}")
@@ -968,15 +1381,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrk_cpu = _cpu_arg(args.wrk_cpu, available)
     origin_cpu = _cpu_arg(args.origin_cpu, available)
     notes: list[str] = []
-    if shutil.which("wrk2") is None:
+    if args.fixed_rate_seconds <= 0:
         notes.append(
-            "Fixed-rate latency run (added p99 at half of cutover's peak, issue 9): **skipped**, "
-            "`wrk2` is not installed (not in apt or PyPI); the closed-loop wrk percentiles below "
-            "suffer from coordinated omission."
+            "Fixed-rate latency run (added p99 at half of cutover's peak, issue 9): **skipped** "
+            "(`--fixed-rate-seconds 0`); the closed-loop wrk percentiles below suffer from "
+            "coordinated omission."
         )
     procs = Processes()
     raw: list[dict[str, Any]] = []
+    raw_fixed: list[dict[str, Any]] = []
     runs: list[Run] = []
+    fixed_runs: list[FixedRun] = []
     tmp = Path(tempfile.mkdtemp(prefix="cutover-bench-"))
     try:
         with _sigterm_as_interrupt():
@@ -1001,7 +1416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_side(env.origin_port, "direct", post_body)
             check_post_reads(env.origin_port, post_body)
             for workers in args.worker_counts:
-                runs += measure_workers(env, workers, args, raw)
+                wrk_runs, rate_runs = measure_workers(env, workers, args, raw, raw_fixed)
+                runs += wrk_runs
+                fixed_runs += rate_runs
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
         return 130
@@ -1010,6 +1427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     summary = summarize(runs)
+    fixed = summarize_fixed(fixed_runs)
+    pinned = f"pinned to CPU {wrk_cpu}" if wrk_cpu else "unpinned"
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_meta(),
@@ -1018,25 +1437,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "load": (
             f"wrk -t1 -c{args.connections} -d{args.duration:g}s --latency, "
-            f"{'pinned to CPU ' + wrk_cpu if wrk_cpu else 'unpinned'}; "
+            f"{pinned}; "
             f"{args.warmup:g}s warm-up per side and case, not counted"
         ),
         "layout": (
             f"origin = static nginx, 1 worker, "
-            f"{'pinned to CPU ' + origin_cpu if origin_cpu else 'unpinned'}; nginx proxy and "
-            "cutover unpinned, same worker count, both with an access log to a file"
+            f"{'pinned to CPU ' + origin_cpu if origin_cpu else 'unpinned'}; nginx proxy "
+            "configured by `cutover render nginx` from the cutover side's own YAML; nginx proxy "
+            "and cutover unpinned, same worker count, both with an access log to a file"
         ),
     }
-    section = render_section(summary, meta, notes)
+    if args.fixed_rate_seconds > 0:
+        meta["fixed_rate"] = (
+            f"`python -m bench.fixed_rate`, GET small JSON at half of cutover's median peak rps "
+            f"(per worker count), {args.fixed_rate_seconds:g} s per side and round in the same "
+            f"rotated order, {args.connections} keep-alive connections, {pinned}; latency from "
+            "each request's scheduled time (open loop, no coordinated omission); p50/p99 are "
+            "nearest-rank over every request of a run, medians over rounds; added = side minus "
+            "direct in the same round, median (and range) over rounds"
+        )
+    section = render_section(summary, meta, notes, fixed)
     out = Path(args.out)
     out.write_text(replace_section(out.read_text() if out.exists() else "", section))
     json_dir = Path(args.json_dir)
     json_dir.mkdir(parents=True, exist_ok=True)
     json_path = json_dir / f"overhead-{started.strftime('%Y-%m-%dT%H%M%SZ')}.json"
-    payload = {"meta": meta, "notes": notes, "summary": summary_to_json(summary), "runs": raw}
+    payload = {
+        "meta": meta,
+        "notes": notes,
+        "summary": summary_to_json(summary),
+        "fixed_rate_summary": fixed_to_json(fixed),
+        "runs": raw,
+        "fixed_rate_runs": raw_fixed,
+    }
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     log(f"wrote {out} and {json_path}")
-    print(render_tables(summary, args.rounds))
+    print(render_tables(summary, args.rounds, fixed))
     return 0
 
 

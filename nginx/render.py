@@ -11,7 +11,9 @@
   the backend only for idempotent methods unless the route opted POST in (`non_idempotent`).
   Passive ejection maps to `max_fails` / `fail_timeout`; active health checks are NGINX Plus only.
 - **Keep-alive upstreams** (HTTP/1.1, empty `Connection`), the backends' base paths, the
-  X-Forwarded-* and X-Request-ID headers, body, header and timeout limits.
+  X-Forwarded-* and X-Request-ID headers, body, header and timeout limits. Like cutover, nginx
+  streams bodies (no buffering to temp files) and keeps a busy connection open for many
+  requests (`keepalive_requests`, client side and upstream).
 
 What nginx cannot do the same way (method or header matches, mirroring, backend TLS files) is
 left out with a warning rather than rendered wrong.
@@ -34,6 +36,8 @@ __all__ = ["Rendered", "render"]
 
 _NGINX_RETRY_STATUSES = (500, 502, 503, 504, 403, 404, 429)
 _NON_IDEMPOTENT = frozenset({"POST", "PATCH", "LOCK"})
+_KEEPALIVE_REQUESTS = 10_000  # requests per keep-alive connection (client and upstream)
+_STREAM_BUFFER = "64k"
 
 
 @dataclass
@@ -201,13 +205,19 @@ def render(
         f"    client_header_timeout {_seconds(limits.header_timeout)};",
         f"    large_client_header_buffers 4 {max(1024, limits.max_header_size + 2)};",
         f"    keepalive_timeout {_seconds(limits.keepalive_timeout)};",
+        # cutover closes no connection after a number of requests; nginx's default of 1,000
+        # would make a busy client (and, below, each upstream connection) reconnect often.
+        f"    keepalive_requests {_KEEPALIVE_REQUESTS};",
         "    proxy_http_version 1.1;",
-        '    proxy_set_header Connection "";',
-        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "    proxy_set_header X-Forwarded-Proto $scheme;",
-        "    proxy_set_header X-Forwarded-Host $host;",
         "    proxy_buffering off;  # stream responses as cutover does",
         "    proxy_request_buffering off;",
+        # Streamed bodies move in pieces of up to these sizes (nginx's defaults are a page or
+        # two): fewer system calls per large body, as cutover's event loop reads. proxy_buffers
+        # only serve a response whose backend asks for buffering (X-Accel-Buffering: yes); nginx
+        # wants them larger than proxy_buffer_size.
+        f"    proxy_buffer_size {_STREAM_BUFFER};",
+        f"    proxy_buffers 4 {_STREAM_BUFFER};",
+        f"    client_body_buffer_size {_STREAM_BUFFER};",
     ]
     if prefix_paths:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -215,6 +225,16 @@ def render(
     rid = config.headers.request_id
     rid_var = "$http_" + rid.lower().replace("-", "_")
     http += [
+        # as cutover: X-Forwarded-Proto/-Host a client already sent are kept; else this hop's
+        # scheme and the Host header as received (none without one)
+        "    map $http_x_forwarded_proto $cutover_forwarded_proto {",
+        '        "" $scheme;',
+        "        default $http_x_forwarded_proto;",
+        "    }",
+        "    map $http_x_forwarded_host $cutover_forwarded_host {",
+        '        "" $http_host;',
+        "        default $http_x_forwarded_host;",
+        "    }",
         f"    map {rid_var} $cutover_request_id {{",
         '        "" $request_id;',
         f"        default {rid_var};",
@@ -266,6 +286,7 @@ def render(
             pool = config.backends[backend].pool
             http += [
                 "        keepalive 64;",
+                f"        keepalive_requests {_KEEPALIVE_REQUESTS};",
                 f"        keepalive_timeout {_seconds(pool.keepalive_timeout)};",
                 "    }",
             ]
@@ -290,6 +311,14 @@ def render(
         location = _location(route) or prefixes[route.name]
         body.append(f"        location {location} {{")
         body.append(f"            proxy_pass ${name}_target$request_uri;")
+        # Every proxy_set_header of a location, together: a location that sets any of them
+        # inherits none from the http block.
+        body += [
+            '            proxy_set_header Connection "";  # keep-alive upstream',
+            "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "            proxy_set_header X-Forwarded-Proto $cutover_forwarded_proto;",
+            "            proxy_set_header X-Forwarded-Host $cutover_forwarded_host;",
+        ]
         hosts = {config.backends[b].host_header for b, _ in order}
         host_header = hosts.pop() if len(hosts) == 1 else "backend"
         if host_header == "pass":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import io
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from nginx.render import render
 from proxy.cli import main as cli_main
@@ -108,6 +110,81 @@ def test_rendered_config_passes_nginx_t(tmp_path: Path) -> None:
     assert '* "http://cutover_default_python";' in rendered.text
     assert "keepalive 64;" in rendered.text
     assert "proxy_next_upstream error timeout http_502 http_503 http_504;" in rendered.text
+    # client side (http block) and every upstream: far above nginx's default of 1,000
+    assert rendered.text.count("keepalive_requests 10000;") == 1 + 2
+    assert "proxy_buffer_size 64k;" in rendered.text
+    assert "client_body_buffer_size 64k;" in rendered.text
+
+
+async def test_live_nginx_forwards_headers_and_keeps_busy_connections_open(
+    tmp_path: Path,
+) -> None:
+    """X-Forwarded-* and X-Request-ID as cutover sends them; 1,100 requests on one client
+    connection ride one upstream connection (nginx's default would close both at 1,000)."""
+    peers: list[int] = []
+    seen: list[dict[str, str]] = []
+
+    async def origin(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        seen.append(dict(request.headers))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", origin)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    origin_port = runner.addresses[0][1]
+    port = free_port()
+    data = {
+        "listen": f"127.0.0.1:{port}",
+        "access_log": {"enabled": False},
+        "backends": {"origin": {"url": f"http://127.0.0.1:{origin_port}", "health": None}},
+        "routes": [{"name": "default", "split": {"origin": 100}}],
+    }
+    text = render(parse_config(data, "c.yaml"), worker_processes="1").text
+
+    def client() -> list[tuple[int, bool, str | None]]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        out = []
+        try:
+            for i in range(1100):
+                headers = {"X-Request-ID": "given-id"} if i == 1 else {}
+                if i == 2:  # a proxy in front already said these
+                    headers = {
+                        "X-Forwarded-For": "10.0.0.1",
+                        "X-Forwarded-Proto": "https",
+                        "X-Forwarded-Host": "public.example",
+                    }
+                conn.request("GET", f"/x?i={i}", headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                out.append((resp.status, resp.will_close, resp.getheader("X-Request-ID")))
+        finally:
+            conn.close()
+        return out
+
+    try:
+        async with running_nginx(tmp_path, text, port):
+            answers = await asyncio.to_thread(client)
+    finally:
+        await runner.cleanup()
+    assert [status for status, _, _ in answers] == [200] * 1100
+    assert not any(will_close for _, will_close, _ in answers)
+    assert len(peers) == 1100
+    assert len(set(peers)) == 1  # one upstream connection carried them all
+    first = seen[0]
+    assert first["X-Forwarded-For"] == "127.0.0.1"
+    assert first["X-Forwarded-Proto"] == "http"
+    assert first["X-Forwarded-Host"] == f"127.0.0.1:{port}"  # the Host header, port and all
+    assert seen[1]["X-Request-ID"] == "given-id" == answers[1][2]
+    behind = seen[2]
+    assert behind["X-Forwarded-For"] == "10.0.0.1, 127.0.0.1"
+    assert (behind["X-Forwarded-Proto"], behind["X-Forwarded-Host"]) == ("https", "public.example")
+    ids = [h["X-Request-ID"] for i, h in enumerate(seen) if i != 1]
+    assert ids == [rid for i, (_, _, rid) in enumerate(answers) if i != 1]
+    assert len(set(ids)) == len(ids) and all(ids)
 
 
 async def test_live_nginx_splits_and_falls_back_like_cutover(tmp_path: Path) -> None:

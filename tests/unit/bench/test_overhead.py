@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import yaml
 
 from bench import overhead as o
+from bench.fixed_rate import FixedRateResult
 from proxy.config import parse_config
 
 WRK_CUTOVER = """\
@@ -188,7 +190,10 @@ def sample_runs() -> list[o.Run]:
                     if side == "cutover" and case.key == "post" and workers == 2 and rnd == 1:
                         extra = {"non_2xx": 7, "socket_errors": {"timeout": 2}}
                     res = result(value, p50=rnd + 1.0, p99=10.0 * (rnd + 1), **extra)
-                    runs.append(o.Run(workers, rnd, case.key, side, res))
+                    # CPU seconds: cutover 100/80/90 µs per request, nginx 20/25/30, direct none
+                    per_req = {"cutover": [100, 80, 90], "nginx": [20, 25, 30]}.get(side)
+                    cpu = None if per_req is None else per_req[rnd] * res.requests / 1e6
+                    runs.append(o.Run(workers, rnd, case.key, side, res, cpu))
     return runs
 
 
@@ -211,13 +216,35 @@ def test_summarize_medians_ratios_and_error_totals() -> None:
     assert summary[2]["small"]["sides"]["cutover"].non_2xx == 0
 
 
+def test_summarize_cpu_per_request_and_its_ratio() -> None:
+    small = o.summarize(sample_runs())[1]["small"]
+    assert small["sides"]["cutover"].cpu_us_per_request == pytest.approx(90.0)
+    assert small["sides"]["nginx"].cpu_us_per_request == pytest.approx(25.0)
+    assert small["sides"]["direct"].cpu_us_per_request is None
+    # per-round cutover/nginx: 5.0, 3.2, 3.0
+    cpu = small["ratios"]["cpu"]
+    assert (cpu.median, cpu.low, cpu.high) == pytest.approx((3.2, 3.0, 5.0))
+
+
+def test_cpu_us_per_request() -> None:
+    assert o.cpu_us_per_request(0.5, 10_000) == pytest.approx(50.0)
+    assert o.cpu_us_per_request(None, 10) is None
+    assert o.cpu_us_per_request(1.0, 0) is None
+
+
 def test_render_tables_show_ratios_goals_and_errors() -> None:
     text = o.render_tables(o.summarize(sample_runs()), rounds=3)
     assert "#### 1 worker (nginx proxy and cutover alike)" in text
     assert "#### 2 workers" in text
     assert "| GET small JSON | 0.10 (0.10\u20130.20) |" in text
     assert "≥ 0.5" in text and "≥ 0.7" in text
-    assert "| GET small JSON | cutover | 3,400 | 2.00 ms | 20.0 ms | 0 |" in text
+    assert "| cutover / nginx CPU per request |" in text
+    assert "| ≥ 0.5 | 3.20 (3.00\u20135.00) |" in text
+    assert "| p50 | p99 | CPU µs/request | errors |" in text
+    assert "| GET small JSON | cutover | 3,400 | 2.00 ms | 20.0 ms | 90.0 | 0 |" in text
+    assert "| GET small JSON | nginx | 30,000 | 2.00 ms | 20.0 ms | 25.0 | 0 |" in text
+    assert "| GET small JSON | direct | 45,000 | 2.00 ms | 20.0 ms | \u2013 | 0 |" in text
+    assert "Fixed rate" not in text  # none given
     assert "**7 non-2xx**, **2 socket errors** of 208,000" in text
     assert "rps (median of 3)" in text
 
@@ -276,6 +303,7 @@ def test_runs_from_json_round_trip() -> None:
                         "case": r.case,
                         "side": r.side,
                         "result": asdict(r.result),
+                        "cpu_seconds": r.cpu_seconds,
                     }
                     for r in runs
                 ]
@@ -290,6 +318,8 @@ def test_runs_from_json_reparses_the_raw_wrk_output() -> None:
     payload = {"runs": [dict(raw, result={}, wrk_output=WRK_CUTOVER)]}
     (run,) = o.runs_from_json(payload)
     assert run.result == o.parse_wrk(WRK_CUTOVER)
+    assert run.cpu_seconds is None  # older files have no CPU figures
+    assert o.fixed_runs_from_json(payload) == []
 
 
 def test_summary_to_json_is_plain_data() -> None:
@@ -373,18 +403,283 @@ def test_origin_conf() -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_proxy_conf(workers: int) -> None:
-    conf = o.render_proxy_conf("/tmp/p", 4001, 4000, workers, "/tmp/p/proxy.log")
+def test_proxy_nginx_is_rendered_from_the_cutover_yaml(tmp_path: Path, workers: int) -> None:
+    yaml_path = tmp_path / "cutover.yaml"
+    yaml_path.write_text(o.render_cutover_config(4002, 4000, str(tmp_path / "cutover.log")))
+    conf, warnings = o.render_proxy_nginx(yaml_path, 4001, workers)
+    assert warnings == []
     assert balanced(conf)
+    assert f"from {yaml_path}." in conf  # the renderer's own header
     assert f"worker_processes {workers};" in conf
     assert "listen 127.0.0.1:4001;" in conf
-    assert "server 127.0.0.1:4000;" in conf
+    assert "listen 127.0.0.1:4002;" not in conf
+    assert "server 127.0.0.1:4000 " in conf
     assert "keepalive 64;" in conf
+    assert conf.count("keepalive_requests 10000;") == 2  # client side and upstream
     assert "proxy_http_version 1.1;" in conf
     assert 'proxy_set_header Connection "";' in conf
-    assert "proxy_pass http://origin;" in conf
-    assert "access_log /tmp/p/proxy.log combined;" in conf
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in conf
+    assert "proxy_set_header X-Request-ID $cutover_request_id;" in conf
+    assert "access_log cutover-nginx-access.log;" in conf  # under the prefix
+    assert "pid cutover-nginx.pid;" in conf
     assert "0.0.0.0" not in conf
+    assert "user " not in conf  # given on the command line, as root only
+
+
+def test_origin_echoes_the_forwarded_headers() -> None:
+    conf = o.render_origin_conf("/tmp/p", 4000, "/tmp/p/www")
+    assert "location = /headers {" in conf
+    assert (
+        'return 200 "$http_x_forwarded_for|$http_x_forwarded_proto|$http_x_forwarded_host'
+        '|$http_x_request_id";' in conf
+    )
+
+
+def test_forwarded_problems() -> None:
+    good = "127.0.0.1|http|127.0.0.1:4001|abc123"
+    assert o.forwarded_problems(good, "abc123", 4001) == []
+    assert o.forwarded_problems(good + "\n", "abc123", 4001) == []
+    problems = o.forwarded_problems("127.0.0.1|http|127.0.0.1||", None, 4001)
+    assert problems == ["origin answered '127.0.0.1|http|127.0.0.1||', not four fields"]
+    problems = o.forwarded_problems("||127.0.0.1|", None, 4001)
+    assert problems == [
+        "X-Forwarded-For '', expected '127.0.0.1'",
+        "X-Forwarded-Proto '', expected 'http'",
+        "X-Forwarded-Host '127.0.0.1', expected '127.0.0.1:4001'",
+        "no X-Request-ID upstream",
+    ]
+    assert o.forwarded_problems(good, "other", 4001) == [
+        "X-Request-ID 'abc123' upstream but 'other' in the answer"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU time from /proc
+
+
+STAT = (
+    "4242 (python -m (x) y) S 4200 4242 4242 0 -1 4194560 1000 0 0 0 "
+    "150 30 7 3 20 0 3 0 12345 100000000 5000 18446744073709551615"
+)
+
+
+def test_parse_proc_stat_survives_spaces_and_parentheses_in_the_name() -> None:
+    assert o.parse_proc_stat(STAT) == (4200, 150 + 30 + 7 + 3)
+
+
+def test_tree_ticks_adds_every_descendant_and_nothing_else() -> None:
+    stats = {
+        100: (1, 10),  # supervisor
+        101: (100, 200),  # worker
+        102: (100, 300),  # worker
+        103: (101, 5),  # a worker's child
+        200: (1, 9999),  # unrelated
+        201: (200, 9999),
+    }
+    assert o.tree_ticks(stats, 100) == 10 + 200 + 300 + 5
+    assert o.tree_ticks(stats, 102) == 300
+    assert o.tree_ticks(stats, 999) is None
+
+
+def test_cpu_delta() -> None:
+    assert o.cpu_delta(1.0, 1.25) == pytest.approx(0.25)
+    assert o.cpu_delta(None, 1.0) is None
+    assert o.cpu_delta(2.0, None) is None
+    assert o.cpu_delta(2.0, 1.0) == 0.0
+
+
+def test_tree_cpu_seconds_of_this_process() -> None:
+    import os
+
+    seconds = o.tree_cpu_seconds(os.getpid())
+    assert seconds is not None and seconds >= 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed rate
+
+
+def fixed_result(p50: float, p99: float, **kw: object) -> FixedRateResult:
+    args: dict[str, object] = {
+        "rate": 1700.0,
+        "connections": 32,
+        "scheduled": 8500,
+        "ok": 8500,
+        "errors": 0,
+        "unfinished": 0,
+        "seconds": 5.0,
+        "latency_ms": {"50": p50, "90": p99 / 2, "99": p99, "99.9": p99 * 2, "max": p99 * 3},
+        "service_ms": {"50": p50, "99": p99},
+        "lag_ms": {"50": 0.05, "99": 0.2},
+        "statuses": {"200": 8500},
+    }
+    args.update(kw)
+    return FixedRateResult(**args)  # type: ignore[arg-type]
+
+
+def sample_fixed_runs() -> list[o.FixedRun]:
+    # ms per round: direct p50 .20/.30/.25, p99 1.0/1.2/1.1; nginx adds .05/.10/.08 and
+    # .2/.4/.3; cutover adds .30/.20/.40 and 0.8/1.5/0.9
+    base = {"p50": [0.20, 0.30, 0.25], "p99": [1.0, 1.2, 1.1]}
+    add = {
+        "direct": ([0, 0, 0], [0, 0, 0]),
+        "nginx": ([0.05, 0.10, 0.08], [0.2, 0.4, 0.3]),
+        "cutover": ([0.30, 0.20, 0.40], [0.8, 1.5, 0.9]),
+    }
+    runs = []
+    for rnd in range(3):
+        for side in o.side_order(rnd):
+            p50 = base["p50"][rnd] + add[side][0][rnd]
+            p99 = base["p99"][rnd] + add[side][1][rnd]
+            extra: dict[str, object] = {}
+            if side == "cutover" and rnd == 2:
+                extra = {"ok": 8490, "errors": 4, "unfinished": 6}
+            cpu = {"direct": None, "nginx": 0.17, "cutover": 0.68}[side]
+            runs.append(o.FixedRun(1, rnd, side, fixed_result(p50, p99, **extra), cpu))
+    return runs
+
+
+def test_fixed_rate_is_half_of_cutovers_median_peak_on_small_json() -> None:
+    summary = o.summarize(sample_runs())
+    assert o.fixed_rate_for(summary[1]) == pytest.approx(1_700)
+    assert o.fixed_rate_for(summary[2]) == pytest.approx(3_400)
+    assert o.fixed_rate_for({}) is None
+
+
+def test_summarize_fixed_medians_and_added_latency_over_direct() -> None:
+    fixed = o.summarize_fixed(sample_fixed_runs())
+    assert list(fixed) == [1]
+    data = fixed[1]
+    assert (data["rate"], data["seconds"], data["connections"]) == (1700.0, 5.0, 32)
+    sides = data["sides"]
+    assert sides["direct"].p50_ms == pytest.approx(0.25)
+    assert sides["direct"].p99_ms == pytest.approx(1.1)
+    assert sides["cutover"].p99_ms == pytest.approx(2.0)  # 1.8, 2.7, 2.0
+    assert sides["cutover"].failed == 10
+    assert sides["cutover"].requests == 3 * 8500
+    assert sides["nginx"].lag_p99_ms == pytest.approx(0.2)
+    assert sides["nginx"].cpu_us_per_request == pytest.approx(20.0)  # 0.17 s / 8,500
+    assert sides["cutover"].cpu_us_per_request == pytest.approx(80.0)  # median of 80, 80, 80.0x
+    assert sides["direct"].cpu_us_per_request is None
+    added = data["added"]
+    assert added["nginx"]["50"].median == pytest.approx(0.08)
+    assert (added["nginx"]["99"].min, added["nginx"]["99"].max) == pytest.approx((0.2, 0.4))
+    assert added["cutover"]["99"].median == pytest.approx(0.9)  # 0.8, 1.5, 0.9
+    assert added["cutover"]["50"].n == 3
+
+
+def test_paired_difference_pairs_rounds() -> None:
+    d = o.paired_difference({0: 1.5, 1: 2.0, 2: 9.0}, {0: 1.0, 1: 1.0})
+    assert d is not None
+    assert (d.median, d.min, d.max, d.n) == pytest.approx((0.75, 0.5, 1.0, 2))
+    assert o.paired_difference({0: 1.0}, {1: 1.0}) is None
+
+
+def test_render_fixed_table() -> None:
+    fixed = o.summarize_fixed(sample_fixed_runs())
+    text = o.render_tables(o.summarize(sample_runs()), rounds=3, fixed=fixed)
+    assert "Fixed rate, GET small JSON: **1,700 requests/s** (half of cutover's median peak" in text
+    assert "5 s per side and round, 32 connections" in text
+    assert "| added p99 over direct | goal (issue 9) | CPU µs/request | send lag p99 |" in text
+    assert "| direct | 250 µs | 1.10 ms | \u2013 | \u2013 | \u2013 | \u2013 | 200 µs | 0 |" in text
+    assert (
+        "| nginx | 330 µs | 1.40 ms | +80 µs (+50 µs to +100 µs) | +300 µs (+200 µs to +400 µs) "
+        "| \u2013 | 20.0 | 200 µs | 0 |"
+    ) in text
+    assert (
+        "| cutover | 500 µs | 2.00 ms | +300 µs (+200 µs to +400 µs) "
+        "| +900 µs (+800 µs to +1.50 ms) | added p99 ≤ 1 ms | 80.0 | 200 µs "
+        "| **10 failed** of 25,500 |"
+    ) in text
+    # only for one worker; the 2-worker block has no fixed-rate table here
+    assert text.count("Fixed rate,") == 1
+
+
+def test_fmt_delta_and_cpu() -> None:
+    assert o.fmt_delta_ms(0.31) == "+310 µs"
+    assert o.fmt_delta_ms(-1.2) == "\u22121.20 ms"
+    assert o.fmt_delta_ms(None) == o.DASH
+    assert o.fmt_cpu_us(23.456) == "23.5"
+    assert o.fmt_cpu_us(1234.0) == "1,234"
+    assert o.fmt_cpu_us(None) == o.DASH
+
+
+def test_fixed_runs_from_json_round_trip_and_rerender(tmp_path: Path) -> None:
+    runs = sample_runs()
+    fixed_runs = sample_fixed_runs()
+    payload = {
+        "meta": dict(META, fixed_rate="bench.fixed_rate at half the peak"),
+        "notes": [],
+        "runs": [
+            {
+                "workers": r.workers,
+                "round": r.round,
+                "case": r.case,
+                "side": r.side,
+                "result": asdict(r.result),
+                "cpu_seconds": r.cpu_seconds,
+            }
+            for r in runs
+        ],
+        "fixed_rate_runs": [
+            {
+                "workers": r.workers,
+                "round": r.round,
+                "side": r.side,
+                "result": asdict(r.result),
+                "cpu_seconds": r.cpu_seconds,
+            }
+            for r in fixed_runs
+        ],
+    }
+    payload = json.loads(json.dumps(payload))
+    assert o.fixed_runs_from_json(payload) == fixed_runs
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(payload))
+    out = tmp_path / "B.md"
+    out.write_text(f"# B\n\nprocedure\n\n{o.BEGIN}\nold\n{o.END}\n")
+    assert o.main(["--from-json", str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# B\n\nprocedure\n\n" + o.BEGIN)
+    assert "- Fixed rate: bench.fixed_rate at half the peak." in text
+    assert "| cutover | 500 µs | 2.00 ms |" in text
+    assert "| GET small JSON | cutover | 3,400 | 2.00 ms | 20.0 ms | 90.0 | 0 |" in text
+    assert "old" not in text
+
+
+def test_fixed_to_json_is_plain_data() -> None:
+    data = o.fixed_to_json(o.summarize_fixed(sample_fixed_runs()))
+    assert data["1"]["rate"] == 1700.0
+    assert data["1"]["sides"]["cutover"]["failed"] == 10
+    assert data["1"]["added"]["cutover"]["99"]["median"] == pytest.approx(0.9)
+    json.dumps(data)
+
+
+def test_fixed_rate_command() -> None:
+    cmd = o.fixed_rate_command(
+        "http://127.0.0.1:1/small.json", rate=1700.0, seconds=5, connections=32, cpu="0"
+    )
+    assert cmd[:4] == ["taskset", "-c", "0", o.sys.executable]
+    assert cmd[4:] == [
+        "-m",
+        "bench.fixed_rate",
+        "http://127.0.0.1:1/small.json",
+        "--rate",
+        "1700",
+        "--seconds",
+        "5",
+        "--connections",
+        "32",
+    ]
+    plain = o.fixed_rate_command("http://h/x", rate=12.5, seconds=2, connections=1, cpu=None)
+    assert plain[0] == o.sys.executable and "12.5" in plain
+
+
+def test_fixed_rate_seconds_option() -> None:
+    assert o._parse_args([]).fixed_rate_seconds == 5.0
+    assert o._parse_args(["--fixed-rate-seconds", "0"]).fixed_rate_seconds == 0.0
+    with pytest.raises(SystemExit):
+        o._parse_args(["--fixed-rate-seconds", "-1"])
 
 
 def test_cutover_config_is_valid_for_the_real_loader() -> None:
