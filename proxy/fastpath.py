@@ -48,13 +48,14 @@ from aiohttp import web
 from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
-from proxy.errors import BodyTooLargeError, CutoverError, IncompleteBodyError, UpstreamError
+from proxy.attempts import Attempts
+from proxy.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
 from proxy.headers import HOP_BY_HOP
 from proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
 from proxy.server import _HOST_RE, Outcome, RequestRecord, _cookie
 from routing.decision import Decision, client_ip, decide, sticky_key
 from routing.murmur import bucket_of
-from routing.replay import Failure, may_replay
+from routing.replay import Failure
 
 if TYPE_CHECKING:
     from proxy.config_model import CutoverConfig, Route
@@ -1353,31 +1354,23 @@ class _Conn(asyncio.Protocol):
                 body = ex.body = await self._read_body(ex)
             else:
                 replayable = False
-        method = ex.method.decode("ascii")
-        idempotency_key = b"idempotency-key" in ex.first
-        budget = state.budgets[route.name]
-        previous: str | None = None
-        failure: _AttemptFailed | None = None
-        max_attempts = 1 + retry.attempts
-        for index, name in enumerate(decision.attempts[:max_attempts]):
+        attempts = Attempts(
+            gw,
+            route,
+            state.budgets[route.name],
+            outcome,
+            ex.method.decode("ascii"),
+            b"idempotency-key" in ex.first,
+            replayable,
+        )
+        tries = decision.attempts[: attempts.limit]
+        for index, name in enumerate(tries):
             if index == 0 and first is not None:
                 result: Response | _AttemptFailed = first
             else:
                 remaining = ex.deadline - loop.time()
-                if remaining <= 0:
-                    failure = _AttemptFailed(Failure.TIMEOUT, "timeout")
+                if attempts.expired(remaining) or not attempts.may_try(index, name):
                     break
-                if index:
-                    assert failure is not None
-                    if not may_replay(failure.failure, method, idempotency_key, retry):
-                        break
-                    if not replayable and failure.failure is not Failure.CONNECT:
-                        break  # a streamed body can be sent again only if it was never read
-                    if not budget.try_replay():
-                        gw.metrics.budget_exhausted.labels(route.name).inc()
-                        break
-                    gw.metrics.fallbacks.labels(route.name, previous, name).inc()
-                    outcome.fallback_from = outcome.fallback_from or previous
                 per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
                 try:
                     result = await self._attempt(
@@ -1386,37 +1379,14 @@ class _Conn(asyncio.Protocol):
                 except _AttemptFailed as exc:
                     result = exc
             if isinstance(result, _AttemptFailed):
-                failure = result
-                gw.metrics.upstream_errors.labels(name, result.kind).inc()
-                outcome.failures.append((name, result.kind))
-                gw.record_response(name, False)
-                previous = name
-                if index:
-                    budget.replay_done()
+                attempts.failed(index, name, result.failure, result.kind)
                 continue
             resp = result
-            if index:
-                budget.replay_done()
-            # Worth another backend only if the replay rules allow it; else stream it.
-            if (
-                resp.status in retry.on_status
-                and index + 1 < min(max_attempts, len(decision.attempts))
-                and replayable
-                and may_replay(Failure.STATUS, method, idempotency_key, retry)
-            ):
-                gw.metrics.upstream_errors.labels(name, "status").inc()
-                outcome.failures.append((name, "status"))
-                gw.record_response(name, False)
-                resp.conn.finish(resp)
-                failure = _AttemptFailed(Failure.STATUS, "status")
-                previous = name
+            if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
+                resp.conn.finish(resp)  # worth the next backend: a retry status, replayable
                 continue
-            gw.record_response(name, resp.status < 500)
-            outcome.backend = name
             return await self._stream_back(ex, resp, timeouts.total)
-        assert failure is not None
-        outcome.backend = previous
-        raise UpstreamError(previous or decision.primary, failure.kind)
+        raise attempts.give_up(decision.primary)
 
     async def _read_body(self, ex: _Exchange) -> bytes:
         """The whole request body (its Content-Length is within the route's replay buffer)."""

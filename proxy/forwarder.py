@@ -18,10 +18,11 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy.attempts import Attempts
 from proxy.errors import BodyTooLargeError, IncompleteBodyError, UpstreamError, error_response
 from proxy.headers import downstream_headers, upstream_headers
 from routing.decision import Decision
-from routing.replay import Failure, may_replay
+from routing.replay import Failure
 
 if TYPE_CHECKING:
     from proxy.config_model import Route
@@ -73,14 +74,6 @@ class MirrorHook(Protocol):
         body: bytes | None,
         request_id: str,
     ) -> MirrorTap | None: ...
-
-
-class _Attempt(Exception):
-    """An attempt that failed before any byte went back to the client."""
-
-    def __init__(self, failure: Failure, kind: str) -> None:
-        self.failure = failure
-        self.kind = kind
 
 
 def _classify(exc: BaseException) -> tuple[Failure, str]:
@@ -160,32 +153,24 @@ async def forward(
             replayable = False
 
     method = request.method
-    idempotency_key = "Idempotency-Key" in request.headers
     peer = request.remote or ""
     scheme = request.scheme
     host = request.headers.get("Host")
-    budget = state.budgets[route.name]
-    previous: str | None = None
-    failure: _Attempt | None = None
-    max_attempts = 1 + retry.attempts
-
-    for index, name in enumerate(decision.attempts[:max_attempts]):
+    attempts = Attempts(
+        gw,
+        route,
+        state.budgets[route.name],
+        outcome,
+        method,
+        "Idempotency-Key" in request.headers,
+        replayable,
+    )
+    tries = decision.attempts[: attempts.limit]
+    for index, name in enumerate(tries):
         upstream = state.upstreams[name]
         remaining = deadline - loop.time()
-        if remaining <= 0:
-            failure = _Attempt(Failure.TIMEOUT, "timeout")
+        if attempts.expired(remaining) or not attempts.may_try(index, name):
             break
-        if index:
-            assert failure is not None
-            if not may_replay(failure.failure, method, idempotency_key, retry):
-                break
-            if not replayable and failure.failure is not Failure.CONNECT:
-                break  # a streamed body can be sent again only if it was never read
-            if not budget.try_replay():
-                gw.metrics.budget_exhausted.labels(route.name).inc()
-                break
-            gw.metrics.fallbacks.labels(route.name, previous, name).inc()
-            outcome.fallback_from = outcome.fallback_from or previous
         per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
         backend = upstream.backend
         host_header = (
@@ -235,29 +220,11 @@ async def forward(
             kind_failure, kind = _classify(exc)
             if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
                 kind_failure, kind = Failure.TIMEOUT, "timeout"
-            failure = _Attempt(kind_failure, kind)
-            gw.metrics.upstream_errors.labels(name, kind).inc()
-            outcome.failures.append((name, kind))
-            gw.record_response(name, False)
-            previous = name
-            if index:
-                budget.replay_done()
+            attempts.failed(index, name, kind_failure, kind)
             continue
-        if index:
-            budget.replay_done()
-        if resp.status in retry.on_status and index + 1 < min(max_attempts, len(decision.attempts)):
-            # Worth another backend only if the replay rules allow it; else stream it.
-            probe = _Attempt(Failure.STATUS, "status")
-            if replayable and may_replay(Failure.STATUS, method, idempotency_key, retry):
-                gw.metrics.upstream_errors.labels(name, "status").inc()
-                outcome.failures.append((name, "status"))
-                gw.record_response(name, False)
-                resp.release()
-                failure = probe
-                previous = name
-                continue
-        gw.record_response(name, resp.status < 500)
-        outcome.backend = name
+        if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
+            resp.release()  # worth the next backend (a retry status the replay rules allow)
+            continue
         if plan is not None:
             if plan.wants_response(name):
                 return await plan.respond(request, resp, outcome)
@@ -271,9 +238,7 @@ async def forward(
             request, gw, resp, outcome, request_id, route.timeouts.total, tap=tap
         )
 
-    assert failure is not None
-    outcome.backend = previous
-    raise UpstreamError(previous or decision.primary, failure.kind)
+    raise attempts.give_up(decision.primary)
 
 
 async def _stream_back(

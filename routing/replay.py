@@ -6,7 +6,7 @@ import enum
 
 from proxy.config_model import Retry
 
-__all__ = ["Failure", "may_replay"]
+__all__ = ["Failure", "may_fall_back", "may_replay"]
 
 
 class Failure(enum.Enum):
@@ -28,3 +28,16 @@ def may_replay(failure: Failure, method: str, has_idempotency_key: bool, retry: 
     if failure is Failure.CONNECT:
         return True
     return has_idempotency_key or method in retry.methods
+
+
+def may_fall_back(
+    failure: Failure, method: str, has_idempotency_key: bool, retry: Retry, replayable: bool
+) -> bool:
+    """True when the request may go to the next backend after `failure`.
+
+    The replay rules (`may_replay`), and a body that was streamed to the failed backend
+    (`replayable` is False) cannot be sent again unless the request never reached it.
+    """
+    if not may_replay(failure, method, has_idempotency_key, retry):
+        return False
+    return replayable or failure is Failure.CONNECT

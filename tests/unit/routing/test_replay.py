@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config_model import Retry
-from routing.replay import Failure, may_replay
+from routing.replay import Failure, may_fall_back, may_replay
 
 METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "POST", "PATCH", "CONNECT"]
 REPLAYABLE = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
@@ -30,3 +30,12 @@ def test_empty_method_list_still_replays_connect_failures() -> None:
     assert may_replay(Failure.CONNECT, "POST", False, nothing)
     assert not may_replay(Failure.TIMEOUT, "GET", False, nothing)
     assert may_replay(Failure.RESET, "GET", True, nothing)
+
+
+@pytest.mark.parametrize("failure", list(Failure))
+def test_a_streamed_body_falls_back_only_when_it_never_left(failure: Failure) -> None:
+    assert may_fall_back(failure, "GET", False, DEFAULT, replayable=True)
+    expected = failure is Failure.CONNECT
+    assert may_fall_back(failure, "GET", False, DEFAULT, replayable=False) is expected
+    # and never where the replay rules say no, buffered body or not
+    assert may_fall_back(failure, "POST", False, DEFAULT, replayable=True) is expected

@@ -1,0 +1,136 @@
+"""One request's walk along its backends, as both forwarding paths book it.
+
+The aiohttp path (`proxy.forwarder`) and the fast path (`proxy.fastpath`) send requests their
+own way, but decide and count the same: `Attempts` holds what both share — the replay rules
+(`routing.replay`), the route's retry budget, the metrics and the request's `Outcome`.
+
+    attempts = Attempts(gw, route, budget, outcome, method, idempotency_key, replayable)
+    for index, name in enumerate(decision.attempts[: attempts.limit]):
+        if attempts.expired(deadline - loop.time()) or not attempts.may_try(index, name):
+            break
+        ... send; on failure: attempts.failed(index, name, Failure.RESET, "reset"); continue
+        if attempts.answered(index, name, status, more=index + 1 < len(...)):
+            ... stream the answer back
+        ... else release it and go on
+    raise attempts.give_up(decision.primary)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxy.errors import UpstreamError
+from routing.budget import RetryBudget
+from routing.replay import Failure, may_fall_back
+
+if TYPE_CHECKING:
+    from proxy.config_model import Route
+    from proxy.server import Gateway, Outcome
+
+__all__ = ["Attempts"]
+
+
+class Attempts:
+    __slots__ = (
+        "budget",
+        "failure",
+        "gw",
+        "idempotency_key",
+        "kind",
+        "limit",
+        "method",
+        "outcome",
+        "previous",
+        "replayable",
+        "route",
+    )
+
+    def __init__(
+        self,
+        gw: Gateway,
+        route: Route,
+        budget: RetryBudget,
+        outcome: Outcome,
+        method: str,
+        idempotency_key: bool,
+        replayable: bool,
+    ) -> None:
+        self.gw = gw
+        self.route = route
+        self.budget = budget
+        self.outcome = outcome
+        self.method = method
+        self.idempotency_key = idempotency_key
+        self.replayable = replayable  # False once a streamed body went to a backend
+        self.limit = 1 + route.retry.attempts  # attempts at most, the first included
+        self.previous: str | None = None  # the backend tried last
+        self.failure: Failure | None = None  # how it failed
+        self.kind = ""  # the same, as the metrics and errors name it
+
+    def expired(self, remaining: float) -> bool:
+        """No time left for another attempt (the request's deadline passed)."""
+        if remaining > 0:
+            return False
+        self.failure, self.kind = Failure.TIMEOUT, "timeout"
+        return True
+
+    def may_try(self, index: int, name: str) -> bool:
+        """May attempt `index` go to backend `name`? The first always may; a fallback when the
+        replay rules allow it and the retry budget has room (it is booked as a fallback)."""
+        if not index:
+            return True
+        assert self.failure is not None
+        if not may_fall_back(
+            self.failure, self.method, self.idempotency_key, self.route.retry, self.replayable
+        ):
+            return False
+        metrics = self.gw.metrics
+        if not self.budget.try_replay():
+            metrics.budget_exhausted.labels(self.route.name).inc()
+            return False
+        metrics.fallbacks.labels(self.route.name, self.previous, name).inc()
+        outcome = self.outcome
+        outcome.fallback_from = outcome.fallback_from or self.previous
+        return True
+
+    def failed(self, index: int, name: str, failure: Failure, kind: str) -> None:
+        """Attempt `index` on `name` got no answer (connect, timeout, reset)."""
+        if index:
+            self.budget.replay_done()
+        self._failed(name, failure, kind)
+
+    def answered(self, index: int, name: str, status: int, more: bool) -> bool:
+        """Attempt `index` on `name` answered `status`: True when that answer goes to the
+        client; False when it is worth the next backend (`more`: one is left) and the replay
+        rules allow it — the caller releases the answer and goes on."""
+        if index:
+            self.budget.replay_done()
+        if (
+            more
+            and status in self.route.retry.on_status
+            and may_fall_back(
+                Failure.STATUS,
+                self.method,
+                self.idempotency_key,
+                self.route.retry,
+                self.replayable,
+            )
+        ):
+            self._failed(name, Failure.STATUS, "status")
+            return False
+        self.gw.record_response(name, status < 500)
+        self.outcome.backend = name
+        return True
+
+    def give_up(self, primary: str) -> UpstreamError:
+        """The error for a request no backend answered acceptably."""
+        self.outcome.backend = self.previous
+        return UpstreamError(self.previous or primary, self.kind)
+
+    def _failed(self, name: str, failure: Failure, kind: str) -> None:
+        gw = self.gw
+        gw.metrics.upstream_errors.labels(name, kind).inc()
+        self.outcome.failures.append((name, kind))
+        gw.record_response(name, False)
+        self.previous = name
+        self.failure, self.kind = failure, kind
