@@ -2,17 +2,28 @@
 
 Features add their routes (weights, rollback, canary, parity, compat usage) through
 `Feature.add_admin_routes`. Mutating endpoints on the main listener (e.g.
-`POST /enrichment/mode`) use `require_admin_token` with the same token.
+`POST /enrichment/mode`) use `require_admin_token` with the same tokens.
+
+Tokens: `admin.token` (one shared token, named `admin`) and `admin.tokens` (name -> token). A
+request's bearer token is compared with every configured token, each in constant time and with
+no early exit, so the answer's timing tells neither which token nor how much of one matched.
+The name of the token that matched is the request's actor (`operator:<name>`), which the audit
+log records; `X-Cutover-Actor` is only a self-declared annotation, and only where the token
+names nobody in particular (the shared token, or no token at all).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from proxy.config_model import DEFAULT_TOKEN_NAME, AdminConfig
 from proxy.errors import error_response
 
 if TYPE_CHECKING:
@@ -21,15 +32,72 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
+ACTOR_KEY = "admin_actor"  # request[ACTOR_KEY]: `operator`, `operator:<token name>`
+TOKEN_NAME_KEY = "admin_token_name"  # request[TOKEN_NAME_KEY]: the token's name, or None
+ACTOR_HEADER = "X-Cutover-Actor"
+_DECLARED = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 
-def token_ok(request: web.BaseRequest, token: str | None) -> bool:
-    """True when no token is configured or the request carries it as a bearer token."""
-    if token is None:
-        return True
+Credentials = tuple[tuple[str, str], ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _digests(credentials: Credentials) -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, _digest(token)) for name, token in credentials)
+
+
+def _digest(text: str) -> bytes:
+    # Equal-length digests: compare_digest then takes as long whatever the token's length.
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+def match_token(given: str, credentials: Credentials) -> str | None:
+    """The name of the configured token equal to `given`, or None. Every token is compared,
+    in constant time, whichever matches (names are unique and so are tokens)."""
+    presented = _digest(given)
+    found: str | None = None
+    for name, digest in _digests(credentials):
+        if hmac.compare_digest(presented, digest):
+            found = name
+    return found
+
+
+def authenticate(request: web.BaseRequest, admin: AdminConfig) -> tuple[bool, str | None]:
+    """(allowed, token name). With no token configured every request is allowed, unnamed."""
+    credentials = admin.credentials()
+    if not credentials:
+        return True, None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
+    if scheme.lower() != "bearer":
+        return False, None
+    name = match_token(given.strip(), credentials)
+    return name is not None, name
+
+
+def actor(token_name: str | None, declared: str | None) -> str:
+    """Who acts, for the audit log: `operator:<token name>`; a named token is the whole truth.
+    The shared token (`operator:admin`) or no token (`operator`) may carry a self-declared
+    name, recorded as such: `operator:admin (self-declared: alice)`."""
+    who = "operator" if token_name is None else f"operator:{token_name}"
+    if token_name not in (None, DEFAULT_TOKEN_NAME):
+        return who
+    name = (declared or "").strip()
+    return f"{who} (self-declared: {name})" if _DECLARED.fullmatch(name) else who
+
+
+def _admit(request: web.BaseRequest, name: str | None) -> None:
+    request[TOKEN_NAME_KEY] = name
+    request[ACTOR_KEY] = actor(name, request.headers.get(ACTOR_HEADER))
+
+
+def actor_of(request: web.BaseRequest) -> str:
+    """The actor `admin_auth` / `require_admin_token` recorded for this request."""
+    found = request.get(ACTOR_KEY)
+    return found if isinstance(found, str) else actor(None, request.headers.get(ACTOR_HEADER))
+
+
+def token_ok(request: web.BaseRequest, admin: AdminConfig) -> bool:
+    """True when no token is configured or the request carries one of them as a bearer token."""
+    return authenticate(request, admin)[0]
 
 
 def unauthorized() -> web.Response:
@@ -42,19 +110,36 @@ def unauthorized() -> web.Response:
     )
 
 
-def admin_auth(token: str | None) -> Middleware:
+def admin_auth(gw: Gateway) -> Middleware:
+    """The admin listener's middleware: the tokens of the config in force (a reload may add,
+    rotate or remove them), but never none once it started with some — a reload does not turn
+    authentication off on a listener that is already bound."""
+    if isinstance(gw, str) or gw is None:  # a bare token would miss `admin.tokens`: fail closed
+        raise TypeError("admin_auth takes the gateway, not a token")
+    started = gw.config.admin
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not token_ok(request, token):
+        admin = gw.config.admin
+        if not admin.credentials():
+            admin = started
+        allowed, name = authenticate(request, admin)
+        if not allowed:
             return unauthorized()
+        _admit(request, name)
         return await handler(request)
 
     return middleware
 
 
 def require_admin_token(request: web.BaseRequest, gw: Gateway) -> web.Response | None:
-    """For the gateway's own mutating endpoints: None when allowed, else the 401 to answer."""
-    return None if token_ok(request, gw.config.admin.token) else unauthorized()
+    """For the gateway's own mutating endpoints: None when allowed, else the 401 to answer.
+    The actor is recorded on the request as for the admin listener (`actor_of`)."""
+    allowed, name = authenticate(request, gw.config.admin)
+    if not allowed:
+        return unauthorized()
+    _admit(request, name)
+    return None
 
 
 def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
@@ -62,4 +147,8 @@ def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
         paths = sorted({r.resource.canonical for r in request.app.router.routes() if r.resource})
         return web.json_response({"endpoints": paths})
 
+    async def whoami(request: web.Request) -> web.Response:
+        return web.json_response({"token": request.get(TOKEN_NAME_KEY), "actor": actor_of(request)})
+
     router.add_get("/admin", index)
+    router.add_get("/admin/whoami", whoami)

@@ -34,6 +34,7 @@ from routing.canary import (
     Command,
     Control,
     Outcome,
+    ParityReading,
     RouteCanary,
     Snapshot,
     Verdict,
@@ -41,6 +42,7 @@ from routing.canary import (
     initial_control,
     judge,
     next_step,
+    parity_gate,
     reconcile,
 )
 
@@ -57,6 +59,14 @@ LEASE = "canary-controller"
 LEASE_TTL = 3.0  # seconds; renewed every tick
 FRESH = 3.0  # a worker's published window counts while it is at most this old
 Split = tuple[tuple[str, int], ...]
+
+
+def _actor_kind(actor: str) -> str:
+    """`operator:alice (self-declared: bob)` -> `operator` (a bounded metric label)."""
+    for kind in ("operator", "controller", "config"):
+        if actor == kind or actor.startswith((kind + ":", kind + " ")):
+            return kind
+    return "other"
 
 
 class Conflict(Exception):
@@ -85,6 +95,7 @@ class CanaryFeature(Feature):
         self.local: dict[str, Control] = {}  # decided here while the shared state was down
         self.pending: dict[str, Command] = {}  # rollbacks to write once it is back
         self.verdicts: dict[str, Verdict] = {}
+        self.holds: dict[str, tuple[str, str]] = {}  # route -> (gate state, reason) holding it
         self.merged: dict[str, tuple[Snapshot, Snapshot]] = {}
         self.leader = False
         self.ticking = True  # tests stop the 1-s loop and call `tick()` themselves
@@ -131,6 +142,9 @@ class CanaryFeature(Feature):
         for name in list(self.verdicts):
             if name not in routes:
                 del self.verdicts[name]
+        for name in list(self.holds):
+            if name not in routes:
+                del self.holds[name]
 
     def route_canary(self, route: str) -> CanaryConfig | None:
         """The canary block when it applies to `route`."""
@@ -422,7 +436,7 @@ class CanaryFeature(Feature):
         assert out.control is not None and out.event is not None
         after = out.control
         actor = after.actor
-        kind = actor.split(":", 1)[0]
+        kind = _actor_kind(actor)
         self.m_actions.labels(route, out.event, kind).inc()
         level = logging.WARNING if out.event in ("rollback", "config") else logging.INFO
         log.log(level, "route %s: %s by %s: %s", route, out.event, actor, out.reason)
@@ -506,6 +520,7 @@ class CanaryFeature(Feature):
         self._export(route)
         acting = self.leader or local
         if not acting:
+            self.holds.pop(route, None)  # the leader knows what holds the route
             return
         changed = previous.status != verdict.status if previous else verdict.status != STATUSES[2]
         if changed:
@@ -523,16 +538,58 @@ class CanaryFeature(Feature):
                     figures=verdict.figures(),
                 )
             )
-        cmd = Command("tick", "controller", now, verdict=verdict, candidate_window=c)
+        parity = self.parity_reading(route) if self.known(route).phase == "stepping" else None
+        cmd = Command("tick", "controller", now, verdict=verdict, candidate_window=c, parity=parity)
         if not local:
             try:
-                await self.execute(route, cmd)
-                return
+                out = await self.execute(route, cmd)
             except Conflict:
                 return
             except SharedUnavailable:
                 pass
+            else:
+                await self._note_hold(route, out, now)
+                return
         self._decide_locally(route, cmd)
+
+    def parity_reading(self, route: str) -> ParityReading | None:
+        """The route's parity from the mirrored comparisons, when a gate needs it."""
+        cfg = self.route_canary(route)
+        if cfg is None or cfg.promotion_for(route).min_parity is None:
+            return None
+        from parity.shadow import parity_feature
+
+        feature = parity_feature(self.gw)
+        if feature is None:  # nothing mirrored: no rate, the gate stays closed
+            return ParityReading(None)
+        compared = len(feature.windows.get(route, ()))
+        return ParityReading(feature.parity_rate(route), compared, feature.settings.min_samples)
+
+    async def _note_hold(self, route: str, out: Outcome, now: float) -> None:
+        """A gate holding the promotion is an event once (and again when the reason's kind
+        changes: too few comparisons, then a rate under the minimum); not every second."""
+        if out.event != "hold":
+            self.holds.pop(route, None)
+            return
+        state = str(out.figures.get("parity_state", out.figures.get("gate", "")))
+        previous = self.holds.get(route)
+        self.holds[route] = (state, out.reason)
+        if previous is not None and previous[0] == state:
+            return
+        log.info("route %s: %s", route, out.reason)
+        control = self.known(route)
+        await self._event(
+            Event(
+                at=now,
+                route=route,
+                kind="hold",
+                actor="controller",
+                reason=out.reason,
+                weights_before=dict(control.weights),
+                weights_after=dict(control.weights),
+                figures=dict(out.figures),
+            )
+        )
 
     def _decide_locally(self, route: str, cmd: Command) -> None:
         """Shared state down: roll back (and ramp down) here at once; never promote."""
@@ -634,6 +691,7 @@ class CanaryFeature(Feature):
                 "candidate_requests": in_step,
                 "min_requests": cfg.step_min_requests,
             },
+            "promotion": self._promotion_view(route),
             "criteria": {
                 "max_error_rate": cfg.criteria.max_error_rate,
                 "max_p95_ratio": cfg.criteria.max_p95_ratio,
@@ -644,6 +702,20 @@ class CanaryFeature(Feature):
             },
             "leader": self.leader,
         }
+
+    def _promotion_view(self, route: str) -> dict[str, Any]:
+        """The promotion gates beyond time, requests and verdict: the parity gate, live."""
+        cfg = self.route_canary(route)
+        min_parity = cfg.promotion_for(route).min_parity if cfg is not None else None
+        view: dict[str, Any] = {"min_parity": min_parity}
+        reading = self.parity_reading(route)
+        gate = parity_gate(min_parity, reading)
+        if gate is not None:
+            view.update(gate.figures)
+            view.update(gate=gate.name, open=gate.open, reason=gate.reason)
+        held = self.holds.get(route)
+        view["held"] = held[1] if held is not None else None
+        return view
 
     def add_admin_routes(self, router: web.UrlDispatcher) -> None:
         from proxy.canary_admin import add_routes

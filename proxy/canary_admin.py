@@ -9,6 +9,8 @@
     GET  /admin/config                      the config in force, secrets redacted
 
 Every refusal is a small JSON error naming the field (`{"error": {"code", "message", "field"}}`).
+Changes are recorded as made by `actor_of(request)`: `operator:<name of the admin token used>`
+(see proxy.admin).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from proxy.admin import actor_of
 from proxy.canary import Conflict
 from proxy.config import ConfigErrors, load_config
 from proxy.config_view import to_json
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.canary")
 
-_ACTOR = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 _MAX_REASON = 500
 
 
@@ -69,12 +71,6 @@ def seconds_of(value: object) -> float | None:
         return None
     m = _DURATION.fullmatch(value.strip().lower())
     return None if m is None else float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def actor_of(request: web.Request) -> str:
-    """`operator`, or `operator:<name>` with the (self-declared) `X-Cutover-Actor` header."""
-    name = request.headers.get("X-Cutover-Actor", "").strip()
-    return f"operator:{name}" if _ACTOR.fullmatch(name) else "operator"
 
 
 async def _body(request: web.Request) -> dict[str, Any] | web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
 from proxy.config import (
     Ctx,
@@ -11,6 +12,7 @@ from proxy.config import (
     duration,
     field,
     integer,
+    is_off,
     join,
     known_backend,
     number,
@@ -18,7 +20,7 @@ from proxy.config import (
     section,
     string,
 )
-from routing.canary import CanaryConfig, Criteria, RollbackPolicy
+from routing.canary import CanaryConfig, Criteria, PromotionGate, RollbackPolicy
 
 __all__ = ["CanaryConfig", "parse_canary"]
 
@@ -39,6 +41,8 @@ _KEYS = (
     "auto_rollback",
     "rollback",
     "redis_prefix",
+    "promotion",
+    "routes",
 )
 
 
@@ -83,6 +87,64 @@ def _prefix(ctx: Ctx, value: object, path: str) -> str:
     return text if text.endswith(":") else text + ":"
 
 
+def _min_parity(ctx: Ctx, value: object, path: str) -> float | None:
+    if is_off(value):
+        return None
+    return number(0, 1)(ctx, value, path)
+
+
+def _promotion(ctx: Ctx, value: object, path: str) -> PromotionGate:
+    """`promotion: {min_parity: 0.99}`; `off` or null: no extra gate."""
+    if is_off(value):
+        return PromotionGate()
+    m = section(ctx, value, path, ("min_parity",))
+    return PromotionGate(min_parity=field(ctx, m, "min_parity", path, _min_parity, None))
+
+
+def _route_settings(ctx: Ctx, value: object, path: str) -> dict[str, PromotionGate]:
+    """`routes: {<route name>: {promotion: {...}}}`: settings of one canary route."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        ctx.fail(path, "a mapping of route name to {promotion: {min_parity: ...}}", value)
+    out: dict[str, PromotionGate] = {}
+    for name, item in value.items():
+        rpath = join(path, name)
+        if not isinstance(name, str) or name not in ctx.route_names:
+            ctx.add(rpath, "the name of a route defined under routes")
+            continue
+        try:
+            m = section(ctx, item, rpath, ("promotion",))
+        except Invalid:
+            continue
+        out[name] = field(ctx, m, "promotion", rpath, _promotion, PromotionGate())
+    return out  # problems are recorded; the valid entries are still checked (_check_gates)
+
+
+def _check_gates(ctx: Ctx, cfg: CanaryConfig, path: str) -> None:
+    """A parity gate needs the route's mirror (without one it could never open) and a route
+    the block applies to."""
+    routes = {r.name: r for r in ctx.routes}
+    both = f"a route whose split names both {cfg.baseline} and {cfg.candidate}"
+    for name in cfg.route_promotion:
+        route = routes.get(name)
+        if route is not None and not cfg.applies_to(route.split):
+            ctx.add(join(join(path, "routes"), name), f"{both} (the canary does not apply here)")
+    for route in ctx.routes:
+        gate = cfg.promotion_for(route.name)
+        if gate.min_parity is None or route.mirror is not None or not cfg.applies_to(route.split):
+            continue
+        own = route.name in cfg.route_promotion
+        route_key = join(join(join(path, "routes"), route.name), "promotion")
+        where = join(route_key if own else join(path, "promotion"), "min_parity")
+        off = "remove it" if own else f"set {join(route_key, 'min_parity')}: off"
+        ctx.add(
+            where,
+            f"routes with a mirror: route {route.name!r} has none, so its parity gate could "
+            f"never open (add mirror: {{to: {cfg.candidate}}} to the route, or {off})",
+        )
+
+
 def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
     """`canary: {baseline, candidate, max_error_rate, ...}`; every key but the two names is
     optional."""
@@ -113,9 +175,11 @@ def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
     auto_rollback = field(ctx, m, "auto_rollback", path, boolean, True)
     rollback = field(ctx, m, "rollback", path, _rollback, RollbackPolicy())
     redis_prefix = field(ctx, m, "redis_prefix", path, _prefix, "cutover:")
+    promotion = field(ctx, m, "promotion", path, _promotion, PromotionGate())
+    route_promotion = field(ctx, m, "routes", path, _route_settings, {})
     if not ok or ctx.failed(join(path, "baseline"), join(path, "candidate")):
         raise Invalid
-    return CanaryConfig(
+    cfg = CanaryConfig(
         baseline=baseline,
         candidate=candidate,
         criteria=criteria,
@@ -127,4 +191,8 @@ def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
         auto_rollback=auto_rollback,
         rollback=rollback,
         redis_prefix=redis_prefix,
+        promotion=promotion,
+        route_promotion=route_promotion,
     )
+    _check_gates(ctx, cfg, path)
+    return cfg

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from proxy.config_model import (
+    DEFAULT_TOKEN_NAME,
     IDEMPOTENT_METHODS,
     AccessLogConfig,
     AdminConfig,
@@ -161,6 +162,7 @@ class _Ctx:
         self.errors: list[ConfigError] = []
         self.backend_names: tuple[str, ...] = ()
         self.route_names: dict[str, int] = {}
+        self.routes: tuple[Route, ...] = ()  # the valid routes, once `routes` is parsed
 
     def add(self, path: str, expected: str, got: object = _NOTHING) -> None:
         """Record one problem; values of secret keys are redacted."""
@@ -585,16 +587,79 @@ def _admin(ctx: _Ctx, value: object, path: str) -> AdminConfig:
         return AdminConfig(listen=None)
     if value is True:
         return AdminConfig()
-    m = _section(ctx, value, path, ("listen", "token"))
+    m = _section(ctx, value, path, ("listen", "token", "tokens"))
     listen = _field(ctx, m, "listen", path, _optional_address, AdminConfig().listen)
     token = _field(ctx, m, "token", path, _secret_token, None)
-    tpath = _join(path, "token")
-    if listen and token is None and not _is_loopback(listen[0]) and not ctx.failed(tpath):
+    tokens = _field(ctx, m, "tokens", path, _named_tokens, {})
+    tpath, npath = _join(path, "token"), _join(path, "tokens")
+    if token is not None:
+        if DEFAULT_TOKEN_NAME in tokens:
+            ctx.add(
+                _join(npath, DEFAULT_TOKEN_NAME),
+                f"a name other than {DEFAULT_TOKEN_NAME!r}: it is the name of {tpath}",
+            )
+        for name, secret in tokens.items():
+            if secret == token:
+                ctx.add(
+                    _join(npath, name),
+                    f"a token different from {tpath}'s: two names sharing one token could not "
+                    "be told apart in the audit log",
+                )
+    unset = token is None and not tokens and not ctx.failed(tpath, npath)
+    if listen and unset and not _is_loopback(listen[0]):
         ctx.add(
             tpath,
-            f"a token: without one the admin API may only listen on loopback, not {listen[0]}",
+            f"a token (or named tokens under {npath}): without one the admin API may only "
+            f"listen on loopback, not {listen[0]}",
         )
-    return AdminConfig(listen=listen, token=token)
+    return AdminConfig(listen=listen, token=token, tokens=MappingProxyType(tokens))
+
+
+MIN_NAMED_TOKEN = 16  # characters
+
+
+def _named_tokens(ctx: _Ctx, value: object, path: str) -> dict[str, str]:
+    """`admin.tokens: {alice: "${ALICE_TOKEN}", ...}`: name -> token. Problems never show a
+    token: only its name (the path) and what was expected."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        kind = _shown(value) if isinstance(value, list | Mapping) else _NOTHING
+        ctx.fail(path, 'a mapping of token name to token, e.g. {alice: "${ALICE_TOKEN}"}', kind)
+    out: dict[str, str] = {}
+    owner: dict[str, str] = {}  # token -> the first name that has it
+    bad = False
+    for name, token in value.items():
+        kpath = _join(path, name)
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            ctx.add(kpath, "a token name made of letters, digits, '_', '.', '-'")
+            bad = True
+            continue
+        if token is _BAD:  # its ${...} failed; already reported
+            bad = True
+            continue
+        if token is None or token == "":
+            ctx.add(kpath, f"a token of at least {MIN_NAMED_TOKEN} characters (it is empty)")
+        elif not isinstance(token, str):
+            ctx.add(kpath, f"a token string of at least {MIN_NAMED_TOKEN} characters (quote it)")
+        elif _CONTROL.search(token):
+            ctx.add(kpath, "a token without spaces or control characters")
+        elif len(token) < MIN_NAMED_TOKEN:
+            ctx.add(kpath, f"a token of at least {MIN_NAMED_TOKEN} characters (it is shorter)")
+        elif token in owner:
+            ctx.add(
+                kpath,
+                f"a token different from {owner[token]}'s: two names sharing one token could "
+                "not be told apart in the audit log",
+            )
+        else:
+            owner[token] = name
+            out[name] = str(token)
+            continue
+        bad = True
+    if bad:
+        raise _Invalid
+    return out
 
 
 _LIMIT_KEYS = (
@@ -1223,6 +1288,7 @@ def _parse(ctx: _Ctx, data: object, env: Mapping[str, str]) -> CutoverConfig:
     headers = _field(ctx, m, "headers", "", _headers, HeadersConfig())
     backends = _field(ctx, m, "backends", "", _backends, {})
     routes = _field(ctx, m, "routes", "", _routes, ())
+    ctx.routes = tuple(routes)
     storage = _field(ctx, m, "storage", "", _optional(_STORAGE), None)
     redis = _field(ctx, m, "redis", "", _optional(_REDIS), None)
     sections = {key: _feature_section(ctx, key, m[key]) for key in SECTION_PARSERS if key in m}
@@ -1349,7 +1415,8 @@ def load_config(path: str | os.PathLike[str]) -> CutoverConfig:
 # The parsing kit for feature sections (see SECTION_PARSERS). Parsers take (ctx, value, path),
 # record problems with `ctx.add(path, expected, got)` or `ctx.fail(...)` (which abandons the
 # value), and return plain frozen dataclasses. `ctx.backend_names` lists the known backends,
-# `ctx.route_names` the routes, `ctx.base_dir` the config file's folder.
+# `ctx.route_names` the routes, `ctx.routes` the routes that parsed, `ctx.base_dir` the config
+# file's folder.
 Ctx = _Ctx
 Invalid = _Invalid
 section = _section

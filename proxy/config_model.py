@@ -179,10 +179,23 @@ class Limits:
     drain_timeout: float = 25.0  # SIGTERM: wait this long for in-flight requests
 
 
+DEFAULT_TOKEN_NAME = "admin"  # the name `admin.token` goes by in the audit log
+
+
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     listen: tuple[str, int] | None = ("127.0.0.1", 9901)  # None: admin API off
-    token: str | None = None
+    # `admin.token`: the shared token, named DEFAULT_TOKEN_NAME. Secrets stay out of repr().
+    token: str | None = field(default=None, repr=False)
+    # `admin.tokens`: name -> token; the name is who the audit log says made a change.
+    tokens: MappingProxyType[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+
+    def credentials(self) -> tuple[tuple[str, str], ...]:
+        """(name, token) of every token that opens the admin API; empty: no token needed."""
+        shared = ((DEFAULT_TOKEN_NAME, self.token),) if self.token is not None else ()
+        return shared + tuple(sorted(self.tokens.items()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,13 @@
     cutover ctl rollback [ROUTE] [--ramp 30s | --instant] [--reason TEXT]
     cutover ctl promote|pause|resume [ROUTE] [--reason TEXT]
     cutover ctl events [--route ROUTE] [--limit N]
+    cutover ctl whoami
 
 The admin URL comes from `--admin` (or CUTOVER_ADMIN_URL, default http://127.0.0.1:9901), the
-token from `--token` (or CUTOVER_ADMIN_TOKEN). `--json` prints the API's answer as is.
+token from `--token` (or CUTOVER_ADMIN_TOKEN; prefer the variable: a flag shows in process
+lists). The audit log names the admin token's owner (`admin.tokens`); the local user name is
+sent as `X-Cutover-Actor`, kept only as a self-declared note next to the shared `admin.token`.
+`--json` prints the API's answer as is.
 Exit status: 0 done, 1 refused or unreachable, 2 bad usage.
 """
 
@@ -55,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     e = cmds.add_parser("events", help="the audit log, newest first")
     e.add_argument("--route")
     e.add_argument("--limit", type=int, default=20)
+    cmds.add_parser("whoami", help="the name the admin API knows the token by")
 
 
 class CtlError(Exception):
@@ -122,6 +127,10 @@ def _status(args: argparse.Namespace) -> Any:
         if c is not None:
             v = c["verdict"]
             lines.append(f"  verdict: {v['status']} - {v['reason']}")
+            gate = c.get("promotion") or {}
+            if gate.get("min_parity") is not None:
+                state = "open" if gate.get("open") else "closed"
+                lines.append(f"  promotion gate: {state} - {gate.get('reason')}")
             for side in ("baseline", "candidate"):
                 s = c[side]
                 rate = "n/a" if s["error_rate"] is None else f"{s['error_rate'] * 100:.2f}%"
@@ -148,6 +157,15 @@ def _events(args: argparse.Namespace) -> Any:
     return "\n".join(lines) or "no events"
 
 
+def _whoami(args: argparse.Namespace) -> Any:
+    data = _request(args, "GET", "/admin/whoami")
+    if args.json:
+        return data
+    token = data.get("token")
+    how = f"token {token!r}" if token else "no token configured"
+    return f"{data.get('actor')} ({how})"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cmd = args.ctl_command
@@ -155,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
             out = _status(args)
         elif cmd == "events":
             out = _events(args)
+        elif cmd == "whoami":
+            out = _whoami(args)
         elif cmd == "weights":
             q = f"?reason={urllib.parse.quote(args.reason)}" if args.reason else ""
             out = _request(

@@ -278,7 +278,7 @@ class Gateway:
         admin = self.config.admin
         if admin.listen is None:
             return
-        app = web.Application(middlewares=[admin_auth(admin.token)])
+        app = web.Application(middlewares=[admin_auth(self)])
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)

@@ -16,6 +16,9 @@ Three parts, all pure (time comes in as `now`, wall-clock seconds):
 - **Control.** `Control` is a route's shared control state (weights in force, phase, rollback
   latch, ramp-down); `apply` runs one command through the transition table `TRANSITIONS` and
   returns the new state and the event that explains it.
+- **Promotion gates.** Besides time, requests and a healthy verdict, automatic promotion can
+  require a parity rate (`promotion.min_parity`): `parity_gate` judges the reading the caller
+  measured (`ParityReading`, from the mirrored comparisons); too few comparisons hold the step.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ __all__ = [
     "Command",
     "Control",
     "Criteria",
+    "Gate",
     "Outcome",
+    "ParityReading",
+    "PromotionGate",
     "Ramp",
     "RollbackPolicy",
     "RouteCanary",
@@ -47,6 +53,7 @@ __all__ = [
     "initial_control",
     "judge",
     "next_step",
+    "parity_gate",
     "percentile",
     "reconcile",
     "settled_phase",
@@ -88,6 +95,14 @@ class Criteria:
 
 
 @dataclass(frozen=True, slots=True)
+class PromotionGate:
+    """Extra conditions for automatic promotion (`canary.promotion`, per route under
+    `canary.routes.<name>.promotion`)."""
+
+    min_parity: float | None = None  # 0..1: parity_rate(route) must be at least this
+
+
+@dataclass(frozen=True, slots=True)
 class CanaryConfig:
     """The `canary:` section."""
 
@@ -102,6 +117,12 @@ class CanaryConfig:
     auto_rollback: bool = True
     rollback: RollbackPolicy = field(default_factory=RollbackPolicy)
     redis_prefix: str = "cutover:"
+    promotion: PromotionGate = field(default_factory=PromotionGate)
+    route_promotion: Mapping[str, PromotionGate] = field(default_factory=dict)  # by route name
+
+    def promotion_for(self, route: str) -> PromotionGate:
+        """The route's own `promotion` when it has one, else the block's."""
+        return self.route_promotion.get(route, self.promotion)
 
     def applies_to(self, split: Split) -> bool:
         """The block applies to every route whose split names both baseline and candidate."""
@@ -498,6 +519,62 @@ def _latency_check(baseline: Snapshot, candidate: Snapshot, cr: Criteria, zc: fl
 
 
 # ---------------------------------------------------------------------------------------------
+# Promotion gates
+
+
+@dataclass(frozen=True, slots=True)
+class ParityReading:
+    """The route's parity as measured from mirrored comparisons."""
+
+    rate: float | None  # share without a reported difference; None: too few comparisons
+    compared: int = 0  # comparisons behind the rate
+    needed: int = 0  # comparisons needed before there is a rate (parity.min_samples)
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """One promotion gate's answer: open or not, why, and the figures it judged."""
+
+    name: str
+    state: Literal["open", "insufficient", "below"]
+    reason: str
+    figures: Mapping[str, Any]
+
+    @property
+    def open(self) -> bool:
+        return self.state == "open"
+
+
+def _ratio(x: float) -> str:
+    """0.95 -> `0.95`; rounded down, so that a rate under its minimum never looks equal to it."""
+    text = f"{math.floor(x * 10_000 + 1e-9) / 10_000:.4f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def parity_gate(min_parity: float | None, reading: ParityReading | None) -> Gate | None:
+    """The parity gate: None when no minimum is configured; else open when the reading's rate
+    is at least `min_parity`. No rate (too few comparisons, no mirror) keeps it closed."""
+    if min_parity is None:
+        return None
+    rate = reading.rate if reading is not None else None
+    figures: dict[str, Any] = {
+        "parity_rate": rate,
+        "min_parity": min_parity,
+        "parity_compared": reading.compared if reading is not None else 0,
+        "parity_min_samples": reading.needed if reading is not None else None,
+    }
+    if rate is None:
+        if reading is not None and reading.needed:
+            detail = f" ({reading.compared} of {reading.needed} needed)"
+        else:
+            detail = " (no mirrored comparisons)"
+        return Gate("parity", "insufficient", f"parity: insufficient comparisons{detail}", figures)
+    if rate < min_parity:
+        return Gate("parity", "below", f"parity {_ratio(rate)} < {min_parity:g}", figures)
+    return Gate("parity", "open", f"parity {_ratio(rate)} >= {min_parity:g}", figures)
+
+
+# ---------------------------------------------------------------------------------------------
 # Control: the shared per-route state and its transition table
 
 
@@ -587,16 +664,18 @@ class Command:
     verdict: Verdict | None = None  # tick
     candidate_window: Snapshot | None = None  # tick: for the per-step request count
     weights: Split | None = None  # set_weights, in the config's written order
+    parity: ParityReading | None = None  # tick: the route's parity, when a gate needs it
     mode: Literal["instant", "ramp"] | None = None  # rollback: overrides the policy
     over: float | None = None  # rollback: ramp duration, overrides the policy
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What `apply` decided: `control` None = nothing changes; `error` = refused (HTTP 409)."""
+    """What `apply` decided: `control` None = nothing changes; `error` = refused (HTTP 409).
+    A tick whose promotion a gate holds says so: no control, `event` "hold", the reason."""
 
     control: Control | None = None
-    event: str | None = None  # event kind: rollback, promote, pause, resume, weights, ramp
+    event: str | None = None  # rollback, promote, pause, resume, weights, ramp, config; hold
     reason: str = ""
     figures: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -807,10 +886,21 @@ def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
         f"{in_step} candidate requests in the step (min {cfg.step_min_requests}), "
         f"verdict {v.status}"
     )
+    parity = parity_gate(cfg.promotion_for(c.route).min_parity, cmd.parity)
+    if parity is not None and not parity.open:
+        # Every other gate is open: say what holds the step (the caller records it once).
+        figures = {**v.figures(), **parity.figures, "gate": parity.name}
+        figures.update(parity_state=parity.state, weight=weight, requests_in_step=in_step)
+        reason = f"promotion held at {weight}%: {parity.reason} ({gate})"
+        return Outcome(event="hold", reason=reason, figures=figures)
+    if parity is not None:
+        gate = f"{gate}, {parity.reason}"
     out = _promote(c, replace(cmd, reason=f"automatic promotion: {gate}"), cfg)
     if out.control is not None:
         figures = dict(out.figures)
         figures["requests_in_step"] = in_step
+        if parity is not None:
+            figures.update(parity.figures)
         out = replace(out, figures=figures)
     return out
 

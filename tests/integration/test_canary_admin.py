@@ -167,7 +167,9 @@ async def test_weights_commands_and_events(tmp_path: Path) -> None:
                 "weights",
             ]
             first = events[-1]
-            assert first["actor"] == "operator:alice" and first["reason"] == "warm up"
+            # The shared token names nobody: the header is kept, marked as self-declared.
+            assert first["actor"] == "operator:admin (self-declared: alice)"
+            assert first["reason"] == "warm up"
             assert first["weights_before"] == {"go": 50, "python": 50}
             assert events[2]["reason"] == "weekend"
             status, body = await admin(gw, "GET", f"/admin/events?after={first['id']}&limit=2")

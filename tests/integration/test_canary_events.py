@@ -138,7 +138,8 @@ async def test_gateway_events_in_postgresql(tmp_path: Path) -> None:
             finally:
                 await gw.close()
         rows = await conn.fetch(f'SELECT kind, actor, reason FROM "{schema}".cutover_canary_events')
-        assert [(r["kind"], r["actor"]) for r in rows] == [("rollback", "operator")]
+        # The shared admin.token goes by the name `admin`.
+        assert [(r["kind"], r["actor"]) for r in rows] == [("rollback", "operator:admin")]
         assert "pg" in rows[0]["reason"]
         assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".cutover_runtime') == 1
     finally:
