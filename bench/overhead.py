@@ -1152,11 +1152,25 @@ def measure_workers(
     ports = {"direct": env.origin_port, "nginx": nginx_port, "cutover": cutover_port}
     logs = {"direct": None, "nginx": nginx_log, "cutover": cutover_log}
     pids: dict[str, int | None] = {"direct": None, "nginx": nginx.pid, "cutover": cutover.pid}
+    outputs = {
+        "direct": env.tmp / "origin.out",
+        "nginx": prefix / "nginx.out",
+        "cutover": env.tmp / f"cutover-w{workers}.out",
+    }
     for side, port in ports.items():
-        check_side(port, side, env.post_body)
-        check_post_reads(port, env.post_body, side)
-        if side != "direct":
-            check_forwarded(port, side)
+        try:
+            check_side(port, side, env.post_body)
+            check_post_reads(port, env.post_body, side)
+            if side != "direct":
+                check_forwarded(port, side)
+        except (OSError, http.client.HTTPException) as exc:
+            # name the side and show what its process said before the temp dir goes away
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = outputs[side].read_text(errors="replace")[-2000:]
+            raise RuntimeError(
+                f"{side} (port {port}) failed its checks: {type(exc).__name__}: {exc}\n{tail}"
+            ) from exc
 
     def proxy_cpu(side: str) -> float | None:
         pid = pids[side]
