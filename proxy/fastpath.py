@@ -356,8 +356,14 @@ class _Exchange:
     budget: Any = None
     body: bytes | None = None
     deadline = 0.0
-    try_deadline = 0.0  # of the quick lane's attempt
+    try_deadline = 0.0  # of the quick lane's attempt; while it streams: of the idle timeout
     resp: Response | None = None  # awaited by the quick lane
+    # the quick lane streaming an answer back from the backend connection's callbacks
+    streaming = False
+    stream_chunked = False
+    stream_close = False
+    stream_sent = 0
+    stalled = False  # the client's transport is full: the backend is not being read
     name = ""  # backend of the quick lane's attempt
     expired = False
     watchdog: asyncio.TimerHandle | None = None
@@ -682,7 +688,7 @@ class _Conn(asyncio.Protocol):
                 ex.task.cancel()  # the client is gone, so is its request (handler cancellation)
             elif ex.resp is not None:  # the quick lane was waiting for the backend
                 self._leave_quick(ex, abort=True)
-                self._end(ex, 499, 0, True)
+                self._end(ex, 499, ex.stream_sent, True)
         fut = self._drain
         if fut is not None and not fut.done():
             fut.set_exception(ConnectionResetError("client connection lost"))
@@ -699,6 +705,11 @@ class _Conn(asyncio.Protocol):
             self.bridge.resume_writing()
             return
         self.paused_writing = False
+        ex = self.current
+        if ex is not None and ex.stalled:
+            ex.stalled = False  # the quick lane streams again
+            if ex.resp is not None:
+                ex.resp.conn.resume_reading()
         fut = self._drain
         if fut is not None:
             self._drain = None
@@ -1154,7 +1165,10 @@ class _Conn(asyncio.Protocol):
             resp.listener = None
             return
         try:
-            self._quick_answer(ex, resp)
+            if ex.streaming:
+                self._stream_more(ex, resp)
+            else:
+                self._quick_answer(ex, resp)
         except Exception:
             self._crashed(ex)
 
@@ -1169,22 +1183,79 @@ class _Conn(asyncio.Protocol):
         assert route is not None
         retry = route.retry
         status = resp.status
-        if not resp.complete or (
-            status in retry.on_status and min(1 + retry.attempts, len(ex.decision.attempts)) > 1
-        ):
-            self._leave_quick(ex)  # a streamed answer or a possible replay: the task's job
+        if status in retry.on_status and min(1 + retry.attempts, len(ex.decision.attempts)) > 1:
+            self._leave_quick(ex)  # a possible replay: the task's job
             self._spawn(ex, resp)
             return
-        self._leave_quick(ex)
         gw = self.gw
         gw.record_response(ex.name, status < 500)
         ex.outcome.backend = ex.name
+        if not resp.complete:
+            self._stream_start(ex, resp)
+            return
+        self._leave_quick(ex)
         status, sent, close = self._answer_whole(ex, resp)
         self._end(ex, status, sent, close)
+
+    # -- serving: the quick lane streams an answer ------------------------------------------
+
+    def _stream_start(self, ex: _Exchange, resp: Response) -> None:
+        """The head is in, the body still arriving: send it on as it comes, from the backend
+        connection's callbacks (as `_stream_back` does in a task)."""
+        close = not ex.keep_alive or self.shutting or not ex.body_done
+        head, chunked = self._response_head(ex, resp, close)
+        ex.streaming = True
+        ex.stream_chunked = chunked
+        ex.stream_close = close
+        ex.stream_sent = len(head)
+        self.transport.write(head)
+        self._stream_more(ex, resp)
+
+    def _stream_more(self, ex: _Exchange, resp: Response) -> None:
+        """Pass on what the backend sent since the last call; finish when its answer ended."""
+        chunked = ex.stream_chunked
+        transport = self.transport
+        if resp.error is not None and not resp.chunks:
+            self._stream_cut(ex)
+            return
+        for data in resp.take():
+            if chunked:
+                if not data:
+                    continue
+                data = chunk(data)
+            ex.stream_sent += len(data)
+            transport.write(data)
+        if resp.complete:
+            if chunked:
+                transport.write(_LAST_CHUNK)
+                ex.stream_sent += len(_LAST_CHUNK)
+            self._leave_quick(ex)
+            resp.conn.finish(resp)
+            self._end(ex, resp.status, ex.stream_sent, ex.stream_close)
+            return
+        if resp.error is not None:
+            self._stream_cut(ex)
+            return
+        assert ex.route is not None
+        ex.try_deadline = resp.last_activity + ex.route.timeouts.total  # idle, as the task lane
+        if self.paused_writing and not ex.stalled:
+            ex.stalled = True  # the client reads slower than the backend sends: stop reading
+            resp.conn.pause_reading()
+
+    def _stream_cut(self, ex: _Exchange) -> None:
+        """The backend failed or went quiet mid-answer: the status line is gone already, so
+        the only honest signal left is a cut connection (as `_stream_back`)."""
+        status = self._leave_quick(ex, abort=True).status
+        self.gw.metrics.upstream_errors.labels(ex.name, "reset").inc()
+        self.abort()
+        self._end(ex, status, ex.stream_sent, True)
 
     def _quick_expired(self) -> None:
         ex = self.current
         if ex is None or ex.resp is None:
+            return
+        if ex.streaming:
+            self._stream_cut(ex)
             return
         self._leave_quick(ex, abort=True)
         self._spawn(ex, _AttemptFailed(Failure.TIMEOUT, "timeout"))

@@ -322,3 +322,142 @@ async def test_idle_keepalive_connections_are_closed(backends, gateway) -> None:
     finally:
         writer.close()
     assert rest == b""
+
+
+class _StreamingBackend:
+    """A raw backend: `/warm` answers at once (it fills the gateway's pool, so that the next
+    request takes the quick lane); the others send a head and then their body in pieces."""
+
+    BIG = 8 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> _StreamingBackend:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1]
+                if not await self._answer(path, writer):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, path: bytes, writer: asyncio.StreamWriter) -> bool:
+        if path == b"/warm":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        elif path == b"/chunks":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(5):
+                await writer.drain()
+                await asyncio.sleep(0.02)
+                part = b"part%d;" % i
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            writer.write(b"0\r\n\r\n")
+        elif path == b"/big":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.BIG)
+            piece = b"b" * 65536
+            for _ in range(self.BIG // len(piece)):
+                writer.write(piece)
+                await writer.drain()
+        elif path in (b"/reset", b"/quiet"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            if path == b"/reset":
+                writer.transport.abort()
+                return False
+            await asyncio.sleep(30)  # goes quiet; the gateway's idle timeout cuts it
+            return False
+        await writer.drain()
+        return True
+
+
+@pytest.fixture
+async def streaming_backend():
+    backend = await _StreamingBackend().start()
+    yield backend
+    await backend.close()
+
+
+def _streaming_config(port: int) -> dict:
+    return {
+        "listen": "127.0.0.1:0",
+        "admin": "off",
+        "access_log": {"enabled": False},
+        "backends": {"one": {"url": f"http://127.0.0.1:{port}", "health": "off"}},
+        "routes": [{"name": "all", "split": {"one": 100}, "timeout": "1s"}],
+    }
+
+
+async def _warm(s: aiohttp.ClientSession, gw: Gateway) -> None:
+    async with s.get(gw.url + "/warm") as r:
+        assert await r.read() == b"ok"
+    assert gw.state.upstreams["one"].lean._idle  # the next request finds an idle connection
+
+
+async def test_quick_lane_streams_an_answer_that_arrives_in_pieces(
+    streaming_backend, gateway
+) -> None:
+    gw = await gateway(_streaming_config(streaming_backend.port))
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):  # the connection goes back to the pool after each streamed answer
+            await _warm(s, gw)
+            async with s.get(gw.url + "/chunks") as r:
+                assert r.status == 200
+                assert r.headers["Transfer-Encoding"] == "chunked"
+                assert await r.read() == b"part0;part1;part2;part3;part4;"
+    assert gw.state.upstreams["one"].lean.open == 1  # one backend connection served them all
+
+
+async def test_quick_lane_streams_to_a_slow_reader_without_losing_a_byte(
+    streaming_backend, gateway
+) -> None:
+    gw = await gateway(_streaming_config(streaming_backend.port))
+    async with aiohttp.ClientSession(read_bufsize=2**16) as s:
+        await _warm(s, gw)
+        peak = 0
+        async with s.get(gw.url + "/big") as r:
+            got = 0
+            async for piece in r.content.iter_chunked(65536):
+                assert piece == b"b" * len(piece)
+                got += len(piece)
+                if got < 2 * 1024 * 1024:
+                    await asyncio.sleep(0.005)  # slower than the backend: backpressure
+                    buffered = [c.transport.get_write_buffer_size() for c in gw._fast.conns]
+                    peak = max(peak, *buffered, 0)
+        assert got == _StreamingBackend.BIG
+        # the backend is not read faster than the client takes it: the gateway holds little
+        assert peak < 2 * 1024 * 1024, peak
+        await _warm(s, gw)  # and the backend connection is clean for the next request
+
+
+@pytest.mark.parametrize("path", ["/reset", "/quiet"])
+async def test_quick_lane_cuts_the_client_when_the_backend_fails_mid_answer(
+    streaming_backend, gateway, path
+) -> None:
+    gw = await gateway(_streaming_config(streaming_backend.port))
+    async with aiohttp.ClientSession() as s:
+        await _warm(s, gw)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with s.get(gw.url + path) as r:
+                assert r.status == 200  # the head went out before the failure
+                await r.read()
+        await wait_for(lambda: gw.in_flight == 0)
+        # the gateway goes on serving
+        await _warm(s, gw)
+    errors = gw.metrics.upstream_errors.labels("one", "reset")._value.get()
+    assert errors >= 1
