@@ -1222,7 +1222,7 @@ def measure_workers(
                         }
                     )
         rate = fixed_rate_for(summarize(runs).get(workers, {}))
-        if args.fixed_rate_seconds > 0 and rate:
+        if args.fixed_rate_seconds > 0 and rate and workers in args.fixed_rate_worker_counts:
             rate = float(round(rate))
             case = CASES_BY_KEY[FIXED_RATE_CASE]
             for rnd in range(args.rounds):
@@ -1313,6 +1313,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds per side and round of the fixed-rate run at half of cutover's peak "
         "(5; 0 skips it)",
     )
+    p.add_argument(
+        "--fixed-rate-workers",
+        default="1",
+        help="worker counts that get the fixed-rate run (1): at half of a 2-worker peak the "
+        "Python generator and every proxy process crowd 2 cores and the schedule itself slips",
+    )
     p.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update")
     p.add_argument("--json-dir", default=str(ROOT / "bench" / "results"), help="raw JSON here")
     p.add_argument(
@@ -1321,7 +1327,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure nothing: re-render --out from the raw JSON of an earlier run",
     )
     args = p.parse_args(argv)
-    args.worker_counts = parse_workers(args.workers)
+    try:
+        args.worker_counts = parse_workers(args.workers)
+        args.fixed_rate_worker_counts = parse_workers(args.fixed_rate_workers)
+    except ValueError:
+        p.error("--workers and --fixed-rate-workers take worker counts >= 1, like 1,2")
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
         p.error("--rounds, --duration and --connections must be positive")
     if args.fixed_rate_seconds < 0:
@@ -1464,7 +1474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fixed_rate_seconds > 0:
         meta["fixed_rate"] = (
             f"`python -m bench.fixed_rate`, GET small JSON at half of cutover's median peak rps "
-            f"(per worker count), {args.fixed_rate_seconds:g} s per side and round in the same "
+            f"(for {args.fixed_rate_workers} worker(s): `--fixed-rate-workers`), "
+            f"{args.fixed_rate_seconds:g} s per side and round in the same "
             f"rotated order, {args.connections} keep-alive connections, {pinned}; latency from "
             "each request's scheduled time (open loop, no coordinated omission); p50/p99 are "
             "nearest-rank over every request of a run, medians over rounds; added = side minus "

@@ -695,3 +695,10 @@ def test_cutover_config_is_valid_for_the_real_loader() -> None:
     assert (backend.health.path, backend.health.interval) == ("/health.json", 5.0)
     (route,) = config.routes
     assert route.split == (("origin", 100),)
+
+
+def test_fixed_rate_runs_for_one_worker_unless_told_otherwise() -> None:
+    assert o._parse_args([]).fixed_rate_worker_counts == [1]
+    assert o._parse_args(["--fixed-rate-workers", "1,2"]).fixed_rate_worker_counts == [1, 2]
+    with pytest.raises(SystemExit):
+        o._parse_args(["--fixed-rate-workers", "two"])
