@@ -50,6 +50,7 @@ __all__ = ["BUILTIN_PROFILES", "CompatConfig", "parse_compat", "profile_resource
 
 BUILTIN_PROFILES = {"alert-history": "alert-history.yaml"}
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+MAX_FAN_OUT = 64  # the most parts of one fan-out in flight at once (`fan_out.concurrency`)
 _SECTION_KEYS = ("profile", "rules", "backends", "caller", "max_body", "usage", "deprecation")
 _PROFILE_KEYS = ("name", "description", "deprecation", "backends", "rules")
 _RULE_KEYS = (
@@ -584,7 +585,7 @@ def _status_map(ctx: Ctx, value: object, path: str) -> dict[int, int]:
 
 
 def _fan_out(ctx: Ctx, value: object, path: str) -> FanOut:
-    keys = ("applies_to", "items", "path", "method", "item", "status", "response")
+    keys = ("applies_to", "items", "path", "method", "item", "status", "response", "concurrency")
     m = kit.section(ctx, value, path, keys)
     fo = FanOut(
         applies_to=kit.field(ctx, m, "applies_to", path, _role, "new"),  # type: ignore[arg-type]
@@ -594,6 +595,7 @@ def _fan_out(ctx: Ctx, value: object, path: str) -> FanOut:
         item_ops=kit.field(ctx, m, "item", path, _json_ops, ()),
         status=kit.field(ctx, m, "status", path, kit.integer(200, 299), 200),
         body=kit.field(ctx, m, "response", path, _json_value, None),
+        concurrency=kit.field(ctx, m, "concurrency", path, kit.integer(1, MAX_FAN_OUT), 1),
     )
     if ctx.failed(path):
         raise Invalid

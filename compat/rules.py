@@ -128,6 +128,7 @@ class FanOut:
     item_ops: tuple[Op, ...] = ()  # applied to each item before it is sent
     status: int = 200  # the combined answer's status when every part succeeded
     body: Any = None  # template of the combined answer ({count}, {succeeded}, ...)
+    concurrency: int = 1  # parts in flight at once (1: one after another, in item order)
 
 
 @dataclass(frozen=True, slots=True)

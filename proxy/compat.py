@@ -20,7 +20,10 @@ import asyncio
 import contextlib
 import copy
 import logging
+import random
 import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -41,12 +44,17 @@ from proxy.config_model import CutoverConfig
 from proxy.db import Database, StoreUnavailable
 from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
 from proxy.features import Feature
-from proxy.forwarder import forward
+from proxy.forwarder import classify_failure, forward
 from proxy.headers import downstream_headers, upstream_headers
+from publishing.limits import backoff
+from routing.budget import RetryBudget
 from routing.decision import Decision, client_ip
+from routing.replay import Failure, may_replay
 
 if TYPE_CHECKING:
+    from proxy.config_model import Route
     from proxy.server import Gateway, Outcome
+    from proxy.upstreams import Upstream
 
 log = logging.getLogger("cutover.compat")
 
@@ -63,6 +71,10 @@ _JSON_TYPES = ("application/json", "+json")
 # Headers that describe the bytes as the backend sent them; wrong once the body is rewritten.
 _REPRESENTATION = ("content-encoding", "content-length", "etag", "content-md5", "digest")
 _LOG_EVERY = 60.0  # seconds between two identical "passed untouched" log lines
+# Backoff between two attempts of one fan-out part: full jitter, uniform(0, min(cap, base * 2**n))
+# before retry n+1 (the delivery engine's policy, `publishing.limits.backoff`, at request scale).
+FAN_OUT_BACKOFF_BASE = 0.05
+FAN_OUT_BACKOFF_CAP = 1.0
 
 
 class CompatError(CutoverError):
@@ -261,6 +273,9 @@ class CompatFeature(Feature):
         self._schema_ready: object | None = None
         self._logged: dict[tuple[str, str, str], float] = {}
         self._started = False
+        # The fan-out's backoff between retries of a part; tests replace them.
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.rng = random.Random()
         self._configure(gw.config)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -609,8 +624,11 @@ class CompatFeature(Feature):
     ) -> web.StreamResponse:
         """One request per item of the body's array, to the decision's primary; answers combined.
 
-        When the very first part cannot even connect, nothing was delivered: the whole request
-        goes on to the decision's next backend (its own rewrite, if any, applies there).
+        Up to `fan_out.concurrency` parts are in flight at once; answers are combined in item
+        order. A part that fails is retried on the same backend as the route's `retry` block
+        allows (`_part`). When the very first part cannot even connect, nothing was delivered:
+        the whole request goes on to the decision's next backend (its own rewrite, if any,
+        applies there) — so, when there is one, the first part goes alone before the others.
         """
         rule = hit.rule
         fo = rule.fan_out
@@ -637,7 +655,6 @@ class CompatFeature(Feature):
         path = fo.path.render(hit.params) if fo.path is not None else url_text.raw_path
         if url_text.raw_query_string:
             path += "?" + url_text.raw_query_string
-        url = URL(upstream.base + path, encoded=True)
         b = upstream.backend
         host_header = (
             b.authority
@@ -656,67 +673,61 @@ class CompatFeature(Feature):
         )
         headers["Content-Type"] = "application/json"
         headers.popall("Content-Encoding", None)
-        deadline = started + route.timeouts.total
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=route.timeouts.connect, sock_connect=route.timeouts.connect
+        job = _FanOutJob(
+            backend=backend,
+            route=route,
+            budget=gw.state.budgets[route.name],
+            upstream=upstream,
+            url=URL(upstream.base + path, encoded=True),
+            method=fo.method,
+            headers=headers,
+            key=request.headers.get("Idempotency-Key"),
+            parts=parts,
+            deadline=started + route.timeouts.total,
+            limit=self.settings.max_body if self.settings else 1 << 20,
+            outcome=outcome,
         )
+        outcome.backend = backend
+        count = len(parts)
+        done: list[_Part | None] = [None] * count
+        first = 0
+        if count and len(decision.attempts) > 1:
+            # Alone, so that nothing else was delivered should it be unable to connect.
+            part = await self._part(job, 0, fall_back=True)
+            if part is None:
+                rest = decision.attempts[1:]
+                gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
+                outcome.fallback_from = outcome.fallback_from or backend
+                nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
+                return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
+            done[0] = part
+            first = 1
+        await self._run_parts(job, done, range(first, count), fo.concurrency)
+
         results: list[Any] = []
         failures: list[dict[str, Any]] = []
         worst_4xx: int | None = None
         server_side = False
-        outcome.backend = backend
-        for index, part in enumerate(parts):
-            remaining = deadline - loop.time()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(remaining):
-                    async with upstream.session.request(
-                        fo.method,
-                        url,
-                        headers=headers,
-                        data=part,
-                        allow_redirects=False,
-                        timeout=timeout,
-                        server_hostname=upstream.server_hostname,
-                    ) as resp:
-                        answer = await _read_bounded(
-                            resp.content, self.settings.max_body if self.settings else 1 << 20,
-                            route.timeouts.total,
-                        )  # fmt: skip
-                        part_status = resp.status
-                        part_type = resp.headers.get("Content-Type", "")
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                kind = "connect" if isinstance(exc, aiohttp.ClientConnectorError) else "timeout"
-                if not isinstance(exc, TimeoutError | aiohttp.ClientConnectorError):
-                    kind = "reset"
-                gw.metrics.upstream_errors.labels(backend, kind).inc()
-                gw.record_response(backend, False)
-                outcome.failures.append((backend, kind))
-                if index == 0 and kind == "connect" and len(decision.attempts) > 1:
-                    rest = decision.attempts[1:]
-                    gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
-                    outcome.fallback_from = outcome.fallback_from or backend
-                    nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
-                    return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
+        for index, part in enumerate(done):
+            assert part is not None
+            if part.error is not None:
                 server_side = True
-                failures.append({"index": index, "error": kind})
+                failures.append({"index": index, "error": part.error, "attempts": part.attempts})
                 continue
-            gw.record_response(backend, part_status < 500)
-            value: Any = None
-            if answer is not None and _is_json(part_type):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    value = orjson.loads(answer)
-            elif answer is not None:
-                value = answer.decode("utf-8", "replace").strip()[:500]
-            results.append(value)
-            if part_status >= 300:
-                failures.append({"index": index, "status": part_status, "answer": value})
-                if part_status >= 500:
+            results.append(part.value)
+            if part.status >= 300:
+                failures.append(
+                    {
+                        "index": index,
+                        "status": part.status,
+                        "answer": part.value,
+                        "attempts": part.attempts,
+                    }
+                )
+                if part.status >= 500:
                     server_side = True
                 elif worst_4xx is None:
-                    worst_4xx = part_status
-        count = len(parts)
+                    worst_4xx = part.status
         if failures:
             status = 502 if server_side or worst_4xx is None else worst_4xx
             resp_out = error_response(
@@ -745,6 +756,132 @@ class CompatFeature(Feature):
         if gw.config.headers.backend:
             resp_out.headers[gw.config.headers.backend] = backend
         return self._headers(rule, resp_out)
+
+    async def _run_parts(
+        self, job: _FanOutJob, done: list[_Part | None], indexes: range, concurrency: int
+    ) -> None:
+        """Send the parts at `indexes`, at most `concurrency` at once; `done[i]` gets each."""
+        pending = iter(indexes)
+
+        async def worker() -> None:
+            for index in pending:  # shared: each index is taken by one worker
+                done[index] = await self._part(job, index, fall_back=False)
+
+        workers = min(concurrency, len(indexes))
+        if workers <= 1:
+            await worker()
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(worker())
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
+
+    async def _part(self, job: _FanOutJob, index: int, fall_back: bool) -> _Part | None:
+        """Send part `index`, retrying it as the route's `retry` block allows.
+
+        A failure that never reached the backend (connect) may always be retried; one that may
+        have reached it (timeout, reset, a status in `retry.on_status`) only when the replay
+        rules allow it (`routing.replay.may_replay`: the fan-out method in `retry.methods`, or
+        an `Idempotency-Key`). At most `retry.attempts` retries, each after a backoff with full
+        jitter, each drawing on the route's retry budget, all before the route's deadline.
+        With `fall_back`, a first attempt that cannot connect returns None: the caller sends
+        the whole request to the next backend instead.
+        """
+        gw = self.gw
+        loop = asyncio.get_running_loop()
+        backend = job.backend
+        retry = job.route.retry
+        headers = job.headers
+        if job.key is not None:
+            headers = headers.copy()
+            headers["Idempotency-Key"] = _part_key(job.key, index)
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=job.route.timeouts.connect,
+            sock_connect=job.route.timeouts.connect,
+        )
+        per_try = job.route.timeouts.per_try  # bounds one attempt, as on the forwarding path
+        attempt = 0
+        while True:
+            attempt += 1
+            failure: Failure | None = None
+            kind = ""
+            status = 0
+            answer: bytes | None = None
+            part_type = ""
+            try:
+                remaining = job.deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                if per_try is not None:
+                    remaining = min(remaining, per_try)
+                async with asyncio.timeout(remaining):
+                    async with job.upstream.session.request(
+                        job.method,
+                        job.url,
+                        headers=headers,
+                        data=job.parts[index],
+                        allow_redirects=False,
+                        timeout=timeout,
+                        server_hostname=job.upstream.server_hostname,
+                    ) as resp:
+                        answer = await _read_bounded(
+                            resp.content, job.limit, job.route.timeouts.total
+                        )
+                        status = resp.status
+                        part_type = resp.headers.get("Content-Type", "")
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                failure, kind = classify_failure(exc)
+                if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                    failure, kind = Failure.TIMEOUT, "timeout"
+            finally:
+                if attempt > 1:
+                    job.budget.replay_done()
+            if failure is None:
+                if status not in retry.on_status:
+                    gw.record_response(backend, status < 500)
+                    return _Part(_part_value(answer, part_type), status, None, attempt)
+                failure, kind = Failure.STATUS, "status"
+                last = _Part(_part_value(answer, part_type), status, None, attempt)
+            else:  # no answer: counted whether or not it is retried
+                gw.metrics.upstream_errors.labels(backend, kind).inc()
+                gw.record_response(backend, False)
+                job.outcome.failures.append((backend, kind))
+                if fall_back and attempt == 1 and failure is Failure.CONNECT:
+                    return None
+                last = _Part(None, 0, kind, attempt)
+            delay = self._retry_delay(job, failure, attempt)
+            if failure is Failure.STATUS:
+                if delay is None:  # the answer stands, as the forwarder books it
+                    gw.record_response(backend, status < 500)
+                    return last
+                gw.metrics.upstream_errors.labels(backend, kind).inc()
+                gw.record_response(backend, False)
+                job.outcome.failures.append((backend, kind))
+            elif delay is None:
+                return last
+            if not job.budget.try_replay():
+                gw.metrics.budget_exhausted.labels(job.route.name).inc()
+                return last
+            try:
+                await self.sleep(delay)
+            except BaseException:
+                job.budget.replay_done()
+                raise
+
+    def _retry_delay(self, job: _FanOutJob, failure: Failure, attempt: int) -> float | None:
+        """The backoff before retrying a part whose attempt `attempt` failed; None: no retry."""
+        retry = job.route.retry
+        if attempt > retry.attempts:
+            return None
+        if not may_replay(failure, job.method, job.key is not None, retry):
+            return None
+        delay = backoff(attempt - 1, FAN_OUT_BACKOFF_BASE, FAN_OUT_BACKOFF_CAP, self.rng)
+        if asyncio.get_running_loop().time() + delay >= job.deadline:
+            return None  # no time left for another attempt
+        return delay
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -788,6 +925,54 @@ class CompatFeature(Feature):
             body=orjson.dumps(report),
             content_type="application/json",
         )
+
+
+@dataclass(slots=True)
+class _FanOutJob:
+    """What every part of one fan-out shares."""
+
+    backend: str
+    route: Route
+    budget: RetryBudget
+    upstream: Upstream
+    url: URL
+    method: str
+    headers: CIMultiDict[str]
+    key: str | None  # the client's Idempotency-Key
+    parts: list[bytes]
+    deadline: float  # loop time: the route's `timeout` from the start of the request
+    limit: int  # largest answer read per part
+    outcome: Outcome
+
+
+@dataclass(slots=True)
+class _Part:
+    """How one part ended: an answer (`status`, `value`), or a transport `error`."""
+
+    value: Any
+    status: int
+    error: str | None
+    attempts: int
+
+
+def _part_value(answer: bytes | None, content_type: str) -> Any:
+    """A part's answer as the combined answer shows it: parsed JSON, else trimmed text."""
+    if answer is None:
+        return None
+    if _is_json(content_type):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return orjson.loads(answer)
+        return None
+    return answer.decode("utf-8", "replace").strip()[:500]
+
+
+def _part_key(key: str, index: int) -> str:
+    """The Idempotency-Key of part `index`: one key per part (each is its own request),
+    the same for the same part when the sender retries the whole batch under its key."""
+    key = key.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':  # a structured-field string
+        return f'{key[:-1]}-{index}"'
+    return f"{key}-{index}"
 
 
 def _decodable(encoding: str) -> bool:

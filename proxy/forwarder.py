@@ -76,7 +76,7 @@ class MirrorHook(Protocol):
     ) -> MirrorTap | None: ...
 
 
-def _classify(exc: BaseException) -> tuple[Failure, str]:
+def classify_failure(exc: BaseException) -> tuple[Failure, str]:
     """Map the client library's errors to the replay rules' failure kinds."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return Failure.CONNECT, "connect"
@@ -217,7 +217,7 @@ async def forward(
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if limited is not None and limited.tripped:
                 raise BodyTooLargeError(max_body) from exc
-            kind_failure, kind = _classify(exc)
+            kind_failure, kind = classify_failure(exc)
             if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
                 kind_failure, kind = Failure.TIMEOUT, "timeout"
             attempts.failed(index, name, kind_failure, kind)
@@ -338,7 +338,7 @@ async def forward_websocket(
             last_kind = "status"
             continue
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            _, last_kind = _classify(exc)
+            _, last_kind = classify_failure(exc)
             gw.metrics.upstream_errors.labels(name, last_kind).inc()
             outcome.failures.append((name, last_kind))
             continue

@@ -337,7 +337,9 @@ async def test_fan_out_failures(setup: Any) -> None:
         assert r.status == 502  # a part failed on the server side: the sender retries
         error = (await r.json())["error"]
     assert error["code"] == "fan_out_failed"
-    assert error["failures"] == [{"index": 1, "status": 500, "answer": "Failed to process alert"}]
+    assert error["failures"] == [
+        {"index": 1, "status": 500, "answer": "Failed to process alert", "attempts": 1}
+    ]
     async with s.post(gw.url + "/ingest", json={"alerts": [{"labels": {}}]}) as r:
         assert r.status == 400  # the backend refused a part: not worth a retry
     async with s.post(gw.url + "/ingest", json={"alerts": {"a": 1}}) as r:

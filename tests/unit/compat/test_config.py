@@ -167,6 +167,29 @@ def test_errors_name_the_key_path(compat: Any, expected: str) -> None:
     assert any(e.startswith(f"cutover.yaml: {expected}") for e in errs), errs
 
 
+def fan_out_rule(**fan_out: Any) -> dict[str, Any]:
+    return {
+        "backends": {"new": "go"},
+        "rules": [{"name": "ingest", "match": {"path": "/ingest"}, "fan_out": fan_out}],
+    }
+
+
+def test_fan_out_concurrency() -> None:
+    (rule,) = section(fan_out_rule(items="alerts")).rules
+    assert rule.fan_out is not None and rule.fan_out.concurrency == 1  # one after another
+    (rule,) = section(fan_out_rule(concurrency=64)).rules
+    assert rule.fan_out is not None and rule.fan_out.concurrency == 64
+
+
+@pytest.mark.parametrize("value", [0, 65, -1, "four", True, 2.5])
+def test_fan_out_concurrency_errors_name_the_key_and_the_range(value: object) -> None:
+    shown = repr(value) if isinstance(value, str) else str(value)
+    assert errors(fan_out_rule(concurrency=value)) == [
+        "cutover.yaml: compat.rules[0].fan_out.concurrency: expected an integer from 1 to 64, "
+        f"got {shown}"
+    ]
+
+
 def test_design_shorthand_and_profile_default_roles() -> None:
     # DESIGN.md writes `compat: examples/compat/alert-history.yaml`; backends go and python
     s = section(str(Path(__file__).resolve().parents[3] / "examples/compat/alert-history.yaml"))
