@@ -77,13 +77,24 @@ async def test_sqlite_locked_gives_503_then_recovers(ag, http, tmp_path: Path) -
     gw = await ag.start({"forward_to_route": "default"}, storage=f"sqlite:///{path}")
     a = envelope(am_alert("A"))
     assert (await post(http, gw, a))[0] == 200
-    other = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    # Another writer takes the file, then holds the lock while B is posted. The gateway may be
+    # in a short write of its own just then: retry without blocking its event loop.
+    other = sqlite3.connect(path, timeout=0.05, isolation_level=None)
     try:
-        other.execute("BEGIN EXCLUSIVE")  # another writer holds the file
-        status, data, _ = await post(http, gw, envelope(am_alert("B")))
-        assert status == 503 and data["error"]["code"] == "store_unavailable"
+        for _ in range(200):
+            try:
+                other.execute("BEGIN EXCLUSIVE")
+                break
+            except sqlite3.OperationalError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("could not take the SQLite write lock")
+        try:
+            status, data, _ = await post(http, gw, envelope(am_alert("B")))
+            assert status == 503 and data["error"]["code"] == "store_unavailable"
+        finally:
+            other.execute("ROLLBACK")
     finally:
-        other.execute("ROLLBACK")
         other.close()
     assert (await post(http, gw, envelope(am_alert("B"))))[0] == 200
     assert [r["alertname"] for r in await intake_rows(gw)] == ["A", "B"]
