@@ -1,7 +1,12 @@
 """The one delivery engine: claims jobs from the outbox and delivers them, without losing one.
 
     outbox.claim (lease) -> per-target gate (concurrency, rate limit, breaker) -> sender
-      -> done: job deleted | retry: backoff with full jitter or Retry-After | give up: DLQ
+      -> done: job deleted (in batches) | retry: backoff with full jitter or Retry-After
+      | give up: DLQ
+
+A delivered job keeps its lease until its batch is deleted (`Outbox.start_completions`: 64
+jobs or 20 ms, flushed again at `stop`), so no engine delivers it twice meanwhile; if the
+process dies before the flush, it is delivered again once its lease runs out.
 
 Several engines (worker processes, replicas) share one outbox: a job is leased by one of them
 at a time, and a job whose engine died is claimed again when its lease runs out, so delivery
@@ -35,6 +40,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from proxy.config_model import Route
 from proxy.db import StoreUnavailable
 from proxy.metrics import LATENCY_BUCKETS
+from publishing import outbox as outbox_module
 from publishing import pagerduty, rootly, slack, webhook
 from publishing.config import DeliveryPolicy, PublishingConfig
 from publishing.limits import CircuitBreaker, TokenBucket, backoff
@@ -221,6 +227,10 @@ class DeliveryEngine:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._soonest: float | None = None  # monotonic time of the earliest retry we scheduled
+        # Delivered jobs leave the outbox in batches: this many, or after this many seconds.
+        self.complete_batch = outbox_module.COMPLETE_BATCH
+        self.complete_interval = outbox_module.COMPLETE_INTERVAL
+        self._completing = False
         # Without Redis (or while it is down) each worker process keeps an equal share.
         self._share = max(1, gw.config.workers)
         self.shared = SharedFlow(gw.config.redis, gw.clock) if gw.config.redis else None
@@ -244,6 +254,12 @@ class DeliveryEngine:
             headers={"User-Agent": USER_AGENT},
         )
         self.outbox.on_enqueue(self.wake)
+        # Far below the lease: a delivered job keeps its lease until its batch is deleted.
+        self.outbox.start_completions(
+            batch=self.complete_batch,
+            interval=min(self.complete_interval, self.policy.lease / 100),
+        )
+        self._completing = True
         self.state = EngineState.RUNNING
         self._loop_task = asyncio.create_task(self._run(), name="publishing-delivery")
 
@@ -265,6 +281,9 @@ class DeliveryEngine:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._completing:  # delivered jobs leave the outbox before the store closes
+            self._completing = False
+            await self.outbox.stop_completions()
         if self.session is not None:
             await self.session.close()
         if self.shared is not None:

@@ -4,7 +4,8 @@ An alert is accepted only once its jobs are committed (`enqueue` runs inside the
 transaction). Workers of every process and replica claim jobs with a lease (PostgreSQL
 `FOR UPDATE SKIP LOCKED`; SQLite `BEGIN IMMEDIATE` short transactions in WAL mode), so a job
 whose worker died is claimed again once its lease runs out. Jobs of one (target, fingerprint)
-are delivered in order: a resolve never overtakes its trigger.
+are delivered in order: a resolve never overtakes its trigger. Delivered jobs are deleted in
+batches (`start_completions`), keeping their lease until then.
 
 Times stored here are wall-clock seconds (`Clock.now()`), since they must outlive a restart.
 
@@ -14,6 +15,7 @@ delivery engine POSTs the Alertmanager envelope through the route's split and fa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
@@ -25,7 +27,7 @@ from typing import Any
 import orjson
 
 from proxy.clock import Clock
-from proxy.db import Database, Tx
+from proxy.db import Database, StoreUnavailable, Tx
 from routing.alerts import ZERO_TIME, Alert, Classification
 
 log = logging.getLogger("cutover.publishing")
@@ -36,6 +38,12 @@ _CLOCK_SKEW_LIMIT = 86_400.0  # a `now` further than this from the wall clock is
 _LISTENERS: weakref.WeakKeyDictionary[Database, list[Callable[[], None]]] = (
     weakref.WeakKeyDictionary()
 )
+# Delivered jobs waiting to be deleted, per store (shared by every `Outbox` over it).
+_COMPLETIONS: weakref.WeakKeyDictionary[Database, _Completions] = weakref.WeakKeyDictionary()
+COMPLETE_BATCH = 64  # delivered jobs that trigger a flush at once
+COMPLETE_INTERVAL = 0.02  # seconds the oldest delivered job waits at most (while the store is up)
+_SQLITE_CHUNK = 500  # ids per `IN (...)`: far below SQLite's bound-parameter limit
+_FLUSH_RETRY_CAP = 5.0  # seconds between flush attempts while the store is down
 
 _MIGRATION_1 = {
     "sqlite": [
@@ -215,6 +223,125 @@ def _in_list(values: Sequence[str], first: int) -> str:
     return ", ".join(f"${i}" for i in range(first, first + len(values)))
 
 
+def _notify(db: Database) -> None:
+    for callback in list(_LISTENERS.get(db, ())):
+        try:
+            callback()
+        except Exception:
+            log.exception("outbox listener failed")
+
+
+async def _delete_jobs(db: Database, ids: Sequence[int]) -> int:
+    """Delete the jobs `ids`: one statement on PostgreSQL (`= ANY($1)`), one per chunk of
+    `_SQLITE_CHUNK` on SQLite (`IN (...)`), in one transaction. Returns the statements run."""
+    if db.dialect == "postgresql":
+        await db.execute("DELETE FROM publishing_jobs WHERE id = ANY($1::bigint[])", list(ids))
+        return 1
+    chunks = [ids[i : i + _SQLITE_CHUNK] for i in range(0, len(ids), _SQLITE_CHUNK)]
+    if len(chunks) == 1:
+        await db.execute(f"DELETE FROM publishing_jobs WHERE id IN ({_in_list(ids, 1)})", *ids)
+        return 1
+    async with db.transaction() as tx:
+        for chunk in chunks:
+            await tx.execute(
+                f"DELETE FROM publishing_jobs WHERE id IN ({_in_list(chunk, 1)})", *chunk
+            )
+    return len(chunks)
+
+
+class _Completions:
+    """Delivered jobs of one store not yet deleted, and the task that deletes them in batches.
+
+    A delivered job waits here for at most `interval` seconds (or until `batch` jobs wait),
+    then one statement deletes the whole batch. Until then its row keeps its lease and its
+    `pending` state: no engine claims it again before the lease runs out, and the job behind
+    it (same target and fingerprint) waits for the flush, so a resolve is never delivered
+    while its trigger could still be delivered again (the process dying before the flush).
+    While the store is down the ids stay here and the flush is retried.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.ids: dict[int, float] = {}  # job id -> monotonic time it was queued, in order
+        self.batch = COMPLETE_BATCH
+        self.interval = COMPLETE_INTERVAL
+        self.lock = asyncio.Lock()  # one flush at a time
+        self.kick = asyncio.Event()  # the first id queued, or a batch is full
+        self.task: asyncio.Task[None] | None = None
+        self.users = 0  # engines relying on `task`
+        self.statements = 0  # DELETE statements run (one per batch, per chunk on SQLite)
+        self.flushes = 0  # flushes that deleted jobs
+        self.deleted = 0  # jobs deleted by flushes
+        self.failing = False  # the last flush failed (logged once until one succeeds)
+
+    def add(self, job_id: int) -> None:
+        self.ids.setdefault(job_id, self.clock.monotonic())
+        if len(self.ids) == 1 or len(self.ids) >= self.batch:
+            self.kick.set()
+
+    def due_in(self, now: float) -> float:
+        """Seconds until the waiting jobs must be flushed (0: now; inf: nothing waits)."""
+        if not self.ids:
+            return float("inf")
+        if len(self.ids) >= self.batch:
+            return 0.0
+        oldest = next(iter(self.ids.values()))
+        return max(0.0, oldest + self.interval - now)
+
+    async def flush(self, db: Database) -> int:
+        """Delete every job waiting now; the number deleted. On failure the ids stay queued
+        and `StoreUnavailable` (or the store's error) is raised."""
+        async with self.lock:
+            if not self.ids:
+                return 0
+            ids = list(self.ids)
+            try:
+                self.statements += await _delete_jobs(db, ids)
+            except Exception as exc:
+                if not self.failing:
+                    self.failing = True
+                    log.warning(
+                        "publishing: %d delivered jobs cannot leave the outbox yet (%s);"
+                        " kept and retried",
+                        len(ids),
+                        exc if isinstance(exc, StoreUnavailable) else repr(exc),
+                    )
+                raise
+            if self.failing:
+                self.failing = False
+                log.info("publishing: the store is back; delivered jobs leave the outbox again")
+            for job_id in ids:
+                self.ids.pop(job_id, None)
+            self.flushes += 1
+            self.deleted += len(ids)
+        _notify(db)  # jobs that waited behind these (same target and fingerprint) are due
+        return len(ids)
+
+    async def run(self, db: Database) -> None:
+        failures = 0
+        while True:
+            wait = self.due_in(self.clock.monotonic())
+            if wait > 0:
+                self.kick.clear()
+                if not self.ids:
+                    await self.kick.wait()
+                    continue
+                # The wait is read on the gateway's clock and slept on the loop's; once it
+                # has passed the batch is flushed even if that clock did not move.
+                try:
+                    await asyncio.wait_for(self.kick.wait(), wait)
+                    continue  # a batch is full, or the queue changed: look again
+                except TimeoutError:
+                    if not self.ids:
+                        continue
+            try:
+                await self.flush(db)
+                failures = 0
+            except Exception:
+                failures += 1
+                await asyncio.sleep(min(_FLUSH_RETRY_CAP, self.interval * 2**failures))
+
+
 class Outbox:
     """Delivery jobs in the durable store. Intake enqueues; the delivery engine claims."""
 
@@ -236,11 +363,7 @@ class Outbox:
             _LISTENERS[self.db].remove(callback)
 
     def _notify(self) -> None:
-        for callback in list(_LISTENERS.get(self.db, ())):
-            try:
-                callback()
-            except Exception:
-                log.exception("outbox listener failed")
+        _notify(self.db)
 
     def _wall(self, now: float) -> float:
         wall = self.clock.now()
@@ -306,10 +429,15 @@ class Outbox:
         )
         async with self.db.transaction() as tx:
             rows = await tx.fetch(sql, *args)
-        return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
+        jobs = [Job.from_row(r) for r in rows]
+        # A job delivered here whose lease ran out while its deletion waited (the store was
+        # down): it is done, and leaves with the next flush.
+        jobs = [j for j in jobs if not self.completing(j.id)]
+        return sorted(jobs, key=lambda j: j.id)
 
     async def release(self, job_ids: Sequence[int], owner: str) -> None:
         """Give back leased jobs untouched (claimed beyond a target's free capacity)."""
+        job_ids = [i for i in job_ids if not self.completing(i)]
         if not job_ids:
             return
         await self.db.execute(
@@ -320,11 +448,86 @@ class Outbox:
         )
 
     async def complete(self, job: Job) -> None:
-        """Delivered: the job leaves the outbox."""
-        await self.db.execute("DELETE FROM publishing_jobs WHERE id = $1", job.id)
+        """Delivered: the job leaves the outbox. While a delivery engine runs over this store
+        (`start_completions`) it leaves with the next batch, within `interval` seconds; it
+        keeps its lease until then. Otherwise it is deleted at once."""
+        state = self._completions()
+        state.add(job.id)
+        if state.task is None:
+            try:
+                await state.flush(self.db)
+            except Exception:
+                state.ids.pop(job.id, None)  # as before batching: its lease runs out
+                raise
+
+    # -- batched completions ---------------------------------------------------------------
+
+    def _completions(self) -> _Completions:
+        state = _COMPLETIONS.get(self.db)
+        if state is None:
+            state = _COMPLETIONS[self.db] = _Completions(self.clock)
+        return state
+
+    def start_completions(
+        self, *, batch: int = COMPLETE_BATCH, interval: float = COMPLETE_INTERVAL
+    ) -> None:
+        """Batch `complete`: delivered jobs are deleted `batch` at a time, or once the oldest
+        has waited `interval` seconds. `interval` must be far below the lease."""
+        state = self._completions()
+        state.clock = self.clock
+        state.batch = max(1, batch)
+        state.interval = max(0.0, interval)
+        state.users += 1
+        if state.task is None:
+            state.task = asyncio.create_task(state.run(self.db), name="publishing-completions")
+
+    async def stop_completions(self) -> None:
+        """The last engine over this store stops: flush what waits, before the store closes.
+        If the store is down, those jobs are delivered again once their lease runs out."""
+        state = self._completions()
+        state.users = max(0, state.users - 1)
+        if state.users > 0 or state.task is None:
+            return
+        async with state.lock:  # not in the middle of a flush
+            state.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await state.task
+        state.task = None
+        try:
+            await state.flush(self.db)
+        except Exception as exc:
+            log.warning(
+                "publishing: %d delivered jobs could not leave the outbox at shutdown (%s);"
+                " they are delivered again once their lease runs out",
+                len(state.ids),
+                exc,
+            )
+            state.ids.clear()
+
+    async def flush(self) -> int:
+        """Delete the delivered jobs still waiting in this process (reads of what is pending
+        call this first, so they see the truth). Raises `StoreUnavailable`."""
+        return await self._completions().flush(self.db)
+
+    def completing(self, job_id: int) -> bool:
+        """True while `job_id` is delivered and waits to be deleted."""
+        state = _COMPLETIONS.get(self.db)
+        return state is not None and job_id in state.ids
+
+    def completion_stats(self) -> dict[str, int]:
+        """Delivered jobs waiting, DELETE statements run, flushes and jobs deleted by them."""
+        state = self._completions()
+        return {
+            "waiting": len(state.ids),
+            "statements": state.statements,
+            "flushes": state.flushes,
+            "deleted": state.deleted,
+        }
 
     async def retry(self, job: Job, error: str, *, at: float, count_attempt: bool = True) -> None:
         """Try again at wall time `at`, remembering the error."""
+        if self.completing(job.id):
+            return  # delivered already: it leaves with the next flush
         await self.db.execute(
             "UPDATE publishing_jobs SET attempts = attempts + $2, next_at = $3,"
             " lease_owner = NULL, lease_until = NULL, last_error = $4 WHERE id = $1",
@@ -336,6 +539,8 @@ class Outbox:
 
     async def dead_letter(self, job: Job, error: str, *, count_attempt: bool = True) -> None:
         """Give up: the job goes to the dead-letter queue with its last error."""
+        if self.completing(job.id):
+            return  # delivered already: it leaves with the next flush
         await self.db.execute(
             "UPDATE publishing_jobs SET state = 'dead', attempts = attempts + $2,"
             " lease_owner = NULL, lease_until = NULL, last_error = $3, dead_at = $4 WHERE id = $1",
@@ -375,13 +580,15 @@ class Outbox:
         return bool(changed)
 
     async def get(self, job_id: int) -> Job | None:
+        await self.flush()  # a delivered job is gone, as the caller expects
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM publishing_jobs WHERE id = $1", job_id
         )
         return Job.from_row(row) if row else None
 
     async def counts(self) -> dict[str, dict[str, int]]:
-        """Jobs per target and state (`pending`, `dead`)."""
+        """Jobs per target and state (`pending`, `dead`); delivered jobs are not counted."""
+        await self.flush()
         rows = await self.db.fetch(
             "SELECT target, state, COUNT(*) AS n FROM publishing_jobs GROUP BY target, state"
         )
