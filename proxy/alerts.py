@@ -215,8 +215,13 @@ class AlertsFeature(Feature):
             self.redis = aioredis.Redis.from_url(
                 gw.config.redis, socket_timeout=1.0, socket_connect_timeout=1.0
             )
+        self._workers = max(1, gw.config.workers)  # they share the LLM budget without Redis
         self.classifier = Classifier(
-            cfg.classification, gw.clock, redis=self.redis, audit=self._audit
+            cfg.classification,
+            gw.clock,
+            redis=self.redis,
+            audit=self._audit,
+            workers=self._workers,
         )
         self.mode: str = cfg.enrichment_mode
         self.mode_source = "default"
@@ -326,7 +331,11 @@ class AlertsFeature(Feature):
         if cfg.classification != self.cfg.classification:
             old = self.classifier
             self.classifier = Classifier(
-                cfg.classification, self.clock, redis=self.redis, audit=self._audit
+                cfg.classification,
+                self.clock,
+                redis=self.redis,
+                audit=self._audit,
+                workers=self._workers,
             )
             await old.close()
         if cfg.enrichment_mode != self.cfg.enrichment_mode and self.mode_source == "default":

@@ -107,7 +107,7 @@ class OpenAIConfig:
     retries: int = 1  # further attempts after a failed call (429, 5xx, timeout, connection)
     retry_backoff: float = 0.5  # seconds before the first retry, doubling
     breaker: BreakerConfig = BreakerConfig()
-    calls_per_minute: int = 60  # per worker; past it, rules
+    calls_per_minute: int = 60  # shared by every worker (Redis) or split among them; past it, rules
     cache_ttl: float = 3600.0
     min_confidence: float = 0.5  # an answer less sure than this falls back to the rules
     secret_patterns: tuple[re.Pattern[str], ...] = ()

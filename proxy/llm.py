@@ -5,7 +5,8 @@
 never written), else asks the LLM through the `openai` SDK (`AsyncOpenAI` with the configured
 `base_url`, model and key) for structured output with a strict JSON schema. Each call is bounded
 by a timeout; failed calls (timeout, connection, 429, 5xx) are retried a bounded number of times;
-a circuit breaker stops calling a failing server for a while; a per-minute budget caps the calls.
+a circuit breaker stops calling a failing server for a while; a per-minute budget caps the calls
+(with Redis, one budget for every worker and replica under `cutover:llm:budget`).
 Any failure, a malformed answer or a confidence under `min_confidence` gives the rules' answer.
 Every LLM call is reported to `audit` (model, latency, prompt digest, outcome, result).
 
@@ -27,12 +28,14 @@ import orjson
 
 from proxy.alerts_config import ClassificationConfig, OpenAIConfig
 from proxy.clock import Clock
+from proxy.shared_bucket import RedisBucket
 from routing.alerts import Alert, Classification
 from routing.classify import LLM_SCHEMA, build_prompt, classify_by_rules, parse_llm_answer
 
 log = logging.getLogger("cutover.alerts")
 
 REDIS_PREFIX = "cutover:classification:"
+BUDGET_KEY = "cutover:llm:budget"  # the shared calls-per-minute token bucket
 MEMORY_ENTRIES = 50_000
 Outcome = Literal[
     "ok", "low_confidence", "malformed", "timeout", "error", "breaker_open", "over_budget"
@@ -119,12 +122,44 @@ class CircuitBreaker:
 
 
 class CallBudget:
-    """At most `per_minute` calls in any 60 s (sliding window)."""
+    """`per_minute` LLM calls a minute.
 
-    def __init__(self, per_minute: int, clock: Clock) -> None:
+    With Redis (`redis`, a client): one token bucket under `key`, shared by every worker and
+    replica, refilled at `per_minute / 60` a second and holding at most `per_minute`.
+    Without Redis, or while it does not answer: this process's share, at most
+    `per_minute // workers` calls (at least 1) in any 60 s, so the host's workers together stay
+    within `per_minute`. `used` counts this process's calls in the last 60 s either way."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Clock,
+        *,
+        workers: int = 1,
+        redis: Any = None,
+        key: str = BUDGET_KEY,
+    ) -> None:
         self.per_minute = per_minute
+        self.workers = max(1, workers)
+        self.local_limit = max(1, per_minute // self.workers)
         self.clock = clock
+        self.key = key
         self._calls: collections.deque[float] = collections.deque()
+        self.redis: RedisBucket | None = None
+        if redis is not None:
+            self.redis = RedisBucket(
+                redis,
+                clock,
+                log=log,
+                down="LLM call budget: Redis unavailable (%s); each worker keeps to its share "
+                "until it is back",
+                back="LLM call budget: Redis is back; the budget is shared again",
+            )
+
+    @property
+    def shared(self) -> bool:
+        """True while the budget is the one shared through Redis."""
+        return self.redis is not None and self.redis.available
 
     def _trim(self) -> float:
         now = self.clock.monotonic()
@@ -132,9 +167,17 @@ class CallBudget:
             self._calls.popleft()
         return now
 
-    def take(self) -> bool:
+    async def take(self) -> bool:
+        """True: one call may be made now. Waits on Redis no longer than its socket timeout."""
+        if self.redis is not None:
+            wait = await self.redis.take(self.key, self.per_minute / 60.0, self.per_minute)
+            if wait is not None:
+                if wait > 0:
+                    return False
+                self._calls.append(self._trim())
+                return True
         now = self._trim()
-        if len(self._calls) >= self.per_minute:
+        if len(self._calls) >= self.local_limit:
             return False
         self._calls.append(now)
         return True
@@ -144,13 +187,24 @@ class CallBudget:
         self._trim()
         return len(self._calls)
 
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "calls_per_minute": self.per_minute,
+            "used": self.used,
+            "shared": self.shared,
+            "per_process_limit": None if self.shared else self.local_limit,
+        }
+
 
 class _Retryable(Exception):
     pass
 
 
 class Classifier:
-    """Rules, or the LLM with the rules as fallback; one per worker."""
+    """Rules, or the LLM with the rules as fallback; one per worker.
+
+    `workers`: how many worker processes on this host share the call budget when Redis does not
+    (`redis` is None or down); `budget_key`: the Redis key of the shared budget."""
 
     def __init__(
         self,
@@ -159,6 +213,8 @@ class Classifier:
         *,
         redis: Any = None,
         audit: Callable[[AuditRecord], Awaitable[None]] | None = None,
+        workers: int = 1,
+        budget_key: str = BUDGET_KEY,
     ) -> None:
         self.config = config
         self.llm: OpenAIConfig | None = config.openai if config.engine == "openai" else None
@@ -179,7 +235,9 @@ class Classifier:
                 max_retries=0,  # retries are ours: bounded, and counted by the breaker
             )
             self.breaker = CircuitBreaker(self.llm.breaker.failures, self.llm.breaker.reset, clock)
-            self.budget = CallBudget(self.llm.calls_per_minute, clock)
+            self.budget = CallBudget(
+                self.llm.calls_per_minute, clock, workers=workers, redis=redis, key=budget_key
+            )
         self.stats: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=2000)
         self._redis_warned = False
@@ -303,7 +361,7 @@ class Classifier:
         rules = self.by_rules(alert)
         if not breaker.allow():
             return rules, "breaker_open"
-        if not budget.take():
+        if not await budget.take():
             breaker.abandon()
             return rules, "over_budget"
         prompt = build_prompt(alert, llm.secret_patterns)
@@ -439,11 +497,7 @@ class Classifier:
             "rules_only": s["rules"],
             "llm_latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "samples": len(lat)},
             "breaker": self.breaker.snapshot() if self.breaker is not None else None,
-            "budget": (
-                {"calls_per_minute": self.budget.per_minute, "used": self.budget.used}
-                if self.budget is not None
-                else None
-            ),
+            "budget": self.budget.snapshot() if self.budget is not None else None,
         }
 
     async def models(self) -> dict[str, object]:

@@ -291,6 +291,8 @@ async def test_redis_shares_cache_and_mode(ag, llm, http) -> None:
         assert 3500 < ttl <= 3600
         second = await classify(http, gw2, alert)  # another replica: from Redis, no call
         assert second["cached"] is True and llm.calls == 1
+        async with http.get(gw1.url + "/classification/stats") as resp:
+            assert (await resp.json())["budget"]["shared"] is True  # cutover:llm:budget
 
         async with http.post(gw1.url + "/enrichment/mode", json={"mode": "transparent"}) as resp:
             assert await resp.json() == {"mode": "transparent", "source": "redis"}
@@ -312,6 +314,9 @@ async def test_redis_down_fails_static(ag, llm, http) -> None:
     alert = unique()
     assert (await classify(http, gw, alert))["llm_outcome"] == "ok"
     assert (await classify(http, gw, alert))["cached"] is True  # memory still works
+    async with http.get(gw.url + "/classification/stats") as resp:
+        budget = (await resp.json())["budget"]
+    assert budget["shared"] is False and budget["per_process_limit"] == 100  # 1 worker
     async with http.get(gw.url + "/enrichment/mode") as resp:
         assert (await resp.json())["mode"] == "enriched"
     async with http.post(gw.url + "/enrichment/mode", json={"mode": "transparent"}) as resp:
