@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -49,7 +50,18 @@ def serve(path: str, workers: int | None = None) -> int:
     count = workers if workers is not None else config.workers
     if count > 1 and "CUTOVER_WORKER_ID" not in os.environ:
         return supervise(path, count)
-    return run_worker(path, config)
+    return run_worker(path, _with_worker_count(config, count))
+
+
+def _with_worker_count(config: CutoverConfig, count: int | None = None) -> CutoverConfig:
+    """`config` with `workers` as actually run: a supervisor's `--workers N` reaches its
+    workers through `CUTOVER_WORKERS` (features that split a budget among workers read it)."""
+    given = os.environ.get("CUTOVER_WORKERS")
+    if given is not None and given.isdigit():
+        count = int(given)
+    if count is None or count < 1 or count == config.workers:
+        return config
+    return dataclasses.replace(config, workers=count)
 
 
 def run_worker(path: str, config: CutoverConfig) -> int:
@@ -94,13 +106,13 @@ async def _reload(gw: object, path: str) -> None:
     except ConfigErrors as errs:
         log.error("reload refused, keeping the running config:\n%s", format_errors(errs))
         return
-    await gw.reload(config)  # type: ignore[attr-defined]
+    await gw.reload(_with_worker_count(config))  # type: ignore[attr-defined]
 
 
 def supervise(path: str, count: int) -> int:
     """Start `count` workers on one port and keep them running until told to stop."""
     metrics_dir = tempfile.mkdtemp(prefix="cutover-metrics-")
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, CUTOVER_WORKERS=str(count))
     stopping = False
     children: dict[int, subprocess.Popen[bytes]] = {}
 
