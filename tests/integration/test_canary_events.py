@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from proxy.clock import FakeClock
-from proxy.db import Database, open_database
+from proxy.db import Database
 from proxy.events import Event, EventLog
 from proxy.shared import StoreShared
 from routing.canary import initial_control
@@ -27,20 +25,6 @@ from tests.integration.canary_helpers import (
 )
 
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite://{tmp_path}/state.db")
-        yield database
-        await database.close()
-    else:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        database = await open_database(PG_URL, schema=schema)
-        yield database
-        await database.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await database.close()
 
 
 async def test_events_are_stored_and_listed(db: Database) -> None:

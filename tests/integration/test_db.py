@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,20 +22,6 @@ DDL = {
         "state TEXT NOT NULL DEFAULT 'pending')"
     ],
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite://{tmp_path}/state.db")
-        yield database
-        await database.close()
-    else:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        database = await open_database(PG_URL, schema=schema)
-        yield database
-        await database.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await database.close()
 
 
 async def test_migrate_once_and_numbered_parameters(db: Database) -> None:

@@ -23,22 +23,6 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 FAST = {"backoff": {"base": "20ms", "cap": "100ms"}, "poll_interval": "50ms"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def storage(request, tmp_path):
-    """A `storage:` URL: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-        return
-    schema = f"pc_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG)
-    await conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG}?search_path={schema}"
-    finally:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await conn.close()
-
-
 @pytest.fixture
 def held(monkeypatch):
     """Engines started from now on flush only at shutdown or when asked (no size, no timer)."""

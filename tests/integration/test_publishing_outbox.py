@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-
-import pytest
 
 from proxy.clock import FakeClock
-from proxy.db import open_database
 from publishing.outbox import Outbox, alert_from_json, alert_to_json
 from tests.integration.publishing_helpers import make_alert
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path):
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite:///{tmp_path / 'o.db'}")
-        yield database
-        await database.close()
-        return
-    schema = f"ob_{uuid.uuid4().hex[:10]}"
-    database = await open_database(PG, schema=schema)
-    try:
-        yield database
-    finally:
-        await database.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await database.close()
 
 
 async def put(outbox: Outbox, alert, targets):

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
-import asyncpg
-import pytest
-
 from proxy.clock import Clock
 from proxy.db import open_database
 from publishing.outbox import Outbox
@@ -16,21 +11,6 @@ from tests.integration.publishing_helpers import make_alert
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 N = 20
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def storage(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-        return
-    schema = f"pub_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG)
-    await conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG}?search_path={schema}"
-    finally:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await conn.close()
 
 
 async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage, gateway_process):
