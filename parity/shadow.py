@@ -62,43 +62,32 @@ _CAPTURE_DROP = frozenset(
      "proxy-connection", "trailer", "expect"}
 )  # fmt: skip
 
+
+def _results_ddl(id_column: str, real_type: str) -> list[str]:
+    """The `parity_results` table in one dialect (they differ in the id and float types)."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS parity_results (
+            id {id_column},
+            ts {real_type} NOT NULL,
+            route TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            primary_backend TEXT NOT NULL,
+            candidate_backend TEXT NOT NULL,
+            primary_status INTEGER NOT NULL,
+            candidate_status INTEGER NOT NULL,
+            fields TEXT NOT NULL,
+            noise_fields TEXT,
+            differences TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS parity_results_route ON parity_results (route, id)",
+    ]
+
+
 _MIGRATION = {
-    "sqlite": [
-        """CREATE TABLE IF NOT EXISTS parity_results (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            ts REAL NOT NULL,
-            route TEXT NOT NULL,
-            endpoint TEXT NOT NULL,
-            method TEXT NOT NULL,
-            path TEXT NOT NULL,
-            primary_backend TEXT NOT NULL,
-            candidate_backend TEXT NOT NULL,
-            primary_status INTEGER NOT NULL,
-            candidate_status INTEGER NOT NULL,
-            fields TEXT NOT NULL,
-            noise_fields TEXT,
-            differences TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS parity_results_route ON parity_results (route, id)",
-    ],
-    "postgresql": [
-        """CREATE TABLE IF NOT EXISTS parity_results (
-            id BIGSERIAL PRIMARY KEY,
-            ts DOUBLE PRECISION NOT NULL,
-            route TEXT NOT NULL,
-            endpoint TEXT NOT NULL,
-            method TEXT NOT NULL,
-            path TEXT NOT NULL,
-            primary_backend TEXT NOT NULL,
-            candidate_backend TEXT NOT NULL,
-            primary_status INTEGER NOT NULL,
-            candidate_status INTEGER NOT NULL,
-            fields TEXT NOT NULL,
-            noise_fields TEXT,
-            differences TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS parity_results_route ON parity_results (route, id)",
-    ],
+    "sqlite": _results_ddl("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL"),
+    "postgresql": _results_ddl("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"),
 }
 
 
