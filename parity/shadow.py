@@ -410,11 +410,7 @@ class ParityFeature(Feature):
 
     async def _send(self, upstream: Upstream, job: MirrorJob) -> Reply:
         backend = upstream.backend
-        host_header = (
-            backend.authority
-            if backend.host_header == "backend"
-            else (None if backend.host_header == "pass" else backend.host_header)
-        )
+        host_header = backend.upstream_host
         headers = upstream_headers(
             job.headers,
             peer=job.peer,

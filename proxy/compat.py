@@ -656,11 +656,7 @@ class CompatFeature(Feature):
         if url_text.raw_query_string:
             path += "?" + url_text.raw_query_string
         b = upstream.backend
-        host_header = (
-            b.authority
-            if b.host_header == "backend"
-            else (None if b.host_header == "pass" else b.host_header)
-        )
+        host_header = b.upstream_host
         headers = upstream_headers(
             request.headers,
             peer=request.remote or "",

@@ -83,6 +83,15 @@ class Backend:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default else f"{host}:{self.port}"
 
+    @property
+    def upstream_host(self) -> str | None:
+        """The Host sent to this backend (`host_header`): its authority, a literal value, or
+        None to pass the client's own."""
+        mode = self.host_header
+        if mode == "pass":
+            return None
+        return self.authority if mode == "backend" else mode
+
 
 @dataclass(frozen=True, slots=True)
 class HeaderMatch:

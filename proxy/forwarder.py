@@ -173,11 +173,7 @@ async def forward(
             break
         per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
         backend = upstream.backend
-        host_header = (
-            backend.authority
-            if backend.host_header == "backend"
-            else (None if backend.host_header == "pass" else backend.host_header)
-        )
+        host_header = backend.upstream_host
         headers = upstream_headers(
             request.headers,
             peer=peer,

@@ -374,11 +374,10 @@ class LeanPool:
         # Constant parts of the request heads sent to this backend.
         self.base_path = backend.base_path.encode("latin-1")
         self.fallback_host = b"Host: " + backend.authority.encode("latin-1") + b"\r\n"
-        mode = backend.host_header
-        self.host_line: bytes | None = None  # "pass": the client's Host
-        if mode != "pass":
-            value = backend.authority if mode == "backend" else mode
-            self.host_line = b"Host: " + value.encode("latin-1") + b"\r\n"
+        host = backend.upstream_host
+        self.host_line: bytes | None = None  # None: the client's Host is passed
+        if host is not None:
+            self.host_line = b"Host: " + host.encode("latin-1") + b"\r\n"
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on first use
         self._idle: list[Connection] = []
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()

@@ -608,3 +608,18 @@ def test_every_message_is_one_line(tmp_path: Path) -> None:
         parse_config(yaml.safe_load(FULL.replace("10MiB", "ten")), "x.yaml", env={})
     for err in info.value.errors:
         assert "\n" not in str(err)
+
+
+def test_the_host_sent_to_a_backend_follows_host_header() -> None:
+    def backend(mode: str, url: str = "http://go.internal:8080"):  # type: ignore[no-untyped-def]
+        data = {
+            "listen": "127.0.0.1:0",
+            "backends": {"go": {"url": url, "host_header": mode}},
+            "routes": [{"name": "all", "split": {"go": 100}}],
+        }
+        return parse_config(data, "t.yaml", env={}).backends["go"]
+
+    assert backend("backend").upstream_host == "go.internal:8080"
+    assert backend("backend", "https://go.internal").upstream_host == "go.internal"
+    assert backend("pass").upstream_host is None
+    assert backend("alerts.example.com").upstream_host == "alerts.example.com"
