@@ -175,3 +175,17 @@ async def test_command_line_prints_json(serve, tmp_path: Path) -> None:  # type:
     assert data["ok"] == 30
     assert set(data["latency_ms"]) == {"50", "90", "99", "99.9", "max"}
     assert "30/30 ok" in err.decode()
+
+
+async def test_the_generator_sleeps_between_requests(serve) -> None:  # type: ignore[no-untyped-def]
+    # 2,000/s leaves 0.5 ms between requests: an event loop with millisecond timers spins there
+    # and uses the whole second of CPU; sleeping in select() until each due time uses a fraction
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    url = await serve(ok)
+    result = await asyncio.wait_for(
+        fixed_rate.run(url + "/", rate=2000, count=2000, connections=4, drain=30), 120
+    )
+    assert result.ok == 2000
+    assert 0 < result.cpu_seconds < 0.5 * result.seconds, (result.cpu_seconds, result.seconds)
