@@ -1046,7 +1046,7 @@ class _Conn(asyncio.Protocol):
         listener = self.listener
         listener.meters.in_flight += 1
         ex.counted = True
-        ex.started = self.loop.time()
+        ex.started = time.perf_counter()  # the loop's clock moves in whole milliseconds
         bound = ex.bound = self._bound
         state = ex.state
         rid = ex.first.get(bound.rid_lower)
@@ -1282,7 +1282,7 @@ class _Conn(asyncio.Protocol):
         if started is not None:
             outcome = ex.outcome
             backend = outcome.backend or "-"
-            elapsed = self.loop.time() - started
+            elapsed = time.perf_counter() - started
             route_name = ex.route_name
             self.listener.meters.count(route_name, backend, status, elapsed)
             if outcome.backend:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import signal
 
 import aiohttp
@@ -37,6 +38,29 @@ async def test_sigterm_drains_in_flight_requests(backends, gateway_process) -> N
     code = await asyncio.to_thread(gp.proc.wait, 20)
     assert code == 0, gp.output()
     assert "Traceback" not in gp.output()
+
+
+async def test_request_durations_are_not_in_whole_milliseconds(
+    backends, gateway_process, tmp_path
+) -> None:
+    # uvloop's loop.time() moves in whole milliseconds: durations measured with it would all be
+    # whole numbers of ms (mostly 0) in the access log and the duration histogram
+    go = await backends("go")
+    log_path = tmp_path / "access.log"
+    config = gateway_config({"go": go.url}, access_log={"enabled": True, "path": str(log_path)})
+    gp = await gateway_process(config).ready()
+    async with aiohttp.ClientSession() as s:
+        for _ in range(20):
+            async with s.get(gp.url + "/api/v1/history") as resp:
+                assert resp.status == 200
+                await resp.read()
+    assert gp.stop() == 0, gp.output()  # the log is flushed on the way out
+    durations = [
+        json.loads(line)["duration_ms"] for line in log_path.read_text().splitlines() if line
+    ]
+    assert len(durations) == 20
+    fractional = [d for d in durations if d != int(d)]
+    assert len(fractional) >= 15, durations
 
 
 async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_process) -> None:
