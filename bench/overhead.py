@@ -53,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixed_rate import FixedRateResult
-from bench.stats import Spread, spread
+from bench.stats import Spread, percentile, spread
 from nginx.render import render as render_nginx
+from proxy.accesslog import FLUSH_INTERVAL as ACCESS_LOG_FLUSH
 from proxy.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,6 +374,8 @@ class FixedRun:
     side: str
     result: FixedRateResult
     cpu_seconds: float | None = None  # the proxy processes' CPU time during the run
+    core_busy: float | None = None  # share of the proxy's CPU not idle during the run (0..1)
+    inside_p99_ms: float | None = None  # p99 of cutover's own access-log durations
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +389,8 @@ class FixedSideSummary:
     cpu_us_per_request: float | None
     failed: int  # errors + unfinished, summed over rounds
     requests: int  # scheduled, summed over rounds
+    core_busy: float | None = None  # median share of the proxy's own CPU that was busy
+    inside_p99_ms: float | None = None  # median p99 of the time spent inside cutover
 
 
 def fixed_rate_for(per_case: Mapping[str, Mapping[str, Any]]) -> float | None:
@@ -412,6 +417,8 @@ def summarize_fixed_side(runs: Sequence[FixedRun]) -> FixedSideSummary:
         cpu_us_per_request=_median([v for v in cpu if v is not None]),
         failed=sum(x.failed for x in results),
         requests=sum(x.scheduled for x in results),
+        core_busy=_median([r.core_busy for r in runs if r.core_busy is not None]),
+        inside_p99_ms=_median([r.inside_p99_ms for r in runs if r.inside_p99_ms is not None]),
     )
 
 
@@ -493,6 +500,10 @@ def fmt_cpu_us(value: float | None) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
+def fmt_share(value: float | None) -> str:
+    return DASH if value is None else f"{value:.0%}"
+
+
 def fmt_ratio(r: RatioSummary) -> str:
     if r.median is None:
         return DASH
@@ -526,8 +537,8 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
         "latency from each request's scheduled send time (open loop, `bench/fixed_rate.py`).",
         "",
         "| side | p50 | p99 | added p50 over direct | added p99 over direct | goal (issue 9) "
-        "| CPU µs/request | send lag p99 | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| p99 inside cutover | proxy CPU busy | CPU µs/request | send lag p99 | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     added = data.get("added", {})
     for side, s in data["sides"].items():
@@ -537,7 +548,8 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
         extra = added.get(side, {})
         lines.append(
             f"| {side} | {fmt_ms(s.p50_ms)} | {fmt_ms(s.p99_ms)} | {fmt_added(extra.get('50'))} "
-            f"| {fmt_added(extra.get('99'))} | {goal} | {fmt_cpu_us(s.cpu_us_per_request)} "
+            f"| {fmt_added(extra.get('99'))} | {goal} | {fmt_ms(s.inside_p99_ms)} "
+            f"| {fmt_share(s.core_busy)} | {fmt_cpu_us(s.cpu_us_per_request)} "
             f"| {fmt_ms(s.lag_p99_ms)} | {_failed_cell(s)} |"
         )
     return lines
@@ -819,24 +831,105 @@ def parse_proc_stat(text: str) -> tuple[int, int]:
     return int(rest[1]), sum(int(rest[n - 3]) for n in (14, 15, 16, 17))
 
 
-def tree_ticks(stats: Mapping[int, tuple[int, int]], root: int) -> int | None:
-    """Ticks of `root` and every descendant, from pid -> (ppid, ticks); None if root is gone.
-
-    A child that was reaped has its time in its parent's cutime/cstime, so nothing is lost."""
+def tree_pids(stats: Mapping[int, tuple[int, int]], root: int) -> list[int]:
+    """`root` and every descendant, from pid -> (ppid, ticks); empty if root is gone."""
     if root not in stats:
-        return None
+        return []
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo, seen = 0, [root], set()
+    out, todo, seen = [], [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += stats[pid][1]
+        out.append(pid)
         todo += children.get(pid, [])
-    return total
+    return out
+
+
+def tree_ticks(stats: Mapping[int, tuple[int, int]], root: int) -> int | None:
+    """Ticks of `root` and every descendant, from pid -> (ppid, ticks); None if root is gone.
+
+    A child that was reaped has its time in its parent's cutime/cstime, so nothing is lost."""
+    pids = tree_pids(stats, root)
+    return sum(stats[pid][1] for pid in pids) if pids else None
+
+
+def parse_cpu_line(stat_text: str, cpu: int) -> tuple[int, int] | None:
+    """(busy, total) ticks of one CPU from the text of /proc/stat: busy is user, nice, system,
+    irq and softirq; total adds idle, iowait and steal. None if the CPU is not listed."""
+    prefix = f"cpu{cpu} "
+    for line in stat_text.splitlines():
+        if line.startswith(prefix):
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            busy = user + nice + system + irq + softirq
+            return busy, busy + idle + iowait + steal
+    return None
+
+
+def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of a CPU's time that was busy between two `parse_cpu_line` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def cpu_reading(cpus: set[int] | None) -> tuple[int, int] | None:
+    """`parse_cpu_line` summed over `cpus` now; None without CPUs or /proc/stat."""
+    if not cpus:
+        return None
+    try:
+        text = Path("/proc/stat").read_text()
+    except OSError:
+        return None
+    readings = [parse_cpu_line(text, cpu) for cpu in sorted(cpus)]
+    if any(r is None for r in readings):
+        return None
+    return sum(r[0] for r in readings if r), sum(r[1] for r in readings if r)
+
+
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    stats: dict[int, tuple[int, int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    stats[int(entry)] = parse_proc_stat(Path(f"/proc/{entry}/stat").read_text())
+    return stats
+
+
+def pin_tree(root: int, cpus: set[int]) -> dict[int, set[int]]:
+    """Move every thread of `root` and its descendants to `cpus`; return each thread's old
+    CPUs (for `unpin`). Threads that are gone by then are skipped."""
+    old: dict[int, set[int]] = {}
+    for pid in tree_pids(_proc_stats(), root):
+        with contextlib.suppress(OSError):
+            for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+                with contextlib.suppress(OSError):
+                    old[tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, cpus)
+    return old
+
+
+def unpin(old: Mapping[int, set[int]]) -> None:
+    for tid, cpus in old.items():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+def access_log_p99(path: Path | None) -> float | None:
+    """p99 of the `duration_ms` of cutover's access-log lines in `path` (time spent inside
+    the gateway, from the request head to the end of the answer); None without lines."""
+    if path is None:
+        return None
+    durations = []
+    with contextlib.suppress(OSError):
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                durations.append(float(json.loads(line)["duration_ms"]))
+    return percentile(sorted(durations), 99.0) if durations else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -966,14 +1059,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def tree_cpu_seconds(root: int) -> float | None:
     """CPU seconds used so far by process `root` and its descendants; None if it is gone."""
-    stats: dict[int, tuple[int, int]] = {}
-    with contextlib.suppress(OSError):
-        entries = os.listdir("/proc")
-        for entry in entries:
-            if entry.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    stats[int(entry)] = parse_proc_stat(Path(f"/proc/{entry}/stat").read_text())
-    ticks = tree_ticks(stats, root)
+    ticks = tree_ticks(_proc_stats(), root)
     return None if ticks is None else ticks / _CLK_TCK
 
 
@@ -1068,6 +1154,11 @@ def _cpu_arg(text: str, available: set[int]) -> str | None:
     return text
 
 
+def cpu_set(text: str | None) -> set[int] | None:
+    """The CPUs of a `_cpu_arg` value ("0", "0,1"); None when unpinned."""
+    return {int(c) for c in text.split(",")} if text else None
+
+
 @dataclass
 class Env:
     tmp: Path
@@ -1077,6 +1168,8 @@ class Env:
     origin_port: int
     wrk_cpu: str | None
     user: str | None
+    proxy_cpu: str | None = None  # the fixed-rate runs move every proxy process here
+    origin_pid: int | None = None
 
 
 def start_nginx(
@@ -1178,6 +1271,7 @@ def measure_workers(
 
     runs: list[Run] = []
     fixed: list[FixedRun] = []
+    pinned: dict[int, set[int]] = {}
     try:
         if args.warmup > 0:
             for side in SIDES:
@@ -1225,6 +1319,17 @@ def measure_workers(
         if args.fixed_rate_seconds > 0 and rate and workers in args.fixed_rate_worker_counts:
             rate = float(round(rate))
             case = CASES_BY_KEY[FIXED_RATE_CASE]
+            proxy_cpus = cpu_set(env.proxy_cpu)
+            if proxy_cpus and env.wrk_cpu and env.origin_pid:
+                # the proxy under test gets a core to itself; the generator and the origin
+                # share the other, so a side's added latency is the proxy's own
+                log(
+                    f"fixed rate: proxies moved to CPU {env.proxy_cpu}, origin to CPU "
+                    f"{env.wrk_cpu} with the generator"
+                )
+                pinned.update(pin_tree(env.origin_pid, cpu_set(env.wrk_cpu)))
+                for proc in (nginx, cutover):
+                    pinned.update(pin_tree(proc.pid, proxy_cpus))
             for rnd in range(args.rounds):
                 for side in side_order(rnd):
                     log(
@@ -1238,17 +1343,24 @@ def measure_workers(
                         connections=args.connections,
                         cpu=env.wrk_cpu,
                     )
-                    before = proxy_cpu(side)
+                    before, core_before = proxy_cpu(side), cpu_reading(proxy_cpus)
                     fixed_result = run_fixed_rate(cmd, args.fixed_rate_seconds + 60)
                     cpu = cpu_delta(before, proxy_cpu(side))
+                    busy = busy_share(core_before, cpu_reading(proxy_cpus))
+                    inside = None
+                    if side == "cutover":
+                        time.sleep(ACCESS_LOG_FLUSH + 0.2)  # its last lines reach the file
+                        inside = access_log_p99(logs[side])
                     log_bytes = _truncate(logs[side])
                     lat = fixed_result.latency_ms
                     bad = f", {fixed_result.failed} FAILED" if fixed_result.failed else ""
+                    core = "" if busy is None else f", proxy CPU {busy:.0%} busy"
+                    within = "" if inside is None else f", inside cutover p99 {fmt_ms(inside)}"
                     log(
                         f"   -> p50 {fmt_ms(lat.get('50'))}, p99 {fmt_ms(lat.get('99'))}, "
-                        f"send lag p99 {fmt_ms(fixed_result.lag_ms.get('99'))}{bad}"
+                        f"send lag p99 {fmt_ms(fixed_result.lag_ms.get('99'))}{core}{within}{bad}"
                     )
-                    fixed.append(FixedRun(workers, rnd, side, fixed_result, cpu))
+                    fixed.append(FixedRun(workers, rnd, side, fixed_result, cpu, busy, inside))
                     raw_fixed.append(
                         {
                             "workers": workers,
@@ -1257,6 +1369,8 @@ def measure_workers(
                             "command": shlex.join(cmd),
                             "result": asdict(fixed_result),
                             "cpu_seconds": cpu,
+                            "core_busy": busy,
+                            "inside_p99_ms": inside,
                             "access_log_bytes": log_bytes,
                         }
                     )
@@ -1264,6 +1378,7 @@ def measure_workers(
             if proc.poll() is not None:
                 raise RuntimeError(f"{side} died during the run (exit {proc.returncode})")
     finally:
+        unpin(pinned)
         env.procs.stop(cutover)
         env.procs.stop(nginx)
     return runs, fixed
@@ -1306,6 +1421,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per side/case (2)")
     p.add_argument("--wrk-cpu", default="0", help="CPU list for wrk, or none (0)")
     p.add_argument("--origin-cpu", default="1", help="CPU list for the origin, or none (1)")
+    p.add_argument(
+        "--proxy-cpu",
+        default="1",
+        help="CPU list the proxies move to for the fixed-rate runs, the origin moving to "
+        "--wrk-cpu beside the generator; none leaves them where they are (1)",
+    )
     p.add_argument(
         "--fixed-rate-seconds",
         type=float,
@@ -1375,6 +1496,8 @@ def fixed_runs_from_json(payload: Mapping[str, Any]) -> list[FixedRun]:
             r["side"],
             FixedRateResult(**r["result"]),
             r.get("cpu_seconds"),
+            r.get("core_busy"),
+            r.get("inside_p99_ms"),
         )
         for r in payload.get("fixed_rate_runs", ())
     ]
@@ -1404,6 +1527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     available = os.sched_getaffinity(0)
     wrk_cpu = _cpu_arg(args.wrk_cpu, available)
     origin_cpu = _cpu_arg(args.origin_cpu, available)
+    proxy_cpu = _cpu_arg(args.proxy_cpu, available)
     notes: list[str] = []
     if args.fixed_rate_seconds <= 0:
         notes.append(
@@ -1433,10 +1557,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 origin_port=free_port(),
                 wrk_cpu=wrk_cpu,
                 user=_nginx_user(),
+                proxy_cpu=proxy_cpu,
             )
             log(f"temp dir {tmp}; origin on :{env.origin_port} (cpu {origin_cpu or 'any'})")
             origin_conf = render_origin_conf(str(tmp), env.origin_port, str(docroot), env.user)
-            start_nginx(env, "origin", origin_conf, origin_cpu, env.origin_port)
+            origin = start_nginx(env, "origin", origin_conf, origin_cpu, env.origin_port)
+            env.origin_pid = origin.pid
             check_side(env.origin_port, "direct", post_body)
             check_post_reads(env.origin_port, post_body)
             for workers in args.worker_counts:
@@ -1476,10 +1602,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"`python -m bench.fixed_rate`, GET small JSON at half of cutover's median peak rps "
             f"(for {args.fixed_rate_workers} worker(s): `--fixed-rate-workers`), "
             f"{args.fixed_rate_seconds:g} s per side and round in the same "
-            f"rotated order, {args.connections} keep-alive connections, {pinned}; latency from "
-            "each request's scheduled time (open loop, no coordinated omission); p50/p99 are "
-            "nearest-rank over every request of a run, medians over rounds; added = side minus "
-            "direct in the same round, median (and range) over rounds"
+            f"rotated order, {args.connections} keep-alive connections, {pinned}; "
+            + (
+                f"for these runs the proxies move to CPU {proxy_cpu} and the origin to CPU "
+                f"{wrk_cpu} beside the generator, so each proxy has a core to itself; "
+                if proxy_cpu and wrk_cpu
+                else ""
+            )
+            + "latency from each request's scheduled time (open loop, no coordinated "
+            "omission); p50/p99 are nearest-rank over every request of a run, medians over "
+            "rounds; added = side minus direct in the same round, median (and range) over "
+            "rounds; p99 inside cutover = its access log's durations (request head to last "
+            "byte out); proxy CPU busy = share of the proxy's CPU not idle (user, system, "
+            "irq, softirq: loopback packets are processed there too)"
         )
     section = render_section(summary, meta, notes, fixed)
     out = Path(args.out)

@@ -6,6 +6,9 @@ No sockets, no wrk; nothing here is timed.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -535,7 +538,10 @@ def sample_fixed_runs() -> list[o.FixedRun]:
             if side == "cutover" and rnd == 2:
                 extra = {"ok": 8490, "errors": 4, "unfinished": 6}
             cpu = {"direct": None, "nginx": 0.17, "cutover": 0.68}[side]
-            runs.append(o.FixedRun(1, rnd, side, fixed_result(p50, p99, **extra), cpu))
+            busy = {"direct": 0.01, "nginx": 0.5, "cutover": 0.7 + rnd / 100}[side]
+            inside = 0.6 + rnd / 10 if side == "cutover" else None
+            result = fixed_result(p50, p99, **extra)
+            runs.append(o.FixedRun(1, rnd, side, result, cpu, busy, inside))
     return runs
 
 
@@ -561,6 +567,9 @@ def test_summarize_fixed_medians_and_added_latency_over_direct() -> None:
     assert sides["nginx"].cpu_us_per_request == pytest.approx(20.0)  # 0.17 s / 8,500
     assert sides["cutover"].cpu_us_per_request == pytest.approx(80.0)  # median of 80, 80, 80.0x
     assert sides["direct"].cpu_us_per_request is None
+    assert sides["cutover"].core_busy == pytest.approx(0.71)
+    assert sides["cutover"].inside_p99_ms == pytest.approx(0.7)
+    assert sides["nginx"].inside_p99_ms is None
     added = data["added"]
     assert added["nginx"]["50"].median == pytest.approx(0.08)
     assert (added["nginx"]["99"].min, added["nginx"]["99"].max) == pytest.approx((0.2, 0.4))
@@ -580,15 +589,21 @@ def test_render_fixed_table() -> None:
     text = o.render_tables(o.summarize(sample_runs()), rounds=3, fixed=fixed)
     assert "Fixed rate, GET small JSON: **1,700 requests/s** (half of cutover's median peak" in text
     assert "5 s per side and round, 32 connections" in text
-    assert "| added p99 over direct | goal (issue 9) | CPU µs/request | send lag p99 |" in text
-    assert "| direct | 250 µs | 1.10 ms | \u2013 | \u2013 | \u2013 | \u2013 | 200 µs | 0 |" in text
+    assert (
+        "| added p99 over direct | goal (issue 9) | p99 inside cutover | proxy CPU busy "
+        "| CPU µs/request | send lag p99 |"
+    ) in text
+    assert (
+        "| direct | 250 µs | 1.10 ms | \u2013 | \u2013 | \u2013 | \u2013 | 1% | \u2013 "
+        "| 200 µs | 0 |"
+    ) in text
     assert (
         "| nginx | 330 µs | 1.40 ms | +80 µs (+50 µs to +100 µs) | +300 µs (+200 µs to +400 µs) "
-        "| \u2013 | 20.0 | 200 µs | 0 |"
+        "| \u2013 | \u2013 | 50% | 20.0 | 200 µs | 0 |"
     ) in text
     assert (
         "| cutover | 500 µs | 2.00 ms | +300 µs (+200 µs to +400 µs) "
-        "| +900 µs (+800 µs to +1.50 ms) | added p99 ≤ 1 ms | 80.0 | 200 µs "
+        "| +900 µs (+800 µs to +1.50 ms) | added p99 ≤ 1 ms | 700 µs | 71% | 80.0 | 200 µs "
         "| **10 failed** of 25,500 |"
     ) in text
     # only for one worker; the 2-worker block has no fixed-rate table here
@@ -628,6 +643,8 @@ def test_fixed_runs_from_json_round_trip_and_rerender(tmp_path: Path) -> None:
                 "side": r.side,
                 "result": asdict(r.result),
                 "cpu_seconds": r.cpu_seconds,
+                "core_busy": r.core_busy,
+                "inside_p99_ms": r.inside_p99_ms,
             }
             for r in fixed_runs
         ],
@@ -702,3 +719,52 @@ def test_fixed_rate_runs_for_one_worker_unless_told_otherwise() -> None:
     assert o._parse_args(["--fixed-rate-workers", "1,2"]).fixed_rate_worker_counts == [1, 2]
     with pytest.raises(SystemExit):
         o._parse_args(["--fixed-rate-workers", "two"])
+
+
+def test_parse_cpu_line_and_busy_share() -> None:
+    text = (
+        "cpu  10 0 10 100 0 0 0 0 0 0\n"
+        "cpu0 1 2 3 40 5 6 7 8 0 0\n"
+        "cpu1 100 0 50 300 10 5 20 15 0 0\n"
+        "intr 1 2 3\n"
+    )
+    assert o.parse_cpu_line(text, 0) == (1 + 2 + 3 + 6 + 7, 19 + 40 + 5 + 8)
+    assert o.parse_cpu_line(text, 1) == (175, 500)
+    assert o.parse_cpu_line(text, 2) is None
+    assert o.busy_share((175, 500), (275, 700)) == pytest.approx(0.5)
+    assert o.busy_share((175, 500), (175, 500)) is None
+    assert o.busy_share(None, (1, 2)) is None
+    assert o.cpu_set("0,1") == {0, 1}
+    assert o.cpu_set(None) is None
+
+
+def test_tree_pids_walks_descendants() -> None:
+    stats = {1: (0, 5), 10: (1, 1), 11: (10, 1), 12: (10, 1), 20: (1, 1), 30: (99, 1)}
+    assert sorted(o.tree_pids(stats, 10)) == [10, 11, 12]
+    assert o.tree_pids(stats, 77) == []
+    assert o.tree_ticks(stats, 10) == 3
+    assert o.tree_ticks(stats, 77) is None
+
+
+def test_access_log_p99_reads_cutovers_durations(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    lines = [json.dumps({"status": 200, "duration_ms": d / 10}) for d in range(1, 101)]
+    log.write_text("\n".join([*lines, "not json", '{"no": "duration"}']) + "\n")
+    assert o.access_log_p99(log) == pytest.approx(9.9)
+    assert o.access_log_p99(tmp_path / "missing.log") is None
+    assert o.access_log_p99(None) is None
+
+
+def test_pin_tree_moves_a_process_and_unpin_restores_it() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        before = os.sched_getaffinity(proc.pid)
+        old = o.pin_tree(proc.pid, {cpus[-1]})
+        assert os.sched_getaffinity(proc.pid) == {cpus[-1]}
+        assert old[proc.pid] == before
+        o.unpin(old)
+        assert os.sched_getaffinity(proc.pid) == before
+    finally:
+        proc.kill()
+        proc.wait()
