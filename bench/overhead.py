@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,6 +376,7 @@ class FixedRun:
     cpu_seconds: float | None = None  # the proxy processes' CPU time during the run
     core_busy: float | None = None  # share of the proxy's CPU not idle during the run (0..1)
     inside_p99_ms: float | None = None  # p99 of cutover's own access-log durations
+    share: float = 0.5  # the rate as a share of cutover's median peak
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,13 +394,15 @@ class FixedSideSummary:
     inside_p99_ms: float | None = None  # median p99 of the time spent inside cutover
 
 
-def fixed_rate_for(per_case: Mapping[str, Mapping[str, Any]]) -> float | None:
-    """The fixed rate for one worker count: half of cutover's median peak rps on GET small JSON
-    (`per_case` is one worker count of `summarize`)."""
+def fixed_rate_for(
+    per_case: Mapping[str, Mapping[str, Any]], share: float = FIXED_RATE_SHARE
+) -> float | None:
+    """The fixed rate for one worker count: `share` (half by default) of cutover's median peak
+    rps on GET small JSON (`per_case` is one worker count of `summarize`)."""
     side = per_case.get(FIXED_RATE_CASE, {}).get("sides", {}).get("cutover")
     if side is None or not side.rps:
         return None
-    return side.rps * FIXED_RATE_SHARE
+    return side.rps * share
 
 
 def summarize_fixed_side(runs: Sequence[FixedRun]) -> FixedSideSummary:
@@ -427,12 +430,13 @@ def paired_difference(side: Mapping[int, float], base: Mapping[int, float]) -> S
     return spread(side[r] - base[r] for r in sorted(side) if r in base)
 
 
-def summarize_fixed(runs: Sequence[FixedRun]) -> dict[int, dict[str, Any]]:
-    """workers -> {"rate", "seconds", "connections", "sides": {side: FixedSideSummary},
-    "added": {"nginx"|"cutover": {"p50"|"p99": Spread | None}}} (added = side - direct)."""
-    out: dict[int, dict[str, Any]] = {}
-    for workers in sorted({r.workers for r in runs}):
-        mine = [r for r in runs if r.workers == workers]
+def summarize_fixed(runs: Sequence[FixedRun]) -> dict[int, list[dict[str, Any]]]:
+    """workers -> one entry per share of the peak, lowest first: {"share", "rate", "seconds",
+    "connections", "sides": {side: FixedSideSummary}, "added": {"nginx"|"cutover":
+    {"p50"|"p99": Spread | None}}} (added = side - direct in the same round)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for workers, share in sorted({(r.workers, r.share) for r in runs}):
+        mine = [r for r in runs if r.workers == workers and r.share == share]
         sides = {
             side: summarize_fixed_side([r for r in mine if r.side == side])
             for side in SIDES
@@ -451,13 +455,16 @@ def summarize_fixed(runs: Sequence[FixedRun]) -> dict[int, dict[str, Any]]:
                     for name in (side, "direct")
                 }
                 added[side][pct] = paired_difference(by_round[side], by_round["direct"])
-        out[workers] = {
-            "rate": _median([r.result.rate for r in mine]),
-            "seconds": _median([r.result.scheduled / r.result.rate for r in mine]),
-            "connections": _median([r.result.connections for r in mine]),
-            "sides": sides,
-            "added": added,
-        }
+        out.setdefault(workers, []).append(
+            {
+                "share": share,
+                "rate": _median([r.result.rate for r in mine]),
+                "seconds": _median([r.result.scheduled / r.result.rate for r in mine]),
+                "connections": _median([r.result.connections for r in mine]),
+                "sides": sides,
+                "added": added,
+            }
+        )
     return out
 
 
@@ -531,8 +538,11 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
     """The fixed-rate table of one worker count (`data` is one entry of `summarize_fixed`)."""
     case = CASES_BY_KEY[FIXED_RATE_CASE]
     rate, seconds, conns = data.get("rate"), data.get("seconds"), data.get("connections")
+    share = data.get("share", FIXED_RATE_SHARE)
+    headline = share == FIXED_RATE_SHARE
+    of_peak = "half" if headline else f"{share:.0%}"
     lines = [
-        f"Fixed rate, {case.title}: **{fmt_rps(rate)} requests/s** (half of cutover's median "
+        f"Fixed rate, {case.title}: **{fmt_rps(rate)} requests/s** ({of_peak} of cutover's median "
         f"peak above), {seconds or 0:g} s per side and round, {conns or 0:g} connections; "
         "latency from each request's scheduled send time (open loop, `bench/fixed_rate.py`).",
         "",
@@ -543,7 +553,7 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
     added = data.get("added", {})
     for side, s in data["sides"].items():
         goal = DASH
-        if side == "cutover" and workers == 1:
+        if side == "cutover" and workers == 1 and headline:
             goal = f"added p99 ≤ {ADDED_P99_GOAL_MS:g} ms"
         extra = added.get(side, {})
         lines.append(
@@ -558,7 +568,7 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
 def render_tables(
     summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
     rounds: int,
-    fixed: Mapping[int, Mapping[str, Any]] | None = None,
+    fixed: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
     """The results tables per worker count: ratios, per-side detail, and the fixed-rate run."""
     lines: list[str] = []
@@ -593,8 +603,8 @@ def render_tables(
                     f"| {fmt_ms(s.p99_ms)} | {fmt_cpu_us(s.cpu_us_per_request)} "
                     f"| {_errors_cell(s)} |"
                 )
-        if fixed and workers in fixed:
-            lines += ["", *render_fixed(fixed[workers], workers)]
+        for entry in (fixed or {}).get(workers, ()):
+            lines += ["", *render_fixed(entry, workers)]
         lines.append("")
     return "\n".join(lines)
 
@@ -603,7 +613,7 @@ def render_section(
     summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
     meta: Mapping[str, Any],
     notes: Sequence[str] = (),
-    fixed: Mapping[int, Mapping[str, Any]] | None = None,
+    fixed: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
     """The whole results section, markers included."""
     machine = meta.get("machine", {})
@@ -646,17 +656,20 @@ def replace_section(document: str, section: str) -> str:
     return document + ("\n" if document else "") + section
 
 
-def fixed_to_json(fixed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+def fixed_to_json(fixed: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     return {
-        str(workers): {
-            **{k: v for k, v in data.items() if k not in {"sides", "added"}},
-            "sides": {side: asdict(s) for side, s in data["sides"].items()},
-            "added": {
-                side: {pct: asdict(v) if v is not None else None for pct, v in per.items()}
-                for side, per in data["added"].items()
-            },
-        }
-        for workers, data in fixed.items()
+        str(workers): [
+            {
+                **{k: v for k, v in data.items() if k not in {"sides", "added"}},
+                "sides": {side: asdict(s) for side, s in data["sides"].items()},
+                "added": {
+                    side: {pct: asdict(v) if v is not None else None for pct, v in per.items()}
+                    for side, per in data["added"].items()
+                },
+            }
+            for data in entries
+        ]
+        for workers, entries in fixed.items()
     }
 
 
@@ -1315,10 +1328,8 @@ def measure_workers(
                             "wrk_output": text,
                         }
                     )
-        rate = fixed_rate_for(summarize(runs).get(workers, {}))
-        if args.fixed_rate_seconds > 0 and rate and workers in args.fixed_rate_worker_counts:
-            rate = float(round(rate))
-            case = CASES_BY_KEY[FIXED_RATE_CASE]
+        peak = summarize(runs).get(workers, {})
+        if args.fixed_rate_seconds > 0 and workers in args.fixed_rate_worker_counts:
             proxy_cpus = cpu_set(env.proxy_cpu)
             if proxy_cpus and env.wrk_cpu and env.origin_pid:
                 # the proxy under test gets a core to itself; the generator and the origin
@@ -1327,53 +1338,14 @@ def measure_workers(
                     f"fixed rate: proxies moved to CPU {env.proxy_cpu}, origin to CPU "
                     f"{env.wrk_cpu} with the generator"
                 )
-                pinned.update(pin_tree(env.origin_pid, cpu_set(env.wrk_cpu)))
+                pinned.update(pin_tree(env.origin_pid, cpu_set(env.wrk_cpu) or set()))
                 for proc in (nginx, cutover):
                     pinned.update(pin_tree(proc.pid, proxy_cpus))
-            for rnd in range(args.rounds):
-                for side in side_order(rnd):
-                    log(
-                        f"w{workers} fixed rate {rnd + 1}/{args.rounds}: {case.title} via {side} "
-                        f"at {rate:,.0f}/s ({args.fixed_rate_seconds:g}s)"
-                    )
-                    cmd = fixed_rate_command(
-                        f"http://127.0.0.1:{ports[side]}{case.path}",
-                        rate=rate,
-                        seconds=args.fixed_rate_seconds,
-                        connections=args.connections,
-                        cpu=env.wrk_cpu,
-                    )
-                    before, core_before = proxy_cpu(side), cpu_reading(proxy_cpus)
-                    fixed_result = run_fixed_rate(cmd, args.fixed_rate_seconds + 60)
-                    cpu = cpu_delta(before, proxy_cpu(side))
-                    busy = busy_share(core_before, cpu_reading(proxy_cpus))
-                    inside = None
-                    if side == "cutover":
-                        time.sleep(ACCESS_LOG_FLUSH + 0.2)  # its last lines reach the file
-                        inside = access_log_p99(logs[side])
-                    log_bytes = _truncate(logs[side])
-                    lat = fixed_result.latency_ms
-                    bad = f", {fixed_result.failed} FAILED" if fixed_result.failed else ""
-                    core = "" if busy is None else f", proxy CPU {busy:.0%} busy"
-                    within = "" if inside is None else f", inside cutover p99 {fmt_ms(inside)}"
-                    log(
-                        f"   -> p50 {fmt_ms(lat.get('50'))}, p99 {fmt_ms(lat.get('99'))}, "
-                        f"send lag p99 {fmt_ms(fixed_result.lag_ms.get('99'))}{core}{within}{bad}"
-                    )
-                    fixed.append(FixedRun(workers, rnd, side, fixed_result, cpu, busy, inside))
-                    raw_fixed.append(
-                        {
-                            "workers": workers,
-                            "round": rnd,
-                            "side": side,
-                            "command": shlex.join(cmd),
-                            "result": asdict(fixed_result),
-                            "cpu_seconds": cpu,
-                            "core_busy": busy,
-                            "inside_p99_ms": inside,
-                            "access_log_bytes": log_bytes,
-                        }
-                    )
+            for share in args.fixed_rate_shares:
+                rate = fixed_rate_for(peak, share)
+                if rate:
+                    sides = FixedSides(ports, logs, proxy_cpu, proxy_cpus)
+                    fixed += measure_fixed(env, workers, share, round(rate), sides, args, raw_fixed)
         for side, proc in (("nginx", nginx), ("cutover", cutover)):
             if proc.poll() is not None:
                 raise RuntimeError(f"{side} died during the run (exit {proc.returncode})")
@@ -1382,6 +1354,77 @@ def measure_workers(
         env.procs.stop(cutover)
         env.procs.stop(nginx)
     return runs, fixed
+
+
+@dataclass(frozen=True)
+class FixedSides:
+    """What the fixed-rate runs need to know of the sides: ports, access logs, the proxies'
+    CPU time so far (by side), and the CPUs the proxies run on."""
+
+    ports: Mapping[str, int]
+    logs: Mapping[str, Path | None]
+    cpu_seconds: Callable[[str], float | None]
+    proxy_cpus: set[int] | None
+
+
+def measure_fixed(
+    env: Env,
+    workers: int,
+    share: float,
+    rate: float,
+    sides: FixedSides,
+    args: argparse.Namespace,
+    raw_fixed: list[dict[str, Any]],
+) -> list[FixedRun]:
+    """Every round of the fixed-rate run at `rate` (`share` of cutover's peak), sides rotated."""
+    case = CASES_BY_KEY[FIXED_RATE_CASE]
+    out: list[FixedRun] = []
+    for rnd in range(args.rounds):
+        for side in side_order(rnd):
+            log(
+                f"w{workers} fixed rate {rnd + 1}/{args.rounds} ({share:.0%} of peak): "
+                f"{case.title} via {side} at {rate:,.0f}/s ({args.fixed_rate_seconds:g}s)"
+            )
+            cmd = fixed_rate_command(
+                f"http://127.0.0.1:{sides.ports[side]}{case.path}",
+                rate=rate,
+                seconds=args.fixed_rate_seconds,
+                connections=args.connections,
+                cpu=env.wrk_cpu,
+            )
+            before, core_before = sides.cpu_seconds(side), cpu_reading(sides.proxy_cpus)
+            result = run_fixed_rate(cmd, args.fixed_rate_seconds + 60)
+            cpu = cpu_delta(before, sides.cpu_seconds(side))
+            busy = busy_share(core_before, cpu_reading(sides.proxy_cpus))
+            inside = None
+            if side == "cutover":
+                time.sleep(ACCESS_LOG_FLUSH + 0.2)  # its last lines reach the file
+                inside = access_log_p99(sides.logs[side])
+            log_bytes = _truncate(sides.logs[side])
+            lat = result.latency_ms
+            bad = f", {result.failed} FAILED" if result.failed else ""
+            core = "" if busy is None else f", proxy CPU {busy:.0%} busy"
+            within = "" if inside is None else f", inside cutover p99 {fmt_ms(inside)}"
+            log(
+                f"   -> p50 {fmt_ms(lat.get('50'))}, p99 {fmt_ms(lat.get('99'))}, "
+                f"send lag p99 {fmt_ms(result.lag_ms.get('99'))}{core}{within}{bad}"
+            )
+            out.append(FixedRun(workers, rnd, side, result, cpu, busy, inside, share))
+            raw_fixed.append(
+                {
+                    "workers": workers,
+                    "round": rnd,
+                    "side": side,
+                    "share": share,
+                    "command": shlex.join(cmd),
+                    "result": asdict(result),
+                    "cpu_seconds": cpu,
+                    "core_busy": busy,
+                    "inside_p99_ms": inside,
+                    "access_log_bytes": log_bytes,
+                }
+            )
+    return out
 
 
 def run_fixed_rate(cmd: Sequence[str], timeout: float) -> FixedRateResult:
@@ -1435,6 +1478,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(5; 0 skips it)",
     )
     p.add_argument(
+        "--fixed-rate-shares",
+        default="0.5",
+        help="shares of cutover's median peak to run at, comma-separated (0.5; the goal of "
+        "issue 9 is at 0.5); e.g. 0.15,0.3,0.5 shows how the tail grows with load",
+    )
+    p.add_argument(
         "--fixed-rate-workers",
         default="1",
         help="worker counts that get the fixed-rate run (1): at half of a 2-worker peak the "
@@ -1457,7 +1506,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--rounds, --duration and --connections must be positive")
     if args.fixed_rate_seconds < 0:
         p.error("--fixed-rate-seconds must be >= 0")
+    try:
+        args.fixed_rate_shares = parse_shares(args.fixed_rate_shares)
+    except ValueError:
+        p.error("--fixed-rate-shares takes shares of the peak in (0, 1], like 0.15,0.3,0.5")
     return args
+
+
+def parse_shares(text: str) -> list[float]:
+    """`0.5,0.15` -> [0.15, 0.5]: shares of the peak, each in (0, 1], sorted, no repeats."""
+    shares = sorted({float(part) for part in text.split(",") if part.strip()})
+    if not shares or not all(0 < share <= 1 for share in shares):
+        raise ValueError(text)
+    return shares
 
 
 @contextlib.contextmanager
@@ -1498,6 +1559,7 @@ def fixed_runs_from_json(payload: Mapping[str, Any]) -> list[FixedRun]:
             r.get("cpu_seconds"),
             r.get("core_busy"),
             r.get("inside_p99_ms"),
+            r.get("share", FIXED_RATE_SHARE),
         )
         for r in payload.get("fixed_rate_runs", ())
     ]

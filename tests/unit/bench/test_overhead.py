@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -555,7 +555,9 @@ def test_fixed_rate_is_half_of_cutovers_median_peak_on_small_json() -> None:
 def test_summarize_fixed_medians_and_added_latency_over_direct() -> None:
     fixed = o.summarize_fixed(sample_fixed_runs())
     assert list(fixed) == [1]
-    data = fixed[1]
+    assert len(fixed[1]) == 1
+    data = fixed[1][0]
+    assert data["share"] == 0.5
     assert (data["rate"], data["seconds"], data["connections"]) == (1700.0, 5.0, 32)
     sides = data["sides"]
     assert sides["direct"].p50_ms == pytest.approx(0.25)
@@ -666,10 +668,36 @@ def test_fixed_runs_from_json_round_trip_and_rerender(tmp_path: Path) -> None:
 
 def test_fixed_to_json_is_plain_data() -> None:
     data = o.fixed_to_json(o.summarize_fixed(sample_fixed_runs()))
-    assert data["1"]["rate"] == 1700.0
-    assert data["1"]["sides"]["cutover"]["failed"] == 10
-    assert data["1"]["added"]["cutover"]["99"]["median"] == pytest.approx(0.9)
+    assert data["1"][0]["rate"] == 1700.0
+    assert data["1"][0]["sides"]["cutover"]["failed"] == 10
+    assert data["1"][0]["added"]["cutover"]["99"]["median"] == pytest.approx(0.9)
     json.dumps(data)
+
+
+def test_a_sweep_of_shares_gives_one_table_each_and_the_goal_only_at_half() -> None:
+    low = [
+        o.FixedRun(r.workers, r.round, r.side, replace(r.result, rate=510.0), share=0.15)
+        for r in sample_fixed_runs()
+    ]
+    fixed = o.summarize_fixed([*sample_fixed_runs(), *low])
+    assert [entry["share"] for entry in fixed[1]] == [0.15, 0.5]
+    assert fixed[1][0]["rate"] == 510.0
+    assert fixed[1][1]["rate"] == 1700.0
+    text = o.render_tables(o.summarize(sample_runs()), rounds=3, fixed=fixed)
+    assert text.index("**510 requests/s** (15% of cutover's median peak") < text.index(
+        "**1,700 requests/s** (half of cutover's median peak"
+    )
+    assert text.count("added p99 ≤ 1 ms") == 1
+    assert o.fixed_runs_from_json({"fixed_rate_runs": []}) == []
+
+
+def test_parse_shares() -> None:
+    assert o.parse_shares("0.5,0.15,0.5") == [0.15, 0.5]
+    assert o._parse_args([]).fixed_rate_shares == [0.5]
+    assert o._parse_args(["--fixed-rate-shares", "0.3,0.5"]).fixed_rate_shares == [0.3, 0.5]
+    for bad in ("0", "1.5", "x", ""):
+        with pytest.raises(ValueError):
+            o.parse_shares(bad)
 
 
 def test_fixed_rate_command() -> None:
