@@ -796,3 +796,11 @@ def test_pin_tree_moves_a_process_and_unpin_restores_it() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_named_cpu_seconds_counts_processes_by_name() -> None:
+    name = Path("/proc/self/comm").read_text().strip()
+    sum(i * i for i in range(300_000))  # some CPU time of our own
+    mine = os.times()
+    assert o.named_cpu_seconds(name) >= mine.user + mine.system - 0.05
+    assert o.named_cpu_seconds("no-such-process-name-") == 0.0
