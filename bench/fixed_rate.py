@@ -481,6 +481,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.rate > 0 or not args.seconds > 0 or args.connections < 1 or args.drain < 0:
         p.error("--rate, --seconds and --connections must be positive, --drain >= 0")
+    if args.connections > MAX_CONNECTIONS:
+        p.error(f"--connections: at most {MAX_CONNECTIONS} (select() watches them all)")
     return args
 
 
