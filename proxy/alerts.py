@@ -200,6 +200,10 @@ class AlertsFeature(Feature):
     name = "alerts"
 
     @classmethod
+    def wanted(cls, config: CutoverConfig) -> bool:
+        return isinstance(config.section("alerts"), AlertsConfig)
+
+    @classmethod
     def create(cls, gw: Gateway) -> AlertsFeature | None:
         cfg = gw.config.section("alerts")
         return cls(gw, cfg) if isinstance(cfg, AlertsConfig) else None
@@ -324,10 +328,7 @@ class AlertsFeature(Feature):
     async def reload(self, config: CutoverConfig) -> None:
         cfg = config.section("alerts")
         if not isinstance(cfg, AlertsConfig):
-            log.warning("alerts section removed: intake keeps its config until restart")
-            return
-        if cfg.paths != self.cfg.paths:
-            log.warning("alerts.paths changed: new intake paths take effect on restart")
+            return  # the intake keeps its config until a restart (proxy.restart says so)
         if cfg.classification != self.cfg.classification:
             old = self.classifier
             self.classifier = Classifier(

@@ -77,12 +77,13 @@ class CanaryFeature(Feature):
     name = "canary"
 
     @classmethod
-    def create(cls, gw: Gateway) -> CanaryFeature | None:
+    def wanted(cls, config: CutoverConfig) -> bool:
         """On when weights can change at run time: an admin API, a canary block or Redis."""
-        config = gw.config
-        if config.admin.listen is None and config.section("canary") is None and not config.redis:
-            return None
-        return cls(gw)
+        return (
+            config.admin.listen is not None
+            or config.section("canary") is not None
+            or bool(config.redis)
+        )
 
     def __init__(self, gw: Gateway) -> None:
         super().__init__(gw)

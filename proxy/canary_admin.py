@@ -296,13 +296,16 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
                 field="config",
                 problems=problems,
             )
+        pending = gw.restart_required(config)
         if os.environ.get("CUTOVER_WORKER_ID") is not None:
             # Several workers: the supervisor relays SIGHUP to every one of them (this one too).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(os.getppid(), signal.SIGHUP)
-                return _json({"reloaded": "all workers", "config": config.summary()}, 202)
+                body = {"reloaded": "all workers", "config": config.summary()}
+                return _json({**body, "restart_required": pending}, 202)
         await gw.reload(config)
-        return _json({"reloaded": True, "config": config.summary()})
+        body = {"reloaded": True, "config": config.summary()}
+        return _json({**body, "restart_required": pending})
 
     async def show_config(request: web.Request) -> web.Response:
         return _json(to_json(gw.config))

@@ -35,9 +35,15 @@ class Feature:
         self.gw = gw
 
     @classmethod
+    def wanted(cls, config: CutoverConfig) -> bool:
+        """Does `config` turn this feature on? (Features start and stop with the gateway: a
+        reload that changes the answer takes effect at the next restart.)"""
+        return True
+
+    @classmethod
     def create(cls, gw: Gateway) -> Feature | None:
-        """The feature for this gateway, or None when its config section is absent."""
-        return cls(gw)
+        """The feature for this gateway, or None when its config does not want it."""
+        return cls(gw) if cls.wanted(gw.config) else None
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Endpoints the gateway answers itself, on the main listener."""
@@ -62,11 +68,17 @@ class Feature:
         return None
 
 
-def load_features(gw: Gateway, specs: tuple[str, ...] | None = None) -> list[Feature]:
-    features: list[Feature] = []
+def feature_classes(specs: tuple[str, ...] | None = None) -> list[type[Feature]]:
+    classes: list[type[Feature]] = []
     for spec in FEATURES if specs is None else specs:
         module, _, name = spec.partition(":")
-        cls: type[Feature] = getattr(importlib.import_module(module), name)
+        classes.append(getattr(importlib.import_module(module), name))
+    return classes
+
+
+def load_features(gw: Gateway, specs: tuple[str, ...] | None = None) -> list[Feature]:
+    features: list[Feature] = []
+    for cls in feature_classes(specs):
         feature = cls.create(gw)
         if feature is not None:
             features.append(feature)

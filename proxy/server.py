@@ -29,9 +29,10 @@ from proxy.clock import Clock
 from proxy.config_model import CutoverConfig, Route
 from proxy.db import Database, open_database
 from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
-from proxy.features import Feature, load_features
+from proxy.features import Feature, feature_classes, load_features
 from proxy.forwarder import MirrorHook, forward, forward_websocket
 from proxy.metrics import Metrics
+from proxy.restart import restart_required
 from proxy.upstreams import Upstream
 from routing.budget import RetryBudget
 from routing.decision import client_ip, decide, sticky_key
@@ -192,6 +193,8 @@ class Gateway:
 
     def __init__(self, config: CutoverConfig, clock: Clock | None = None) -> None:
         self.config = config
+        self.started_config = config  # what the restart-only keys still follow
+        self.restart_pending: list[str] = []  # what the config in force waits for a restart to do
         self.clock = clock or Clock()
         self.metrics = Metrics()
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
@@ -322,8 +325,21 @@ class Gateway:
             await self.db.close()
             self.db = None
 
+    def restart_required(self, config: CutoverConfig) -> list[str]:
+        """What of `config` a reload would leave for the next restart (`proxy.restart`)."""
+        running = {type(f) for f in self.features}
+        features = {cls.name: (cls in running, cls.wanted(config)) for cls in feature_classes()}
+        return restart_required(self.started_config, config, features)
+
     async def reload(self, config: CutoverConfig) -> None:
-        """Swap in a new config; pools of unchanged backends are kept."""
+        """Swap in a new config; pools of unchanged backends are kept. What only a restart can
+        apply (the listen address, the store, which features run, …) is logged and shown in
+        /readyz until then."""
+        pending = self.restart_required(config)
+        for line in pending:
+            if line not in self.restart_pending:
+                log.warning("reload: %s; takes effect after a restart", line)
+        self.restart_pending = pending
         old = self.state
         upstreams: dict[str, Upstream] = {}
         retired: list[Upstream] = []
@@ -620,6 +636,8 @@ class Gateway:
             "routes": routes,
             "backends": self.health.snapshot(self.clock.monotonic()),
         }
+        if self.restart_pending:
+            detail["restart_required"] = list(self.restart_pending)
         for feature in self.features:
             extra = feature.readiness()
             if extra is not None:

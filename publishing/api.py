@@ -61,10 +61,8 @@ class PublishingFeature(Feature):
     name = "publishing"
 
     @classmethod
-    def create(cls, gw: Gateway) -> PublishingFeature | None:
-        if gw.config.section("publishing") is None and gw.config.section("alerts") is None:
-            return None
-        return cls(gw)
+    def wanted(cls, config: CutoverConfig) -> bool:
+        return config.section("publishing") is not None or config.section("alerts") is not None
 
     def __init__(self, gw: Gateway) -> None:
         super().__init__(gw)

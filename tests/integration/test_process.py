@@ -81,6 +81,7 @@ async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_pro
     assert "reload refused" in gp.output()
 
     config["routes"][0]["split"] = {"go": 0, "python": 100}
+    config["workers"] = 3  # cannot change in place: the reload says so and applies the rest
     gp.write_config(config)
     gp.proc.send_signal(signal.SIGHUP)
     seen: list[str] = []
@@ -94,6 +95,8 @@ async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_pro
             break
         await asyncio.sleep(0.05)
     assert seen[-1] == "python", gp.output()
+    await wait_for(lambda: "workers: the supervisor starts its workers once" in gp.output())
+    assert "takes effect after a restart" in gp.output()
 
 
 async def test_two_workers_share_the_port(backends, gateway_process) -> None:
