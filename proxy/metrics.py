@@ -27,6 +27,22 @@ def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+def counter_samples(name: str, registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every child of the counter `name` (given without `_total`): summed
+    over every worker process when they share a multiprocess directory (as /metrics is),
+    else as `registry` holds it."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry)
+    total = f"{name}_total"
+    return [
+        (sample.labels, sample.value)
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == total
+    ]
+
+
 class Metrics:
     """Every metric the gateway exports, with the `cutover_` prefix."""
 

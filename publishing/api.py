@@ -33,7 +33,7 @@ from proxy.db import StoreUnavailable
 from proxy.errors import error_response
 from proxy.features import Feature
 from publishing.config import DEFAULT, PublishingConfig
-from publishing.delivery import DeliveryEngine
+from publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
 from publishing.delivery import iso_time as _iso
 from publishing.discovery import Discovery
 from publishing.outbox import Outbox
@@ -277,10 +277,11 @@ class PublishingFeature(Feature):
             queued = await self.outbox.counts()
         except StoreUnavailable:
             queued = {}
+        delivered = delivery_counts(self.engine.metrics)  # every worker's, unlike the gates
         per_target: list[dict[str, object]] = []
         names = [t.name for t in self.registry.all()]
         names += sorted(n for n in self.engine.gates if n not in names)
-        names += sorted(n for n in queued if n not in names)
+        names += sorted(n for n in {*queued, *delivered} if n not in names)
         sent = failed = 0
         for name in names:
             gate = self.engine.gate_of(name)
@@ -289,8 +290,10 @@ class PublishingFeature(Feature):
                 entry.update(gate.stats.as_dict())
                 entry["health"] = gate.stats.health()
                 entry["breaker"] = gate.breaker.state(self.gw.clock.monotonic())
-                sent += gate.stats.sent
-                failed += gate.stats.failed
+            outcomes = delivered.get(name, dict.fromkeys(OUTCOMES, 0))
+            entry.update(outcomes)
+            sent += outcomes["sent"]
+            failed += outcomes["failed"]
             counts = queued.get(name, {})
             entry["pending"] = counts.get("pending", 0)
             entry["dead_letters"] = counts.get("dead", 0)
@@ -308,7 +311,10 @@ class PublishingFeature(Feature):
                 "pending_jobs": sum(c.get("pending", 0) for c in queued.values()),
                 "dead_letters": sum(c.get("dead", 0) for c in queued.values()),
                 "targets": per_target,
-                "scope": "this worker process (pending and dead_letters: the shared store)",
+                "scope": (
+                    "counts: every worker process; success_rate, latency, last_*, health, "
+                    "breaker: this worker process; pending and dead_letters: the shared store"
+                ),
                 "last_updated": _iso(self.gw.clock.now()),
             }
         )

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from proxy.config_model import Route
 from proxy.db import StoreUnavailable
-from proxy.metrics import LATENCY_BUCKETS
+from proxy.metrics import LATENCY_BUCKETS, counter_samples
 from publishing import outbox as outbox_module
 from publishing import pagerduty, rootly, slack, webhook
 from publishing.config import DeliveryPolicy, PublishingConfig
@@ -169,6 +169,7 @@ class TargetGate:
 
 class _Metrics:
     def __init__(self, registry: object) -> None:
+        self.registry = registry
         self.deliveries = Counter(
             "cutover_publishing_deliveries_total",
             "Delivery attempts by target and outcome (sent, failed, retried, dead_lettered, "
@@ -197,6 +198,21 @@ class _Metrics:
             registry=registry,  # type: ignore[arg-type]
             multiprocess_mode="livemax",
         )
+
+
+OUTCOMES = ("sent", "failed", "retried", "dead_lettered", "skipped")
+
+
+def delivery_counts(metrics: _Metrics) -> dict[str, dict[str, int]]:
+    """target -> outcome -> deliveries, over every worker process (`counter_samples`)."""
+    out: dict[str, dict[str, int]] = {}
+    name = "cutover_publishing_deliveries"
+    for labels, value in counter_samples(name, metrics.registry):  # type: ignore[arg-type]
+        target, outcome = labels.get("target"), labels.get("outcome")
+        if target is not None and outcome in OUTCOMES:
+            per = out.setdefault(target, dict.fromkeys(OUTCOMES, 0))
+            per[outcome] += int(value)
+    return out
 
 
 def _owner() -> str:

@@ -1,6 +1,9 @@
-"""`kill -9` of a gateway process with jobs pending: after a restart every alert is delivered."""
+"""Publishing in real gateway processes: `kill -9` with jobs pending, then a restart delivers
+every alert; with several workers, /publishing/stats counts every worker's deliveries."""
 
 from __future__ import annotations
+
+import aiohttp
 
 from proxy.clock import Clock
 from proxy.db import open_database
@@ -59,6 +62,56 @@ async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage
             assert second.proc.poll() is None
         finally:
             await db.close()
+    finally:
+        await hook.stop()
+
+
+async def test_stats_count_the_deliveries_of_every_worker(storage, gateway_process):
+    hook = await FakeWebhook().start()
+    try:
+        config = {
+            "admin": "off",
+            "access_log": {"enabled": False},
+            "storage": storage,
+            "backends": {"history": {"url": "http://127.0.0.1:9", "health": None}},
+            "routes": [{"name": "default", "match": {"path_prefix": "/"},
+                        "split": {"history": 100}}],
+            "publishing": {
+                "targets": [{"name": "wh", "type": "webhook", "url": hook.url + "/hook"}],
+                "delivery": {"poll_interval": "50ms"},
+            },
+        }  # fmt: skip
+        gp = await gateway_process(config, workers=2).ready()
+        db = await open_database(storage)
+        try:
+            outbox = Outbox(db, Clock())
+            await outbox.setup()
+            for i in range(N):
+                async with db.transaction() as tx:
+                    await outbox.enqueue(tx, make_alert(f"fp-stats-{i}"), ["wh"], now=Clock().now())
+        finally:
+            await db.close()
+        await wait_for(lambda: len(hook.accepted) >= N, deadline=30)
+
+        async def stats() -> dict:
+            # a new connection each time: the kernel spreads them over both workers; a worker
+            # still starting answers 503 with Retry-After
+            for _ in range(200):
+                connector = aiohttp.TCPConnector(force_close=True)
+                session = aiohttp.ClientSession(connector=connector)
+                async with session as s, s.get(gp.url + "/publishing/stats") as resp:
+                    if resp.status != 503:
+                        assert resp.status == 200, gp.output()[-4000:]
+                        return await resp.json()
+                await _sleep(0.1)
+            raise AssertionError("a worker never got its store: " + gp.output()[-4000:])
+
+        answers = [await stats() for _ in range(12)]
+        for answer in answers:
+            assert answer["successful_publishes"] == N, answer
+            (wh,) = [t for t in answer["targets"] if t["name"] == "wh"]
+            assert wh["sent"] == N and wh["failed"] == 0
+            assert answer["scope"].startswith("counts: every worker process")
     finally:
         await hook.stop()
 
