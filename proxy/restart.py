@@ -35,7 +35,7 @@ def restart_required(
     if new.admin.listen != started.admin.listen:
         out.append("admin.listen: the admin listener is bound at start")
     if new.workers != started.workers:
-        out.append("workers: the supervisor starts its workers once")
+        out.append("workers: worker processes are started once")
     if new.access_log != started.access_log:
         out.append("access_log: the log file is opened at start")
     if new.storage != started.storage:

@@ -95,7 +95,7 @@ async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_pro
             break
         await asyncio.sleep(0.05)
     assert seen[-1] == "python", gp.output()
-    await wait_for(lambda: "workers: the supervisor starts its workers once" in gp.output())
+    await wait_for(lambda: "workers: worker processes are started once" in gp.output())
     assert "takes effect after a restart" in gp.output()
 
 
