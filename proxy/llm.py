@@ -5,8 +5,10 @@
 never written), else asks the LLM through the `openai` SDK (`AsyncOpenAI` with the configured
 `base_url`, model and key) for structured output with a strict JSON schema. Each call is bounded
 by a timeout; failed calls (timeout, connection, 429, 5xx) are retried a bounded number of times;
-a circuit breaker stops calling a failing server for a while; a per-minute budget caps the calls
-(with Redis, one budget for every worker and replica under `cutover:llm:budget`).
+a circuit breaker stops calling a failing server for a while (with Redis, a breaker that opens
+tells every worker and replica through `cutover:llm:breaker`, so N workers do not each spend
+their own run of failures on a server that is down); a per-minute budget caps the calls (with
+Redis, one budget for every worker and replica under `cutover:llm:budget`).
 Any failure, a malformed answer or a confidence under `min_confidence` gives the rules' answer.
 Every LLM call is reported to `audit` (model, latency, prompt digest, outcome, result).
 
@@ -36,6 +38,7 @@ log = logging.getLogger("cutover.alerts")
 
 REDIS_PREFIX = "cutover:classification:"
 BUDGET_KEY = "cutover:llm:budget"  # the shared calls-per-minute token bucket
+BREAKER_KEY = "cutover:llm:breaker"  # set while some worker's breaker is open (expires with it)
 MEMORY_ENTRIES = 50_000
 Outcome = Literal[
     "ok", "low_confidence", "malformed", "timeout", "error", "breaker_open", "over_budget"
@@ -204,7 +207,8 @@ class Classifier:
     """Rules, or the LLM with the rules as fallback; one per worker.
 
     `workers`: how many worker processes on this host share the call budget when Redis does not
-    (`redis` is None or down); `budget_key`: the Redis key of the shared budget."""
+    (`redis` is None or down); `budget_key`, `breaker_key`: the Redis keys of the shared budget
+    and of the shared open breaker."""
 
     def __init__(
         self,
@@ -215,11 +219,13 @@ class Classifier:
         audit: Callable[[AuditRecord], Awaitable[None]] | None = None,
         workers: int = 1,
         budget_key: str = BUDGET_KEY,
+        breaker_key: str = BREAKER_KEY,
     ) -> None:
         self.config = config
         self.llm: OpenAIConfig | None = config.openai if config.engine == "openai" else None
         self.clock = clock
         self.redis = redis
+        self.breaker_key = breaker_key
         self.audit = audit
         self._memory: collections.OrderedDict[str, tuple[float, Classification]] = (
             collections.OrderedDict()
@@ -316,12 +322,37 @@ class Classifier:
         except Exception as exc:
             self._redis_down(exc)
 
+    async def _shared_open(self) -> bool:
+        """Has another worker's breaker opened (and not yet reset)? False without Redis."""
+        if self.redis is None:
+            return False
+        try:
+            return bool(await self.redis.exists(self.breaker_key))
+        except Exception as exc:  # Redis down: each worker's own breaker decides
+            self._redis_down(exc)
+            return False
+
+    async def _share_breaker(self, opened: bool) -> None:
+        """Tell every worker the breaker opened (for `reset` seconds) or closed again."""
+        assert self.llm is not None
+        if self.redis is None:
+            return
+        try:
+            if opened:
+                reset_ms = max(1, int(self.llm.breaker.reset * 1000))
+                await self.redis.set(self.breaker_key, b"open", px=reset_ms)
+            else:
+                await self.redis.delete(self.breaker_key)
+        except Exception as exc:
+            self._redis_down(exc)
+
     def _redis_down(self, exc: Exception) -> None:
         self.stats["redis_errors"] += 1
         if not self._redis_warned:
             self._redis_warned = True
             log.warning(
-                "classification cache: Redis unavailable (%s); memory only", type(exc).__name__
+                "classification: Redis unavailable (%s); cache in memory only, breaker per worker",
+                type(exc).__name__,
             )
 
     # -- classify --------------------------------------------------------------------------
@@ -359,6 +390,9 @@ class Classifier:
         llm, breaker, budget, client = self.llm, self.breaker, self.budget, self.client
         assert llm is not None and breaker is not None and budget is not None and client
         rules = self.by_rules(alert)
+        if breaker.state == "closed" and await self._shared_open():
+            self.stats["breaker_open_elsewhere"] += 1
+            return rules, "breaker_open"
         if not breaker.allow():
             return rules, "breaker_open"
         if not await budget.take():
@@ -390,6 +424,8 @@ class Classifier:
                 outcome, error = "error", type(exc).__name__
                 log.warning("LLM call failed: %s", type(exc).__name__)
             else:
+                if breaker.state != "closed":
+                    await self._share_breaker(False)  # the probe got through: tell the others
                 breaker.success()
                 parsed = parse_llm_answer(text, llm.model)
                 if isinstance(parsed, str):
@@ -403,7 +439,10 @@ class Classifier:
                     outcome, answer = "ok", parsed
                     self.stats["llm_success"] += 1
                 break
+            was_open = breaker.opened_at
             breaker.failure()
+            if breaker.opened_at is not None and breaker.opened_at != was_open:
+                await self._share_breaker(True)  # just opened (or a probe failed)
             self.stats["llm_failures"] += 1
             if attempt < llm.retries and llm.retry_backoff > 0:
                 await asyncio.sleep(llm.retry_backoff * (2**attempt))
@@ -496,7 +535,15 @@ class Classifier:
             },
             "rules_only": s["rules"],
             "llm_latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "samples": len(lat)},
-            "breaker": self.breaker.snapshot() if self.breaker is not None else None,
+            "breaker": (
+                {
+                    **self.breaker.snapshot(),
+                    "shared": self.redis is not None,
+                    "open_elsewhere_skips": s["breaker_open_elsewhere"],
+                }
+                if self.breaker is not None
+                else None
+            ),
             "budget": self.budget.snapshot() if self.budget is not None else None,
         }
 

@@ -1,5 +1,6 @@
-"""The LLM calls-per-minute budget: one token bucket shared through a real Redis by every
-classifier (worker or replica), and each worker's share of it while Redis is unreachable."""
+"""What classifiers (workers, replicas) share through a real Redis: the LLM calls-per-minute
+budget (one token bucket; each worker's share while Redis is unreachable) and the circuit
+breaker (one that opens stops the others calling a server that is down)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ async def key() -> AsyncIterator[str]:
     await client.aclose()
 
 
-def config(llm: FakeLLM, calls_per_minute: int) -> ClassificationConfig:
+def config(llm: FakeLLM, calls_per_minute: int, failures: int = 10) -> ClassificationConfig:
     return ClassificationConfig(
         engine="openai",
         openai=OpenAIConfig(
@@ -46,7 +47,7 @@ def config(llm: FakeLLM, calls_per_minute: int) -> ClassificationConfig:
             api_key="sk-test-key-000000000000",
             retries=0,
             retry_backoff=0,
-            breaker=BreakerConfig(failures=10, reset=30.0),
+            breaker=BreakerConfig(failures=failures, reset=30.0),
             calls_per_minute=calls_per_minute,
             cache_ttl=0,  # every alert asks: nothing answers from a cache
         ),
@@ -126,3 +127,41 @@ async def test_without_redis_the_budget_is_split_among_the_hosts_workers(llm) ->
         }
     finally:
         await one.close()
+
+
+async def test_a_breaker_that_opens_stops_every_classifier(llm, key) -> None:
+    llm.mode = "error"
+    breaker_key = key.replace(":budget", ":breaker")
+    clock = FakeClock()
+    clients = [redis_client(REDIS) for _ in range(2)]
+    workers = [
+        Classifier(
+            config(llm, 600, failures=3), clock, redis=c, budget_key=key, breaker_key=breaker_key
+        )
+        for c in clients
+    ]
+    try:
+        first = [(await workers[0].classify(alert())).llm_outcome for _ in range(4)]
+        assert first == ["error", "error", "error", "breaker_open"]
+        assert llm.calls == 3
+        assert 0 < await clients[0].pttl(breaker_key) <= 30_000  # expires with the reset
+        # the other worker never saw a failure, yet it does not call the server either
+        second = [(await workers[1].classify(alert())).llm_outcome for _ in range(5)]
+        assert second == ["breaker_open"] * 5
+        assert llm.calls == 3
+        assert workers[1].snapshot()["breaker"]["state"] == "closed"  # its own never opened
+        assert workers[1].snapshot()["breaker"]["open_elsewhere_skips"] == 5
+
+        # after the reset the first worker's probe gets through and clears it for everyone
+        llm.mode = "good"
+        clock.advance(31)
+        assert (await workers[0].classify(alert())).llm_outcome == "ok"
+        assert await clients[0].exists(breaker_key) == 0
+        assert (await workers[1].classify(alert())).llm_outcome == "ok"
+        assert llm.calls == 5
+    finally:
+        for w in workers:
+            await w.close()
+        await clients[0].delete(breaker_key)
+        for c in clients:
+            await c.aclose()
