@@ -32,6 +32,7 @@ from proxy.config import (
     string,
 )
 from proxy.config import field as get
+from publishing.outbox import COMPLETE_BATCH, COMPLETE_INTERVAL
 from publishing.targets import (
     DEFAULT_RATE_LIMITS,
     DEFAULT_TIMEOUT,
@@ -108,6 +109,9 @@ class DeliveryPolicy:
     poll_interval: float = 1.0
     breaker_failures: int = 5  # consecutive failures that open a target's breaker
     breaker_open: float = 30.0  # before one probe is let through
+    # Delivered jobs leave the outbox in batches: this many, or once the oldest waited this long.
+    complete_batch: int = COMPLETE_BATCH
+    complete_interval: float = COMPLETE_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +377,7 @@ def _delivery(ctx: Ctx, value: object, path: str) -> DeliveryPolicy:
         "lease",
         "poll_interval",
         "breaker",
+        "completions",
     )
     m = section(ctx, value, path, keys)
     d = DeliveryPolicy()
@@ -390,6 +395,18 @@ def _delivery(ctx: Ctx, value: object, path: str) -> DeliveryPolicy:
         b = section(ctx, m["breaker"], bp, ("failures", "open_for"))
         failures = get(ctx, b, "failures", bp, integer(1, 1000), failures)
         open_for = get(ctx, b, "open_for", bp, duration(), open_for)
+    lease = get(ctx, m, "lease", path, duration(), d.lease)
+    # a delivered job keeps its lease while it waits for its batch: far below the lease
+    batch, interval = d.complete_batch, min(d.complete_interval, lease / 100)
+    if "completions" in m:
+        cp = join(path, "completions")
+        c = section(ctx, m["completions"], cp, ("batch", "interval"))
+        batch = get(ctx, c, "batch", cp, integer(1, 10_000), batch)
+        if "interval" in c:
+            interval = get(ctx, c, "interval", cp, duration(zero=True), interval)
+            if interval > lease / 100:
+                where = join(cp, "interval")
+                ctx.add(where, f"a duration of at most lease / 100 ({lease / 100:g}s)", interval)
     policy = DeliveryPolicy(
         workers=get(ctx, m, "workers", path, integer(1, 10_000), d.workers),
         concurrency=get(ctx, m, "concurrency", path, integer(1, 1000), d.concurrency),
@@ -397,10 +414,12 @@ def _delivery(ctx: Ctx, value: object, path: str) -> DeliveryPolicy:
         max_age=get(ctx, m, "max_age", path, duration(), d.max_age),
         backoff_base=base,
         backoff_cap=cap,
-        lease=get(ctx, m, "lease", path, duration(), d.lease),
+        lease=lease,
         poll_interval=get(ctx, m, "poll_interval", path, duration(), d.poll_interval),
         breaker_failures=failures,
         breaker_open=open_for,
+        complete_batch=batch,
+        complete_interval=interval,
     )
     return policy
 

@@ -40,7 +40,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from proxy.config_model import Route
 from proxy.db import StoreUnavailable
 from proxy.metrics import LATENCY_BUCKETS, counter_samples
-from publishing import outbox as outbox_module
 from publishing import pagerduty, rootly, slack, webhook
 from publishing.config import DeliveryPolicy, PublishingConfig
 from publishing.limits import CircuitBreaker, TokenBucket, backoff
@@ -243,9 +242,6 @@ class DeliveryEngine:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._soonest: float | None = None  # monotonic time of the earliest retry we scheduled
-        # Delivered jobs leave the outbox in batches: this many, or after this many seconds.
-        self.complete_batch = outbox_module.COMPLETE_BATCH
-        self.complete_interval = outbox_module.COMPLETE_INTERVAL
         self._completing = False
         # Without Redis (or while it is down) each worker process keeps an equal share.
         self._share = max(1, gw.config.workers)
@@ -270,10 +266,10 @@ class DeliveryEngine:
             headers={"User-Agent": USER_AGENT},
         )
         self.outbox.on_enqueue(self.wake)
-        # Far below the lease: a delivered job keeps its lease until its batch is deleted.
+        # At most lease / 100 (the config sees to it): a delivered job keeps its lease until its
+        # batch is deleted.
         self.outbox.start_completions(
-            batch=self.complete_batch,
-            interval=min(self.complete_interval, self.policy.lease / 100),
+            batch=self.policy.complete_batch, interval=self.policy.complete_interval
         )
         self._completing = True
         self.state = EngineState.RUNNING

@@ -12,7 +12,6 @@ import pytest
 
 from proxy.clock import FakeClock
 from proxy.db import StoreUnavailable, open_database
-from publishing import outbox as outbox_module
 from publishing.outbox import Outbox
 from tests.conftest import wait_for
 from tests.integration.alerts_helpers import TcpRelay
@@ -23,11 +22,9 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 FAST = {"backoff": {"base": "20ms", "cap": "100ms"}, "poll_interval": "50ms"}
 
 
-@pytest.fixture
-def held(monkeypatch):
-    """Engines started from now on flush only at shutdown or when asked (no size, no timer)."""
-    monkeypatch.setattr(outbox_module, "COMPLETE_BATCH", 1_000_000)
-    monkeypatch.setattr(outbox_module, "COMPLETE_INTERVAL", 3600.0)
+# Engines with this delivery config flush only at shutdown or when asked (within a test's time):
+# no batch fills, and the oldest job may wait 36 s (at most lease / 100).
+HELD = {**FAST, "lease": "1h", "completions": {"batch": 10_000, "interval": "36s"}}
 
 
 class CountingDb:
@@ -234,9 +231,9 @@ async def test_deliveries_empty_the_outbox_in_batches(storage, tmp_path, service
     assert sorted(hook.keys.values()) == [1] * 100
 
 
-async def test_shutdown_flushes_what_waits(storage, tmp_path, services, gateways, held):
+async def test_shutdown_flushes_what_waits(storage, tmp_path, services, gateways):
     hook = await services(FakeWebhook)
-    data = config(tmp_path, {"targets": [hook_target(hook)], "delivery": FAST})
+    data = config(tmp_path, {"targets": [hook_target(hook)], "delivery": HELD})
     data["storage"] = storage
     gw = await gateways(data)
     eng = engine(gw)
@@ -253,10 +250,10 @@ async def test_shutdown_flushes_what_waits(storage, tmp_path, services, gateways
 
 
 async def test_second_engine_does_not_redeliver_an_unflushed_job(
-    storage, tmp_path, services, gateways, held
+    storage, tmp_path, services, gateways
 ):
     hook = await services(FakeWebhook)
-    data = config(tmp_path, {"targets": [hook_target(hook)], "delivery": FAST})
+    data = config(tmp_path, {"targets": [hook_target(hook)], "delivery": HELD})
     data["storage"] = storage
     first = await gateways(data)
     [job_id] = await enqueue(first, make_alert("fp-two"), ["wh"])
@@ -273,11 +270,11 @@ async def test_second_engine_does_not_redeliver_an_unflushed_job(
     assert len(hook.accepted) == 1
 
 
-async def test_resolve_waits_for_its_triggers_flush(storage, tmp_path, services, gateways, held):
+async def test_resolve_waits_for_its_triggers_flush(storage, tmp_path, services, gateways):
     pd = await services(FakePagerDuty)
     target = {"name": "pd", "type": "pagerduty", "url": pd.url + "/v2/enqueue",
               "routing_key": pd.routing_key}  # fmt: skip
-    data = config(tmp_path, {"targets": [target], "delivery": FAST})
+    data = config(tmp_path, {"targets": [target], "delivery": HELD})
     data["storage"] = storage
     gw = await gateways(data)
     eng = engine(gw)

@@ -138,3 +138,20 @@ def test_rate_limit_off():
     assert parse_rate_limit(None, "slack") is None
     with pytest.raises(ValueError):
         parse_rate_limit("0/s", "slack")
+
+
+def test_completion_batches():
+    d = parse({}).delivery
+    assert (d.complete_batch, d.complete_interval) == (64, 0.02)
+    d = parse({"delivery": {"completions": {"batch": 500, "interval": "100ms"}}}).delivery
+    assert (d.complete_batch, d.complete_interval) == (500, 0.1)
+    assert parse({"delivery": {"completions": {"interval": 0}}}).delivery.complete_interval == 0
+    # the oldest delivered job keeps its lease while it waits: far below the lease
+    (problem,) = errors({"delivery": {"lease": "10s", "completions": {"interval": "1s"}}})
+    assert "publishing.delivery.completions.interval" in problem and "lease / 100" in problem
+    (problem,) = errors({"delivery": {"completions": {"batch": 0}}})
+    assert "publishing.delivery.completions.batch" in problem
+    (problem,) = errors({"delivery": {"completions": {"size": 5}}})
+    assert "publishing.delivery.completions" in problem and "size" in problem
+    # unset, the interval shrinks with a short lease rather than refusing the config
+    assert parse({"delivery": {"lease": "1s"}}).delivery.complete_interval == 0.01
