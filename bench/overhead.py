@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -569,8 +570,10 @@ def render_tables(
     summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
     rounds: int,
     fixed: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
+    plot: str | None = None,
 ) -> str:
-    """The results tables per worker count: ratios, per-side detail, and the fixed-rate run."""
+    """The results tables per worker count: ratios, per-side detail, and the fixed-rate run
+    (`plot`: the image of the 1-worker fixed-rate runs, shown after their tables)."""
     lines: list[str] = []
     for workers, per_case in summary.items():
         plural = "worker" if workers == 1 else "workers"
@@ -605,8 +608,66 @@ def render_tables(
                 )
         for entry in (fixed or {}).get(workers, ()):
             lines += ["", *render_fixed(entry, workers)]
+        if plot and workers == 1 and (fixed or {}).get(workers):
+            lines += ["", f"![p99 against the offered rate at a fixed schedule]({plot})"]
         lines.append("")
     return "\n".join(lines)
+
+
+PLOT_PATH = "bench/overhead-fixed-rate.svg"  # beside the Markdown file it is drawn for
+PLOT_COLORS = {"direct": "#6E7781", "nginx": "#009E73", "cutover": "#0072B2"}  # Okabe-Ito
+_PLOT_STYLE = (
+    "<style>.ct{font:600 14px sans-serif;fill:#1b1f24}.tk{font:11px sans-serif;fill:#57606a}"
+    ".at,.lg{font:12px sans-serif;fill:#1b1f24}.pa{fill:#fff;stroke:#8c959f}"
+    ".gr{stroke:#d8dee4;stroke-width:1}</style>"
+)
+
+
+def _nice_step(span: float, ticks: int = 5) -> float:
+    raw = span / ticks
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def render_fixed_plot(entries: Sequence[Mapping[str, Any]], workers: int) -> str | None:
+    """An SVG of each side's p99 against the offered rate (the fixed-rate runs of one worker
+    count, `summarize_fixed`); None with fewer than two rates."""
+    from bench.report import _Axis, _chart, _log_ticks
+
+    points: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
+    for entry in entries:
+        for side, s in entry["sides"].items():
+            if entry.get("rate") and s.p99_ms:
+                points[side].append((float(entry["rate"]), float(s.p99_ms)))
+    if len({rate for pts in points.values() for rate, _ in pts}) < 2:
+        return None
+    rates = [rate for pts in points.values() for rate, _ in pts]
+    values = [v for pts in points.values() for _, v in pts]
+    step = _nice_step(max(rates))
+    top = step * math.ceil(max(rates) * 1.05 / step)
+    x_ticks = tuple((step * i, f"{step * i:,.0f}") for i in range(round(top / step) + 1))
+    x = _Axis(0.0, top, float, x_ticks, "offered rate (requests/s, fixed schedule)")
+    lo, hi, y_ticks = _log_ticks(min(values), max(values))
+    y = _Axis(lo, hi, math.log10, y_ticks, "p99 latency (log scale)")
+    plural = "worker" if workers == 1 else "workers"
+    series = [(side, PLOT_COLORS[side], sorted(points[side])) for side in SIDES]
+    title = f"p99 by offered rate, {workers} {plural}"
+    svg = _chart(title, series, x, y, width=640, legend_gap=84)
+    head, sep, rest = svg.partition(">")
+    return head + sep + _PLOT_STYLE + rest
+
+
+def write_fixed_plot(
+    fixed: Mapping[int, Sequence[Mapping[str, Any]]], out: Path, workers: int = 1
+) -> str | None:
+    """Draw `render_fixed_plot` to PLOT_PATH beside `out`; the relative path, or None."""
+    svg = render_fixed_plot(fixed.get(workers, ()), workers)
+    if svg is None:
+        return None
+    path = out.parent / PLOT_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(svg + "\n")
+    return PLOT_PATH
 
 
 def render_section(
@@ -614,8 +675,9 @@ def render_section(
     meta: Mapping[str, Any],
     notes: Sequence[str] = (),
     fixed: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
+    plot: str | None = None,
 ) -> str:
-    """The whole results section, markers included."""
+    """The whole results section, markers included (`plot`: an image to show after it)."""
     machine = meta.get("machine", {})
     versions = meta.get("versions", {})
     lines = [
@@ -637,7 +699,7 @@ def render_section(
     if meta.get("fixed_rate"):
         lines.append(f"- Fixed rate: {meta['fixed_rate']}.")
     lines += [f"- {note}" for note in notes]
-    tables = render_tables(summary, int(meta.get("rounds", 0)), fixed)
+    tables = render_tables(summary, int(meta.get("rounds", 0)), fixed, plot)
     lines += ["", tables.rstrip(), "", END]
     return "\n".join(lines) + "\n"
 
@@ -1592,8 +1654,9 @@ def rerender(args: argparse.Namespace) -> int:
     payload = json.loads(Path(args.from_json).read_text())
     summary = summarize(runs_from_json(payload))
     fixed = summarize_fixed(fixed_runs_from_json(payload))
-    section = render_section(summary, payload["meta"], payload.get("notes", ()), fixed)
     out = Path(args.out)
+    plot = write_fixed_plot(fixed, out)
+    section = render_section(summary, payload["meta"], payload.get("notes", ()), fixed, plot)
     out.write_text(replace_section(out.read_text() if out.exists() else "", section))
     log(f"wrote {out} from {args.from_json}")
     return 0
@@ -1701,8 +1764,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "byte out); proxy CPU busy = share of the proxy's CPU not idle (user, system, "
             "irq, softirq: loopback packets are processed there too)"
         )
-    section = render_section(summary, meta, notes, fixed)
     out = Path(args.out)
+    plot = write_fixed_plot(fixed, out)
+    section = render_section(summary, meta, notes, fixed, plot)
     out.write_text(replace_section(out.read_text() if out.exists() else "", section))
     json_dir = Path(args.json_dir)
     json_dir.mkdir(parents=True, exist_ok=True)

@@ -346,8 +346,10 @@ def _chart(
     y: _Axis,
     width: int = 560,
     height: int = 320,
+    legend_gap: int = 56,
 ) -> str:
-    """One line chart: series of (label, colour, [(x, y), ...]) in data units."""
+    """One line chart: series of (label, colour, [(x, y), ...]) in data units; the legend
+    takes `legend_gap` pixels per series at the top right."""
     left, right, top, bottom = 64, 30, 34, 46
     pw, ph = width - left - right, height - top - bottom
 
@@ -389,7 +391,7 @@ def _chart(
     for i, (label, color, pts) in enumerate(series):
         if pts:
             parts.append(_polyline([(px(a), py(b)) for a, b in pts], color, dashed=i == 1))
-        lx = left + pw - (len(series) - i) * 56  # legend: top right, above the plot
+        lx = left + pw - (len(series) - i) * legend_gap  # legend: top right, above the plot
         dash = ' stroke-dasharray="6 3"' if i == 1 else ""
         parts.append(
             f'<line x1="{lx}" y1="16" x2="{lx + 22}" y2="16" stroke="{color}" '

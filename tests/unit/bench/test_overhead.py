@@ -804,3 +804,25 @@ def test_named_cpu_seconds_counts_processes_by_name() -> None:
     mine = os.times()
     assert o.named_cpu_seconds(name) >= mine.user + mine.system - 0.05
     assert o.named_cpu_seconds("no-such-process-name-") == 0.0
+
+
+def test_fixed_rate_plot_needs_two_rates_and_draws_every_side(tmp_path: Path) -> None:
+    one = o.summarize_fixed(sample_fixed_runs())
+    assert o.render_fixed_plot(one[1], 1) is None
+    assert o.write_fixed_plot(one, tmp_path / "B.md") is None
+    low = [
+        o.FixedRun(r.workers, r.round, r.side, replace(r.result, rate=510.0), share=0.15)
+        for r in sample_fixed_runs()
+    ]
+    both = o.summarize_fixed([*sample_fixed_runs(), *low])
+    svg = o.render_fixed_plot(both[1], 1)
+    assert svg is not None and svg.startswith("<svg") and "<style>" in svg
+    assert svg.count("<polyline") == 3  # direct, nginx, cutover
+    assert ">direct<" in svg and ">nginx<" in svg and ">cutover<" in svg
+    assert "p99 by offered rate, 1 worker" in svg
+    assert o.write_fixed_plot(both, tmp_path / "B.md") == o.PLOT_PATH
+    assert (tmp_path / o.PLOT_PATH).read_text().startswith("<svg")
+    section = o.render_section(o.summarize(sample_runs()), META, (), both, o.PLOT_PATH)
+    image = f"![p99 against the offered rate at a fixed schedule]({o.PLOT_PATH})"
+    assert section.index("**510 requests/s**") < section.index(image)
+    assert section.index(image) < section.index("#### 2 workers")
