@@ -49,7 +49,9 @@ def serve(path: str, workers: int | None = None) -> int:
         return 2
     count = workers if workers is not None else config.workers
     if count > 1 and "CUTOVER_WORKER_ID" not in os.environ:
-        return supervise(path, count)
+        return supervise(path, count, pinned=workers is not None)
+    if workers is not None:
+        os.environ["CUTOVER_WORKERS"] = str(count)  # `--workers` outranks the file on reloads
     return run_worker(path, _with_worker_count(config, count))
 
 
@@ -109,8 +111,12 @@ async def _reload(gw: object, path: str) -> None:
     await gw.reload(_with_worker_count(config))  # type: ignore[attr-defined]
 
 
-def supervise(path: str, count: int) -> int:
-    """Start `count` workers on one port and keep them running until told to stop."""
+def supervise(path: str, count: int, pinned: bool = False) -> int:
+    """Start `count` workers on one port and keep them running until told to stop.
+
+    `pinned`: the count came from `--workers`; else from the file, and a reload that changes
+    the file's `workers` is reported as waiting for a restart (the workers cannot tell: they
+    run with the supervisor's count)."""
     metrics_dir = tempfile.mkdtemp(prefix="cutover-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, CUTOVER_WORKERS=str(count))
     stopping = False
@@ -124,6 +130,8 @@ def supervise(path: str, count: int) -> int:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        if signum == signal.SIGHUP and not pinned:
+            _report_worker_count(path, count)
         for child in children.values():
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
@@ -150,6 +158,18 @@ def supervise(path: str, count: int) -> int:
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _report_worker_count(path: str, count: int) -> None:
+    with contextlib.suppress(ConfigErrors, OSError):  # the workers report a bad file
+        wanted = load_config(path).workers
+        if wanted != count:
+            log.warning(
+                "reload: workers: %d in the file, %d running; worker processes are started "
+                "once; takes effect after a restart",
+                wanted,
+                count,
+            )
 
 
 def _mark_dead(pid: int) -> None:

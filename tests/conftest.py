@@ -216,7 +216,8 @@ def free_port() -> int:
 class GatewayProcess:
     """`python -m proxy serve` in a subprocess, for signal, worker and memory tests."""
 
-    def __init__(self, config: dict[str, Any], tmp_path: Path, workers: int = 1) -> None:
+    def __init__(self, config: dict[str, Any], tmp_path: Path, workers: int | None = 1) -> None:
+        """`workers`: passed as `--workers`; None leaves the count to the config file."""
         self.port = free_port()
         self.pinned = {"fast_path": config["fast_path"]} if "fast_path" in config else {}
         config = dict(config, listen=f"127.0.0.1:{self.port}")
@@ -224,9 +225,9 @@ class GatewayProcess:
         self.write_config(config)
         self.log_path = tmp_path / "gateway.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
+        count = [] if workers is None else ["--workers", str(workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "-c", str(self.config_path),
-             "--workers", str(workers)],
+            [sys.executable, "-m", "proxy", "serve", "-c", str(self.config_path), *count],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -275,7 +276,7 @@ class GatewayProcess:
 def gateway_process(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     started: list[GatewayProcess] = []
 
-    def make(config: dict[str, Any], workers: int = 1) -> GatewayProcess:
+    def make(config: dict[str, Any], workers: int | None = 1) -> GatewayProcess:
         gp = GatewayProcess(_on_path(request, config), tmp_path, workers)
         started.append(gp)
         return gp

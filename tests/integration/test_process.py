@@ -81,7 +81,8 @@ async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_pro
     assert "reload refused" in gp.output()
 
     config["routes"][0]["split"] = {"go": 0, "python": 100}
-    config["workers"] = 3  # cannot change in place: the reload says so and applies the rest
+    config["storage"] = "sqlite:///elsewhere.db"  # cannot change in place: the reload says so
+    config["workers"] = 3  # --workers 1 outranks the file: nothing to report
     gp.write_config(config)
     gp.proc.send_signal(signal.SIGHUP)
     seen: list[str] = []
@@ -95,8 +96,24 @@ async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_pro
             break
         await asyncio.sleep(0.05)
     assert seen[-1] == "python", gp.output()
-    await wait_for(lambda: "workers: worker processes are started once" in gp.output())
+    await wait_for(lambda: "storage: the store is connected at start" in gp.output())
     assert "takes effect after a restart" in gp.output()
+    assert "workers:" not in gp.output()
+
+
+async def test_a_supervisor_reports_a_worker_count_changed_in_the_file(
+    backends, gateway_process
+) -> None:
+    go = await backends("go")
+    config = dict(gateway_config({"go": go.url}), workers=2)
+    gp = await gateway_process(config, workers=None).ready()  # the count comes from the file
+    await wait_for(lambda: "supervising 2 workers" in gp.output())
+    config["workers"] = 3
+    gp.write_config(config)
+    gp.proc.send_signal(signal.SIGHUP)
+    await wait_for(lambda: "workers: 3 in the file, 2 running" in gp.output())
+    async with aiohttp.ClientSession() as s, s.get(gp.url + "/") as r:
+        assert r.status == 200  # the workers reloaded and serve on
 
 
 async def test_two_workers_share_the_port(backends, gateway_process) -> None:
