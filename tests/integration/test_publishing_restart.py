@@ -3,10 +3,12 @@ every alert; with several workers, /publishing/stats counts every worker's deliv
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 from proxy.clock import Clock
-from proxy.db import open_database
+from proxy.db import Database, open_database
 from publishing.outbox import Outbox
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeWebhook
@@ -16,33 +18,49 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 N = 20
 
 
+def process_config(
+    storage: str, hook: FakeWebhook, delivery: dict[str, Any], **target: Any
+) -> dict[str, Any]:
+    """A gateway that only publishes, to `hook`'s webhook target `wh`."""
+    return {
+        "admin": "off",
+        "access_log": {"enabled": False},
+        "storage": storage,
+        "backends": {"history": {"url": "http://127.0.0.1:9", "health": None}},
+        "routes": [{"name": "default", "match": {"path_prefix": "/"}, "split": {"history": 100}}],
+        "publishing": {
+            "targets": [{"name": "wh", "type": "webhook", "url": hook.url + "/hook", **target}],
+            "delivery": delivery,
+        },
+    }
+
+
+async def enqueue_jobs(db: Database, prefix: str) -> Outbox:
+    """N jobs for target `wh`, alerts `<prefix>-0` .. `<prefix>-<N-1>`, each in its own commit."""
+    outbox = Outbox(db, Clock())
+    await outbox.setup()
+    for i in range(N):
+        async with db.transaction() as tx:
+            await outbox.enqueue(tx, make_alert(f"{prefix}-{i}"), ["wh"], now=Clock().now())
+    return outbox
+
+
 async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage, gateway_process):
     hook = await FakeWebhook().start()
     hook.down = True  # every delivery fails until the restart
     try:
-        config = {
-            "admin": "off",
-            "access_log": {"enabled": False},
-            "storage": storage,
-            "backends": {"history": {"url": "http://127.0.0.1:9", "health": None}},
-            "routes": [{"name": "default", "match": {"path_prefix": "/"},
-                        "split": {"history": 100}}],
-            "publishing": {
-                "targets": [{"name": "wh", "type": "webhook", "url": hook.url + "/hook",
-                             "timeout": "500ms"}],
-                "delivery": {"lease": "1s", "poll_interval": "100ms", "max_attempts": 1000,
-                             "backoff": {"base": "50ms", "cap": "200ms"},
-                             "breaker": {"failures": 1000}},
-            },
-        }  # fmt: skip
+        delivery = {
+            "lease": "1s",
+            "poll_interval": "100ms",
+            "max_attempts": 1000,
+            "backoff": {"base": "50ms", "cap": "200ms"},
+            "breaker": {"failures": 1000},
+        }
+        config = process_config(storage, hook, delivery, timeout="500ms")
         first = await gateway_process(config).ready()
         db = await open_database(storage)
         try:
-            outbox = Outbox(db, Clock())
-            await outbox.setup()
-            for i in range(N):
-                async with db.transaction() as tx:
-                    await outbox.enqueue(tx, make_alert(f"fp-kill-{i}"), ["wh"], now=Clock().now())
+            outbox = await enqueue_jobs(db, "fp-kill")
             seen = lambda: {r["body"]["alerts"][0]["fingerprint"] for r in hook.requests}  # noqa: E731
             await wait_for(lambda: len(seen()) == N, deadline=30)  # every job was tried
             first.proc.kill()  # SIGKILL: no drain, leases left behind
@@ -69,26 +87,11 @@ async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage
 async def test_stats_count_the_deliveries_of_every_worker(storage, gateway_process):
     hook = await FakeWebhook().start()
     try:
-        config = {
-            "admin": "off",
-            "access_log": {"enabled": False},
-            "storage": storage,
-            "backends": {"history": {"url": "http://127.0.0.1:9", "health": None}},
-            "routes": [{"name": "default", "match": {"path_prefix": "/"},
-                        "split": {"history": 100}}],
-            "publishing": {
-                "targets": [{"name": "wh", "type": "webhook", "url": hook.url + "/hook"}],
-                "delivery": {"poll_interval": "50ms"},
-            },
-        }  # fmt: skip
+        config = process_config(storage, hook, {"poll_interval": "50ms"})
         gp = await gateway_process(config, workers=2).ready()
         db = await open_database(storage)
         try:
-            outbox = Outbox(db, Clock())
-            await outbox.setup()
-            for i in range(N):
-                async with db.transaction() as tx:
-                    await outbox.enqueue(tx, make_alert(f"fp-stats-{i}"), ["wh"], now=Clock().now())
+            await enqueue_jobs(db, "fp-stats")
         finally:
             await db.close()
         await wait_for(lambda: len(hook.accepted) >= N, deadline=30)
