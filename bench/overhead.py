@@ -377,7 +377,7 @@ class FixedRun:
     cpu_seconds: float | None = None  # the proxy processes' CPU time during the run
     core_busy: float | None = None  # share of the proxy's CPU not idle during the run (0..1)
     inside_p99_ms: float | None = None  # p99 of cutover's own access-log durations
-    share: float = 0.5  # the rate as a share of cutover's median peak
+    share: float = FIXED_RATE_SHARE  # the rate as a share of cutover's median peak
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,7 +677,7 @@ def render_section(
     fixed: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
     plot: str | None = None,
 ) -> str:
-    """The whole results section, markers included (`plot`: an image to show after it)."""
+    """The whole results section, markers included (`plot`: see `render_tables`)."""
     machine = meta.get("machine", {})
     versions = meta.get("versions", {})
     lines = [
