@@ -46,6 +46,7 @@ from proxy.db import Database, StoreUnavailable, Tx
 from proxy.errors import error_response
 from proxy.features import Feature
 from proxy.llm import AuditRecord, Classifier
+from proxy.metrics import counter_samples
 from routing.alert_routes import all_targets, route_alert
 from routing.alerts import Alert, Classification
 from routing.webhook_formats import (
@@ -245,6 +246,20 @@ class AlertsFeature(Feature):
 
     def _bind_metrics(self) -> None:
         r = self.gw.metrics.registry
+        self.m_events = PromCounter(
+            "cutover_enrichment_events_total",
+            "What the alert intake counted, by event: received, accepted, each result,"
+            " truncated_alerts, invalid_payloads, store_unavailable (what /enrichment/stats"
+            " shows, summed over workers).",
+            ["event"],
+            registry=r,
+        )
+        self.m_accepted_by_mode = PromCounter(
+            "cutover_enrichment_accepted_total",
+            "Alerts accepted, by the enrichment mode in force when they came in.",
+            ["mode"],
+            registry=r,
+        )
         self.m_webhooks = PromCounter(
             "cutover_alert_webhooks_total",
             "Webhook deliveries answered by the gateway, by path and status code.",
@@ -290,8 +305,14 @@ class AlertsFeature(Feature):
         )
         self.m_mode.set(ENRICHMENT_MODES.index(self.mode))  # type: ignore[arg-type]
 
+    def _tally(self, event: str, n: int = 1) -> None:
+        """An intake event, counted here and in `cutover_enrichment_events_total` (summed over
+        every worker by /enrichment/stats)."""
+        self.counts[event] += n
+        self.m_events.labels(event).inc(n)
+
     def _count(self, result: str, n: int = 1) -> None:
-        self.counts[result] += n
+        self._tally(result, n)
         self.m_alerts.labels(result).inc(n)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -359,7 +380,7 @@ class AlertsFeature(Feature):
         return self._db, self._outbox
 
     def _store_down(self, exc: StoreUnavailable, what: str) -> None:
-        self.counts["store_unavailable"] += 1
+        self._tally("store_unavailable")
         now = self.clock.monotonic()
         if now - self._store_warned_at >= 60.0:
             self._store_warned_at = now
@@ -476,13 +497,13 @@ class AlertsFeature(Feature):
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            self.counts["invalid_payloads"] += 1
+            self._tally("invalid_payloads")
             problem = {"path": "$", "expected": f"a JSON document ({exc.msg})"}
             return _json_error(400, "invalid_json", "the body is not JSON", rid, problems=[problem])
         now = self.clock.now()
         payload = parse_payload(document, now=now, formats=intake.formats, mapping=intake.mapping)
         if not payload.ok:
-            self.counts["invalid_payloads"] += 1
+            self._tally("invalid_payloads")
             problems = [p.as_dict() for p in payload.problems]
             return _json_error(
                 400,
@@ -492,7 +513,7 @@ class AlertsFeature(Feature):
                 problems=problems,
             )
         if payload.truncated_alerts > 0:
-            self.counts["truncated_alerts"] += payload.truncated_alerts
+            self._tally("truncated_alerts", payload.truncated_alerts)
             self.m_truncated.inc(payload.truncated_alerts)
             log.warning(
                 "webhook %s: Alertmanager truncated %d alert(s) from group %s (raise max_alerts"
@@ -521,9 +542,10 @@ class AlertsFeature(Feature):
         for result in results:
             self._count(result["result"])  # type: ignore[arg-type]
         accepted = sum(1 for r in results if r["result"] != "duplicate")
-        self.counts["received"] += len(results)
-        self.counts["accepted"] += accepted
+        self._tally("received", len(results))
+        self._tally("accepted", accepted)
         self.by_mode[mode] += accepted
+        self.m_accepted_by_mode.labels(mode).inc(accepted)
         if any(r["result"] == "classifying" for r in results):
             self._wake.set()
         return web.json_response(
@@ -907,7 +929,13 @@ class AlertsFeature(Feature):
         return web.json_response({"mode": mode, "source": source})
 
     async def enrichment_stats(self, request: web.Request) -> web.StreamResponse:
-        c = self.counts
+        registry = self.gw.metrics.registry
+        c: Counter[str] = Counter()  # every worker's intake events (as /metrics sums them)
+        for labels, value in counter_samples("cutover_enrichment_events", registry):
+            c[labels["event"]] += int(value)
+        by_mode: Counter[str] = Counter()
+        for labels, value in counter_samples("cutover_enrichment_accepted", registry):
+            by_mode[labels["mode"]] += int(value)
         return web.json_response(
             {
                 "mode": self.mode,
@@ -927,11 +955,12 @@ class AlertsFeature(Feature):
                         "suppressed",
                     )
                 },
-                "accepted_by_mode": {m: self.by_mode[m] for m in ENRICHMENT_MODES},
+                "accepted_by_mode": {m: by_mode[m] for m in ENRICHMENT_MODES},
                 "truncated_alerts": c["truncated_alerts"],
                 "invalid_payloads": c["invalid_payloads"],
                 "store_unavailable": c["store_unavailable"],
-                "mode_switches": c["mode_switches"],
+                "mode_switches": self.counts["mode_switches"],
+                "scope": "every worker process; mode_switches: this worker process",
             }
         )
 

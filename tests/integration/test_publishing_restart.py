@@ -1,5 +1,6 @@
-"""Publishing in real gateway processes: `kill -9` with jobs pending, then a restart delivers
-every alert; with several workers, /publishing/stats counts every worker's deliveries."""
+"""Publishing and intake in real gateway processes: `kill -9` with jobs pending, then a restart
+delivers every alert; with several workers, /publishing/stats and /enrichment/stats count every
+worker's work."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from proxy.clock import Clock
 from proxy.db import Database, open_database
 from publishing.outbox import Outbox
 from tests.conftest import wait_for
+from tests.integration.alerts_helpers import am_alert, envelope
 from tests.integration.publishing_fakes import FakeWebhook
 from tests.integration.publishing_helpers import make_alert
 
@@ -18,10 +20,14 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 N = 20
 
 
+def webhook_target(hook: FakeWebhook, **extra: Any) -> dict[str, Any]:
+    return {"name": "wh", "type": "webhook", "url": hook.url + "/hook", **extra}
+
+
 def process_config(
-    storage: str, hook: FakeWebhook, delivery: dict[str, Any], **target: Any
+    storage: str, targets: list[dict[str, Any]], delivery: dict[str, Any]
 ) -> dict[str, Any]:
-    """A gateway that only publishes, to `hook`'s webhook target `wh`."""
+    """A gateway whose one route goes nowhere: it publishes to `targets`."""
     return {
         "admin": "off",
         "access_log": {"enabled": False},
@@ -29,7 +35,7 @@ def process_config(
         "backends": {"history": {"url": "http://127.0.0.1:9", "health": None}},
         "routes": [{"name": "default", "match": {"path_prefix": "/"}, "split": {"history": 100}}],
         "publishing": {
-            "targets": [{"name": "wh", "type": "webhook", "url": hook.url + "/hook", **target}],
+            "targets": targets,
             "delivery": delivery,
         },
     }
@@ -56,7 +62,7 @@ async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage
             "backoff": {"base": "50ms", "cap": "200ms"},
             "breaker": {"failures": 1000},
         }
-        config = process_config(storage, hook, delivery, timeout="500ms")
+        config = process_config(storage, [webhook_target(hook, timeout="500ms")], delivery)
         first = await gateway_process(config).ready()
         db = await open_database(storage)
         try:
@@ -87,7 +93,7 @@ async def test_kill_9_with_jobs_pending_then_restart_delivers_everything(storage
 async def test_stats_count_the_deliveries_of_every_worker(storage, gateway_process):
     hook = await FakeWebhook().start()
     try:
-        config = process_config(storage, hook, {"poll_interval": "50ms"})
+        config = process_config(storage, [webhook_target(hook)], {"poll_interval": "50ms"})
         gp = await gateway_process(config, workers=2).ready()
         db = await open_database(storage)
         try:
@@ -96,20 +102,7 @@ async def test_stats_count_the_deliveries_of_every_worker(storage, gateway_proce
             await db.close()
         await wait_for(lambda: len(hook.accepted) >= N, deadline=30)
 
-        async def stats() -> dict:
-            # a new connection each time: the kernel spreads them over both workers; a worker
-            # still starting answers 503 with Retry-After
-            for _ in range(200):
-                connector = aiohttp.TCPConnector(force_close=True)
-                session = aiohttp.ClientSession(connector=connector)
-                async with session as s, s.get(gp.url + "/publishing/stats") as resp:
-                    if resp.status != 503:
-                        assert resp.status == 200, gp.output()[-4000:]
-                        return await resp.json()
-                await _sleep(0.1)
-            raise AssertionError("a worker never got its store: " + gp.output()[-4000:])
-
-        answers = [await stats() for _ in range(12)]
+        answers = [await fresh_get(gp.url + "/publishing/stats") for _ in range(12)]
         for answer in answers:
             assert answer["successful_publishes"] == N, answer
             (wh,) = [t for t in answer["targets"] if t["name"] == "wh"]
@@ -117,6 +110,41 @@ async def test_stats_count_the_deliveries_of_every_worker(storage, gateway_proce
             assert answer["scope"].startswith("counts: every worker process")
     finally:
         await hook.stop()
+
+
+async def fresh_get(url: str) -> dict:
+    """GET on a new connection each time (the kernel spreads them over the workers); a worker
+    still starting answers 503 with Retry-After."""
+    for _ in range(200):
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        async with session as s, s.get(url) as resp:
+            if resp.status != 503:
+                assert resp.status == 200, await resp.text()
+                return await resp.json()
+        await _sleep(0.1)
+    raise AssertionError(f"{url} kept answering 503")
+
+
+async def test_enrichment_stats_count_the_webhooks_of_every_worker(tmp_path, gateway_process):
+    config = process_config(f"sqlite:///{tmp_path}/state.db", [], {})
+    config["alerts"] = {"paths": ["/webhook/proxy"]}
+    gp = await gateway_process(config, workers=2).ready()
+    for i in range(N):  # each on a new connection: both workers take some
+        body = envelope(am_alert(f"Stats{i}"))
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        for _ in range(100):
+            async with session.post(gp.url + "/webhook/proxy", json=body) as resp:
+                if resp.status != 503:  # a worker still opening its store
+                    assert resp.status == 200, await resp.text()
+                    break
+            await _sleep(0.1)
+        await session.close()
+    answers = [await fresh_get(gp.url + "/enrichment/stats") for _ in range(12)]
+    for answer in answers:
+        assert answer["alerts"]["received"] == N, answer
+        assert answer["alerts"]["accepted"] == N
+        assert sum(answer["accepted_by_mode"].values()) == N
+        assert answer["scope"].startswith("every worker process")
 
 
 async def _sleep(seconds: float) -> None:
