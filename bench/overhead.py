@@ -965,13 +965,20 @@ def cpu_reading(cpus: set[int] | None) -> tuple[int, int] | None:
     return sum(r[0] for r in readings if r), sum(r[1] for r in readings if r)
 
 
-def _proc_stats() -> dict[int, tuple[int, int]]:
-    stats: dict[int, tuple[int, int]] = {}
+def _proc_stat_texts() -> Iterator[tuple[int, str]]:
+    """(pid, text of /proc/<pid>/stat) of every process that is still there when read."""
     with contextlib.suppress(OSError):
         for entry in os.listdir("/proc"):
             if entry.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    stats[int(entry)] = parse_proc_stat(Path(f"/proc/{entry}/stat").read_text())
+                with contextlib.suppress(OSError):
+                    yield int(entry), Path(f"/proc/{entry}/stat").read_text()
+
+
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    stats: dict[int, tuple[int, int]] = {}
+    for pid, text in _proc_stat_texts():
+        with contextlib.suppress(ValueError, IndexError):
+            stats[pid] = parse_proc_stat(text)
     return stats
 
 
@@ -982,15 +989,10 @@ def named_cpu_seconds(prefix: str = "kdamond") -> float:
     holds a CPU for 2-40 ms, which shows in any proxy's tail latency at a few thousand requests
     per second. Recorded beside each fixed-rate run so that a reader can tell."""
     total = 0
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                text = Path(f"/proc/{entry}/stat").read_text()
-                name = text[text.index("(") + 1 : text.rindex(")")]
-                if name.startswith(prefix):
-                    total += parse_proc_stat(text)[1]
+    for _pid, text in _proc_stat_texts():
+        with contextlib.suppress(ValueError, IndexError):
+            if text[text.index("(") + 1 : text.rindex(")")].startswith(prefix):
+                total += parse_proc_stat(text)[1]
     return total / _CLK_TCK
 
 
