@@ -634,7 +634,7 @@ class Gateway:
             "status": "ready" if ready else ("draining" if self.draining else "not ready"),
             "config": self.config.source,
             "routes": routes,
-            "backends": self.health.snapshot(self.clock.monotonic()),
+            "backends": self.health.snapshot(self.clock.monotonic(), self.clock.now()),
         }
         if self.restart_pending:
             detail["restart_required"] = list(self.restart_pending)
