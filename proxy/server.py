@@ -28,7 +28,7 @@ from proxy.admin import add_admin_routes, admin_auth
 from proxy.clock import Clock
 from proxy.config_model import CutoverConfig, Route
 from proxy.db import Database, open_database
-from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
+from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error, json_errors
 from proxy.features import Feature, feature_classes, load_features
 from proxy.forwarder import MirrorHook, forward, forward_websocket
 from proxy.metrics import Metrics
@@ -237,7 +237,8 @@ class Gateway:
         self._start_checks()
         self._sync_health_gauges()
         limits = config.limits
-        app = web.Application(client_max_size=limits.max_body)
+        errors = json_errors(lambda request: request.headers.get(self.config.headers.request_id))
+        app = web.Application(client_max_size=limits.max_body, middlewares=[errors])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -282,7 +283,7 @@ class Gateway:
         admin = self.config.admin
         if admin.listen is None:
             return
-        app = web.Application(middlewares=[admin_auth(self)])
+        app = web.Application(middlewares=[json_errors(), admin_auth(self)])
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)
