@@ -24,7 +24,7 @@ from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from proxy.accesslog import AccessLog
-from proxy.admin import add_admin_routes, admin_auth
+from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning
 from proxy.clock import Clock
 from proxy.config_model import CutoverConfig, Route
 from proxy.db import Database, open_database
@@ -277,6 +277,9 @@ class Gateway:
             await feature.start()
         await self._start_admin()
         log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
+        warning = open_endpoints_warning(config)
+        if warning is not None:
+            log.warning(warning)
 
     async def _start_admin(self) -> None:
         """The admin API listens apart; features add its routes (DESIGN.md, admin API)."""
