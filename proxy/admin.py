@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("cutover.admin")
 
 ACTOR_KEY = "admin_actor"  # request[ACTOR_KEY]: `operator`, `operator:<token name>`
 TOKEN_NAME_KEY = "admin_token_name"  # request[TOKEN_NAME_KEY]: the token's name, or None
@@ -203,6 +206,65 @@ def open_endpoints_warning(config: CutoverConfig) -> str | None:
         "on this host (403 for the others); set admin.token or admin.tokens to use them from "
         "elsewhere with 'Authorization: Bearer <token>'"
     )
+
+
+# -- the gateway's own tokens never go upstream ---------------------------------------------
+
+
+def accepted_credentials(gw: Gateway) -> Credentials:
+    """The tokens the admin API accepts now: the config's, or while a reload left none, the
+    ones it started with (as `admin_auth`)."""
+    return gw.config.admin.credentials() or gw.started_config.admin.credentials()
+
+
+@functools.lru_cache(maxsize=16)
+def _authorizations(credentials: Credentials) -> frozenset[str]:
+    return frozenset(f"Bearer {token}" for _, token in credentials)
+
+
+def admin_authorizations(gw: Gateway) -> frozenset[str]:
+    """`Authorization` values that carry one of the gateway's admin tokens (`Bearer <token>`):
+    a proxied request carrying one loses the header (a mistyped path must not hand a gateway
+    credential to a backend)."""
+    return _authorizations(accepted_credentials(gw))
+
+
+def carries_admin_token(value: str, authorizations: frozenset[str]) -> bool:
+    """Whether an `Authorization` value is one of `authorizations`, written as `authenticate`
+    would accept it (any case of `Bearer`, spaces around the token)."""
+    if value in authorizations:
+        return True
+    scheme, _, token = value.strip().partition(" ")
+    return scheme.lower() == "bearer" and f"Bearer {token.strip()}" in authorizations
+
+
+def log_admin_token_dropped(gw: Gateway, value: str, request_id: str, method: str) -> None:
+    """One warning per request, naming the token by its name, never its value."""
+    _, _, token = value.strip().partition(" ")
+    name = match_token(token.strip(), accepted_credentials(gw)) or "?"
+    log.warning(
+        "request %s (%s): removed an Authorization header carrying the admin token %r before "
+        "forwarding it; the gateway's credentials never go to a backend",
+        request_id,
+        method,
+        name,
+    )
+
+
+def without_admin_token(request: web.BaseRequest, gw: Gateway, request_id: str) -> web.BaseRequest:
+    """The request to forward: itself, or (when it carries an admin token) a copy without
+    its `Authorization` headers. Called only when the request has one."""
+    authorizations = admin_authorizations(gw)
+    if not authorizations:
+        return request
+    values = request.headers.getall("Authorization", ())
+    found = next((v for v in values if carries_admin_token(v, authorizations)), None)
+    if found is None:
+        return request
+    log_admin_token_dropped(gw, found, request_id, request.method)
+    headers = request.headers.copy()
+    headers.popall("Authorization")
+    return request.clone(headers=headers)
 
 
 def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:

@@ -24,7 +24,7 @@ from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from proxy.accesslog import AccessLog
-from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning
+from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning, without_admin_token
 from proxy.clock import Clock
 from proxy.config_model import CutoverConfig, Route
 from proxy.db import Database, open_database
@@ -503,6 +503,9 @@ class Gateway:
                 resp.force_close()
                 status = 400
                 return resp
+            if "Authorization" in headers:  # never an admin token upstream (DESIGN.md)
+                request = without_admin_token(request, self, request_id)
+                headers = request.headers
             compat = self.compat
             hit = compat.match(request) if compat is not None else None
             if hit is not None and hit.rule.local:
