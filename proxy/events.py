@@ -9,8 +9,8 @@ own table), and an admin answer must not wait for an audit row, least of all on 
 does not answer. `record` queues the event in memory and one background writer stores the
 queue in order, each write bounded by `STORE_TIMEOUT`; while the store is unavailable it retries
 with backoff and says so once in the log. Nothing is dropped silently: past `BACKLOG` waiting
-events the oldest is logged in full and counted, as is an event the store refuses outright
-and any event still waiting at shutdown.
+events the oldest is logged in full and counted, as is an event the store refuses `REFUSALS`
+times (an error that does not say the store is down) and any event still waiting at shutdown.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ log = logging.getLogger("cutover.canary")
 
 BACKLOG = 10_000  # events waiting in memory at most
 RETRY_BASE, RETRY_CAP = 0.25, 30.0  # backoff between two tries while the store is unavailable
+REFUSALS = 3  # tries of an event the store refuses (not unavailable) before it is dropped
 _DOWN = (StoreUnavailable, TimeoutError, OSError)
 
 MIGRATION = {
@@ -109,6 +110,7 @@ class EventLog:
 
     async def _drain(self) -> None:
         attempt = 0
+        refusals = 0  # of the first waiting event, by an error that does not say "down"
         while self._backlog:
             event = self._backlog[0]
             try:
@@ -125,11 +127,17 @@ class EventLog:
                 await asyncio.sleep(backoff(attempt, RETRY_BASE, RETRY_CAP))
                 attempt += 1
                 continue
-            except Exception as exc:  # the store refuses this row for good: never retried
+            except Exception as exc:  # the store refuses this row: tried again, then dropped
+                refusals += 1
+                if refusals < REFUSALS:
+                    await asyncio.sleep(backoff(refusals, RETRY_BASE, RETRY_CAP))
+                    continue
+                refusals = 0
                 if self._backlog and self._backlog[0] is event:
                     self._backlog.popleft()
                 self._drop(event, f"refused by the store ({type(exc).__name__})")
                 continue
+            refusals = 0
             if self._backlog and self._backlog[0] is event:
                 self._backlog.popleft()
             self.written += 1
@@ -165,8 +173,10 @@ class EventLog:
         return not self._backlog
 
     async def close(self, timeout: float) -> None:
-        """Store what waits (at most `timeout` s), then stop; what is left is logged in full."""
-        await self.flush(timeout)
+        """Store what waits (at most `timeout` s, unless the store is known to be failing),
+        then stop; what is left is logged in full."""
+        if not self._retrying:
+            await self.flush(timeout)
         writer, self._writer = self._writer, None
         if writer is not None and not writer.done():
             writer.cancel()

@@ -202,8 +202,9 @@ async def test_backlog_overflow_and_shutdown_log_each_event_they_drop(monkeypatc
 
 
 async def test_an_event_the_store_refuses_is_logged_and_does_not_block_the_rest(
-    db: Database, caplog
+    db: Database, caplog, monkeypatch
 ) -> None:
+    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
     log = EventLog(_opener(db))
     log.record(_event("first"))
     assert await log.flush(10.0)
