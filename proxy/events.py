@@ -11,6 +11,8 @@ queue in order, each write bounded by `STORE_TIMEOUT`; while the store is unavai
 with backoff and says so once in the log. Nothing is dropped silently: past `BACKLOG` waiting
 events the oldest is logged in full and counted, as is an event the store refuses `REFUSALS`
 times (an error that does not say the store is down) and any event still waiting at shutdown.
+A write cut off by the timeout may have reached the store all the same: an event can then be
+stored twice (at least once, never lost), which a reader tells by its identical fields.
 """
 
 from __future__ import annotations
