@@ -1,8 +1,11 @@
 """The admin API's listener-wide pieces: bearer-token auth and the gateway's own admin routes.
 
 Features add their routes (weights, rollback, canary, parity, compat usage) through
-`Feature.add_admin_routes`. Mutating endpoints on the main listener (e.g.
-`POST /enrichment/mode`) use `require_admin_token` with the same tokens.
+`Feature.add_admin_routes`. The gateway's own mutating endpoints on the main listener
+(`POST /enrichment/mode`, `/classification/classify`, `/publishing/test/…`,
+`/publishing/targets/refresh`, `/publishing/dlq/…/replay`) all go through `require_admin_token`:
+the same tokens when any is configured; without one, loopback clients only (DESIGN.md,
+Decisions), since the main listener is usually reachable from everywhere.
 
 Tokens: `admin.token` (one shared token, named `admin`) and `admin.tokens` (name -> token). A
 request's bearer token is compared with every configured token, each in constant time and with
@@ -17,20 +20,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from proxy.config_model import DEFAULT_TOKEN_NAME, AdminConfig
+from proxy.config_model import DEFAULT_TOKEN_NAME, AdminConfig, CutoverConfig
 from proxy.errors import error_response
+from routing.decision import is_loopback
 
 if TYPE_CHECKING:
     from proxy.server import Gateway
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("cutover.admin")
 
 ACTOR_KEY = "admin_actor"  # request[ACTOR_KEY]: `operator`, `operator:<token name>`
 TOKEN_NAME_KEY = "admin_token_name"  # request[TOKEN_NAME_KEY]: the token's name, or None
@@ -133,13 +140,131 @@ def admin_auth(gw: Gateway) -> Middleware:
 
 
 def require_admin_token(request: web.BaseRequest, gw: Gateway) -> web.Response | None:
-    """For the gateway's own mutating endpoints: None when allowed, else the 401 to answer.
-    The actor is recorded on the request as for the admin listener (`actor_of`)."""
-    allowed, name = authenticate(request, gw.config.admin)
+    """For the gateway's own mutating endpoints: None when allowed, else the answer (401
+    without a configured token's bearer; 403 for a client not on this host when no token is
+    configured). The actor is recorded on the request as for the admin listener (`actor_of`)."""
+    admin = gw.config.admin
+    if not admin.credentials() and not from_loopback(request):
+        return error_response(
+            403,
+            "forbidden",
+            "with no admin token configured this endpoint answers only clients on this host "
+            "(loopback); set admin.token (or admin.tokens) and send it as "
+            "'Authorization: Bearer <token>'",
+            None,
+            field="admin.token",
+        )
+    allowed, name = authenticate(request, admin)
     if not allowed:
         return unauthorized()
     _admit(request, name)
     return None
+
+
+def from_loopback(request: web.BaseRequest) -> bool:
+    """Whether the request comes from this host: the socket's peer is a loopback address and
+    no proxy in between says it relays another host (every `X-Forwarded-For` entry and
+    `Forwarded: for=` is loopback too). The peer is the TCP connection's own, never a header
+    (nor `trusted_proxies`, which only picks the sticky client address): headers can only
+    narrow the answer, so a client cannot claim to be local, and a proxy on this host that
+    relays others (and says so) does not make them local."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    host = peer[0] if isinstance(peer, tuple | list) and peer else None
+    if not isinstance(host, str) or not is_loopback(host):
+        return False
+    headers = request.headers
+    for value in headers.getall("X-Forwarded-For", ()):
+        if not all(is_loopback(entry) for entry in value.split(",")):
+            return False
+    for value in headers.getall("Forwarded", ()):
+        for pair in value.replace(",", ";").split(";"):
+            key, _, given = pair.strip().partition("=")
+            if key.strip().lower() == "for" and not is_loopback(given.strip().strip('"')):
+                return False
+    return True
+
+
+GUARDED_SECTIONS = {
+    "alerts": "POST /enrichment/mode, POST /classification/classify",
+    "publishing": "POST /publishing/test/…, /publishing/targets/refresh, /publishing/dlq/…/replay",
+}
+
+
+def open_endpoints_warning(config: CutoverConfig) -> str | None:
+    """For `check-config` and the start log: the mutating endpoints the main listener serves
+    while no admin token is configured, which then answer loopback clients only."""
+    host = config.listen[0]
+    if config.admin.credentials() or host == "localhost" or is_loopback(host):
+        return None
+    endpoints = [v for k, v in GUARDED_SECTIONS.items() if config.section(k) is not None]
+    if not endpoints:
+        return None
+    return (
+        "admin.token: not set, so the gateway's own mutating endpoints on "
+        f"{host}:{config.listen[1]} ({'; '.join(endpoints)}) answer only clients "
+        "on this host (403 for the others); set admin.token or admin.tokens to use them from "
+        "elsewhere with 'Authorization: Bearer <token>'"
+    )
+
+
+# -- the gateway's own tokens never go upstream ---------------------------------------------
+
+
+def accepted_credentials(gw: Gateway) -> Credentials:
+    """The tokens the admin API accepts now: the config's, or while a reload left none, the
+    ones it started with (as `admin_auth`)."""
+    return gw.config.admin.credentials() or gw.started_config.admin.credentials()
+
+
+@functools.lru_cache(maxsize=16)
+def _authorizations(credentials: Credentials) -> frozenset[str]:
+    return frozenset(f"Bearer {token}" for _, token in credentials)
+
+
+def admin_authorizations(gw: Gateway) -> frozenset[str]:
+    """`Authorization` values that carry one of the gateway's admin tokens (`Bearer <token>`):
+    a proxied request carrying one loses the header (a mistyped path must not hand a gateway
+    credential to a backend)."""
+    return _authorizations(accepted_credentials(gw))
+
+
+def carries_admin_token(value: str, authorizations: frozenset[str]) -> bool:
+    """Whether an `Authorization` value is one of `authorizations`, written as `authenticate`
+    would accept it (any case of `Bearer`, spaces around the token)."""
+    if value in authorizations:
+        return True
+    scheme, _, token = value.strip().partition(" ")
+    return scheme.lower() == "bearer" and f"Bearer {token.strip()}" in authorizations
+
+
+def log_admin_token_dropped(gw: Gateway, value: str, request_id: str, method: str) -> None:
+    """One warning per request, naming the token by its name, never its value."""
+    _, _, token = value.strip().partition(" ")
+    name = match_token(token.strip(), accepted_credentials(gw)) or "?"
+    log.warning(
+        "request %s (%s): removed an Authorization header carrying the admin token %r before "
+        "forwarding it; the gateway's credentials never go to a backend",
+        request_id,
+        method,
+        name,
+    )
+
+
+def without_admin_token(request: web.BaseRequest, gw: Gateway, request_id: str) -> web.BaseRequest:
+    """The request to forward: itself, or (when it carries an admin token) a copy without
+    its `Authorization` headers. Called only when the request has one."""
+    authorizations = admin_authorizations(gw)
+    if not authorizations:
+        return request
+    values = request.headers.getall("Authorization", ())
+    found = next((v for v in values if carries_admin_token(v, authorizations)), None)
+    if found is None:
+        return request
+    log_admin_token_dropped(gw, found, request_id, request.method)
+    headers = request.headers.copy()
+    headers.popall("Authorization")
+    return request.clone(headers=headers)
 
 
 def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:

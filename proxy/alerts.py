@@ -901,7 +901,7 @@ class AlertsFeature(Feature):
             return denied
         try:
             data = orjson.loads(await request.read())
-        except (orjson.JSONDecodeError, web.HTTPException):
+        except orjson.JSONDecodeError:  # (a body over the limit is json_errors' 413)
             return _json_error(400, "invalid_json", 'the body must be JSON: {"mode": "..."}', rid)
         mode = data.get("mode") if isinstance(data, dict) else None
         if mode not in ENRICHMENT_MODES:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from proxy.db import StoreUnavailable
 from proxy.events import Event, EventLog
 from proxy.features import Feature
 from proxy.shared import RedisShared, SharedState, SharedUnavailable, StoreShared
@@ -58,6 +57,7 @@ TICK = 1.0  # seconds between two controller runs
 LEASE = "canary-controller"
 LEASE_TTL = 3.0  # seconds; renewed every tick
 FRESH = 3.0  # a worker's published window counts while it is at most this old
+EVENTS_FLUSH_AT_STOP = 3.0  # seconds to store the audit events still waiting at shutdown
 Split = tuple[tuple[str, int], ...]
 
 
@@ -358,6 +358,8 @@ class CanaryFeature(Feature):
             await asyncio.wait({task}, timeout=2.0)  # a Redis read may swallow the cancel
         if self.shared is not None:
             await self.shared.close()
+        if self.events is not None:
+            await self.events.close(EVENTS_FLUSH_AT_STOP)
 
     async def reload(self, config: CutoverConfig) -> None:
         self._configure(config)
@@ -370,7 +372,10 @@ class CanaryFeature(Feature):
         status = self.shared.status()
         status["leader"] = self.leader
         status["local_decisions"] = sorted(self.local)
-        return {"shared_state": status}
+        out: dict[str, Any] = {"shared_state": status}
+        if self.events is not None:
+            out["events"] = self.events.status()
+        return out
 
     async def _reconnected(self) -> None:
         """The shared state is back: write the rollbacks decided meanwhile."""
@@ -429,11 +434,11 @@ class CanaryFeature(Feature):
                     self.controls[route] = new
                     self._apply(r)
                     for before, step in steps:
-                        await self._record(route, before, step)
+                        self._record(route, before, step)
                     return out
             raise Conflict(route)
 
-    async def _record(self, route: str, before: Control, out: Outcome) -> None:
+    def _record(self, route: str, before: Control, out: Outcome) -> None:
         assert out.control is not None and out.event is not None
         after = out.control
         actor = after.actor
@@ -441,7 +446,7 @@ class CanaryFeature(Feature):
         self.m_actions.labels(route, out.event, kind).inc()
         level = logging.WARNING if out.event in ("rollback", "config") else logging.INFO
         log.log(level, "route %s: %s by %s: %s", route, out.event, actor, out.reason)
-        await self._event(
+        self._event(
             Event(
                 at=self.gw.clock.now(),
                 route=route,
@@ -454,19 +459,14 @@ class CanaryFeature(Feature):
             )
         )
 
-    async def event_log(self) -> EventLog:
-        """The audit log (opens the durable store on first use; raises StoreUnavailable)."""
+    def event_log(self) -> EventLog:
+        """The audit log (it opens the durable store on its first write or read)."""
         if self.events is None:
-            self.events = EventLog(await self.gw.database())
+            self.events = EventLog(self.gw.database)
         return self.events
 
-    async def _event(self, event: Event) -> None:
-        try:
-            events = await self.event_log()
-        except StoreUnavailable as exc:
-            log.error("canary event not stored (store unavailable: %s): %s", exc, event)
-            return
-        await events.record(event)
+    def _event(self, event: Event) -> None:
+        self.event_log().record(event)  # stored in the background: never holds the answer
 
     # -- the controller ------------------------------------------------------------------
 
@@ -527,7 +527,7 @@ class CanaryFeature(Feature):
         if changed:
             log.info("route %s: verdict %s (%s)", route, verdict.status, verdict.reason)
             control = self.known(route)
-            await self._event(
+            self._event(
                 Event(
                     at=now,
                     route=route,
@@ -579,7 +579,7 @@ class CanaryFeature(Feature):
             return
         log.info("route %s: %s", route, out.reason)
         control = self.known(route)
-        await self._event(
+        self._event(
             Event(
                 at=now,
                 route=route,

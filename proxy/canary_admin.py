@@ -275,12 +275,19 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
                 after = int(q["after"])
             except ValueError:
                 return _bad("after", "after must be an event id (integer)")
+        events = feature.event_log()
         try:
-            log_ = await feature.event_log()
-            rows = await log_.list(q.get("route"), limit, after)
-        except StoreUnavailable:
-            return error_response(503, "store_unavailable", "the event store is unavailable", None)
-        return _json({"events": rows})
+            rows = await events.list(q.get("route"), limit, after)
+        except (StoreUnavailable, TimeoutError):
+            return error_response(
+                503,
+                "store_unavailable",
+                "the event store is unavailable",
+                None,
+                headers={"Retry-After": "1"},
+                waiting=events.waiting,
+            )
+        return _json({"events": rows, "waiting": events.waiting})
 
     async def reload(request: web.Request) -> web.Response:
         path = gw.config.source

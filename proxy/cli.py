@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             print(format_errors(errs), file=sys.stderr)
             return 2
         print(config.summary())
+        from proxy.admin import open_endpoints_warning
+
+        warning = open_endpoints_warning(config)
+        if warning is not None:
+            print(f"{args.config}: warning: {warning}", file=sys.stderr)
         return 0
     if args.command == "demo":
         from proxy.demo import main as demo_main

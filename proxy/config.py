@@ -838,7 +838,13 @@ def _health(ctx: _Ctx, value: object, path: str) -> HealthCheck | None:
 
 
 def _outlier(ctx: _Ctx, value: object, path: str) -> OutlierDetection:
-    keys = ("consecutive_failures", "base_ejection", "max_ejection", "max_ejection_percent")
+    keys = (
+        "consecutive_failures",
+        "base_ejection",
+        "max_ejection",
+        "max_ejection_percent",
+        "decay_interval",
+    )
     m = _section(ctx, value, path, keys)
     d = OutlierDetection()
     out = OutlierDetection(
@@ -850,6 +856,7 @@ def _outlier(ctx: _Ctx, value: object, path: str) -> OutlierDetection:
         max_ejection_percent=_field(
             ctx, m, "max_ejection_percent", path, _int(0, 100), d.max_ejection_percent
         ),
+        decay_interval=_field(ctx, m, "decay_interval", path, _duration(), d.decay_interval),
     )
     bpath, mpath = _join(path, "base_ejection"), _join(path, "max_ejection")
     if out.max_ejection < out.base_ejection and not ctx.failed(bpath, mpath):

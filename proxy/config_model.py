@@ -37,9 +37,10 @@ class OutlierDetection:
     """Passive ejection after consecutive failures (`backends.<name>.outlier`), Envoy's defaults."""
 
     consecutive_failures: int = 5
-    base_ejection: float = 30.0  # first ejection; the n-th lasts n * base, capped at max_ejection
+    base_ejection: float = 30.0  # an ejection lasts multiplier * base, capped at max_ejection
     max_ejection: float = 300.0
     max_ejection_percent: int = 50  # never eject more than this share of a route's backends
+    decay_interval: float = 10.0  # each interval available lowers the multiplier by one
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,13 @@
      └── OverloadedError                     503 + Retry-After
 
 Each reply is a small JSON object carrying the request id and never internal details
-(no exception text, no backend URL).
+(no exception text, no backend URL). aiohttp's own refusals (an unknown path, a method the
+path does not take, a body over `client_max_size`) get the same shape through `json_errors`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -84,3 +87,49 @@ def error_response(
 
 def from_error(exc: CutoverError, request_id: str | None) -> web.Response:
     return error_response(exc.status_hint, exc.code, exc.message, request_id)
+
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def json_errors(
+    request_id: Callable[[web.BaseRequest], str | None] = lambda request: None,
+) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+    """Middleware: an aiohttp HTTP error (4xx/5xx) becomes `error_response`'s JSON, with the
+    field it concerns (`path`, `method`, `body`); plain text answers none of our clients."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _from_http(request, exc, request_id(request))
+
+    return middleware
+
+
+def _from_http(
+    request: web.BaseRequest, exc: web.HTTPException, request_id: str | None
+) -> web.Response:
+    status = exc.status
+    headers = {h: exc.headers[h] for h in _KEPT_HEADERS if h in exc.headers}
+    if status == 404:
+        code, field, message = "not_found", "path", f"no endpoint at {request.path}"
+    elif status == 405:
+        allowed = exc.headers.get("Allow", "")
+        code, field = "method_not_allowed", "method"
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+    elif status == 413:
+        code, field = "body_too_large", "body"
+        message = f"the request body exceeds the limit of {request.client_max_size} bytes"
+    else:
+        code, field = exc.reason.lower().replace(" ", "_").replace("-", "_"), None
+        message = exc.reason
+    extra = {"field": field} if field is not None else {}
+    resp = error_response(status, code, message, request_id, headers=headers, **extra)
+    if status == 413:
+        resp.force_close()  # the rest of the body was not read
+    return resp

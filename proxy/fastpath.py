@@ -48,6 +48,7 @@ from aiohttp import web
 from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
+from proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
 from proxy.attempts import Attempts
 from proxy.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
 from proxy.headers import HOP_BY_HOP
@@ -75,6 +76,7 @@ _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
 _DROP_UP = _HOP | {b"host", b"expect", b"content-length"}
 _DROP_DOWN = _HOP | {b"content-length"}
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
+_AUTHORIZATION = frozenset((b"authorization",))
 _HOST_RE_B = re.compile(_HOST_RE.pattern.encode())
 _EMPTY_BODY_STATUSES = frozenset((204, 304))
 _BODYLESS_UP = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))
@@ -268,6 +270,7 @@ class _Bound:
     """Values the hot path needs from one config, turned into bytes once."""
 
     __slots__ = (
+        "admin_authorizations",
         "backend_header",
         "backend_lines",
         "backend_lower",
@@ -282,8 +285,9 @@ class _Bound:
         "rid_lower",
     )
 
-    def __init__(self, config: CutoverConfig) -> None:
+    def __init__(self, config: CutoverConfig, admin_authorizations: frozenset[str]) -> None:
         self.config = config
+        self.admin_authorizations = admin_authorizations  # never sent upstream
         headers = config.headers
         self.rid_lower = headers.request_id.lower().encode("latin-1")
         self.rid_line = headers.request_id.encode("latin-1") + b": "
@@ -368,6 +372,7 @@ class _Exchange:
     expired = False
     watchdog: asyncio.TimerHandle | None = None
     ended = False
+    admin_token_dropped = False  # its Authorization carried an admin token (logged once)
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -512,7 +517,7 @@ class FastListener:
         bound = self._bound
         config = self.gw.config
         if bound is None or bound.config is not config:
-            bound = self._bound = _Bound(config)
+            bound = self._bound = _Bound(config, admin_authorizations(self.gw))
         return bound
 
     def request_id(self) -> str:
@@ -1492,6 +1497,8 @@ class _Conn(asyncio.Protocol):
         drop = bound.drop_up
         if b"connection" in first:
             drop = drop | connection_tokens(ex.headers, ex.lower)
+        if b"authorization" in first and bound.admin_authorizations and self._admin_token(ex):
+            drop = drop | _AUTHORIZATION
         append = parts.append
         for (name, value), lname in zip(ex.headers, ex.lower, strict=False):
             if lname not in drop:
@@ -1520,6 +1527,20 @@ class _Conn(asyncio.Protocol):
         else:
             append(_CRLF)
         return b"".join(parts)
+
+    def _admin_token(self, ex: _Exchange) -> bool:
+        """Whether the request carries one of the gateway's admin tokens (logged once)."""
+        authorizations = ex.bound.admin_authorizations
+        for (_, value), lname in zip(ex.headers, ex.lower, strict=False):
+            if lname == b"authorization":
+                text = value.decode("utf-8", "surrogateescape")
+                if carries_admin_token(text, authorizations):
+                    if not ex.admin_token_dropped:
+                        ex.admin_token_dropped = True
+                        method = ex.method.decode("latin-1")
+                        log_admin_token_dropped(self.gw, text, ex.request_id, method)
+                    return True
+        return False
 
     async def _attempt(
         self,

@@ -24,11 +24,11 @@ from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from proxy.accesslog import AccessLog
-from proxy.admin import add_admin_routes, admin_auth
+from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning, without_admin_token
 from proxy.clock import Clock
 from proxy.config_model import CutoverConfig, Route
 from proxy.db import Database, open_database
-from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
+from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error, json_errors
 from proxy.features import Feature, feature_classes, load_features
 from proxy.forwarder import MirrorHook, forward, forward_websocket
 from proxy.metrics import Metrics
@@ -237,7 +237,8 @@ class Gateway:
         self._start_checks()
         self._sync_health_gauges()
         limits = config.limits
-        app = web.Application(client_max_size=limits.max_body)
+        errors = json_errors(lambda request: request.headers.get(self.config.headers.request_id))
+        app = web.Application(client_max_size=limits.max_body, middlewares=[errors])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -276,13 +277,16 @@ class Gateway:
             await feature.start()
         await self._start_admin()
         log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
+        warning = open_endpoints_warning(config)
+        if warning is not None:
+            log.warning(warning)
 
     async def _start_admin(self) -> None:
         """The admin API listens apart; features add its routes (DESIGN.md, admin API)."""
         admin = self.config.admin
         if admin.listen is None:
             return
-        app = web.Application(middlewares=[admin_auth(self)])
+        app = web.Application(middlewares=[json_errors(), admin_auth(self)])
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)
@@ -499,6 +503,9 @@ class Gateway:
                 resp.force_close()
                 status = 400
                 return resp
+            if "Authorization" in headers:  # never an admin token upstream (DESIGN.md)
+                request = without_admin_token(request, self, request_id)
+                headers = request.headers
             compat = self.compat
             hit = compat.match(request) if compat is not None else None
             if hit is not None and hit.rule.local:
@@ -634,7 +641,7 @@ class Gateway:
             "status": "ready" if ready else ("draining" if self.draining else "not ready"),
             "config": self.config.source,
             "routes": routes,
-            "backends": self.health.snapshot(self.clock.monotonic()),
+            "backends": self.health.snapshot(self.clock.monotonic(), self.clock.now()),
         }
         if self.restart_pending:
             detail["restart_required"] = list(self.restart_pending)

@@ -5,8 +5,9 @@ Two implementations of one small interface:
 - `RedisShared` (when `redis:` is configured): one JSON document per route under
   `<prefix>route:<name>` (prefix `cutover:` by default), changed by compare-and-set (WATCH on the
   document's version) and announced on the `<prefix>changes` pub/sub channel, so every
-  subscriber applies it at once. Every document written is also copied to the durable store,
-  which is what a gateway starts from when Redis is unavailable.
+  subscriber applies it at once. Every document written is also copied to the durable store
+  (in the background: the answer never waits for it), which is what a gateway starts from when
+  Redis is unavailable.
 - `StoreShared` (no Redis): the same documents as versioned rows of `cutover_runtime` in the
   durable store (`proxy.db`), polled every 300 ms, so the workers of one host (and replicas that
   share a PostgreSQL store) agree within a second.
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from proxy.bounded import STORE_TIMEOUT, bounded
 from proxy.clock import Clock
 from proxy.db import Database, StoreUnavailable
 from routing.canary import Control
@@ -201,24 +203,25 @@ class StoreShared(SharedState):
 
     async def _database(self) -> Database:
         if self._db is None:
+            db = await self._open_db()
             try:
-                db = await self._open_db()
-                try:
-                    await db.migrate("shared-state-1", MIGRATION)  # type: ignore[arg-type]
-                except StoreUnavailable:
-                    raise
-                except Exception:  # a concurrent first migration by another worker
-                    await db.migrate("shared-state-1", MIGRATION)  # type: ignore[arg-type]
-            except (StoreUnavailable, OSError) as exc:
-                raise self._down(exc) from exc
+                await db.migrate("shared-state-1", MIGRATION)  # type: ignore[arg-type]
+            except StoreUnavailable:
+                raise
+            except Exception:  # a concurrent first migration by another worker
+                await db.migrate("shared-state-1", MIGRATION)  # type: ignore[arg-type]
             self._db = db
         return self._db
 
+    async def _run(self, fn: Callable[[Database], Awaitable[Any]]) -> Any:
+        return await fn(await self._database())
+
     async def _call(self, fn: Callable[[Database], Awaitable[Any]]) -> Any:
-        db = await self._database()
+        """`fn(db)`, bounded: a store that does not answer is unavailable after STORE_TIMEOUT
+        (an admin write answers 503 then, instead of waiting on the store's own timeouts)."""
         try:
-            result = await fn(db)
-        except (StoreUnavailable, OSError) as exc:
+            result = await bounded(self._run(fn), STORE_TIMEOUT)
+        except (StoreUnavailable, OSError, TimeoutError) as exc:
             raise self._down(exc) from exc
         if self._up() and self._on_reconnect is not None and self._task is not None:
             self._background(self._on_reconnect())
@@ -520,10 +523,15 @@ class RedisShared(SharedState):
             return False
         if done:
             self.seen(control)
-            if self.durable is not None:
-                with contextlib.suppress(SharedUnavailable):
-                    await self.durable.mirror(control)
+            if self.durable is not None:  # a copy: the answer does not wait for the store
+                self._background(self._mirror(control))
         return done
+
+    async def _mirror(self, control: Control) -> None:
+        """Copy to the durable store; a copy that fails is made again by the next resync."""
+        assert self.durable is not None
+        with contextlib.suppress(SharedUnavailable):
+            await self.durable.mirror(control)
 
     async def publish_window(
         self, route: str, worker: str, at: float, data: dict[str, Any]

@@ -15,7 +15,7 @@ from proxy.config_model import Route, Sticky
 from routing.match import HeaderLookup
 from routing.split import SplitTable
 
-__all__ = ["Decision", "Reason", "client_ip", "decide", "sticky_key"]
+__all__ = ["Decision", "Reason", "client_ip", "decide", "is_loopback", "sticky_key"]
 
 Reason = Literal["split", "sticky", "override", "failover", "panic"]
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -109,6 +109,13 @@ def client_ip(peer: str, x_forwarded_for: str | None, trusted: tuple[_IPNetwork,
         if not _is_trusted(addr, trusted):
             return last
     return last
+
+
+def is_loopback(text: str) -> bool:
+    """Whether `text` is a loopback address (`127.0.0.0/8`, `::1`, `::ffff:127.x`; a port or
+    brackets are allowed); anything unparsable is not."""
+    addr = _parse(text)
+    return addr is not None and addr.is_loopback
 
 
 def _is_trusted(addr: _IPAddress, trusted: tuple[_IPNetwork, ...]) -> bool:

@@ -1,7 +1,12 @@
 """Backend health: active checks and passive outlier ejection, as pure state with `now` arguments.
 
 A backend is available when it passes its active checks (it starts healthy) and is not ejected.
-The n-th ejection lasts min(n * base_ejection, max_ejection); the count never decays.
+Ejection follows Envoy's outlier detection: each ejection raises a multiplier by one and lasts
+min(multiplier * base_ejection, max_ejection); each `decay_interval` the backend then stays
+available lowers the multiplier by one, so a backend that recovered for good is out for
+`base_ejection` again the next time, not for n times it for the life of the process. The
+multiplier stops growing once it reaches `max_ejection`, so that the way back down stays short.
+Decay is computed from `now` when asked, never by a timer.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxy.config_model import Backend, HealthCheck, OutlierDetection
+from routing.webhook_formats import format_rfc3339
 
 __all__ = ["BackendHealth", "HealthTable"]
 
@@ -23,6 +29,9 @@ class BackendHealth:
     __slots__ = (
         "_check_fails",
         "_check_oks",
+        "_decay_from",
+        "_max_multiplier",
+        "_multiplier",
         "check",
         "ejected_until",
         "ejections",
@@ -40,10 +49,14 @@ class BackendHealth:
         self.outlier = outlier if outlier is not None else OutlierDetection()
         self.healthy = True  # by active checks
         self.ejected_until = -math.inf  # ejected while now < ejected_until
-        self.ejections = 0  # ejections so far
+        self.ejections = 0  # ejections so far (a counter; the duration follows the multiplier)
         self.failures = 0  # consecutive failed responses
         self._check_oks = 0
         self._check_fails = 0
+        o = self.outlier
+        self._max_multiplier = max(1, math.ceil(o.max_ejection / o.base_ejection))
+        self._multiplier = 0  # as it was at `_decay_from`
+        self._decay_from: float | None = None  # available since; None while checks fail
 
     def record_check(self, ok: bool, now: float) -> str | None:
         """Record an active check; "healthy"/"unhealthy" when the state changes, else None."""
@@ -53,11 +66,14 @@ class BackendHealth:
             self._check_oks += 1
             if not self.healthy and self._check_oks >= check.healthy_threshold:
                 self.healthy = True
+                self._decay_from = max(now, self.ejected_until)  # decay resumes
                 return "healthy"
         else:
             self._check_oks = 0
             self._check_fails += 1
             if self.healthy and self._check_fails >= check.unhealthy_threshold:
+                self._multiplier = self.multiplier(now)  # decay pauses: down is not healthy
+                self._decay_from = None
                 self.healthy = False
                 return "unhealthy"
         return None
@@ -89,11 +105,22 @@ class BackendHealth:
         )
 
     def eject(self, now: float) -> None:
-        """Eject now, for the next ejection's duration."""
-        self.ejections += 1
+        """Eject now, for the duration the raised multiplier gives."""
         o = self.outlier
-        self.ejected_until = now + min(o.base_ejection * self.ejections, o.max_ejection)
+        multiplier = min(self.multiplier(now) + 1, self._max_multiplier)
+        self.ejections += 1
+        self.ejected_until = now + min(o.base_ejection * multiplier, o.max_ejection)
+        self._multiplier = multiplier
+        self._decay_from = self.ejected_until if self.healthy else None
         self.failures = 0
+
+    def multiplier(self, now: float) -> int:
+        """The ejection multiplier at `now`: the next ejection lasts one more base than this."""
+        m = self._multiplier
+        start = self._decay_from
+        if m and start is not None and now > start:
+            m = max(0, m - int((now - start) // self.outlier.decay_interval))
+        return m
 
     def is_ejected(self, now: float) -> bool:
         return now < self.ejected_until
@@ -178,18 +205,26 @@ class HealthTable:
         self._dirty = True
         return event
 
-    def snapshot(self, now: float) -> dict[str, dict[str, Any]]:
-        """Per-backend state for /readyz and metrics (JSON-ready)."""
+    def snapshot(self, now: float, wall: float) -> dict[str, dict[str, Any]]:
+        """Per-backend state for /readyz (JSON-ready).
+
+        `now` is the monotonic time the state runs on and `wall` the epoch time at the same
+        instant: a reader gets the ejection's end as seconds left and as an RFC 3339 UTC time,
+        never as a monotonic reading that means nothing outside this process.
+        """
         out: dict[str, dict[str, Any]] = {}
         for name, bh in self.backends.items():
             ejected = bh.is_ejected(now)
+            left = bh.ejected_until - now if ejected else None
             out[name] = {
                 "state": bh.state(now),
                 "available": bh.available(now),
                 "healthy": bh.healthy,
                 "ejected": ejected,
-                "ejected_until": bh.ejected_until if ejected else None,
+                "ejected_until": format_rfc3339(wall + left) if left is not None else None,
+                "ejection_seconds_left": round(left, 3) if left is not None else None,
                 "ejections": bh.ejections,
+                "ejection_multiplier": bh.multiplier(now),
                 "ejections_refused": self.refused[name],
                 "consecutive_failures": bh.failures,
             }

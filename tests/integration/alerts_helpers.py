@@ -208,7 +208,11 @@ class FakeLLM:
 
 
 class TcpRelay:
-    """127.0.0.1:<port> -> target; `stop()` closes the listener and every relayed connection."""
+    """127.0.0.1:<port> -> target; `stop()` closes the listener and every relayed connection.
+
+    `pause()` makes the server hang instead: connections are still accepted, but no byte goes
+    either way (nor is a new connection passed on) until `resume()`.
+    """
 
     def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432) -> None:
         self.target = (target_host, target_port)
@@ -216,6 +220,14 @@ class TcpRelay:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> TcpRelay:
         self._server = await asyncio.start_server(
@@ -225,6 +237,11 @@ class TcpRelay:
         return self
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()
+        if self._server is None:  # stopped meanwhile
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -235,6 +252,7 @@ class TcpRelay:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
@@ -246,6 +264,7 @@ class TcpRelay:
 
     async def stop(self) -> None:
         server, self._server = self._server, None
+        self._flowing.set()  # connections held by a pause see the relay stopped
         if server is not None:
             server.close()
         for w in list(self._writers):

@@ -11,10 +11,11 @@ from pathlib import Path
 import asyncpg
 
 from proxy.clock import FakeClock
-from proxy.db import Database
+from proxy.db import Database, StoreUnavailable
 from proxy.events import Event, EventLog
 from proxy.shared import StoreShared
 from routing.canary import initial_control
+from tests.conftest import wait_for
 from tests.integration.canary_helpers import (
     FlakyBackend,
     admin,
@@ -27,10 +28,17 @@ from tests.integration.canary_helpers import (
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def _opener(db: Database):  # type: ignore[no-untyped-def]
+    async def open_db() -> Database:
+        return db
+
+    return open_db
+
+
 async def test_events_are_stored_and_listed(db: Database) -> None:
-    log = EventLog(db)
+    log = EventLog(_opener(db))
     for i, kind in enumerate(("weights", "promote", "rollback")):
-        assert await log.record(
+        log.record(
             Event(
                 at=1000.0 + i,
                 route="default" if i < 2 else "webhooks",
@@ -42,6 +50,7 @@ async def test_events_are_stored_and_listed(db: Database) -> None:
                 figures={"z": 3.5, "judged": {"candidate_errors": 10}},
             )
         )
+    assert await log.flush(10.0) and log.written == 3 and log.waiting == 0
     rows = await log.list()
     assert [r["kind"] for r in rows] == ["rollback", "promote", "weights"]
     first = rows[-1]
@@ -50,7 +59,8 @@ async def test_events_are_stored_and_listed(db: Database) -> None:
     assert first["figures"] == {"z": 3.5, "judged": {"candidate_errors": 10}}
     assert [r["kind"] for r in await log.list(route="default")] == ["promote", "weights"]
     assert [r["kind"] for r in await log.list(after=first["id"], limit=1)] == ["promote"]
-    assert await EventLog(db).list(limit=1) == rows[:1]  # a second log sees the same table
+    assert await EventLog(_opener(db)).list(limit=1) == rows[:1]  # one table for all
+    await log.close(1.0)
 
 
 async def test_shared_rows_compare_and_set_windows_and_lease(db: Database) -> None:
@@ -129,3 +139,87 @@ async def test_gateway_events_in_postgresql(tmp_path: Path) -> None:
     finally:
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+def _event(reason: str, route: str = "default") -> Event:
+    return Event(at=1.0, route=route, kind="weights", actor="operator", reason=reason)
+
+
+async def test_events_wait_while_the_store_is_down_and_are_written_in_order(
+    db: Database, monkeypatch
+) -> None:
+    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
+    down = {"left": 3}
+
+    async def flaky_open() -> Database:
+        if down["left"]:
+            down["left"] -= 1
+            raise StoreUnavailable("postgresql: ConnectionRefusedError")
+        return db
+
+    log = EventLog(flaky_open)
+    for i in range(5):
+        log.record(_event(f"r{i}"))  # returns at once: nothing is awaited
+    assert log.waiting == 5
+    assert await log.flush(10.0)
+    rows = await log.list(limit=10)
+    assert [r["reason"] for r in rows] == ["r4", "r3", "r2", "r1", "r0"]
+    assert log.status() == {
+        "waiting": 0, "written": 5, "dropped": 0, "retrying": False, "last_error": None,
+    }  # fmt: skip
+    await log.close(1.0)
+
+
+async def test_a_nul_in_the_reason_is_stored_escaped(db: Database) -> None:
+    log = EventLog(_opener(db))
+    log.record(_event("bad\x00build"))
+    assert await log.flush(10.0)
+    assert [r["reason"] for r in await log.list()] == ["bad\\u0000build"]
+    assert log.dropped == 0
+    await log.close(1.0)
+
+
+async def _unavailable() -> Database:
+    raise StoreUnavailable("postgresql: TimeoutError")
+
+
+async def test_backlog_overflow_and_shutdown_log_each_event_they_drop(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("proxy.events.BACKLOG", 3)
+    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
+    log = EventLog(_unavailable)
+    for i in range(5):
+        log.record(_event(f"reason-{i}"))
+    assert log.waiting == 3 and log.dropped == 2
+    await wait_for(lambda: log.status()["retrying"])
+    assert log.status()["last_error"] == "StoreUnavailable: postgresql: TimeoutError"
+    assert "canary events wait in memory" in caplog.text
+    await log.close(0.1)
+    assert log.waiting == 0 and log.dropped == 5
+    lines = [r.getMessage() for r in caplog.records if "canary event not stored" in r.getMessage()]
+    assert len(lines) == 5
+    assert all(f"reason='reason-{i}'" in lines[i] for i in range(5))  # each event, in full
+    assert sum("still waiting at shutdown" in line for line in lines) == 3
+
+
+async def test_an_event_the_store_refuses_is_logged_and_does_not_block_the_rest(
+    db: Database, caplog, monkeypatch
+) -> None:
+    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
+    log = EventLog(_opener(db))
+    log.record(_event("first"))
+    assert await log.flush(10.0)
+    if db.dialect == "postgresql":
+        await db.execute(
+            "ALTER TABLE cutover_canary_events ADD CONSTRAINT short CHECK (length(reason) < 10)"
+        )
+    else:
+        await db.execute(
+            "CREATE TRIGGER short BEFORE INSERT ON cutover_canary_events "
+            "WHEN length(NEW.reason) >= 10 BEGIN SELECT RAISE(ABORT, 'too long'); END"
+        )
+    log.record(_event("far too long a reason"))
+    log.record(_event("last"))
+    assert await log.flush(10.0)
+    assert [r["reason"] for r in await log.list()] == ["last", "first"]
+    assert log.dropped == 1 and "refused by the store" in caplog.text
+    await log.close(1.0)

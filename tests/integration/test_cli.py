@@ -26,6 +26,26 @@ def test_check_config_accepts_the_demo_config() -> None:
     assert "go 90/python 10" in result.stdout
 
 
+def test_check_config_warns_of_mutating_endpoints_without_a_token(tmp_path: Path) -> None:
+    text = (
+        "listen: 0.0.0.0:8080\n"
+        "backends: {go: http://go:8080}\n"
+        "routes: [{name: default, split: {go: 100}}]\n"
+        "alerts: {}\n"
+    )
+    path = tmp_path / "open.yaml"
+    path.write_text(text)
+    result = cutover("check-config", str(path))
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    assert result.stdout.startswith(f"{path}: ok")
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{path}: warning: admin.token: not set")
+    assert "/enrichment/mode" in line and "only clients on this host" in line
+    path.write_text(text + "admin: {token: s3cret-admin-token}\n")
+    result = cutover("check-config", str(path))
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def test_check_config_lists_every_problem_with_its_key_path(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

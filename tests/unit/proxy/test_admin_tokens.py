@@ -179,3 +179,24 @@ def test_require_admin_token_accepts_named_tokens_and_records_the_actor() -> Non
     denied = require_admin_token(_request({"Authorization": "Bearer x"}), gw)  # type: ignore[arg-type]
     assert denied is not None and denied.status == 401
     assert ALICE.encode() not in denied.body  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("value", "carries"),
+    [
+        (f"Bearer {SHARED}", True),
+        (f"bearer {SHARED}", True),
+        (f"BEARER   {SHARED}  ", True),
+        (f" Bearer {ALICE}", True),
+        (f"Bearer {SHARED}x", False),
+        (f"Basic {SHARED}", False),
+        (SHARED, False),
+        ("Bearer", False),
+        ("", False),
+    ],
+)
+def test_carries_admin_token(value: str, carries: bool) -> None:
+    authorizations = admin_mod._authorizations((("admin", SHARED), ("alice", ALICE)))
+    assert authorizations == {f"Bearer {SHARED}", f"Bearer {ALICE}"}
+    assert admin_mod.carries_admin_token(value, authorizations) is carries
+    assert admin_mod.carries_admin_token(value, frozenset()) is False

@@ -91,6 +91,7 @@ backends:
       base_ejection: 10s
       max_ejection: 1h
       max_ejection_percent: 100
+      decay_interval: 45s
     tls: {ca_file: ca.pem, server_name: go.internal, verify: false}
     pool: {max_connections: 64, keepalive_timeout: 15s}
 routes:
@@ -183,6 +184,8 @@ def test_full_config_parses_to_expected_values(tmp_path: Path, monkeypatch) -> N
     assert go.outlier.consecutive_failures == 3
     assert go.outlier.max_ejection == 3600.0
     assert go.outlier.max_ejection_percent == 100
+    assert go.outlier.decay_interval == 45.0
+    assert py.outlier.decay_interval == 10.0  # Envoy's interval
     assert go.tls is not None
     assert go.tls.ca_file == str(tmp_path / "ca.pem")  # relative to the config file
     assert (go.tls.server_name, go.tls.verify, go.tls.cert_file) == ("go.internal", False, None)
@@ -390,6 +393,13 @@ def test_zero_and_negative_durations() -> None:
     errors = _errors(_route(timeout=0, connect_timeout="-1s"))
     assert [e.path for e in errors] == ["routes[0].connect_timeout", "routes[0].timeout"]
     assert all("a duration > 0" in e.expected for e in errors)
+
+
+def test_outlier_decay_interval_must_be_a_positive_duration() -> None:
+    backends = {"go": {"url": "http://go", "outlier": {"decay_interval": 0}}, "python": "http://py"}
+    err = _only(_with(backends=backends))
+    assert err.path == "backends.go.outlier.decay_interval"
+    assert "a duration > 0" in err.expected
 
 
 def test_bad_size() -> None:

@@ -159,18 +159,107 @@ def test_snapshot() -> None:
     t = HealthTable({"go": backend("go"), "python": backend("python", health=None)})
     fail(t, 5, 0.0, "go")
     fail(t, 2, 0.0, "python")
-    snap = t.snapshot(5.0)
+    wall = 1_767_225_600.0  # 2026-01-01T00:00:00Z, at monotonic 5.0
+    snap = t.snapshot(5.0, wall)
     assert snap["go"] == {
         "state": "ejected",
         "available": False,
         "healthy": True,
         "ejected": True,
-        "ejected_until": 30.0,
+        "ejected_until": "2026-01-01T00:00:25.000Z",  # wall time, not the monotonic 30.0
+        "ejection_seconds_left": 25.0,
         "ejections": 1,
+        "ejection_multiplier": 1,
         "ejections_refused": 0,
         "consecutive_failures": 0,
     }
     assert snap["python"]["state"] == "healthy"
     assert snap["python"]["consecutive_failures"] == 2
-    assert t.snapshot(31.0)["go"]["ejected_until"] is None
+    after = t.snapshot(31.0, wall + 26.0)["go"]
+    assert after["ejected_until"] is None and after["ejection_seconds_left"] is None
+    assert after["ejection_multiplier"] == 1  # decays only after a full decay_interval
+    assert t.snapshot(40.0, wall + 35.0)["go"]["ejection_multiplier"] == 0
     assert "go" in t and t["go"].ejections == 1
+
+
+# --- the multiplier decays while the backend is available (Envoy's outlier detection) -------
+
+
+def eject(h: BackendHealth, now: float) -> float:
+    """Eject `h` at `now` by consecutive failures; the ejection's duration."""
+    assert fail(h, 5, now)[-1] == "ejected"
+    return h.ejected_until - now
+
+
+def test_a_backend_back_for_good_is_ejected_for_base_again() -> None:
+    """The reported case: four ejections in a row, then healthy for ten minutes. The next
+    ejection must not last 5 x 30 s for the life of the process (the defaults decay)."""
+    h = BackendHealth("go", CHECK, OutlierDetection())
+    now = 0.0
+    durations = []
+    for _ in range(4):
+        durations.append(eject(h, now))
+        now = h.ejected_until  # fails again the moment it is back
+    assert durations == [30.0, 60.0, 90.0, 120.0]
+    assert eject(h, now + 600.0) == 30.0
+    assert h.ejections == 5  # the counter still counts every ejection
+
+
+def test_multiplier_decays_one_step_per_interval_available() -> None:
+    outlier = OutlierDetection(base_ejection=30.0, max_ejection=300.0, decay_interval=10.0)
+    h = BackendHealth("go", CHECK, outlier)
+    assert eject(h, 0.0) == 30.0
+    assert eject(h, 30.0) == 60.0
+    assert eject(h, 90.0) == 90.0  # until 180
+    assert [h.multiplier(t) for t in (100.0, 179.0, 180.0)] == [3, 3, 3]  # no decay while out
+    assert [h.multiplier(t) for t in (189.99, 190.0, 199.99, 200.0, 210.0, 10_000.0)] == [
+        3, 2, 2, 1, 0, 0,
+    ]  # fmt: skip
+    # back 15 s: one step down, so the next ejection is the third again, not the fourth
+    assert eject(h, 195.0) == 90.0
+
+
+def test_multiplier_is_capped_so_the_way_down_stays_short() -> None:
+    outlier = OutlierDetection(base_ejection=30.0, max_ejection=100.0, decay_interval=10.0)
+    h = BackendHealth("go", CHECK, outlier)
+    now = 0.0
+    for _ in range(20):  # a backend flapping for a long time
+        eject(h, now)
+        now = h.ejected_until
+    assert h.multiplier(now) == 4  # ceil(100 / 30): the first multiplier that reaches the cap
+    assert eject(h, now) == 100.0  # the ejection itself is capped at max_ejection
+    now = h.ejected_until
+    assert h.multiplier(now + 40.0) == 0  # four intervals back to base, not twenty
+
+
+def test_decay_pauses_while_active_checks_fail() -> None:
+    outlier = OutlierDetection(base_ejection=30.0, max_ejection=300.0, decay_interval=10.0)
+    h = BackendHealth("go", HealthCheck(healthy_threshold=1, unhealthy_threshold=1), outlier)
+    eject(h, 0.0)
+    eject(h, 30.0)  # multiplier 2, out until 90
+    assert h.record_check(False, 50.0) == "unhealthy"
+    assert h.multiplier(500.0) == 2  # down is not healthy: no decay
+    assert h.record_check(True, 500.0) == "healthy"
+    assert [h.multiplier(t) for t in (509.0, 510.0, 520.0)] == [2, 1, 0]
+
+
+def test_decay_that_started_is_kept_when_checks_then_fail() -> None:
+    outlier = OutlierDetection(base_ejection=30.0, max_ejection=300.0, decay_interval=10.0)
+    h = BackendHealth("go", HealthCheck(healthy_threshold=1, unhealthy_threshold=1), outlier)
+    eject(h, 0.0)
+    eject(h, 30.0)
+    eject(h, 90.0)  # multiplier 3, out until 180
+    assert h.record_check(False, 205.0) == "unhealthy"  # two steps earned by then
+    assert h.multiplier(1_000.0) == 1
+    assert h.record_check(True, 1_000.0) == "healthy"
+    assert h.multiplier(1_010.0) == 0
+
+
+def test_healthy_again_during_an_ejection_decays_from_its_end() -> None:
+    outlier = OutlierDetection(base_ejection=30.0, max_ejection=300.0, decay_interval=10.0)
+    h = BackendHealth("go", HealthCheck(healthy_threshold=1, unhealthy_threshold=1), outlier)
+    assert h.record_check(False, 0.0) == "unhealthy"
+    eject(h, 1.0)  # panic-mode traffic still reaches it; out until 31
+    assert h.multiplier(100.0) == 1  # no decay while checks fail
+    assert h.record_check(True, 5.0) == "healthy"
+    assert [h.multiplier(t) for t in (40.99, 41.0)] == [1, 0]
