@@ -47,6 +47,7 @@ from proxy.errors import error_response
 from proxy.features import Feature
 from proxy.llm import AuditRecord, Classifier
 from proxy.metrics import counter_samples
+from proxy.tasks import Supervised
 from routing.alert_routes import all_targets, route_alert
 from routing.alerts import Alert, Classification
 from routing.webhook_formats import (
@@ -237,7 +238,7 @@ class AlertsFeature(Feature):
         self._outbox: Outbox | None = None
         self._setup_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[Supervised] = []
         self._last_cleanup = -CLEANUP_EVERY
         self._store_warned_at = -60.0
         self._bind_metrics()
@@ -329,18 +330,15 @@ class AlertsFeature(Feature):
     async def start(self) -> None:
         with contextlib.suppress(StoreUnavailable):
             await self._store()  # a store that is down now is retried on first use
-        self._tasks.append(asyncio.create_task(self._work_loop(), name="alerts-worker"))
+        self._tasks.append(self.gw.tasks.start("alerts-worker", self._work_loop))
         if self.redis is not None:
             await self._refresh_mode()
-            self._tasks.append(asyncio.create_task(self._mode_loop(), name="alerts-mode"))
+            self._tasks.append(self.gw.tasks.start("alerts-mode", self._mode_loop))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await task.stop()
         await self.classifier.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
@@ -705,6 +703,7 @@ class AlertsFeature(Feature):
     # -- background work ----------------------------------------------------------------
 
     async def _work_loop(self) -> None:
+        """Classify, release, clean up; an unexpected failure restarts the loop (proxy.tasks)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
@@ -713,8 +712,6 @@ class AlertsFeature(Feature):
                 await self.run_once()
             except StoreUnavailable as exc:
                 self._store_down(exc, "alert worker")
-            except Exception:
-                log.exception("alert worker failed")
 
     async def run_once(self) -> dict[str, int]:
         """Classify what waits for the LLM, release delayed alerts that are due, clean up."""
