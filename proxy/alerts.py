@@ -185,6 +185,10 @@ class Plan:
     targets: tuple[str, ...] = ()
     rule: str | None = None
     release_at: float | None = None
+    # Classified inline: the `cutover_alert_classifications_total` source, and the classifier
+    # stat it counts as ("rules", "cache_hits" or None). Counted only for an alert that is new.
+    inline_source: str | None = None
+    inline_stat: str | None = None
 
     def decision(self) -> str:
         return orjson.dumps(
@@ -522,11 +526,20 @@ class AlertsFeature(Feature):
             )
         mode = self.mode
         plans = [self._inline_plan(alert, mode, now) for alert in payload.alerts]
+        inline: list[Plan] = []
         try:
             db, outbox = await self._store()
             async with db.transaction() as tx:
                 results = await self._accept(
-                    tx, outbox, payload.alerts, payload.starts_given, plans, mode, now, intake
+                    tx,
+                    outbox,
+                    payload.alerts,
+                    payload.starts_given,
+                    plans,
+                    mode,
+                    now,
+                    intake,
+                    inline,
                 )
         except StoreUnavailable as exc:
             self._store_down(exc, f"webhook {intake.path}")
@@ -539,6 +552,8 @@ class AlertsFeature(Feature):
             )
         for result in results:
             self._count(result["result"])  # type: ignore[arg-type]
+        for plan in inline:
+            self._count_inline(plan)
         accepted = sum(1 for r in results if r["result"] != "duplicate")
         self._tally("received", len(results))
         self._tally("accepted", accepted)
@@ -570,24 +585,33 @@ class AlertsFeature(Feature):
         quick = self.classifier_quick(alert, mode)
         if quick is _ASK:
             return None
-        self.m_classified.labels(quick.source if quick else "none", "inline").inc()
-        return self._plan(alert, mode, quick, now)  # type: ignore[arg-type]
+        plan = self._plan(alert, mode, quick, now)  # type: ignore[arg-type]
+        stat = None
+        if quick is not None:
+            stat = "rules" if self.classifier.llm is None else "cache_hits"
+        return dataclasses.replace(
+            plan,
+            inline_source=quick.source if quick else "none",  # type: ignore[attr-defined]
+            inline_stat=stat,
+        )
 
     def classifier_quick(self, alert: Alert, mode: str) -> Classification | object | None:
-        """Rules, or a cached LLM answer, or `_ASK` (no I/O)."""
+        """Rules, or a cached LLM answer, or `_ASK` (no I/O; counted by `_count_inline` once
+        the alert is known not to be a duplicate)."""
         c = self.classifier
         if c.llm is None:
-            if mode != "enriched":
-                return None
-            c.stats["total_requests"] += 1
-            c.stats["rules"] += 1
-            return c.by_rules(alert)
+            return c.by_rules(alert) if mode == "enriched" else None
         hit = c.cached(alert)
-        if hit is None:
-            return _ASK
-        c.stats["total_requests"] += 1
-        c.stats["cache_hits"] += 1
-        return hit
+        return _ASK if hit is None else hit
+
+    def _count_inline(self, plan: Plan) -> None:
+        """An inline classification that was used: a classification request (and a rules
+        answer or a cache hit). A duplicate delivery is neither."""
+        if plan.inline_source is not None:
+            self.m_classified.labels(plan.inline_source, "inline").inc()
+        if plan.inline_stat is not None:
+            self.classifier.stats["total_requests"] += 1
+            self.classifier.stats[plan.inline_stat] += 1
 
     def _plan(
         self, alert: Alert, mode: str, classification: Classification | None, now: float
@@ -621,7 +645,9 @@ class AlertsFeature(Feature):
         mode: str,
         now: float,
         intake: IntakePath,
+        inline: list[Plan],
     ) -> list[dict[str, object]]:
+        """Store each alert that is not a repeat; `inline` gets the inline plans used."""
         window = self.cfg.dedup_window
         forward = self.cfg.forward_to_route
         llm = self.classifier.llm is not None
@@ -656,6 +682,8 @@ class AlertsFeature(Feature):
                 )
                 if earlier is not None:
                     plan = None
+            if plan is not None:
+                inline.append(plan)
             if plan is not None and delays:
                 plan = await self._cancel_delayed(tx, plan, now)
             state = plan.state if plan is not None else "classifying"
