@@ -781,7 +781,14 @@ class AlertsFeature(Feature):
                 CLAIM_BATCH,
             )
         if rows:
-            await asyncio.gather(*(self._classify_row(db, outbox, row) for row in rows))
+            # Every row's classification finishes before a failure of one goes up to the
+            # worker: none is left running on its own while the worker restarts.
+            done = await asyncio.gather(
+                *(self._classify_row(db, outbox, row) for row in rows), return_exceptions=True
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return len(rows)
 
     async def _classify_row(self, db: Database, outbox: Outbox, row: dict[str, Any]) -> None:

@@ -623,3 +623,39 @@ async def test_every_task_of_a_gateway_with_everything_on_has_a_test(
         await k8s.stop()
         await go.stop()
         await py.stop()
+
+
+async def test_a_failing_classification_leaves_none_running_on_its_own(
+    tmp_path, monkeypatch
+) -> None:
+    """The worker's batch: one row fails, the others finish before the failure goes up."""
+    helper = AlertsGateway(tmp_path)
+    try:
+        async with fake_llm() as llm:
+            gw = await helper.start({"classification": llm_section(llm)})
+            worker = gw.tasks.get("alerts-worker")
+            assert worker is not None
+            await worker.stop()  # this test runs the batch itself
+            feature = alerts_feature(gw)
+            async with aiohttp.ClientSession() as http:
+                for name in ("One", "Two"):
+                    payload = envelope(am_alert(name, run=uuid.uuid4().hex))
+                    async with http.post(gw.url + "/webhook/proxy", json=payload) as resp:
+                        assert (await resp.json())["alerts"][0]["result"] == "classifying"
+            finished: list[str] = []
+            classify_row = feature._classify_row
+
+            async def one_fails(db: Any, outbox: Any, row: dict[str, Any]) -> None:
+                if not finished and row["id"] == 1:
+                    finished.append("failed")
+                    raise RuntimeError("injected fault")
+                await asyncio.sleep(0.2)
+                await classify_row(db, outbox, row)
+                finished.append("classified")
+
+            monkeypatch.setattr(feature, "_classify_row", one_fails)
+            with pytest.raises(RuntimeError, match="injected fault"):
+                await feature.run_once()
+            assert finished == ["failed", "classified"]
+    finally:
+        await helper.close()
