@@ -44,6 +44,7 @@ from parity.runner import SAFE_METHODS, read_bounded
 from proxy.db import Database, StoreUnavailable
 from proxy.features import Feature
 from proxy.headers import upstream_headers
+from proxy.tasks import Supervised
 
 if TYPE_CHECKING:
     from proxy.config_model import Capture, CutoverConfig, Route
@@ -222,7 +223,7 @@ class ParityFeature(Feature):
         self.windows: dict[str, collections.deque[tuple[int | None, Sample]]] = {}
         self.queue: asyncio.Queue[MirrorJob] | None = None
         self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: list[Supervised] = []
         self._capture_fds: dict[str, int] = {}
         self._redact: dict[str, tuple[Any, ...]] = {}
         self._migrated = False
@@ -257,22 +258,20 @@ class ParityFeature(Feature):
     async def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.settings.mirror.queue)
         self.captures = asyncio.Queue(maxsize=self.settings.mirror.queue)
+        tasks = self.gw.tasks
         for i in range(self.settings.mirror.workers):
-            self._spawn(self._worker(), f"parity-mirror-{i}")
-        self._spawn(self._capture_writer(), "parity-capture")
-        self._spawn(self._refresh_loop(), "parity-refresh")
+            self._tasks.append(tasks.start(f"parity-mirror-{i}", self._worker))
+        self._tasks.append(tasks.start("parity-capture", self._capture_writer))
+        self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
 
     async def stop(self) -> None:
         self.gw.mirror = None
         for handle in self._rate_pending.values():
             handle.cancel()
         self._rate_pending.clear()
-        for task in self._tasks:
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await task.stop()
         if self.captures is not None:
             await self._write_captures(self._drain(self.captures))
         for fd in self._capture_fds.values():
@@ -282,10 +281,6 @@ class ParityFeature(Feature):
 
     async def reload(self, config: CutoverConfig) -> None:
         self._configure(config)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
 
     # -- the forwarder's hook ---------------------------------------------------------------
 
@@ -370,12 +365,7 @@ class ParityFeature(Feature):
         while True:
             job = await queue.get()
             self.metrics.queue.set(queue.qsize())
-            try:
-                await self._process(job)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("parity: comparing a mirrored request failed")
+            await self._process(job)  # a failure restarts the worker (proxy.tasks)
 
     async def _process(self, job: MirrorJob) -> None:
         state = self.gw.state
@@ -530,9 +520,6 @@ class ParityFeature(Feature):
                 try:
                     rows = await self._rows(name)
                 except StoreUnavailable:
-                    break
-                except Exception:
-                    log.exception("parity: reading results from the store failed")
                     break
                 # Results this worker stored after the query ran are kept as well.
                 top = max((r["id"] for r in rows), default=0)

@@ -47,6 +47,7 @@ from proxy.errors import error_response
 from proxy.features import Feature
 from proxy.llm import AuditRecord, Classifier
 from proxy.metrics import counter_samples
+from proxy.tasks import Supervised
 from routing.alert_routes import all_targets, route_alert
 from routing.alerts import Alert, Classification
 from routing.webhook_formats import (
@@ -184,6 +185,10 @@ class Plan:
     targets: tuple[str, ...] = ()
     rule: str | None = None
     release_at: float | None = None
+    # Classified inline: the `cutover_alert_classifications_total` source, and the classifier
+    # stat it counts as ("rules", "cache_hits" or None). Counted only for an alert that is new.
+    inline_source: str | None = None
+    inline_stat: str | None = None
 
     def decision(self) -> str:
         return orjson.dumps(
@@ -237,7 +242,7 @@ class AlertsFeature(Feature):
         self._outbox: Outbox | None = None
         self._setup_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[Supervised] = []
         self._last_cleanup = -CLEANUP_EVERY
         self._store_warned_at = -60.0
         self._bind_metrics()
@@ -329,18 +334,15 @@ class AlertsFeature(Feature):
     async def start(self) -> None:
         with contextlib.suppress(StoreUnavailable):
             await self._store()  # a store that is down now is retried on first use
-        self._tasks.append(asyncio.create_task(self._work_loop(), name="alerts-worker"))
+        self._tasks.append(self.gw.tasks.start("alerts-worker", self._work_loop))
         if self.redis is not None:
             await self._refresh_mode()
-            self._tasks.append(asyncio.create_task(self._mode_loop(), name="alerts-mode"))
+            self._tasks.append(self.gw.tasks.start("alerts-mode", self._mode_loop))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await task.stop()
         await self.classifier.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
@@ -524,11 +526,20 @@ class AlertsFeature(Feature):
             )
         mode = self.mode
         plans = [self._inline_plan(alert, mode, now) for alert in payload.alerts]
+        inline: list[Plan] = []
         try:
             db, outbox = await self._store()
             async with db.transaction() as tx:
                 results = await self._accept(
-                    tx, outbox, payload.alerts, payload.starts_given, plans, mode, now, intake
+                    tx,
+                    outbox,
+                    payload.alerts,
+                    payload.starts_given,
+                    plans,
+                    mode,
+                    now,
+                    intake,
+                    inline,
                 )
         except StoreUnavailable as exc:
             self._store_down(exc, f"webhook {intake.path}")
@@ -541,6 +552,8 @@ class AlertsFeature(Feature):
             )
         for result in results:
             self._count(result["result"])  # type: ignore[arg-type]
+        for plan in inline:
+            self._count_inline(plan)
         accepted = sum(1 for r in results if r["result"] != "duplicate")
         self._tally("received", len(results))
         self._tally("accepted", accepted)
@@ -572,24 +585,33 @@ class AlertsFeature(Feature):
         quick = self.classifier_quick(alert, mode)
         if quick is _ASK:
             return None
-        self.m_classified.labels(quick.source if quick else "none", "inline").inc()
-        return self._plan(alert, mode, quick, now)  # type: ignore[arg-type]
+        plan = self._plan(alert, mode, quick, now)  # type: ignore[arg-type]
+        stat = None
+        if quick is not None:
+            stat = "rules" if self.classifier.llm is None else "cache_hits"
+        return dataclasses.replace(
+            plan,
+            inline_source=quick.source if quick else "none",  # type: ignore[attr-defined]
+            inline_stat=stat,
+        )
 
     def classifier_quick(self, alert: Alert, mode: str) -> Classification | object | None:
-        """Rules, or a cached LLM answer, or `_ASK` (no I/O)."""
+        """Rules, or a cached LLM answer, or `_ASK` (no I/O; counted by `_count_inline` once
+        the alert is known not to be a duplicate)."""
         c = self.classifier
         if c.llm is None:
-            if mode != "enriched":
-                return None
-            c.stats["total_requests"] += 1
-            c.stats["rules"] += 1
-            return c.by_rules(alert)
+            return c.by_rules(alert) if mode == "enriched" else None
         hit = c.cached(alert)
-        if hit is None:
-            return _ASK
-        c.stats["total_requests"] += 1
-        c.stats["cache_hits"] += 1
-        return hit
+        return _ASK if hit is None else hit
+
+    def _count_inline(self, plan: Plan) -> None:
+        """An inline classification that was used: a classification request (and a rules
+        answer or a cache hit). A duplicate delivery is neither."""
+        if plan.inline_source is not None:
+            self.m_classified.labels(plan.inline_source, "inline").inc()
+        if plan.inline_stat is not None:
+            self.classifier.stats["total_requests"] += 1
+            self.classifier.stats[plan.inline_stat] += 1
 
     def _plan(
         self, alert: Alert, mode: str, classification: Classification | None, now: float
@@ -623,7 +645,9 @@ class AlertsFeature(Feature):
         mode: str,
         now: float,
         intake: IntakePath,
+        inline: list[Plan],
     ) -> list[dict[str, object]]:
+        """Store each alert that is not a repeat; `inline` gets the inline plans used."""
         window = self.cfg.dedup_window
         forward = self.cfg.forward_to_route
         llm = self.classifier.llm is not None
@@ -658,6 +682,8 @@ class AlertsFeature(Feature):
                 )
                 if earlier is not None:
                     plan = None
+            if plan is not None:
+                inline.append(plan)
             if plan is not None and delays:
                 plan = await self._cancel_delayed(tx, plan, now)
             state = plan.state if plan is not None else "classifying"
@@ -705,6 +731,7 @@ class AlertsFeature(Feature):
     # -- background work ----------------------------------------------------------------
 
     async def _work_loop(self) -> None:
+        """Classify, release, clean up; an unexpected failure restarts the loop (proxy.tasks)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
@@ -713,8 +740,6 @@ class AlertsFeature(Feature):
                 await self.run_once()
             except StoreUnavailable as exc:
                 self._store_down(exc, "alert worker")
-            except Exception:
-                log.exception("alert worker failed")
 
     async def run_once(self) -> dict[str, int]:
         """Classify what waits for the LLM, release delayed alerts that are due, clean up."""
@@ -756,7 +781,14 @@ class AlertsFeature(Feature):
                 CLAIM_BATCH,
             )
         if rows:
-            await asyncio.gather(*(self._classify_row(db, outbox, row) for row in rows))
+            # Every row's classification finishes before a failure of one goes up to the
+            # worker: none is left running on its own while the worker restarts.
+            done = await asyncio.gather(
+                *(self._classify_row(db, outbox, row) for row in rows), return_exceptions=True
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return len(rows)
 
     async def _classify_row(self, db: Database, outbox: Outbox, row: dict[str, Any]) -> None:

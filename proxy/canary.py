@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge
 from proxy.events import Event, EventLog
 from proxy.features import Feature
 from proxy.shared import RedisShared, SharedState, SharedUnavailable, StoreShared
+from proxy.tasks import Supervised
 from routing.canary import (
     PHASES,
     STATUSES,
@@ -103,7 +104,7 @@ class CanaryFeature(Feature):
         self.shared: SharedState | None = None
         self.events: EventLog | None = None
         self._prepared = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
         self._lock: asyncio.Lock | None = None
         self._bound_metrics()
         self._configure(gw.config)
@@ -317,10 +318,10 @@ class CanaryFeature(Feature):
 
     def _build_shared(self) -> SharedState:
         gw = self.gw
-        durable = StoreShared(gw.database, gw.clock)
+        durable = StoreShared(gw.database, gw.clock, tasks=gw.tasks)
         if gw.config.redis:
             prefix = self.cfg.redis_prefix if self.cfg is not None else "cutover:"
-            return RedisShared(gw.config.redis, prefix, gw.clock, durable)
+            return RedisShared(gw.config.redis, prefix, gw.clock, durable, tasks=gw.tasks)
         return durable
 
     async def prepare(self) -> None:
@@ -349,13 +350,12 @@ class CanaryFeature(Feature):
         assert self.shared is not None
         await self.shared.start(self._accept, self._reconnected)
         await self._reconcile_all()
-        self._task = asyncio.create_task(self._loop(), name="canary-controller")
+        self._task = self.gw.tasks.start("canary-controller", self._loop)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)  # a Redis read may swallow the cancel
+            await task.stop(timeout=2.0)  # a Redis read may swallow the cancel
         if self.shared is not None:
             await self.shared.close()
         if self.events is not None:
@@ -471,14 +471,11 @@ class CanaryFeature(Feature):
     # -- the controller ------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        """Tick once a second; an unexpected failure restarts the loop (proxy.tasks)."""
         while True:
             await asyncio.sleep(TICK)
-            if not self.ticking:
-                continue
-            try:
+            if self.ticking:
                 await self.tick()
-            except Exception:
-                log.exception("canary controller tick failed")
 
     async def tick(self) -> None:
         """One controller run: publish windows, judge, act (leader only, or locally when the

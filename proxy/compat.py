@@ -46,6 +46,7 @@ from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_e
 from proxy.features import Feature
 from proxy.forwarder import classify_failure, forward
 from proxy.headers import downstream_headers, upstream_headers
+from proxy.tasks import Supervised
 from publishing.limits import backoff
 from routing.budget import RetryBudget
 from routing.decision import Decision, client_ip
@@ -268,7 +269,7 @@ class CompatFeature(Feature):
         self.ruleset = RuleSet(())
         self._children: dict[str, Any] = {}
         self.usage = UsageBuffer()
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher: Supervised | None = None
         self._flush_lock = asyncio.Lock()
         self._schema_ready: object | None = None
         self._logged: dict[tuple[str, str, str], float] = {}
@@ -306,13 +307,11 @@ class CompatFeature(Feature):
 
     def _start_flusher(self) -> None:
         if self.settings is not None and self._flusher is None and self._started:
-            self._flusher = asyncio.create_task(self._flush_loop(), name="compat-usage-flush")
+            self._flusher = self.gw.tasks.start("compat-usage-flush", self._flush_loop)
 
     async def stop(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await self._flusher.stop()
             self._flusher = None
         if not await self.flush():
             log.warning("compat: %d usage counts could not be stored at exit", len(self.usage))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.resources
 import logging
 import os
@@ -35,6 +34,7 @@ from examples.samples import alertmanager_payload, flat_alert
 from proxy.config import ConfigErrors, format_errors, parse_config
 from proxy.config_model import CutoverConfig
 from proxy.server import Gateway, start_gateway
+from proxy.tasks import Supervised
 
 __all__ = ["demo_config", "format_summary", "main", "run_demo"]
 
@@ -186,7 +186,7 @@ async def run_demo(port: int = 8080, host: str = "127.0.0.1", traffic: bool = Fa
     gateway: Gateway | None = None
     sample: Path | None = None
     listener: socket.socket | None = None
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[Supervised] = []
     session = aiohttp.ClientSession()
     try:
         urls = {name: await _start_backend(app, runners) for name, app in apps.items()}
@@ -196,17 +196,15 @@ async def run_demo(port: int = 8080, host: str = "127.0.0.1", traffic: bool = Fa
         gateway = await start_gateway(config, sock=listener)
         _print(_banner(gateway.url, urls["go"], urls["python"], sample, traffic))
         names = list(config.backends)
-        tasks.append(asyncio.create_task(_report(gateway.served, names, _print), name="summary"))
+        served, url = gateway.served, gateway.url
+        tasks.append(gateway.tasks.start("demo-summary", lambda: _report(served, names, _print)))
         if traffic:
-            tasks.append(asyncio.create_task(_traffic(session, gateway.url), name="traffic"))
+            tasks.append(gateway.tasks.start("demo-traffic", lambda: _traffic(session, url)))
         await stop.wait()
         _print("stopping...")
     finally:
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task.stop()
         await session.close()
         for app in apps.values():
             await close_streams(app)  # lets the gateway's drain finish proxied streams at once

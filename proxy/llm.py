@@ -10,7 +10,8 @@ tells every worker and replica through `cutover:llm:breaker`, so N workers do no
 their own run of failures on a server that is down); a per-minute budget caps the calls (with
 Redis, one budget for every worker and replica under `cutover:llm:budget`).
 Any failure, a malformed answer or a confidence under `min_confidence` gives the rules' answer.
-Every LLM call is reported to `audit` (model, latency, prompt digest, outcome, result).
+Every LLM call, and every answer the rules gave instead of a call (breaker open, over budget), is
+reported to `audit` (model, latency, prompt digest, outcome, result).
 
 Label and annotation values that look like secrets are replaced before the prompt is built
 (`routing.classify.build_prompt`).
@@ -392,12 +393,15 @@ class Classifier:
         rules = self.by_rules(alert)
         if breaker.state == "closed" and await self._shared_open():
             self.stats["breaker_open_elsewhere"] += 1
-            return rules, "breaker_open"
+            error = "the circuit breaker is open (another worker opened it)"
+            return await self._not_asked(alert, rules, "breaker_open", error)
         if not breaker.allow():
-            return rules, "breaker_open"
+            error = f"the circuit breaker is open (for {breaker.reset:g}s after failures)"
+            return await self._not_asked(alert, rules, "breaker_open", error)
         if not await budget.take():
             breaker.abandon()
-            return rules, "over_budget"
+            error = f"over the budget of {llm.calls_per_minute} calls a minute"
+            return await self._not_asked(alert, rules, "over_budget", error)
         prompt = build_prompt(alert, llm.secret_patterns)
         started = self.clock.monotonic()
         outcome: Outcome = "error"
@@ -448,27 +452,49 @@ class Classifier:
                 await asyncio.sleep(llm.retry_backoff * (2**attempt))
         latency = self.clock.monotonic() - started
         self.latencies.append(latency)
-        if self.audit is not None:
-            record = AuditRecord(
-                at=self.clock.now(),
-                fingerprint=alert.fingerprint,
-                status=alert.status,
-                model=llm.model,
-                latency=latency,
-                prompt_digest=prompt.digest,
-                outcome=outcome,
-                result=answer.as_dict() if answer is not None else None,
-                error=error,
-                attempts=attempts,
-            )
-            try:
-                await self.audit(record)
-            except Exception:
-                log.exception("could not keep the LLM audit record")
+        await self._keep(alert, outcome, latency, prompt.digest, answer, error, attempts)
         if outcome == "ok" and answer is not None:
             return answer, outcome
         reason = f"rules (LLM {outcome}: {error})" if error else f"rules (LLM {outcome})"
         return _with_reason(rules, reason), outcome
+
+    async def _not_asked(
+        self, alert: Alert, rules: Classification, outcome: Outcome, error: str
+    ) -> tuple[Classification, Outcome]:
+        """No call made (breaker open, over budget): audited like a call (no prompt was sent:
+        an empty digest, 0 attempts), and the rules' reasoning says why they answered."""
+        await self._keep(alert, outcome, 0.0, "", None, error, 0)
+        return _with_reason(rules, f"rules (LLM {outcome}: {error})"), outcome
+
+    async def _keep(
+        self,
+        alert: Alert,
+        outcome: Outcome,
+        latency: float,
+        digest: str,
+        answer: Classification | None,
+        error: str | None,
+        attempts: int,
+    ) -> None:
+        """One row of the audit trail (`cutover_llm_audit`); never fails the classification."""
+        if self.audit is None or self.llm is None:
+            return
+        record = AuditRecord(
+            at=self.clock.now(),
+            fingerprint=alert.fingerprint,
+            status=alert.status,
+            model=self.llm.model,
+            latency=latency,
+            prompt_digest=digest,
+            outcome=outcome,
+            result=answer.as_dict() if answer is not None else None,
+            error=error,
+            attempts=attempts,
+        )
+        try:
+            await self.audit(record)
+        except Exception:
+            log.exception("could not keep the LLM audit record")
 
     async def _call(self, messages: tuple[dict[str, str], ...]) -> str | None:
         llm, client = self.llm, self.client

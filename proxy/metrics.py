@@ -105,6 +105,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.task_failures = Counter(
+            "cutover_task_failures_total",
+            "Unexpected failures of background tasks, by task (each is logged with its"
+            " traceback and the task restarted; /readyz `tasks` shows the last error).",
+            ["task"],
+            registry=r,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The /metrics body and its content type."""

@@ -19,9 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from proxy.config import ConfigErrors, format_errors, load_config
 from proxy.config_model import CutoverConfig
+
+if TYPE_CHECKING:
+    from proxy.server import Gateway
+    from proxy.tasks import Supervised
 
 log = logging.getLogger("cutover")
 
@@ -87,19 +92,18 @@ async def _worker_main(path: str, config: CutoverConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(_reload(gw, path), name="reload")
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, reload_in_background, gw, path)
     print(f"cutover serving on {gw.url}", file=sys.stderr, flush=True)
     await stop.wait()
     log.info("draining: %d requests in flight", gw.in_flight)
     await gw.close()
     log.info("stopped")
+
+
+def reload_in_background(gw: Gateway, path: str) -> Supervised:
+    """SIGHUP: reload `path` as one of the gateway's tasks, so that a reload that fails is
+    logged with its traceback, counted and shown in /readyz (`tasks.reload`)."""
+    return gw.tasks.once("reload", _reload(gw, path))
 
 
 async def _reload(gw: object, path: str) -> None:

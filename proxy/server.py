@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import random
@@ -33,6 +32,7 @@ from proxy.features import Feature, feature_classes, load_features
 from proxy.forwarder import MirrorHook, forward, forward_websocket
 from proxy.metrics import Metrics
 from proxy.restart import restart_required
+from proxy.tasks import Supervised, TaskSupervisor, stop_in_order
 from proxy.upstreams import Upstream
 from routing.budget import RetryBudget
 from routing.decision import client_ip, decide, sticky_key
@@ -197,6 +197,8 @@ class Gateway:
         self.restart_pending: list[str] = []  # what the config in force waits for a restart to do
         self.clock = clock or Clock()
         self.metrics = Metrics()
+        # Every background task of the gateway and its features (proxy.tasks).
+        self.tasks = TaskSupervisor(clock=self.clock, failures=self.metrics.task_failures)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
         self.served: collections.Counter[str] = collections.Counter()
         self.health = _health_table(config)
@@ -208,7 +210,7 @@ class Gateway:
         self._fast: Any = None  # proxy.fastpath.FastListener: the main listener with fast_path on
         self._admin_runner: web.AppRunner | None = None
         self.admin_url: str | None = None
-        self._checks: dict[str, asyncio.Task[None]] = {}
+        self._checks: dict[str, Supervised] = {}
         # Synchronous, cheap callbacks run after every proxied request (no I/O in them).
         self.observers: list[Callable[[RequestRecord], None]] = []
         self.features: list[Feature] = []
@@ -310,17 +312,10 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for feature in reversed(self.features):
-            try:
-                await feature.stop()
-            except Exception:
-                log.exception("feature %s failed to stop cleanly", feature.name)
-        for task in self._checks.values():
-            task.cancel()
-        for task in self._checks.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._checks.clear()
+        # Each feature stops its own tasks; one failing never skips the others or the store.
+        await stop_in_order(((f"feature {f.name}", f.stop) for f in reversed(self.features)), log)
+        await self._stop_checks()
+        await self.tasks.stop_all()  # what an owner left (a reload, retired pools)
         for upstream in self.state.upstreams.values():
             await upstream.close()
         if self.access_log is not None:
@@ -360,9 +355,7 @@ class Gateway:
             self.health = _health_table(config)
         self.config = config
         self.state = _build_state(config, old, upstreams)
-        for task in self._checks.values():
-            task.cancel()
-        self._checks.clear()
+        await self._stop_checks()
         self._start_checks()
         self._sync_health_gauges()
         for feature in self.features:
@@ -372,9 +365,8 @@ class Gateway:
                 log.exception("feature %s failed to reload", feature.name)
         if retired:
             # Requests still using the old pools keep them until they finish.
-            asyncio.get_running_loop().call_later(
-                config.limits.drain_timeout,
-                lambda: [asyncio.ensure_future(u.close()) for u in retired],
+            self.tasks.once(
+                "close-retired-pools", _close_later(retired, config.limits.drain_timeout)
             )
         log.info("configuration reloaded from %s", config.source)
 
@@ -423,9 +415,14 @@ class Gateway:
     def _start_checks(self) -> None:
         for name, backend in self.config.backends.items():
             if backend.health is not None:
-                self._checks[name] = asyncio.create_task(
-                    self._check_loop(name), name=f"health-check:{name}"
+                self._checks[name] = self.tasks.start(
+                    f"health-check:{name}", lambda n=name: self._check_loop(n)
                 )
+
+    async def _stop_checks(self) -> None:
+        checks, self._checks = list(self._checks.values()), {}
+        for check in checks:
+            await check.stop()
 
     def _sync_health_gauges(self) -> None:
         available = self.health.available(self.clock.monotonic())
@@ -645,6 +642,7 @@ class Gateway:
         }
         if self.restart_pending:
             detail["restart_required"] = list(self.restart_pending)
+        detail["tasks"] = self.tasks.snapshot()
         for feature in self.features:
             extra = feature.readiness()
             if extra is not None:
@@ -667,6 +665,16 @@ def _site_url(site: web.BaseSite) -> str:
     host = sockname[0]
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{sockname[1]}"
+
+
+async def _close_later(upstreams: list[Upstream], delay: float) -> None:
+    """Close pools a reload retired once their requests had `delay` to finish (at once when
+    the gateway closes first)."""
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        for upstream in upstreams:
+            await upstream.close()
 
 
 def _health_table(config: CutoverConfig) -> HealthTable:

@@ -33,6 +33,7 @@ import orjson
 from proxy.bounded import STORE_TIMEOUT, bounded
 from proxy.clock import Clock
 from proxy.db import Database, StoreUnavailable
+from proxy.tasks import Supervised, TaskSupervisor
 from routing.canary import Control
 
 log = logging.getLogger("cutover.shared")
@@ -86,16 +87,17 @@ class SharedState:
 
     kind = "none"
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, tasks: TaskSupervisor | None = None) -> None:
         self.clock = clock
+        self.supervisor = tasks or TaskSupervisor(clock=clock)
         self.connected = False
         self.last_error: str | None = None
         self.changed_at: float | None = None
         self._versions: dict[str, int] = {}
         self._on_change: OnChange | None = None
         self._on_reconnect: OnReconnect | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._task: Supervised | None = None
+        self._reconnects: list[Supervised] = []  # rollbacks written once it is back
         self._stopping = False
 
     # -- status --------------------------------------------------------------------------
@@ -132,9 +134,8 @@ class SharedState:
         }
 
     def _background(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._reconnects = [t for t in self._reconnects if not t.done()]
+        self._reconnects.append(self.supervisor.once("shared-state-reconnect", coro))
 
     def _notify(self, control: Control) -> None:
         """Tell the gateway about a document newer than the last one it saw."""
@@ -177,16 +178,15 @@ class SharedState:
 
     async def close(self) -> None:
         """Stop the background loop: it sees `_stopping` within a quarter second (a redis-py
-        read may swallow a cancellation, so cancelling is only the last resort)."""
+        read may swallow a cancellation, so cancelling is only the last resort). Rollbacks
+        being written since a reconnect get the same grace."""
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            done, _ = await asyncio.wait({task}, timeout=2.0)
-            if not done:
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-        for t in list(self._tasks):
-            t.cancel()
+            await task.stop(grace=2.0, timeout=1.0)
+        reconnects, self._reconnects = self._reconnects, []
+        for t in reconnects:
+            await t.stop(grace=2.0, timeout=1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,8 +196,13 @@ class SharedState:
 class StoreShared(SharedState):
     kind = "store"
 
-    def __init__(self, open_db: Callable[[], Awaitable[Database]], clock: Clock) -> None:
-        super().__init__(clock)
+    def __init__(
+        self,
+        open_db: Callable[[], Awaitable[Database]],
+        clock: Clock,
+        tasks: TaskSupervisor | None = None,
+    ) -> None:
+        super().__init__(clock, tasks)
         self._open_db = open_db
         self._db: Database | None = None
 
@@ -229,7 +234,7 @@ class StoreShared(SharedState):
 
     async def start(self, on_change: OnChange, on_reconnect: OnReconnect) -> None:
         await super().start(on_change, on_reconnect)
-        self._task = asyncio.create_task(self._poll(), name="shared-state-poll")
+        self._task = self.supervisor.start("shared-state-poll", self._poll)
 
     async def _poll(self) -> None:
         while not self._stopping:
@@ -366,9 +371,14 @@ class RedisShared(SharedState):
     kind = "redis"
 
     def __init__(
-        self, url: str, prefix: str, clock: Clock, durable: StoreShared | None = None
+        self,
+        url: str,
+        prefix: str,
+        clock: Clock,
+        durable: StoreShared | None = None,
+        tasks: TaskSupervisor | None = None,
     ) -> None:
-        super().__init__(clock)
+        super().__init__(clock, tasks)
         import redis.asyncio as aioredis
         from redis import exceptions
 
@@ -417,7 +427,7 @@ class RedisShared(SharedState):
 
     async def start(self, on_change: OnChange, on_reconnect: OnReconnect) -> None:
         await super().start(on_change, on_reconnect)
-        self._task = asyncio.create_task(self._listen(), name="shared-state-redis")
+        self._task = self.supervisor.start("shared-state-redis", self._listen)
 
     async def _listen(self) -> None:
         backoff = 0.25
@@ -445,10 +455,6 @@ class RedisShared(SharedState):
                         next_resync = loop.time() + RESYNC_INTERVAL
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
             except (*self._errors, SharedUnavailable) as exc:
                 if not isinstance(exc, SharedUnavailable):
                     self._down(exc)
@@ -456,6 +462,10 @@ class RedisShared(SharedState):
                     await pubsub.aclose()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except BaseException:  # cancelled, or a failure the supervisor restarts us after
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
 
     async def _resync(self) -> None:
         stored = await self.load_all()

@@ -32,6 +32,7 @@ from proxy.admin import require_admin_token
 from proxy.db import StoreUnavailable
 from proxy.errors import error_response
 from proxy.features import Feature
+from proxy.tasks import Supervised, stop_in_order
 from publishing.config import DEFAULT, PublishingConfig
 from publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
 from publishing.delivery import iso_time as _iso
@@ -72,7 +73,7 @@ class PublishingFeature(Feature):
         self.outbox: Outbox | None = None
         self.engine: DeliveryEngine | None = None
         self.discovery: Discovery | None = None
-        self._starter: asyncio.Task[None] | None = None
+        self._starter: Supervised | None = None
         self._ready = asyncio.Event()
         gw.publishing = self  # type: ignore[attr-defined]
 
@@ -92,27 +93,31 @@ class PublishingFeature(Feature):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._starter = asyncio.create_task(self._start(), name="publishing-start")
+        # Until done: a failure nobody foresaw is logged and the start tried again.
+        self._starter = self.gw.tasks.start("publishing-start", self._start, until_done=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._ready.wait()), 10.0)
 
     async def _start(self) -> None:
-        """Open the store (retrying while it is down), then run the engine and discovery."""
-        delay = 0.5
-        while True:
-            try:
-                db = await self.gw.database()
-                outbox = Outbox(db, self.gw.clock)
-                await outbox.setup()
-                break
-            except StoreUnavailable as exc:
-                log.warning("publishing: store unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
-        self.outbox = outbox
-        self.engine = DeliveryEngine(self.gw, outbox, self.registry, self.settings)
+        """Open the store (retrying while it is down), then run the engine and discovery.
+        Each part starts once, so that a retry after a failure picks up where it stopped."""
+        if self.engine is None:
+            delay = 0.5
+            while True:
+                try:
+                    db = await self.gw.database()
+                    outbox = Outbox(db, self.gw.clock)
+                    await outbox.setup()
+                    break
+                except StoreUnavailable as exc:
+                    log.warning("publishing: store unavailable (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(30.0, delay * 2)
+            self.outbox = outbox
+            self.engine = DeliveryEngine(self.gw, outbox, self.registry, self.settings)
         await self.engine.start()
-        await self._start_discovery()
+        if self.discovery is None:
+            await self._start_discovery()
         self._ready.set()
         log.info(
             "publishing: %d static targets, kubernetes discovery %s, mode %s",
@@ -125,17 +130,33 @@ class PublishingFeature(Feature):
         if self.settings.kubernetes is None:
             self.registry.set_discovered((), ())
             return
-        self.discovery = Discovery(self.settings.kubernetes, self.registry, self.gw.clock)
+        self.discovery = Discovery(
+            self.settings.kubernetes, self.registry, self.gw.clock, tasks=self.gw.tasks
+        )
         await self.discovery.start()
         await self.discovery.wait_ready(5.0)
 
     async def stop(self) -> None:
-        if self._starter is not None and not self._starter.done():
-            self._starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starter
+        """Discovery, then the engine (which flushes delivered jobs before the gateway closes
+        the store): each step runs whatever happened to the one before."""
+        await stop_in_order(
+            (
+                ("publishing start", self._stop_starter),
+                ("kubernetes discovery", self._stop_discovery),
+                ("delivery engine", self._stop_engine),
+            ),
+            log,
+        )
+
+    async def _stop_starter(self) -> None:
+        if self._starter is not None:
+            await self._starter.stop()
+
+    async def _stop_discovery(self) -> None:
         if self.discovery is not None:
             await self.discovery.stop()
+
+    async def _stop_engine(self) -> None:
         if self.engine is not None:
             await self.engine.stop()
 

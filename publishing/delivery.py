@@ -40,6 +40,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from proxy.config_model import Route
 from proxy.db import StoreUnavailable
 from proxy.metrics import LATENCY_BUCKETS, counter_samples
+from proxy.tasks import Supervised, stop_in_order
 from publishing import pagerduty, rootly, slack, webhook
 from publishing.config import DeliveryPolicy, PublishingConfig
 from publishing.limits import CircuitBreaker, TokenBucket, backoff
@@ -240,7 +241,7 @@ class DeliveryEngine:
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_task: Supervised | None = None
         self._soonest: float | None = None  # monotonic time of the earliest retry we scheduled
         self._completing = False
         # Without Redis (or while it is down) each worker process keeps an equal share.
@@ -269,33 +270,51 @@ class DeliveryEngine:
         # At most lease / 100 (the config sees to it): a delivered job keeps its lease until its
         # batch is deleted.
         self.outbox.start_completions(
-            batch=self.policy.complete_batch, interval=self.policy.complete_interval
+            batch=self.policy.complete_batch,
+            interval=self.policy.complete_interval,
+            tasks=self.gw.tasks,
         )
         self._completing = True
         self.state = EngineState.RUNNING
-        self._loop_task = asyncio.create_task(self._run(), name="publishing-delivery")
+        self._loop_task = self.gw.tasks.start("publishing-delivery", self._run)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; give in-flight deliveries `grace` seconds, then cancel them (their
-        leases run out and another engine, or this one after a restart, delivers them)."""
+        leases run out and another engine, or this one after a restart, delivers them); then
+        flush delivered jobs out of the outbox. Each step runs whatever failed before it, so
+        the flush always comes before the gateway closes the store."""
         if self.state is EngineState.CLOSED:
             return
         self.state = EngineState.CLOSED
         self.outbox.off_enqueue(self.wake)
+        await stop_in_order(
+            (
+                ("delivery loop", self._stop_loop),
+                ("deliveries in flight", lambda: self._stop_deliveries(grace)),
+                ("delivered jobs' flush", self._stop_completions),
+                ("delivery session", self._close_clients),
+            ),
+            log,
+        )
+
+    async def _stop_loop(self) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await self._loop_task.stop()
+
+    async def _stop_deliveries(self, grace: float) -> None:
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _stop_completions(self) -> None:
         if self._completing:  # delivered jobs leave the outbox before the store closes
             self._completing = False
             await self.outbox.stop_completions()
+
+    async def _close_clients(self) -> None:
         if self.session is not None:
             await self.session.close()
         if self.shared is not None:
@@ -330,6 +349,7 @@ class DeliveryEngine:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Claim and start due jobs; an unexpected failure restarts the loop (proxy.tasks)."""
         failures = 0
         rechecks = 0
         while True:
@@ -342,10 +362,6 @@ class DeliveryEngine:
                 failures += 1
                 log.warning("publishing: the store is unavailable (%s); retrying", exc)
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-                continue
-            except Exception:
-                log.exception("publishing: delivery loop error")
-                await asyncio.sleep(1.0)
                 continue
             if woken and not claimed and rechecks < len(_EMPTY_RECHECKS):
                 # The enqueuing transaction may not have committed yet (PostgreSQL).
@@ -427,14 +443,16 @@ class DeliveryEngine:
         return gate
 
     def _spawn(self, coro: Awaitable[None]) -> None:
+        """One job's delivery: per-job work the engine holds, collects and waits for at `stop`
+        (not a background task of its own)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("publishing: delivery task failed: %r", task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("publishing: delivery task failed: %r", exc, exc_info=exc)
         self._wake.set()
 
     # -- one job -------------------------------------------------------------------------------

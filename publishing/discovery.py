@@ -5,6 +5,11 @@ matching several selectors counts once). Watch events (ADDED, MODIFIED, DELETED)
 set at once; a watch that ends or expires (410 Gone) is followed by a fresh list. A full
 list of everything also runs every `resync` and on `POST /publishing/targets/refresh`.
 
+Watches and the resync are tasks of the gateway (`proxy.tasks`): a watch that fails in a way
+nobody foresaw (a list where events were expected, an event that is not one) is logged,
+counted, and started again after a backoff, listing before it watches again; each resync also
+restarts at once any watch still waiting to.
+
 A secret that cannot become a target is skipped with one log line naming the secret and the
 field, and shown as invalid in the API; it never stops the others. Credentials come from
 the in-cluster service account when running in a pod (or `in_cluster: true`), else from a
@@ -30,6 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from proxy.clock import Clock
+from proxy.tasks import Supervised, TaskSupervisor
 from publishing.config import KubernetesConfig
 from publishing.secrets import parse_secret
 from publishing.targets import InvalidTarget, TargetRegistry, TargetSpec
@@ -59,15 +65,57 @@ class DiscoveryStatus:
     errors: dict[str, str] = field(default_factory=dict)  # "ns selector" -> reason
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
 def _secret(raw: Mapping[str, Any], namespace: str) -> _Secret:
-    meta = raw.get("metadata") or {}
+    meta = _mapping(raw.get("metadata"))
     return _Secret(
         namespace=str(meta.get("namespace") or namespace),
         name=str(meta.get("name") or ""),
-        labels=dict(meta.get("labels") or {}),
-        data=dict(raw.get("data") or {}),
-        string_data=dict(raw.get("stringData") or {}),
+        labels=_mapping(meta.get("labels")),
+        data=_mapping(raw.get("data")),
+        string_data=_mapping(raw.get("stringData")),
     )
+
+
+class WatchAnswerError(Exception):
+    """The watch answered something that is not a stream of watch events."""
+
+
+class _Watch(k8s_watch.Watch):
+    """kubernetes-asyncio's watch, reading ERROR events and non-events as the API defines
+    them rather than failing on a missing field.
+
+    An `ERROR` event's object is a `Status`: its `code` (410: the version expired) becomes an
+    `ApiException` whether or not `reason`/`message` are there. A line that is not an event
+    (a `SecretList` from something that ignored `watch=true`) is a `WatchAnswerError`."""
+
+    def unmarshal_event(self, data: str | bytes, response_type: str | None) -> Any:
+        try:
+            js = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise WatchAnswerError("the watch answered a line that is not JSON") from None
+        if not isinstance(js, dict):
+            raise WatchAnswerError("the watch answered JSON that is not an event")
+        kind = js.get("type")
+        obj = js.get("object")
+        if isinstance(kind, str) and kind.upper() == "ERROR":
+            status = _mapping(obj)
+            raise _status_error(status)
+        if not isinstance(kind, str) or not isinstance(obj, Mapping):
+            if "code" in js:  # a bare Status (an error answered in place of the stream)
+                raise _status_error(js)
+            what = js.get("kind") or "an object"
+            raise WatchAnswerError(f"the watch answered {what}, not a stream of events")
+        return super().unmarshal_event(data, response_type)
+
+
+def _status_error(status: Mapping[str, Any]) -> ApiException:
+    code = status.get("code")
+    reason = " ".join(str(status[k]) for k in ("reason", "message") if status.get(k))
+    return ApiException(status=code if isinstance(code, int) else 0, reason=reason or "error event")
 
 
 async def api_client(cfg: KubernetesConfig) -> k8s.ApiClient:
@@ -86,16 +134,24 @@ async def api_client(cfg: KubernetesConfig) -> k8s.ApiClient:
 
 
 class Discovery:
-    def __init__(self, cfg: KubernetesConfig, registry: TargetRegistry, clock: Clock) -> None:
+    def __init__(
+        self,
+        cfg: KubernetesConfig,
+        registry: TargetRegistry,
+        clock: Clock,
+        tasks: TaskSupervisor | None = None,
+    ) -> None:
         self.cfg = cfg
         self.registry = registry
         self.clock = clock
+        self.supervisor = tasks or TaskSupervisor(clock=clock)
         self.status = DiscoveryStatus()
         self._seen: dict[_Key, dict[str, _Secret]] = {}
         self._logged: set[tuple[str, str]] = set()
         self._client: k8s.ApiClient | None = None
         self._api: k8s.CoreV1Api | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._watches: dict[_Key, Supervised] = {}
+        self._resync: Supervised | None = None
         self._ready = asyncio.Event()
 
     @property
@@ -112,10 +168,23 @@ class Discovery:
             return
         self._api = k8s.CoreV1Api(self._client)
         for key in self.pairs:
-            self._tasks.append(
-                asyncio.create_task(self._watch_loop(key), name=f"k8s-watch:{key[0]}:{key[1]}")
-            )
-        self._tasks.append(asyncio.create_task(self._resync_loop(), name="k8s-resync"))
+            self._start_watch(key)
+        self._resync = self.supervisor.start("k8s-resync", self._resync_loop)
+
+    def _start_watch(self, key: _Key) -> None:
+        self._watches[key] = self.supervisor.start(
+            f"k8s-watch:{key[0]}:{key[1]}", lambda: self._watch_loop(key)
+        )
+
+    def _revive_watches(self) -> None:
+        """Every watch waits on the API again: one waiting to restart after a failure
+        restarts now, one that has ended (it should not) is started again."""
+        for key in self.pairs:
+            watch = self._watches.get(key)
+            if watch is None or watch.done():
+                self._start_watch(key)
+            else:
+                watch.wake()
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait for the first full list (True) or `timeout` (False)."""
@@ -126,12 +195,10 @@ class Discovery:
             return False
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        tasks = [*self._watches.values(), *([self._resync] if self._resync else [])]
+        self._watches, self._resync = {}, None
+        for task in tasks:
+            await task.stop()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -151,8 +218,11 @@ class Discovery:
                 with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
                     detail = str(orjson.loads(detail).get("message") or detail)
                 raise ApiException(status=resp.status, reason=f"{resp.reason}: {detail}")
-            body = await resp.json()
-        secrets = (_secret(item, ns) for item in body.get("items") or [])
+            body = await resp.json(content_type=None)
+        if not isinstance(body, Mapping) or not isinstance(body.get("items") or [], list):
+            raise WatchAnswerError("the list answered something that is not a SecretList")
+        items = [i for i in body.get("items") or [] if isinstance(i, Mapping)]
+        secrets = (_secret(item, ns) for item in items)
         self._seen[key] = {s.name: s for s in secrets}
         self.status.available = True
         self.status.errors.pop(f"{ns} {selector}", None)
@@ -166,7 +236,7 @@ class Discovery:
         for key in self.pairs:
             try:
                 await self._list(key)
-            except (ApiException, *_NETWORK) as exc:
+            except (ApiException, WatchAnswerError, ValueError, *_NETWORK) as exc:
                 ok = False
                 self._list_failed(key, exc)
         self._rebuild()
@@ -178,10 +248,14 @@ class Discovery:
 
     def _list_failed(self, key: _Key, exc: BaseException) -> None:
         ns, selector = key
-        if isinstance(exc, ApiException):
+        if isinstance(exc, ApiException) and not exc.status:  # an ERROR event without a code
+            reason = f"watch error event ({exc.reason})"
+        elif isinstance(exc, ApiException):
             reason = f"HTTP {exc.status} {exc.reason or ''}".strip()
             if exc.status == 403:
                 reason += " (the gateway needs get/list/watch on secrets in this namespace)"
+        elif isinstance(exc, WatchAnswerError):
+            reason = str(exc)
         else:
             reason = f"{type(exc).__name__}"
         self.status.errors[f"{ns} {selector}"] = reason
@@ -193,16 +267,21 @@ class Discovery:
         while True:
             await asyncio.sleep(self.cfg.resync)
             await self.refresh()
+            self._revive_watches()
 
     async def _watch_loop(self, key: _Key) -> None:
+        """List, then watch from the list's version; again after the watch ends. Failures the
+        API defines (HTTP errors, the network) back off here; anything else is left to the
+        task supervisor, which logs it, backs off and starts this loop (a fresh list) again."""
         assert self._api is not None
         ns, selector = key
-        failures = 0
+        failures = 0  # API or network errors in a row
+        expired = 0  # watches in a row that expired before any event
         while True:
             try:
                 version = await self._list(key)
                 self._rebuild()
-                async with k8s_watch.Watch() as watch:
+                async with _Watch() as watch:
                     stream = watch.stream(
                         self._api.list_namespaced_secret,
                         ns,
@@ -213,10 +292,15 @@ class Discovery:
                     )
                     async for event in stream:
                         self._on_event(key, event)
-                        failures = 0
+                        failures = expired = 0
+                failures = expired = 0
                 await asyncio.sleep(MIN_RELIST)  # ended quietly: list again
             except ApiException as exc:
-                if exc.status == 410:  # the version we watch from expired: list again
+                if exc.status == 410:  # the version we watch from expired: list from scratch
+                    expired += 1
+                    log.info("publishing: watch of %s %s expired; listing again", ns, selector)
+                    if expired > 1:  # expired again at once: do not spin
+                        await asyncio.sleep(min(MAX_BACKOFF, MIN_RELIST * 2 ** (expired - 2)))
                     continue
                 failures += 1
                 self._list_failed(key, exc)
@@ -225,6 +309,9 @@ class Discovery:
                 failures += 1
                 self._list_failed(key, exc)
                 await asyncio.sleep(min(MAX_BACKOFF, MIN_RELIST * 2**failures))
+            except Exception as exc:
+                self._list_failed(key, exc)  # shown in /readyz; the supervisor restarts us
+                raise
 
     def _on_event(self, key: _Key, event: Mapping[str, Any]) -> None:
         kind = str(event.get("type", "")).upper()

@@ -28,6 +28,7 @@ import orjson
 
 from proxy.clock import Clock
 from proxy.db import Database, StoreUnavailable, Tx
+from proxy.tasks import Supervised, TaskSupervisor
 from routing.alerts import ZERO_TIME, Alert, Classification
 
 log = logging.getLogger("cutover.publishing")
@@ -267,7 +268,7 @@ class _Completions:
         self.interval = COMPLETE_INTERVAL
         self.lock = asyncio.Lock()  # one flush at a time
         self.kick = asyncio.Event()  # the first id queued, or a batch is full
-        self.task: asyncio.Task[None] | None = None
+        self.task: Supervised | None = None
         self.users = 0  # engines relying on `task`
         self.statements = 0  # DELETE statements run (one per batch, per chunk on SQLite)
         self.flushes = 0  # flushes that deleted jobs
@@ -469,17 +470,23 @@ class Outbox:
         return state
 
     def start_completions(
-        self, *, batch: int = COMPLETE_BATCH, interval: float = COMPLETE_INTERVAL
+        self,
+        *,
+        batch: int = COMPLETE_BATCH,
+        interval: float = COMPLETE_INTERVAL,
+        tasks: TaskSupervisor | None = None,
     ) -> None:
         """Batch `complete`: delivered jobs are deleted `batch` at a time, or once the oldest
-        has waited `interval` seconds. `interval` must be far below the lease."""
+        has waited `interval` seconds. `interval` must be far below the lease. The flusher is
+        a task of `tasks` (the gateway's), else of a supervisor of its own."""
         state = self._completions()
         state.clock = self.clock
         state.batch = max(1, batch)
         state.interval = max(0.0, interval)
         state.users += 1
         if state.task is None:
-            state.task = asyncio.create_task(state.run(self.db), name="publishing-completions")
+            supervisor = tasks or TaskSupervisor(clock=self.clock)
+            state.task = supervisor.start("publishing-completions", lambda: state.run(self.db))
 
     async def stop_completions(self) -> None:
         """The last engine over this store stops: flush what waits, before the store closes.
@@ -490,8 +497,7 @@ class Outbox:
             return
         async with state.lock:  # not in the middle of a flush
             state.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.task
+        await state.task.stop()
         state.task = None
         try:
             await state.flush(self.db)

@@ -323,3 +323,73 @@ async def test_redis_down_fails_static(ag, llm, http) -> None:
         assert resp.status == 503
     async with http.get(gw.url + "/enrichment/mode") as resp:
         assert (await resp.json())["mode"] == "enriched"  # unchanged, not half-applied
+
+
+async def test_breaker_open_and_over_budget_are_audited_and_say_why(ag, llm, http) -> None:
+    clock = FakeClock()
+    section = llm_section(llm, calls_per_minute=3, breaker={"failures": 2, "reset": "30s"})
+    gw = await ag.start({"classification": section}, clock=clock)
+    llm.mode = "error"
+    for _ in range(2):
+        await classify(http, gw, unique())  # two failed calls open the breaker
+    skipped = unique()
+    data = await classify(http, gw, skipped)
+    assert data["llm_outcome"] == "breaker_open" and llm.calls == 2
+    reasoning = data["result"]["reasoning"]
+    assert "rules (LLM breaker_open: the circuit breaker is open (for 30s after failures))" in (
+        reasoning
+    )
+    rows = await audit(gw)
+    assert [r["outcome"] for r in rows] == ["error", "error", "breaker_open"]
+    row = rows[-1]
+    assert row["fingerprint"] == data["fingerprint"] and row["status"] == "firing"
+    assert row["attempts"] == 0 and row["prompt_digest"] == "" and row["latency_ms"] == 0
+    assert row["model"] == "small-model" and row["result"] is None
+    assert row["error"] == "the circuit breaker is open (for 30s after failures)"
+
+    clock.advance(31)  # the probe succeeds; then the third call of the minute is the last
+    llm.mode = "good"
+    assert (await classify(http, gw, unique()))["llm_outcome"] == "ok"
+    data = await classify(http, gw, unique())
+    assert data["llm_outcome"] == "over_budget" and llm.calls == 3
+    assert (
+        "rules (LLM over_budget: over the budget of 3 calls a minute)"
+        in (data["result"]["reasoning"])
+    )
+    rows = await audit(gw)
+    assert [r["outcome"] for r in rows][-2:] == ["ok", "over_budget"]
+    assert rows[-1]["attempts"] == 0 and rows[-1]["error"] == "over the budget of 3 calls a minute"
+
+
+async def test_an_exact_duplicate_webhook_is_not_a_classification_request(ag, llm, http) -> None:
+    gw = await ag.start({"classification": llm_section(llm)})
+    alert = unique()
+    await classify(http, gw, alert)  # cached now: the webhook is classified inline
+
+    async def stats() -> dict:
+        async with http.get(gw.url + "/classification/stats") as resp:
+            return await resp.json()
+
+    before = await stats()
+    payload = envelope({**am_alert("X"), "labels": alert["labels"]})
+    for result in ("queued", "duplicate"):
+        async with http.post(gw.url + "/webhook/proxy", json=payload) as resp:
+            assert (await resp.json())["alerts"][0]["result"] == result
+    after = await stats()
+    assert after["total_requests"] - before["total_requests"] == 1  # the first only
+    assert after["cache_hits"] - before["cache_hits"] == 1
+    inline = gw.metrics.registry.get_sample_value(
+        "cutover_alert_classifications_total", {"source": "llm", "outcome": "inline"}
+    )
+    assert inline == 1
+
+
+async def test_an_exact_duplicate_webhook_is_not_a_rules_classification(ag, http) -> None:
+    gw = await ag.start({})
+    payload = envelope(am_alert("Y", run=uuid.uuid4().hex))
+    for result in ("queued", "duplicate", "duplicate"):
+        async with http.post(gw.url + "/webhook/proxy", json=payload) as resp:
+            assert (await resp.json())["alerts"][0]["result"] == result
+    async with http.get(gw.url + "/classification/stats") as resp:
+        stats = await resp.json()
+    assert stats["total_requests"] == 1 and stats["rules_only"] == 1

@@ -16,6 +16,7 @@ from aiohttp import web
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeWebhook
 from tests.integration.publishing_helpers import config, enqueue, feature, make_alert, start
+from tests.integration.task_helpers import Fault, assert_restarted, fast_restarts, task_failures
 
 
 def b64(text: str) -> str:
@@ -38,9 +39,16 @@ def _selected(selector: str, labels: dict[str, str]) -> bool:
 
 
 class FakeKubernetes:
-    """`GET /api/v1/namespaces/{ns}/secrets`: a SecretList, or newline-delimited watch events."""
+    """`GET /api/v1/namespaces/{ns}/secrets`: a SecretList, or newline-delimited watch events.
+
+    `answers`: what the next watch requests get instead of events, one each: "list" (a
+    SecretList, as an intermediary that ignores `watch=true` answers), "error-empty" (an ERROR
+    event whose object has no field), "gone-bare" (ERROR 410 without reason or message).
+    `hold`: watches stay open and silent (changes are seen by lists only)."""
 
     def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.hold = False
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 100
         self.lists: list[tuple[str, str]] = []
@@ -107,11 +115,19 @@ class FakeKubernetes:
             if wns == ns and _selected(selector, secret["metadata"]["labels"]):
                 queue.put_nowait({"type": "DELETED", "object": secret})
 
-    def expire_watches(self) -> None:
-        """Every open watch gets ERROR 410 Gone (its resourceVersion is too old)."""
+    def delete_quietly(self, ns: str, name: str) -> None:
+        """Gone from the cluster while no watch told anyone (a missed DELETED event)."""
+        self.version += 1
+        del self.secrets[(ns, name)]
+
+    def expire_watches(self, bare: bool = False) -> None:
+        """Every open watch gets ERROR 410 Gone (its resourceVersion is too old); `bare`: a
+        Status with its code only."""
         gone = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
                 "status": "Failure", "code": 410, "reason": "Expired",
                 "message": "too old resource version"}}  # fmt: skip
+        if bare:
+            gone = {"type": "ERROR", "object": {"code": 410}}
         for *_, queue in self.watches:
             queue.put_nowait(gone)
             queue.put_nowait(None)
@@ -128,8 +144,21 @@ class FakeKubernetes:
                 status=403,
             )  # fmt: skip
         if request.query.get("watch", "").lower() in ("true", "1"):
+            answer = self.answers.pop(0) if self.answers else None
+            if answer == "list":
+                return self._list(ns, selector)
+            if answer is not None:
+                event = {
+                    "error-empty": {"type": "ERROR", "object": {}},
+                    "gone-bare": {"type": "ERROR", "object": {"code": 410}},
+                }[answer]
+                body = orjson.dumps(event) + b"\n"
+                return web.Response(body=body, content_type="application/json")
             return await self._watch(request, ns, selector)
         self.lists.append((ns, selector))
+        return self._list(ns, selector)
+
+    def _list(self, ns: str, selector: str) -> web.Response:
         items = [
             s
             for (sns, _), s in sorted(self.secrets.items())
@@ -150,12 +179,13 @@ class FakeKubernetes:
             timeout = float(request.query.get("timeoutSeconds", "300"))
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout)
+                    event = await asyncio.wait_for(queue.get(), None if self.hold else timeout)
                 except TimeoutError:
                     break
                 if event is None:
                     break
-                await resp.write(orjson.dumps(event) + b"\n")
+                if not self.hold:
+                    await resp.write(orjson.dumps(event) + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -328,3 +358,108 @@ async def test_in_cluster_service_account_config(tmp_path, monkeypatch):
         assert "sa-token-123" in str(cfg.api_key.get("BearerToken") or cfg.api_key)
     finally:
         await client.close()
+
+
+# -- watches that fail: each is followed by a fresh list and watch -----------------------------
+
+SELECTOR = "publishing-target=true"
+WATCH = f"k8s-watch:default:{SELECTOR}"
+
+
+def _one_watch(k8s: FakeKubernetes, tmp_path, **kube: Any) -> dict[str, Any]:
+    """One namespace, one selector: one watch task."""
+    kube = {"namespaces": ["default"], "selectors": [SELECTOR],
+            "kubeconfig": k8s.kubeconfig(tmp_path / "kc"), **kube}  # fmt: skip
+    return config(tmp_path, {"kubernetes": kube})
+
+
+def _target(k8s: FakeKubernetes, name: str, url: str = "http://a.example/hook") -> None:
+    k8s.put("default", name, {"publishing-target": "true"},
+            {"name": b64(name), "type": b64("webhook"), "url": b64(url)})  # fmt: skip
+
+
+async def test_a_watch_answering_a_list_is_logged_restarted_and_lists_again(tmp_path, k8s, caplog):
+    _target(k8s, "first")
+    k8s.answers = ["list"]  # the first watch gets a SecretList instead of events
+    gw = await start(_one_watch(k8s, tmp_path))
+    try:
+        registry = feature(gw).registry
+        error = "WatchAnswerError: the watch answered SecretList, not a stream of events"
+        await assert_restarted(gw, WATCH, caplog, error)
+        assert "answered SecretList" in feature(gw).readiness()["kubernetes"]["last_error"]
+        await wait_for(lambda: len(k8s.watches) == 1)  # listed again, watching again
+        _target(k8s, "later")
+        await wait_for(lambda: registry.get("later") is not None)
+        assert registry.get("first") is not None
+    finally:
+        await gw.close()
+
+
+async def test_an_error_event_without_fields_backs_off_and_watches_again(tmp_path, k8s, caplog):
+    caplog.set_level(logging.INFO)
+    k8s.answers = ["error-empty"]
+    gw = await start(_one_watch(k8s, tmp_path))
+    try:
+        registry = feature(gw).registry
+        await wait_for(lambda: len(k8s.watches) == 1, deadline=20)  # after a 2 s backoff
+        _target(k8s, "later")
+        await wait_for(lambda: registry.get("later") is not None)
+        assert "KeyError" not in caplog.text
+        assert "watch error event (error event)" in caplog.text  # the listing warning
+        assert task_failures(gw, WATCH) == 0  # an error the API defines: handled in the loop
+    finally:
+        await gw.close()
+
+
+async def test_a_bare_410_lists_again_from_scratch(tmp_path, k8s, caplog):
+    caplog.set_level(logging.INFO)
+    _target(k8s, "stays")
+    _target(k8s, "goes")
+    gw = await start(_one_watch(k8s, tmp_path))
+    try:
+        registry = feature(gw).registry
+        await wait_for(lambda: registry.get("goes") is not None and len(k8s.watches) == 1)
+        lists = len(k8s.lists)
+        k8s.delete_quietly("default", "goes")  # the watch never hears of it
+        k8s.expire_watches(bare=True)  # 410 with neither reason nor message
+        await wait_for(lambda: registry.get("goes") is None)  # the new list has it gone
+        assert len(k8s.lists) > lists and registry.get("stays") is not None
+        await wait_for(lambda: len(k8s.watches) == 1)
+        _target(k8s, "later")
+        await wait_for(lambda: registry.get("later") is not None)
+        assert "KeyError" not in caplog.text and task_failures(gw, WATCH) == 0
+    finally:
+        await gw.close()
+
+
+async def test_the_resync_revives_a_watch_waiting_to_restart(tmp_path, k8s, caplog):
+    gw = await start(_one_watch(k8s, tmp_path, resync="1s"))
+    try:
+        await wait_for(lambda: len(k8s.watches) == 1)
+        gw.tasks.base_delay = gw.tasks.max_delay = 3600.0  # on its own it would wait an hour
+        k8s.answers = ["list"]
+        k8s.expire_watches()  # the next watch is answered with a list: it fails
+        watch = gw.tasks.get(WATCH)
+        assert watch is not None
+        await wait_for(lambda: watch.failures == 1)
+        await wait_for(lambda: watch.restarts == 1 and len(k8s.watches) == 1, deadline=20)
+        assert watch.state == "running"
+        _target(k8s, "later")
+        await wait_for(lambda: feature(gw).registry.get("later") is not None)
+    finally:
+        await gw.close()
+
+
+async def test_the_resync_restarts_after_an_unexpected_failure(tmp_path, k8s, caplog, monkeypatch):
+    k8s.hold = True  # watches stay silent: only lists (the resync) see new secrets
+    gw = await start(_one_watch(k8s, tmp_path, resync="1s"))
+    try:
+        fast_restarts(gw)
+        discovery = feature(gw).discovery
+        assert discovery is not None
+        Fault(monkeypatch, discovery, "refresh")
+        await assert_restarted(gw, "k8s-resync", caplog)
+        _target(k8s, "listed")
+        await wait_for(lambda: feature(gw).registry.get("listed") is not None)
+    finally:
+        await gw.close()
