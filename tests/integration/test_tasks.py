@@ -107,7 +107,9 @@ async def test_health_check(backends, started, monkeypatch, caplog) -> None:
     Fault(monkeypatch, HealthTable, "record_check")  # slots: patched on the class
     await assert_restarted(gw, "health-check:go", caplog)
     await go.stop()  # a check after the fault marks the backend down
-    await wait_for(lambda: not gw.health.snapshot(gw.clock.monotonic())["go"]["healthy"])
+    await wait_for(
+        lambda: not gw.health.snapshot(gw.clock.monotonic(), gw.clock.now())["go"]["healthy"]
+    )
 
 
 async def test_reload(backends, tmp_path, monkeypatch, caplog) -> None:
