@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     w.add_argument("weights", nargs="+", metavar="BACKEND=WEIGHT")
     w.add_argument("--reason", default="")
     for name, text in (
-        ("rollback", "baseline takes 100% (all canary routes, or ROUTE)"),
+        ("rollback", "baseline takes 100%% (all canary routes, or ROUTE)"),  # %% for argparse
         ("promote", "candidate to the next step"),
         ("pause", "stop automatic promotion"),
         ("resume", "resume automatic control (releases a rollback latch)"),
@@ -79,7 +79,7 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
-            return json.loads(resp.read() or b"{}")
+            raw = resp.read()
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         try:
@@ -92,6 +92,10 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CtlError(f"cannot reach the admin API at {args.admin}: {reason}") from None
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:  # something else listens there (the gateway's own port, say)
+        raise CtlError(f"{url} did not answer JSON: is it the admin API?") from None
 
 
 def _who() -> str:
@@ -134,15 +138,21 @@ def _status(args: argparse.Namespace) -> Any:
             for side in ("baseline", "candidate"):
                 s = c[side]
                 rate = "n/a" if s["error_rate"] is None else f"{s['error_rate'] * 100:.2f}%"
+                ms = {q: _ms(s[f"{q}_ms"]) for q in ("p50", "p95", "p99")}
                 lines.append(
                     f"  {side} {s['backend']}: {s['requests']} req, {s['errors']} err ({rate}), "
-                    f"p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms, p99 {s['p99_ms']} ms"
+                    f"p50 {ms['p50']}, p95 {ms['p95']}, p99 {ms['p99']}"
                 )
     shared = routes.get("shared_state") or {}
     if shared:
         state = "connected" if shared.get("connected") else f"DOWN ({shared.get('last_error')})"
         lines.append(f"shared state: {shared.get('backend')} {state}")
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    """A latency for humans: ``n/a`` before the window has any (not ``None ms``)."""
+    return "n/a" if value is None else f"{value} ms"
 
 
 def _events(args: argparse.Namespace) -> Any:
