@@ -32,7 +32,18 @@ DEFAULT_ADMIN = "http://127.0.0.1:9901"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    ctl = sub.add_parser("ctl", help="talk to a running gateway's admin API")
+    _arguments(sub.add_parser("ctl", help="talk to a running gateway's admin API"))
+
+
+def main(argv: list[str]) -> int:
+    """`cutover ctl ...` without building the other commands' parsers: they import the
+    parity, bench and compat modules, which an operator polling `ctl status` waits for."""
+    parser = argparse.ArgumentParser(prog="cutover ctl")
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def _arguments(ctl: argparse.ArgumentParser) -> None:
     ctl.add_argument("--admin", default=os.environ.get("CUTOVER_ADMIN_URL", DEFAULT_ADMIN))
     ctl.add_argument("--token", default=None, help="admin token (default: $CUTOVER_ADMIN_TOKEN)")
     ctl.add_argument("--json", action="store_true", help="print the raw JSON answer")
