@@ -332,6 +332,8 @@ class _LegacyAlert:
 
 
 LEGACY_STORE = web.AppKey("legacy_store", list[_LegacyAlert])
+# fingerprint -> (status, startsAt) of the alert last received, for the dashboard overview
+LEGACY_LATEST = web.AppKey("legacy_latest", dict[str, tuple[str, datetime]])
 
 
 def _pydantic_error(type_: str, loc: list[Any], msg: str, input_: Any = None) -> dict[str, Any]:
@@ -580,6 +582,7 @@ def legacy_app() -> web.Application:
         "legacy", [_legacy_errors], lambda status: _json({"detail": _reason(status)}, status)
     )
     app[LEGACY_STORE] = []
+    app[LEGACY_LATEST] = {}
     r = app.router
     r.add_get("/healthz", _legacy_healthz)
     r.add_get("/readyz", _legacy_readyz)
@@ -924,6 +927,9 @@ async def _go_ws_dashboard(request: web.Request) -> web.StreamResponse:
 
 
 def _keep_legacy(app: web.Application, alert: _LegacyAlert) -> None:
+    latest = app[LEGACY_LATEST]
+    latest.pop(alert.fingerprint, None)  # the last one received, re-deliveries included
+    latest[alert.fingerprint] = (alert.status, alert.starts_at)
     store = app[LEGACY_STORE]
     key = (alert.fingerprint, alert.status, alert.starts_at)
     if not any((a.fingerprint, a.status, a.starts_at) == key for a in store):
@@ -972,8 +978,7 @@ def share_history(legacy: web.Application, go: web.Application) -> None:
 
 
 async def _legacy_overview(request: web.Request) -> web.Response:
-    latest = {a.fingerprint: (a.status, a.starts_at) for a in request.app[LEGACY_STORE]}
-    return _json(_overview(latest.values()))
+    return _json(_overview(request.app[LEGACY_LATEST].values()))
 
 
 async def _go_overview(request: web.Request) -> web.Response:
