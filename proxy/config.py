@@ -1440,3 +1440,4 @@ url = _url
 file = _file
 secret = _secret_token
 join = _join
+interpolate = _interpolate
