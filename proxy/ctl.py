@@ -215,6 +215,15 @@ def run(args: argparse.Namespace) -> int:
     except CtlError as exc:
         print(f"cutover ctl: {exc}", file=sys.stderr)
         return 1
+    try:
+        _print(args, cmd, out)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `cutover ctl status | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print(args: argparse.Namespace, cmd: str, out: Any) -> None:
     if isinstance(out, str):
         print(out)
     elif args.json or cmd not in ("weights", "rollback", "promote", "pause", "resume"):
@@ -225,4 +234,3 @@ def run(args: argparse.Namespace) -> int:
             weights = " ".join(f"{b}={w}" for b, w in r["weights"].items())
             note = r.get("reason") or r.get("error", "")
             print(f"{r['route']}: {weights} {r['phase']} - {note}")
-    return 0
