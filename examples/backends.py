@@ -24,14 +24,25 @@ compat rules, routing and the demo can be exercised end to end.
 - ``/enrichment/mode`` errors are 400 ``{"error": ...}``; other errors text/plain (``http.Error``).
 - ``GET /api/v2/events/stream`` (Server-Sent Events) and ``GET /ws/dashboard`` (WebSocket echo).
 
+Both serve ``GET /api/dashboard/overview`` with the keys both implementations share (spec digest
+§1.8, §2.2), counted from their history.
+
 Both honour ``X-Backend-Delay-Ms`` (wait that long before answering, for timeout tests); the
 standalone runner's ``--delay-ms N`` holds every answer N ms (a slower twin, for ``cutover bench
-compare``). Both answer ``GET /__backend`` with ``{"backend": "legacy"|"go"}``.
+compare``). Both answer ``GET /__backend`` with ``{"backend": "legacy"|"go", "fail": ...}``.
 
-Run one standalone::
+**The failure switch**, for rollback drills: ``PUT /__backend/fail`` with ``{"status": 500,
+"percent": 100}`` makes that share of the following requests fail with that status (every n-th,
+evenly spread, in the backend's own error shape); ``DELETE /__backend/fail`` ends it. Health checks
+(``/healthz``, ``/readyz``) and ``/__backend`` keep answering: a backend that passes its health
+checks while failing requests is the case a canary analysis exists for.
+
+Run one standalone, or both as a pair that shares its history (as the real services share one
+database: an alert either one accepts is in both histories)::
 
     python -m examples.backends legacy --port 8001
     python -m examples.backends go --port 8002
+    python -m examples.backends pair --legacy-port 8001 --go-port 8002
 """
 
 from __future__ import annotations
@@ -40,18 +51,20 @@ import argparse
 import asyncio
 import contextlib
 import re
+import signal
 import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["close_streams", "go_app", "legacy_app", "main"]
+__all__ = ["close_streams", "go_app", "legacy_app", "main", "share_history"]
 
 DELAY_HEADER = "X-Backend-Delay-Ms"
 MAX_DELAY_MS = 120_000  # a typo in a test must not park a handler for hours
@@ -72,6 +85,14 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return web.Response(
         body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
     )
+
+
+def _reason(status: int) -> str:
+    """The standard reason phrase, as both frameworks put it in their error bodies."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _go_text_error(
@@ -141,6 +162,62 @@ async def _delay_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 @dataclass(slots=True)
+class _Failure:
+    """The failure switch: `percent` of the requests after it was set answer `status`."""
+
+    status: int = 0  # 0: off
+    percent: int = 0
+    seen: int = 0  # requests counted since the switch was set
+
+    def set(self, status: int, percent: int) -> None:
+        self.status, self.percent, self.seen = status, percent, 0
+
+    def hit(self) -> bool:
+        """Every request that brings the failed share up to `percent`, evenly spread."""
+        if not self.status:
+            return False
+        self.seen += 1
+        return self.seen * self.percent // 100 > (self.seen - 1) * self.percent // 100
+
+    def to_json(self) -> dict[str, int] | None:
+        return {"status": self.status, "percent": self.percent} if self.status else None
+
+
+SPARED = ("/healthz", "/readyz", "/__backend")  # health checks and the switch itself
+
+
+@web.middleware
+async def _failure_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    failure = request.app[FAILURE]
+    if request.path.startswith(SPARED) or not failure.hit():
+        return await handler(request)
+    await request.read()  # a real service reads the body before it fails
+    return request.app[ERROR_RESPONSE](failure.status)
+
+
+async def _set_failure(request: web.Request) -> web.Response:
+    """``PUT /__backend/fail {"status": 500, "percent": 100}``; 400 naming the bad field."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return _json({"error": "expected a JSON object {status, percent}"}, status=400)
+    status, percent = body.get("status", 500), body.get("percent", 100)
+    if type(status) is not int or not 400 <= status <= 599:
+        return _json({"error": "status: expected an integer from 400 to 599"}, status=400)
+    if type(percent) is not int or not 1 <= percent <= 100:
+        return _json({"error": "percent: expected an integer from 1 to 100"}, status=400)
+    request.app[FAILURE].set(status, percent)
+    return await _whoami(request)
+
+
+async def _clear_failure(request: web.Request) -> web.Response:
+    request.app[FAILURE].set(0, 0)
+    return await _whoami(request)
+
+
+@dataclass(slots=True)
 class _EnrichmentState:
     mode: str = DEFAULT_ENRICHMENT_MODE
     source: str = "default"
@@ -167,7 +244,33 @@ async def close_streams(app: web.Application) -> None:
 
 
 async def _whoami(request: web.Request) -> web.Response:
-    return _json({"backend": request.app[BACKEND_NAME]})
+    return _json({"backend": request.app[BACKEND_NAME], "fail": request.app[FAILURE].to_json()})
+
+
+def _overview(latest: Iterable[tuple[str, datetime]]) -> dict[str, Any]:
+    """``GET /api/dashboard/overview`` from (status, startsAt) of each alert's latest state.
+
+    The keys both implementations share (spec digest §1.8); the samples classify and publish
+    nothing, so those figures are zero."""
+    now = datetime.now(UTC)
+    states = list(latest)
+    return {
+        "total_alerts": len(states),
+        "active_alerts": sum(1 for status, _ in states if status == "firing"),
+        "resolved_alerts": sum(1 for status, _ in states if status == "resolved"),
+        "alerts_last_24h": sum(1 for _, starts in states if now - starts < timedelta(days=1)),
+        "classification_enabled": False,
+        "classified_alerts": 0,
+        "classification_cache_hit_rate": 0.0,
+        "publishing_targets": 0,
+        "publishing_mode": "metrics-only",
+        "successful_publishes": 0,
+        "failed_publishes": 0,
+        "system_healthy": True,
+        "redis_connected": False,
+        "llm_service_available": False,
+        "last_updated": now.isoformat(),
+    }
 
 
 BACKEND_NAME = web.AppKey("backend_name", str)
@@ -175,16 +278,28 @@ STARTED = web.AppKey("started", float)
 ENRICHMENT = web.AppKey("enrichment", _EnrichmentState)
 STREAMS = web.AppKey("streams", _Streams)
 BASE_DELAY_MS = web.AppKey("base_delay_ms", float)
+FAILURE = web.AppKey("failure", _Failure)
+ERROR_RESPONSE = web.AppKey("error_response", Callable[[int], web.Response])
+PEER = web.AppKey("peer", web.Application)  # the other backend of a pair: one shared history
 
 
-def _base_app(name: str, middlewares: Iterable[Any]) -> web.Application:
-    app = web.Application(middlewares=[_delay_middleware, *middlewares], client_max_size=MAX_BODY)
+def _base_app(
+    name: str, middlewares: Iterable[Any], error: Callable[[int], web.Response]
+) -> web.Application:
+    app = web.Application(
+        middlewares=[_delay_middleware, *middlewares, _failure_middleware],
+        client_max_size=MAX_BODY,
+    )
     app[BACKEND_NAME] = name
     app[STARTED] = time.monotonic()
     app[ENRICHMENT] = _EnrichmentState()
     app[STREAMS] = _Streams()
+    app[FAILURE] = _Failure()
+    app[ERROR_RESPONSE] = error
     app.on_shutdown.append(close_streams)
     app.router.add_get("/__backend", _whoami)
+    app.router.add_put("/__backend/fail", _set_failure)
+    app.router.add_delete("/__backend/fail", _clear_failure)
     return app
 
 
@@ -217,6 +332,8 @@ class _LegacyAlert:
 
 
 LEGACY_STORE = web.AppKey("legacy_store", list[_LegacyAlert])
+# fingerprint -> (status, startsAt) of the alert last received, for the dashboard overview
+LEGACY_LATEST = web.AppKey("legacy_latest", dict[str, tuple[str, datetime]])
 
 
 def _pydantic_error(type_: str, loc: list[Any], msg: str, input_: Any = None) -> dict[str, Any]:
@@ -340,15 +457,14 @@ async def _legacy_webhook(request: web.Request) -> web.Response:
     if bad:
         return _unprocessable(*bad)
 
-    store = request.app[LEGACY_STORE]
     for index, item in enumerate(alerts):
         try:
             alert = _legacy_convert(index, item)
         except (ValueError, TypeError, AttributeError):
             continue  # the real service logs and carries on; processed_alerts still counts it
-        key = (alert.fingerprint, alert.status, alert.starts_at)
-        if not any((a.fingerprint, a.status, a.starts_at) == key for a in store):
-            store.append(alert)  # Alertmanager re-delivers: keep the store idempotent
+        _keep_legacy(request.app, alert)
+        if PEER in request.app:
+            _keep_go(request.app[PEER], _as_go(alert))
     return _json(
         {
             "message": "Webhook processed successfully (legacy mode)",
@@ -462,8 +578,11 @@ async def _legacy_set_mode(request: web.Request) -> web.Response:
 
 def legacy_app() -> web.Application:
     """The legacy Python service's shape (FastAPI app plus its not-mounted legacy adapter)."""
-    app = _base_app("legacy", [_legacy_errors])
+    app = _base_app(
+        "legacy", [_legacy_errors], lambda status: _json({"detail": _reason(status)}, status)
+    )
     app[LEGACY_STORE] = []
+    app[LEGACY_LATEST] = {}
     r = app.router
     r.add_get("/healthz", _legacy_healthz)
     r.add_get("/readyz", _legacy_readyz)
@@ -475,6 +594,7 @@ def legacy_app() -> web.Application:
     r.add_get("/legacy/report", _legacy_report)
     r.add_get("/enrichment/mode", _legacy_get_mode)
     r.add_post("/enrichment/mode", _legacy_set_mode)
+    r.add_get("/api/dashboard/overview", _legacy_overview)
     return app
 
 
@@ -588,9 +708,7 @@ async def _go_webhook(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     starts_at = _parse_time(body.get("startsAt")) or now  # a bad startsAt silently becomes now
     fingerprint = body.get("fingerprint") or f"{alertname}_{int(starts_at.timestamp())}"
-    store = request.app[GO_STORE]
-    previous = store.pop(fingerprint, None)  # dedup by fingerprint; re-inserted as the newest
-    store[fingerprint] = _GoAlert(
+    alert = _GoAlert(
         fingerprint=fingerprint,
         alertname=alertname,
         status=body.get("status") or "firing",
@@ -599,8 +717,11 @@ async def _go_webhook(request: web.Request) -> web.Response:
         starts_at=starts_at,
         ends_at=_parse_time(body.get("endsAt")),
         generator_url=body.get("generatorURL") or "",
-        created_at=previous.created_at if previous else now,
+        created_at=now,
     )
+    _keep_go(request.app, alert)
+    if PEER in request.app:
+        _keep_legacy(request.app[PEER], _as_legacy(alert))
     return _json(
         {
             "status": "success",
@@ -801,9 +922,74 @@ async def _go_ws_dashboard(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+# --------------------------------------------------------------------------------------------------
+# history: each side's own store rules; a pair shares what either one accepts
+
+
+def _keep_legacy(app: web.Application, alert: _LegacyAlert) -> None:
+    latest = app[LEGACY_LATEST]
+    latest.pop(alert.fingerprint, None)  # the last one received, re-deliveries included
+    latest[alert.fingerprint] = (alert.status, alert.starts_at)
+    store = app[LEGACY_STORE]
+    key = (alert.fingerprint, alert.status, alert.starts_at)
+    if not any((a.fingerprint, a.status, a.starts_at) == key for a in store):
+        store.append(alert)  # Alertmanager re-delivers: keep the store idempotent
+
+
+def _keep_go(app: web.Application, alert: _GoAlert) -> None:
+    store = app[GO_STORE]
+    previous = store.pop(alert.fingerprint, None)  # dedup by fingerprint; re-inserted as newest
+    if previous is not None:
+        alert.created_at = previous.created_at
+    store[alert.fingerprint] = alert
+
+
+def _as_go(a: _LegacyAlert) -> _GoAlert:
+    return _GoAlert(
+        fingerprint=a.fingerprint,
+        alertname=a.alertname,
+        status=a.status,
+        labels=dict(a.labels),
+        annotations=dict(a.annotations),
+        starts_at=a.starts_at,
+        ends_at=a.ends_at,
+        generator_url=a.generator_url or "",
+        created_at=datetime.now(UTC),
+    )
+
+
+def _as_legacy(a: _GoAlert) -> _LegacyAlert:
+    return _LegacyAlert(
+        fingerprint=a.fingerprint,
+        alertname=a.alertname,
+        status=a.status,
+        labels=dict(a.labels),
+        annotations=dict(a.annotations),
+        starts_at=a.starts_at,
+        ends_at=a.ends_at,
+        generator_url=a.generator_url or None,
+    )
+
+
+def share_history(legacy: web.Application, go: web.Application) -> None:
+    """Make two sample apps one deployment: an alert either accepts lands in both histories,
+    as the real services share one database. Call before the apps start."""
+    legacy[PEER], go[PEER] = go, legacy
+
+
+async def _legacy_overview(request: web.Request) -> web.Response:
+    return _json(_overview(request.app[LEGACY_LATEST].values()))
+
+
+async def _go_overview(request: web.Request) -> web.Response:
+    return _json(_overview((a.status, a.starts_at) for a in request.app[GO_STORE].values()))
+
+
 def go_app(*, sse_interval: float = 1.0) -> web.Application:
     """The Go service's shape as wired at HEAD, with real (in-memory) history, not mock rows."""
-    app = _base_app("go", [_go_errors, _go_enrichment_capture])
+    app = _base_app(
+        "go", [_go_errors, _go_enrichment_capture], lambda st: _go_text_error(_reason(st), st)
+    )
     app[GO_STORE] = {}
     app[SSE_INTERVAL] = sse_interval
     app.on_response_prepare.append(_go_enrichment_headers)
@@ -815,6 +1001,7 @@ def go_app(*, sse_interval: float = 1.0) -> web.Application:
     r.add_route("*", "/enrichment/mode", _go_enrichment_mode)
     r.add_get("/api/v2/events/stream", _go_events_stream)
     r.add_get("/ws/dashboard", _go_ws_dashboard)
+    r.add_get("/api/dashboard/overview", _go_overview)
     return app
 
 
@@ -826,13 +1013,22 @@ FACTORIES: dict[str, Callable[[], web.Application]] = {"legacy": legacy_app, "go
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m examples.backends", description="Run one sample Alert History backend."
+        prog="python -m examples.backends", description="Run sample Alert History backends."
     )
-    parser.add_argument("kind", choices=sorted(FACTORIES), help="which backend shape to serve")
+    parser.add_argument(
+        "kind",
+        choices=[*sorted(FACTORIES), "pair"],
+        help="which backend shape to serve; pair: both, sharing one history",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--legacy-port", type=int, default=8001, help="pair: the legacy side")
+    parser.add_argument("--go-port", type=int, default=8002, help="pair: the go side")
     parser.add_argument(
         "--delay-ms", type=float, default=0.0, help="hold every answer this long (a slower twin)"
+    )
+    parser.add_argument(
+        "--legacy-delay-ms", type=float, default=0.0, help="pair: hold the legacy side's answers"
     )
     args = parser.parse_args(argv)
     try:
@@ -841,8 +1037,16 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.new_event_loop()
     else:
         loop = uvloop.new_event_loop()
-    if args.delay_ms < 0:
-        parser.error("--delay-ms must not be negative")
+    if args.delay_ms < 0 or args.legacy_delay_ms < 0:
+        parser.error("delays must not be negative")
+    if args.kind == "pair":
+        try:
+            loop.run_until_complete(_serve_pair(args))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            loop.close()
+        return 0
     app = FACTORIES[args.kind]()
     app[BASE_DELAY_MS] = args.delay_ms
     web.run_app(
@@ -856,6 +1060,31 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     return 0
+
+
+async def _serve_pair(args: argparse.Namespace) -> None:
+    """Both shapes in one process with one history, until SIGINT or SIGTERM."""
+    legacy, go = legacy_app(), go_app()
+    legacy[BASE_DELAY_MS] = args.delay_ms + args.legacy_delay_ms
+    go[BASE_DELAY_MS] = args.delay_ms
+    share_history(legacy, go)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runners = []
+    try:
+        for kind, app, port in (("legacy", legacy, args.legacy_port), ("go", go, args.go_port)):
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, args.host, port).start()
+            print(f"{kind} backend on http://{args.host}:{port}", flush=True)
+        print("one shared history; Ctrl-C to stop", flush=True)
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
 if __name__ == "__main__":

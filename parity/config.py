@@ -243,6 +243,7 @@ def load_parity_file(path: str | os.PathLike[str]) -> ParityConfig:
     elif isinstance(data, dict) and ("routes" in data or "backends" in data):
         return ParityConfig()  # a cutover config without a parity section: the defaults
     ctx = kit.Ctx(source, os.path.dirname(os.path.abspath(source)))
+    data = kit.interpolate(ctx, data, prefix, os.environ)  # as the gateway reads the file
     try:
         config = parse_parity(ctx, data, prefix)
     except kit.Invalid:

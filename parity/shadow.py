@@ -167,7 +167,7 @@ class _Metrics:
         self.skipped = Counter(
             "cutover_parity_mirror_skipped_total",
             "Sampled requests not mirrored, by route and reason (method, body_not_buffered, "
-            "same_backend, response_too_large).",
+            "same_backend, response_too_large, compat).",
             ["route", "reason"],
             registry=r,
         )
@@ -341,6 +341,19 @@ class ParityFeature(Feature):
                 "request_id": request_id,
             },
         )
+
+    def compat(self, request: web.BaseRequest, route: Route, body: bytes | None) -> None:
+        """A request a compat rule rewrites: captured as the client sent it (the legacy corpus
+        a parity replay needs), but not mirrored — the candidate would get the legacy request
+        without the rule's rewrite. Counted as skipped, reason `compat`."""
+        try:
+            capture, mirror = route.capture, route.mirror
+            if capture is not None and random.random() * 100.0 < capture.percent:
+                self._capture(request, route, capture, body)
+            if mirror is not None and random.random() * 100.0 < mirror.percent:
+                self.skip(route.name, "compat")
+        except Exception:  # the client's request never pays for a parity problem
+            log.exception("parity: sampling a request failed")
 
     def skip(self, route: str, reason: str) -> None:
         self.metrics.skipped.labels(route, reason).inc()

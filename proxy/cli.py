@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["ctl"]:  # polled by operators: only what it needs is imported
+        from proxy.ctl import main as ctl_main
+
+        return ctl_main(words[1:])
     if words[:2] == ["bench", "overhead"]:
         from bench.overhead import main as overhead_main
 

@@ -1447,3 +1447,4 @@ url = _url
 file = _file
 secret = _secret_token
 join = _join
+interpolate = _interpolate

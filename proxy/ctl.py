@@ -32,7 +32,18 @@ DEFAULT_ADMIN = "http://127.0.0.1:9901"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    ctl = sub.add_parser("ctl", help="talk to a running gateway's admin API")
+    _arguments(sub.add_parser("ctl", help="talk to a running gateway's admin API"))
+
+
+def main(argv: list[str]) -> int:
+    """`cutover ctl ...` without building the other commands' parsers: they import the
+    parity, bench and compat modules, which an operator polling `ctl status` waits for."""
+    parser = argparse.ArgumentParser(prog="cutover ctl")
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def _arguments(ctl: argparse.ArgumentParser) -> None:
     ctl.add_argument("--admin", default=os.environ.get("CUTOVER_ADMIN_URL", DEFAULT_ADMIN))
     ctl.add_argument("--token", default=None, help="admin token (default: $CUTOVER_ADMIN_TOKEN)")
     ctl.add_argument("--json", action="store_true", help="print the raw JSON answer")
@@ -44,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     w.add_argument("weights", nargs="+", metavar="BACKEND=WEIGHT")
     w.add_argument("--reason", default="")
     for name, text in (
-        ("rollback", "baseline takes 100% (all canary routes, or ROUTE)"),
+        ("rollback", "baseline takes 100%% (all canary routes, or ROUTE)"),  # %% for argparse
         ("promote", "candidate to the next step"),
         ("pause", "stop automatic promotion"),
         ("resume", "resume automatic control (releases a rollback latch)"),
@@ -79,7 +90,7 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
-            return json.loads(resp.read() or b"{}")
+            raw = resp.read()
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         try:
@@ -92,6 +103,10 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CtlError(f"cannot reach the admin API at {args.admin}: {reason}") from None
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:  # something else listens there (the gateway's own port, say)
+        raise CtlError(f"{url} did not answer JSON: is it the admin API?") from None
 
 
 def _who() -> str:
@@ -134,15 +149,21 @@ def _status(args: argparse.Namespace) -> Any:
             for side in ("baseline", "candidate"):
                 s = c[side]
                 rate = "n/a" if s["error_rate"] is None else f"{s['error_rate'] * 100:.2f}%"
+                ms = {q: _ms(s[f"{q}_ms"]) for q in ("p50", "p95", "p99")}
                 lines.append(
                     f"  {side} {s['backend']}: {s['requests']} req, {s['errors']} err ({rate}), "
-                    f"p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms, p99 {s['p99_ms']} ms"
+                    f"p50 {ms['p50']}, p95 {ms['p95']}, p99 {ms['p99']}"
                 )
     shared = routes.get("shared_state") or {}
     if shared:
         state = "connected" if shared.get("connected") else f"DOWN ({shared.get('last_error')})"
         lines.append(f"shared state: {shared.get('backend')} {state}")
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    """A latency for humans: ``n/a`` before the window has any (not ``None ms``)."""
+    return "n/a" if value is None else f"{value} ms"
 
 
 def _events(args: argparse.Namespace) -> Any:
@@ -194,6 +215,15 @@ def run(args: argparse.Namespace) -> int:
     except CtlError as exc:
         print(f"cutover ctl: {exc}", file=sys.stderr)
         return 1
+    try:
+        _print(args, cmd, out)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `cutover ctl status | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print(args: argparse.Namespace, cmd: str, out: Any) -> None:
     if isinstance(out, str):
         print(out)
     elif args.json or cmd not in ("weights", "rollback", "promote", "pause", "resume"):
@@ -204,4 +234,3 @@ def run(args: argparse.Namespace) -> int:
             weights = " ".join(f"{b}={w}" for b, w in r["weights"].items())
             note = r.get("reason") or r.get("error", "")
             print(f"{r['route']}: {weights} {r['phase']} - {note}")
-    return 0

@@ -75,6 +75,9 @@ class MirrorHook(Protocol):
         request_id: str,
     ) -> MirrorTap | None: ...
 
+    def compat(self, request: web.BaseRequest, route: Route, body: bytes | None) -> None:
+        """A request a compat rule handles: captured as the client sent it, never mirrored."""
+
 
 def classify_failure(exc: BaseException) -> tuple[Failure, str]:
     """Map the client library's errors to the replay rules' failure kinds."""
@@ -222,6 +225,8 @@ async def forward(
             resp.release()  # worth the next backend (a retry status the replay rules allow)
             continue
         if plan is not None:
+            if gw.mirror is not None:
+                gw.mirror.compat(request, route, body if has_body else b"")
             if plan.wants_response(name):
                 return await plan.respond(request, resp, outcome)
             return await _stream_back(

@@ -507,6 +507,15 @@ class RedisShared(SharedState):
 
     async def get(self, route: str) -> Control | None:
         raw = await self._call(lambda: self._redis.get(self._key(route)))
+        if raw is None and self.durable is not None:
+            # Redis lost what it held (restarted without persistence) and no resync has run
+            # yet: a command decided now would start from the config's split. The durable copy
+            # is the truth; put it back first (unless another replica just did).
+            with contextlib.suppress(SharedUnavailable):
+                copy = await self.durable.get(route)
+                if copy is not None:
+                    await self._call(lambda: self._seed(copy))
+                    raw = await self._call(lambda: self._redis.get(self._key(route)))
         return None if raw is None else _load(raw)
 
     async def put(self, control: Control, expect: int) -> bool:

@@ -224,6 +224,38 @@ async def test_redis_lost_and_back(tmp_path: Path, prefix: str) -> None:
             await relay.cut()
 
 
+async def test_redis_restarted_empty_decides_from_the_durable_copy(
+    tmp_path: Path, prefix: str
+) -> None:
+    """Redis restarted without persistence: until the resync, a command must not start from the
+    config's split (here a promotion from 0 % would have moved go from 25 % down to 10 %)."""
+    go, py = FlakyBackend("go"), FlakyBackend("python")
+    async with started(go, py):
+        data = canary_config(
+            go, py, tmp_path, canary={"redis_prefix": prefix, "steps": [10, 25, 50, 100]},
+            redis=REDIS,
+        )  # fmt: skip
+        gw = await start(data)
+        try:
+            await wait_for(lambda: feature(gw).shared.connected)
+            body = {"go": 25, "python": 75}
+            status, _ = await admin(gw, "PUT", "/admin/routes/default/weights", body)
+            assert status == 200
+            r = aioredis.Redis.from_url(REDIS)
+            try:  # what a restart without persistence leaves: nothing under the prefix
+                keys = [k async for k in r.scan_iter(match=prefix + "*")]
+                await r.delete(*keys)
+                status, answer = await admin(gw, "POST", "/admin/promote")
+                assert status == 200, answer
+                assert weights(gw) == {"go": 50, "python": 50}
+                stored = await r.get(f"{prefix}route:default")
+            finally:
+                await r.aclose()
+            assert stored is not None and b'["go",50]' in stored.replace(b" ", b"")
+        finally:
+            await gw.close()
+
+
 async def test_local_rollback_while_the_shared_state_is_down(tmp_path: Path, prefix: str) -> None:
     go, py = FlakyBackend("go", every=10), FlakyBackend("python")
     relay = Relay(free_port())

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from examples.backends import DELAY_HEADER, go_app, legacy_app
+from examples.backends import DELAY_HEADER, go_app, legacy_app, share_history
 from examples.samples import alertmanager_payload, flat_alert
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ async def test_legacy_health_endpoints(legacy) -> None:
     assert resp.status == 200 and (await resp.json())["status"] == "healthy"
 
     resp = await legacy.get("/__backend")
-    assert await resp.json() == {"backend": "legacy"}
+    assert await resp.json() == {"backend": "legacy", "fail": None}
 
 
 async def test_legacy_webhook_takes_the_alertmanager_envelope(legacy) -> None:
@@ -216,7 +216,7 @@ async def test_go_health_and_missing_endpoints(go) -> None:
         assert resp.content_type == "text/plain"
         assert await resp.text() == "404 page not found\n"
 
-    assert await (await go.get("/__backend")).json() == {"backend": "go"}
+    assert await (await go.get("/__backend")).json() == {"backend": "go", "fail": None}
 
 
 async def test_go_every_response_carries_enrichment_headers(go) -> None:
@@ -415,6 +415,113 @@ async def test_delay_header(legacy, go) -> None:
         started = time.monotonic()
         await client.get("/__backend", headers={DELAY_HEADER: "soon"})  # ignored
         assert time.monotonic() - started < 0.29
+
+
+# -- the failure switch, the dashboard overview, a pair sharing its history --------------------
+
+
+async def test_failure_switch_fails_the_share_asked_in_each_shape(legacy, go) -> None:
+    for client, shape in ((legacy, "json"), (go, "text")):
+        resp = await client.put("/__backend/fail", json={"status": 503, "percent": 50})
+        assert resp.status == 200
+        assert (await resp.json())["fail"] == {"status": 503, "percent": 50}
+        statuses = [(await client.get("/history")).status for _ in range(10)]
+        assert statuses.count(503) == 5 and statuses.count(200) == 5  # evenly spread
+        assert statuses[:2] in ([503, 200], [200, 503])
+        resp = await client.put("/__backend/fail", json={"status": 500})  # percent: all
+        assert resp.status == 200
+        failed = await client.post("/webhook/", json={"alerts": []})
+        assert failed.status == 500
+        if shape == "json":
+            assert await failed.json() == {"detail": "Internal Server Error"}
+        else:
+            assert await failed.text() == "Internal Server Error\n"
+        # health checks keep passing: the canary, not the health check, must catch this
+        assert (await client.get("/healthz")).status == 200
+        assert (await (await client.get("/__backend")).json())["fail"] == {
+            "status": 500,
+            "percent": 100,
+        }
+        resp = await client.delete("/__backend/fail")
+        assert (await resp.json())["fail"] is None
+        assert (await client.get("/history")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"status": 200}, "status"),
+        ({"status": "500"}, "status"),
+        ({"percent": 0}, "percent"),
+        ({"percent": 101}, "percent"),
+        ({"percent": True}, "percent"),
+        ([], "JSON object"),
+    ],
+)
+async def test_failure_switch_refuses_bad_settings(legacy, body: object, field: str) -> None:
+    resp = await legacy.put("/__backend/fail", json=body)
+    assert resp.status == 400 and field in (await resp.json())["error"]
+    assert (await (await legacy.get("/__backend")).json())["fail"] is None
+    assert (await legacy.put("/__backend/fail", data=b"{not json")).status == 400
+
+
+async def test_dashboard_overview_counts_each_alert_once_by_its_latest_state(legacy, go) -> None:
+    payload = alertmanager_payload(datetime.now(UTC))
+    assert (await legacy.post("/webhook/", json=payload)).status == 200
+    for alert in payload["alerts"]:
+        assert (await go.post("/webhook", json=flat_alert(alert))).status == 200
+    resolved = dict(payload["alerts"][0], status="resolved")
+    firing_again = payload["alerts"][1]  # a re-delivery after a resolve of the other alert
+    for alert in (resolved, dict(payload["alerts"][1], status="resolved"), firing_again):
+        assert (await legacy.post("/webhook/", json={"alerts": [alert]})).status == 200
+        assert (await go.post("/webhook", json=flat_alert(alert))).status == 200
+    views = [await (await c.get("/api/dashboard/overview")).json() for c in (legacy, go)]
+    for view in views:
+        assert view["total_alerts"] == 2 and view["alerts_last_24h"] == 2
+        assert view["active_alerts"] == 1 and view["resolved_alerts"] == 1
+        datetime.fromisoformat(view.pop("last_updated"))
+    assert views[0] == views[1]  # the same keys and figures on both sides
+
+
+async def test_a_pair_shares_one_history(aiohttp_client) -> None:
+    legacy_app_, go_app_ = legacy_app(), go_app()
+    share_history(legacy_app_, go_app_)
+    legacy, go = await aiohttp_client(legacy_app_), await aiohttp_client(go_app_)
+    payload = alertmanager_payload(datetime.now(UTC))
+    assert (await legacy.post("/webhook/", json=payload)).status == 200
+    assert (await legacy.post("/webhook/", json=payload)).status == 200  # a re-delivery
+    flat = dict(flat_alert(payload["alerts"][0]), fingerprint="0123456789abcdef")
+    assert (await go.post("/webhook", json=flat)).status == 200
+    py_items = (await (await legacy.get("/history")).json())["alerts"]
+    go_items = (await (await go.get("/history")).json())["alerts"]
+    assert sorted(a["fingerprint"] for a in py_items) == sorted(a["id"] for a in go_items)
+    assert len(py_items) == 3
+    views = [await (await c.get("/api/dashboard/overview")).json() for c in (legacy, go)]
+    assert views[0]["total_alerts"] == views[1]["total_alerts"] == 3
+
+
+def test_pair_runner_serves_both_shapes_and_stops_on_sigterm() -> None:
+    legacy_port, go_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.backends", "pair", "--legacy-port", str(legacy_port),
+         "--go-port", str(go_port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[2] == "one shared history; Ctrl-C to stop\n", lines
+        for port, name in ((legacy_port, "legacy"), (go_port, "go")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/__backend", timeout=5) as r:
+                assert orjson.loads(r.read())["backend"] == name
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # -- cutover demo -------------------------------------------------------------------------------

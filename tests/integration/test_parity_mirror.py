@@ -366,3 +366,70 @@ async def test_candidate_down_is_counted_and_reported_as_status(
         _, report = await admin(gw)
         (endpoint,) = report["routes"]["default"]["endpoints"]
         assert [f["field"] for f in endpoint["fields"]] == ["status"]
+
+
+async def test_compat_requests_are_captured_as_sent_and_not_mirrored(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """A legacy endpoint a compat rule rewrites is in the capture (the corpus a parity replay
+    of legacy traffic needs), as the client sent it; it is not mirrored (the candidate would
+    get the legacy request without the rule's rewrite), and the skip says why."""
+    from aiohttp import web
+
+    from examples.backends import go_app, legacy_app
+
+    corpus = tmp_path / "captured.jsonl"
+    runners, urls = [], {}
+    for name, app in (("python", legacy_app()), ("go", go_app())):
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        data: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "admin": {"listen": "127.0.0.1:0"},
+            "access_log": False,
+            "storage": f"sqlite://{tmp_path}/state.db",
+            "backends": {n: {"url": u, "health": HEALTH} for n, u in urls.items()},
+            "routes": [
+                {
+                    "name": "default",
+                    "split": {"python": 100, "go": 0},
+                    "mirror": {"to": "go", "percent": 100},
+                    "capture": {"file": str(corpus)},
+                }
+            ],
+            "compat": {"profile": "builtin:alert-history"},
+        }
+        gw = await start(gateways, data)
+        async with aiohttp.ClientSession() as session:
+            legacy = f"{gw.url}/history?limit=5&status=firing"
+            async with session.get(legacy, headers={"X-API-Key": "k"}) as r:
+                assert r.status == 200 and r.headers["Deprecation"] == "@1738368000"
+            async with session.get(f"{gw.url}/api/dashboard/overview") as r:
+                assert r.status == 200  # no rule: captured and mirrored as before
+        await wait_for(
+            lambda: (
+                metric(gw, "cutover_parity_capture_total", route="default", result="written") == 2
+                and sum(
+                    metric(gw, "cutover_parity_comparisons_total", route="default", result=result)
+                    for result in ("same", "differ")
+                )
+                == 1  # the overview only (its last_updated differs: a raw difference)
+            )
+        )
+        history, overview = sorted(load_corpus(corpus), key=lambda r: r.path)[::-1]
+        assert (history.method, history.path) == ("GET", "/history?limit=5&status=firing")
+        assert dict(history.headers)["X-API-Key"] == "<redacted>"
+        assert overview.path == "/api/dashboard/overview"
+        assert metric(gw, "cutover_parity_mirror_skipped_total", route="default", reason="compat")
+        assert (
+            metric(gw, "cutover_parity_mirror_requests_total", route="default", result="queued")
+            == 1
+        )
+    finally:
+        for runner in runners:
+            await runner.cleanup()

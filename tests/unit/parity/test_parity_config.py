@@ -146,3 +146,21 @@ def test_parity_file(tmp_path: Path) -> None:
     bad.write_text("parity:\n  ignore: [x]\n")
     with pytest.raises(ConfigErrors, match=r"bad.yaml: parity.ignore\[0\]: expected a path"):
         load_parity_file(bad)
+
+
+def test_parity_file_interpolates_the_environment_as_the_gateway_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARITY_WINDOW", "50")
+    monkeypatch.delenv("PARITY_UNSET", raising=False)
+    whole = tmp_path / "cutover.yaml"
+    whole.write_text(
+        "backends: {a: 'http://x'}\nroutes: []\nparity:\n  window: ${PARITY_WINDOW:-1000}\n"
+        "  min_samples: ${PARITY_MIN:-200}\n  ignore: ['${IGNORED:-$.id}']\n"
+    )
+    config = load_parity_file(whole)
+    assert (config.window, config.min_samples) == (50, 200)
+    assert [p.text for p in config.rules.ignore] == ["$.id"]
+    whole.write_text("parity:\n  window: ${PARITY_UNSET}\n")
+    with pytest.raises(ConfigErrors, match=r"parity\.window: expected environment variable"):
+        load_parity_file(whole)
