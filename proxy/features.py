@@ -63,6 +63,10 @@ class Feature:
     async def reload(self, config: CutoverConfig) -> None:
         """Called after the gateway swapped in a new config."""
 
+    async def before_scrape(self) -> None:
+        """Called before /metrics answers: refresh gauges read from elsewhere (the store).
+        Must bound its own time and never raise: a scrape must not fail or hang."""
+
     def readiness(self) -> dict[str, object] | None:
         """Detail shown under the feature's name in /readyz (it does not change readiness)."""
         return None

@@ -654,6 +654,8 @@ class Gateway:
         return web.json_response(detail, status=200 if ready else 503)
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        for feature in self.features:
+            await feature.before_scrape()
         body, content_type = self.metrics.exposition()
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = content_type

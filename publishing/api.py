@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import Gauge
 
 from proxy.admin import require_admin_token
 from proxy.db import StoreUnavailable
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
+SCRAPE_TIMEOUT = 2.0  # the outbox count a scrape waits for, at most
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -75,7 +77,33 @@ class PublishingFeature(Feature):
         self.discovery: Discovery | None = None
         self._starter: Supervised | None = None
         self._ready = asyncio.Event()
+        self._depth_targets: set[str] = set()
+        self._bound_metrics()
         gw.publishing = self  # type: ignore[attr-defined]
+
+    def _bound_metrics(self) -> None:
+        r = self.gw.metrics.registry
+        self.m_pending = Gauge(
+            "cutover_publishing_pending_jobs",
+            "Jobs waiting in the outbox, by target (the shared store's count at scrape time:"
+            " every replica reports the same).",
+            ["target"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.m_dead = Gauge(
+            "cutover_publishing_dead_letters",
+            "Jobs in the dead-letter queue, by target (the shared store's count at scrape time).",
+            ["target"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.m_store_up = Gauge(
+            "cutover_store_up",
+            "1 when the durable store answered the outbox count of the last scrape, else 0.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
 
     # -- what intake asks --------------------------------------------------------------------
 
@@ -171,6 +199,25 @@ class PublishingFeature(Feature):
                 await self.discovery.stop()
                 self.discovery = None
             await self._start_discovery()
+
+    async def before_scrape(self) -> None:
+        """Outbox depth and dead letters for /metrics, read from the store when scraped, so
+        that an alert on a growing or stalled outbox needs no background task."""
+        outbox = self.outbox
+        if outbox is None:  # the store has not answered since start
+            self.m_store_up.set(0)
+            return
+        try:
+            counts = await asyncio.wait_for(outbox.counts(), SCRAPE_TIMEOUT)
+        except (StoreUnavailable, TimeoutError):
+            self.m_store_up.set(0)
+            return
+        self.m_store_up.set(1)
+        names = {*counts, *self._depth_targets, *(t.name for t in self.registry.all())}
+        for name in names:
+            self.m_pending.labels(name).set(counts.get(name, {}).get("pending", 0))
+            self.m_dead.labels(name).set(counts.get(name, {}).get("dead", 0))
+        self._depth_targets = names
 
     def readiness(self) -> dict[str, object] | None:
         status = self.discovery.status if self.discovery else None

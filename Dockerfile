@@ -1,0 +1,32 @@
+# The cutover image: `docker build -t cutover:0.1.0 .` (helm/cutover runs it as user 10001
+# with a read-only root filesystem; the config is mounted at /etc/cutover/cutover.yaml).
+
+# Build the wheels: cutover's own and its dependencies'.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY proxy/ proxy/
+COPY routing/ routing/
+COPY compat/ compat/
+COPY publishing/ publishing/
+COPY parity/ parity/
+COPY bench/ bench/
+COPY examples/ examples/
+COPY nginx/ nginx/
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# Run: the wheels installed into a clean slim image, nothing else.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 cutover \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/cutover \
+      --shell /usr/sbin/nologin cutover \
+ && mkdir -p /etc/cutover /var/lib/cutover \
+ && chown 10001:10001 /var/lib/cutover
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels cutover
+WORKDIR /var/lib/cutover
+USER 10001:10001
+EXPOSE 8080
+CMD ["cutover", "serve", "-c", "/etc/cutover/cutover.yaml"]
