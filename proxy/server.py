@@ -649,6 +649,8 @@ class Gateway:
         return web.json_response(detail, status=200 if ready else 503)
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self._fast is not None:
+            self._fast.meters.publish()  # its in-flight share as of now, not of its last sweep
         body, content_type = self.metrics.exposition()
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = content_type
