@@ -800,6 +800,8 @@ class CompatFeature(Feature):
         )
         per_try = job.route.timeouts.per_try  # bounds one attempt, as on the forwarding path
         attempt = 0
+        delay: float | None = None  # the backoff before a retry
+        replaying = False  # this attempt holds a replay of the route's retry budget
         while True:
             attempt += 1
             failure: Failure | None = None
@@ -807,7 +809,9 @@ class CompatFeature(Feature):
             status = 0
             answer: bytes | None = None
             part_type = ""
-            try:
+            try:  # a retry holds its replay from its backoff on, until this `finally`
+                if delay is not None:
+                    await self.sleep(delay)
                 remaining = job.deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
@@ -833,7 +837,8 @@ class CompatFeature(Feature):
                 if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
                     failure, kind = Failure.TIMEOUT, "timeout"
             finally:
-                if attempt > 1:
+                if replaying:
+                    replaying = False
                     job.budget.replay_done()
             if failure is None:
                 if status not in retry.on_status:
@@ -861,11 +866,7 @@ class CompatFeature(Feature):
             if not job.budget.try_replay():
                 gw.metrics.budget_exhausted.labels(job.route.name).inc()
                 return last
-            try:
-                await self.sleep(delay)
-            except BaseException:
-                job.budget.replay_done()
-                raise
+            replaying = True
 
     def _retry_delay(self, job: _FanOutJob, failure: Failure, attempt: int) -> float | None:
         """The backoff before retrying a part whose attempt `attempt` failed; None: no retry."""

@@ -248,14 +248,15 @@ async def test_client_gone_during_a_replay(faulty, gateway, primary) -> None:
     await assert_quiescent(gw)
 
 
-@pytest.mark.parametrize("retried", [False, True], ids=["first-try", "retried"])
-async def test_client_gone_during_a_fan_out_part(faulty, backends, gateway, tmp_path, retried):
+@pytest.mark.parametrize("phase", ["first-try", "backoff", "retry"])
+async def test_client_gone_during_a_fan_out_part(faulty, backends, gateway, tmp_path, phase):
     """A compat fan-out sends one request per item; the client goes away while a part waits
-    for its answer — on its first try, or on a retry (which holds a replay of the budget)."""
+    for its answer on its first try, or after a 503, in the backoff before its retry or during
+    the retry (both hold a replay of the route's retry budget)."""
     slow = await faulty()
     legacy = await backends("legacy")
     route: dict[str, Any] = {"fallback": ["legacy"]}
-    if retried:
+    if phase != "first-try":
         slow.fail_first = 1  # the first part's first try gets a 503
         route["retry"] = {"attempts": 2, "methods": ["GET", "HEAD", "POST"]}
     data = gateway_config(
@@ -274,11 +275,26 @@ async def test_client_gone_during_a_fan_out_part(faulty, backends, gateway, tmp_
         ],
     }
     gw = await gateway(no_checks(data))
+    sleeping = asyncio.Event()
+    if phase == "backoff":
+        assert gw.compat is not None
+
+        async def endless(delay: float) -> None:
+            sleeping.set()
+            await asyncio.Event().wait()
+
+        gw.compat.sleep = endless
     body = b'{"alerts": [{"id": 0}, {"id": 1}, {"id": 2}]}'
     raw = b"POST /ingest HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
     raw += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    await gone_after(gw, raw, lambda: slow.arrived(2 if retried else 1))
-    await wait_for(lambda: slow.cut == 1)
+    until = {
+        "first-try": lambda: slow.arrived(1),
+        "backoff": lambda: wait_for(sleeping.is_set),
+        "retry": lambda: slow.arrived(2),
+    }[phase]
+    await gone_after(gw, raw, until)
+    if phase != "backoff":
+        await wait_for(lambda: slow.cut == 1)
     await assert_quiescent(gw)
     assert legacy.hits == 0
 
