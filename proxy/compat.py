@@ -42,7 +42,13 @@ from compat.usage import UsageBuffer, caller_of
 from proxy.compat_store import ensure_schema, read_usage, write_usage
 from proxy.config_model import CutoverConfig
 from proxy.db import Database, StoreUnavailable
-from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
+from proxy.errors import (
+    BodyTooLargeError,
+    CutoverError,
+    UpstreamError,
+    error_response,
+    from_error,
+)
 from proxy.features import Feature
 from proxy.forwarder import classify_failure, forward
 from proxy.headers import downstream_headers, upstream_headers
@@ -691,11 +697,19 @@ class CompatFeature(Feature):
             # Alone, so that nothing else was delivered should it be unable to connect.
             part = await self._part(job, 0, fall_back=True)
             if part is None:
-                rest = decision.attempts[1:]
-                gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
-                outcome.fallback_from = outcome.fallback_from or backend
-                nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
-                return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
+                # The whole request goes on: a replay of a failed attempt, as the forwarder's
+                # fallbacks are, on the route's retry budget, for as long as it takes.
+                if not job.budget.try_replay():
+                    gw.metrics.budget_exhausted.labels(route.name).inc()
+                    raise UpstreamError(backend, "connect")
+                try:
+                    rest = decision.attempts[1:]
+                    gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
+                    outcome.fallback_from = outcome.fallback_from or backend
+                    nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
+                    return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
+                finally:
+                    job.budget.replay_done()
             done[0] = part
             first = 1
         await self._run_parts(job, done, range(first, count), fo.concurrency)

@@ -54,7 +54,7 @@ class FaultBackend:
       once, the rest once released;
     - `/upload…`: reads the whole request body (as slowly as it arrives), then answers;
     - `/ws…`: a WebSocket handshake (101) once released, then echoes nothing;
-    - anything else: answered at once.
+    - anything else: answered at once (unless `hold_all`: then as `/hang…`).
 
     While it holds an exchange it watches its connection: when the gateway closes it first,
     `cut` counts it. The first `fail_first` requests are answered 503 at once, whatever the path.
@@ -70,6 +70,7 @@ class FaultBackend:
         self.cut = 0  # exchanges the gateway cut while this backend held them
         self.body_bytes = 0  # request body bytes read so far (all requests)
         self.fail_first = 0
+        self.hold_all = False  # every path waits for `release`, as `/hang…` does
 
     @property
     def url(self) -> str:
@@ -129,7 +130,7 @@ class FaultBackend:
             writer.write(_answer(503, b'{"error":"busy"}'))
             await writer.drain()
             return True
-        if path.startswith("/hang"):
+        if path.startswith("/hang") or self.hold_all:
             if not await self._held(reader):
                 return False
             writer.write(_answer(200, b'{"answer":"late"}'))

@@ -248,19 +248,25 @@ async def test_client_gone_during_a_replay(faulty, gateway, primary) -> None:
     await assert_quiescent(gw)
 
 
-@pytest.mark.parametrize("phase", ["first-try", "backoff", "retry"])
-async def test_client_gone_during_a_fan_out_part(faulty, backends, gateway, tmp_path, phase):
+@pytest.mark.parametrize("phase", ["first-try", "backoff", "retry", "next-backend"])
+async def test_client_gone_during_a_fan_out_part(faulty, gateway, tmp_path, phase):
     """A compat fan-out sends one request per item; the client goes away while a part waits
     for its answer on its first try, or after a 503, in the backoff before its retry or during
-    the retry (both hold a replay of the route's retry budget)."""
+    the retry (both hold a replay of the route's retry budget); or, when the first part could
+    not connect, while the whole request waits on the next backend (a replay too)."""
     slow = await faulty()
-    legacy = await backends("legacy")
+    legacy = await faulty()
+    new_url = slow.url
     route: dict[str, Any] = {"fallback": ["legacy"]}
-    if phase != "first-try":
+    if phase in ("backoff", "retry"):
         slow.fail_first = 1  # the first part's first try gets a 503
         route["retry"] = {"attempts": 2, "methods": ["GET", "HEAD", "POST"]}
+    if phase == "next-backend":
+        new_url = refused_url()
+        slow = legacy
+        slow.hold_all = True
     data = gateway_config(
-        {"new": slow.url, "legacy": legacy.url},
+        {"new": new_url, "legacy": legacy.url},
         route=route,
         storage=f"sqlite:///{tmp_path}/state.db",
     )
@@ -291,12 +297,14 @@ async def test_client_gone_during_a_fan_out_part(faulty, backends, gateway, tmp_
         "first-try": lambda: slow.arrived(1),
         "backoff": lambda: wait_for(sleeping.is_set),
         "retry": lambda: slow.arrived(2),
+        "next-backend": lambda: slow.arrived(1),
     }[phase]
     await gone_after(gw, raw, until)
     if phase != "backoff":
         await wait_for(lambda: slow.cut == 1)
     await assert_quiescent(gw)
-    assert legacy.hits == 0
+    if phase != "next-backend":
+        assert legacy.requests == []
 
 
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
