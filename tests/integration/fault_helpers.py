@@ -3,6 +3,7 @@
 `FaultBackend` is a raw HTTP/1.1 server whose answers wait for `release` (an asyncio.Event the
 test sets); it notices when the gateway cuts an exchange it was holding. `Blackhole` accepts no
 connection at all (connects hang); `refused_url()` names a port nobody listens on.
+`KillableBackend` runs in a process of its own, to be killed and started again.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import base64
 import contextlib
 import hashlib
 import socket
+import subprocess
+import sys
 from collections.abc import Awaitable
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import ROOT, free_port, wait_for
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 STREAM_SIZE = 1 << 20  # the /stream answer's announced length
@@ -196,3 +199,40 @@ async def cancel(task: Awaitable[object]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+class KillableBackend:
+    """`tests.integration.killable_backend` in a process of its own: `kill()` is a SIGKILL,
+    `start()` (again) listens on the same port."""
+
+    def __init__(self, name: str, delay: float = 0.0) -> None:
+        self.name = name
+        self.delay = delay
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> KillableBackend:
+        args = ["--name", self.name, "--port", str(self.port), "--delay", str(self.delay)]
+        proc = self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.killable_backend", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+        assert line.strip(), f"{self.name} did not start (exit {proc.poll()})"
+        self.port = int(line)
+        return self
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
