@@ -5,14 +5,21 @@ own way, but decide and count the same: `Attempts` holds what both share — the
 (`routing.replay`), the route's retry budget, the metrics and the request's `Outcome`.
 
     attempts = Attempts(gw, route, budget, outcome, method, idempotency_key, replayable)
-    for index, name in enumerate(decision.attempts[: attempts.limit]):
-        if attempts.expired(deadline - loop.time()) or not attempts.may_try(index, name):
-            break
-        ... send; on failure: attempts.failed(index, name, Failure.RESET, "reset"); continue
-        if attempts.answered(index, name, status, more=index + 1 < len(...)):
-            ... stream the answer back
-        ... else release it and go on
-    raise attempts.give_up(decision.primary)
+    try:
+        for index, name in enumerate(decision.attempts[: attempts.limit]):
+            if attempts.expired(deadline - loop.time()) or not attempts.may_try(index, name):
+                break
+            ... send; on failure: attempts.failed(index, name, Failure.RESET, "reset"); continue
+            if attempts.answered(index, name, status, more=index + 1 < len(...)):
+                ... stream the answer back
+            ... else release it and go on
+        raise attempts.give_up(decision.primary)
+    finally:
+        attempts.release()
+
+A fallback attempt holds one replay of the route's retry budget from `may_try` until it ends:
+`failed` or `answered` gives it back, and so does `release`, for an attempt that never got that
+far (the client went away and the attempt was cancelled, an error); it is idempotent.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class Attempts:
         "outcome",
         "previous",
         "replayable",
+        "replaying",
         "route",
     )
 
@@ -66,6 +74,7 @@ class Attempts:
         self.previous: str | None = None  # the backend tried last
         self.failure: Failure | None = None  # how it failed
         self.kind = ""  # the same, as the metrics and errors name it
+        self.replaying = False  # the attempt in progress holds a replay of the budget
 
     def expired(self, remaining: float) -> bool:
         """No time left for another attempt (the request's deadline passed)."""
@@ -88,6 +97,7 @@ class Attempts:
         if not self.budget.try_replay():
             metrics.budget_exhausted.labels(self.route.name).inc()
             return False
+        self.replaying = True
         metrics.fallbacks.labels(self.route.name, self.previous, name).inc()
         outcome = self.outcome
         outcome.fallback_from = outcome.fallback_from or self.previous
@@ -95,16 +105,14 @@ class Attempts:
 
     def failed(self, index: int, name: str, failure: Failure, kind: str) -> None:
         """Attempt `index` on `name` got no answer (connect, timeout, reset)."""
-        if index:
-            self.budget.replay_done()
+        self.release()
         self._failed(name, failure, kind)
 
     def answered(self, index: int, name: str, status: int, more: bool) -> bool:
         """Attempt `index` on `name` answered `status`: True when that answer goes to the
         client; False when it is worth the next backend (`more`: one is left) and the replay
         rules allow it — the caller releases the answer and goes on."""
-        if index:
-            self.budget.replay_done()
+        self.release()
         if (
             more
             and status in self.route.retry.on_status
@@ -121,6 +129,13 @@ class Attempts:
         self.gw.record_response(name, status < 500)
         self.outcome.backend = name
         return True
+
+    def release(self) -> None:
+        """The attempt in progress is over, however it ended: its replay (if it holds one)
+        goes back to the budget. Idempotent; callers call it in a `finally`."""
+        if self.replaying:
+            self.replaying = False
+            self.budget.replay_done()
 
     def give_up(self, primary: str) -> UpstreamError:
         """The error for a request no backend answered acceptably."""

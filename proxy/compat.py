@@ -42,7 +42,13 @@ from compat.usage import UsageBuffer, caller_of
 from proxy.compat_store import ensure_schema, read_usage, write_usage
 from proxy.config_model import CutoverConfig
 from proxy.db import Database, StoreUnavailable
-from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error
+from proxy.errors import (
+    BodyTooLargeError,
+    CutoverError,
+    UpstreamError,
+    error_response,
+    from_error,
+)
 from proxy.features import Feature
 from proxy.forwarder import classify_failure, forward
 from proxy.headers import downstream_headers, upstream_headers
@@ -690,11 +696,19 @@ class CompatFeature(Feature):
             # Alone, so that nothing else was delivered should it be unable to connect.
             part = await self._part(job, 0, fall_back=True)
             if part is None:
-                rest = decision.attempts[1:]
-                gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
-                outcome.fallback_from = outcome.fallback_from or backend
-                nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
-                return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
+                # The whole request goes on: a replay of a failed attempt, as the forwarder's
+                # fallbacks are, on the route's retry budget, for as long as it takes.
+                if not job.budget.try_replay():
+                    gw.metrics.budget_exhausted.labels(route.name).inc()
+                    raise UpstreamError(backend, "connect")
+                try:
+                    rest = decision.attempts[1:]
+                    gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
+                    outcome.fallback_from = outcome.fallback_from or backend
+                    nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
+                    return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
+                finally:
+                    job.budget.replay_done()
             done[0] = part
             first = 1
         await self._run_parts(job, done, range(first, count), fo.concurrency)
@@ -799,6 +813,8 @@ class CompatFeature(Feature):
         )
         per_try = job.route.timeouts.per_try  # bounds one attempt, as on the forwarding path
         attempt = 0
+        delay: float | None = None  # the backoff before a retry
+        replaying = False  # this attempt holds a replay of the route's retry budget
         while True:
             attempt += 1
             failure: Failure | None = None
@@ -806,7 +822,9 @@ class CompatFeature(Feature):
             status = 0
             answer: bytes | None = None
             part_type = ""
-            try:
+            try:  # a retry holds its replay from its backoff on, until this `finally`
+                if delay is not None:
+                    await self.sleep(delay)
                 remaining = job.deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
@@ -832,7 +850,8 @@ class CompatFeature(Feature):
                 if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
                     failure, kind = Failure.TIMEOUT, "timeout"
             finally:
-                if attempt > 1:
+                if replaying:
+                    replaying = False
                     job.budget.replay_done()
             if failure is None:
                 if status not in retry.on_status:
@@ -860,11 +879,7 @@ class CompatFeature(Feature):
             if not job.budget.try_replay():
                 gw.metrics.budget_exhausted.labels(job.route.name).inc()
                 return last
-            try:
-                await self.sleep(delay)
-            except BaseException:
-                job.budget.replay_done()
-                raise
+            replaying = True
 
     def _retry_delay(self, job: _FanOutJob, failure: Failure, attempt: int) -> float | None:
         """The backoff before retrying a part whose attempt `attempt` failed; None: no retry."""

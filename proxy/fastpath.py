@@ -102,6 +102,15 @@ class _AttemptFailed(Exception):
         self.failure, self.kind = failure, kind
 
 
+def _let_go(resp: Response) -> None:
+    """Cut `resp`'s backend connection if that exchange is still on it (it did not end cleanly:
+    an error or a cancellation came first); a no-op once it was finished or cut."""
+    conn = resp.conn
+    if conn.resp is resp:
+        conn.resp = None
+        conn.abort()
+
+
 # -- wire helpers (pure) -------------------------------------------------------------------
 
 
@@ -1136,8 +1145,14 @@ class _Conn(asyncio.Protocol):
         timeouts = ex.route.timeouts  # type: ignore[union-attr]
         per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
         body = ex.body
-        head = self._request_head(ex, pool, len(body) if body is not None else ex.content_length)
-        resp = conn.begin(ex.method == b"HEAD")
+        try:
+            head = self._request_head(
+                ex, pool, len(body) if body is not None else ex.content_length
+            )
+        except BaseException:
+            pool.release(conn)  # untouched: back where it came from
+            raise
+        resp = conn.begin(ex.method == b"HEAD")  # from here on `ex.resp` holds the connection
         resp.listener = self._on_upstream
         ex.resp = resp
         ex.name = name
@@ -1267,7 +1282,16 @@ class _Conn(asyncio.Protocol):
 
     def _spawn(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
         """Go on in a task; `first` is the result of the quick lane's attempt, if it made one."""
-        ex.task = self.loop.create_task(self._run(ex, first))
+        task = ex.task = self.loop.create_task(self._run(ex, first))
+        task.add_done_callback(lambda _: self._ran(ex, first))
+
+    def _ran(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+        """The task of `ex` is over. A task cancelled before its first step (the client went
+        away in the same loop turn) never ran `_run`, whose end books the exchange: book it
+        here, and cut the quick lane's answer it was handed, so that nothing stays held."""
+        if isinstance(first, Response):
+            _let_go(first)
+        self._end(ex, 499, ex.stream_sent, True)  # a no-op once `_run` ended it
 
     def _end(self, ex: _Exchange, status: int, sent: int, close: bool) -> None:
         """The request is over (as the end of `Gateway._proxy` and `handle`): book it."""
@@ -1440,29 +1464,35 @@ class _Conn(asyncio.Protocol):
             replayable,
         )
         tries = decision.attempts[: attempts.limit]
-        for index, name in enumerate(tries):
-            if index == 0 and first is not None:
-                result: Response | _AttemptFailed = first
-            else:
-                remaining = ex.deadline - loop.time()
-                if attempts.expired(remaining) or not attempts.may_try(index, name):
-                    break
-                per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
+        try:
+            for index, name in enumerate(tries):
+                if index == 0 and first is not None:
+                    result: Response | _AttemptFailed = first
+                else:
+                    remaining = ex.deadline - loop.time()
+                    if attempts.expired(remaining) or not attempts.may_try(index, name):
+                        break
+                    per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
+                    try:
+                        result = await self._attempt(
+                            ex, name, body, per_try, timeouts.connect, max_body
+                        )
+                    except _AttemptFailed as exc:
+                        result = exc
+                if isinstance(result, _AttemptFailed):
+                    attempts.failed(index, name, result.failure, result.kind)
+                    continue
+                resp = result
                 try:
-                    result = await self._attempt(
-                        ex, name, body, per_try, timeouts.connect, max_body
-                    )
-                except _AttemptFailed as exc:
-                    result = exc
-            if isinstance(result, _AttemptFailed):
-                attempts.failed(index, name, result.failure, result.kind)
-                continue
-            resp = result
-            if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
-                resp.conn.finish(resp)  # worth the next backend: a retry status, replayable
-                continue
-            return await self._stream_back(ex, resp, timeouts.total)
-        raise attempts.give_up(decision.primary)
+                    if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
+                        resp.conn.finish(resp)  # worth the next backend: a retry status
+                        continue
+                    return await self._stream_back(ex, resp, timeouts.total)
+                finally:
+                    _let_go(resp)
+            raise attempts.give_up(decision.primary)
+        finally:
+            attempts.release()  # a fallback attempt cut short (client gone, error) ends here too
 
     async def _read_body(self, ex: _Exchange) -> bytes:
         """The whole request body (its Content-Length is within the route's replay buffer)."""
@@ -1555,6 +1585,8 @@ class _Conn(asyncio.Protocol):
         loop = self.loop
         pool = ex.state.upstreams[name].lean
         attempt_deadline = loop.time() + per_try
+        length = len(body) if body is not None else ex.content_length
+        head = self._request_head(ex, pool, length)  # before a connection is held
         conn = pool.take()
         if conn is None:
             try:
@@ -1563,8 +1595,6 @@ class _Conn(asyncio.Protocol):
                 if per_try <= connect_timeout and "timeout" in str(exc):
                     raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
                 raise _AttemptFailed(Failure.CONNECT, "connect") from None
-        length = len(body) if body is not None else ex.content_length
-        head = self._request_head(ex, pool, length)
         resp = conn.begin(ex.method == b"HEAD")
         ex.expired = False
         timer = loop.call_at(attempt_deadline, ex.expire)

@@ -169,77 +169,84 @@ async def forward(
         replayable,
     )
     tries = decision.attempts[: attempts.limit]
-    for index, name in enumerate(tries):
-        upstream = state.upstreams[name]
-        remaining = deadline - loop.time()
-        if attempts.expired(remaining) or not attempts.may_try(index, name):
-            break
-        per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
-        backend = upstream.backend
-        host_header = backend.upstream_host
-        headers = upstream_headers(
-            request.headers,
-            peer=peer,
-            scheme=scheme,
-            host=host,
-            host_header=host_header,
-            request_id_name=gw.config.headers.request_id,
-            request_id=request_id,
-            content_length=None if body is not None else length,
-        )
-        data: bytes | AsyncIterator[bytes] | None = body
-        limited: _LimitedBody | None = None
-        if has_body and body is None:
-            limited = _LimitedBody(request.content, max_body)
-            data = limited.__aiter__()
-        raw_path = request.raw_path
-        if plan is not None and (target := plan.target(name)) is not None:
-            raw_path = target[0]
-            if target[1] is not None:
-                data = target[1]
-        url = URL(upstream.base + raw_path, encoded=True)
-        try:
-            async with asyncio.timeout(per_try):
-                resp = await upstream.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-                    ),
-                    server_hostname=upstream.server_hostname,
-                )
-        except BodyTooLargeError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            if limited is not None and limited.tripped:
-                raise BodyTooLargeError(max_body) from exc
-            kind_failure, kind = classify_failure(exc)
-            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-                kind_failure, kind = Failure.TIMEOUT, "timeout"
-            attempts.failed(index, name, kind_failure, kind)
-            continue
-        if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
-            resp.release()  # worth the next backend (a retry status the replay rules allow)
-            continue
-        if plan is not None:
-            if gw.mirror is not None:
-                gw.mirror.compat(request, route, body if has_body else b"")
-            if plan.wants_response(name):
-                return await plan.respond(request, resp, outcome)
-            return await _stream_back(
-                request, gw, resp, outcome, request_id, route.timeouts.total, plan.headers
+    try:
+        for index, name in enumerate(tries):
+            upstream = state.upstreams[name]
+            remaining = deadline - loop.time()
+            if attempts.expired(remaining) or not attempts.may_try(index, name):
+                break
+            per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
+            backend = upstream.backend
+            host_header = backend.upstream_host
+            headers = upstream_headers(
+                request.headers,
+                peer=peer,
+                scheme=scheme,
+                host=host,
+                host_header=host_header,
+                request_id_name=gw.config.headers.request_id,
+                request_id=request_id,
+                content_length=None if body is not None else length,
             )
-        hook = gw.mirror  # parity: shadow a sample of requests once the client has its answer
-        mirrored = body if has_body else b""
-        tap = hook.tap(request, route, name, mirrored, request_id) if hook else None
-        return await _stream_back(
-            request, gw, resp, outcome, request_id, route.timeouts.total, tap=tap
-        )
+            data: bytes | AsyncIterator[bytes] | None = body
+            limited: _LimitedBody | None = None
+            if has_body and body is None:
+                limited = _LimitedBody(request.content, max_body)
+                data = limited.__aiter__()
+            raw_path = request.raw_path
+            if plan is not None and (target := plan.target(name)) is not None:
+                raw_path = target[0]
+                if target[1] is not None:
+                    data = target[1]
+            url = URL(upstream.base + raw_path, encoded=True)
+            try:
+                async with asyncio.timeout(per_try):
+                    resp = await upstream.session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+                        ),
+                        server_hostname=upstream.server_hostname,
+                    )
+            except BodyTooLargeError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if limited is not None and limited.tripped:
+                    raise BodyTooLargeError(max_body) from exc
+                kind_failure, kind = classify_failure(exc)
+                if isinstance(exc, asyncio.TimeoutError) and not isinstance(
+                    exc, aiohttp.ClientError
+                ):
+                    kind_failure, kind = Failure.TIMEOUT, "timeout"
+                attempts.failed(index, name, kind_failure, kind)
+                continue
+            try:
+                if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
+                    continue  # worth the next backend (a retry status the replay rules allow)
+                if plan is not None:
+                    if gw.mirror is not None:
+                        gw.mirror.compat(request, route, body if has_body else b"")
+                    if plan.wants_response(name):
+                        return await plan.respond(request, resp, outcome)
+                    return await _stream_back(
+                        request, gw, resp, outcome, request_id, route.timeouts.total, plan.headers
+                    )
+                hook = gw.mirror  # parity: shadow a sample once the client has its answer
+                mirrored = body if has_body else b""
+                tap = hook.tap(request, route, name, mirrored, request_id) if hook else None
+                return await _stream_back(
+                    request, gw, resp, outcome, request_id, route.timeouts.total, tap=tap
+                )
+            finally:
+                resp.release()  # however the exchange ended; a cut one closes its connection
 
-    raise attempts.give_up(decision.primary)
+        raise attempts.give_up(decision.primary)
+    finally:
+        attempts.release()  # a fallback attempt cut short (client gone, error) ends here too
 
 
 async def _stream_back(
@@ -344,11 +351,15 @@ async def forward_websocket(
             outcome.failures.append((name, last_kind))
             continue
         outcome.backend = name
-        ws_down = web.WebSocketResponse(
-            protocols=[ws_up.protocol] if ws_up.protocol else (), autoping=False
-        )
-        await ws_down.prepare(request)
-        await _pump_websocket(ws_down, ws_up)
+        try:
+            ws_down = web.WebSocketResponse(
+                protocols=[ws_up.protocol] if ws_up.protocol else (), autoping=False
+            )
+            await ws_down.prepare(request)  # may refuse the client's handshake, or be cancelled
+            await _pump_websocket(ws_down, ws_up)
+        finally:
+            if not ws_up.closed:  # the upstream session never started: it must not linger
+                await ws_up.close()
         return ws_down
     raise UpstreamError(decision.primary, last_kind)
 

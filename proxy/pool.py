@@ -385,6 +385,16 @@ class LeanPool:
         self.open = 0  # connections open or being opened
         self.closed = False
 
+    @property
+    def busy(self) -> int:
+        """Connections out on an exchange or being opened (zero once traffic stopped)."""
+        return self.open - sum(1 for conn in self._idle if not conn.closed)
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a free connection (the pool is at `limit`)."""
+        return len(self._waiters)
+
     def take(self) -> Connection | None:
         """An idle connection that is still open and not expired, or None."""
         idle = self._idle

@@ -656,6 +656,8 @@ class Gateway:
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         for feature in self.features:
             await feature.before_scrape()
+        if self._fast is not None:
+            self._fast.meters.publish()  # its in-flight share as of now, not of its last sweep
         body, content_type = self.metrics.exposition()
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = content_type

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from proxy.config import parse_config
 from proxy.server import Gateway, start_gateway
+from tests.quiescence import assert_quiescent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,8 +204,12 @@ async def gateway(
         return gw
 
     yield make
-    for gw in started:
-        await gw.close()
+    try:
+        for gw in started:  # once traffic stopped, nothing is held (DESIGN.md, Decisions)
+            await assert_quiescent(gw)
+    finally:
+        for gw in started:
+            await gw.close()
 
 
 def free_port() -> int:

@@ -380,3 +380,20 @@ async def test_a_first_part_that_cannot_connect_sends_the_whole_request_on(
     assert backend == "legacy"
     assert body["path"] == "/ingest"  # the legacy backend got the request as it came
     assert sleep.delays == []  # on to the next backend, not retried on this one
+
+
+async def test_sending_the_whole_request_on_draws_on_the_retry_budget(
+    parts: PartsBackend, start: Start
+) -> None:
+    """Going on to the next backend replays a failed attempt, as the forwarder's fallbacks:
+    with no budget left it is refused, and the client gets the 502."""
+    gw, _ = await start(parts.url, retry={**OPT_IN, "budget": {"percent": 0, "min": 0}})
+    await parts.stop()
+    status, body, backend = await post(gw, [{"id": 0}, {"id": 1}])
+    assert status == 502, body
+    assert body["error"]["code"] == "upstream_unavailable"
+    assert backend == "new"
+    exhausted = gw.metrics.registry.get_sample_value(
+        "cutover_retry_budget_exhausted_total", {"route": "default"}
+    )
+    assert exhausted == 1

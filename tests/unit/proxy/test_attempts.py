@@ -97,3 +97,31 @@ def test_a_spent_deadline_gives_a_timeout() -> None:
     assert not attempts.expired(0.5)
     assert attempts.expired(0.0)
     assert attempts.give_up("go").failure == "timeout"
+
+
+def test_a_replay_cut_short_gives_its_slot_back_once() -> None:
+    """The attempt loops call `release()` in a `finally`: a fallback attempt that neither
+    failed nor answered (its client went away, it was cancelled) does not keep its replay."""
+    budget = RetryBudget(percent=0, minimum=1)
+    attempts, *_ = _attempts(budget=budget)
+    attempts.failed(0, "go", Failure.CONNECT, "connect")
+    assert attempts.may_try(1, "python")
+    assert budget.replays == 1
+    attempts.release()  # the attempt was cancelled
+    attempts.release()  # and the loop's `finally` runs too: still one slot given back
+    assert budget.replays == 0
+    other, *_ = _attempts(budget=budget)  # the next request may fall back again
+    other.failed(0, "go", Failure.CONNECT, "connect")
+    assert other.may_try(1, "python")
+
+
+def test_release_without_a_replay_gives_nothing_back() -> None:
+    budget = RetryBudget(percent=100, minimum=3)
+    held, *_ = _attempts(budget=budget)
+    held.failed(0, "go", Failure.CONNECT, "connect")
+    assert held.may_try(1, "python")  # another request's replay, in flight
+    attempts, *_ = _attempts(budget=budget)
+    assert attempts.may_try(0, "go")  # a first attempt holds no replay
+    attempts.release()
+    assert attempts.answered(0, "go", 200, more=False)
+    assert budget.replays == 1  # the other request's replay is still counted

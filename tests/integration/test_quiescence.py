@@ -1,0 +1,160 @@
+"""The quiescence check (`tests.quiescence`) itself: it passes on a quiet gateway and fails,
+naming the count, whenever anything is still held — so that it cannot pass silently."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from proxy.server import Gateway
+from tests.conftest import ROOT, EchoBackend, gateway_config
+from tests.integration.fault_helpers import FaultBackend, refused_url
+from tests.quiescence import assert_quiescent, in_flight_counts
+
+on_both_paths = pytest.mark.usefixtures("serving_path")
+
+
+async def _quiet_gateway(backends, gateway) -> tuple[Gateway, EchoBackend]:  # type: ignore[no-untyped-def]
+    go = await backends("go")
+    data = gateway_config(
+        {"dead": refused_url(), "go": go.url},
+        route={"split": {"dead": 100}, "fallback": ["go"]},
+    )
+    for backend in data["backends"].values():
+        backend["health"] = "off"
+    gw = await gateway(data)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):  # each one fails over: a replay that ended
+            async with s.get(gw.url + "/x") as r:
+                assert r.status == 200
+    return gw, go
+
+
+@on_both_paths
+async def test_a_gateway_whose_traffic_stopped_is_quiet(backends, gateway) -> None:
+    gw, _ = await _quiet_gateway(backends, gateway)
+    await assert_quiescent(gw)
+    assert await in_flight_counts(gw) == {}
+
+
+async def _budget_request(gw: Gateway) -> Callable[[], None]:
+    budget = gw.state.budgets["default"]
+    budget.start()
+    return budget.finish
+
+
+async def _budget_replay(gw: Gateway) -> Callable[[], None]:
+    budget = gw.state.budgets["default"]
+    assert budget.try_replay()
+    return budget.replay_done
+
+
+async def _concurrency(gw: Gateway) -> Callable[[], None]:
+    gw.in_flight += 1
+
+    def undo() -> None:
+        gw.in_flight -= 1
+
+    return undo
+
+
+async def _gauge(gw: Gateway) -> Callable[[], None]:
+    gw.metrics.in_flight.inc()
+    return gw.metrics.in_flight.dec
+
+
+async def _lean_lease(gw: Gateway) -> Callable[[], None]:
+    conn = await gw.state.upstreams["go"].lean.connect(5.0)
+    return conn.close
+
+
+async def _aiohttp_lease(gw: Gateway) -> Callable[[], None]:
+    upstream = gw.state.upstreams["go"]
+    resp = await upstream.session.get(upstream.base + "/big/50000000")  # read by nobody
+    return resp.release
+
+
+HOLDS: dict[str, tuple[Callable[[Gateway], Awaitable[Callable[[], None]]], str]] = {
+    "a request in the retry budget": (_budget_request, "budget[default].in_flight"),
+    "a replay of the retry budget": (_budget_replay, "budget[default].replays"),
+    "a slot of the concurrency cap": (_concurrency, "gateway.in_flight"),
+    "the in-flight gauge": (_gauge, "/metrics cutover_in_flight_requests"),
+    "a lean pool connection": (_lean_lease, "lean[go].busy"),
+    "an aiohttp connector connection": (_aiohttp_lease, "session[go].acquired"),
+}
+
+
+@on_both_paths
+@pytest.mark.parametrize("held", sorted(HOLDS))
+async def test_anything_held_fails_the_check_by_name(held: str, backends, gateway) -> None:
+    gw, _ = await _quiet_gateway(backends, gateway)
+    hold, name = HOLDS[held]
+    undo = await hold(gw)
+    with pytest.raises(AssertionError, match=name.replace("[", r"\[").replace("]", r"\]")):
+        await assert_quiescent(gw, deadline=0.3)
+    undo()
+    await assert_quiescent(gw)
+
+
+@on_both_paths
+async def test_a_request_still_in_flight_fails_the_check(gateway) -> None:
+    slow = await FaultBackend().start()
+    try:
+        data = gateway_config({"slow": slow.url})
+        data["backends"]["slow"]["health"] = "off"
+        gw = await gateway(data)
+        async with aiohttp.ClientSession() as s:
+            pending = asyncio.ensure_future(s.get(gw.url + "/hang"))
+            await slow.arrived(1)
+            with pytest.raises(AssertionError) as failed:
+                await assert_quiescent(gw, deadline=0.3)
+            for name in ("gateway.in_flight", "budget[default].in_flight"):
+                assert name in str(failed.value)
+            if gw._fast is not None:
+                assert "fast.exchanges" in str(failed.value)
+            slow.release.set()
+            async with await pending as r:
+                assert r.status == 200
+        await assert_quiescent(gw)
+    finally:
+        await slow.stop()
+
+
+LEAKY_TEST = """
+from tests.conftest import backends, gateway, gateway_config  # noqa: F401
+
+
+async def test_leaves_a_replay_held(backends, gateway):
+    go = await backends("go")
+    gw = await gateway(gateway_config({"go": go.url}))
+    assert gw.state.budgets["default"].try_replay()  # and never gives it back
+"""
+
+
+def test_the_gateway_fixture_fails_a_test_that_leaves_something_held(tmp_path: Path) -> None:
+    """Every test using the `gateway` fixture is checked when it ends: a leak is an error."""
+    (tmp_path / "conftest.py").write_text(
+        "import tests.quiescence\n\ntests.quiescence.DEADLINE = 0.5\n"
+    )
+    (tmp_path / "test_leaky.py").write_text(textwrap.dedent(LEAKY_TEST))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    assert "1 passed, 1 error" in out, out
+    assert "budget[default].replays" in out, out
