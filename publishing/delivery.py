@@ -408,7 +408,9 @@ class DeliveryEngine:
                 await asyncio.wait_for(self._wake.wait(), self._idle_wait())
 
     def _idle_wait(self) -> float:
-        wait = self.policy.poll_interval
+        # An idle engine looks at least twice per stall_after: a claim that finds nothing is
+        # progress, so a quiet outbox is never taken for a stalled one.
+        wait = min(self.policy.poll_interval, self.policy.stall_after / 2)
         now = self.clock.monotonic()
         if self._soonest is not None:
             if self._soonest <= now:

@@ -146,11 +146,11 @@ async def test_a_slow_claim_is_bounded_counted_and_logged_and_a_stall_shows(
     detail = await _readyz(gw)
     assert detail["stalled"] is False and detail["claim_timeouts"] == 0
     assert detail["stall_after"] == 60 and _sample(gw, "cutover_outbox_stalled") == 0
-    # Due in 30 s (on the gateway's clock), so that no claim takes them before the lock is held.
+    # Due in 30 s on the gateway's clock, so that no claim takes them before the lock is held;
+    # the clock moves only once a claim has timed out under the lock (none can succeed then).
     await fill(storage, list(job_rows(10, ["hook"], clock.now() + 30)))
     stalled_since = iso_time(clock.now())  # the last claim found nothing: progress until now
     async with write_lock(storage, "publishing_jobs"):
-        clock.advance(30)
         eng.wake()
         await wait_for(lambda: eng.claim_timeouts >= 1)
         assert _sample(gw, "cutover_outbox_claim_timeouts_total") >= 1
@@ -161,7 +161,7 @@ async def test_a_slow_claim_is_bounded_counted_and_logged_and_a_stall_shows(
         assert "10 jobs pending" in timed_out.getMessage()
         assert "delivery.claim_timeout 0.2s" in timed_out.getMessage()
         assert (await _readyz(gw))["stalled"] is False  # not yet stall_after without progress
-        clock.advance(31)  # 61 s without progress
+        clock.advance(61)  # the jobs are due, and no progress for 61 s
         detail = await _readyz(gw)  # read when asked, whatever the loop is doing
         assert detail["stalled"] is True and detail["since"] == stalled_since
         await wait_for(lambda: _sample(gw, "cutover_outbox_stalled") == 1)
@@ -217,3 +217,21 @@ async def test_an_outbox_made_by_the_previous_version_is_migrated(db: Database) 
     await outbox.complete(job)
     assert [j.id for j in await outbox.claim("w", limit=10, lease=30)] == [resolve]
     assert [j.fingerprint for j in await outbox.dead_letters()] == ["fp-dead"]
+
+
+async def test_an_idle_outbox_is_never_taken_for_a_stalled_one(tmp_path, services, gateways):
+    """An idle engine polls hourly here, yet looks at least every stall_after / 2: its empty
+    claims are progress, so /readyz does not report a stall of an outbox with nothing to do."""
+    hook = await services(FakeWebhook)
+    clock = FakeClock(wall=time.time())
+    delivery = {"stall_after": "200ms", "poll_interval": "1h"}
+    target = {"name": "hook", "type": "webhook", "url": hook.url + "/hook"}
+    gw = await gateways(config(tmp_path, {"targets": [target], "delivery": delivery}), clock)
+    # It keeps looking, hourly poll or not (at start it looks a handful of times at most).
+    await wait_for(lambda: _sample(gw, "cutover_outbox_claim_seconds_count") >= 20)
+    claims = _sample(gw, "cutover_outbox_claim_seconds_count")
+    clock.advance(0.5)  # overdue for a moment: nothing looked since
+    assert (await _readyz(gw))["stalled"] is True
+    await wait_for(lambda: _sample(gw, "cutover_outbox_claim_seconds_count") > claims)
+    assert (await _readyz(gw))["stalled"] is False
+    assert _sample(gw, "cutover_outbox_stalled") == 0
