@@ -5,7 +5,9 @@ they become `?1`, `?2`, which SQLite understands natively. DDL differs per diale
 `migrate` takes statements per dialect. Rows come back as plain dicts.
 
 Every failure to reach or use the store raises `StoreUnavailable`, so that callers can answer
-503 (an alert is accepted only once it is stored) instead of crashing.
+503 (an alert is accepted only once it is stored) instead of crashing. A transaction opened with
+a `timeout` is bounded (PostgreSQL `statement_timeout`; SQLite the busy timeout and a progress
+handler): past it, `StoreTimeout` (a `StoreUnavailable`) and the transaction rolls back.
 
     db = await open_database("sqlite:///var/lib/cutover/state.db")
     await db.migrate("outbox-1", {"sqlite": [...], "postgresql": [...]})
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +32,16 @@ import asyncpg
 Dialect = Literal["sqlite", "postgresql"]
 DEFAULT_SQLITE_PATH = ".cutover/state.db"
 _PARAM = re.compile(r"\$(\d+)")
+_SQLITE_BUSY_MS = 5000  # how long a SQLite statement waits for another writer by default
+_SQLITE_PROGRESS_STEPS = 1000  # VM steps between deadline checks in a bounded transaction
 
 
 class StoreUnavailable(Exception):
     """The durable store cannot be reached or refused the operation."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """A bounded transaction ran out of time (the store is slow, or a lock was held)."""
 
 
 class Tx:
@@ -62,7 +71,12 @@ class Tx:
 class Database(Tx):
     url: str
 
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+    def transaction(
+        self, *, timeout: float | None = None, read_only: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """A transaction; with `timeout` (seconds) everything in it, waiting for locks
+        included, is bounded: past it `StoreTimeout` is raised and the work rolled back.
+        `read_only` takes no write lock (SQLite: a deferred BEGIN)."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -94,24 +108,33 @@ def _sqlite_sql(sql: str) -> str:
     return _PARAM.sub(r"?\1", sql)
 
 
+def _sqlite_error(exc: sqlite3.OperationalError, bounded: bool) -> StoreUnavailable:
+    """A bounded transaction that was interrupted, or waited its bound for a lock, timed out."""
+    text = str(exc)
+    if text == "interrupted" or (bounded and "locked" in text):
+        return StoreTimeout(f"sqlite: {text} (time bound reached)")
+    return StoreUnavailable(f"sqlite: {text}")
+
+
 class _SqliteTx(Tx):
     dialect: Dialect = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, bounded: bool = False) -> None:
         self._conn = conn
+        self._bounded = bounded
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
             cursor = await self._conn.execute(_sqlite_sql(sql), args)
             return cursor.rowcount
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"sqlite: {exc}") from exc
+            raise _sqlite_error(exc, self._bounded) from exc
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             await self._conn.executemany(_sqlite_sql(sql), rows)
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"sqlite: {exc}") from exc
+            raise _sqlite_error(exc, self._bounded) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         try:
@@ -119,7 +142,7 @@ class _SqliteTx(Tx):
                 names = [d[0] for d in cursor.description or ()]
                 return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"sqlite: {exc}") from exc
+            raise _sqlite_error(exc, self._bounded) from exc
 
 
 class SqliteDatabase(_SqliteTx, Database):
@@ -129,6 +152,26 @@ class SqliteDatabase(_SqliteTx, Database):
         super().__init__(conn)
         self.url = url
         self._lock = asyncio.Lock()  # one transaction at a time on the shared connection
+        self._deadline: float | None = None  # time.monotonic() a bounded transaction ends
+
+    def _past_deadline(self) -> int:
+        """SQLite's progress handler (on the connection's thread): non-zero interrupts."""
+        deadline = self._deadline
+        return 1 if deadline is not None and time.monotonic() > deadline else 0
+
+    async def _bound(self, timeout: float | None) -> None:
+        """Bound what follows (None: lift the bound). A lock wait is bounded by the busy
+        timeout, running statements by the progress handler; a deadline that is not armed
+        interrupts nothing, so a late check never hits a later statement."""
+        if timeout is None:
+            self._deadline = None
+            await self._conn.set_progress_handler(None, 0)  # type: ignore[arg-type]
+            await self._conn.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+            return
+        busy = max(1, min(_SQLITE_BUSY_MS, int(timeout * 1000)))
+        await self._conn.execute(f"PRAGMA busy_timeout={busy}")
+        await self._conn.set_progress_handler(self._past_deadline, _SQLITE_PROGRESS_STEPS)
+        self._deadline = time.monotonic() + timeout
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._lock:
@@ -146,22 +189,33 @@ class SqliteDatabase(_SqliteTx, Database):
             return await super().fetch(sql, *args)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    async def transaction(
+        self, *, timeout: float | None = None, read_only: bool = False
+    ) -> AsyncIterator[Tx]:
+        bounded = timeout is not None
         async with self._lock:
+            if bounded:
+                await self._bound(timeout)
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"sqlite: {exc}") from exc
-            try:
-                yield _SqliteTx(self._conn)
-            except BaseException:
-                await self._conn.rollback()
-                raise
-            else:
                 try:
-                    await self._conn.commit()
+                    await self._conn.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
-                    raise StoreUnavailable(f"sqlite: {exc}") from exc
+                    raise _sqlite_error(exc, bounded) from exc
+                try:
+                    yield _SqliteTx(self._conn, bounded)
+                except BaseException:
+                    self._deadline = None  # the rollback is never interrupted
+                    await self._conn.rollback()
+                    raise
+                else:
+                    try:
+                        await self._conn.commit()
+                    except sqlite3.OperationalError as exc:
+                        raise _sqlite_error(exc, bounded) from exc
+            finally:
+                if bounded:
+                    with contextlib.suppress(sqlite3.Error, ValueError):  # a closed connection
+                        await self._bound(None)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -170,6 +224,14 @@ class SqliteDatabase(_SqliteTx, Database):
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 _PG_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+# statement_timeout, or a query cancelled by an operator: the store did not do the work in time
+_PG_CANCELLED = asyncpg.QueryCanceledError
+
+
+def _pg_error(exc: BaseException) -> StoreUnavailable:
+    if isinstance(exc, _PG_CANCELLED):
+        return StoreTimeout(f"postgresql: {type(exc).__name__} ({exc})")
+    return StoreUnavailable(f"postgresql: {type(exc).__name__}")
 
 
 class _PgTx(Tx):
@@ -181,22 +243,22 @@ class _PgTx(Tx):
     async def execute(self, sql: str, *args: Any) -> int:
         try:
             status = await self._conn.execute(sql, *args)
-        except _PG_DOWN as exc:
-            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        except (*_PG_DOWN, _PG_CANCELLED) as exc:
+            raise _pg_error(exc) from exc
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             await self._conn.executemany(sql, list(rows))
-        except _PG_DOWN as exc:
-            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        except (*_PG_DOWN, _PG_CANCELLED) as exc:
+            raise _pg_error(exc) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         try:
             return [dict(r) for r in await self._conn.fetch(sql, *args)]
-        except _PG_DOWN as exc:
-            raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+        except (*_PG_DOWN, _PG_CANCELLED) as exc:
+            raise _pg_error(exc) from exc
 
 
 class PostgresDatabase(Database):
@@ -230,13 +292,23 @@ class PostgresDatabase(Database):
             return await _PgTx(conn).fetch(sql, *args)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    async def transaction(
+        self, *, timeout: float | None = None, read_only: bool = False
+    ) -> AsyncIterator[Tx]:
         async with self._conn() as conn:
             try:
-                tx = conn.transaction()
+                tx = conn.transaction(readonly=read_only)
                 await tx.start()
             except _PG_DOWN as exc:
                 raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+            if timeout is not None:  # every statement of this transaction, lock waits included
+                ms = max(1, int(timeout * 1000))
+                try:
+                    await conn.execute(f"SET LOCAL statement_timeout = {ms}")
+                except _PG_DOWN as exc:
+                    with contextlib.suppress(*_PG_DOWN):
+                        await tx.rollback()
+                    raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
             try:
                 yield _PgTx(conn)
             except BaseException:
@@ -246,8 +318,8 @@ class PostgresDatabase(Database):
             else:
                 try:
                     await tx.commit()
-                except _PG_DOWN as exc:
-                    raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+                except (*_PG_DOWN, _PG_CANCELLED) as exc:
+                    raise _pg_error(exc) from exc
 
     async def close(self) -> None:
         await self._pool.close()
@@ -271,7 +343,7 @@ async def open_database(
         try:
             conn = await aiosqlite.connect(str(path), isolation_level=None)
             await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
             await conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc

@@ -228,6 +228,9 @@ class PublishingFeature(Feature):
             "kubernetes": None
             if status is None
             else {"available": status.available, "last_error": status.last_error},
+            # A stall is shown, not made unreadiness: every replica shares the outbox, and
+            # taking them all out of the Service would stop intake as well.
+            "outbox": self.engine.outbox_detail() if self.engine else None,
         }
 
     # -- routes ------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ class DeliveryPolicy:
     # Delivered jobs leave the outbox in batches: this many, or once the oldest waited this long.
     complete_batch: int = COMPLETE_BATCH
     complete_interval: float = COMPLETE_INTERVAL
+    claim_timeout: float = 5.0  # one claim of due jobs, past which it is abandoned and retried
+    stall_after: float = 60.0  # no delivery progress this long while jobs wait: a stall
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +380,8 @@ def _delivery(ctx: Ctx, value: object, path: str) -> DeliveryPolicy:
         "poll_interval",
         "breaker",
         "completions",
+        "claim_timeout",
+        "stall_after",
     )
     m = section(ctx, value, path, keys)
     d = DeliveryPolicy()
@@ -420,6 +424,8 @@ def _delivery(ctx: Ctx, value: object, path: str) -> DeliveryPolicy:
         breaker_open=open_for,
         complete_batch=batch,
         complete_interval=interval,
+        claim_timeout=get(ctx, m, "claim_timeout", path, duration(), d.claim_timeout),
+        stall_after=get(ctx, m, "stall_after", path, duration(), d.stall_after),
     )
     return policy
 

@@ -13,6 +13,11 @@ at a time, and a job whose engine died is claimed again when its lease runs out,
 is at least once; targets' keys (PagerDuty `dedup_key`, Rootly `deduplication_key`, Slack's
 remembered `ts`, `Idempotency-Key`) make the repeat harmless.
 
+A claim asks for no more per target than the target can start now, and is bounded
+(`delivery.claim_timeout`): one that times out is logged with the backlog, counted, and retried
+with backoff. No progress for `delivery.stall_after` while jobs wait is a stall (`StallWatch`):
+logged when it starts and ends, a gauge, and `/readyz` detail.
+
 `backend:<route>` jobs go to the history backends through the gateway's own route decision
 and upstream pools (no other client); every other target through one shared ClientSession.
 """
@@ -38,7 +43,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from proxy.config_model import Route
-from proxy.db import StoreUnavailable
+from proxy.db import StoreTimeout, StoreUnavailable
 from proxy.metrics import LATENCY_BUCKETS, counter_samples
 from proxy.tasks import Supervised, stop_in_order
 from publishing import pagerduty, rootly, slack, webhook
@@ -46,6 +51,7 @@ from publishing.config import DeliveryPolicy, PublishingConfig
 from publishing.limits import CircuitBreaker, TokenBucket, backoff
 from publishing.outbox import Job, Outbox
 from publishing.shared_flow import SharedFlow
+from publishing.stall import StallWatch
 from publishing.targets import Redactor, TargetRegistry, TargetSpec
 from publishing.transport import USER_AGENT, Outcome, SendContext, judge
 from routing.alerts import Alert
@@ -66,6 +72,9 @@ SENDERS: dict[str, Sender] = {
 }
 HOLD = 30.0  # seconds before a job for an unknown or disabled target is looked at again
 _EMPTY_RECHECKS = (0.01, 0.05, 0.2)  # a woken engine that found nothing looks again (commit lag)
+SLOW_CLAIM = 1.0  # seconds: a claim this slow is logged (at most once a minute)
+_SLOW_CLAIM_LOG_EVERY = 60.0
+_STALL_RECOUNT = 10.0  # seconds between counts of the pending jobs during a stall
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -156,6 +165,16 @@ class TargetGate:
         self.held_until = 0.0  # monotonic: held by the shared state (Redis)
         self.stats = TargetStats()
 
+    def room(self, now: float, *, local_rate: bool) -> int:
+        """How many jobs may start now: the free slots, and no more than the tokens when the
+        rate limit is kept in this process (`local_rate`)."""
+        free = max(0, self.concurrency - self.in_flight)
+        if local_rate and self.spec is not None:
+            tokens = self.bucket.available(now)
+            if tokens < free:
+                free = int(tokens)
+        return free
+
     def wait(self, now: float) -> float:
         """0 when a job may start now, else roughly how long until it may."""
         if self.in_flight >= self.concurrency:
@@ -198,6 +217,23 @@ class _Metrics:
             registry=registry,  # type: ignore[arg-type]
             multiprocess_mode="livemax",
         )
+        self.claim_seconds = Histogram(
+            "cutover_outbox_claim_seconds",
+            "Time one claim of due jobs took (timed-out claims included).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,  # type: ignore[arg-type]
+        )
+        self.claim_timeouts = Counter(
+            "cutover_outbox_claim_timeouts_total",
+            "Claims abandoned at delivery.claim_timeout.",
+            registry=registry,  # type: ignore[arg-type]
+        )
+        self.stalled = Gauge(
+            "cutover_outbox_stalled",
+            "1 while jobs wait and delivery made no progress for delivery.stall_after.",
+            registry=registry,  # type: ignore[arg-type]
+            multiprocess_mode="livemax",
+        )
 
 
 OUTCOMES = ("sent", "failed", "retried", "dead_lettered", "skipped")
@@ -213,6 +249,10 @@ def delivery_counts(metrics: _Metrics) -> dict[str, dict[str, int]]:
             per = out.setdefault(target, dict.fromkeys(OUTCOMES, 0))
             per[outcome] += int(value)
     return out
+
+
+def _shown(count: int | None) -> str:
+    return "an unknown number of" if count is None else str(count)
 
 
 def _owner() -> str:
@@ -248,6 +288,11 @@ class DeliveryEngine:
         self._share = max(1, gw.config.workers)
         self.shared = SharedFlow(gw.config.redis, gw.clock) if gw.config.redis else None
         self.metrics = _Metrics(metrics_registry or gw.metrics.registry)
+        self.stall = StallWatch(self.policy.stall_after, self.clock.monotonic())
+        self.metrics.stalled.set(0)
+        self.last_claim: float | None = None  # seconds the last claim took
+        self.claim_timeouts = 0
+        self._slow_logged = float("-inf")  # monotonic time a slow claim was last logged
         self.on_targets_changed()
         registry.listeners.append(self.on_targets_changed)
 
@@ -344,6 +389,7 @@ class DeliveryEngine:
 
     def set_config(self, config: PublishingConfig) -> None:
         self.config = config
+        self.stall.after = config.delivery.stall_after
         self.on_targets_changed()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -353,6 +399,7 @@ class DeliveryEngine:
         failures = 0
         rechecks = 0
         while True:
+            await self._watch_stall()
             woken = self._wake.is_set()
             self._wake.clear()
             try:
@@ -360,8 +407,9 @@ class DeliveryEngine:
                 failures = 0
             except StoreUnavailable as exc:
                 failures += 1
-                log.warning("publishing: the store is unavailable (%s); retrying", exc)
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                delay = min(30.0, 0.5 * 2**failures)
+                await self._report_store_trouble(exc, delay)
+                await asyncio.sleep(delay)
                 continue
             if woken and not claimed and rechecks < len(_EMPTY_RECHECKS):
                 # The enqueuing transaction may not have committed yet (PostgreSQL).
@@ -376,7 +424,9 @@ class DeliveryEngine:
                 await asyncio.wait_for(self._wake.wait(), self._idle_wait())
 
     def _idle_wait(self) -> float:
-        wait = self.policy.poll_interval
+        # An idle engine looks at least twice per stall_after: a claim that finds nothing is
+        # progress, so a quiet outbox is never taken for a stalled one.
+        wait = min(self.policy.poll_interval, self.policy.stall_after / 2)
         now = self.clock.monotonic()
         if self._soonest is not None:
             if self._soonest <= now:
@@ -394,10 +444,16 @@ class DeliveryEngine:
         if free <= 0 or self.state is not EngineState.RUNNING:
             return 0
         now = self.clock.monotonic()
-        exclude = [name for name, gate in self.gates.items() if gate.wait(now) > 0]
-        jobs = await self.outbox.claim(
-            self.owner, limit=free, lease=self.policy.lease, exclude=exclude
-        )
+        exclude: list[str] = []
+        caps: dict[str, int] = {}
+        for name, gate in self.gates.items():
+            if gate.wait(now) > 0:
+                exclude.append(name)
+            else:
+                caps[name] = gate.room(now, local_rate=self.shared is None)
+        jobs = await self._claim(free, exclude, caps)
+        if not jobs:
+            self.stall.progress(self.clock.monotonic())  # caught up: nothing it may take now
         give_back: list[int] = []
         for job in jobs:
             gate = self._gate_for(job)
@@ -413,6 +469,98 @@ class DeliveryEngine:
         if give_back:
             await self.outbox.release(give_back, self.owner)
         return len(jobs) - len(give_back)
+
+    async def _claim(self, limit: int, exclude: list[str], caps: dict[str, int]) -> list[Job]:
+        """One claim, bounded by `claim_timeout`, timed and counted; a slow one is logged."""
+        started = self.clock.monotonic()
+        try:
+            jobs = await self.outbox.claim(
+                self.owner,
+                limit=limit,
+                lease=self.policy.lease,
+                exclude=exclude,
+                caps=caps,
+                timeout=self.policy.claim_timeout,
+            )
+        except StoreTimeout:
+            self.claim_timeouts += 1
+            self.metrics.claim_timeouts.inc()
+            raise
+        finally:
+            now = self.clock.monotonic()
+            self.last_claim = now - started
+            self.metrics.claim_seconds.observe(self.last_claim)
+        if self.last_claim >= SLOW_CLAIM and now - self._slow_logged >= _SLOW_CLAIM_LOG_EVERY:
+            self._slow_logged = now
+            log.warning(
+                "publishing: claiming due jobs took %.2fs (%s jobs pending; bound %gs)",
+                self.last_claim,
+                _shown(await self._pending()),
+                self.policy.claim_timeout,
+            )
+        return jobs
+
+    async def _pending(self) -> int | None:
+        """Pending jobs in the store, or None when it cannot say within the claim bound."""
+        try:
+            return await self.outbox.backlog(timeout=self.policy.claim_timeout)
+        except StoreUnavailable:
+            return None
+
+    async def _report_store_trouble(self, exc: StoreUnavailable, delay: float) -> None:
+        if isinstance(exc, StoreTimeout):
+            log.warning(
+                "publishing: claiming due jobs timed out after %.2fs (delivery.claim_timeout"
+                " %gs; %s jobs pending); retrying in %.1fs: %s",
+                self.last_claim or 0.0,
+                self.policy.claim_timeout,
+                _shown(await self._pending()),
+                delay,
+                exc,
+            )
+        else:
+            log.warning("publishing: the store is unavailable (%s); retrying", exc)
+
+    async def _watch_stall(self) -> None:
+        """Count what waits once progress stopped; announce a stall's start and end."""
+        watch = self.stall
+        now = self.clock.monotonic()
+        if watch.wants_count(now, _STALL_RECOUNT):
+            watch.counted(now, await self._pending())
+        began = watch.began
+        change = watch.transition(now)
+        if change == "started":
+            self.metrics.stalled.set(1)
+            log.warning(
+                "publishing: the outbox is stalled: no delivery progress for %.0fs with %s jobs"
+                " pending (last claim %s, %d claims timed out so far)",
+                now - watch.last_progress,
+                _shown(watch.pending),
+                "never" if self.last_claim is None else f"{self.last_claim:.2f}s",
+                self.claim_timeouts,
+            )
+        elif change == "ended":
+            self.metrics.stalled.set(0)
+            log.info(
+                "publishing: the outbox delivers again after %.0fs without progress",
+                watch.last_progress - (began if began is not None else watch.last_progress),
+            )
+
+    def outbox_detail(self) -> dict[str, object]:
+        """What /readyz shows of the outbox (a stall is detail, not unreadiness)."""
+        watch = self.stall
+        now = self.clock.monotonic()
+        stalled = watch.stalled(now)
+        last_progress = self.clock.now() - (now - watch.last_progress)
+        return {
+            "stalled": stalled,
+            "since": iso_time(last_progress) if stalled else None,
+            "pending": watch.pending if stalled else None,
+            "last_progress": iso_time(last_progress),
+            "stall_after": self.policy.stall_after,
+            "last_claim_seconds": None if self.last_claim is None else round(self.last_claim, 4),
+            "claim_timeouts": self.claim_timeouts,
+        }
 
     async def _take_token(self, gate: TargetGate, target: str, now: float) -> bool:
         """The target's rate limit: shared through Redis when configured, else this process's."""
@@ -459,6 +607,7 @@ class DeliveryEngine:
 
     async def _hold(self, job: Job) -> None:
         """A job whose target cannot take it now: publishing off, target unknown or disabled."""
+        self.stall.progress(self.clock.monotonic())
         spec = self.registry.get(job.target)
         try:
             if self.config.mode == "metrics-only" and job.backend_route is None:
@@ -525,6 +674,7 @@ class DeliveryEngine:
     async def _settle(
         self, job: Job, gate: TargetGate, outcome: Outcome, elapsed: float, now: float
     ) -> None:
+        self.stall.progress(now)  # an attempt finished, whatever its outcome
         stats = gate.stats
         target = job.target
         stats.latencies.append(elapsed)

@@ -43,6 +43,15 @@ class TokenBucket:
         self._refill(now)
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
 
+    def available(self, now: float) -> float:
+        """Tokens there now (inf without a rate limit, 0 while paused)."""
+        if now < self.paused_until:
+            return 0.0
+        if not self.rate:
+            return float("inf")
+        self._refill(now)
+        return self.tokens
+
     def take(self, now: float) -> bool:
         if self.wait(now) > 0:
             return False

@@ -7,6 +7,13 @@ whose worker died is claimed again once its lease runs out. Jobs of one (target,
 are delivered in order: a resolve never overtakes its trigger. Delivered jobs are deleted in
 batches (`start_completions`), keeping their lease until then.
 
+A claim costs the same at any backlog: it reads the targets that have jobs (one index probe
+each), then per target only the first due jobs in the order of a partial index of unleased
+pending jobs, each checked against the head of its (target, fingerprint) by one probe of
+another partial index. The planner is told to plan it for the rows there are now
+(`plan_cache_mode`), not to reuse a plan made while the table was empty (see
+docs/publishing.md, "Claims at any backlog").
+
 Times stored here are wall-clock seconds (`Clock.now()`), since they must outlive a restart.
 
 A target named `backend:<route>` is the history backends behind that gateway route: the
@@ -19,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +52,55 @@ COMPLETE_BATCH = 64  # delivered jobs that trigger a flush at once
 COMPLETE_INTERVAL = 0.02  # seconds the oldest delivered job waits at most (while the store is up)
 _SQLITE_CHUNK = 500  # ids per `IN (...)`: far below SQLite's bound-parameter limit
 _FLUSH_RETRY_CAP = 5.0  # seconds between flush attempts while the store is down
+
+_MIGRATION_2_SQL = [
+    # What may be claimed now, per target in due order: an unleased pending job. A lease takes
+    # the job out of this index, so a claim never walks past jobs in flight.
+    "CREATE INDEX IF NOT EXISTS publishing_jobs_ready ON publishing_jobs (target, next_at, id)"
+    " WHERE state = 'pending' AND lease_until IS NULL",
+    # The head of each (target, fingerprint): its oldest pending job, the only one claimable.
+    "CREATE INDEX IF NOT EXISTS publishing_jobs_head ON publishing_jobs (target, fingerprint, id)"
+    " WHERE state = 'pending'",
+    # Leases, so that the ones that ran out (their engine died) are found without a scan.
+    "CREATE INDEX IF NOT EXISTS publishing_jobs_leased ON publishing_jobs (lease_until)"
+    " WHERE state = 'pending' AND lease_until IS NOT NULL",
+    # The dead-letter queue, newest first.
+    "CREATE INDEX IF NOT EXISTS publishing_jobs_dead ON publishing_jobs (id) WHERE state = 'dead'",
+    # Superseded by the partial indexes above. Left in place, they would be chosen for
+    # `state = 'pending'` by a planner without statistics (SQLite without ANALYZE does) and
+    # turn a claim into a sort of every pending job.
+    "DROP INDEX IF EXISTS publishing_jobs_order",
+    "DROP INDEX IF EXISTS publishing_jobs_due",
+]
+_MIGRATION_2 = {"sqlite": _MIGRATION_2_SQL, "postgresql": _MIGRATION_2_SQL}
+
+# The targets that have unleased pending jobs: one probe of publishing_jobs_ready per target.
+_TARGETS_SQL = (
+    "WITH RECURSIVE t(name) AS ("
+    " SELECT (SELECT target FROM publishing_jobs WHERE state = 'pending'"
+    " AND lease_until IS NULL ORDER BY target LIMIT 1)"
+    " UNION ALL"
+    " SELECT (SELECT target FROM publishing_jobs WHERE state = 'pending'"
+    " AND lease_until IS NULL AND target > t.name ORDER BY target LIMIT 1)"
+    " FROM t WHERE t.name IS NOT NULL)"
+    " SELECT name FROM t WHERE name IS NOT NULL"
+)
+# Leases that ran out go back in line (their engine died, or took longer than the lease).
+_EXPIRED_SQL = (
+    "UPDATE publishing_jobs SET lease_owner = NULL, lease_until = NULL WHERE id IN"
+    " (SELECT id FROM publishing_jobs WHERE state = 'pending' AND lease_until IS NOT NULL"
+    " AND lease_until < $1{lock})"
+)
+# One target's first claimable jobs: unleased, due, and the head of their (target,
+# fingerprint) -- the correlated subquery is one probe of publishing_jobs_head per row read.
+_PICK_ARM = (
+    "SELECT id, next_at FROM (SELECT j.id, j.next_at FROM publishing_jobs j"
+    " WHERE j.state = 'pending' AND j.lease_until IS NULL AND j.target = ${target}"
+    " AND j.next_at <= $1 AND j.id = (SELECT p.id FROM publishing_jobs p"
+    " WHERE p.state = 'pending' AND p.target = j.target AND p.fingerprint = j.fingerprint"
+    " ORDER BY p.id LIMIT 1)"
+    " ORDER BY j.next_at, j.id LIMIT ${limit}{lock}) AS a{arm}"
+)
 
 _MIGRATION_1 = {
     "sqlite": [
@@ -353,6 +409,7 @@ class Outbox:
     async def setup(self) -> None:
         """Create the tables (SQLite and PostgreSQL), once."""
         await self.db.migrate("publishing-outbox-1", _MIGRATION_1)  # type: ignore[arg-type]
+        await self.db.migrate("publishing-outbox-2", _MIGRATION_2)  # type: ignore[arg-type]
 
     def on_enqueue(self, callback: Callable[[], None]) -> None:
         """`callback()` runs after each enqueue into this store, through any `Outbox` over the
@@ -409,32 +466,78 @@ class Outbox:
         limit: int,
         lease: float,
         exclude: Sequence[str] = (),
+        caps: Mapping[str, int] | None = None,
+        timeout: float | None = None,
     ) -> list[Job]:
-        """Lease up to `limit` due jobs (oldest first, in order per target and fingerprint),
-        skipping targets in `exclude` (saturated, rate-limited or breaker open)."""
+        """Lease up to `limit` due jobs (longest due first, in order per target and
+        fingerprint), none for targets in `exclude` (saturated, rate-limited or breaker open)
+        and at most `caps[target]` for a target in `caps`. With `timeout` the whole claim is
+        bounded and raises `StoreTimeout` past it (nothing is leased then)."""
         if limit <= 0:
             return []
         now = self.clock.now()
-        args: list[Any] = [owner, now + lease, now, limit, *exclude]
-        excluded = f" AND j.target NOT IN ({_in_list(exclude, 5)})" if exclude else ""
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
-        sql = (
-            "UPDATE publishing_jobs SET lease_owner = $1, lease_until = $2"
-            " WHERE id IN (SELECT j.id FROM publishing_jobs j"
-            " WHERE j.state = 'pending' AND j.next_at <= $3"
-            " AND (j.lease_until IS NULL OR j.lease_until < $3)" + excluded + " AND NOT EXISTS"
-            " (SELECT 1 FROM publishing_jobs p WHERE p.target = j.target"
-            " AND p.fingerprint = j.fingerprint AND p.id < j.id AND p.state = 'pending')"
-            " ORDER BY j.id LIMIT $4" + lock + ")"
-            f" RETURNING {_COLUMNS}"
-        )
-        async with self.db.transaction() as tx:
-            rows = await tx.fetch(sql, *args)
+        skip = set(exclude)
+        pg = self.db.dialect == "postgresql"
+        lock = " FOR UPDATE SKIP LOCKED" if pg else ""
+        async with self.db.transaction(timeout=timeout) as tx:
+            if pg:
+                # A plan cached while the table was empty (PostgreSQL switches to a generic
+                # plan after five executions) can walk every row for every row: plan for the
+                # table as it is now (well under a millisecond). And a lease need not survive
+                # a crash of the store (the job is then claimed again: at least once), so
+                # the commit does not wait for the WAL to reach the disk.
+                await tx.execute(
+                    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+                    " set_config('synchronous_commit', 'off', true)"
+                )
+            await tx.execute(_EXPIRED_SQL.format(lock=lock), now)
+            arms: list[tuple[str, int]] = []
+            for row in await tx.fetch(_TARGETS_SQL):
+                name = row["name"]
+                cap = limit if caps is None else min(limit, caps.get(name, limit))
+                if name not in skip and cap > 0:
+                    arms.append((name, cap))
+            if not arms:
+                return []
+            pick = " UNION ALL ".join(
+                _PICK_ARM.format(target=3 + 2 * i, limit=4 + 2 * i, lock=lock, arm=i)
+                for i in range(len(arms))
+            )
+            args: list[Any] = [now, limit]
+            for name, cap in arms:
+                args += [name, cap]
+            picked = await tx.fetch(pick + " ORDER BY next_at, id LIMIT $2", *args)
+            if not picked:
+                return []
+            ids = [int(r["id"]) for r in picked]
+            if pg:
+                rows = await tx.fetch(
+                    "UPDATE publishing_jobs SET lease_owner = $1, lease_until = $2"
+                    f" WHERE id = ANY($3::bigint[]) RETURNING {_COLUMNS}",
+                    owner,
+                    now + lease,
+                    ids,
+                )
+            else:
+                rows = await tx.fetch(
+                    "UPDATE publishing_jobs SET lease_owner = $1, lease_until = $2"
+                    f" WHERE id IN ({_in_list(ids, 3)}) RETURNING {_COLUMNS}",
+                    owner,
+                    now + lease,
+                    *ids,
+                )
         jobs = [Job.from_row(r) for r in rows]
         # A job delivered here whose lease ran out while its deletion waited (the store was
         # down): it is done, and leaves with the next flush.
         jobs = [j for j in jobs if not self.completing(j.id)]
         return sorted(jobs, key=lambda j: j.id)
+
+    async def backlog(self, *, timeout: float | None = None) -> int:
+        """Pending jobs in the store (due or not, leased or not), counted within `timeout`."""
+        async with self.db.transaction(timeout=timeout, read_only=True) as tx:
+            return int(
+                await tx.fetchval("SELECT COUNT(*) FROM publishing_jobs WHERE state = 'pending'")
+            )
 
     async def release(self, job_ids: Sequence[int], owner: str) -> None:
         """Give back leased jobs untouched (claimed beyond a target's free capacity)."""
@@ -531,17 +634,28 @@ class Outbox:
         }
 
     async def retry(self, job: Job, error: str, *, at: float, count_attempt: bool = True) -> None:
-        """Try again at wall time `at`, remembering the error."""
+        """Try again at wall time `at`, remembering the error. The jobs queued behind it (same
+        target and fingerprint) cannot go before it, so they are not due before `at` either:
+        a claim then never reads them while it waits."""
         if self.completing(job.id):
             return  # delivered already: it leaves with the next flush
-        await self.db.execute(
-            "UPDATE publishing_jobs SET attempts = attempts + $2, next_at = $3,"
-            " lease_owner = NULL, lease_until = NULL, last_error = $4 WHERE id = $1",
-            job.id,
-            1 if count_attempt else 0,
-            at,
-            error[:2000],
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE publishing_jobs SET attempts = attempts + $2, next_at = $3,"
+                " lease_owner = NULL, lease_until = NULL, last_error = $4 WHERE id = $1",
+                job.id,
+                1 if count_attempt else 0,
+                at,
+                error[:2000],
+            )
+            await tx.execute(
+                "UPDATE publishing_jobs SET next_at = $4 WHERE state = 'pending'"
+                " AND target = $1 AND fingerprint = $2 AND id > $3 AND next_at < $4",
+                job.target,
+                job.fingerprint,
+                job.id,
+                at,
+            )
 
     async def dead_letter(self, job: Job, error: str, *, count_attempt: bool = True) -> None:
         """Give up: the job goes to the dead-letter queue with its last error."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.db import Database, StoreUnavailable, open_database
+from proxy.db import Database, StoreTimeout, StoreUnavailable, open_database
+from tests.integration.store_helpers import write_lock
 
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -77,3 +78,56 @@ async def test_default_sqlite_path_is_under_base_dir(tmp_path: Path) -> None:
         assert db.dialect == "sqlite"
     finally:
         await db.close()
+
+
+# -- bounded transactions ------------------------------------------------------------------
+
+# A statement that runs for minutes unless the bound stops it.
+ENDLESS = {
+    "sqlite": "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c"
+    " LIMIT 10000000000) SELECT count(*) FROM c",
+    "postgresql": "SELECT pg_sleep(600)",
+}
+
+
+async def test_a_bounded_transaction_stops_a_slow_statement_and_rolls_back(db: Database) -> None:
+    await db.migrate("jobs-1", DDL)
+    with pytest.raises(StoreTimeout):
+        async with db.transaction(timeout=0.2) as tx:
+            await tx.execute("INSERT INTO jobs (name) VALUES ($1)", "lost")
+            await asyncio.wait_for(tx.fetch(ENDLESS[db.dialect]), 60)
+    assert await db.fetch("SELECT name FROM jobs") == []
+    # The bound ends with its transaction: nothing after it is cut short.
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO jobs (name) VALUES ($1)", "kept")
+        await tx.fetch("SELECT count(*) FROM jobs")
+    assert await db.fetch("SELECT name FROM jobs") == [{"name": "kept"}]
+    assert isinstance(StoreTimeout("x"), StoreUnavailable)  # callers that answer 503 still do
+
+
+async def test_a_bounded_transaction_waits_for_a_lock_no_longer_than_its_bound(
+    db: Database, tmp_path: Path
+) -> None:
+    await db.migrate("jobs-1", DDL)
+    if db.dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = f"{PG_URL}?search_path={await db.fetchval('SELECT current_schema()')}"
+
+    async def unbounded_insert() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO jobs (name) VALUES ($1)", "waited")
+
+    async with write_lock(url, "jobs"):
+        with pytest.raises(StoreTimeout):
+            async with db.transaction(timeout=0.2) as tx:
+                await tx.execute("INSERT INTO jobs (name) VALUES ($1)", "blocked")
+        # A read-only bounded transaction reads beside the writer (SQLite WAL, PostgreSQL).
+        async with db.transaction(timeout=5.0, read_only=True) as tx:
+            assert await tx.fetchval("SELECT count(*) FROM jobs") == 0
+        # An unbounded transaction waits for the lock again (the default busy wait is back).
+        waiting = asyncio.create_task(unbounded_insert())
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+    await asyncio.wait_for(waiting, 10)
+    assert [r["name"] for r in await db.fetch("SELECT name FROM jobs")] == ["waited"]

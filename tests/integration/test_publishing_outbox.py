@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from proxy.clock import FakeClock
 from publishing.outbox import Outbox, alert_from_json, alert_to_json
 from tests.integration.publishing_helpers import make_alert
@@ -91,3 +93,81 @@ def test_alert_json_round_trip():
     assert alert_from_json(alert_to_json(alert)) == alert
     plain = make_alert("fp-plain", classified=False)
     assert alert_from_json(alert_to_json(plain)) == plain
+
+
+async def test_a_retried_job_holds_back_the_jobs_behind_it(db):
+    """A resolve waits for its trigger; while the trigger waits for its retry, the resolve is
+    not due either, so claims never read it in the meantime."""
+    clock = FakeClock()
+    outbox = Outbox(db, clock)
+    await outbox.setup()
+    [trigger] = await put(outbox, make_alert("fp-r"), ["t"])
+    [resolve] = await put(outbox, make_alert("fp-r", "resolved"), ["t"])
+    [other] = await put(outbox, make_alert("fp-other"), ["t"])
+    [job, unrelated] = await outbox.claim("w", limit=10, lease=30)
+    assert (job.id, unrelated.id) == (trigger, other)
+    await outbox.release([other], "w")
+    await outbox.retry(job, "HTTP 503", at=clock.now() + 100)
+    held = await outbox.get(resolve)
+    assert held is not None and held.next_at == clock.now() + 100
+    assert (await outbox.get(other)).next_at == clock.now()  # another alert: untouched
+    await outbox.complete(await outbox.get(other))
+    clock.advance(50)
+    assert await outbox.claim("w", limit=10, lease=30) == []
+    clock.advance(50)
+    [again] = await outbox.claim("w", limit=10, lease=30)  # the trigger first, alone
+    assert again.id == trigger and again.attempts == 1
+    await outbox.complete(again)
+    assert [j.id for j in await outbox.claim("w", limit=10, lease=30)] == [resolve]
+
+
+async def test_claims_take_no_more_per_target_than_asked_oldest_due_first(db):
+    clock = FakeClock()
+    outbox = Outbox(db, clock)
+    await outbox.setup()
+    names = [f"t{i:02d}" for i in range(30)]
+    for i in range(3):
+        for name in names:
+            await put(outbox, make_alert(f"fp-{name}-{i}"), [name])
+        clock.advance(1)
+    caps = {"t00": 2, "t01": 0}  # t01 is full; targets not listed take up to the limit
+    jobs = await outbox.claim("w", limit=1000, lease=30, exclude=["t02"], caps=caps)
+    per: dict[str, int] = {}
+    for job in jobs:
+        per[job.target] = per.get(job.target, 0) + 1
+    assert per.pop("t00") == 2 and "t01" not in per and "t02" not in per
+    assert per == dict.fromkeys(names[3:], 3)
+    # Limited overall: the longest due go first, whatever their target.
+    [first] = await outbox.claim("w", limit=1, lease=30)
+    assert first.target == "t01" and first.next_at == min(
+        j.next_at for j in await _pending(outbox, "t01")
+    )
+    assert len(await outbox.claim("w", limit=1000, lease=30)) == 1 + 2 + 3  # t00, t01, t02
+
+
+async def _pending(outbox: Outbox, target: str):
+    rows = await outbox.db.fetch(
+        "SELECT id FROM publishing_jobs WHERE target = $1 AND state = 'pending'", target
+    )
+    return [await outbox.get(r["id"]) for r in rows]
+
+
+async def test_a_claim_with_a_time_bound_leases_nothing_when_it_runs_out(db, tmp_path):
+    """A claim that cannot finish within its bound raises StoreTimeout and leases nothing."""
+    from proxy.db import StoreTimeout
+    from tests.integration.store_helpers import write_lock
+
+    clock = FakeClock()
+    outbox = Outbox(db, clock)
+    await outbox.setup()
+    await put(outbox, make_alert("fp-bound"), ["t"])
+    if db.dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = f"{PG}?search_path={await db.fetchval('SELECT current_schema()')}"
+    async with write_lock(url, "publishing_jobs"):
+        with pytest.raises(StoreTimeout):
+            await outbox.claim("w", limit=10, lease=30, timeout=0.2)
+        assert await outbox.backlog(timeout=5.0) == 1  # counted beside the writer
+    [job] = await outbox.claim("w2", limit=10, lease=30, timeout=5.0)
+    assert job.fingerprint == "fp-bound"

@@ -155,3 +155,14 @@ def test_completion_batches():
     assert "publishing.delivery.completions" in problem and "size" in problem
     # unset, the interval shrinks with a short lease rather than refusing the config
     assert parse({"delivery": {"lease": "1s"}}).delivery.complete_interval == 0.01
+
+
+def test_claim_timeout_and_stall_after():
+    d = parse({}).delivery
+    assert (d.claim_timeout, d.stall_after) == (5.0, 60.0)
+    d = parse({"delivery": {"claim_timeout": "750ms", "stall_after": "2m"}}).delivery
+    assert (d.claim_timeout, d.stall_after) == (0.75, 120.0)
+    (problem,) = errors({"delivery": {"claim_timeout": 0}})
+    assert "publishing.delivery.claim_timeout" in problem and "duration" in problem
+    (problem,) = errors({"delivery": {"stall_after": "soon"}})
+    assert "publishing.delivery.stall_after" in problem

@@ -92,3 +92,30 @@ def test_redaction():
         assert secret not in cleaned
     assert "token" not in str(spec.public()) or "tok-abcdef" not in str(spec.public())
     assert "rk-123456" not in str(spec.public())
+
+
+def test_token_bucket_says_how_many_tokens_are_there():
+    b = TokenBucket(RateLimit(2.0, 3), now=0.0)
+    assert b.available(0.0) == 3
+    b.take(0.0)
+    b.take(0.0)
+    assert b.available(0.0) == 1 and b.available(0.25) == 1.5
+    b.pause(until=5.0)
+    assert b.available(4.0) == 0 and b.available(5.0) == 3
+    assert TokenBucket(None, now=0.0).available(0.0) == float("inf")
+
+
+def test_a_gate_has_room_for_its_free_slots_and_tokens():
+    from publishing.config import DeliveryPolicy
+    from publishing.delivery import TargetGate
+
+    spec = TargetSpec("pd", "pagerduty", "https://x", "pagerduty", rate_limit=RateLimit(1.0, 2))
+    gate = TargetGate(spec, DeliveryPolicy(concurrency=4), now=0.0, share=1)
+    assert gate.room(0.0, local_rate=True) == 2  # two tokens saved up
+    assert gate.room(0.0, local_rate=False) == 4  # the rate is kept in Redis: slots only
+    gate.in_flight = 3
+    assert gate.room(0.0, local_rate=True) == 1 and gate.room(0.0, local_rate=False) == 1
+    gate.in_flight = 4
+    assert gate.room(0.0, local_rate=False) == 0
+    backend = TargetGate(None, DeliveryPolicy(workers=16), now=0.0, share=1)
+    assert backend.room(0.0, local_rate=True) == 16
