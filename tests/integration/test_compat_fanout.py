@@ -380,3 +380,18 @@ async def test_a_first_part_that_cannot_connect_sends_the_whole_request_on(
     assert backend == "legacy"
     assert body["path"] == "/ingest"  # the legacy backend got the request as it came
     assert sleep.delays == []  # on to the next backend, not retried on this one
+
+
+async def test_an_absolute_form_request_fans_out_like_any_other(
+    parts: PartsBackend, start: Start
+) -> None:
+    # a client with the gateway as its HTTP proxy sends `POST http://host/ingest`
+    gw, _ = await start(parts.url)
+    alerts = {"alerts": [{"id": 0}, {"id": 1}]}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post("http://example.test/ingest", json=alerts, proxy=gw.url) as r,
+    ):
+        assert r.status == 200
+        assert await r.json() == {"count": 2, "answers": [{"id": 0}, {"id": 1}]}
+    assert [i for i, _ in parts.received] == [0, 1]
