@@ -419,16 +419,10 @@ class FastListener:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, sock: Any = None) -> str:
-        """Listen (on `sock`, else on the config's address); returns the listener's URL."""
+    async def start(self, sock: Any) -> str:
+        """Accept on the listening socket `sock` (`proxy.listen`); returns the listener's URL."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            server = await loop.create_server(self._connection, sock=sock, backlog=1024)
-        else:
-            host, port = self.gw.config.listen
-            server = await loop.create_server(
-                self._connection, host, port, reuse_port=True, backlog=1024
-            )
+        server = await loop.create_server(self._connection, sock=sock, backlog=1024)
         self.server = server
         sockname = server.sockets[0].getsockname()
         host = sockname[0]

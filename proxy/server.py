@@ -41,6 +41,7 @@ from proxy.http1 import (
     version_refusal,
     versionless_line,
 )
+from proxy.listen import bind
 from proxy.metrics import Metrics
 from proxy.restart import restart_required
 from proxy.upstreams import Upstream
@@ -336,14 +337,16 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, sock: Any = None) -> None:
+    async def start(self, sock: Any = None, admin_sock: Any = None) -> None:
+        """Serve on `sock` and `admin_sock` (listening sockets, `proxy.listen`), or on sockets
+        bound here for the config's addresses (never shared: `proxy.listen.bind`)."""
         try:
-            await self._start(sock)
+            await self._start(sock, admin_sock)
         except BaseException:
             await self.close()  # nothing half-started is left behind (pools, checks, sockets)
             raise
 
-    async def _start(self, sock: Any) -> None:
+    async def _start(self, sock: Any, admin_sock: Any) -> None:
         config = self.config
         self.state = _build_state(
             config, None, {n: Upstream(b) for n, b in config.backends.items()}
@@ -374,28 +377,31 @@ class Gateway:
         for feature in self.features:
             await feature.prepare()
         await self._runner.setup()
-        if config.fast_path:  # plain requests on the fast path, the others handed to aiohttp
-            from proxy.fastpath import FastListener
+        sock = sock if sock is not None else bind(config.listen, 1, "listen")[0]
+        try:
+            if config.fast_path:  # plain requests on the fast path, the others to aiohttp
+                from proxy.fastpath import FastListener
 
-            self._fast = FastListener(self, self._runner.server, app)
-            self.url = await self._fast.start(sock)
-        else:
-            if sock is not None:
-                site: web.BaseSite = web.SockSite(self._runner, sock)
+                self._fast = FastListener(self, self._runner.server, app)
+                self.url = await self._fast.start(sock)
             else:
-                host, port = config.listen
-                site = web.TCPSite(self._runner, host, port, reuse_port=True, backlog=1024)
-            await site.start()
-            self.url = _site_url(site)
+                site = web.SockSite(self._runner, sock)
+                await site.start()
+                self.url = _site_url(site)
+        except BaseException:
+            sock.close()
+            raise
         for feature in self.features:
             await feature.start()
-        await self._start_admin()
+        await self._start_admin(admin_sock)
         log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
 
-    async def _start_admin(self) -> None:
+    async def _start_admin(self, sock: Any) -> None:
         """The admin API listens apart; features add its routes (DESIGN.md, admin API)."""
         admin = self.config.admin
         if admin.listen is None:
+            if sock is not None:
+                sock.close()
             return
         app = web.Application(middlewares=[admin_auth(self)])
         add_admin_routes(app.router, self)
@@ -403,9 +409,13 @@ class Gateway:
             feature.add_admin_routes(app.router)
         self._admin_runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._admin_runner.setup()
-        host, port = admin.listen
-        site = web.TCPSite(self._admin_runner, host, port, reuse_port=True)
-        await site.start()
+        sock = sock if sock is not None else bind(admin.listen, 1, "admin.listen")[0]
+        try:
+            site = web.SockSite(self._admin_runner, sock)
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
         self.admin_url = _site_url(site)
         log.info("admin API on %s", self.admin_url)
 
@@ -791,11 +801,11 @@ def _cookie(name: str, value: str, ttl: float, secure: bool) -> str:
 
 
 async def start_gateway(
-    config: CutoverConfig, clock: Clock | None = None, sock: Any = None
+    config: CutoverConfig, clock: Clock | None = None, sock: Any = None, admin_sock: Any = None
 ) -> Gateway:
     """Start a gateway for `config` in this event loop and return it serving."""
     gw = Gateway(config, clock)
-    await gw.start(sock)
+    await gw.start(sock, admin_sock)
     return gw
 
 
