@@ -149,7 +149,7 @@ async def connections(port: int, count: int) -> list[asyncio.StreamWriter]:
             int(line.split(b":")[1]) for line in head.split(b"\r\n")
             if line.lower().startswith(b"content-length")
         )  # fmt: skip
-        await reader.readexactly(length)
+        await asyncio.wait_for(reader.readexactly(length), 30)
     return writers
 
 
