@@ -33,7 +33,6 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Gauge
-from yarl import URL
 
 from parity.config import ParityConfig
 from parity.corpus import REDACTED, redact_json, redact_query, to_line
@@ -425,7 +424,7 @@ class ParityFeature(Feature):
             content_length=None,
         )
         headers[MIRROR_HEADER] = "1"
-        url = URL(upstream.base + job.raw_path, encoded=True)
+        url = upstream.url(job.raw_path)
         try:
             async with asyncio.timeout(self.settings.mirror.timeout):
                 async with upstream.session.request(

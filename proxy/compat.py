@@ -679,7 +679,7 @@ class CompatFeature(Feature):
             route=route,
             budget=gw.state.budgets[route.name],
             upstream=upstream,
-            url=URL(upstream.base + path, encoded=True),
+            url=upstream.url(path),
             method=fo.method,
             headers=headers,
             key=request.headers.get("Idempotency-Key"),

@@ -33,6 +33,7 @@ from examples.backends import close_streams, go_app, legacy_app
 from examples.samples import alertmanager_payload, flat_alert
 from proxy.config import ConfigErrors, format_errors, parse_config
 from proxy.config_model import CutoverConfig
+from proxy.listen import bind
 from proxy.server import Gateway, start_gateway
 from proxy.tasks import Supervised
 
@@ -91,16 +92,10 @@ async def _seed(session: aiohttp.ClientSession, go_url: str, python_url: str) ->
 def _listen(host: str, port: int) -> socket.socket:
     """The gateway's listening socket, bound here rather than by the gateway.
 
-    A port that is taken fails before anything is started, and without SO_REUSEPORT, so a
-    second demo on the same port is refused instead of silently sharing it with the first.
+    A port that is taken fails before anything is started, and is never shared
+    (`proxy.listen`): a second demo on the same port is refused instead of silently sharing it.
     """
-    try:
-        sock = socket.create_server((host, port), backlog=1024)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
-    sock.setblocking(False)
-    return sock
+    return bind((host, port), 1, "--port")[0]
 
 
 def _banner(gateway_url: str, go_url: str, python_url: str, sample: Path, traffic: bool) -> str:

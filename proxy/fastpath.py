@@ -13,7 +13,7 @@ aiohttp's connection handler, which serves it and everything after it on that co
 - the gateway's own endpoints and the features' (everything on the aiohttp router besides the
   catch-all proxy route), WebSocket and any other `Upgrade`, `Expect: 100-continue`;
 - requests a compat rule matches, routes that mirror or capture (parity);
-- HTTP/1.0, targets that are not plain ASCII origin-form, transfer-codings other than chunked;
+- HTTP/1.0, targets that are not plain ASCII origin-form or hold dot-segments (`proxy.http1`);
 - everything, when the config says `fast_path: false`.
 
 The handoff replays the request head (and any body bytes already parsed, re-framed) into
@@ -52,8 +52,15 @@ from proxy.admin import admin_authorizations, carries_admin_token, log_admin_tok
 from proxy.attempts import Attempts
 from proxy.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
 from proxy.headers import HOP_BY_HOP
+from proxy.http1 import (
+    HOST_RE,
+    is_plain_path,
+    transfer_coding_refusal,
+    version_refusal,
+    versionless_line,
+)
 from proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
-from proxy.server import _HOST_RE, Outcome, RequestRecord, _cookie
+from proxy.server import Outcome, RequestRecord, _cookie
 from routing.decision import Decision, client_ip, decide, sticky_key
 from routing.murmur import bucket_of
 from routing.replay import Failure
@@ -77,7 +84,7 @@ _DROP_UP = _HOP | {b"host", b"expect", b"content-length"}
 _DROP_DOWN = _HOP | {b"content-length"}
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
 _AUTHORIZATION = frozenset((b"authorization",))
-_HOST_RE_B = re.compile(_HOST_RE.pattern.encode())
+_HOST_RE_B = re.compile(HOST_RE.pattern.encode())
 _EMPTY_BODY_STATUSES = frozenset((204, 304))
 _BODYLESS_UP = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))
 _CRLF = b"\r\n"
@@ -426,16 +433,10 @@ class FastListener:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, sock: Any = None) -> str:
-        """Listen (on `sock`, else on the config's address); returns the listener's URL."""
+    async def start(self, sock: Any) -> str:
+        """Accept on the listening socket `sock` (`proxy.listen`); returns the listener's URL."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            server = await loop.create_server(self._connection, sock=sock, backlog=1024)
-        else:
-            host, port = self.gw.config.listen
-            server = await loop.create_server(
-                self._connection, host, port, reuse_port=True, backlog=1024
-            )
+        server = await loop.create_server(self._connection, sock=sock, backlog=1024)
         self.server = server
         sockname = server.sockets[0].getsockname()
         host = sockname[0]
@@ -579,6 +580,7 @@ class _Conn(asyncio.Protocol):
         "_drain",
         "_fatal",
         "_feeding",
+        "_first_line",
         "bridge",
         "current",
         "ex",
@@ -620,6 +622,7 @@ class _Conn(asyncio.Protocol):
         self._bridge_buf: list[bytes] | None = None
         self._fatal: _Refusal | None = None
         self._feeding = False
+        self._first_line: bytes | None = b""  # the connection's first bytes, until judged
         self._bound = listener.bound()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -660,10 +663,26 @@ class _Conn(asyncio.Protocol):
             if self.head_bytes > self._bound.max_head:
                 self._refuse(_Refusal(431, "header_too_large", "request header fields too large"))
                 return
+            if self._first_line is not None and self._versionless(data):
+                return
             if self.head_timer is None:
                 timeout = self.gw.config.limits.header_timeout
                 if timeout:
                     self.head_timer = self.loop.call_later(timeout, self._head_expired)
+
+    def _versionless(self, data: bytes) -> bool:
+        """The connection's first request line ended without an HTTP version (HTTP/0.9): llhttp
+        waits for headers that never come, so it is answered here, at once (`proxy.http1`)."""
+        start = self._first_line = (self._first_line or b"") + data
+        verdict = versionless_line(start)
+        if verdict is None:
+            return False
+        self._first_line = None
+        if verdict:
+            refusal = version_refusal("0.9")
+            assert refusal is not None
+            self._refuse(_Refusal(refusal.status, refusal.code, refusal.message))
+        return verdict
 
     def _parse_failed(self, exc: httptools.HttpParserError) -> None:
         if self.bridge is not None:
@@ -823,8 +842,13 @@ class _Conn(asyncio.Protocol):
             self.head_timer = None
         parser = self.parser
         ex.head_done = True
+        self._first_line = None
         ex.method = parser.get_method()
-        ex.version = parser.get_http_version()
+        ex.version = version = parser.get_http_version()
+        if version != "1.1" and self.bridge is None:
+            refusal = version_refusal(version)
+            if refusal is not None:
+                raise _Refusal(refusal.status, refusal.code, refusal.message)
         ex.keep_alive = parser.should_keep_alive()
         lower: list[bytes] = []
         first: dict[bytes, bytes] = {}
@@ -839,7 +863,16 @@ class _Conn(asyncio.Protocol):
             length = ex.content_length = int(first[b"content-length"])  # llhttp checked it
             ex.has_body = length > 0
         if b"transfer-encoding" in first:
-            ex.chunked = ex.has_body = True  # llhttp accepts no transfer-coding but chunked
+            if self.bridge is None:  # only `chunked` (proxy.http1); llhttp lets others by
+                codings = [
+                    value.decode("latin-1")
+                    for (_, value), name in zip(ex.headers, lower, strict=False)
+                    if name == b"transfer-encoding"
+                ]
+                refusal = transfer_coding_refusal(codings)
+                if refusal is not None:
+                    raise _Refusal(refusal.status, refusal.code, refusal.message)
+            ex.chunked = ex.has_body = True
         if self.bridge is not None:
             self._bridge_head(ex)
             return
@@ -891,14 +924,13 @@ class _Conn(asyncio.Protocol):
         first = ex.first
         if b"upgrade" in first or b"expect" in first or parser.should_upgrade():
             return True
-        te = first.get(b"transfer-encoding")
-        if te is not None and te.lower() != b"chunked":
-            return True
         url = ex.url
         if url[:1] != b"/" or not url.isascii() or b"#" in url:
-            return True
+            return True  # not plain origin-form: proxy.http1's rules, on the general path
         text = url.decode("ascii")
         raw_path = text.partition("?")[0]
+        if not is_plain_path(raw_path):
+            return True  # dot-segments: resolved for routing on the general path
         path = URL.build(path=raw_path, encoded=True).path if "%" in raw_path else raw_path
         ex.path = path
         if self.listener.is_own(path):
@@ -1070,9 +1102,11 @@ class _Conn(asyncio.Protocol):
         outcome = ex.outcome = Outcome()
         try:
             lower = ex.lower
-            if b"host" in lower and not self._host_ok(ex.first[b"host"], lower):
+            host = ex.first.get(b"host")
+            if host is None or not self._host_ok(host, lower):  # HTTP/1.1 needs one Host
                 gw.metrics.rejected.labels("bad_host").inc()
-                data = error_bytes(400, "bad_host", "invalid Host header", request_id, close=True)
+                text = "missing Host header" if host is None else "invalid Host header"
+                data = error_bytes(400, "bad_host", text, request_id, close=True)
                 self.transport.write(data)
                 self._end(ex, 400, len(data), True)
                 return
@@ -1513,7 +1547,10 @@ class _Conn(asyncio.Protocol):
             await fut
 
     def _request_head(self, ex: _Exchange, pool: LeanPool, length: int | None) -> bytes:
-        """The head sent to the backend (as `proxy.headers.upstream_headers`)."""
+        """The head sent to the backend (as `proxy.headers.upstream_headers`).
+
+        `ex.url` is plain origin-form here (`_needs_general` hands any other target to the
+        general path), so it follows the backend's base path as it came."""
         first = ex.first
         bound = ex.bound
         host = first.get(b"host")
@@ -1644,6 +1681,8 @@ class _Conn(asyncio.Protocol):
         transport = conn.transport
         pending: bytes | None = head
         while True:
+            if ex.fatal is not None:
+                raise ex.fatal  # the body turned out malformed: not a byte more goes out
             if ex.chunks:
                 out = [pending] if pending is not None else []
                 for data in ex.chunks:
@@ -1662,8 +1701,6 @@ class _Conn(asyncio.Protocol):
                 continue
             if ex.body_done:
                 break
-            if ex.fatal is not None:
-                raise ex.fatal
             if ex.lost:
                 raise IncompleteBodyError()
             resp = conn.resp

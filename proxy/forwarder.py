@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from proxy.attempts import Attempts
 from proxy.errors import BodyTooLargeError, IncompleteBodyError, UpstreamError, error_response
@@ -193,12 +192,12 @@ async def forward(
             if has_body and body is None:
                 limited = _LimitedBody(request.content, max_body)
                 data = limited.__aiter__()
-            raw_path = request.raw_path
+            raw_path = request.raw_path  # the origin-form target as sent (proxy.http1)
             if plan is not None and (target := plan.target(name)) is not None:
                 raw_path = target[0]
                 if target[1] is not None:
                     data = target[1]
-            url = URL(upstream.base + raw_path, encoded=True)
+            url = upstream.url(raw_path)
             try:
                 async with asyncio.timeout(per_try):
                     resp = await upstream.session.request(
@@ -322,7 +321,7 @@ async def forward_websocket(
     last_kind = "connect"
     for name in decision.attempts[: 1 + route.retry.attempts]:
         upstream = state.upstreams[name]
-        url = URL(upstream.base + request.raw_path, encoded=True)
+        url = upstream.url(request.raw_path)
         try:
             ws_up = await upstream.session.ws_connect(
                 url,

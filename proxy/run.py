@@ -1,6 +1,8 @@
 """Process management: one worker in this process, or a supervisor of N workers on one port.
 
-Workers share the listening port with SO_REUSEPORT. Signals: SIGTERM/SIGINT drain and exit,
+The listening sockets are bound before any worker starts (`proxy.listen`): an address in use
+fails `serve` at once with one line; a supervisor binds one SO_REUSEPORT socket per worker and
+hands each its own, again when it restarts it. Signals: SIGTERM/SIGINT drain and exit,
 SIGHUP reloads the config file (an invalid file keeps the running config and logs why).
 The supervisor forwards signals to its workers and restarts one that dies unexpectedly.
 """
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING
 
 from proxy.config import ConfigErrors, format_errors, load_config
 from proxy.config_model import CutoverConfig
+from proxy.listen import ENV as LISTEN_FDS
+from proxy.listen import ListenError, Listeners, inherited, open_listeners
 
 if TYPE_CHECKING:
     from proxy.server import Gateway
@@ -53,11 +57,23 @@ def serve(path: str, workers: int | None = None) -> int:
         print(format_errors(errs), file=sys.stderr)
         return 2
     count = workers if workers is not None else config.workers
-    if count > 1 and "CUTOVER_WORKER_ID" not in os.environ:
-        return supervise(path, count, pinned=workers is not None)
+    supervising = count > 1 and "CUTOVER_WORKER_ID" not in os.environ
+    listeners = inherited()  # a supervisor's worker: its sockets came with it
+    if listeners is None:
+        try:
+            sockets = open_listeners(config, count if supervising else 1)
+        except ListenError as exc:
+            print(f"cutover: {exc}", file=sys.stderr)
+            return 1
+        if supervising:
+            return supervise(path, count, sockets, pinned=workers is not None)
+        listeners = sockets[0]
+    elif listeners.admin is None and config.admin.listen is not None:
+        log.warning("admin.listen: set after the supervisor started; takes effect after a restart")
+        config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, listen=None))
     if workers is not None:
         os.environ["CUTOVER_WORKERS"] = str(count)  # `--workers` outranks the file on reloads
-    return run_worker(path, _with_worker_count(config, count))
+    return run_worker(path, _with_worker_count(config, count), listeners)
 
 
 def _with_worker_count(config: CutoverConfig, count: int | None = None) -> CutoverConfig:
@@ -71,20 +87,22 @@ def _with_worker_count(config: CutoverConfig, count: int | None = None) -> Cutov
     return dataclasses.replace(config, workers=count)
 
 
-def run_worker(path: str, config: CutoverConfig) -> int:
+def run_worker(path: str, config: CutoverConfig, listeners: Listeners) -> int:
     try:
         import uvloop
 
-        uvloop.run(_worker_main(path, config))
+        uvloop.run(_worker_main(path, config, listeners))
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
-        asyncio.run(_worker_main(path, config))
+        asyncio.run(_worker_main(path, config, listeners))
+    finally:
+        listeners.close()  # if the gateway never took them
     return 0
 
 
-async def _worker_main(path: str, config: CutoverConfig) -> None:
+async def _worker_main(path: str, config: CutoverConfig, listeners: Listeners) -> None:
     from proxy.server import start_gateway
 
-    gw = await start_gateway(config)
+    gw = await start_gateway(config, sock=listeners.main, admin_sock=listeners.admin)
     # What exists now lives as long as the worker: keep it out of the collector's full
     # passes (about 50 ms each over the startup heap, every few thousand requests).
     gc.freeze()
@@ -115,9 +133,10 @@ async def _reload(gw: object, path: str) -> None:
     await gw.reload(_with_worker_count(config))  # type: ignore[attr-defined]
 
 
-def supervise(path: str, count: int, pinned: bool = False) -> int:
+def supervise(path: str, count: int, listeners: list[Listeners], pinned: bool = False) -> int:
     """Start `count` workers on one port and keep them running until told to stop.
 
+    Worker `i` serves on `listeners[i]`, which the supervisor keeps open across its restarts.
     `pinned`: the count came from `--workers`; else from the file, and a reload that changes
     the file's `workers` is reported as waiting for a restart (the workers cannot tell: they
     run with the supervisor's count)."""
@@ -128,7 +147,12 @@ def supervise(path: str, count: int, pinned: bool = False) -> int:
 
     def spawn(index: int) -> None:
         cmd = [sys.executable, "-m", "proxy", "serve", "-c", path]
-        children[index] = subprocess.Popen(cmd, env=dict(env, CUTOVER_WORKER_ID=str(index)))
+        mine = listeners[index]
+        children[index] = subprocess.Popen(
+            cmd,
+            env=dict(env, CUTOVER_WORKER_ID=str(index), **{LISTEN_FDS: mine.env()}),
+            pass_fds=mine.fds(),
+        )
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -161,6 +185,8 @@ def supervise(path: str, count: int, pinned: bool = False) -> int:
                         spawn(index)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        for mine in listeners:
+            mine.close()
     return 0
 
 

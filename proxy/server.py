@@ -11,7 +11,6 @@ import collections
 import logging
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web, web_protocol
+from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from proxy.accesslog import AccessLog
 from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning, without_admin_token
@@ -30,6 +32,15 @@ from proxy.db import Database, open_database
 from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error, json_errors
 from proxy.features import Feature, feature_classes, load_features
 from proxy.forwarder import MirrorHook, forward, forward_websocket
+from proxy.http1 import (
+    HOST_RE,
+    Refused,
+    parse_target,
+    transfer_coding_refusal,
+    version_refusal,
+    versionless_line,
+)
+from proxy.listen import bind
 from proxy.metrics import Metrics
 from proxy.restart import restart_required
 from proxy.tasks import Supervised, TaskSupervisor, stop_in_order
@@ -46,8 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover")
 
-# RFC 9110 §7.2 / RFC 3986 authority: reg-name, IPv4 or [IPv6], optional port.
-_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?$")
+_FIRST_LINE_MAX = 64 * 1024  # bytes kept while a connection's first request line is judged
+_HOST_RE = HOST_RE  # RFC 9110 §7.2: one Host, a valid authority (proxy.http1)
 
 
 class Outcome:
@@ -89,23 +100,50 @@ class RuntimeState:
 class _Protocol(web_protocol.RequestHandler):
     """aiohttp's connection handler plus a header-read timeout and JSON 4xx for bad framing."""
 
-    __slots__ = ("_head_handle", "_head_timeout", "awaiting_head")
+    __slots__ = ("_first_line", "_head_handle", "_head_timeout", "awaiting_head")
 
     def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
         self._head_handle: asyncio.TimerHandle | None = None
         self.awaiting_head = True
+        self._first_line: bytes | None = b""  # the connection's first bytes, until judged
 
     def data_received(self, data: bytes) -> None:
+        if self._first_line is not None and self._versionless(data):
+            return
         if self.awaiting_head and self._head_handle is None and self._head_timeout:
             self._head_handle = self._loop.call_later(self._head_timeout, self._head_expired)
         before = self._request_count
         super().data_received(data)
-        if self._request_count != before and self._head_handle is not None:
-            self._head_handle.cancel()
-            self._head_handle = None
-            self.awaiting_head = False
+        if self._request_count != before:
+            self._first_line = None
+            if self._head_handle is not None:
+                self._head_handle.cancel()
+                self._head_handle = None
+                self.awaiting_head = False
+
+    def _versionless(self, data: bytes) -> bool:
+        """A first request line without an HTTP version (HTTP/0.9): answered 400 at once, where
+        the parser would wait for headers until the header timeout (`proxy.http1`)."""
+        start = self._first_line = (self._first_line or b"") + data
+        verdict = versionless_line(start)
+        if verdict is None:
+            if len(start) > _FIRST_LINE_MAX:
+                self._first_line = None  # the parser's line limit refuses it
+            return False
+        self._first_line = None
+        if not verdict or self.transport is None:
+            return False
+        from proxy.fastpath import error_bytes
+
+        refusal = version_refusal("0.9")
+        assert refusal is not None
+        self.transport.write(
+            error_bytes(refusal.status, refusal.code, refusal.message, None, close=True)
+        )
+        self.force_close()
+        return True
 
     def _head_expired(self) -> None:
         self._head_handle = None
@@ -128,7 +166,9 @@ class _Protocol(web_protocol.RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
         code, text = "bad_request", "malformed HTTP request"
-        if isinstance(exc, LineTooLong) or (
+        if isinstance(exc, BadHttpMessage) and "Missing 'Host'" in str(exc):
+            code, text = "bad_host", "missing Host header"  # as the fast path says it
+        elif isinstance(exc, LineTooLong) or (
             isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
         ):
             status, code, text = 431, "header_too_large", "request header fields too large"
@@ -164,12 +204,88 @@ class _AppRunner(web.AppRunner):
 
 
 class _Server(web.Server):
-    def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    """aiohttp's server for the main listener: every request's line is judged first
+    (`proxy.http1`), and the app sees its target in origin-form."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Any],
+        *,
+        request_factory: Callable[..., web.BaseRequest],
+        head_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(self._checked, request_factory=self._make_request, **kwargs)
+        self._app_handler = handler
+        self._app_request = request_factory
         self._head_timeout = head_timeout
 
     def __call__(self) -> _Protocol:
         return _Protocol(self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs)
+
+    def _make_request(
+        self, message: RawRequestMessage, *args: Any, **kwargs: Any
+    ) -> web.BaseRequest:
+        refusal: Refused | None = None
+        try:
+            if message is not web_protocol.ERROR:  # aiohttp's stand-in for what it could not parse
+                message = _origin_form(message)
+        except Refused as exc:
+            refusal = exc
+            message = message._replace(version=HttpVersion11)  # the answer's status line
+        request = self._app_request(message, *args, **kwargs)
+        if refusal is not None:
+            request[_REFUSED] = refusal
+        return request
+
+    async def _checked(self, request: web.BaseRequest) -> web.StreamResponse:
+        refusal: Refused | None = request.get(_REFUSED)
+        if refusal is None:
+            return await self._app_handler(request)  # type: ignore[no-any-return]
+        resp = error_response(
+            refusal.status, refusal.code, refusal.message, None, headers=dict(refusal.headers)
+        )
+        resp.force_close()
+        return resp
+
+
+_REFUSED = "cutover.refused"  # request state: the `Refused` the gateway answers instead
+
+
+def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
+    """`message` with its request target in origin-form, or `Refused` (`proxy.http1`: version,
+    transfer-coding, target).
+
+    An absolute-form target's authority becomes the Host (RFC 9112 §3.2.2); dot-segments are
+    resolved in the URL that routing and compat rules see, while `raw_path` stays the target as
+    sent (what is forwarded).
+    """
+    version = message.version
+    if version != HttpVersion11:
+        refusal = version_refusal(f"{version.major}.{version.minor}")
+        if refusal is not None:
+            raise refusal
+    refusal = transfer_coding_refusal(message.headers.getall("Transfer-Encoding", []))
+    if refusal is not None:
+        raise refusal
+    target = parse_target(message.method, message.path)
+    if target.authority is None and target.resolved == target.path:
+        return message  # origin-form, routed as it reads: as aiohttp parsed it
+    url = URL.build(path=target.resolved, query_string=target.query or "", encoded=True)
+    if target.authority is None:
+        return message._replace(url=url)
+    hosts = message.headers.getall("Host", ())
+    if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
+        raise Refused(400, "bad_host", "invalid Host header")
+    headers = CIMultiDict(message.headers)
+    headers["Host"] = target.authority
+    raw = tuple((n, v) for n, v in message.raw_headers if n.lower() != b"host")
+    return message._replace(
+        path=target.origin,
+        url=url,
+        headers=CIMultiDictProxy(headers),
+        raw_headers=((b"Host", target.authority.encode("ascii")), *raw),
+    )
 
 
 def _build_state(
@@ -223,14 +339,16 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, sock: Any = None) -> None:
+    async def start(self, sock: Any = None, admin_sock: Any = None) -> None:
+        """Serve on `sock` and `admin_sock` (listening sockets, `proxy.listen`), or on sockets
+        bound here for the config's addresses (never shared: `proxy.listen.bind`)."""
         try:
-            await self._start(sock)
+            await self._start(sock, admin_sock)
         except BaseException:
             await self.close()  # nothing half-started is left behind (pools, checks, sockets)
             raise
 
-    async def _start(self, sock: Any) -> None:
+    async def _start(self, sock: Any, admin_sock: Any) -> None:
         config = self.config
         self.state = _build_state(
             config, None, {n: Upstream(b) for n, b in config.backends.items()}
@@ -262,31 +380,34 @@ class Gateway:
         for feature in self.features:
             await feature.prepare()
         await self._runner.setup()
-        if config.fast_path:  # plain requests on the fast path, the others handed to aiohttp
-            from proxy.fastpath import FastListener
+        sock = sock if sock is not None else bind(config.listen, 1, "listen")[0]
+        try:
+            if config.fast_path:  # plain requests on the fast path, the others to aiohttp
+                from proxy.fastpath import FastListener
 
-            self._fast = FastListener(self, self._runner.server, app)
-            self.url = await self._fast.start(sock)
-        else:
-            if sock is not None:
-                site: web.BaseSite = web.SockSite(self._runner, sock)
+                self._fast = FastListener(self, self._runner.server, app)
+                self.url = await self._fast.start(sock)
             else:
-                host, port = config.listen
-                site = web.TCPSite(self._runner, host, port, reuse_port=True, backlog=1024)
-            await site.start()
-            self.url = _site_url(site)
+                site = web.SockSite(self._runner, sock)
+                await site.start()
+                self.url = _site_url(site)
+        except BaseException:
+            sock.close()
+            raise
         for feature in self.features:
             await feature.start()
-        await self._start_admin()
+        await self._start_admin(admin_sock)
         log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
         warning = open_endpoints_warning(config)
         if warning is not None:
             log.warning(warning)
 
-    async def _start_admin(self) -> None:
+    async def _start_admin(self, sock: Any) -> None:
         """The admin API listens apart; features add its routes (DESIGN.md, admin API)."""
         admin = self.config.admin
         if admin.listen is None:
+            if sock is not None:
+                sock.close()
             return
         app = web.Application(middlewares=[json_errors(), admin_auth(self)])
         add_admin_routes(app.router, self)
@@ -294,9 +415,13 @@ class Gateway:
             feature.add_admin_routes(app.router)
         self._admin_runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._admin_runner.setup()
-        host, port = admin.listen
-        site = web.TCPSite(self._admin_runner, host, port, reuse_port=True)
-        await site.start()
+        sock = sock if sock is not None else bind(admin.listen, 1, "admin.listen")[0]
+        try:
+            site = web.SockSite(self._admin_runner, sock)
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
         self.admin_url = _site_url(site)
         log.info("admin API on %s", self.admin_url)
 
@@ -695,11 +820,11 @@ def _cookie(name: str, value: str, ttl: float, secure: bool) -> str:
 
 
 async def start_gateway(
-    config: CutoverConfig, clock: Clock | None = None, sock: Any = None
+    config: CutoverConfig, clock: Clock | None = None, sock: Any = None, admin_sock: Any = None
 ) -> Gateway:
     """Start a gateway for `config` in this event loop and return it serving."""
     gw = Gateway(config, clock)
-    await gw.start(sock)
+    await gw.start(sock, admin_sock)
     return gw
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 
 import aiohttp
+from yarl import URL
 
 from proxy.config_model import Backend
 from proxy.pool import LeanPool
@@ -56,6 +57,23 @@ class Upstream:
             max_field_size=_MAX_RESPONSE_FIELD,
             max_line_size=_MAX_RESPONSE_FIELD,
             read_bufsize=2**17,
+        )
+
+    def url(self, target: str) -> URL:
+        """The backend URL for an origin-form request target (`/path?query`, as the gateway
+        accepted it: `proxy.http1`), built from its parts: the backend's scheme, authority and
+        base path, then the target's path and query. Nothing a client sends can change where
+        the request goes, nor climb out of the base path."""
+        path, _, query = target.partition("?")
+        if not path.startswith("/"):
+            raise ValueError(f"not an origin-form request target: {target[:100]!r}")
+        backend = self.backend
+        return URL.build(
+            scheme=backend.scheme,
+            authority=backend.authority,
+            path=backend.base_path + path,
+            query_string=query,
+            encoded=True,
         )
 
     async def close(self) -> None:

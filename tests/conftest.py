@@ -65,6 +65,7 @@ class EchoBackend:
             {
                 "method": request.method,
                 "path": request.path_qs,
+                "target": request.raw_path,  # the request target exactly as it arrived
                 "headers": {str(k): v for k, v in request.headers.items()},
             }
         )

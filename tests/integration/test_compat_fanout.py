@@ -397,3 +397,18 @@ async def test_sending_the_whole_request_on_draws_on_the_retry_budget(
         "cutover_retry_budget_exhausted_total", {"route": "default"}
     )
     assert exhausted == 1
+
+
+async def test_an_absolute_form_request_fans_out_like_any_other(
+    parts: PartsBackend, start: Start
+) -> None:
+    # a client with the gateway as its HTTP proxy sends `POST http://host/ingest`
+    gw, _ = await start(parts.url)
+    alerts = {"alerts": [{"id": 0}, {"id": 1}]}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post("http://example.test/ingest", json=alerts, proxy=gw.url) as r,
+    ):
+        assert r.status == 200
+        assert await r.json() == {"count": 2, "answers": [{"id": 0}, {"id": 1}]}
+    assert [i for i, _ in parts.received] == [0, 1]

@@ -427,9 +427,8 @@ async def test_websocket_refused_by_backend_keeps_its_status(backends, gateway) 
 async def test_failed_bind_leaves_nothing_open(backends, gateway) -> None:
     go = await backends("go")
     gw = await gateway(gateway_config({"go": go.url}))
-    # reuse_port lets gateways share a port only when all ask for it; a plain socket
-    # holding the port makes the bind fail, and nothing may be left open (ResourceWarning
-    # is an error in this test suite)
+    # a gateway binds its address alone (proxy.listen): a socket holding the port makes the
+    # bind fail, and nothing may be left open (ResourceWarning is an error in this test suite)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()

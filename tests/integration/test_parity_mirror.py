@@ -309,6 +309,27 @@ async def test_unsafe_methods_mirror_only_when_the_route_allows(
         )
 
 
+async def test_an_absolute_form_request_is_mirrored_in_origin_form(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    # a client with the gateway as its HTTP proxy sends `GET http://host/echo/...`
+    async with samples() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get("http://example.test/echo/abs?x=1", proxy=gw.url) as r,
+        ):
+            assert r.status == 200
+            assert await r.read() == b"echo:/echo/abs?x=1:"
+        # the candidate answered the same path: the copy went where the original did
+        await wait_for(
+            lambda: (
+                metric(gw, "cutover_parity_comparisons_total", route="default", result="same") == 1
+            )
+        )
+        assert len(candidate.seen) == 1
+
+
 async def test_capture_writes_a_redacted_corpus(tmp_path: Path, gateways: list[Gateway]) -> None:
     corpus = tmp_path / "captured.jsonl"
     async with samples() as (primary, candidate):
