@@ -276,11 +276,11 @@ class World:
 
     async def close(self) -> None:
         await asyncio.gather(*self.renders, return_exceptions=True)
-        for _, proc, _ in self.serving:
-            _stop(proc)
-        for group in self.groups:
+        for group in self.groups:  # the traffic first, so that the gateway has nothing to drain
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGTERM)
+        for _, proc, _ in self.serving:  # the fakes it talks to keep answering while it stops
+            await asyncio.to_thread(_stop, proc)
         self.stop_redis()
         await self.relay.stop()
         await self.llm.stop()
