@@ -1,9 +1,11 @@
 """Rendering helm/cutover offline with Helm's own library (the `helm-python-sdk` wheel embeds
-Helm's Go SDK; no helm binary, no cluster), once per values file."""
+Helm's Go SDK; no helm binary, no cluster), once per values file; validating what it renders
+as the API server would; checking the config it renders as the pod's init container does."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import jsonschema
+import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +63,9 @@ class Rendered:
         return self.manifests.get("cutover/templates/NOTES.txt", "")
 
     def config_text(self) -> str:
-        return self.one("ConfigMap", f"{RELEASE}-cutover")["data"]["cutover.yaml"]
+        """The cutover config the pods read (the ConfigMap holding `cutover.yaml`)."""
+        (config,) = [c for c in self.of_kind("ConfigMap") if "cutover.yaml" in c.get("data", {})]
+        return config["data"]["cutover.yaml"]
 
     def secret_env(self) -> dict[str, str]:
         """What the chart's Secret puts in the cutover container's environment."""
@@ -69,12 +75,26 @@ class Rendered:
         (secret,) = secrets
         return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
 
+    def pod_env(self) -> dict[str, str]:
+        """The cutover container's environment as far as the render shows it: the chart's
+        Secret and the literal `env` entries (`extraEnv`); not a Secret made outside it."""
+        env = self.secret_env()
+        (cutover,) = [c for c in self.pod_spec()["containers"] if c["name"] == "cutover"]
+        env.update({e["name"]: str(e["value"]) for e in cutover.get("env", []) if "value" in e})
+        return env
+
     def pod_spec(self) -> dict[str, Any]:
         return self.one("Deployment")["spec"]["template"]["spec"]
 
 
-def render(values: dict[str, Any] | None = None, chart: Path = CHART) -> Rendered:
-    manifests = helm.Chart.load(chart).render(values or {}, name=RELEASE, namespace=NAMESPACE)
+def render(
+    values: dict[str, Any] | None = None,
+    chart: Path = CHART,
+    *,
+    name: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> Rendered:
+    manifests = helm.Chart.load(chart).render(values or {}, name=name, namespace=namespace)
     return Rendered(values or {}, manifests)
 
 
@@ -85,6 +105,39 @@ def render_error(values: dict[str, Any]) -> str:
     except helm.HelmError as exc:
         return str(exc)
     raise AssertionError(f"rendered without an error: {values}")
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's structural schema that, like `kubectl apply --validate=strict`, refuses unknown
+    fields (the API server would prune them silently)."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+# The Prometheus Operator's CRDs (tests/helm/crds: their openAPIV3Schema, v1).
+CRDS = {
+    kind: jsonschema.Draft7Validator(
+        strict(json.loads((Path(__file__).parent / "crds" / f"{kind.lower()}.json").read_text()))
+    )
+    for kind in ("ServiceMonitor", "PrometheusRule")
+}
+
+
+def validate_object(obj: dict[str, Any]) -> None:
+    """One rendered object against the Kubernetes schemas of KUBE_VERSION, or its CRD's, with
+    no unknown field (raises the validator's error)."""
+    crd = CRDS.get(obj["kind"])
+    if crd is not None:  # Prometheus Operator CRDs: their own schema, no unknown field
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        crd.validate({k: v for k, v in obj.items() if k != "metadata"})
+        return
+    kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
 
 def check_config(text: str, env: dict[str, str], folder: Path) -> subprocess.CompletedProcess[str]:

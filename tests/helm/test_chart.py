@@ -20,6 +20,7 @@ import yaml
 from tests.helm.chart_helpers import (
     CASES,
     CHART,
+    CRDS,
     KUBE_VERSION,
     NAMESPACE,
     RELEASE,
@@ -29,31 +30,10 @@ from tests.helm.chart_helpers import (
     check_config,
     render,
     render_error,
+    validate_object,
 )
 
 FULLNAME = f"{RELEASE}-cutover"
-
-
-def strict(schema: Any) -> Any:
-    """A CRD's structural schema that, like `kubectl apply --validate=strict`, refuses unknown
-    fields (the API server would prune them silently)."""
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-            out.setdefault("additionalProperties", False)
-        return out
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
-
-
-# The Prometheus Operator's CRDs (tests/helm/crds: their openAPIV3Schema, v1).
-CRDS = {
-    kind: jsonschema.Draft7Validator(
-        strict(json.loads((Path(__file__).parent / "crds" / f"{kind.lower()}.json").read_text()))
-    )
-    for kind in ("ServiceMonitor", "PrometheusRule")
-}
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +57,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(
     objects = rendered[case].objects
     assert objects
     for obj in objects:
-        crd = CRDS.get(obj["kind"])
-        if crd is not None:  # Prometheus Operator CRDs: their own schema, no unknown field
-            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
-            crd.validate({k: v for k, v in obj.items() if k != "metadata"})
-            continue
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        validate_object(obj)
 
 
 def test_the_crd_check_notices_an_unknown_field(rendered: dict[str, Rendered]) -> None:

@@ -8,8 +8,9 @@ the test), compares what they print with the document's `migration-output` block
 Redis stopped and restarted empty, the store cut off behind a relay, the LLM answering errors,
 PagerDuty answering 503, the gateway restarted. A block with a marker it does not know fails.
 
-Helm blocks are checked against `helm/cutover/` when the chart exists (the values the runbook
-sets must be values the chart has); until then they are only parsed by `bash -n`.
+Kubernetes blocks are checked by rendering (tests/integration/runbook_helm.py): each helm
+command, with the files and values the document gave it up to there, is rendered with
+`helm/cutover`, its objects validated and its config put through `cutover check-config`.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.integration import runbook_helm
 from tests.integration.alerts_helpers import FakeLLM, TcpRelay
 from tests.integration.publishing_fakes import FakePagerDuty
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "MIGRATION.md"
-CHART = ROOT / "helm" / "cutover"
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ROUTING_KEY = "R0UTINGKEY0123456789"
 
@@ -176,23 +177,6 @@ def bash_syntax(block: Block) -> None:
     assert done.returncode == 0, f"{block.where()}: not valid shell: {done.stderr}"
 
 
-def check_helm(block: Block, work: Path) -> None:
-    """`bash -n`; with the chart present, the values the runbook sets must be the chart's."""
-    bash_syntax(block)
-    if not (CHART / "Chart.yaml").exists():
-        return
-    chart_values = yaml.safe_load((CHART / "values.yaml").read_text()) or {}
-    for word in shlex.split(block.text.replace("\\\n", " ")):
-        if word.endswith((".yaml", ".yml")) and (work / word).exists() and word != "cutover.yaml":
-            for key in yaml.safe_load((work / word).read_text()) or {}:
-                assert key in chart_values, (
-                    f"{block.where()}: {word} sets {key!r}, unknown to the chart"
-                )
-    for m in re.finditer(r"--set(?:-file|-string)? ([A-Za-z0-9_.]+)=", block.text):
-        top = m.group(1).split(".")[0]
-        assert top in chart_values, f"{block.where()}: --set {top!r}, unknown to the chart"
-
-
 # -- the world the runbook runs in ------------------------------------------------------------
 
 
@@ -213,6 +197,8 @@ class World:
         self.groups: set[int] = set()  # process groups of steps (background traffic)
         self.env: dict[str, str] = {}
         self.names: dict[str, str] = {}  # the runbook's variables -> loopback values
+        self.releases = runbook_helm.Releases()  # what the Kubernetes blocks installed so far
+        self.renders: list[asyncio.Future[runbook_helm.Rendered]] = []  # beside the run
 
     async def start(self) -> None:
         self.bin.mkdir()
@@ -289,11 +275,12 @@ class World:
         self.redis = None
 
     async def close(self) -> None:
-        for _, proc, _ in self.serving:
-            _stop(proc)
-        for group in self.groups:
+        await asyncio.gather(*self.renders, return_exceptions=True)
+        for group in self.groups:  # the traffic first, so that the gateway has nothing to drain
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGTERM)
+        for _, proc, _ in self.serving:  # the fakes it talks to keep answering while it stops
+            await asyncio.to_thread(_stop, proc)
         self.stop_redis()
         await self.relay.stop()
         await self.llm.stop()
@@ -382,6 +369,16 @@ class World:
         elif name == "target-up":
             self.pagerduty.down = False
 
+    async def helm(self, block: Block) -> None:
+        """Parse a Kubernetes block now, with the files and values the document has given so
+        far; render and check what it would install beside the rest of the run."""
+        planned = await asyncio.to_thread(
+            runbook_helm.plan, block.text, block.where(), self.env, self.work, self.releases
+        )
+        self.renders += [
+            asyncio.ensure_future(asyncio.to_thread(runbook_helm.check, c)) for c in planned
+        ]
+
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
@@ -454,16 +451,154 @@ def test_sections_are_replaced_whole(tmp_path: Path) -> None:
     assert path.read_text() == "a: 1\ncompat:\n  profile: y\nb: 2\n"
 
 
-def test_helm_blocks_are_checked_against_the_chart_when_it_exists(tmp_path: Path) -> None:
-    block = next(b for b in parse_blocks(DOC.read_text()) if b.marker == "migration-helm")
-    bash_syntax(block)
-    if (CHART / "Chart.yaml").exists():
-        values = next(b for b in parse_blocks(DOC.read_text()) if b.arg == "cutover-values.yaml")
-        (tmp_path / "cutover-values.yaml").write_text(values.text)
-        check_helm(block, tmp_path)
-    bad = Block(1, "sh", "migration-helm", "", "helm upgrade --install x (\n")
-    with pytest.raises(AssertionError, match="not valid shell"):
-        bash_syntax(bad)
+# -- the Kubernetes blocks' checker -------------------------------------------------------------
+
+CHART_CONFIG = """admin: {listen: "127.0.0.1:9901", tokens: {oncall: "${CUTOVER_ADMIN_TOKEN}"}}
+backends:
+  python: {url: "${PYTHON_URL}"}
+  go: {url: "http://alert-history-go:8080"}
+routes:
+  - {name: default, split: {go: 0, python: 100}, fallback: [python]}
+"""
+HELM_FILES = {
+    "values.yaml": (
+        "replicaCount: 2\nstorage: {type: postgresql}\nredis: {enabled: true}\n"
+        'extraEnv: [{name: PYTHON_URL, value: "http://alert-history-python:8080"}]\n'
+    ),
+    "chart.yaml": CHART_CONFIG,
+    "with-listen.yaml": CHART_CONFIG + "listen: 0.0.0.0:8080\n",
+    "with-capture.yaml": CHART_CONFIG.replace(
+        "fallback: [python]}", "fallback: [python], capture: captures/default.jsonl}"
+    ),
+    # what the runbook said before the chart existed
+    "old-values.yaml": "mode: gateway\nreplicaCount: 2\nexistingSecret: cutover-env\n",
+}
+HELM_ENV = {
+    "PATH": os.environ["PATH"],
+    "TOKEN": "oncall-token-0123456789abcdef",
+    "DB": "postgresql://cutover@alert-history-db:5432/cutover",
+}
+INSTALL = """\
+helm upgrade --install cutover ./helm/cutover -n alert-history \\
+  -f values.yaml --set-file config=chart.yaml \\
+  --set-string secret.values.CUTOVER_ADMIN_TOKEN="$TOKEN" \\
+  --set-string secret.values.CUTOVER_DATABASE_URL="$DB" \\
+  --set-string secret.values.CUTOVER_REDIS_URL=redis://alert-history-redis:6379/0
+kubectl -n alert-history rollout status deployment/cutover --timeout=5m
+"""
+UPGRADE = (
+    "helm upgrade cutover ./helm/cutover -n alert-history --reuse-values"
+    " --set-file config=chart.yaml\n"
+)
+
+
+@pytest.fixture
+def helm_work(tmp_path: Path) -> Path:
+    for name, text in HELM_FILES.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_a_helm_block_renders_what_it_would_install(helm_work: Path) -> None:
+    releases = runbook_helm.Releases()
+    (install,) = runbook_helm.plan(INSTALL, "install", HELM_ENV, helm_work, releases)
+    # the next block sees the files as the document has them by then
+    (helm_work / "chart.yaml").write_text(CHART_CONFIG.replace("go: 0, python: 100", "python: 100"))
+    (upgrade,) = runbook_helm.plan(UPGRADE, "upgrade", HELM_ENV, helm_work, releases)
+    first, second = runbook_helm.check(install), runbook_helm.check(upgrade)
+    deployment = first.one("Deployment")
+    assert deployment["metadata"] == {**deployment["metadata"], "name": "cutover"}
+    assert deployment["metadata"]["namespace"] == "alert-history"
+    assert deployment["spec"]["replicas"] == 2
+    assert first.secret_env() == {
+        "CUTOVER_ADMIN_TOKEN": HELM_ENV["TOKEN"],
+        "CUTOVER_DATABASE_URL": HELM_ENV["DB"],
+        "CUTOVER_REDIS_URL": "redis://alert-history-redis:6379/0",
+    }
+    assert first.pod_env()["PYTHON_URL"] == "http://alert-history-python:8080"
+    assert "split: {go: 0, python: 100}" in first.config_text()
+    assert 'redis: "${CUTOVER_REDIS_URL}"' in first.config_text()
+    # --reuse-values: the install's values (secrets, replicas) with the new config
+    assert "split: {python: 100}" in second.config_text()
+    assert second.secret_env() == first.secret_env()
+    assert second.one("Deployment")["spec"]["replicas"] == 2
+
+
+HELM_FAILURES = {
+    "the runbook's guess": (
+        "kubectl -n alert-history create secret generic cutover-env --from-env-file=cutover.env\n"
+        "helm upgrade --install cutover ./helm/cutover -n alert-history \\\n"
+        "  -f old-values.yaml --set-file config=chart.yaml\n",
+        "additional properties 'existingSecret' not allowed",
+    ),
+    "not shell": ("helm upgrade --install cutover (\n", "not valid shell"),
+    "a file no block wrote": (
+        INSTALL.replace("-f values.yaml", "-f nowhere.yaml"),
+        "-f nowhere.yaml: no earlier block wrote it",
+    ),
+    "a config no block wrote": (
+        INSTALL.replace("config=chart.yaml", "config=nowhere.yaml"),
+        "--set-file config=nowhere.yaml: no earlier block wrote it",
+    ),
+    "an unset variable": (
+        INSTALL.replace('"$TOKEN"', '"$CUTOVER_ADMIN_TOKEN"'),
+        "the shell cannot expand",
+    ),
+    "a release not installed": (UPGRADE, "no earlier block installed release 'cutover'"),
+    "an unknown flag": (
+        INSTALL.replace("-n alert-history", "-n alert-history --frobnicate"),
+        "flag '--frobnicate' is not one the runbook checker knows",
+    ),
+    "nothing to render": ("helm rollback cutover 1\n", "'helm rollback' renders nothing"),
+    "only kubectl": (
+        "kubectl -n alert-history rollout restart deployment/cutover\n",
+        "no helm install, upgrade or template to render",
+    ),
+    "another command": ("grep -v listen cutover.yaml > chart.yaml\n" + INSTALL, "'grep' in a"),
+    "another chart": (
+        INSTALL.replace("./helm/cutover", "./charts/cutover"),
+        "chart './charts/cutover' is not the repository's helm/cutover",
+    ),
+    "a pipe": (
+        "helm template cutover ./helm/cutover -f values.yaml | kubectl apply -f -\n",
+        "'|' in a helm command",
+    ),
+    "a key the chart owns": (
+        INSTALL.replace("config=chart.yaml", "config=with-listen.yaml"),
+        "cutover: config.listen is set by the chart: use containerPorts.http instead",
+    ),
+    "a secret nothing provides": (
+        INSTALL.replace("secret.values.CUTOVER_ADMIN_TOKEN=", "secret.values.ADMIN_TOKEN="),
+        "cutover: the config needs the secret CUTOVER_ADMIN_TOKEN",
+    ),
+    "replicas on SQLite": (
+        INSTALL.replace("-n alert-history", "-n alert-history --set storage.type=sqlite", 1),
+        "cutover: replicaCount=2 needs storage.type=postgresql and redis.enabled=true",
+    ),
+    "an object Kubernetes refuses": (
+        INSTALL.replace(  # a typo the chart's schema lets through, the API server does not
+            "-n alert-history",
+            "-n alert-history --set tolerations[0].operator=Exists,tolerations[0].efect=NoSchedule",
+            1,
+        ),
+        "Deployment cutover is not valid",
+    ),
+    "a config the pod refuses": (
+        INSTALL.replace("config=chart.yaml", "config=with-capture.yaml"),
+        "fails `cutover check-config`",
+    ),
+}
+
+
+@pytest.mark.parametrize(("block", "message"), HELM_FAILURES.values(), ids=list(HELM_FAILURES))
+def test_a_helm_block_that_cannot_be_rendered_fails(
+    helm_work: Path, block: str, message: str
+) -> None:
+    releases = runbook_helm.Releases()
+    with pytest.raises(runbook_helm.HelmBlockError, match=re.escape(message)) as failed:
+        for command in runbook_helm.plan(block, "MIGRATION.md:7", HELM_ENV, helm_work, releases):
+            runbook_helm.check(command)
+    assert str(failed.value).startswith("MIGRATION.md:7")
 
 
 async def test_the_runbook_runs(world: World) -> None:
@@ -503,9 +638,12 @@ async def test_the_runbook_runs(world: World) -> None:
             bash_syntax(block)
             await world.drill(block.arg)
         elif block.marker == "migration-helm":
-            check_helm(block, world.work)
+            await world.helm(block)
         timings.append((time.monotonic() - started, block.where()))
         last_output = None
     for seconds, where in sorted(timings, reverse=True)[:8]:  # shown with -s: where time goes
         print(f"{seconds:6.1f}s  {where}")
+    assert world.renders, "no Kubernetes block was rendered"
+    for rendered in world.renders:
+        await rendered  # a block that does not render fails here, naming its line
     assert world.pagerduty.problems == []  # every event PagerDuty got was a valid one
