@@ -228,7 +228,7 @@ def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], 
     loader = kit_loader(text)
     try:
         try:
-            data = loader.get_single_data()
+            data = loader.load()
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
