@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from proxy.db import Database, StoreUnavailable
+from routing.storable import identity_problem, storable
 
 log = logging.getLogger("cutover.canary")
 
@@ -37,6 +38,7 @@ MIGRATION = {
     ],
 }
 _BACKLOG = 1000
+_MAX_ID = 2**63 - 1  # ids are 64-bit integers in both stores
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,8 @@ class EventLog:
                     e.at,
                     e.route,
                     e.kind,
-                    e.actor,
-                    e.reason,
+                    storable(e.actor),  # a reason comes from a request: it may hold anything
+                    storable(e.reason),
                     _json(None if e.weights_before is None else dict(e.weights_before)),
                     _json(None if e.weights_after is None else dict(e.weights_after)),
                     _json(dict(e.figures)),
@@ -108,6 +110,12 @@ class EventLog:
     ) -> list[dict[str, Any]]:
         """Newest first (or, with `after`, the ones after that id, oldest first)."""
         await self._migrate()
+        if route is not None and identity_problem(route) is not None:
+            return []  # no route is named so (and the store could not even compare it)
+        if after is not None:
+            if after >= _MAX_ID:
+                return []
+            after = max(after, 0)
         where, args = [], []
         if route is not None:
             args.append(route)

@@ -129,3 +129,19 @@ async def test_gateway_events_in_postgresql(tmp_path: Path) -> None:
     finally:
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+async def test_any_reason_is_stored_and_any_filter_answered(db: Database) -> None:
+    # A reason comes from an admin request (body, query or X-Cutover-Reason header, where bytes
+    # that are not UTF-8 arrive as surrogate escapes). PostgreSQL refused NUL, neither store
+    # encodes a surrogate: the event stayed first in the backlog and no later one was stored.
+    log = EventLog(db)
+    for reason in ("nul \x00 inside", "bytes \udcff\udcfe", "plain"):
+        assert await log.record(Event(at=1.0, route="default", kind="pause", actor="operator",
+                                      reason=reason))  # fmt: skip
+    assert log.waiting == 0
+    rows = await log.list()
+    assert [r["reason"] for r in rows] == ["plain", "bytes \\xff\\xfe", "nul \\x00 inside"]
+    assert await log.list(route="de\x00fault") == []
+    assert len(await log.list(after=-(2**70))) == 3
+    assert await log.list(after=2**70) == []
