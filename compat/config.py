@@ -203,7 +203,7 @@ def _profile(
         try:
             with open(source, encoding="utf-8") as f:
                 text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in it
             reason = getattr(exc, "strerror", None) or str(exc)
             ctx.fail(path, f"a readable UTF-8 profile file ({reason})", source)
         base_dir = os.path.dirname(source)

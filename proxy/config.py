@@ -1402,6 +1402,18 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        """A value as its tag says; a value the tag cannot take (`!!int x`, a date that does
+        not exist) is a YAML error at its node, as PyYAML's own refusals are."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError, LookupError) as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            problem = f"a value that {tag} can hold ({type(exc).__name__}: {exc})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
     def load(self) -> object:
         """The document's data, once its shape has been checked (see the class docstring)."""
         node = self.get_single_node()
