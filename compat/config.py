@@ -520,6 +520,8 @@ def _json_value(ctx: Ctx, value: object, path: str) -> Any:
         return out
     if isinstance(value, list):
         return [_json_value(ctx, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        ctx.fail(path, "a number within 64 bits (what a JSON body can hold)", value)
     if value is None or isinstance(value, str | int | float | bool):
         return value
     ctx.fail(path, "a JSON value (quote dates and times)", str(value))
