@@ -10,6 +10,8 @@ to `/webhook/proxy` and to a generic-mapping path. Whatever arrives:
 - every answer is a JSON body; every 400 lists problems whose paths lead into the document;
 - a 200 means the alerts are in the store: one row per accepted alert, in order, holding the
   labels and annotations as sent, and one history job each.
+
+`POST /classification/classify` shares the parser: its mutated alerts get 200/400/405/413/415.
 """
 
 from __future__ import annotations
@@ -142,14 +144,14 @@ PATHS = st.sampled_from(["/webhook/proxy"] * 3 + ["/hooks/generic"])
 
 
 @st.composite
-def mutated_document(draw: st.DrawFn) -> Any:
-    doc: Any = json.loads(_dumps(REFERENCE))  # a fresh copy
+def mutated_document(draw: st.DrawFn, seed: Any = REFERENCE) -> Any:
+    doc: Any = json.loads(_dumps(seed))  # a fresh copy
     for _ in range(draw(st.integers(min_value=0, max_value=6))):
         places = _paths(doc)
         path = places[draw(st.integers(min_value=0, max_value=len(places) - 1))]
         here = _get(doc, path)
         op = draw(OPS)
-        alerts = doc.get("alerts") if isinstance(doc, dict) else doc
+        alerts = doc.get("alerts", [doc]) if isinstance(doc, dict) else doc
         if op == "field" and isinstance(alerts, list) and alerts:
             alert = alerts[draw(st.integers(0, len(alerts) - 1))]
             field = draw(FIELDS)
@@ -356,3 +358,40 @@ async def test_fuzz_webhook_intake_never_500s(intake: Intake, http, req: dict[st
 def test_the_reference_payload_is_a_real_alertmanager_webhook() -> None:
     assert REFERENCE["version"] == "4" and len(REFERENCE["alerts"]) == 2
     assert _encode(REFERENCE) == orjson.dumps(REFERENCE)  # the encoder writes it as orjson does
+
+
+# -- the classification API shares the parser ----------------------------------------------
+
+CLASSIFY_ALLOWED = {200, 400, 405, 413, 415}
+FORCES = st.sampled_from([True, False, None, "yes", 1])
+
+
+@st.composite
+def classify_request(draw: st.DrawFn) -> dict[str, Any]:
+    alert = draw(mutated_document(REFERENCE["alerts"][0]))
+    doc = {"alert": alert, "force": draw(FORCES)} if draw(st.booleans()) else alert
+    body = _encode(doc)
+    try:
+        seen = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        seen = None
+    return {"method": draw(METHODS), "body": body, "doc": seen}
+
+
+@pytest.fixture
+async def classifier_url(ag: AlertsGateway) -> str:
+    return (await ag.start(ALERTS_CONFIG)).url + "/classification/classify"
+
+
+@fuzz(300)
+@given(req=classify_request())
+async def test_fuzz_classify_api_never_500s(classifier_url: str, http, req: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    async with http.request(req["method"], classifier_url, data=req["body"]) as resp:
+        status, raw = resp.status, await resp.read()
+    assert status in CLASSIFY_ALLOWED, (status, raw[:300])
+    answer = orjson.loads(raw)
+    if status == 400:
+        for problem in answer["error"].get("problems", []):
+            assert _leads_into(req["doc"], problem["path"]), (problem, req["doc"])
+    elif status == 200:
+        assert answer["result"]["severity"] in {"critical", "warning", "info", "noise"}
