@@ -151,6 +151,7 @@ AUTHS = st.sampled_from(
         b"Basic Zm9v\xc3",
     ]
 )
+REQUEST_IDS = st.sampled_from([None] * 20 + ["abc-1", "\u00e9t\u00e9", b"r\xff\xfe", b"\xc3"])
 METHODS = st.sampled_from(["POST"] * 30 + ["GET", "PUT", "DELETE", "PATCH"])
 PATHS = st.sampled_from(["/webhook/proxy"] * 3 + ["/hooks/generic"])
 
@@ -231,6 +232,9 @@ def request_for(draw: st.DrawFn) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         doc = None
     headers = {"Content-Type": "application/json", "Authorization": draw(AUTHS)}
+    request_id = draw(REQUEST_IDS)
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
     encoding = draw(ENCODINGS)
     if encoding == "gzip":
         body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
