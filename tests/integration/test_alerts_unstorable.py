@@ -135,3 +135,29 @@ async def test_classify_api_refuses_what_the_store_could_not_hold(ag, http, stor
     async with http.post(gw.url + "/classification/classify", json=body) as resp:
         assert resp.status == 400
         assert problems(await resp.json())[0][0] == "$.alert.fingerprint"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "path"),
+    [
+        (b'{"alerts":[{"labels":{"alertname":"\\ud800"}}]}', "invalid_json", "$"),
+        (b'{"alerts":[{"labels":{"alertname":"\xff"}}]}', "invalid_json", "$"),
+        (b'{"alerts":[],"truncatedAlerts":1e400}', "invalid_json", "$"),
+        (b'{"alerts":' + b"[" * 1100 + b"]" * 1100 + b"}", "invalid_json", "$"),
+        (b'{"alerts":[],"truncatedAlerts":123456789012345678901234567890}', "invalid_payload",
+         "$.truncatedAlerts"),
+        (b'{"alerts":[{"labels":{"alertname":"A","n":1}}]}', "invalid_payload",
+         "$.alerts[0].labels.n"),
+        (b'{"alerts":[{"labels":{"alertname":"A"}}],"alerts":{}}', "invalid_payload", "$.alerts"),
+    ],
+)  # fmt: skip
+async def test_what_json_itself_refuses_is_a_400(
+    ag, http, store: str, body: bytes, code: str, path: str
+) -> None:
+    gw = await ag.start(ALERTS, store=store)
+    async with http.post(gw.url + "/webhook/proxy", data=body) as resp:
+        assert resp.status == 400
+        data = await resp.json()
+    assert data["error"]["code"] == code
+    assert data["error"]["problems"][0]["path"] == path
+    assert await intake_rows(gw) == []
