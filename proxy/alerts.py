@@ -397,9 +397,7 @@ class AlertsFeature(Feature):
         if auth.bearer_token is not None:
             # The header's bytes as sent (those that are not UTF-8 came as surrogate escapes).
             sent = given.encode("utf-8", "surrogateescape")
-            if scheme.lower() == "bearer" and hmac.compare_digest(
-                sent, auth.bearer_token.encode()
-            ):
+            if scheme.lower() == "bearer" and hmac.compare_digest(sent, auth.bearer_token.encode()):
                 return None
             challenge = 'Bearer realm="cutover-webhook"'
         else:

@@ -131,7 +131,7 @@ def replies(draw: st.DrawFn) -> Reply:
     )
 
 
-@fuzz(1500)
+@fuzz(1000)
 @given(left=replies(), right=replies(), rules=rules())
 def test_fuzz_parity_compare_never_raises(left: Reply, right: Reply, rules: DiffRules) -> None:
     out = compare(left, right, rules)
@@ -178,7 +178,7 @@ def test_fuzz_parity_diff_is_symmetric_for_json(left: Any, right: Any, rules: Di
         )
 
 
-@fuzz(500)
+@fuzz(300)
 @given(
     pairs=st.lists(st.tuples(replies(), replies(), replies()), min_size=1, max_size=6),
     rules=rules(),
