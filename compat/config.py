@@ -203,7 +203,7 @@ def _profile(
         try:
             with open(source, encoding="utf-8") as f:
                 text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in it
             reason = getattr(exc, "strerror", None) or str(exc)
             ctx.fail(path, f"a readable UTF-8 profile file ({reason})", source)
         base_dir = os.path.dirname(source)
@@ -228,7 +228,7 @@ def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], 
     loader = kit_loader(text)
     try:
         try:
-            data = loader.get_single_data()
+            data = loader.load()
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
@@ -520,6 +520,8 @@ def _json_value(ctx: Ctx, value: object, path: str) -> Any:
         return out
     if isinstance(value, list):
         return [_json_value(ctx, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        ctx.fail(path, "a number within 64 bits (what a JSON body can hold)", value)
     if value is None or isinstance(value, str | int | float | bool):
         return value
     ctx.fail(path, "a JSON value (quote dates and times)", str(value))

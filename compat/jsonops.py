@@ -413,6 +413,13 @@ def format_rfc3339(seconds: float) -> str:
     return text + "Z"
 
 
+def _json_int(number: int, value: Any) -> int:
+    """`number`, if JSON as the gateway writes it can hold it (orjson: 64 bits)."""
+    if not -(2**63) <= number < 2**64:
+        raise ValueError(f"expected a number within 64 bits once converted, got {value!r}")
+    return number
+
+
 def convert(value: Any, to: str) -> Any:
     """One representation change; raises ValueError when `value` cannot take it."""
     if to == "severity_name":
@@ -437,9 +444,11 @@ def convert(value: Any, to: str) -> Any:
                 seconds = _number_of(value)
         else:
             seconds = _number_of(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"expected a time, got {value!r}")
         if to == "epoch_ms":
-            return round(seconds * 1000)
-        return int(seconds) if seconds == int(seconds) else seconds
+            return _json_int(round(seconds * 1000), value)
+        return _json_int(int(seconds), value) if seconds == int(seconds) else seconds
     if to == "rfc3339":
         if isinstance(value, str):
             try:
@@ -463,7 +472,7 @@ def convert(value: Any, to: str) -> Any:
         number = _number_of(value)
         if not math.isfinite(number) or number != int(number):
             raise ValueError(f"expected a whole number, got {value!r}")
-        return int(number)
+        return _json_int(int(number), value)
     if to == "number":
         return _number_of(value)
     raise ValueError(f"unknown conversion {to!r}")

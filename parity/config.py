@@ -231,12 +231,17 @@ def load_parity_file(path: str | os.PathLike[str]) -> ParityConfig:
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigErrors([ConfigError(source, "", f"a readable UTF-8 file ({reason})")]) from None
+    loader = kit.Loader(text)
+    try:
+        data = loader.load()
     except yaml.YAMLError as exc:
-        raise ConfigErrors([ConfigError(source, "", f"valid YAML ({exc})")]) from None
+        raise ConfigErrors([kit.yaml_error(source, text, exc)]) from None
+    finally:
+        loader.dispose()
     prefix = ""
     if isinstance(data, dict) and "parity" in data:
         data, prefix = data["parity"], "parity"

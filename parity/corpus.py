@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from parity.diff import PathPattern, key_path
+from routing.storable import storable
 
 __all__ = [
     "REDACTED",
@@ -190,11 +191,15 @@ def to_line(
     body: bytes | None,
     **extra: object,
 ) -> bytes:
-    """One JSONL corpus line (with a trailing newline)."""
+    """One JSONL corpus line (with a trailing newline).
+
+    Header bytes that are not UTF-8 (which reach us as surrogate escapes) are written escaped
+    (`\\xff`): JSON cannot carry them as they are."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     merged: dict[str, object] = {}
-    for raw_name, value in pairs:
-        name = str(raw_name)  # multidict's istr is not a plain str
+    for raw_name, raw_value in pairs:
+        name = storable(str(raw_name))  # multidict's istr is not a plain str
+        value = storable(raw_value)
         prior = merged.get(name)
         if prior is None:
             merged[name] = value
@@ -202,7 +207,7 @@ def to_line(
             prior.append(value)
         else:
             merged[name] = [prior, value]
-    item: dict[str, object] = {"method": method, "path": path}
+    item: dict[str, object] = {"method": method, "path": storable(path)}
     if merged:
         item["headers"] = merged
     if body:

@@ -379,16 +379,27 @@ def _by_index(
             out.append(Difference(child, "extra", None, right[i]))
 
 
-def _keyed(items: list[Any], key: str) -> dict[Any, Any] | None:
-    out: dict[Any, Any] = {}
+def _keyed(items: list[Any], key: str) -> dict[tuple[str, Any], Any] | None:
+    """Items by the JSON type and value of their `key` (Python's `True == 1` must not pair a
+    `true` with a `1`); None when an item lacks it or two share it."""
+    out: dict[tuple[str, Any], Any] = {}
     for item in items:
         if not isinstance(item, dict) or key not in item:
             return None
         value = item[key]
-        if isinstance(value, dict | list) or value in out:
+        typed = (_type(value), value)
+        if isinstance(value, dict | list) or typed in out:
             return None
-        out[value] = item
+        out[typed] = item
     return out
+
+
+def _key_text(value: Any) -> str:
+    """An item's key as its path shows it, the same whichever side wrote it (`1.0` and `-0.0`
+    name the items `1` and `0` pair with)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)
+    return orjson.dumps(value).decode()
 
 
 def _by_key(
@@ -398,15 +409,15 @@ def _by_key(
     lk, rk = _keyed(left, key), _keyed(right, key)
     if lk is None or rk is None:
         return False
-    for value, item in lk.items():
-        child = f"{path}[{key}={orjson.dumps(value).decode()}]"
-        if value in rk:
-            _walk(item, rk[value], child, rules, out)
+    for typed, item in lk.items():
+        child = f"{path}[{key}={_key_text(typed[1])}]"
+        if typed in rk:
+            _walk(item, rk[typed], child, rules, out)
         elif not rules.ignored(child):
             out.append(Difference(child, "missing", item, None))
-    for value, item in rk.items():
-        if value not in lk:
-            child = f"{path}[{key}={orjson.dumps(value).decode()}]"
+    for typed, item in rk.items():
+        if typed not in lk:
+            child = f"{path}[{key}={_key_text(typed[1])}]"
             if not rules.ignored(child):
                 out.append(Difference(child, "extra", None, item))
     return True

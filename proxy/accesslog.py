@@ -8,6 +8,8 @@ from typing import BinaryIO
 
 import orjson
 
+from routing.storable import storable
+
 FLUSH_INTERVAL = 0.5  # seconds between flushes of the batch
 FLUSH_LINES = 256  # or as soon as this many lines are waiting
 
@@ -20,7 +22,13 @@ class AccessLog:
         self._handle: asyncio.TimerHandle | None = None
 
     def write(self, entry: dict[str, object]) -> None:
-        self._lines.append(orjson.dumps(entry) + b"\n")
+        try:
+            line = orjson.dumps(entry)
+        except TypeError:  # a client's header bytes that are not UTF-8 (surrogate escapes)
+            line = orjson.dumps(
+                {k: storable(v) if isinstance(v, str) else v for k, v in entry.items()}
+            )
+        self._lines.append(line + b"\n")
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
         elif self._handle is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import dataclasses
 import hmac
@@ -398,9 +397,9 @@ class AlertsFeature(Feature):
         scheme, _, given = header.partition(" ")
         given = given.strip()
         if auth.bearer_token is not None:
-            if scheme.lower() == "bearer" and hmac.compare_digest(
-                given.encode(), auth.bearer_token.encode()
-            ):
+            # The header's bytes as sent (those that are not UTF-8 came as surrogate escapes).
+            sent = given.encode("utf-8", "surrogateescape")
+            if scheme.lower() == "bearer" and hmac.compare_digest(sent, auth.bearer_token.encode()):
                 return None
             challenge = 'Bearer realm="cutover-webhook"'
         else:
@@ -409,7 +408,7 @@ class AlertsFeature(Feature):
                     user, _, password = (
                         base64.b64decode(given, validate=True).decode().partition(":")
                     )
-                except (binascii.Error, UnicodeDecodeError):
+                except ValueError:  # not base64 (or not ASCII), or not UTF-8 once decoded
                     user, password = "", ""
                 ok_user = hmac.compare_digest(user.encode(), (auth.username or "").encode())
                 ok_pass = hmac.compare_digest(password.encode(), (auth.password or "").encode())

@@ -11,6 +11,7 @@ from typing import Any
 
 from compat.usage import UsageDelta
 from proxy.db import Database
+from routing.storable import storable
 
 __all__ = ["MIGRATION", "read_usage", "write_usage"]
 
@@ -54,14 +55,17 @@ async def ensure_schema(db: Database) -> None:
 
 
 async def write_usage(db: Database, deltas: Sequence[UsageDelta]) -> None:
-    """Add `deltas` to the stored counts in one transaction (raises StoreUnavailable)."""
+    """Add `deltas` to the stored counts in one transaction (raises StoreUnavailable).
+
+    User-Agent and client address are stored escaped (`routing.storable`): a header's
+    undecodable bytes would otherwise make every later write of the batch fail too."""
     rows = [
         (
             d.rule,
             d.caller.id,
             d.caller.kind,
-            d.caller.user_agent,
-            d.caller.client_ip,
+            storable(d.caller.user_agent),
+            storable(d.caller.client_ip),
             d.count,
             d.first_seen,
             d.last_seen,

@@ -63,6 +63,10 @@ SECTION_PARSERS: dict[str, str] = {
     "parity": "parity.config:parse_parity",
 }
 UNSUPPORTED_SECTIONS = tuple(SECTION_PARSERS)
+# Bounds on the shape of a config, far above any real one: a file past them is refused with a
+# message instead of exhausting the stack (PyYAML composes recursively) or memory (aliases).
+MAX_DEPTH = 64  # levels of nesting
+MAX_VALUES = 200_000  # values once YAML aliases are expanded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +144,10 @@ def _shown(value: object) -> object:
 
 class _Invalid(Exception):
     """Raised by a parser after it has recorded its error; the caller falls back to a default."""
+
+
+# How an error caused by a bug in a parser reads (tests look for it: there must be none).
+_UNFORESEEN = "the check itself failed; please report this"
 
 
 class _Env(str):
@@ -228,9 +236,17 @@ def _section(ctx: _Ctx, value: object, path: str, keys: Sequence[str]) -> dict[s
 
 
 def _run(ctx: _Ctx, parse: Parser[T], value: object, path: str) -> T:
+    """`parse(ctx, value, path)`. A parser that fails in a way it did not foresee is a bug,
+    but the operator still gets a message naming the key path rather than a traceback."""
     if value is _BAD:
         raise _Invalid
-    return parse(ctx, value, path)
+    try:
+        return parse(ctx, value, path)
+    except _Invalid:
+        raise
+    except Exception as exc:
+        ctx.add(path, f"a value cutover can check ({_UNFORESEEN}: {type(exc).__name__})")
+        raise _Invalid from None
 
 
 def _field(
@@ -712,7 +728,7 @@ def _access_log(ctx: _Ctx, value: object, path: str) -> AccessLogConfig:
 
 def _log_path(ctx: _Ctx, value: object, path: str) -> str | None:
     """A file path; null, `-` or `stdout` mean standard output."""
-    if value is None or value in {"-", "stdout"}:
+    if value is None or (isinstance(value, str) and value in {"-", "stdout"}):
         return None
     return _str(ctx, value, path, "a file path, or stdout")
 
@@ -1229,22 +1245,29 @@ _REF = re.compile(r"\$(\$)?\{([^}]*)(\})?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _interpolate(ctx: _Ctx, data: object, path: str, env: Mapping[str, str]) -> object:
-    """Replace `${NAME}` / `${NAME:-default}` in every string scalar; `$${` is a literal `${`."""
+def _interpolate(
+    ctx: _Ctx, data: object, path: str, env: Mapping[str, str], depth: int = 0
+) -> object:
+    """Replace `${NAME}` / `${NAME:-default}` in every string scalar; `$${` is a literal `${`.
+
+    Data nested deeper than `MAX_DEPTH` (or containing itself) is reported and dropped."""
     if isinstance(data, str):
         return _interpolate_str(ctx, data, path, env)
+    if isinstance(data, Mapping | list) and depth >= MAX_DEPTH:
+        ctx.add(path or "<top level>", f"at most {MAX_DEPTH} levels of nesting")
+        return _BAD
     if isinstance(data, Mapping):
-        return {k: _interpolate_item(ctx, k, v, path, env) for k, v in data.items()}
+        return {k: _interpolate_item(ctx, k, v, path, env, depth) for k, v in data.items()}
     if isinstance(data, list):
-        return [_interpolate(ctx, v, f"{path}[{i}]", env) for i, v in enumerate(data)]
+        return [_interpolate(ctx, v, f"{path}[{i}]", env, depth + 1) for i, v in enumerate(data)]
     return data
 
 
 def _interpolate_item(
-    ctx: _Ctx, key: object, value: object, path: str, env: Mapping[str, str]
+    ctx: _Ctx, key: object, value: object, path: str, env: Mapping[str, str], depth: int
 ) -> object:
     """Interpolate one mapping value (feature sections included: their secrets come from env)."""
-    return _interpolate(ctx, value, _join(path, key), env)
+    return _interpolate(ctx, value, _join(path, key), env, depth + 1)
 
 
 def _interpolate_str(ctx: _Ctx, text: str, path: str, env: Mapping[str, str]) -> object:
@@ -1339,10 +1362,13 @@ _REDIS = _url(("redis://", "rediss://"), "a Redis")
 
 
 def _check(ctx: _Ctx, data: object, env: Mapping[str, str] | None) -> CutoverConfig:
-    """Run the parse; raise `ConfigErrors` with everything found."""
+    """Run the parse; raise `ConfigErrors` with everything found (and nothing else)."""
     try:
         config = _parse(ctx, data, os.environ if env is None else env)
     except _Invalid:
+        config = None
+    except Exception as exc:  # outside any key's parser (see `_run`); a bug, still reported
+        ctx.add("", f"a config cutover can check ({_UNFORESEEN}: {type(exc).__name__})")
         config = None
     if ctx.errors or config is None:
         raise ConfigErrors(ctx.errors)
@@ -1361,11 +1387,47 @@ def parse_config(
 
 
 class _Loader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that also records duplicate mapping keys (PyYAML keeps the last)."""
+    """`yaml.SafeLoader` that also records duplicate mapping keys (PyYAML keeps the last), and
+    refuses what it could not load safely: nesting deeper than `MAX_DEPTH` (PyYAML composes
+    recursively), an alias that contains itself, and aliases that expand to more than
+    `MAX_VALUES` values (a few lines of nested aliases can stand for billions)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[tuple[str, int]] = []
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"at most {MAX_DEPTH} levels of nesting", mark
+                )
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        """A value as its tag says; a value the tag cannot take (`!!int x`, a date that does
+        not exist) is a YAML error at its node, as PyYAML's own refusals are."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError, LookupError) as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            problem = f"a value that {tag} can hold ({type(exc).__name__}: {exc})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+    def load(self) -> object:
+        """The document's data, once its shape has been checked (see the class docstring)."""
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set(), 0)
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
         seen: set[tuple[str, str]] = set()
@@ -1376,6 +1438,35 @@ class _Loader(yaml.SafeLoader):
                     self.duplicates.append((key_node.value, key_node.start_mark.line + 1))
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int], depth: int) -> int:
+    """How many values `node` stands for once every alias is expanded; raises a YAML error at
+    the node where the document gets too deep, too big, or contains itself."""
+
+    def refuse(problem: str) -> NoReturn:
+        raise yaml.composer.ComposerError(None, None, problem, node.start_mark)
+
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        refuse("no alias that contains itself")
+    if depth > MAX_DEPTH:
+        refuse(f"at most {MAX_DEPTH} levels of nesting (aliases included)")
+    total = 1
+    if isinstance(node, yaml.CollectionNode):
+        open_.add(key)
+        children: list[yaml.Node] = []
+        for item in node.value:
+            children.extend(item if isinstance(item, tuple) else (item,))
+        for child in children:
+            total += _expanded_size(child, sizes, open_, depth + 1)
+            if total > MAX_VALUES:
+                refuse(f"at most {MAX_VALUES:,} values once aliases are expanded")
+        open_.discard(key)
+    sizes[key] = total
+    return total
 
 
 def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> ConfigError:
@@ -1407,7 +1498,7 @@ def load_config(path: str | os.PathLike[str]) -> CutoverConfig:
     try:
         loader = _Loader(text)
         try:
-            data = loader.get_single_data()
+            data = loader.load()
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
@@ -1448,3 +1539,5 @@ file = _file
 secret = _secret_token
 join = _join
 interpolate = _interpolate
+Loader = _Loader
+yaml_error = _yaml_error

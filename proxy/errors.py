@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from routing.storable import storable
+
 
 class CutoverError(Exception):
     status_hint = 500
@@ -75,8 +77,8 @@ def error_response(
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if extra:
         body["error"].update(extra)  # type: ignore[union-attr]
-    if request_id is not None:
-        body["request_id"] = request_id
+    if request_id is not None:  # the client's own (undecodable bytes in it escaped)
+        body["request_id"] = storable(request_id)
     return web.Response(
         status=status,
         body=orjson.dumps(body),

@@ -29,6 +29,7 @@ import orjson
 from proxy.bounded import STORE_TIMEOUT, bounded
 from proxy.db import Database, StoreUnavailable
 from publishing.limits import backoff
+from routing.storable import identity_problem, storable
 
 log = logging.getLogger("cutover.canary")
 
@@ -52,6 +53,7 @@ MIGRATION = {
         "CREATE INDEX cutover_canary_events_route ON cutover_canary_events (route, id)",
     ],
 }
+_MAX_ID = 2**63 - 1  # ids are 64-bit integers in both stores
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +158,8 @@ class EventLog:
             e.at,
             e.route,
             e.kind,
-            e.actor,
-            e.reason.replace("\x00", "\\u0000"),  # PostgreSQL text cannot hold a NUL
+            storable(e.actor),  # a reason comes from a request: it may hold anything
+            storable(e.reason),
             _json(None if e.weights_before is None else dict(e.weights_before)),
             _json(None if e.weights_after is None else dict(e.weights_after)),
             _json(dict(e.figures)),
@@ -218,6 +220,12 @@ class EventLog:
         self, route: str | None, limit: int, after: int | None
     ) -> list[dict[str, Any]]:
         db = await self._database()
+        if route is not None and identity_problem(route) is not None:
+            return []  # no route is named so (and the store could not even compare it)
+        if after is not None:
+            if after >= _MAX_ID:
+                return []
+            after = max(after, 0)
         where, args = [], []
         if route is not None:
             args.append(route)

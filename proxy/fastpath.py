@@ -64,6 +64,7 @@ from proxy.server import Outcome, RequestRecord, _cookie
 from routing.decision import Decision, client_ip, decide, sticky_key
 from routing.murmur import bucket_of
 from routing.replay import Failure
+from routing.storable import storable
 
 if TYPE_CHECKING:
     from proxy.config_model import CutoverConfig, Route
@@ -197,7 +198,7 @@ def error_bytes(
     """The gateway's JSON error (`proxy.errors.error_response`) as one HTTP/1.1 message."""
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if request_id is not None:
-        body["request_id"] = request_id
+        body["request_id"] = storable(request_id)  # as error_response: bytes not UTF-8 escaped
     data = orjson.dumps(body)
     parts = [
         _STATUS_LINES.get(status) or status_line(status),

@@ -125,10 +125,15 @@ def reload_in_background(gw: Gateway, path: str) -> Supervised:
 
 
 async def _reload(gw: object, path: str) -> None:
+    """Load `path` and apply it; any failure to load is logged and the running config kept
+    (this runs as a task of its own: an exception escaping it would only be noticed at exit)."""
     try:
         config = load_config(path)
     except ConfigErrors as errs:
         log.error("reload refused, keeping the running config:\n%s", format_errors(errs))
+        return
+    except Exception:
+        log.exception("reload refused, keeping the running config: %s could not be loaded", path)
         return
     await gw.reload(_with_worker_count(config))  # type: ignore[attr-defined]
 

@@ -41,6 +41,7 @@ from publishing.discovery import Discovery
 from publishing.outbox import Outbox
 from publishing.targets import TargetRegistry, TargetSpec
 from routing.alerts import Alert
+from routing.storable import MAX_KEY, identity_problem
 
 if TYPE_CHECKING:
     from proxy.config_model import CutoverConfig
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
 SCRAPE_TIMEOUT = 2.0  # the outbox count a scrape waits for, at most
+MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit integers in both stores
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -458,7 +460,13 @@ class PublishingFeature(Feature):
             status = given.get("status", "firing")
             if status not in ("firing", "resolved"):
                 raise ValueError(".status: expected firing or resolved")
-            fingerprint = str(given.get("fingerprint") or fingerprint)
+            given_fp = given.get("fingerprint")
+            if given_fp is not None and not isinstance(given_fp, str):
+                raise ValueError(".fingerprint: expected a string")
+            problem = identity_problem(given_fp or "", limit=MAX_KEY)
+            if problem is not None:  # targets keep references by fingerprint in the store
+                raise ValueError(f".fingerprint: expected {problem}")
+            fingerprint = given_fp or fingerprint
         return Alert(
             fingerprint=fingerprint,
             status=status,
@@ -478,8 +486,12 @@ class PublishingFeature(Feature):
                 raise ValueError
         except ValueError:
             return error_response(400, "bad_request", "limit: expected 1 to 1000", None)
+        target = request.query.get("target")
+        problem = identity_problem(target) if target is not None else None
+        if problem is not None:
+            return error_response(400, "bad_request", f"target: expected {problem}", None)
         try:
-            jobs = await self.outbox.dead_letters(limit=limit, target=request.query.get("target"))
+            jobs = await self.outbox.dead_letters(limit=limit, target=target)
         except StoreUnavailable:
             return error_response(503, "store_unavailable", "the durable store is down", None)
         return _json({"count": len(jobs), "dead_letters": [j.summary() for j in jobs]})
@@ -494,6 +506,8 @@ class PublishingFeature(Feature):
         assert self.outbox is not None
         try:
             job_id = int(request.match_info["id"])
+            if not 1 <= job_id <= MAX_JOB_ID:
+                raise ValueError
         except ValueError:
             return error_response(400, "bad_request", "id: expected a job id (integer)", None)
         try:

@@ -178,7 +178,7 @@ def parse_rate_limit(value: object, target_type: str) -> RateLimit | None:
     if isinstance(value, Mapping):
         unknown = set(value) - {"rate", "burst"}
         if unknown:
-            raise ValueError(f"only the keys rate and burst (not {sorted(unknown)[0]})")
+            raise ValueError(f"only the keys rate and burst (not {sorted(map(str, unknown))[0]})")
         burst = value.get("burst")
         value = value.get("rate")
     m = _RATE.fullmatch(value) if isinstance(value, str) else None

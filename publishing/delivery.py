@@ -57,6 +57,7 @@ from publishing.transport import USER_AGENT, Outcome, SendContext, judge
 from routing.alerts import Alert
 from routing.decision import decide
 from routing.murmur import bucket_of
+from routing.storable import storable
 
 if TYPE_CHECKING:
     from proxy.server import Gateway
@@ -738,7 +739,7 @@ class DeliveryEngine:
         text = outcome.error or "failed"
         if outcome.body:
             text += f": {outcome.body[:300]}"
-        return self.redact(text)
+        return storable(self.redact(text))  # a target's answer may hold a NUL: stored escaped
 
     # -- history backends ----------------------------------------------------------------------
 

@@ -214,7 +214,7 @@ def default_format(target_type: str) -> str:
 
 
 def check_type_format(target_type: object, fmt: object | None) -> tuple[str, str]:
-    if target_type not in FORMATS_BY_TYPE:
+    if not isinstance(target_type, str) or target_type not in FORMATS_BY_TYPE:
         raise TargetError("type", f"one of {', '.join(TARGET_TYPES)}")
     ttype = str(target_type)
     if fmt is None or fmt == "":

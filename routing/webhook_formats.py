@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from routing.alerts import ZERO_TIME, Alert, Classification, Status
+from routing.storable import MAX_KEY, identity_problem
 
 __all__ = [
     "FORMATS",
@@ -138,10 +139,16 @@ def alertmanager_fingerprint(labels: Mapping[str, str]) -> str:
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})"
 )
+# The instants an RFC 3339 time can name in UTC: 0001-01-01T00:00:00Z up to (not including)
+# year 10000. A local time near either end with an offset can fall outside (`0001-01-01T00:00:00
+# +01:00` is in year 0): nothing downstream could write it back in UTC.
+_FIRST_SECOND = -62135596800.0
+_PAST_LAST_SECOND = 253402300800.0
 
 
 def parse_time(text: str) -> float | None:
-    """Seconds since the epoch of an RFC 3339 timestamp (nanoseconds allowed); None if invalid."""
+    """Seconds since the epoch of an RFC 3339 timestamp (nanoseconds allowed); None if invalid:
+    an impossible date, an offset beyond ±23:59, or an instant outside years 0001-9999 UTC."""
     m = _RFC3339.fullmatch(text)
     if m is None:
         return None
@@ -153,9 +160,13 @@ def parse_time(text: str) -> float | None:
     if zone in ("Z", "z"):
         offset = 0
     else:
-        sign = -1 if zone[0] == "-" else 1
-        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            return None
+        offset = (-1 if zone[0] == "-" else 1) * (hours * 3600 + minutes * 60)
     seconds = (dt - datetime(1970, 1, 1)).total_seconds() - offset
+    if not _FIRST_SECOND <= seconds < _PAST_LAST_SECOND:
+        return None
     return seconds + (float("0." + frac) if frac else 0.0)
 
 
@@ -358,14 +369,37 @@ def _key_path(key: object) -> str:
     return "[" + '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"]'
 
 
+def _check_alertname(labels: Mapping[str, str], path: str, p: _Problems) -> None:
+    """The alertname names the alert in the store: present, and text the store can hold."""
+    name = labels.get("alertname")
+    if not name:
+        p.add(path, "a non-empty string (this label is required)")
+        return
+    problem = identity_problem(name)
+    if problem is not None:
+        p.add(path, problem)  # never echoed: labels may hold secrets
+
+
+def _check_fingerprint(fingerprint: str, path: str, p: _Problems) -> None:
+    """A given fingerprint is the alert's identity in the store (and indexed there)."""
+    problem = identity_problem(fingerprint, limit=MAX_KEY)
+    if problem is not None:
+        p.add(path, problem, _shown(fingerprint))
+
+
 def _time_field(item: Mapping[str, object], key: str, path: str, p: _Problems) -> str | None:
     value = item.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str) or parse_time(value) is None:
-        p.add(f"{path}.{key}", "an RFC 3339 timestamp such as 2026-01-02T03:04:05Z", _shown(value))
+        p.add(f"{path}.{key}", _TIME_EXPECTED, _shown(value))
         return None
     return value
+
+
+_TIME_EXPECTED = (
+    "an RFC 3339 timestamp such as 2026-01-02T03:04:05Z (offsets up to ±23:59, years 0001-9999)"
+)
 
 
 def _alert_object(
@@ -387,8 +421,8 @@ def _alert_object(
         p.add(f"{path}.labels", "an object of labels including alertname (this field is required)")
     else:
         labels = _string_map(item["labels"], f"{path}.labels", p, "labels")
-        if labels is not None and not labels.get("alertname"):
-            p.add(f"{path}.labels.alertname", "a non-empty string (this label is required)")
+        if labels is not None:
+            _check_alertname(labels, f"{path}.labels.alertname", p)
     annotations: dict[str, str] = {}
     if item.get("annotations") is not None:
         annotations = (
@@ -417,6 +451,7 @@ def _alert_object(
             p.add(f"{path}.{key}", "a string", _kind(value))
             value = None
         strings[key] = value or ""
+    _check_fingerprint(strings["fingerprint"], f"{path}.fingerprint", p)
     if len(p.items) > before or labels is None:
         return None
     return (
@@ -580,10 +615,14 @@ def _generic_alert(
                 )
             else:
                 target[name] = text
+    where = dict(m.label_fields).get("alertname")
+    name_path = _path_text(path, where) if where is not None else None
     if not labels.get("alertname"):
-        where = dict(m.label_fields).get("alertname")
-        shown = _path_text(path, where) if where is not None else f"{path} (mapped labels)"
+        shown = name_path or f"{path} (mapped labels)"
         p.add(shown, "a non-empty alertname (the mapping's label_fields.alertname or labels)")
+    else:
+        labels_path = _path_text(path, (*(m.labels or ()), "alertname"))
+        _check_alertname(labels, name_path or labels_path, p)
     status: Status = "firing"
     ends_at = (
         _generic_time(_get(item, m.ends_at), _path_text(path, m.ends_at), p) if m.ends_at else None
@@ -621,6 +660,7 @@ def _generic_alert(
             p.add(_path_text(path, parts), "a string", _kind(value))
         elif key == "fingerprint":
             fingerprint = text
+            _check_fingerprint(text, _path_text(path, parts), p)
         else:
             generator_url = text
     if len(p.items) > before:

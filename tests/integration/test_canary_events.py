@@ -174,7 +174,7 @@ async def test_a_nul_in_the_reason_is_stored_escaped(db: Database) -> None:
     log = EventLog(_opener(db))
     log.record(_event("bad\x00build"))
     assert await log.flush(10.0)
-    assert [r["reason"] for r in await log.list()] == ["bad\\u0000build"]
+    assert [r["reason"] for r in await log.list()] == ["bad\\x00build"]
     assert log.dropped == 0
     await log.close(1.0)
 
@@ -222,4 +222,21 @@ async def test_an_event_the_store_refuses_is_logged_and_does_not_block_the_rest(
     assert await log.flush(10.0)
     assert [r["reason"] for r in await log.list()] == ["last", "first"]
     assert log.dropped == 1 and "refused by the store" in caplog.text
+    await log.close(1.0)
+
+
+async def test_any_reason_is_stored_and_any_filter_answered(db: Database) -> None:
+    # A reason comes from an admin request (body, query or X-Cutover-Reason header, where bytes
+    # that are not UTF-8 arrive as surrogate escapes). PostgreSQL refused NUL, neither store
+    # encodes a surrogate: the event stayed first in the backlog and no later one was stored.
+    log = EventLog(_opener(db))
+    for reason in ("nul \x00 inside", "bytes \udcff\udcfe", "plain"):
+        log.record(Event(at=1.0, route="default", kind="pause", actor="operator", reason=reason))
+    assert await log.flush(10.0)
+    assert log.waiting == 0 and log.dropped == 0
+    rows = await log.list()
+    assert [r["reason"] for r in rows] == ["plain", "bytes \\xff\\xfe", "nul \\x00 inside"]
+    assert await log.list(route="de\x00fault") == []
+    assert len(await log.list(after=-(2**70))) == 3
+    assert await log.list(after=2**70) == []
     await log.close(1.0)

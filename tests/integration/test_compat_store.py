@@ -63,3 +63,20 @@ async def test_counts_add_up_across_writers_and_restarts(reopen) -> None:  # typ
     assert (b["count"], b["kind"], b["user_agent"]) == (1, "client", "curl/8")
     assert all("alice-key" not in str(r) for r in rows.values())
     assert [r["caller"] for r in await read_usage(db, "webhook")] == [bob.id]
+
+
+async def test_a_user_agent_the_store_cannot_encode_is_stored_escaped(reopen) -> None:  # type: ignore[no-untyped-def]
+    # A header's undecodable bytes reach us as surrogate escapes (aiohttp and the fast path
+    # decode with surrogateescape); written as such, the whole batch failed and was kept for
+    # a retry that failed the same way, for ever.
+    odd = caller_of(None, "agent/\udcff\udcfe\x00", "10.0.0.3")
+    plain = caller_of(None, "curl/8", "10.0.0.4")
+    buffer = UsageBuffer()
+    buffer.record("history", odd, 100.0)
+    buffer.record("history", plain, 101.0)
+    db = await reopen()
+    await ensure_schema(db)
+    await write_usage(db, buffer.drain())
+    rows = {r["caller"]: r for r in await read_usage(db)}
+    assert rows[odd.id]["user_agent"] == "agent/\\xff\\xfe\\x00"
+    assert rows[plain.id]["user_agent"] == "curl/8"
