@@ -48,8 +48,20 @@ def setup_logging() -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+_reload_asked_early = False  # a SIGHUP came before the worker could run a reload
+
+
+def _note_early_reload(_signum: int, _frame: object) -> None:
+    global _reload_asked_early
+    _reload_asked_early = True
+
+
 def serve(path: str, workers: int | None = None) -> int:
     """Run the gateway from the config file at `path` until SIGTERM/SIGINT."""
+    # The listening sockets accept connections before the gateway runs: a SIGHUP sent by
+    # someone who saw the port open must not kill the process (the default action); it is
+    # applied once the worker serves.
+    signal.signal(signal.SIGHUP, _note_early_reload)
     setup_logging()
     try:
         config = load_config(path)
@@ -111,6 +123,8 @@ async def _worker_main(path: str, config: CutoverConfig, listeners: Listeners) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_in_background, gw, path)
+    if _reload_asked_early:
+        reload_in_background(gw, path)  # the file may have changed while the worker started
     print(f"cutover serving on {gw.url}", file=sys.stderr, flush=True)
     await stop.wait()
     log.info("draining: %d requests in flight", gw.in_flight)

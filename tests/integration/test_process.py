@@ -101,6 +101,32 @@ async def test_sighup_reloads_and_bad_config_keeps_serving(backends, gateway_pro
     assert "workers:" not in gp.output()
 
 
+async def test_a_sighup_while_the_worker_starts_is_applied_once_it_serves(
+    backends, gateway_process
+) -> None:
+    # The port accepts connections before the gateway runs (the sockets are bound first): an
+    # operator, or a test, who sees it open and sends SIGHUP must not kill the process.
+    go, py = await backends("go"), await backends("python")
+    config = gateway_config({"go": go.url, "python": py.url})
+    gp = await gateway_process(config).ready()  # the port is open; the worker may still start
+    config["routes"][0]["split"] = {"go": 0, "python": 100}
+    gp.write_config(config)
+    gp.proc.send_signal(signal.SIGHUP)
+    await wait_for(lambda: "cutover serving on" in gp.output() or gp.proc.poll() is not None)
+    assert gp.proc.poll() is None, gp.output()
+
+    async def served_by() -> str:
+        async with aiohttp.ClientSession() as s, s.get(gp.url + "/") as r:
+            assert r.status == 200
+            return r.headers["X-Cutover-Backend"]
+
+    for _ in range(100):
+        if await served_by() == "python":
+            break
+        await asyncio.sleep(0.05)
+    assert await served_by() == "python", gp.output()
+
+
 async def test_a_supervisor_reports_a_worker_count_changed_in_the_file(
     backends, gateway_process
 ) -> None:
