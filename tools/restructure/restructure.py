@@ -44,6 +44,7 @@ FILE_MOVES: dict[str, str] = {
     "proxy/config_model.py": "core/config_model.py",
     "proxy/shared_bucket.py": "core/buckets.py",
     "proxy/tasks.py": "core/tasks.py",
+    "routing/storable.py": "core/storable.py",  # core/errors.py and alerts' pure rules use it
     "proxy/alerts.py": "alerts/intake.py",
     "proxy/alerts_config.py": "alerts/config.py",
     "proxy/llm.py": "alerts/llm.py",
@@ -70,6 +71,7 @@ FILE_MOVES: dict[str, str] = {
     "tests/unit/routing/test_matchers.py": "tests/unit/alerts/test_matchers.py",
     "tests/unit/routing/test_webhook_formats.py": "tests/unit/alerts/test_webhook_formats.py",
     "tests/unit/proxy/test_alerts_config.py": "tests/unit/alerts/test_alerts_config.py",
+    "tests/unit/routing/test_storable.py": "tests/unit/core/test_storable.py",
 }
 
 NEW_INITS = {
@@ -80,6 +82,7 @@ NEW_INITS = {
     "alerts/__init__.py": '"""Alert intake, classification, filters and alert routing."""\n',
     "canary/__init__.py": '"""Canary control: runtime weights, automated rollback, promotion."""\n',
     "tests/unit/alerts/__init__.py": "",
+    "tests/unit/core/__init__.py": "",
 }
 
 # (old module, name) -> new module: names the hand-made commits move between modules.
