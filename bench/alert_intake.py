@@ -1,15 +1,15 @@
 """Alert intake benchmark: alerts per second accepted durably, end to end.
 
-    python -m bench.alert_intake [--store sqlite,postgresql] [--duration 10] [--clients 16]
+    python -m cutover.bench.alert_intake [--store sqlite,postgresql] [--duration 10] [--clients 16]
                                  [--batch 1,10] [--pg postgresql://postgres@127.0.0.1:5432/test]
 
-A `python -m proxy serve` process (1 worker) takes Alertmanager webhooks on /webhook/proxy;
+A `python -m cutover serve` process (1 worker) takes Alertmanager webhooks on /webhook/proxy;
 this process posts them from `--clients` concurrent keep-alive connections for `--duration`
 seconds per case. Every alert is new (unique labels, so no dedup), is classified by the rules,
 and is accepted as the gateway accepts any alert: its row, its dedup record and its outbox job
 (the history copy, `backend:default`) committed in one transaction before the 200. Meanwhile
 the gateway's delivery engine drains the outbox to a history backend (`python -m
-examples.backends legacy`, a third process), as it would in production. A case counts only 200
+cutover.examples.backends legacy`, a third process), as it would in production. A case counts only 200
 answers; any other status is reported as an error.
 
 The PostgreSQL case uses a schema of its own (created and dropped here) through the DSN's
@@ -156,12 +156,12 @@ def run_case(store: str, pg: str, tmp: Path, batches: list[int], clients: int, d
     cfg.write_text(yaml.safe_dump(_config(port, storage, history_port)))
     log = open(tmp / f"{store}.log", "wb")  # noqa: SIM115
     history = subprocess.Popen(
-        [sys.executable, "-m", "examples.backends", "legacy", "--host", "127.0.0.1",
+        [sys.executable, "-m", "cutover.examples.backends", "legacy", "--host", "127.0.0.1",
          "--port", str(history_port)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "-c", str(cfg)],
+        [sys.executable, "-m", "cutover", "serve", "-c", str(cfg)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     results = {}

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from bench import report as report_mod
-from bench.stats import (
+from cutover.bench import report as report_mod
+from cutover.bench.stats import (
     Budget,
     BudgetError,
     Sample,
@@ -110,7 +110,7 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``cutover bench compare`` (also ``python -m bench.compare``)."""
+    """The options of ``cutover bench compare`` (also ``python -m cutover.bench.compare``)."""
     parser.add_argument("--a", required=True, metavar="URL", help="side A (the baseline)")
     parser.add_argument("--b", required=True, metavar="URL", help="side B (the candidate)")
     parser.add_argument("--users", type=int, default=10, help="Locust users (default 10)")
@@ -767,7 +767,7 @@ def _print_verdict(verdict: dict[str, Any], err: IO[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.compare ...``."""
+    """``python -m cutover.bench.compare ...``."""
     parser = argparse.ArgumentParser(
         prog="cutover bench compare",
         description="Run the same Locust scenario against A and B in alternating rounds.",

@@ -1,6 +1,6 @@
 """Fixed-rate (open-model) HTTP/1.1 load: requests leave on a schedule, latency counts from it.
 
-    python -m bench.fixed_rate URL --rate 2000 --seconds 5 [--connections 32]
+    python -m cutover.bench.fixed_rate URL --rate 2000 --seconds 5 [--connections 32]
         [--method POST --body-file FILE --header 'Content-Type: application/json']
         [--drain 2]
 
@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from bench.stats import percentile
+from cutover.bench.stats import percentile
 
 __all__ = ["PERCENTILES", "FixedRateResult", "Schedule", "build_request", "run", "run_blocking"]
 
@@ -468,7 +468,7 @@ def _header(text: str) -> tuple[str, str]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m bench.fixed_rate", description=__doc__.split("\n")[0]
+        prog="python -m cutover.bench.fixed_rate", description=__doc__.split("\n")[0]
     )
     p.add_argument("url", help="http://host:port/path")
     p.add_argument("--rate", type=float, required=True, help="requests per second")

@@ -1,8 +1,8 @@
 """Memory per worker while large bodies stream through the gateway (issue 9).
 
-    python -m bench.memory [--size 1GiB] [--paths fast,general]
+    python -m cutover.bench.memory [--size 1GiB] [--paths fast,general]
 
-For each listener path, starts a raw origin on 127.0.0.1 and `python -m proxy serve` with one
+For each listener path, starts a raw origin on 127.0.0.1 and `python -m cutover serve` with one
 worker in front of it, then streams `--size` bytes up (a POST with Content-Length, drained by
 the origin) and `--size` bytes down (a GET the origin answers with that many bytes), one after
 the other. It reports the worker's peak resident set (VmHWM from /proc) after warm-up and after
@@ -131,7 +131,7 @@ async def measure(path: str, size: int, tmp: Path) -> dict[str, object]:
         "routes:\n  - {name: all, split: {origin: 100}}\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "-c", str(conf), "--workers", "1"],
+        [sys.executable, "-m", "cutover", "serve", "-c", str(conf), "--workers", "1"],
         cwd=ROOT,
         env=dict(os.environ, CUTOVER_LOG_LEVEL="WARNING"),
         stdout=subprocess.DEVNULL,
@@ -171,7 +171,9 @@ async def main_async(size: int, paths: list[str]) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m cutover.bench.memory", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="bytes each way")
     p.add_argument("--paths", default="fast,general", help="listener paths: fast, general")
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Outbox backlog benchmark: a burst of jobs drains, and the claim costs the same throughout.
 
-    python -m bench.outbox_backlog [--storage sqlite|postgresql://...] [--jobs 100000]
+    python -m cutover.bench.outbox_backlog [--storage sqlite|postgresql://...] [--jobs 100000]
                                    [--concurrency 16] [--json]
 
 A gateway runs in this process (so its claims can be timed one by one) and delivers to a
@@ -47,7 +47,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from bench.stats import percentile
+from cutover.bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = (
@@ -58,8 +58,8 @@ EMPTY_CLAIMS = 200
 
 def job_rows(alerts: int, targets: Sequence[str], now: float) -> Iterator[tuple[Any, ...]]:
     """Pending jobs as the intake writes them: one per alert and target, due now."""
-    from publishing.outbox import alert_to_json
-    from routing.alerts import Alert
+    from cutover.alerts.model import Alert
+    from cutover.publishing.outbox import alert_to_json
 
     for i in range(alerts):
         alert = Alert(
@@ -185,17 +185,17 @@ async def _received(http: aiohttp.ClientSession, url: str) -> int:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from proxy.clock import Clock
-    from proxy.config import parse_config
-    from proxy.db import open_database
-    from proxy.server import start_gateway
-    from publishing.api import PublishingFeature
-    from publishing.outbox import Outbox
+    from cutover.core.clock import Clock
+    from cutover.core.db import open_database
+    from cutover.proxy.config import parse_config
+    from cutover.proxy.server import start_gateway
+    from cutover.publishing.api import PublishingFeature
+    from cutover.publishing.outbox import Outbox
 
     tmp = Path(tempfile.mkdtemp(prefix="cutover-bench-backlog-"))
     port = _free_port()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "bench.outbox_backlog", "--receive", str(port)], cwd=ROOT
+        [sys.executable, "-m", "cutover.bench.outbox_backlog", "--receive", str(port)], cwd=ROOT
     )
     url = f"http://127.0.0.1:{port}"
     schema = None

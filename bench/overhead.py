@@ -1,6 +1,6 @@
 """Overhead benchmark: what a gateway costs, as ratios measured in one interleaved run.
 
-    python -m bench.overhead [--duration 10] [--rounds 3] [--workers 1,2] [--connections 32]
+    python -m cutover.bench.overhead [--duration 10] [--rounds 3] [--workers 1,2] [--connections 32]
                              [--fixed-rate-seconds 5] [--out BENCHMARKS.md]
 
 Three sides answer the same three cases (GET small JSON, GET 64 KiB, POST 20 KiB JSON):
@@ -8,7 +8,7 @@ Three sides answer the same three cases (GET small JSON, GET 64 KiB, POST 20 KiB
 - ``direct``: wrk -> origin (a static nginx, 1 worker);
 - ``nginx``: wrk -> nginx reverse proxy -> origin, its config rendered by `nginx.render` (what
   ``cutover render nginx`` writes) from the same cutover YAML the cutover side runs;
-- ``cutover``: wrk -> ``python -m proxy serve --workers N`` -> origin.
+- ``cutover``: wrk -> ``python -m cutover serve --workers N`` -> origin.
 
 For each worker count, each round runs every case on every side once, the side order rotated
 per round, so machine drift hits every side alike. Medians over rounds are reported, and the
@@ -53,11 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.fixed_rate import FixedRateResult
-from bench.stats import Spread, percentile, spread
-from nginx.render import render as render_nginx
-from proxy.accesslog import FLUSH_INTERVAL as ACCESS_LOG_FLUSH
-from proxy.config import load_config
+from cutover.bench.fixed_rate import FixedRateResult
+from cutover.bench.stats import Spread, percentile, spread
+from cutover.nginx.render import render as render_nginx
+from cutover.proxy.accesslog import FLUSH_INTERVAL as ACCESS_LOG_FLUSH
+from cutover.proxy.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- overhead:begin -->"
@@ -632,7 +632,7 @@ def _nice_step(span: float, ticks: int = 5) -> float:
 def render_fixed_plot(entries: Sequence[Mapping[str, Any]], workers: int) -> str | None:
     """An SVG of each side's p99 against the offered rate (the fixed-rate runs of one worker
     count, `summarize_fixed`); None with fewer than two rates."""
-    from bench.report import _Axis, _chart, _log_ticks
+    from cutover.bench.report import _Axis, _chart, _log_ticks
 
     points: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
     for entry in entries:
@@ -873,7 +873,7 @@ def fixed_rate_command(
 ) -> list[str]:
     """`bench.fixed_rate` in its own process, pinned like wrk."""
     cmd = ["taskset", "-c", cpu] if cpu is not None else []
-    cmd += [sys.executable, "-m", "bench.fixed_rate", url, "--rate", f"{rate:g}"]
+    cmd += [sys.executable, "-m", "cutover.bench.fixed_rate", url, "--rate", f"{rate:g}"]
     return [*cmd, "--seconds", f"{seconds:g}", "--connections", str(connections)]
 
 
@@ -1295,7 +1295,7 @@ def start_nginx(
 
 
 def start_cutover(env: Env, workers: int, conf: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "proxy", "serve", "-c", str(conf), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "cutover", "serve", "-c", str(conf), "--workers", str(workers)]
     run_env = dict(os.environ, CUTOVER_LOG_LEVEL="WARNING")
     proc = env.procs.start(
         f"cutover-w{workers}", cmd, env.tmp / f"cutover-w{workers}.out", cwd=ROOT, env=run_env
@@ -1543,7 +1543,9 @@ def write_docroot(root: Path) -> None:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m cutover.bench.overhead", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--workers", default="1,2", help="worker counts, comma-separated (1,2)")
@@ -1672,7 +1674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"bench.overhead: no {tool} (apt-get install -y nginx wrk)", file=sys.stderr)
             return 2
-    command = "python -m bench.overhead " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m cutover.bench.overhead " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
     started = dt.datetime.now(dt.UTC)
     available = os.sched_getaffinity(0)
     wrk_cpu = _cpu_arg(args.wrk_cpu, available)
@@ -1749,7 +1753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.fixed_rate_seconds > 0:
         meta["fixed_rate"] = (
-            f"`python -m bench.fixed_rate`, GET small JSON at half of cutover's median peak rps "
+            f"`python -m cutover.bench.fixed_rate`, GET small JSON at half of cutover's median peak rps "
             f"(for {args.fixed_rate_workers} worker(s): `--fixed-rate-workers`), "
             f"{args.fixed_rate_seconds:g} s per side and round in the same "
             f"rotated order, {args.connections} keep-alive connections, {pinned}; "

@@ -1,9 +1,9 @@
 """Publishing benchmark: deliveries per second, and webhook-to-delivery latency.
 
-    python -m bench.publishing [--jobs 2000] [--alerts 300] [--rate 50] [--workers 1]
+    python -m cutover.bench.publishing [--jobs 2000] [--alerts 300] [--rate 50] [--workers 1]
                                [--storage sqlite|postgresql://...] [--concurrency 16]
 
-Two measurements against `python -m proxy serve` (a subprocess) and a fast receiver (an
+Two measurements against `python -m cutover serve` (a subprocess) and a fast receiver (an
 aiohttp app in this process answering 200 at once), all on 127.0.0.1:
 
 1. throughput: `--jobs` jobs are put in the outbox before the gateway starts; the figure is
@@ -84,10 +84,10 @@ async def _wait(predicate, deadline: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    from proxy.clock import Clock
-    from proxy.db import open_database
-    from publishing.outbox import Outbox
-    from routing.alerts import Alert
+    from cutover.alerts.model import Alert
+    from cutover.core.clock import Clock
+    from cutover.core.db import open_database
+    from cutover.publishing.outbox import Outbox
 
     tmp = Path(tempfile.mkdtemp(prefix="cutover-bench-pub-"))
     receiver = Receiver()
@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     )
                     await outbox.enqueue(tx, alert, ["fast"], now=clock.now())
         proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "-c", str(path)],
+            [sys.executable, "-m", "cutover", "serve", "-c", str(path)],
             cwd=ROOT,
             stdout=open(tmp / "gateway.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,

@@ -4,7 +4,7 @@
 rounds and per round, ratios B/A with their spread, CDF points); ``render_markdown`` and
 ``render_html`` only read that document, so a saved ``compare.json`` can be drawn again::
 
-    python -m bench.report DIR/compare.json [--out DIR]
+    python -m cutover.bench.report DIR/compare.json [--out DIR]
 
 The HTML page is self-contained: CSS and SVG plots inline, no script, no font, no fetch.
 """
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stats import METRICS, Figures, SideSamples, cdf_points, ratio, spread
+from cutover.bench.stats import METRICS, Figures, SideSamples, cdf_points, ratio, spread
 
 __all__ = ["assemble", "main", "render_html", "render_markdown", "write_reports"]
 
@@ -603,8 +603,10 @@ def write_reports(doc: Mapping[str, Any], directory: Path | str) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.report compare.json [--out DIR]``: draw a saved report again."""
-    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    """``python -m cutover.bench.report compare.json [--out DIR]``: draw a saved report again."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cutover.bench.report", description=main.__doc__
+    )
     parser.add_argument("json", help="a compare.json written by cutover bench compare")
     parser.add_argument("--out", help="directory for the files (default: next to the JSON)")
     args = parser.parse_args(argv)

@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
-from compat import jsonops as J
-from compat import query as Q
-from compat.deprecation import Deprecation
-from compat.paths import PathTemplate, TargetPath, compile_target, compile_template
-from compat.rules import (
+from cutover.compat import jsonops as J
+from cutover.compat import query as Q
+from cutover.compat.deprecation import Deprecation
+from cutover.compat.paths import PathTemplate, TargetPath, compile_target, compile_template
+from cutover.compat.rules import (
     ROLES,
     Condition,
     FanOut,
@@ -43,8 +43,8 @@ from compat.rules import (
     RuleMatch,
     with_headers,
 )
-from proxy import config as kit
-from proxy.config import ConfigError, Ctx, Invalid
+from cutover.proxy import config as kit
+from cutover.proxy.config import ConfigError, Ctx, Invalid
 
 __all__ = ["BUILTIN_PROFILES", "CompatConfig", "parse_compat", "profile_resource"]
 
@@ -86,7 +86,7 @@ class CompatConfig:
 
 def profile_resource(name: str) -> str:
     """The text of a built-in profile (shipped in the package as examples/compat/*.yaml)."""
-    resource = importlib.resources.files("examples") / "compat" / BUILTIN_PROFILES[name]
+    resource = importlib.resources.files("cutover.examples") / "compat" / BUILTIN_PROFILES[name]
     return resource.read_text(encoding="utf-8")
 
 
@@ -249,13 +249,13 @@ def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], 
 
 
 def kit_loader(text: str) -> Any:
-    from proxy.config import _Loader
+    from cutover.proxy.config import _Loader
 
     return _Loader(text)
 
 
 def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> ConfigError:
-    from proxy.config import _yaml_error as yaml_error
+    from cutover.proxy.config import _yaml_error as yaml_error
 
     return yaml_error(source, text, exc)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from compat.jsonops import format_rfc3339
-from compat.rules import Rule
+from cutover.compat.jsonops import format_rfc3339
+from cutover.compat.rules import Rule
 
 __all__ = ["usage_report", "usage_text"]
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from compat.deprecation import Deprecation, deprecation_headers
-from compat.jsonops import Op, apply
-from compat.paths import PathTemplate, TargetPath
-from compat.query import QOp, decode_query, encode_query, rewrite_query
+from cutover.compat.deprecation import Deprecation, deprecation_headers
+from cutover.compat.jsonops import Op, apply
+from cutover.compat.paths import PathTemplate, TargetPath
+from cutover.compat.query import QOp, decode_query, encode_query, rewrite_query
 
 __all__ = [
     "ROLES",

@@ -40,9 +40,9 @@ checks while failing requests is the case a canary analysis exists for.
 Run one standalone, or both as a pair that shares its history (as the real services share one
 database: an alert either one accepts is in both histories)::
 
-    python -m examples.backends legacy --port 8001
-    python -m examples.backends go --port 8002
-    python -m examples.backends pair --legacy-port 8001 --go-port 8002
+    python -m cutover.examples.backends legacy --port 8001
+    python -m cutover.examples.backends go --port 8002
+    python -m cutover.examples.backends pair --legacy-port 8001 --go-port 8002
 """
 
 from __future__ import annotations
@@ -1013,7 +1013,7 @@ FACTORIES: dict[str, Callable[[], web.Application]] = {"legacy": legacy_app, "go
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m examples.backends", description="Run sample Alert History backends."
+        prog="python -m cutover.examples.backends", description="Run sample Alert History backends."
     )
     parser.add_argument(
         "kind",

@@ -29,8 +29,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from proxy.config_model import Backend, CutoverConfig, Route
-from routing.canary import CanaryConfig
+from cutover.core.config_model import Backend, CutoverConfig, Route
+from cutover.routing.canary import CanaryConfig
 
 __all__ = ["Rendered", "render"]
 
@@ -390,7 +390,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    from proxy.config import ConfigErrors, format_errors, load_config
+    from cutover.proxy.config import ConfigErrors, format_errors, load_config
 
     try:
         config = load_config(args.config)

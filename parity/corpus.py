@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from parity.diff import PathPattern, key_path
-from routing.storable import storable
+from cutover.core.storable import storable
+from cutover.parity.diff import PathPattern, key_path
 
 __all__ = [
     "REDACTED",

@@ -32,9 +32,9 @@ import pytest
 # Everything else is imported when a test asks for the fixture: installing cutover must not
 # slow down the start of every pytest run.
 if TYPE_CHECKING:
-    from parity.config import ParityConfig
-    from parity.corpus import CorpusRequest
-    from parity.diff import Difference, Reply
+    from cutover.parity.config import ParityConfig
+    from cutover.parity.corpus import CorpusRequest
+    from cutover.parity.diff import Difference, Reply
 
 __all__ = ["ParityClient", "ParityResult"]
 
@@ -81,7 +81,7 @@ class ParityResult:
         return orjson.loads(getattr(self, side).body)
 
     def explain(self) -> str:
-        from parity.diff import preview
+        from cutover.parity.diff import preview
 
         lines = [f"parity: {self.method} {self.path}: the candidate differs from the primary"]
         width = max((len(d.path) for d in self.reported), default=0)
@@ -108,7 +108,7 @@ class ParityClient:
         config: ParityConfig | None = None,
         timeout: float = 10.0,
     ) -> None:
-        from parity.config import ParityConfig
+        from cutover.parity.config import ParityConfig
 
         self.primary = primary
         self.candidate = candidate
@@ -167,9 +167,9 @@ class ParityClient:
         `ignore` adds path patterns to the configured ones for this call."""
         import orjson
 
-        from parity.corpus import CorpusRequest
-        from parity.diff import compare, compile_pattern, endpoint_of
-        from parity.noise import Sample, analyse
+        from cutover.parity.corpus import CorpusRequest
+        from cutover.parity.diff import compare, compile_pattern, endpoint_of
+        from cutover.parity.noise import Sample, analyse
 
         if not path.startswith("/"):
             raise ValueError(f"parity: path must start with '/', got {path!r}")
@@ -218,7 +218,7 @@ class ParityClient:
     async def _rounds(
         self, req: CorpusRequest, samples: int
     ) -> Sequence[tuple[Reply, Reply, Reply | None]]:
-        from parity.runner import SAFE_METHODS, fetch, new_session
+        from cutover.parity.runner import SAFE_METHODS, fetch, new_session
 
         limit = 64 * 1024 * 1024
         noise_url = self.secondary or (self.primary if req.method in SAFE_METHODS else None)
@@ -253,7 +253,7 @@ def parity(request: pytest.FixtureRequest) -> ParityClient:
     primary, candidate = opt("parity_primary"), opt("parity_candidate")
     if not primary or not candidate:
         pytest.skip("parity: give --parity-primary URL and --parity-candidate URL to compare")
-    from parity.config import ParityConfig, load_parity_file
+    from cutover.parity.config import ParityConfig, load_parity_file
 
     path = opt("parity_config")
     config = load_parity_file(path) if path else ParityConfig()

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from parity.diff import Difference, Reply, field_of, key_path, preview
-from parity.noise import EndpointStats, FieldStats
-from parity.runner import Exchange, ParityRun
+from cutover.parity.diff import Difference, Reply, field_of, key_path, preview
+from cutover.parity.noise import EndpointStats, FieldStats
+from cutover.parity.runner import Exchange, ParityRun
 
 __all__ = ["build_report", "endpoint_json", "field_json", "render_html", "write_report"]
 

@@ -21,10 +21,10 @@ from typing import TextIO
 import aiohttp
 from yarl import URL
 
-from parity.config import ParityConfig, load_parity_file
-from parity.corpus import CorpusError, CorpusRequest, load_corpus
-from parity.diff import Difference, Reply, compare, endpoint_of, make_reply
-from parity.noise import EndpointStats, Sample, analyse
+from cutover.parity.config import ParityConfig, load_parity_file
+from cutover.parity.corpus import CorpusError, CorpusRequest, load_corpus
+from cutover.parity.diff import Difference, Reply, compare, endpoint_of, make_reply
+from cutover.parity.noise import EndpointStats, Sample, analyse
 
 __all__ = ["Exchange", "ParityRun", "fetch", "main", "read_bounded", "replay"]
 
@@ -294,8 +294,8 @@ def _url_ok(url: str) -> bool:
 
 def run_command(args: argparse.Namespace) -> int:
     """`cutover parity run` with parsed arguments; the exit status."""
-    from parity.report import build_report, write_report
-    from proxy.config import ConfigErrors, format_errors
+    from cutover.parity.report import build_report, write_report
+    from cutover.proxy.config import ConfigErrors, format_errors
 
     for name in ("primary", "candidate", "secondary"):
         value = getattr(args, name)

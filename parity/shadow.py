@@ -34,21 +34,21 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Gauge
 
-from parity.config import ParityConfig
-from parity.corpus import REDACTED, redact_json, redact_query, to_line
-from parity.diff import Difference, Reply, compare, compile_pattern, endpoint_of, make_reply
-from parity.noise import EndpointStats, Sample, analyse
-from parity.report import difference_json, endpoint_json
-from parity.runner import SAFE_METHODS, read_bounded
-from proxy.db import Database, StoreUnavailable
-from proxy.features import Feature
-from proxy.headers import upstream_headers
-from proxy.tasks import Supervised
+from cutover.core.db import Database, StoreUnavailable
+from cutover.core.tasks import Supervised
+from cutover.parity.config import ParityConfig
+from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
+from cutover.parity.diff import Difference, Reply, compare, compile_pattern, endpoint_of, make_reply
+from cutover.parity.noise import EndpointStats, Sample, analyse
+from cutover.parity.report import difference_json, endpoint_json
+from cutover.parity.runner import SAFE_METHODS, read_bounded
+from cutover.proxy.features import Feature
+from cutover.proxy.headers import upstream_headers
 
 if TYPE_CHECKING:
-    from proxy.config_model import Capture, CutoverConfig, Route
-    from proxy.server import Gateway
-    from proxy.upstreams import Upstream
+    from cutover.core.config_model import Capture, CutoverConfig, Route
+    from cutover.proxy.server import Gateway
+    from cutover.proxy.upstreams import Upstream
 
 __all__ = ["MIRROR_HEADER", "ParityFeature", "Tap", "parity_feature"]
 
@@ -377,7 +377,7 @@ class ParityFeature(Feature):
         while True:
             job = await queue.get()
             self.metrics.queue.set(queue.qsize())
-            await self._process(job)  # a failure restarts the worker (proxy.tasks)
+            await self._process(job)  # a failure restarts the worker (core.tasks)
 
     async def _process(self, job: MirrorJob) -> None:
         state = self.gw.state

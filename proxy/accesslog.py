@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import orjson
 
-from routing.storable import storable
+from cutover.core.storable import storable
 
 FLUSH_INTERVAL = 0.5  # seconds between flushes of the batch
 FLUSH_LINES = 256  # or as soon as this many lines are waiting

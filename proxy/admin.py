@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from proxy.config_model import DEFAULT_TOKEN_NAME, AdminConfig, CutoverConfig
-from proxy.errors import error_response
-from routing.decision import is_loopback
+from cutover.core.config_model import DEFAULT_TOKEN_NAME, AdminConfig, CutoverConfig
+from cutover.core.errors import error_response
+from cutover.routing.decision import is_loopback
 
 if TYPE_CHECKING:
-    from proxy.server import Gateway
+    from cutover.proxy.server import Gateway
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxy.errors import UpstreamError
-from routing.budget import RetryBudget
-from routing.replay import Failure, may_fall_back
+from cutover.core.errors import UpstreamError
+from cutover.routing.budget import RetryBudget
+from cutover.routing.replay import Failure, may_fall_back
 
 if TYPE_CHECKING:
-    from proxy.config_model import Route
-    from proxy.server import Gateway, Outcome
+    from cutover.core.config_model import Route
+    from cutover.proxy.server import Gateway, Outcome
 
 __all__ = ["Attempts"]
 

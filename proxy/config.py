@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from proxy.config_model import (
+from cutover.core.config_model import (
     DEFAULT_TOKEN_NAME,
     IDEMPOTENT_METHODS,
     AccessLogConfig,
@@ -56,11 +56,11 @@ DEFAULT_STICKY_COOKIE = "cutover_id"
 # (`Ctx`, `section`, `field`, `duration`, ...). A section whose module is not present in
 # this build is refused, so nobody believes it is active.
 SECTION_PARSERS: dict[str, str] = {
-    "canary": "proxy.canary_config:parse_canary",
-    "compat": "compat.config:parse_compat",
-    "alerts": "proxy.alerts_config:parse_alerts",
-    "publishing": "publishing.config:parse_publishing",
-    "parity": "parity.config:parse_parity",
+    "canary": "cutover.canary.config:parse_canary",
+    "compat": "cutover.compat.config:parse_compat",
+    "alerts": "cutover.alerts.config:parse_alerts",
+    "publishing": "cutover.publishing.config:parse_publishing",
+    "parity": "cutover.parity.config:parse_parity",
 }
 UNSUPPORTED_SECTIONS = tuple(SECTION_PARSERS)
 # Bounds on the shape of a config, far above any real one: a file past them is refused with a
@@ -1168,7 +1168,7 @@ def _capture(ctx: _Ctx, value: object, path: str) -> Capture | None:
     """A route's `capture:`, parsed by the parity package that reads the files it writes."""
     if _is_off(value):
         return None
-    from parity.config import parse_capture
+    from cutover.parity.config import parse_capture
 
     return parse_capture(ctx, value, path)
 

@@ -48,28 +48,28 @@ from aiohttp import web
 from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
-from proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
-from proxy.attempts import Attempts
-from proxy.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
-from proxy.headers import HOP_BY_HOP
-from proxy.http1 import (
+from cutover.core.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
+from cutover.core.storable import storable
+from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
+from cutover.proxy.attempts import Attempts
+from cutover.proxy.headers import HOP_BY_HOP
+from cutover.proxy.http1 import (
     HOST_RE,
     is_plain_path,
     transfer_coding_refusal,
     version_refusal,
     versionless_line,
 )
-from proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
-from proxy.server import Outcome, RequestRecord, _cookie
-from routing.decision import Decision, client_ip, decide, sticky_key
-from routing.murmur import bucket_of
-from routing.replay import Failure
-from routing.storable import storable
+from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
+from cutover.proxy.server import Outcome, RequestRecord, _cookie
+from cutover.routing.decision import Decision, client_ip, decide, sticky_key
+from cutover.routing.murmur import bucket_of
+from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
-    from proxy.config_model import CutoverConfig, Route
-    from proxy.metrics import Metrics
-    from proxy.server import Gateway, RuntimeState
+    from cutover.core.config_model import CutoverConfig, Route
+    from cutover.proxy.metrics import Metrics
+    from cutover.proxy.server import Gateway, RuntimeState
 
 log = logging.getLogger("cutover")
 
@@ -195,7 +195,7 @@ def error_bytes(
     headers: tuple[tuple[str, str], ...] = (),
     close: bool = False,
 ) -> bytes:
-    """The gateway's JSON error (`proxy.errors.error_response`) as one HTTP/1.1 message."""
+    """The gateway's JSON error (`core.errors.error_response`) as one HTTP/1.1 message."""
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if request_id is not None:
         body["request_id"] = storable(request_id)  # as error_response: bytes not UTF-8 escaped

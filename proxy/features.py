@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from proxy.config_model import CutoverConfig
-    from proxy.server import Gateway
+    from cutover.core.config_model import CutoverConfig
+    from cutover.proxy.server import Gateway
 
 # "package.module:Class", in start order (stopped in reverse).
 FEATURES: tuple[str, ...] = (
-    "proxy.canary:CanaryFeature",
-    "proxy.compat:CompatFeature",
-    "publishing.api:PublishingFeature",
-    "proxy.alerts:AlertsFeature",
-    "parity.shadow:ParityFeature",
+    "cutover.canary.feature:CanaryFeature",
+    "cutover.compat.feature:CompatFeature",
+    "cutover.publishing.api:PublishingFeature",
+    "cutover.alerts.intake:AlertsFeature",
+    "cutover.parity.shadow:ParityFeature",
 )
 
 

@@ -17,15 +17,20 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.attempts import Attempts
-from proxy.errors import BodyTooLargeError, IncompleteBodyError, UpstreamError, error_response
-from proxy.headers import downstream_headers, upstream_headers
-from routing.decision import Decision
-from routing.replay import Failure
+from cutover.core.errors import (
+    BodyTooLargeError,
+    IncompleteBodyError,
+    UpstreamError,
+    error_response,
+)
+from cutover.proxy.attempts import Attempts
+from cutover.proxy.headers import downstream_headers, upstream_headers
+from cutover.routing.decision import Decision
+from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
-    from proxy.config_model import Route
-    from proxy.server import Gateway, Outcome
+    from cutover.core.config_model import Route
+    from cutover.proxy.server import Gateway, Outcome
 
 CHUNK = 2**16
 

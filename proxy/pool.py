@@ -35,7 +35,7 @@ from typing import Any
 
 import httptools
 
-from proxy.config_model import Backend
+from cutover.core.config_model import Backend
 
 HIGH_WATER = 256 * 1024  # response bytes buffered before the backend socket stops being read
 LOW_WATER = 64 * 1024  # reading resumes once the consumer brought the buffer below this

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from proxy.config_model import CutoverConfig
+from cutover.core.config_model import CutoverConfig
 
 __all__ = ["restart_required"]
 

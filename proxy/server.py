@@ -24,15 +24,27 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy.accesslog import AccessLog
-from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning, without_admin_token
-from proxy.clock import Clock
-from proxy.config_model import CutoverConfig, Route
-from proxy.db import Database, open_database
-from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error, json_errors
-from proxy.features import Feature, feature_classes, load_features
-from proxy.forwarder import MirrorHook, forward, forward_websocket
-from proxy.http1 import (
+from cutover.core.clock import Clock
+from cutover.core.config_model import CutoverConfig, Route
+from cutover.core.db import Database, open_database
+from cutover.core.errors import (
+    BodyTooLargeError,
+    CutoverError,
+    error_response,
+    from_error,
+    json_errors,
+)
+from cutover.core.tasks import Supervised, TaskSupervisor, stop_in_order
+from cutover.proxy.accesslog import AccessLog
+from cutover.proxy.admin import (
+    add_admin_routes,
+    admin_auth,
+    open_endpoints_warning,
+    without_admin_token,
+)
+from cutover.proxy.features import Feature, feature_classes, load_features
+from cutover.proxy.forwarder import MirrorHook, forward, forward_websocket
+from cutover.proxy.http1 import (
     HOST_RE,
     Refused,
     parse_target,
@@ -40,20 +52,19 @@ from proxy.http1 import (
     version_refusal,
     versionless_line,
 )
-from proxy.listen import bind
-from proxy.metrics import Metrics
-from proxy.restart import restart_required
-from proxy.tasks import Supervised, TaskSupervisor, stop_in_order
-from proxy.upstreams import Upstream
-from routing.budget import RetryBudget
-from routing.decision import client_ip, decide, sticky_key
-from routing.health import HealthTable
-from routing.match import Router
-from routing.murmur import bucket_of
-from routing.split import SplitTable
+from cutover.proxy.listen import bind
+from cutover.proxy.metrics import Metrics
+from cutover.proxy.restart import restart_required
+from cutover.proxy.upstreams import Upstream
+from cutover.routing.budget import RetryBudget
+from cutover.routing.decision import client_ip, decide, sticky_key
+from cutover.routing.health import HealthTable
+from cutover.routing.match import Router
+from cutover.routing.murmur import bucket_of
+from cutover.routing.split import SplitTable
 
 if TYPE_CHECKING:
-    from proxy.compat import CompatFeature as CompatHook
+    from cutover.compat.feature import CompatFeature as CompatHook
 
 log = logging.getLogger("cutover")
 
@@ -135,7 +146,7 @@ class _Protocol(web_protocol.RequestHandler):
         self._first_line = None
         if not verdict or self.transport is None:
             return False
-        from proxy.fastpath import error_bytes
+        from cutover.proxy.fastpath import error_bytes
 
         refusal = version_refusal("0.9")
         assert refusal is not None
@@ -313,7 +324,7 @@ class Gateway:
         self.restart_pending: list[str] = []  # what the config in force waits for a restart to do
         self.clock = clock or Clock()
         self.metrics = Metrics()
-        # Every background task of the gateway and its features (proxy.tasks).
+        # Every background task of the gateway and its features (core.tasks).
         self.tasks = TaskSupervisor(clock=self.clock, failures=self.metrics.task_failures)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
         self.served: collections.Counter[str] = collections.Counter()
@@ -383,7 +394,7 @@ class Gateway:
         sock = sock if sock is not None else bind(config.listen, 1, "listen")[0]
         try:
             if config.fast_path:  # plain requests on the fast path, the others to aiohttp
-                from proxy.fastpath import FastListener
+                from cutover.proxy.fastpath import FastListener
 
                 self._fast = FastListener(self, self._runner.server, app)
                 self.url = await self._fast.start(sock)

@@ -8,8 +8,8 @@ import ssl
 import aiohttp
 from yarl import URL
 
-from proxy.config_model import Backend
-from proxy.pool import LeanPool
+from cutover.core.config_model import Backend
+from cutover.proxy.pool import LeanPool
 
 # Response heads from backends may be larger than what we accept from clients.
 _MAX_RESPONSE_FIELD = 32 * 1024

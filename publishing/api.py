@@ -29,23 +29,23 @@ import orjson
 from aiohttp import web
 from prometheus_client import Gauge
 
-from proxy.admin import require_admin_token
-from proxy.db import StoreUnavailable
-from proxy.errors import error_response
-from proxy.features import Feature
-from proxy.tasks import Supervised, stop_in_order
-from publishing.config import DEFAULT, PublishingConfig
-from publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
-from publishing.delivery import iso_time as _iso
-from publishing.discovery import Discovery
-from publishing.outbox import Outbox
-from publishing.targets import TargetRegistry, TargetSpec
-from routing.alerts import Alert
-from routing.storable import MAX_KEY, identity_problem
+from cutover.alerts.model import Alert
+from cutover.core.db import StoreUnavailable
+from cutover.core.errors import error_response
+from cutover.core.storable import MAX_KEY, identity_problem
+from cutover.core.tasks import Supervised, stop_in_order
+from cutover.proxy.admin import require_admin_token
+from cutover.proxy.features import Feature
+from cutover.publishing.config import DEFAULT, PublishingConfig
+from cutover.publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
+from cutover.publishing.delivery import iso_time as _iso
+from cutover.publishing.discovery import Discovery
+from cutover.publishing.outbox import Outbox
+from cutover.publishing.targets import TargetRegistry, TargetSpec
 
 if TYPE_CHECKING:
-    from proxy.config_model import CutoverConfig
-    from proxy.server import Gateway
+    from cutover.core.config_model import CutoverConfig
+    from cutover.proxy.server import Gateway
 
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from proxy import config as _config
-from proxy.config import (
+from cutover.proxy import config as _config
+from cutover.proxy.config import (
     Ctx,
     Invalid,
     boolean,
@@ -31,9 +31,9 @@ from proxy.config import (
     section,
     string,
 )
-from proxy.config import field as get
-from publishing.outbox import COMPLETE_BATCH, COMPLETE_INTERVAL
-from publishing.targets import (
+from cutover.proxy.config import field as get
+from cutover.publishing.outbox import COMPLETE_BATCH, COMPLETE_INTERVAL
+from cutover.publishing.targets import (
     DEFAULT_RATE_LIMITS,
     DEFAULT_TIMEOUT,
     DEFAULT_URLS,

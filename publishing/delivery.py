@@ -42,25 +42,25 @@ import aiohttp
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from proxy.config_model import Route
-from proxy.db import StoreTimeout, StoreUnavailable
-from proxy.metrics import LATENCY_BUCKETS, counter_samples
-from proxy.tasks import Supervised, stop_in_order
-from publishing import pagerduty, rootly, slack, webhook
-from publishing.config import DeliveryPolicy, PublishingConfig
-from publishing.limits import CircuitBreaker, TokenBucket, backoff
-from publishing.outbox import Job, Outbox
-from publishing.shared_flow import SharedFlow
-from publishing.stall import StallWatch
-from publishing.targets import Redactor, TargetRegistry, TargetSpec
-from publishing.transport import USER_AGENT, Outcome, SendContext, judge
-from routing.alerts import Alert
-from routing.decision import decide
-from routing.murmur import bucket_of
-from routing.storable import storable
+from cutover.alerts.model import Alert
+from cutover.core.config_model import Route
+from cutover.core.db import StoreTimeout, StoreUnavailable
+from cutover.core.storable import storable
+from cutover.core.tasks import Supervised, stop_in_order
+from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
+from cutover.publishing import pagerduty, rootly, slack, webhook
+from cutover.publishing.config import DeliveryPolicy, PublishingConfig
+from cutover.publishing.limits import CircuitBreaker, TokenBucket, backoff
+from cutover.publishing.outbox import Job, Outbox
+from cutover.publishing.shared_flow import SharedFlow
+from cutover.publishing.stall import StallWatch
+from cutover.publishing.targets import Redactor, TargetRegistry, TargetSpec
+from cutover.publishing.transport import USER_AGENT, Outcome, SendContext, judge
+from cutover.routing.decision import decide
+from cutover.routing.murmur import bucket_of
 
 if TYPE_CHECKING:
-    from proxy.server import Gateway
+    from cutover.proxy.server import Gateway
 
 log = logging.getLogger("cutover.publishing")
 
@@ -396,7 +396,7 @@ class DeliveryEngine:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        """Claim and start due jobs; an unexpected failure restarts the loop (proxy.tasks)."""
+        """Claim and start due jobs; an unexpected failure restarts the loop (core.tasks)."""
         failures = 0
         rechecks = 0
         while True:
@@ -760,8 +760,8 @@ class DeliveryEngine:
         ruleset = getattr(compat, "ruleset", None)
         if compat is None or ruleset is None:
             return [("POST", path, orjson.dumps(envelope))]
-        from compat.jsonops import _get as json_get  # compat is pure; imported on use
-        from compat.jsonops import apply
+        from cutover.compat.jsonops import _get as json_get  # compat is pure; imported on use
+        from cutover.compat.jsonops import apply
 
         hit = ruleset.match("POST", path, dict, {})
         if hit is None:

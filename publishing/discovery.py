@@ -5,7 +5,7 @@ matching several selectors counts once). Watch events (ADDED, MODIFIED, DELETED)
 set at once; a watch that ends or expires (410 Gone) is followed by a fresh list. A full
 list of everything also runs every `resync` and on `POST /publishing/targets/refresh`.
 
-Watches and the resync are tasks of the gateway (`proxy.tasks`): a watch that fails in a way
+Watches and the resync are tasks of the gateway (`core.tasks`): a watch that fails in a way
 nobody foresaw (a list where events were expected, an event that is not one) is logged,
 counted, and started again after a backoff, listing before it watches again; each resync also
 restarts at once any watch still waiting to.
@@ -34,11 +34,11 @@ from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from proxy.clock import Clock
-from proxy.tasks import Supervised, TaskSupervisor
-from publishing.config import KubernetesConfig
-from publishing.secrets import parse_secret
-from publishing.targets import InvalidTarget, TargetRegistry, TargetSpec
+from cutover.core.clock import Clock
+from cutover.core.tasks import Supervised, TaskSupervisor
+from cutover.publishing.config import KubernetesConfig
+from cutover.publishing.secrets import parse_secret
+from cutover.publishing.targets import InvalidTarget, TargetRegistry, TargetSpec
 
 log = logging.getLogger("cutover.publishing.discovery")
 

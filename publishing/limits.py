@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from publishing.targets import RateLimit
+from cutover.publishing.targets import RateLimit
 
 
 class TokenBucket:

@@ -33,10 +33,10 @@ from typing import Any
 
 import orjson
 
-from proxy.clock import Clock
-from proxy.db import Database, StoreUnavailable, Tx
-from proxy.tasks import Supervised, TaskSupervisor
-from routing.alerts import ZERO_TIME, Alert, Classification
+from cutover.alerts.model import ZERO_TIME, Alert, Classification
+from cutover.core.clock import Clock
+from cutover.core.db import Database, StoreUnavailable, Tx
+from cutover.core.tasks import Supervised, TaskSupervisor
 
 log = logging.getLogger("cutover.publishing")
 

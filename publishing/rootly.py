@@ -11,10 +11,10 @@ already has an id is not created again; a resolved one without an id has nothing
 
 from __future__ import annotations
 
-from publishing import view
-from publishing.targets import TargetSpec
-from publishing.transport import Outcome, SendContext, post_json
-from routing.alerts import Alert
+from cutover.alerts.model import Alert
+from cutover.publishing import view
+from cutover.publishing.targets import TargetSpec
+from cutover.publishing.transport import Outcome, SendContext, post_json
 
 CONTENT_TYPE = "application/vnd.api+json"
 MAX_TITLE = 255

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from publishing.config import LAYOUTS, parse_rate_limit
-from publishing.targets import (
+from cutover.publishing.config import LAYOUTS, parse_rate_limit
+from cutover.publishing.targets import (
     DEFAULT_RATE_LIMITS,
     DEFAULT_TIMEOUT,
     DEFAULT_URLS,

@@ -3,7 +3,7 @@
 Two keys per target, under `cutover:publishing:`:
 
 - `rate:<target>`: a token bucket (hash `tokens`, `ts`) taken from atomically by a Lua script on
-  the Redis clock (`proxy.shared_bucket`), so N replicas together stay within the target's rate;
+  the Redis clock (`core.buckets`), so N replicas together stay within the target's rate;
 - `hold:<target>`: present while the target must not be sent to (a 429's Retry-After, or a
   circuit breaker that opened somewhere); its TTL is the time left.
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 
-from proxy.clock import Clock
-from proxy.shared_bucket import RETRY_AFTER_DOWN, RedisBucket
-from publishing.targets import RateLimit
+from cutover.core.buckets import RETRY_AFTER_DOWN, RedisBucket
+from cutover.core.clock import Clock
+from cutover.publishing.targets import RateLimit
 
 log = logging.getLogger("cutover.publishing")
 

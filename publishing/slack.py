@@ -10,10 +10,10 @@ made twice does not post twice.
 
 from __future__ import annotations
 
-from publishing import view
-from publishing.targets import TargetSpec
-from publishing.transport import Outcome, SendContext, post_json
-from routing.alerts import Alert
+from cutover.alerts.model import Alert
+from cutover.publishing import view
+from cutover.publishing.targets import TargetSpec
+from cutover.publishing.transport import Outcome, SendContext, post_json
 
 COLOURS = {
     "critical": "#FF0000",

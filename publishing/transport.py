@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.clock import Clock
+from cutover.core.clock import Clock
 
 USER_AGENT = "cutover-publisher/1"
 _BODY_KEPT = 500  # characters of a target's answer kept for the API and the DLQ

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing.alerts import ZERO_TIME, Alert
+from cutover.alerts.model import ZERO_TIME, Alert
 
 # Label spellings seen in the wild -> the classification scale (spec digest §3.2).
 _LABEL_SEVERITY = {

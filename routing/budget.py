@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.config_model import Retry
+from cutover.core.config_model import Retry
 
 __all__ = ["RetryBudget"]
 

@@ -69,7 +69,7 @@ STATUSES: tuple[Status, ...] = ("healthy", "unhealthy", "insufficient_data")
 
 
 # ---------------------------------------------------------------------------------------------
-# Configuration (parsed by proxy/canary_config.py)
+# Configuration (parsed by canary/config.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.config_model import Route, Sticky
-from routing.match import HeaderLookup
-from routing.split import SplitTable
+from cutover.core.config_model import Route, Sticky
+from cutover.routing.match import HeaderLookup
+from cutover.routing.split import SplitTable
 
 __all__ = ["Decision", "Reason", "client_ip", "decide", "is_loopback", "sticky_key"]
 

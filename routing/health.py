@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from proxy.config_model import Backend, HealthCheck, OutlierDetection
-from routing.webhook_formats import format_rfc3339
+from cutover.alerts.webhook_formats import format_rfc3339
+from cutover.core.config_model import Backend, HealthCheck, OutlierDetection
 
 __all__ = ["BackendHealth", "HealthTable"]
 

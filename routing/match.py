@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from proxy.config_model import HeaderMatch, Route
+from cutover.core.config_model import HeaderMatch, Route
 
 __all__ = ["HeaderLookup", "Router"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from proxy.config_model import Retry
+from cutover.core.config_model import Retry
 
 __all__ = ["Failure", "may_fall_back", "may_replay"]
 

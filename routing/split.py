@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
-from routing.murmur import BUCKETS
+from cutover.routing.murmur import BUCKETS
 
 __all__ = ["SplitTable"]
 

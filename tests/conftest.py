@@ -18,8 +18,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from proxy.config import parse_config
-from proxy.server import Gateway, start_gateway
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway, start_gateway
 from tests.quiescence import assert_quiescent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,7 +220,7 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """`python -m proxy serve` in a subprocess, for signal, worker and memory tests."""
+    """`python -m cutover serve` in a subprocess, for signal, worker and memory tests."""
 
     def __init__(self, config: dict[str, Any], tmp_path: Path, workers: int | None = 1) -> None:
         """`workers`: passed as `--workers`; None leaves the count to the config file."""
@@ -233,7 +233,7 @@ class GatewayProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         count = [] if workers is None else ["--workers", str(workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "-c", str(self.config_path), *count],
+            [sys.executable, "-m", "cutover", "serve", "-c", str(self.config_path), *count],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

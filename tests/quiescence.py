@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 if TYPE_CHECKING:
-    from proxy.server import Gateway
+    from cutover.proxy.server import Gateway
 
 __all__ = ["DEADLINE", "assert_quiescent", "in_flight_counts"]
 

@@ -141,11 +141,11 @@ def validate_object(obj: dict[str, Any]) -> None:
 
 
 def check_config(text: str, env: dict[str, str], folder: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m proxy check-config` on `text`, with `env` added as the pod would have it."""
+    """`python -m cutover check-config` on `text`, with `env` added as the pod would have it."""
     path = folder / "cutover.yaml"
     path.write_text(text)
     return subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", str(path)],
+        [sys.executable, "-m", "cutover", "check-config", str(path)],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

@@ -379,7 +379,7 @@ def test_the_dockerfile_runs_the_cli_on_the_charts_config_path() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert cmd is not None
     assert json.loads(cmd.group(1)) == ["cutover", "serve", "-c", "/etc/cutover/cutover.yaml"]
-    from proxy.cli import _parser
+    from cutover.cli import _parser
 
     args = _parser().parse_args(json.loads(cmd.group(1))[1:])
     assert (args.command, args.config) == ("serve", "/etc/cutover/cutover.yaml")

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.alerts import AlertsFeature
-from proxy.clock import Clock, FakeClock
-from proxy.config import parse_config
-from proxy.db import Database, open_database
-from proxy.server import Gateway
+from cutover.alerts.intake import AlertsFeature
+from cutover.core.clock import Clock, FakeClock
+from cutover.core.db import Database, open_database
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway
 from tests.conftest import gateway_config
 
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -12,10 +12,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from proxy.canary import CanaryFeature
-from proxy.clock import Clock
-from proxy.config import parse_config
-from proxy.server import Gateway, start_gateway
+from cutover.canary.feature import CanaryFeature
+from cutover.core.clock import Clock
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway, start_gateway
 from tests.conftest import EchoBackend, gateway_config
 
 TOKEN = "t0ken-for-tests"

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from proxy.db import Database, open_database
+from cutover.core.db import Database, open_database
 from tests.integration.alerts_helpers import AlertsGateway
 from tests.integration.publishing_helpers import start
 

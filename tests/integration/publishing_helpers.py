@@ -6,13 +6,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from proxy.clock import Clock
-from proxy.config import parse_config
-from proxy.server import Gateway, start_gateway
-from publishing.api import PublishingFeature
-from publishing.delivery import DeliveryEngine
-from publishing.outbox import Outbox
-from routing.alerts import Alert, Classification
+from cutover.alerts.model import Alert, Classification
+from cutover.core.clock import Clock
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway, start_gateway
+from cutover.publishing.api import PublishingFeature
+from cutover.publishing.delivery import DeliveryEngine
+from cutover.publishing.outbox import Outbox
 
 
 def config(

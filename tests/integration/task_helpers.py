@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.server import Gateway
+from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
 
 INJECTED = "RuntimeError: injected fault"

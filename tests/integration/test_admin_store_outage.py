@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.canary import CanaryFeature
-from proxy.server import Gateway
+from cutover.canary.feature import CanaryFeature
+from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
 from tests.integration.alerts_helpers import PG_URL, TcpRelay
 from tests.integration.canary_helpers import (

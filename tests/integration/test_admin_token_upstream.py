@@ -17,7 +17,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from proxy.config import load_config
+from cutover.proxy.config import load_config
 from tests.conftest import gateway_config, wait_for
 
 pytestmark = pytest.mark.usefixtures("serving_path")

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 import yaml
 
-from proxy.clock import Clock
-from routing.webhook_formats import alertmanager_fingerprint
+from cutover.alerts.webhook_formats import alertmanager_fingerprint
+from cutover.core.clock import Clock
 from tests.conftest import free_port
 from tests.integration.alerts_helpers import PG_URL, TcpRelay, feature, intake_rows
 

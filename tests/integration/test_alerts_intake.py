@@ -9,8 +9,8 @@ import gzip
 
 import orjson
 
-from proxy.clock import FakeClock
-from routing.webhook_formats import alertmanager_fingerprint
+from cutover.alerts.webhook_formats import alertmanager_fingerprint
+from cutover.core.clock import FakeClock
 from tests.conftest import wait_for
 from tests.integration.alerts_helpers import (
     am_alert,

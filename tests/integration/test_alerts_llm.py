@@ -13,8 +13,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.clock import FakeClock
-from routing.webhook_formats import alertmanager_fingerprint
+from cutover.alerts.webhook_formats import alertmanager_fingerprint
+from cutover.core.clock import FakeClock
 from tests.conftest import wait_for
 from tests.integration.alerts_helpers import (
     AlertsGateway,

@@ -11,10 +11,10 @@ from types import MappingProxyType
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.alerts_config import BreakerConfig, ClassificationConfig, OpenAIConfig
-from proxy.clock import FakeClock
-from proxy.llm import Classifier
-from routing.alerts import Alert
+from cutover.alerts.config import BreakerConfig, ClassificationConfig, OpenAIConfig
+from cutover.alerts.llm import Classifier
+from cutover.alerts.model import Alert
+from cutover.core.clock import FakeClock
 from tests.conftest import free_port
 from tests.integration.alerts_helpers import FakeLLM
 

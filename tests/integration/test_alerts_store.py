@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from proxy.db import open_database
+from cutover.core.db import open_database
 from tests.integration.alerts_helpers import (
     PG_URL,
     TcpRelay,

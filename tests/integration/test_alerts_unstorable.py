@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from routing.storable import MAX_KEY
+from cutover.core.storable import MAX_KEY
 from tests.integration.alerts_helpers import am_alert, envelope, intake_rows, jobs
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgresql"])

@@ -1,6 +1,6 @@
 """``cutover bench compare`` end to end: real Locust runs against two sample backends.
 
-Both sides are ``python -m examples.backends go``; B holds every answer ``SLOW_MS`` longer
+Both sides are ``python -m cutover.examples.backends go``; B holds every answer ``SLOW_MS`` longer
 (``--delay-ms``), so B's latencies are known to be at least that. Locust runs as a subprocess of
 the runner, never inside pytest. Runs are short (1-2 s per side per round); no assertion
 depends on how fast this machine is beyond "a request delayed 60 ms is slower than one that is
@@ -31,7 +31,7 @@ ENDPOINTS = {"alerts_v2", "health", "history_legacy", "history_new", "webhook"}
 
 def _start_backend(delay_ms: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "examples.backends", "go", "--port", str(port)]
+    cmd = [sys.executable, "-m", "cutover.examples.backends", "go", "--port", str(port)]
     if delay_ms:
         cmd += ["--delay-ms", str(delay_ms)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -64,7 +64,7 @@ def sides() -> Iterator[tuple[str, str]]:
 
 
 def _compare(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "proxy", "bench", "compare", "--spawn-rate", "100", *args]
+    cmd = [sys.executable, "-m", "cutover", "bench", "compare", "--spawn-rate", "100", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 

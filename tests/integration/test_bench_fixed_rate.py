@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bench import fixed_rate
+from cutover.bench import fixed_rate
 from tests.conftest import ROOT
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -164,7 +164,7 @@ async def test_command_line_prints_json(serve, tmp_path: Path) -> None:  # type:
 
     url = await serve(ok)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.fixed_rate", url + "/", "--rate", "100", "--seconds", "0.3",
+        sys.executable, "-m", "cutover.bench.fixed_rate", url + "/", "--rate", "100", "--seconds", "0.3",
         "--connections", "2", cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip

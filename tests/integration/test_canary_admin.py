@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 import yaml
 
-from proxy.cli import main as cli_main
-from proxy.clock import FakeClock
-from proxy.config import load_config
-from proxy.server import start_gateway
+from cutover.cli import main as cli_main
+from cutover.core.clock import FakeClock
+from cutover.proxy.config import load_config
+from cutover.proxy.server import start_gateway
 from tests.integration.canary_helpers import (
     TOKEN,
     FlakyBackend,

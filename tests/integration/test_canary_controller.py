@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.clock import FakeClock
+from cutover.core.clock import FakeClock
 from tests.integration.canary_helpers import (
     FlakyBackend,
     admin,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import asyncpg
 
-from proxy.clock import FakeClock
-from proxy.db import Database, StoreUnavailable
-from proxy.events import Event, EventLog
-from proxy.shared import StoreShared
-from routing.canary import initial_control
+from cutover.canary.events import Event, EventLog
+from cutover.canary.shared import StoreShared
+from cutover.core.clock import FakeClock
+from cutover.core.db import Database, StoreUnavailable
+from cutover.routing.canary import initial_control
 from tests.conftest import wait_for
 from tests.integration.canary_helpers import (
     FlakyBackend,
@@ -148,7 +148,7 @@ def _event(reason: str, route: str = "default") -> Event:
 async def test_events_wait_while_the_store_is_down_and_are_written_in_order(
     db: Database, monkeypatch
 ) -> None:
-    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
+    monkeypatch.setattr("cutover.canary.events.RETRY_BASE", 0.01)
     down = {"left": 3}
 
     async def flaky_open() -> Database:
@@ -184,8 +184,8 @@ async def _unavailable() -> Database:
 
 
 async def test_backlog_overflow_and_shutdown_log_each_event_they_drop(monkeypatch, caplog) -> None:
-    monkeypatch.setattr("proxy.events.BACKLOG", 3)
-    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
+    monkeypatch.setattr("cutover.canary.events.BACKLOG", 3)
+    monkeypatch.setattr("cutover.canary.events.RETRY_BASE", 0.01)
     log = EventLog(_unavailable)
     for i in range(5):
         log.record(_event(f"reason-{i}"))
@@ -204,7 +204,7 @@ async def test_backlog_overflow_and_shutdown_log_each_event_they_drop(monkeypatc
 async def test_an_event_the_store_refuses_is_logged_and_does_not_block_the_rest(
     db: Database, caplog, monkeypatch
 ) -> None:
-    monkeypatch.setattr("proxy.events.RETRY_BASE", 0.01)
+    monkeypatch.setattr("cutover.canary.events.RETRY_BASE", 0.01)
     log = EventLog(_opener(db))
     log.record(_event("first"))
     assert await log.flush(10.0)

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from parity.shadow import ParityFeature
-from proxy.clock import FakeClock
-from proxy.server import Gateway
+from cutover.core.clock import FakeClock
+from cutover.parity.shadow import ParityFeature
+from cutover.proxy.server import Gateway
 from tests.conftest import EchoBackend, wait_for
 from tests.integration.canary_helpers import (
     admin,

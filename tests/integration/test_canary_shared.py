@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.clock import FakeClock
+from cutover.core.clock import FakeClock
 from tests.conftest import free_port, wait_for
 from tests.integration.canary_helpers import (
     FlakyBackend,

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 def cutover(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
+        [sys.executable, "-m", "cutover", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

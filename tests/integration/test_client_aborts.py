@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.server import Gateway
+from cutover.proxy.server import Gateway
 from tests.conftest import gateway_config, wait_for
 from tests.integration.fault_helpers import Blackhole, FaultBackend, refused_url
 from tests.quiescence import assert_quiescent

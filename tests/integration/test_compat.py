@@ -21,10 +21,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from proxy.compat import BROTLI_AVAILABLE
-from proxy.config import parse_config
-from proxy.db import StoreUnavailable
-from proxy.server import Gateway, start_gateway
+from cutover.compat.feature import BROTLI_AVAILABLE
+from cutover.core.db import StoreUnavailable
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway, start_gateway
 from tests.conftest import ROOT, EchoBackend, gateway_config, wait_for
 
 MIGRATION = "https://example.test/MIGRATION.md"
@@ -468,7 +468,7 @@ async def test_usage_per_caller_survives_a_restart(
     config_file.write_text(yaml.safe_dump(data))
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "proxy", "compat", "report", "-c", str(config_file)],
+        [sys.executable, "-m", "cutover", "compat", "report", "-c", str(config_file)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -481,7 +481,7 @@ async def test_usage_per_caller_survives_a_restart(
 async def test_usage_is_written_in_the_background(
     new_backend: NewBackend, backends: Any, gateway: Any, tmp_path: Path
 ) -> None:
-    from proxy.compat_store import read_usage
+    from cutover.compat.store import read_usage
 
     legacy = await backends("legacy")
     gw = await gateway(

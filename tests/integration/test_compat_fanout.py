@@ -14,8 +14,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.compat import FAN_OUT_BACKOFF_BASE, CompatFeature
-from proxy.server import Gateway
+from cutover.compat.feature import FAN_OUT_BACKOFF_BASE, CompatFeature
+from cutover.proxy.server import Gateway
 from tests.conftest import EchoBackend, gateway_config
 
 HOLD_UNTIL = 4  # held parts wait until this many parts are in flight at once

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from examples.backends import GO_STORE, LEGACY_STORE, go_app, legacy_app
-from examples.samples import alertmanager_payload
-from proxy.config import parse_config
-from proxy.server import Gateway, start_gateway
+from cutover.examples.backends import GO_STORE, LEGACY_STORE, go_app, legacy_app
+from cutover.examples.samples import alertmanager_payload
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway, start_gateway
 
 GUIDE = "https://github.com/ipiton/alert-history-service/blob/main/MIGRATION.md"
 

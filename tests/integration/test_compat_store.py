@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from compat.usage import UsageBuffer, caller_of
-from proxy.compat_store import ensure_schema, read_usage, write_usage
-from proxy.db import Database, open_database
+from cutover.compat.store import ensure_schema, read_usage, write_usage
+from cutover.compat.usage import UsageBuffer, caller_of
+from cutover.core.db import Database, open_database
 
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.cli import main as cli_main
+from cutover.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ async def test_a_reader_that_stops_early_is_not_an_error() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         command = (
-            f"{sys.executable} -m proxy ctl --admin http://127.0.0.1:{port} "
+            f"{sys.executable} -m cutover ctl --admin http://127.0.0.1:{port} "
             "events --limit 20000 | head -1"
         )
         done = await asyncio.to_thread(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.db import Database, StoreTimeout, StoreUnavailable, open_database
+from cutover.core.db import Database, StoreTimeout, StoreUnavailable, open_database
 from tests.integration.store_helpers import write_lock
 
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -19,8 +19,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from examples.backends import DELAY_HEADER, go_app, legacy_app, share_history
-from examples.samples import alertmanager_payload, flat_alert
+from cutover.examples.backends import DELAY_HEADER, go_app, legacy_app, share_history
+from cutover.examples.samples import alertmanager_payload, flat_alert
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -503,7 +503,7 @@ async def test_a_pair_shares_one_history(aiohttp_client) -> None:
 def test_pair_runner_serves_both_shapes_and_stops_on_sigterm() -> None:
     legacy_port, go_port = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "examples.backends", "pair", "--legacy-port", str(legacy_port),
+        [sys.executable, "-m", "cutover.examples.backends", "pair", "--legacy-port", str(legacy_port),
          "--go-port", str(go_port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -544,7 +544,7 @@ def _pump(stream, lines: queue.Queue[str]) -> None:  # type: ignore[no-untyped-d
 def test_demo_runs_and_stops_cleanly() -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--traffic"],
+        [sys.executable, "-m", "cutover", "demo", "--port", str(port), "--traffic"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,7 +13,7 @@ import json
 import aiohttp
 import pytest
 
-from proxy.server import Gateway, RequestRecord
+from cutover.proxy.server import Gateway, RequestRecord
 from tests.conftest import gateway_config, wait_for
 
 

@@ -24,7 +24,7 @@ def test_fuzz_check_config_exits_0_or_2_with_one_line_per_problem(text_: str) ->
         path = Path(folder) / "cutover.yaml"
         path.write_text(text_, encoding="utf-8")
         result = subprocess.run(
-            [sys.executable, "-m", "proxy", "check-config", str(path)],
+            [sys.executable, "-m", "cutover", "check-config", str(path)],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -1,4 +1,4 @@
-"""Every error the gateway answers itself is JSON (`proxy.errors.error_response`'s shape), aiohttp's
+"""Every error the gateway answers itself is JSON (`core.errors.error_response`'s shape), aiohttp's
 own refusals included: an unknown admin path, a method a path does not take, a body over the
 limit (413) on the admin API and on the main listener's own endpoints, on both listener paths."""
 

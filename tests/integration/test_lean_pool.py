@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from proxy.config_model import Backend, PoolConfig
-from proxy.pool import ConnectFailed, LeanPool, Response, UpstreamReset
+from cutover.core.config_model import Backend, PoolConfig
+from cutover.proxy.pool import ConnectFailed, LeanPool, Response, UpstreamReset
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

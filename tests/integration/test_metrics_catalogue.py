@@ -14,11 +14,11 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.clock import Clock
-from proxy.db import open_database
-from publishing.delivery import OUTCOMES
-from publishing.outbox import Outbox
-from routing.canary import PHASES, STATUSES
+from cutover.core.clock import Clock
+from cutover.core.db import open_database
+from cutover.publishing.delivery import OUTCOMES
+from cutover.publishing.outbox import Outbox
+from cutover.routing.canary import PHASES, STATUSES
 from tests.conftest import wait_for
 from tests.helm.chart_helpers import CHART, case_values, render
 from tests.integration.alerts_helpers import PG_URL, TcpRelay, envelope

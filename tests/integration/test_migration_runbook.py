@@ -202,7 +202,7 @@ class World:
 
     async def start(self) -> None:
         self.bin.mkdir()
-        for name, line in (("cutover", "-m proxy"), ("python", "")):
+        for name, line in (("cutover", "-m cutover"), ("python", "")):
             shim = self.bin / name
             shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {line} "$@"\n')
             shim.chmod(0o755)

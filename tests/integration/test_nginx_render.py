@@ -20,12 +20,12 @@ import pytest
 import yaml
 from aiohttp import web
 
-from nginx.render import render
-from proxy.cli import main as cli_main
-from proxy.config import load_config, parse_config
-from proxy.server import start_gateway
-from routing.murmur import bucket_of
-from routing.split import SplitTable
+from cutover.cli import main as cli_main
+from cutover.nginx.render import render
+from cutover.proxy.config import load_config, parse_config
+from cutover.proxy.server import start_gateway
+from cutover.routing.murmur import bucket_of
+from cutover.routing.split import SplitTable
 from tests.conftest import EchoBackend, free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

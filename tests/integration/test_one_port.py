@@ -29,7 +29,16 @@ def with_admin(config: dict[str, Any], port: int | None = None) -> dict[str, Any
 def serve(config_path: Path, workers: int) -> subprocess.CompletedProcess[str]:
     """`cutover serve` to completion (its own process group, ended whole if it overstays)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "-c", str(config_path), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "cutover",
+            "serve",
+            "-c",
+            str(config_path),
+            "--workers",
+            str(workers),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

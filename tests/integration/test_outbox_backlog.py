@@ -19,11 +19,11 @@ import uuid
 
 import aiohttp
 
-from bench.outbox_backlog import ClaimLog, fill, job_rows
-from proxy.clock import Clock, FakeClock
-from proxy.db import Database, open_database
-from publishing.delivery import EngineState, iso_time
-from publishing.outbox import _MIGRATION_1, Outbox
+from cutover.bench.outbox_backlog import ClaimLog, fill, job_rows
+from cutover.core.clock import Clock, FakeClock
+from cutover.core.db import Database, open_database
+from cutover.publishing.delivery import EngineState, iso_time
+from cutover.publishing.outbox import _MIGRATION_1, Outbox
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeWebhook
 from tests.integration.publishing_helpers import config, engine

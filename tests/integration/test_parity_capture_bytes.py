@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.corpus import load_corpus
-from proxy.server import Gateway
+from cutover.parity.corpus import load_corpus
+from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
 from tests.integration.parity_samples import samples
 from tests.integration.test_parity_mirror import config_for, metric, start

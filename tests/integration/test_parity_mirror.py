@@ -13,11 +13,11 @@ import aiohttp
 import orjson
 import pytest
 
-from parity.corpus import load_corpus
-from parity.shadow import ParityFeature
-from proxy.config import parse_config
-from proxy.db import open_database
-from proxy.server import Gateway, start_gateway
+from cutover.core.db import open_database
+from cutover.parity.corpus import load_corpus
+from cutover.parity.shadow import ParityFeature
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway, start_gateway
 from tests.conftest import wait_for
 from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
 
@@ -397,7 +397,7 @@ async def test_compat_requests_are_captured_as_sent_and_not_mirrored(
     get the legacy request without the rule's rewrite), and the skip says why."""
     from aiohttp import web
 
-    from examples.backends import go_app, legacy_app
+    from cutover.examples.backends import go_app, legacy_app
 
     corpus = tmp_path / "captured.jsonl"
     runners, urls = [], {}

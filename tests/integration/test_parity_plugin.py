@@ -62,14 +62,16 @@ def plugin_args() -> list[str]:
     """Load the plugin by name unless the installed entry point already does."""
     args = [a for name in UNRELATED for a in ("-p", f"no:{name}")]
     for ep in importlib.metadata.entry_points(group="pytest11"):
-        if ep.value == "parity.pytest_plugin":
+        if ep.value == "cutover.parity.pytest_plugin":
             return args
-    return [*args, "-p", "parity.pytest_plugin"]
+    return [*args, "-p", "cutover.parity.pytest_plugin"]
 
 
 def test_entry_point_is_declared() -> None:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert data["project"]["entry-points"]["pytest11"] == {"cutover-parity": "parity.pytest_plugin"}
+    assert data["project"]["entry-points"]["pytest11"] == {
+        "cutover-parity": "cutover.parity.pytest_plugin"
+    }
 
 
 def test_plugin_reports_planted_differences_and_passes_noise(

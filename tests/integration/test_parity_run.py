@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from parity.config import ParityConfig, load_parity_file
-from parity.corpus import load_corpus
-from parity.runner import replay
-from proxy.cli import main as cli_main
+from cutover.cli import main as cli_main
+from cutover.parity.config import ParityConfig, load_parity_file
+from cutover.parity.corpus import load_corpus
+from cutover.parity.runner import replay
 from tests.integration.parity_samples import NOISE, PLANTED, corpus_lines, samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,7 +239,7 @@ async def test_command_line_shows_progress_on_stderr(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path, corpus_lines(alerts=3, history=0, version=0))
     async with samples() as (primary, candidate):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy", "parity", "run",
+            sys.executable, "-m", "cutover", "parity", "run",
             "--primary", primary.url, "--candidate", candidate.url,
             "--corpus", str(corpus), "--report", str(tmp_path / "out"),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

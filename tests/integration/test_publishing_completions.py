@@ -10,9 +10,9 @@ import uuid
 import asyncpg
 import pytest
 
-from proxy.clock import FakeClock
-from proxy.db import StoreUnavailable, open_database
-from publishing.outbox import Outbox
+from cutover.core.clock import FakeClock
+from cutover.core.db import StoreUnavailable, open_database
+from cutover.publishing.outbox import Outbox
 from tests.conftest import wait_for
 from tests.integration.alerts_helpers import TcpRelay
 from tests.integration.publishing_fakes import FakePagerDuty, FakeWebhook

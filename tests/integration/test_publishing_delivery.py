@@ -8,8 +8,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from proxy.clock import FakeClock
-from publishing.outbox import Outbox
+from cutover.core.clock import FakeClock
+from cutover.publishing.outbox import Outbox
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakePagerDuty, FakeWebhook
 from tests.integration.publishing_helpers import config, engine, enqueue, make_alert, pending

@@ -339,8 +339,8 @@ async def test_forbidden_namespace_never_stops_the_others_and_refresh_reports_it
 async def test_in_cluster_service_account_config(tmp_path, monkeypatch):
     from kubernetes_asyncio.config import incluster_config
 
-    from publishing.config import KubernetesConfig
-    from publishing.discovery import api_client
+    from cutover.publishing.config import KubernetesConfig
+    from cutover.publishing.discovery import api_client
 
     token = tmp_path / "token"
     token.write_text("sa-token-123")

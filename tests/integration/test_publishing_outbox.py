@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from proxy.clock import FakeClock
-from publishing.outbox import Outbox, alert_from_json, alert_to_json
+from cutover.core.clock import FakeClock
+from cutover.publishing.outbox import Outbox, alert_from_json, alert_to_json
 from tests.integration.publishing_helpers import make_alert
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -154,7 +154,7 @@ async def _pending(outbox: Outbox, target: str):
 
 async def test_a_claim_with_a_time_bound_leases_nothing_when_it_runs_out(db, tmp_path):
     """A claim that cannot finish within its bound raises StoreTimeout and leases nothing."""
-    from proxy.db import StoreTimeout
+    from cutover.core.db import StoreTimeout
     from tests.integration.store_helpers import write_lock
 
     clock = FakeClock()

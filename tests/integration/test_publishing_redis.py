@@ -7,9 +7,9 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.clock import Clock
-from publishing.shared_flow import SharedFlow
-from publishing.targets import RateLimit
+from cutover.core.clock import Clock
+from cutover.publishing.shared_flow import SharedFlow
+from cutover.publishing.targets import RateLimit
 from tests.conftest import free_port, wait_for
 from tests.integration.publishing_fakes import FakePagerDuty
 from tests.integration.publishing_helpers import config, engine, enqueue, make_alert, start

@@ -8,9 +8,9 @@ from typing import Any
 
 import aiohttp
 
-from proxy.clock import Clock
-from proxy.db import Database, open_database
-from publishing.outbox import Outbox
+from cutover.core.clock import Clock
+from cutover.core.db import Database, open_database
+from cutover.publishing.outbox import Outbox
 from tests.conftest import wait_for
 from tests.integration.alerts_helpers import am_alert, envelope
 from tests.integration.publishing_fakes import FakeWebhook

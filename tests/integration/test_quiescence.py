@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.server import Gateway
+from cutover.proxy.server import Gateway
 from tests.conftest import ROOT, EchoBackend, gateway_config
 from tests.integration.fault_helpers import FaultBackend, refused_url
 from tests.quiescence import assert_quiescent, in_flight_counts

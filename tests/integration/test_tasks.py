@@ -18,15 +18,15 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 
-from proxy import demo
-from proxy.clock import FakeClock
-from proxy.compat_store import read_usage
-from proxy.config import load_config, parse_config
-from proxy.db import StoreUnavailable, open_database
-from proxy.run import reload_in_background
-from proxy.server import Gateway, start_gateway
-from publishing.outbox import Outbox
-from routing.health import HealthTable
+from cutover import demo
+from cutover.compat.store import read_usage
+from cutover.core.clock import FakeClock
+from cutover.core.db import StoreUnavailable, open_database
+from cutover.proxy.config import load_config, parse_config
+from cutover.proxy.server import Gateway, start_gateway
+from cutover.publishing.outbox import Outbox
+from cutover.routing.health import HealthTable
+from cutover.run import reload_in_background
 from tests.conftest import EchoBackend, free_port, gateway_config, wait_for
 from tests.integration import canary_helpers as canary
 from tests.integration import test_publishing_kubernetes as kubernetes
@@ -342,7 +342,7 @@ async def test_parity_capture(tmp_path, started, monkeypatch, caplog) -> None:
 
 
 async def test_parity_refresh(tmp_path, started, monkeypatch, caplog) -> None:
-    monkeypatch.setattr("parity.shadow.REFRESH_SECONDS", 0.2)
+    monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 0.2)
     async with samples() as (primary, candidate):
         data = config_for(primary, candidate, tmp_path)
         a, b = await launch(started, data), await launch(started, data)

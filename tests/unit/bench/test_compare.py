@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from bench import compare
-from bench.compare import (
+from cutover.bench import compare
+from cutover.bench.compare import (
     UsageError,
     judge,
     parse_duration,
@@ -21,7 +21,7 @@ from bench.compare import (
     round_order,
     settings_from_args,
 )
-from bench.stats import Sample
+from cutover.bench.stats import Sample
 
 
 def _args(*extra: str) -> argparse.Namespace:
@@ -186,8 +186,8 @@ def test_unreachable_side_exits_3_with_a_clear_error() -> None:
 
 def test_the_product_never_imports_locust() -> None:
     code = (
-        "import sys, proxy.cli, bench.compare, bench.report, bench.stats\n"
-        "proxy.cli._parser()\n"
+        "import sys, cutover.cli, bench.compare, bench.report, bench.stats\n"
+        "cutover.cli._parser()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent'))\n"
         "assert not bad, bad\n"
     )

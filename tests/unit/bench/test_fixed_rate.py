@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import fixed_rate as fr
+from cutover.bench import fixed_rate as fr
 
 
 def test_requests_fall_due_at_i_over_rate() -> None:

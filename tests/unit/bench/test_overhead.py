@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import overhead as o
-from bench.fixed_rate import FixedRateResult
-from proxy.config import parse_config
+from cutover.bench import overhead as o
+from cutover.bench.fixed_rate import FixedRateResult
+from cutover.proxy.config import parse_config
 
 WRK_CUTOVER = """\
 Running 10s test @ http://127.0.0.1:52009/small.json
@@ -263,7 +263,7 @@ META = {
     "date": "2026-11-21 22:38 UTC",
     "machine": {"nproc": "2", "cpu_model": "Test CPU", "kernel": "Linux 6"},
     "versions": {"Python": "3.11.7", "nginx": "1.22.1"},
-    "command": "python -m bench.overhead --rounds 3",
+    "command": "python -m cutover.bench.overhead --rounds 3",
     "rounds": 3,
     "load": "wrk -t1 -c32",
     "layout": "origin pinned",
@@ -276,7 +276,7 @@ def test_render_section_has_markers_machine_command_and_notes() -> None:
     assert section.endswith(o.END + "\n")
     assert "2 CPUs (Test CPU)" in section
     assert "Python 3.11.7, nginx 1.22.1" in section
-    assert "`python -m bench.overhead --rounds 3`" in section
+    assert "`python -m cutover.bench.overhead --rounds 3`" in section
     assert "- wrk2 skipped" in section
 
 
@@ -707,7 +707,7 @@ def test_fixed_rate_command() -> None:
     assert cmd[:4] == ["taskset", "-c", "0", o.sys.executable]
     assert cmd[4:] == [
         "-m",
-        "bench.fixed_rate",
+        "cutover.bench.fixed_rate",
         "http://127.0.0.1:1/small.json",
         "--rate",
         "1700",

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import report
-from bench.stats import Sample, SideSamples
+from cutover.bench import report
+from cutover.bench.stats import Sample, SideSamples
 
 SETTINGS = {
     "a": "http://127.0.0.1:8001",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import stats
-from bench.stats import (
+from cutover.bench import stats
+from cutover.bench.stats import (
     BudgetError,
     Sample,
     SideSamples,

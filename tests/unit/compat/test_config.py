@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from compat.config import CompatConfig, profile_resource
-from compat.jsonops import Convert, Unwrap
-from proxy.config import ConfigErrors, load_config, parse_config
+from cutover.compat.config import CompatConfig, profile_resource
+from cutover.compat.jsonops import Convert, Unwrap
+from cutover.proxy.config import ConfigErrors, load_config, parse_config
 
 
 def config(compat: Any) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from compat.deprecation import Deprecation, deprecation_headers, http_date
-from compat.paths import compile_template
-from compat.rules import Condition, Rule, RuleMatch, RuleSet, render_template
+from cutover.compat.deprecation import Deprecation, deprecation_headers, http_date
+from cutover.compat.paths import compile_template
+from cutover.compat.rules import Condition, Rule, RuleMatch, RuleSet, render_template
 
 SINCE = int(datetime(2025, 2, 1, tzinfo=UTC).timestamp())
 SUNSET = int(datetime(2025, 4, 1, tzinfo=UTC).timestamp())

@@ -12,9 +12,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compat.jsonops import CONVERSIONS, TransformError
-from compat.rules import Rule, RuleSet
-from proxy.config import ConfigErrors, CutoverConfig, parse_config
+from cutover.compat.jsonops import CONVERSIONS, TransformError
+from cutover.compat.rules import Rule, RuleSet
+from cutover.proxy.config import ConfigErrors, CutoverConfig, parse_config
 from tests.fuzzing import NASTY_NUMBERS, NASTY_STRINGS, fuzz
 
 # A small vocabulary, so that the paths of the rules meet the keys of the documents.
@@ -189,7 +189,7 @@ def test_fuzz_compat_rules_transform_or_raise_transform_error(
 
 
 def _apply(ops: Any, doc: Any) -> Any:
-    from compat.jsonops import apply
+    from cutover.compat.jsonops import apply
 
     return apply(ops, doc)
 

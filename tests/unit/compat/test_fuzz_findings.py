@@ -7,8 +7,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from compat.jsonops import Convert, TransformError, apply
-from proxy.config import ConfigErrors, parse_config
+from cutover.compat.jsonops import Convert, TransformError, apply
+from cutover.proxy.config import ConfigErrors, parse_config
 
 
 @pytest.mark.parametrize("to", ["epoch", "epoch_ms"])

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from compat import jsonops as J
+from cutover.compat import jsonops as J
 
 
 def p(text: str) -> tuple[str, ...]:

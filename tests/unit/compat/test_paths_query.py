@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compat.paths import compile_target, compile_template
-from compat.query import (
+from cutover.compat.paths import compile_target, compile_template
+from cutover.compat.query import (
     Pagination,
     QDefault,
     QDrop,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from compat.deprecation import Deprecation
-from compat.paths import compile_template
-from compat.report import usage_report, usage_text
-from compat.rules import Rule, RuleMatch
-from compat.usage import OVERFLOW, UsageBuffer, caller_of, hash_key
+from cutover.compat.deprecation import Deprecation
+from cutover.compat.paths import compile_template
+from cutover.compat.report import usage_report, usage_text
+from cutover.compat.rules import Rule, RuleMatch
+from cutover.compat.usage import OVERFLOW, UsageBuffer, caller_of, hash_key
 
 
 def test_callers_by_key_are_hashed_else_by_agent_and_ip() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from parity.corpus import (
+from cutover.parity.corpus import (
     CorpusError,
     CorpusRequest,
     load_corpus,
@@ -17,7 +17,7 @@ from parity.corpus import (
     redact_query,
     to_line,
 )
-from parity.diff import compile_pattern
+from cutover.parity.diff import compile_pattern
 
 
 def test_jsonl_fields() -> None:

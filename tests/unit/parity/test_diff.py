@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from parity.diff import (
+from cutover.parity.diff import (
     Difference,
     DiffRules,
     Reply,

@@ -16,7 +16,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parity.diff import (
+from cutover.parity.diff import (
     MAX_DIFFERENCES,
     Difference,
     DiffRules,
@@ -28,7 +28,7 @@ from parity.diff import (
     endpoint_of,
     make_reply,
 )
-from parity.noise import Sample, Thresholds, analyse
+from cutover.parity.noise import Sample, Thresholds, analyse
 from tests.fuzzing import NASTY_STRINGS, fuzz
 
 KEY_WORDS = ("a", "b", "id", "alerts", "labels", "startsAt", "odd key", "it's", "x.y", "")

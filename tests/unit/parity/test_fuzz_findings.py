@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from parity.diff import Difference, DiffRules, Reply, compare, compile_pattern
+from cutover.parity.diff import Difference, DiffRules, Reply, compare, compile_pattern
 
 BY_ID = DiffRules(array_keys=((compile_pattern("$"), "id"),))
 

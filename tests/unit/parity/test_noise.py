@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parity.noise import Sample, Thresholds, analyse, is_reported
+from cutover.parity.noise import Sample, Thresholds, analyse, is_reported
 
 
 def samples(endpoint: str, n: int, raw: dict[str, int], noise: dict[str, int]) -> list[Sample]:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from parity.config import MirrorSettings, ParityConfig, load_parity_file
-from proxy.config import ConfigErrors, parse_config
-from proxy.config_model import DEFAULT_CAPTURE_REDACT, IDEMPOTENT_METHODS
+from cutover.core.config_model import DEFAULT_CAPTURE_REDACT, IDEMPOTENT_METHODS
+from cutover.parity.config import MirrorSettings, ParityConfig, load_parity_file
+from cutover.proxy.config import ConfigErrors, parse_config
 
 
 def config(parity: Any = None, route: dict[str, Any] | None = None, source: str = "c.yaml"):  # type: ignore[no-untyped-def]

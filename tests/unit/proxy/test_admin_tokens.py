@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from proxy import admin as admin_mod
-from proxy.admin import actor, actor_of, authenticate, match_token, require_admin_token
-from proxy.config import ConfigError, ConfigErrors, format_errors, parse_config
-from proxy.config_model import AdminConfig
-from proxy.config_view import to_json
+from cutover.core.config_model import AdminConfig
+from cutover.proxy import admin as admin_mod
+from cutover.proxy.admin import actor, actor_of, authenticate, match_token, require_admin_token
+from cutover.proxy.config import ConfigError, ConfigErrors, format_errors, parse_config
+from cutover.proxy.config_view import to_json
 
 ALICE = "alice-0123456789abcdef"
 BOT = "deploy-bot-fedcba9876543210"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from proxy.attempts import Attempts
-from proxy.config_model import Match, Retry, Route
-from proxy.metrics import Metrics
-from proxy.server import Outcome
-from routing.budget import RetryBudget
-from routing.replay import Failure
+from cutover.core.config_model import Match, Retry, Route
+from cutover.proxy.attempts import Attempts
+from cutover.proxy.metrics import Metrics
+from cutover.proxy.server import Outcome
+from cutover.routing.budget import RetryBudget
+from cutover.routing.replay import Failure
 
 
 class _Gateway:

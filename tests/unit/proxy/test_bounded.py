@@ -1,4 +1,4 @@
-"""proxy.bounded: the caller stops waiting at the deadline; the call finishes on its own."""
+"""core.bounded: the caller stops waiting at the deadline; the call finishes on its own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from proxy.bounded import bounded
+from cutover.core.bounded import bounded
 
 
 async def test_the_result_when_it_comes_in_time() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from proxy.config import ConfigError, ConfigErrors, format_errors, parse_config
-from routing.canary import CanaryConfig, PromotionGate
+from cutover.proxy.config import ConfigError, ConfigErrors, format_errors, parse_config
+from cutover.routing.canary import CanaryConfig, PromotionGate
 
 MIRRORED = {"name": "api", "split": {"go": 10, "python": 90}, "mirror": {"to": "go", "percent": 5}}
 PLAIN = {"name": "hooks", "match": {"path_prefix": "/hooks"}, "split": {"go": 10, "python": 90}}

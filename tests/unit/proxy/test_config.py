@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.config import ConfigError, ConfigErrors, format_errors, load_config, parse_config
-from proxy.config_model import (
+from cutover.core.config_model import (
     IDEMPOTENT_METHODS,
     AdminConfig,
     HeaderMatch,
@@ -24,6 +23,7 @@ from proxy.config_model import (
     Sticky,
     Timeouts,
 )
+from cutover.proxy.config import ConfigError, ConfigErrors, format_errors, load_config, parse_config
 
 MINIMAL: dict[str, Any] = {
     "backends": {"go": "http://go:8080", "python": "http://python:8080"},
@@ -598,7 +598,7 @@ def test_sticky_header_and_override_must_be_tokens() -> None:
 
 def test_section_without_its_module_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A feature section whose module is absent from this build is an error, not ignored."""
-    import proxy.config as config_module
+    import cutover.proxy.config as config_module
 
     parsers = dict(config_module.SECTION_PARSERS, future="proxy.no_such_feature:parse")
     monkeypatch.setattr(config_module, "SECTION_PARSERS", parsers)

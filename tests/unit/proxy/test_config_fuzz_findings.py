@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import ConfigErrors, load_config, parse_config
+from cutover.proxy.config import ConfigErrors, load_config, parse_config
 
 BASE: dict[str, Any] = {
     "backends": {"go": "http://go:8080", "python": "http://python:8080"},

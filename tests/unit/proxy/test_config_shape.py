@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from proxy import config as kit
-from proxy.config import MAX_DEPTH, ConfigErrors, load_config, parse_config
+from cutover.proxy import config as kit
+from cutover.proxy.config import MAX_DEPTH, ConfigErrors, load_config, parse_config
 
 MINIMAL: dict[str, Any] = {
     "backends": {"go": "http://go:8080"},

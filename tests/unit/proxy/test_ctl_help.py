@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import _parser, main
-from proxy.ctl import _ms
+from cutover.cli import _parser, main
+from cutover.ctl import _ms
 
 ROOT = Path(__file__).resolve().parents[3]
 CTL_COMMANDS = ["status", "weights", "rollback", "promote", "pause", "resume", "events", "whoami"]
@@ -57,9 +57,9 @@ def test_ctl_imports_only_what_it_needs() -> None:
     """Operators poll `cutover ctl status`: it must not wait for parity, bench or aiohttp."""
     code = (
         "import sys\n"
-        "from proxy.cli import main\n"
+        "from cutover.cli import main\n"
         "try:\n    main(['ctl', 'status', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = ('parity.runner', 'bench.compare', 'proxy.compat_cli', 'aiohttp')\n"
+        "heavy = ('cutover.parity.runner', 'cutover.bench.compare', 'cutover.compat.cli', 'aiohttp')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(

@@ -6,8 +6,8 @@ import httptools
 import orjson
 import pytest
 
-from proxy.errors import error_response
-from proxy.fastpath import (
+from cutover.core.errors import error_response
+from cutover.proxy.fastpath import (
     _HeaderView,
     chunk,
     connection_tokens,

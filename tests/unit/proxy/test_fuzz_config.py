@@ -18,8 +18,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy import config as kit
-from proxy.config import ConfigErrors, CutoverConfig, load_config, parse_config
+from cutover.proxy import config as kit
+from cutover.proxy.config import ConfigErrors, CutoverConfig, load_config, parse_config
 from tests.conftest import ROOT
 from tests.fuzzing import fuzz, nested, text
 

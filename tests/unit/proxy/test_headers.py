@@ -1,6 +1,6 @@
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.headers import connection_tokens, downstream_headers, upstream_headers
+from cutover.proxy.headers import connection_tokens, downstream_headers, upstream_headers
 
 
 def proxy_of(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import parse_config
-from proxy.http1 import (
+from cutover.proxy.config import parse_config
+from cutover.proxy.http1 import (
     Refused,
     Target,
     is_plain_path,
@@ -16,7 +16,7 @@ from proxy.http1 import (
     version_refusal,
     versionless_line,
 )
-from proxy.upstreams import Upstream
+from cutover.proxy.upstreams import Upstream
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from proxy.listen import ListenError, Listeners, bind
+from cutover.proxy.listen import ListenError, Listeners, bind
 
 
 def reuse_port(sock: socket.socket) -> bool:

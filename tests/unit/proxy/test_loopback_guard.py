@@ -10,9 +10,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from proxy.admin import actor_of, from_loopback, open_endpoints_warning, require_admin_token
-from proxy.config import parse_config
-from proxy.config_model import AdminConfig
+from cutover.core.config_model import AdminConfig
+from cutover.proxy.admin import actor_of, from_loopback, open_endpoints_warning, require_admin_token
+from cutover.proxy.config import parse_config
 
 TOKEN = "main-listener-token-0123"
 

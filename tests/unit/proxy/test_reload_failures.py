@@ -1,4 +1,4 @@
-"""proxy.run._reload: whatever goes wrong while loading the file is logged and the running
+"""cutover.run._reload: whatever goes wrong while loading the file is logged and the running
 config kept; the reload task never dies with an exception nobody retrieves."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import run
+from cutover import run
 
 
 class _Gateway:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.config import parse_config
-from proxy.config_model import CutoverConfig
-from proxy.features import feature_classes
-from proxy.restart import restart_required
+from cutover.core.config_model import CutoverConfig
+from cutover.proxy.config import parse_config
+from cutover.proxy.features import feature_classes
+from cutover.proxy.restart import restart_required
 
 BASE: dict[str, Any] = {
     "listen": "127.0.0.1:8080",

@@ -9,8 +9,8 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from proxy.clock import FakeClock
-from proxy.tasks import TaskSupervisor, describe, stop_in_order
+from cutover.core.clock import FakeClock
+from cutover.core.tasks import TaskSupervisor, describe, stop_in_order
 from tests.conftest import wait_for
 
 

@@ -1,11 +1,11 @@
-"""proxy.run: the worker count a supervisor runs reaches its workers' config."""
+"""cutover.run: the worker count a supervisor runs reaches its workers' config."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.config import parse_config
-from proxy.run import _with_worker_count
+from cutover.proxy.config import parse_config
+from cutover.run import _with_worker_count
 
 
 def _config(workers: int = 1):  # type: ignore[no-untyped-def]

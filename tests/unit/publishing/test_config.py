@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import ConfigErrors, parse_config
-from publishing.config import (
+from cutover.proxy.config import ConfigErrors, parse_config
+from cutover.publishing.config import (
     DEFAULT_SELECTORS,
     LAYOUTS,
     PublishingConfig,
     normalize_mode,
     parse_rate_limit,
 )
-from publishing.targets import RateLimit
+from cutover.publishing.targets import RateLimit
 
 BASE = {
     "backends": {"py": {"url": "http://127.0.0.1:1"}, "go": {"url": "http://127.0.0.1:2"}},

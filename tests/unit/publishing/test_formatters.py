@@ -7,8 +7,8 @@ from types import MappingProxyType
 
 import pytest
 
-from publishing import pagerduty, rootly, slack, webhook
-from routing.alerts import Alert, Classification
+from cutover.alerts.model import Alert, Classification
+from cutover.publishing import pagerduty, rootly, slack, webhook
 
 
 def alert(status: str = "firing", **changes: object) -> Alert:

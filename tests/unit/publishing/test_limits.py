@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from publishing.limits import CircuitBreaker, TokenBucket, backoff
-from publishing.targets import RateLimit, Redactor, TargetSpec, redact_url
-from publishing.transport import judge, retry_after_seconds
+from cutover.publishing.limits import CircuitBreaker, TokenBucket, backoff
+from cutover.publishing.targets import RateLimit, Redactor, TargetSpec, redact_url
+from cutover.publishing.transport import judge, retry_after_seconds
 
 
 def test_token_bucket_rate_and_burst():
@@ -106,8 +106,8 @@ def test_token_bucket_says_how_many_tokens_are_there():
 
 
 def test_a_gate_has_room_for_its_free_slots_and_tokens():
-    from publishing.config import DeliveryPolicy
-    from publishing.delivery import TargetGate
+    from cutover.publishing.config import DeliveryPolicy
+    from cutover.publishing.delivery import TargetGate
 
     spec = TargetSpec("pd", "pagerduty", "https://x", "pagerduty", rate_limit=RateLimit(1.0, 2))
     gate = TargetGate(spec, DeliveryPolicy(concurrency=4), now=0.0, share=1)

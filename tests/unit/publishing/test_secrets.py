@@ -7,8 +7,8 @@ import base64
 import orjson
 import pytest
 
-from publishing.secrets import layout_of, parse_secret
-from publishing.targets import InvalidTarget, TargetSpec
+from cutover.publishing.secrets import layout_of, parse_secret
+from cutover.publishing.targets import InvalidTarget, TargetSpec
 
 
 def b64(text: str) -> str:

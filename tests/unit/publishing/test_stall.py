@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from publishing.stall import StallWatch
+from cutover.publishing.stall import StallWatch
 
 
 def test_no_progress_for_after_seconds_is_a_stall_until_progress():

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from proxy.config_model import Backend, HealthCheck, OutlierDetection
-from routing.health import BackendHealth, HealthTable
+from cutover.core.config_model import Backend, HealthCheck, OutlierDetection
+from cutover.routing.health import BackendHealth, HealthTable
 
 CHECK = HealthCheck(healthy_threshold=2, unhealthy_threshold=3)
 OUTLIER = OutlierDetection(consecutive_failures=5, base_ejection=30.0, max_ejection=100.0)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from routing.canary import (
+from cutover.routing.canary import (
     Criteria,
     SideWindow,
     Snapshot,

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from routing.canary import (
+from cutover.routing.canary import (
     CanaryConfig,
     Command,
     Control,

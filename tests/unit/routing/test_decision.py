@@ -6,9 +6,9 @@ from ipaddress import ip_network
 
 import pytest
 
-from proxy.config_model import Match, Route, Sticky
-from routing.decision import Decision, client_ip, decide, sticky_key
-from routing.split import SplitTable
+from cutover.core.config_model import Match, Route, Sticky
+from cutover.routing.decision import Decision, client_ip, decide, sticky_key
+from cutover.routing.split import SplitTable
 
 ROUTE = Route(
     name="default",

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from routing.murmur import BUCKETS, bucket_of, murmurhash2
+from cutover.routing.murmur import BUCKETS, bucket_of, murmurhash2
 
 # Produced by nginx's ngx_murmur_hash2 (src/core/ngx_murmurhash.c) compiled with gcc.
 C_VECTORS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config_model import Retry
-from routing.replay import Failure, may_fall_back, may_replay
+from cutover.core.config_model import Retry
+from cutover.routing.replay import Failure, may_fall_back, may_replay
 
 METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "POST", "PATCH", "CONNECT"]
 REPLAYABLE = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config_model import Retry
-from routing.budget import RetryBudget
+from cutover.core.config_model import Retry
+from cutover.routing.budget import RetryBudget
 
 
 def test_floor_allows_sequential_traffic() -> None:

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from proxy.config_model import HeaderMatch, Match, Route
-from routing.match import Router
+from cutover.core.config_model import HeaderMatch, Match, Route
+from cutover.routing.match import Router
 
 
 def route(name: str, **match) -> Route:

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from routing.murmur import BUCKETS, bucket_of
-from routing.split import SplitTable
+from cutover.routing.murmur import BUCKETS, bucket_of
+from cutover.routing.split import SplitTable
 
 ALL = frozenset({"go", "python", "rust"})
 

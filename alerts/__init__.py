@@ -1,0 +1,1 @@
+"""Alert intake, classification, filters and alert routing."""

@@ -1,0 +1,1064 @@
+"""Alert intake: `POST /webhook/proxy` (and any other configured path), the enrichment and
+classification APIs, and the background work behind them (LLM classification, delayed alerts).
+
+An alert is accepted when its row in `cutover_alerts`, its dedup record and its outbox jobs
+(the history backends' `backend:<route>` copy and the publishing targets the routing tree chose)
+are committed in one transaction; only then does the gateway answer 2xx. A store that cannot be
+reached gives 503, which Alertmanager retries; a payload that can never be valid gives 400 with
+every problem and its JSON path.
+
+Per alert, by enrichment mode (DESIGN.md, Decisions):
+
+- `transparent`: no classification; filter; route; publish.
+- `enriched`: classify (rules; or the LLM, rules on any failure); filter; route; publish with it.
+- `transparent_with_recommendations`: no filter; publish to every target of the routing tree,
+  with the LLM's classification attached when there is one.
+
+The webhook never waits for an LLM: a classification that is not in the cache is asked for in
+the background. The alert is stored as `classifying` (durably: a restart picks it up again), its
+history copy is queued at once, and its publishing jobs follow once the LLM (or the rules) answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hmac
+import logging
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge, Histogram
+
+from cutover.alerts.config import ENRICHMENT_MODES, AlertsConfig, IntakePath
+from cutover.alerts.llm import AuditRecord, Classifier
+from cutover.alerts.model import Alert, Classification
+from cutover.alerts.routes import all_targets, route_alert
+from cutover.alerts.webhook_formats import (
+    alert_from_stored,
+    alert_to_stored,
+    parse_payload,
+    parse_single_alert,
+)
+from cutover.core.db import Database, StoreUnavailable, Tx
+from cutover.core.errors import error_response
+from cutover.core.tasks import Supervised
+from cutover.proxy.admin import require_admin_token
+from cutover.proxy.features import Feature
+from cutover.proxy.metrics import counter_samples
+
+if TYPE_CHECKING:
+    from cutover.core.config_model import CutoverConfig
+    from cutover.proxy.server import Gateway
+    from cutover.publishing.outbox import Outbox
+
+log = logging.getLogger("cutover.alerts")
+
+ENRICHMENT_KEY = "enrichment:mode"  # shared on purpose with the original services
+MODE_REFRESH = 1.0  # seconds between reads of the shared mode
+CLEANUP_EVERY = 60.0
+CLAIM_BATCH = 16
+RELEASE_BATCH = 200
+_CHUNK = 65536
+
+_MIGRATION = {
+    "sqlite": [
+        """CREATE TABLE IF NOT EXISTS cutover_alert_dedup (
+            fingerprint TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            starts_at TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS cutover_alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            fingerprint TEXT NOT NULL,
+            alertname TEXT NOT NULL,
+            status TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            source TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            state TEXT NOT NULL,
+            alert TEXT NOT NULL,
+            decision TEXT,
+            release_at REAL,
+            lease_until REAL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS cutover_alerts_work ON cutover_alerts (state, release_at)",
+        "CREATE INDEX IF NOT EXISTS cutover_alerts_fp ON cutover_alerts (fingerprint, state)",
+        "CREATE INDEX IF NOT EXISTS cutover_alerts_received ON cutover_alerts (received_at)",
+        """CREATE TABLE IF NOT EXISTS cutover_llm_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL,
+            model TEXT NOT NULL,
+            latency_ms REAL NOT NULL,
+            prompt_digest TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            result TEXT,
+            error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS cutover_llm_audit_at ON cutover_llm_audit (at)",
+    ],
+    "postgresql": [
+        """CREATE TABLE IF NOT EXISTS cutover_alert_dedup (
+            fingerprint TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            starts_at TEXT NOT NULL,
+            seen_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS cutover_alerts (
+            id BIGSERIAL PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            alertname TEXT NOT NULL,
+            status TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            source TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            state TEXT NOT NULL,
+            alert TEXT NOT NULL,
+            decision TEXT,
+            release_at DOUBLE PRECISION,
+            lease_until DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS cutover_alerts_work ON cutover_alerts (state, release_at)",
+        "CREATE INDEX IF NOT EXISTS cutover_alerts_fp ON cutover_alerts (fingerprint, state)",
+        "CREATE INDEX IF NOT EXISTS cutover_alerts_received ON cutover_alerts (received_at)",
+        """CREATE TABLE IF NOT EXISTS cutover_llm_audit (
+            id BIGSERIAL PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL,
+            model TEXT NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            prompt_digest TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            result TEXT,
+            error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS cutover_llm_audit_at ON cutover_llm_audit (at)",
+    ],
+}
+
+# A repeat (same fingerprint, status and startsAt seen less than the window ago) changes no row;
+# anything else is recorded as the fingerprint's last alert (one row inserted or updated).
+# The same rule as alerts.dedup.is_repeat, applied atomically inside the intake transaction.
+_DEDUP_SQL = (
+    "INSERT INTO cutover_alert_dedup (fingerprint, status, starts_at, seen_at)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (fingerprint) DO UPDATE SET"
+    " status = excluded.status, starts_at = excluded.starts_at, seen_at = excluded.seen_at"
+    " WHERE cutover_alert_dedup.status <> excluded.status"
+    " OR cutover_alert_dedup.starts_at <> excluded.starts_at"
+    " OR cutover_alert_dedup.seen_at <= $5"
+)
+_INSERT_SQL = (
+    "INSERT INTO cutover_alerts (fingerprint, alertname, status, received_at, source, mode,"
+    " state, alert, decision, release_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4)"
+)
+_CANCEL_DELAYED_SQL = (
+    "UPDATE cutover_alerts SET state = 'cancelled', updated_at = $2"
+    " WHERE fingerprint = $1 AND state = 'delayed'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with one alert: its state, and the targets it is published to (if any)."""
+
+    alert: Alert  # with the classification it is published with
+    state: str  # queued | filtered | delayed | classifying | suppressed
+    targets: tuple[str, ...] = ()
+    rule: str | None = None
+    release_at: float | None = None
+    # Classified inline: the `cutover_alert_classifications_total` source, and the classifier
+    # stat it counts as ("rules", "cache_hits" or None). Counted only for an alert that is new.
+    inline_source: str | None = None
+    inline_stat: str | None = None
+
+    def decision(self) -> str:
+        return orjson.dumps(
+            {"targets": list(self.targets), "rule": self.rule, "release_at": self.release_at}
+        ).decode()
+
+
+def _json_error(
+    status: int, code: str, message: str, request_id: str | None, **extra: object
+) -> web.Response:
+    return error_response(status, code, message, request_id, **extra)
+
+
+class AlertsFeature(Feature):
+    name = "alerts"
+
+    @classmethod
+    def wanted(cls, config: CutoverConfig) -> bool:
+        return isinstance(config.section("alerts"), AlertsConfig)
+
+    @classmethod
+    def create(cls, gw: Gateway) -> AlertsFeature | None:
+        cfg = gw.config.section("alerts")
+        return cls(gw, cfg) if isinstance(cfg, AlertsConfig) else None
+
+    def __init__(self, gw: Gateway, cfg: AlertsConfig) -> None:
+        super().__init__(gw)
+        self.cfg = cfg
+        self.clock = gw.clock
+        self.redis: Any = None
+        if gw.config.redis:
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.Redis.from_url(
+                gw.config.redis, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+        self._workers = max(1, gw.config.workers)  # they share the LLM budget without Redis
+        self.classifier = Classifier(
+            cfg.classification,
+            gw.clock,
+            redis=self.redis,
+            audit=self._audit,
+            workers=self._workers,
+        )
+        self.mode: str = cfg.enrichment_mode
+        self.mode_source = "default"
+        self._mode_set_locally = False
+        self.counts: Counter[str] = Counter()
+        self.by_mode: Counter[str] = Counter()
+        self._db: Database | None = None
+        self._outbox: Outbox | None = None
+        self._setup_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._tasks: list[Supervised] = []
+        self._last_cleanup = -CLEANUP_EVERY
+        self._store_warned_at = -60.0
+        self._bind_metrics()
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def _bind_metrics(self) -> None:
+        r = self.gw.metrics.registry
+        self.m_events = PromCounter(
+            "cutover_enrichment_events_total",
+            "What the alert intake counted, by event: received, accepted, each result,"
+            " truncated_alerts, invalid_payloads, store_unavailable (what /enrichment/stats"
+            " shows, summed over workers).",
+            ["event"],
+            registry=r,
+        )
+        self.m_accepted_by_mode = PromCounter(
+            "cutover_enrichment_accepted_total",
+            "Alerts accepted, by the enrichment mode in force when they came in.",
+            ["mode"],
+            registry=r,
+        )
+        self.m_webhooks = PromCounter(
+            "cutover_alert_webhooks_total",
+            "Webhook deliveries answered by the gateway, by path and status code.",
+            ["path", "status"],
+            registry=r,
+        )
+        self.m_alerts = PromCounter(
+            "cutover_alerts_total",
+            "Alerts taken in, by what became of them (queued, duplicate, filtered, delayed,"
+            " classifying, suppressed, released, cancelled).",
+            ["result"],
+            registry=r,
+        )
+        self.m_truncated = PromCounter(
+            "cutover_alerts_truncated_total",
+            "Alerts Alertmanager left out of its webhooks (truncatedAlerts).",
+            registry=r,
+        )
+        self.m_classified = PromCounter(
+            "cutover_alert_classifications_total",
+            "Classifications made, by source (rules, llm) and LLM outcome.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.m_llm_latency = Histogram(
+            "cutover_llm_latency_seconds",
+            "Time spent asking the LLM for one classification (all attempts).",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.m_breaker = Gauge(
+            "cutover_llm_breaker_open",
+            "1 while the LLM circuit breaker is open (calls go to the rules).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.m_mode = Gauge(
+            "cutover_enrichment_mode",
+            "Enrichment mode in force: 0 transparent, 1 enriched,"
+            " 2 transparent_with_recommendations.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.m_mode.set(ENRICHMENT_MODES.index(self.mode))  # type: ignore[arg-type]
+
+    def _tally(self, event: str, n: int = 1) -> None:
+        """An intake event, counted here and in `cutover_enrichment_events_total` (summed over
+        every worker by /enrichment/stats)."""
+        self.counts[event] += n
+        self.m_events.labels(event).inc(n)
+
+    def _count(self, result: str, n: int = 1) -> None:
+        self._tally(result, n)
+        self.m_alerts.labels(result).inc(n)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        for intake in self.cfg.paths:
+            router.add_route("*", intake.path, self._intake_handler(intake))
+        router.add_route("*", "/enrichment/mode", self.enrichment_mode)
+        router.add_route("*", "/enrichment/stats", self._get_only(self.enrichment_stats))
+        router.add_route("*", "/classification/classify", self.classify)
+        router.add_route("*", "/classification/stats", self._get_only(self.classification_stats))
+        router.add_route("*", "/classification/models", self._get_only(self.classification_models))
+
+    async def start(self) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self._store()  # a store that is down now is retried on first use
+        self._tasks.append(self.gw.tasks.start("alerts-worker", self._work_loop))
+        if self.redis is not None:
+            await self._refresh_mode()
+            self._tasks.append(self.gw.tasks.start("alerts-mode", self._mode_loop))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await task.stop()
+        await self.classifier.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+
+    async def reload(self, config: CutoverConfig) -> None:
+        cfg = config.section("alerts")
+        if not isinstance(cfg, AlertsConfig):
+            return  # the intake keeps its config until a restart (proxy.restart says so)
+        if cfg.classification != self.cfg.classification:
+            old = self.classifier
+            self.classifier = Classifier(
+                cfg.classification,
+                self.clock,
+                redis=self.redis,
+                audit=self._audit,
+                workers=self._workers,
+            )
+            await old.close()
+        if cfg.enrichment_mode != self.cfg.enrichment_mode and self.mode_source == "default":
+            self._set_mode(cfg.enrichment_mode, "default")
+        self.cfg = cfg
+
+    async def _store(self) -> tuple[Database, Outbox]:
+        """The store with this feature's tables (created once); raises StoreUnavailable."""
+        if self._db is not None and self._outbox is not None:
+            return self._db, self._outbox
+        async with self._setup_lock:
+            if self._db is None or self._outbox is None:
+                from cutover.publishing.outbox import Outbox
+
+                db = await self.gw.database()
+                outbox = Outbox(db, self.clock)
+                await outbox.setup()
+                await db.migrate("alerts-intake-1", _MIGRATION)  # type: ignore[arg-type]
+                self._db, self._outbox = db, outbox
+        return self._db, self._outbox
+
+    def _store_down(self, exc: StoreUnavailable, what: str) -> None:
+        self._tally("store_unavailable")
+        now = self.clock.monotonic()
+        if now - self._store_warned_at >= 60.0:
+            self._store_warned_at = now
+            log.warning("%s: store unavailable (%s)", what, exc)
+
+    # -- auth, body ------------------------------------------------------------------------
+
+    def _authorized(self, request: web.BaseRequest) -> web.Response | None:
+        auth = self.cfg.auth
+        if auth is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        given = given.strip()
+        if auth.bearer_token is not None:
+            # The header's bytes as sent (those that are not UTF-8 came as surrogate escapes).
+            sent = given.encode("utf-8", "surrogateescape")
+            if scheme.lower() == "bearer" and hmac.compare_digest(sent, auth.bearer_token.encode()):
+                return None
+            challenge = 'Bearer realm="cutover-webhook"'
+        else:
+            if scheme.lower() == "basic":
+                try:
+                    user, _, password = (
+                        base64.b64decode(given, validate=True).decode().partition(":")
+                    )
+                except ValueError:  # not base64 (or not ASCII), or not UTF-8 once decoded
+                    user, password = "", ""
+                ok_user = hmac.compare_digest(user.encode(), (auth.username or "").encode())
+                ok_pass = hmac.compare_digest(password.encode(), (auth.password or "").encode())
+                if ok_user and ok_pass:
+                    return None
+            challenge = 'Basic realm="cutover-webhook"'
+        return error_response(
+            401,
+            "unauthorized",
+            "this webhook needs the configured credentials (Authorization header)",
+            self._request_id(request),
+            headers={"WWW-Authenticate": challenge},
+        )
+
+    def _request_id(self, request: web.BaseRequest) -> str:
+        return request.headers.get(self.gw.config.headers.request_id) or uuid.uuid4().hex
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response:
+        cap = self.cfg.max_body
+        rid = self._request_id(request)
+        too_large = _json_error(
+            413, "body_too_large", f"request body exceeds the limit of {cap} bytes", rid
+        )
+        if request.content_length is not None and request.content_length > cap:
+            too_large.force_close()
+            return too_large
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip"):
+            return _json_error(
+                415, "unsupported_encoding", "Content-Encoding must be identity or gzip", rid
+            )
+        buf = bytearray()
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            buf += chunk
+            if len(buf) > cap:
+                too_large.force_close()
+                return too_large
+        if encoding != "gzip":
+            return bytes(buf)
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out = inflater.decompress(bytes(buf), cap + 1)
+        except zlib.error:
+            return _json_error(400, "invalid_body", "the gzip body could not be decompressed", rid)
+        if len(out) > cap or inflater.unconsumed_tail:
+            return too_large
+        return out
+
+    def _get_only(self, handler: Any) -> Any:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if request.method not in ("GET", "HEAD"):
+                return self._not_allowed(request, "GET")
+            return await handler(request)
+
+        return wrapped
+
+    def _not_allowed(self, request: web.BaseRequest, allow: str) -> web.Response:
+        return _json_error(
+            405,
+            "method_not_allowed",
+            f"use {allow}",
+            self._request_id(request),
+            headers={"Allow": allow},
+        )
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def _intake_handler(self, intake: IntakePath) -> Any:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = await self._intake(request, intake)
+            self.m_webhooks.labels(intake.path, str(resp.status)).inc()
+            return resp
+
+        return handler
+
+    async def _intake(self, request: web.BaseRequest, intake: IntakePath) -> web.Response:
+        rid = self._request_id(request)
+        if request.method != "POST":
+            return self._not_allowed(request, "POST")
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        started = self.clock.monotonic()
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self._tally("invalid_payloads")
+            problem = {"path": "$", "expected": f"a JSON document ({exc.msg})"}
+            return _json_error(400, "invalid_json", "the body is not JSON", rid, problems=[problem])
+        now = self.clock.now()
+        payload = parse_payload(document, now=now, formats=intake.formats, mapping=intake.mapping)
+        if not payload.ok:
+            self._tally("invalid_payloads")
+            problems = [p.as_dict() for p in payload.problems]
+            return _json_error(
+                400,
+                "invalid_payload",
+                f"{len(problems)} problem(s) in the payload; nothing was accepted",
+                rid,
+                problems=problems,
+            )
+        if payload.truncated_alerts > 0:
+            self._tally("truncated_alerts", payload.truncated_alerts)
+            self.m_truncated.inc(payload.truncated_alerts)
+            log.warning(
+                "webhook %s: Alertmanager truncated %d alert(s) from group %s (raise max_alerts"
+                " on the receiver to get them)",
+                intake.path,
+                payload.truncated_alerts,
+                payload.group_key or "-",
+            )
+        mode = self.mode
+        plans = [self._inline_plan(alert, mode, now) for alert in payload.alerts]
+        inline: list[Plan] = []
+        try:
+            db, outbox = await self._store()
+            async with db.transaction() as tx:
+                results = await self._accept(
+                    tx,
+                    outbox,
+                    payload.alerts,
+                    payload.starts_given,
+                    plans,
+                    mode,
+                    now,
+                    intake,
+                    inline,
+                )
+        except StoreUnavailable as exc:
+            self._store_down(exc, f"webhook {intake.path}")
+            return _json_error(
+                503,
+                "store_unavailable",
+                "the alerts could not be stored durably; nothing was accepted, retry",
+                rid,
+                headers={"Retry-After": "1"},
+            )
+        for result in results:
+            self._count(result["result"])  # type: ignore[arg-type]
+        for plan in inline:
+            self._count_inline(plan)
+        accepted = sum(1 for r in results if r["result"] != "duplicate")
+        self._tally("received", len(results))
+        self._tally("accepted", accepted)
+        self.by_mode[mode] += accepted
+        self.m_accepted_by_mode.labels(mode).inc(accepted)
+        if any(r["result"] == "classifying" for r in results):
+            self._wake.set()
+        return web.json_response(
+            {
+                "status": "accepted",
+                "format": payload.format,
+                "mode": mode,
+                "received": len(results),
+                "accepted": accepted,
+                "duplicates": len(results) - accepted,
+                "alerts": results,
+                "processing_time_ms": round((self.clock.monotonic() - started) * 1000, 3),
+            },
+            dumps=lambda o: orjson.dumps(o).decode(),
+        )
+
+    def _needs_llm(self, mode: str) -> bool:
+        return self.classifier.llm is not None and mode != "transparent"
+
+    def _inline_plan(self, alert: Alert, mode: str, now: float) -> Plan | None:
+        """The plan when it can be made now; None when the LLM has to be asked first."""
+        if mode == "transparent":
+            return self._plan(alert, mode, None, now)
+        quick = self.classifier_quick(alert, mode)
+        if quick is _ASK:
+            return None
+        plan = self._plan(alert, mode, quick, now)  # type: ignore[arg-type]
+        stat = None
+        if quick is not None:
+            stat = "rules" if self.classifier.llm is None else "cache_hits"
+        return dataclasses.replace(
+            plan,
+            inline_source=quick.source if quick else "none",  # type: ignore[attr-defined]
+            inline_stat=stat,
+        )
+
+    def classifier_quick(self, alert: Alert, mode: str) -> Classification | object | None:
+        """Rules, or a cached LLM answer, or `_ASK` (no I/O; counted by `_count_inline` once
+        the alert is known not to be a duplicate)."""
+        c = self.classifier
+        if c.llm is None:
+            return c.by_rules(alert) if mode == "enriched" else None
+        hit = c.cached(alert)
+        return _ASK if hit is None else hit
+
+    def _count_inline(self, plan: Plan) -> None:
+        """An inline classification that was used: a classification request (and a rules
+        answer or a cache hit). A duplicate delivery is neither."""
+        if plan.inline_source is not None:
+            self.m_classified.labels(plan.inline_source, "inline").inc()
+        if plan.inline_stat is not None:
+            self.classifier.stats["total_requests"] += 1
+            self.classifier.stats[plan.inline_stat] += 1
+
+    def _plan(
+        self, alert: Alert, mode: str, classification: Classification | None, now: float
+    ) -> Plan:
+        routing = self.cfg.routing
+        if mode == "transparent_with_recommendations":
+            attached = classification if classification and classification.source == "llm" else None
+            a = dataclasses.replace(alert, classification=attached)
+            return Plan(a, "queued", all_targets(routing))
+        a = dataclasses.replace(
+            alert, classification=classification if mode == "enriched" else None
+        )
+        decision = self.cfg.filters.decide(a, now)
+        if decision.action == "deny":
+            return Plan(a, "filtered", (), decision.rule)
+        targets = route_alert(a, routing)
+        if decision.action == "delay":
+            return Plan(a, "delayed", targets, decision.rule, decision.release_at)
+        return Plan(a, "queued", targets, decision.rule)
+
+    def _has_delays(self) -> bool:
+        return any(r.action == "delay" for r in self.cfg.filters.rules)
+
+    async def _accept(
+        self,
+        tx: Tx,
+        outbox: Outbox,
+        alerts: Sequence[Alert],
+        starts_given: Sequence[bool],
+        plans: Sequence[Plan | None],
+        mode: str,
+        now: float,
+        intake: IntakePath,
+        inline: list[Plan],
+    ) -> list[dict[str, object]]:
+        """Store each alert that is not a repeat; `inline` gets the inline plans used."""
+        window = self.cfg.dedup_window
+        forward = self.cfg.forward_to_route
+        llm = self.classifier.llm is not None
+        delays = self._has_delays()
+        results: list[dict[str, object]] = []
+        for alert, given, plan in zip(alerts, starts_given, plans, strict=True):
+            entry: dict[str, object] = {
+                "fingerprint": alert.fingerprint,
+                "alertname": alert.name,
+                "status": alert.status,
+            }
+            results.append(entry)
+            if window > 0:
+                new = await tx.execute(
+                    _DEDUP_SQL,
+                    alert.fingerprint,
+                    alert.status,
+                    alert.starts_at if given else "",
+                    now,
+                    now - window,
+                )
+                if not new:
+                    entry["result"] = "duplicate"
+                    continue
+            if plan is not None and llm:
+                # Publishing keeps each fingerprint's order: wait behind an earlier alert of the
+                # same fingerprint that is still being classified.
+                earlier = await tx.fetchval(
+                    "SELECT id FROM cutover_alerts WHERE fingerprint = $1"
+                    " AND state = 'classifying' LIMIT 1",
+                    alert.fingerprint,
+                )
+                if earlier is not None:
+                    plan = None
+            if plan is not None:
+                inline.append(plan)
+            if plan is not None and delays:
+                plan = await self._cancel_delayed(tx, plan, now)
+            state = plan.state if plan is not None else "classifying"
+            stored = plan.alert if plan is not None else alert
+            await tx.execute(
+                _INSERT_SQL,
+                alert.fingerprint,
+                alert.name,
+                alert.status,
+                now,
+                intake.path,
+                mode,
+                state,
+                orjson.dumps(alert_to_stored(stored)).decode(),
+                plan.decision() if plan is not None else None,
+                plan.release_at if plan is not None else None,
+            )
+            if forward is not None:
+                await outbox.enqueue(tx, alert, [f"backend:{forward}"], now=now)
+            if plan is not None and plan.state == "queued" and plan.targets:
+                await outbox.enqueue(tx, plan.alert, plan.targets, now=now)
+            entry["result"] = state
+            if plan is not None:
+                entry["targets"] = list(plan.targets)
+                entry["rule"] = plan.rule
+                c = plan.alert.classification
+                entry["classification"] = c.as_dict() if c is not None else None
+                if plan.release_at is not None:
+                    entry["release_at"] = plan.release_at
+        return results
+
+    async def _cancel_delayed(self, tx: Tx, plan: Plan, now: float) -> Plan:
+        """A resolve cancels its firing alert still held by a delay rule; then neither is
+        published (the resolve is `suppressed`)."""
+        if plan.alert.status != "resolved":
+            return plan
+        cancelled = await tx.execute(_CANCEL_DELAYED_SQL, plan.alert.fingerprint, now)
+        if not cancelled:
+            return plan
+        self._count("cancelled", cancelled)
+        if plan.state == "queued":
+            return Plan(plan.alert, "suppressed", (), plan.rule)
+        return plan
+
+    # -- background work ----------------------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        """Classify, release, clean up; an unexpected failure restarts the loop (core.tasks)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except StoreUnavailable as exc:
+                self._store_down(exc, "alert worker")
+
+    async def run_once(self) -> dict[str, int]:
+        """Classify what waits for the LLM, release delayed alerts that are due, clean up."""
+        done = {"classified": 0, "released": 0}
+        db, outbox = await self._store()
+        while True:
+            n = await self._classify_pending(db, outbox)
+            done["classified"] += n
+            if n < CLAIM_BATCH:
+                break
+        done["released"] = await self._release_due(db, outbox)
+        if self.clock.monotonic() - self._last_cleanup >= CLEANUP_EVERY:
+            self._last_cleanup = self.clock.monotonic()
+            await self._cleanup(db)
+        self.m_breaker.set(
+            1 if self.classifier.breaker and self.classifier.breaker.state == "open" else 0
+        )
+        return done
+
+    def _lease(self) -> float:
+        llm = self.classifier.llm
+        if llm is None:
+            return 60.0
+        return 30.0 + 2 * llm.timeout * (llm.retries + 1)
+
+    async def _classify_pending(self, db: Database, outbox: Outbox) -> int:
+        now = self.clock.now()
+        lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
+        async with db.transaction() as tx:
+            rows = await tx.fetch(
+                "UPDATE cutover_alerts SET lease_until = $1 WHERE id IN (SELECT a.id FROM"
+                " cutover_alerts a WHERE a.state = 'classifying'"
+                " AND (a.lease_until IS NULL OR a.lease_until < $2)"
+                " AND NOT EXISTS (SELECT 1 FROM cutover_alerts b WHERE b.fingerprint ="
+                " a.fingerprint AND b.state = 'classifying' AND b.id < a.id)"
+                " ORDER BY a.id LIMIT $3" + lock + ") RETURNING id, mode, alert",
+                now + self._lease(),
+                now,
+                CLAIM_BATCH,
+            )
+        if rows:
+            # Every row's classification finishes before a failure of one goes up to the
+            # worker: none is left running on its own while the worker restarts.
+            done = await asyncio.gather(
+                *(self._classify_row(db, outbox, row) for row in rows), return_exceptions=True
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        return len(rows)
+
+    async def _classify_row(self, db: Database, outbox: Outbox, row: dict[str, Any]) -> None:
+        alert = alert_from_stored(orjson.loads(row["alert"]))
+        mode = row["mode"]
+        classification: Classification | None = None
+        if self._needs_llm(mode):
+            result = await self.classifier.classify(alert)
+            classification = result.classification
+            outcome = result.llm_outcome or ("cache" if result.cached else "none")
+            self.m_classified.labels(classification.source, outcome).inc()
+            if result.llm_outcome is not None:
+                self.m_llm_latency.observe(result.processing_time)
+        elif mode == "enriched":
+            classification = self.classifier.by_rules(alert)
+        now = self.clock.now()
+        plan = self._plan(alert, mode, classification, now)
+        async with db.transaction() as tx:
+            if self._has_delays():
+                plan = await self._cancel_delayed(tx, plan, now)
+            changed = await tx.execute(
+                "UPDATE cutover_alerts SET state = $2, alert = $3, decision = $4,"
+                " release_at = $5, lease_until = NULL, updated_at = $6"
+                " WHERE id = $1 AND state = 'classifying'",
+                row["id"],
+                plan.state,
+                orjson.dumps(alert_to_stored(plan.alert)).decode(),
+                plan.decision(),
+                plan.release_at,
+                now,
+            )
+            if changed and plan.state == "queued" and plan.targets:
+                await outbox.enqueue(tx, plan.alert, plan.targets, now=now)
+        if changed:
+            self._count(plan.state)
+
+    async def _release_due(self, db: Database, outbox: Outbox) -> int:
+        now = self.clock.now()
+        rows = await db.fetch(
+            "SELECT id, alert, decision FROM cutover_alerts WHERE state = 'delayed'"
+            " AND release_at <= $1 ORDER BY id LIMIT $2",
+            now,
+            RELEASE_BATCH,
+        )
+        released = 0
+        if not rows:
+            return 0
+        async with db.transaction() as tx:
+            for row in rows:
+                changed = await tx.execute(
+                    "UPDATE cutover_alerts SET state = 'released', updated_at = $2"
+                    " WHERE id = $1 AND state = 'delayed'",
+                    row["id"],
+                    now,
+                )
+                if not changed:
+                    continue  # resolved meanwhile (cancelled), or another worker took it
+                targets = orjson.loads(row["decision"] or "{}").get("targets") or []
+                if targets:
+                    alert = alert_from_stored(orjson.loads(row["alert"]))
+                    await outbox.enqueue(tx, alert, targets, now=now)
+                released += 1
+        if released:
+            self._count("released", released)
+        return released
+
+    async def _cleanup(self, db: Database) -> None:
+        now = self.clock.now()
+        cutoff = now - self.cfg.retention
+        await db.execute(
+            "DELETE FROM cutover_alerts WHERE received_at < $1"
+            " AND state NOT IN ('classifying', 'delayed')",
+            cutoff,
+        )
+        await db.execute("DELETE FROM cutover_llm_audit WHERE at < $1", cutoff)
+        await db.execute(
+            "DELETE FROM cutover_alert_dedup WHERE seen_at <= $1",
+            now - max(self.cfg.dedup_window, 1.0),
+        )
+
+    async def _audit(self, record: AuditRecord) -> None:
+        self.counts["llm_decisions"] += 1
+        db, _ = await self._store()
+        await db.execute(
+            "INSERT INTO cutover_llm_audit (at, fingerprint, status, model, latency_ms,"
+            " prompt_digest, outcome, attempts, result, error)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            record.at,
+            record.fingerprint,
+            record.status,
+            record.model,
+            round(record.latency * 1000, 3),
+            record.prompt_digest,
+            record.outcome,
+            record.attempts,
+            orjson.dumps(record.result).decode() if record.result is not None else None,
+            record.error,
+        )
+
+    # -- enrichment mode -------------------------------------------------------------------
+
+    def _set_mode(self, mode: str, source: str) -> None:
+        if mode != self.mode:
+            log.info("enrichment mode: %s -> %s (%s)", self.mode, mode, source)
+            self.counts["mode_switches"] += 1
+        self.mode = mode
+        self.mode_source = source
+        self.m_mode.set(ENRICHMENT_MODES.index(mode))  # type: ignore[arg-type]
+
+    async def _refresh_mode(self) -> bool:
+        """Read the shared mode from Redis; False when Redis could not be read."""
+        try:
+            raw = await self.redis.get(ENRICHMENT_KEY)
+        except Exception as exc:
+            self.counts["redis_errors"] += 1
+            log.debug("enrichment mode: Redis unavailable (%s)", type(exc).__name__)
+            return False
+        if raw is None:
+            if self.mode_source == "redis":  # the shared key went away (Py's 1 h TTL)
+                self._set_mode(self.cfg.enrichment_mode, "default")
+            return True
+        mode = _mode_value(raw)
+        if mode is not None:
+            self._set_mode(mode, "redis")
+        return True
+
+    async def _mode_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MODE_REFRESH)
+            await self._refresh_mode()
+
+    async def enrichment_mode(self, request: web.Request) -> web.StreamResponse:
+        rid = self._request_id(request)
+        if request.method in ("GET", "HEAD"):
+            if self.redis is not None:
+                await self._refresh_mode()
+            return web.json_response({"mode": self.mode, "source": self.mode_source})
+        if request.method != "POST":
+            return self._not_allowed(request, "GET, POST")
+        denied = require_admin_token(request, self.gw)
+        if denied is not None:
+            return denied
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:  # (a body over the limit is json_errors' 413)
+            return _json_error(400, "invalid_json", 'the body must be JSON: {"mode": "..."}', rid)
+        mode = data.get("mode") if isinstance(data, dict) else None
+        if mode not in ENRICHMENT_MODES:
+            return _json_error(
+                400,
+                "invalid_mode",
+                f"invalid enrichment mode; allowed: {', '.join(ENRICHMENT_MODES)}",
+                rid,
+                allowed=list(ENRICHMENT_MODES),
+            )
+        source = "memory"
+        if self.redis is not None:
+            try:
+                await self.redis.set(ENRICHMENT_KEY, orjson.dumps({"mode": mode}))
+            except Exception as exc:
+                log.warning("enrichment mode: Redis write failed (%s)", type(exc).__name__)
+                return _json_error(
+                    503,
+                    "redis_unavailable",
+                    "the mode could not be shared through Redis; it was not changed",
+                    rid,
+                )
+            source = "redis"
+        self._set_mode(mode, source)
+        return web.json_response({"mode": mode, "source": source})
+
+    async def enrichment_stats(self, request: web.Request) -> web.StreamResponse:
+        registry = self.gw.metrics.registry
+        c: Counter[str] = Counter()  # every worker's intake events (as /metrics sums them)
+        for labels, value in counter_samples("cutover_enrichment_events", registry):
+            c[labels["event"]] += int(value)
+        by_mode: Counter[str] = Counter()
+        for labels, value in counter_samples("cutover_enrichment_accepted", registry):
+            by_mode[labels["mode"]] += int(value)
+        return web.json_response(
+            {
+                "mode": self.mode,
+                "source": self.mode_source,
+                "alerts": {
+                    key: c[key]
+                    for key in (
+                        "received",
+                        "accepted",
+                        "duplicate",
+                        "queued",
+                        "classifying",
+                        "filtered",
+                        "delayed",
+                        "released",
+                        "cancelled",
+                        "suppressed",
+                    )
+                },
+                "accepted_by_mode": {m: by_mode[m] for m in ENRICHMENT_MODES},
+                "truncated_alerts": c["truncated_alerts"],
+                "invalid_payloads": c["invalid_payloads"],
+                "store_unavailable": c["store_unavailable"],
+                "mode_switches": self.counts["mode_switches"],
+                "scope": "every worker process; mode_switches: this worker process",
+            }
+        )
+
+    # -- classification API ----------------------------------------------------------------
+
+    async def classify(self, request: web.Request) -> web.StreamResponse:
+        rid = self._request_id(request)
+        if request.method != "POST":
+            return self._not_allowed(request, "POST")
+        denied = require_admin_token(request, self.gw)
+        if denied is not None:
+            return denied
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _json_error(400, "invalid_json", "the body is not JSON", rid)
+        force = False
+        path = "$"
+        if isinstance(data, dict) and "alert" in data:
+            force = data.get("force", False)
+            if not isinstance(force, bool):
+                problem = {"path": "$.force", "expected": "true or false"}
+                return _json_error(400, "invalid_payload", "bad force", rid, problems=[problem])
+            data, path = data["alert"], "$.alert"
+        alert, problems = parse_single_alert(data, now=self.clock.now(), path=path)
+        if alert is None:
+            return _json_error(
+                400,
+                "invalid_payload",
+                f"{len(problems)} problem(s) in the alert",
+                rid,
+                problems=[p.as_dict() for p in problems],
+            )
+        result = await self.classifier.classify(alert, force=force)
+        outcome = result.llm_outcome or ("cache" if result.cached else "none")
+        self.m_classified.labels(result.classification.source, outcome).inc()
+        return web.json_response(
+            {
+                "result": result.classification.as_dict(),
+                "cached": result.cached,
+                "model": result.classification.model,
+                "processing_time": round(result.processing_time, 6),
+                "fingerprint": alert.fingerprint,
+                "llm_outcome": result.llm_outcome,
+            }
+        )
+
+    async def classification_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.classifier.snapshot())
+
+    async def classification_models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(await self.classifier.models())
+
+
+_ASK = object()  # "ask the LLM in the background"
+
+
+def _mode_value(raw: bytes | str) -> str | None:
+    """`{"mode": "..."}` (both originals write this) or a bare mode name."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = text.strip()
+    if isinstance(data, dict):
+        data = data.get("mode")
+    return data if data in ENRICHMENT_MODES else None

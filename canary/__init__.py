@@ -1,0 +1,1 @@
+"""Canary control: runtime weights, automated rollback, promotion."""

@@ -1,0 +1,327 @@
+"""Admin API routes of canary control (the admin listener; its middleware checks the token).
+
+    GET  /admin/routes                      weights in force, their source, health, live counts
+    PUT  /admin/routes/{route}/weights      {"go": 99, "python": 1}
+    POST /admin/rollback | promote | pause | resume   {"route": ..., "reason": ...} (optional)
+    GET  /admin/canary                      windows, percentiles, verdict and what it judged
+    GET  /admin/events?route=&limit=&after= audit log, newest first
+    POST /admin/reload                      re-read the config file
+    GET  /admin/config                      the config in force, secrets redacted
+
+Every refusal is a small JSON error naming the field (`{"error": {"code", "message", "field"}}`).
+Changes are recorded as made by `actor_of(request)`: `operator:<name of the admin token used>`
+(see proxy.admin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from cutover.canary.feature import Conflict
+from cutover.canary.shared import SharedUnavailable
+from cutover.core.db import StoreUnavailable
+from cutover.core.errors import error_response
+from cutover.proxy.admin import actor_of
+from cutover.proxy.config import ConfigErrors, load_config
+from cutover.proxy.config_view import to_json
+from cutover.routing.canary import Command, Outcome, Split
+
+if TYPE_CHECKING:
+    from cutover.canary.feature import CanaryFeature
+    from cutover.core.config_model import Route
+
+log = logging.getLogger("cutover.canary")
+
+_MAX_REASON = 500
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        content_type="application/json",
+    )
+
+
+def _bad(
+    field: str, message: str, status: int = 400, code: str = "invalid_request"
+) -> web.Response:
+    return error_response(status, code, message, None, field=field)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def seconds_of(value: object) -> float | None:
+    """`30s`, `2m`, `500ms`, `1h` or a number of seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    m = _DURATION.fullmatch(value.strip().lower())
+    return None if m is None else float(m.group(1)) * _UNITS[m.group(2)]
+
+
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The JSON object body (empty body: {}), or the 400 to answer."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _bad("body", "the body must be JSON", code="invalid_json")
+    if not isinstance(data, dict):
+        return _bad("body", "the body must be a JSON object")
+    return data
+
+
+def _reason(request: web.Request, body: dict[str, Any]) -> str | web.Response:
+    reason = body.get("reason", request.query.get("reason", ""))
+    if not isinstance(reason, str):
+        return _bad("reason", "reason must be a string")
+    return " ".join(reason.split())[:_MAX_REASON]
+
+
+def validate_weights(route: Route, data: Any) -> Split | web.Response:
+    """`{"go": 99, "python": 1}` → the split in the route's written order, or the 400."""
+    if not isinstance(data, dict) or not data:
+        return _bad(
+            "weights", 'a JSON object of backend to integer weight, e.g. {"go": 99, "python": 1}'
+        )
+    names = [b for b, _ in route.split] + [b for b in route.fallback if b not in dict(route.split)]
+    for name, weight in data.items():
+        if name not in names:
+            return _bad(
+                f"weights.{name}",
+                f"{name!r} is not a backend of route {route.name!r} (one of: {', '.join(names)})",
+            )
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
+            return _bad(
+                f"weights.{name}", f"the weight of {name!r} must be an integer from 0 to 100"
+            )
+    total = sum(data.values())
+    if total != 100:
+        return _bad("weights", f"weights must sum to exactly 100, got {total}")
+    return tuple((n, data.get(n, 0)) for n in names if n in data or n in dict(route.split))
+
+
+def _outcome_view(feature: CanaryFeature, route: str, out: Outcome) -> dict[str, Any]:
+    control = feature.known(route)
+    view: dict[str, Any] = {
+        "route": route,
+        "ok": out.error is None,
+        "weights": dict(control.weights),
+        "phase": control.phase,
+        "latched": control.latched,
+    }
+    if out.error is not None:
+        view["error"] = out.error
+    else:
+        view["changed"] = out.control is not None
+        view["reason"] = out.reason
+    return view
+
+
+async def _run(feature: CanaryFeature, route: str, cmd: Command) -> Outcome | web.Response:
+    try:
+        return await feature.execute(route, cmd)
+    except SharedUnavailable:
+        return error_response(
+            503,
+            "shared_state_unavailable",
+            "the shared state is unavailable; the last known weights stay in force, retry later",
+            None,
+            headers={"Retry-After": "1"},
+        )
+    except Conflict:
+        return error_response(409, "conflict", "the route changed concurrently; retry", None)
+
+
+def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
+    gw = feature.gw
+
+    async def routes(request: web.Request) -> web.Response:
+        shared = feature.shared.status() if feature.shared is not None else None
+        return _json(
+            {
+                "routes": [feature.route_view(r) for r in gw.config.routes],
+                "shared_state": shared,
+            }
+        )
+
+    async def put_weights(request: web.Request) -> web.Response:
+        name = request.match_info["route"]
+        route = gw.state.routes_by_name.get(name)
+        if route is None:
+            return _bad("route", f"no route named {name!r}", 404, "unknown_route")
+        body = await _body(request)
+        if isinstance(body, web.Response):
+            return body
+        split = validate_weights(route, body)
+        if isinstance(split, web.Response):
+            return split
+        reason = request.headers.get("X-Cutover-Reason") or request.query.get("reason", "")
+        cmd = Command(
+            "set_weights",
+            actor_of(request),
+            gw.clock.now(),
+            reason=" ".join(reason.split())[:_MAX_REASON],
+            weights=split,
+        )
+        out = await _run(feature, name, cmd)
+        if isinstance(out, web.Response):
+            return out
+        if out.error is not None:
+            return error_response(409, "refused", out.error, None, field="route")
+        return _json(_outcome_view(feature, name, out))
+
+    def command(kind: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            body = await _body(request)
+            if isinstance(body, web.Response):
+                return body
+            reason = _reason(request, body)
+            if isinstance(reason, web.Response):
+                return reason
+            unknown = sorted(set(body) - {"route", "reason", "mode", "over"})
+            if unknown:
+                return _bad(unknown[0], "unknown key (known: route, reason, mode, over)")
+            route = body.get("route")
+            if route is not None and (
+                not isinstance(route, str) or route not in gw.state.routes_by_name
+            ):
+                return _bad("route", f"no route named {route!r}", 404, "unknown_route")
+            if route is not None and feature.route_canary(route) is None:
+                return _bad(
+                    "route",
+                    f"route {route!r} has no canary (no canary block applies)",
+                    409,
+                    "no_canary",
+                )
+            targets = [route] if route is not None else list(feature.canary_routes)
+            if not targets:
+                return error_response(
+                    409, "no_canary", "no route has a canary", None, field="route"
+                )
+            mode = body.get("mode")
+            over = body.get("over")
+            if kind == "rollback":
+                if mode is not None and mode not in ("instant", "ramp"):
+                    return _bad("mode", "mode must be 'instant' or 'ramp'")
+                if over is not None:
+                    seconds = seconds_of(over)
+                    if seconds is None or seconds <= 0 or seconds > 86400:
+                        return _bad("over", "over must be a duration such as 30s (at most 1d)")
+                    over = seconds
+                    mode = mode or "ramp"
+            elif mode is not None or over is not None:
+                return _bad(
+                    "mode" if mode is not None else "over",
+                    f"only rollback takes {'mode' if mode is not None else 'over'}",
+                )
+            results = []
+            for name in targets:
+                cmd = Command(
+                    kind, actor_of(request), gw.clock.now(), reason=reason, mode=mode, over=over
+                )  # type: ignore[arg-type]
+                out = await _run(feature, name, cmd)
+                if isinstance(out, web.Response):
+                    return out
+                results.append(_outcome_view(feature, name, out))
+            if route is not None and not results[0]["ok"]:
+                return error_response(409, "refused", results[0]["error"], None, field="route")
+            status = 200 if any(r["ok"] for r in results) else 409
+            return _json({"results": results}, status)
+
+        return handler
+
+    async def canary(request: web.Request) -> web.Response:
+        route = request.query.get("route")
+        if route is not None and feature.route_canary(route) is None:
+            return _bad("route", f"no canary route named {route!r}", 404, "unknown_route")
+        names = [route] if route else list(feature.canary_routes)
+        cfg = feature.cfg
+        return _json(
+            {
+                "baseline": cfg.baseline if cfg else None,
+                "candidate": cfg.candidate if cfg else None,
+                "routes": [feature.canary_view(n) for n in names],
+            }
+        )
+
+    async def events(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = int(q.get("limit", "100"))
+            if not 1 <= limit <= 1000:
+                raise ValueError
+        except ValueError:
+            return _bad("limit", "limit must be an integer from 1 to 1000")
+        after: int | None = None
+        if "after" in q:
+            try:
+                after = int(q["after"])
+            except ValueError:
+                return _bad("after", "after must be an event id (integer)")
+        events = feature.event_log()
+        try:
+            rows = await events.list(q.get("route"), limit, after)
+        except (StoreUnavailable, TimeoutError):
+            return error_response(
+                503,
+                "store_unavailable",
+                "the event store is unavailable",
+                None,
+                headers={"Retry-After": "1"},
+                waiting=events.waiting,
+            )
+        return _json({"events": rows, "waiting": events.waiting})
+
+    async def reload(request: web.Request) -> web.Response:
+        path = gw.config.source
+        try:
+            config = load_config(path)
+        except ConfigErrors as errs:
+            problems = [str(e) for e in errs.errors]
+            return error_response(
+                400,
+                "invalid_config",
+                "the config file was not reloaded",
+                None,
+                field="config",
+                problems=problems,
+            )
+        pending = gw.restart_required(config)
+        if os.environ.get("CUTOVER_WORKER_ID") is not None:
+            # Several workers: the supervisor relays SIGHUP to every one of them (this one too).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(os.getppid(), signal.SIGHUP)
+                body = {"reloaded": "all workers", "config": config.summary()}
+                return _json({**body, "restart_required": pending}, 202)
+        await gw.reload(config)
+        body = {"reloaded": True, "config": config.summary()}
+        return _json({**body, "restart_required": pending})
+
+    async def show_config(request: web.Request) -> web.Response:
+        return _json(to_json(gw.config))
+
+    router.add_get("/admin/routes", routes)
+    router.add_put("/admin/routes/{route}/weights", put_weights)
+    for kind in ("rollback", "promote", "pause", "resume"):
+        router.add_post(f"/admin/{kind}", command(kind))
+    router.add_get("/admin/canary", canary)
+    router.add_get("/admin/events", events)
+    router.add_post("/admin/reload", reload)
+    router.add_get("/admin/config", show_config)

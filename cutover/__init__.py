@@ -1,0 +1,1 @@
+"""cutover: a migration gateway (the package root and composition root)."""
