@@ -8,9 +8,9 @@ this process posts them from `--clients` concurrent keep-alive connections for `
 seconds per case. Every alert is new (unique labels, so no dedup), is classified by the rules,
 and is accepted as the gateway accepts any alert: its row, its dedup record and its outbox job
 (the history copy, `backend:default`) committed in one transaction before the 200. Meanwhile
-the gateway's delivery engine drains the outbox to a history backend (`python -m
-cutover.examples.backends legacy`, a third process), as it would in production. A case counts only 200
-answers; any other status is reported as an error.
+the gateway's delivery engine drains the outbox to a history backend
+(`python -m cutover.examples.backends legacy`, a third process), as it would in production. A
+case counts only 200 answers; any other status is reported as an error.
 
 The PostgreSQL case uses a schema of its own (created and dropped here) through the DSN's
 `search_path`. Everything runs on 127.0.0.1 from a temporary directory that is removed at the

@@ -1753,7 +1753,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.fixed_rate_seconds > 0:
         meta["fixed_rate"] = (
-            f"`python -m cutover.bench.fixed_rate`, GET small JSON at half of cutover's median peak rps "
+            "`python -m cutover.bench.fixed_rate`, GET small JSON at half of cutover's median "
+            "peak rps "
             f"(for {args.fixed_rate_workers} worker(s): `--fixed-rate-workers`), "
             f"{args.fixed_rate_seconds:g} s per side and round in the same "
             f"rotated order, {args.connections} keep-alive connections, {pinned}; "

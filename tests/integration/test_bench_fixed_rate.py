@@ -164,8 +164,8 @@ async def test_command_line_prints_json(serve, tmp_path: Path) -> None:  # type:
 
     url = await serve(ok)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cutover.bench.fixed_rate", url + "/", "--rate", "100", "--seconds", "0.3",
-        "--connections", "2", cwd=ROOT,
+        sys.executable, "-m", "cutover.bench.fixed_rate", url + "/",
+        "--rate", "100", "--seconds", "0.3", "--connections", "2", cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)
