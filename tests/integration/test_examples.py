@@ -503,8 +503,8 @@ async def test_a_pair_shares_one_history(aiohttp_client) -> None:
 def test_pair_runner_serves_both_shapes_and_stops_on_sigterm() -> None:
     legacy_port, go_port = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cutover.examples.backends", "pair", "--legacy-port", str(legacy_port),
-         "--go-port", str(go_port)],
+        [sys.executable, "-m", "cutover.examples.backends", "pair",
+         "--legacy-port", str(legacy_port), "--go-port", str(go_port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

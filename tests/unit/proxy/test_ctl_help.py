@@ -59,7 +59,8 @@ def test_ctl_imports_only_what_it_needs() -> None:
         "import sys\n"
         "from cutover.cli import main\n"
         "try:\n    main(['ctl', 'status', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = ('cutover.parity.runner', 'cutover.bench.compare', 'cutover.compat.cli', 'aiohttp')\n"
+        "heavy = ('cutover.parity.runner', 'cutover.bench.compare', 'cutover.compat.cli',"
+        " 'aiohttp')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(
