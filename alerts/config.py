@@ -31,7 +31,7 @@ from cutover.alerts.filters import ACTIONS, FilterRule, FilterSet
 from cutover.alerts.matchers import Matcher, is_label_name, parse_matcher
 from cutover.alerts.routes import AlertRoute
 from cutover.alerts.webhook_formats import FORMATS, FieldMapping, Format, compile_path
-from cutover.proxy.config import (
+from cutover.core.configkit import (
     Ctx,
     Invalid,
     boolean,
@@ -48,7 +48,7 @@ from cutover.proxy.config import (
     string,
     url,
 )
-from cutover.proxy.config import field as get
+from cutover.core.configkit import field as get
 
 __all__ = [
     "ENRICHMENT_MODES",

@@ -27,10 +27,11 @@ from aiohttp import web
 
 from cutover.canary.feature import Conflict
 from cutover.canary.shared import SharedUnavailable
+from cutover.core.configkit import ConfigErrors
 from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of
-from cutover.proxy.config import ConfigErrors, load_config
+from cutover.proxy.config import load_config
 from cutover.proxy.config_view import to_json
 from cutover.routing.canary import Command, Outcome, Split
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 
-from cutover.proxy.config import (
+from cutover.core.configkit import (
     Ctx,
     Invalid,
     boolean,

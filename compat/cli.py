@@ -19,8 +19,9 @@ from cutover.compat.config import CompatConfig
 from cutover.compat.report import usage_report, usage_text
 from cutover.compat.store import ensure_schema, read_usage
 from cutover.core.config_model import CutoverConfig
+from cutover.core.configkit import ConfigErrors, format_errors
 from cutover.core.db import StoreUnavailable, open_database
-from cutover.proxy.config import ConfigErrors, format_errors, load_config
+from cutover.proxy.config import load_config
 
 __all__ = ["add_arguments", "run_command"]
 

@@ -43,8 +43,8 @@ from cutover.compat.rules import (
     RuleMatch,
     with_headers,
 )
-from cutover.proxy import config as kit
-from cutover.proxy.config import ConfigError, Ctx, Invalid
+from cutover.core import configkit as kit
+from cutover.core.configkit import Ctx, Invalid
 
 __all__ = ["BUILTIN_PROFILES", "CompatConfig", "parse_compat", "profile_resource"]
 
@@ -225,14 +225,14 @@ def _profile_roles(ctx: Ctx, value: object, path: str) -> dict[str, str]:
 
 
 def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], dict[str, str]]:
-    loader = kit_loader(text)
+    loader = kit.Loader(text)
     try:
         try:
             data = loader.load()
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        sub.errors.append(_yaml_error(sub.source, text, exc))
+        sub.errors.append(kit.yaml_error(sub.source, text, exc))
         return [], {}
     for key, line in loader.duplicates:
         sub.add(f"line {line}", f"each key once in a mapping ({key!r} is repeated)")
@@ -246,18 +246,6 @@ def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], 
         return rules, defaults
     except Invalid:
         return [], {}
-
-
-def kit_loader(text: str) -> Any:
-    from cutover.proxy.config import _Loader
-
-    return _Loader(text)
-
-
-def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> ConfigError:
-    from cutover.proxy.config import _yaml_error as yaml_error
-
-    return yaml_error(source, text, exc)
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -612,7 +600,7 @@ def _single(ctx: Ctx, value: object, path: str, names: tuple[str, ...]) -> tuple
         ctx.fail(path, f"a mapping with one operation ({', '.join(names)})", value)
     ((name, arg),) = value.items()
     if name not in names:
-        hint = kit._did_you_mean(str(name), names) or f" (one of: {', '.join(names)})"
+        hint = kit.did_you_mean(str(name), names) or f" (one of: {', '.join(names)})"
         ctx.fail(kit.join(path, name), f"a known operation{hint}")
     return str(name), arg
 

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return serve(args.config, args.workers)
     if args.command == "check-config":
-        from cutover.proxy.config import ConfigErrors, format_errors, load_config
+        from cutover.core.configkit import ConfigErrors, format_errors
+        from cutover.proxy.config import load_config
 
         try:
             config = load_config(args.config)

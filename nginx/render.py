@@ -390,7 +390,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    from cutover.proxy.config import ConfigErrors, format_errors, load_config
+    from cutover.core.configkit import ConfigErrors, format_errors
+    from cutover.proxy.config import load_config
 
     try:
         config = load_config(args.config)

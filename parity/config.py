@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from cutover.core import configkit as kit
 from cutover.core.config_model import DEFAULT_CAPTURE_REDACT, Capture
+from cutover.core.configkit import ConfigError, ConfigErrors
 from cutover.parity.diff import DiffRules, PathPattern, Tolerance, compile_pattern
 from cutover.parity.noise import Thresholds
-from cutover.proxy import config as kit
-from cutover.proxy.config import ConfigError, ConfigErrors
 
 __all__ = ["MirrorSettings", "ParityConfig", "load_parity_file", "parse_capture", "parse_parity"]
 

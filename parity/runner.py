@@ -294,8 +294,8 @@ def _url_ok(url: str) -> bool:
 
 def run_command(args: argparse.Namespace) -> int:
     """`cutover parity run` with parsed arguments; the exit status."""
+    from cutover.core.configkit import ConfigErrors, format_errors
     from cutover.parity.report import build_report, write_report
-    from cutover.proxy.config import ConfigErrors, format_errors
 
     for name in ("primary", "candidate", "secondary"):
         value = getattr(args, name)

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from cutover.proxy import config as _config
-from cutover.proxy.config import (
+from cutover.core import configkit as kit
+from cutover.core.configkit import (
     Ctx,
     Invalid,
     boolean,
@@ -31,7 +31,7 @@ from cutover.proxy.config import (
     section,
     string,
 )
-from cutover.proxy.config import field as get
+from cutover.core.configkit import field as get
 from cutover.publishing.outbox import COMPLETE_BATCH, COMPLETE_INTERVAL
 from cutover.publishing.targets import (
     DEFAULT_RATE_LIMITS,
@@ -206,7 +206,7 @@ def _headers(ctx: Ctx, value: object, path: str) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     bad = False
     for name, item in value.items():
-        if item is _config._BAD:
+        if item is kit.BAD:
             bad = True
             continue
         try:
@@ -221,7 +221,7 @@ def _headers(ctx: Ctx, value: object, path: str) -> tuple[tuple[str, str], ...]:
 
 def _target(ctx: Ctx, value: object, path: str) -> TargetSpec:
     m = section(ctx, value, path, _TARGET_KEYS)
-    if any(v is _config._BAD for v in m.values()):
+    if any(v is kit.BAD for v in m.values()):
         raise Invalid  # a ${...} that could not be resolved (already reported)
     if "name" not in m or "type" not in m:
         for key in ("name", "type"):
@@ -313,7 +313,7 @@ def _targets(ctx: Ctx, value: object, path: str) -> tuple[TargetSpec, ...]:
 
 def _str_list(
     what: str, allowed: tuple[str, ...] | None = None, pattern: re.Pattern[str] | None = None
-) -> _config.Parser[tuple[str, ...]]:
+) -> kit.Parser[tuple[str, ...]]:
     def parse(ctx: Ctx, value: object, path: str) -> tuple[str, ...]:
         if isinstance(value, str):
             value = [value]
@@ -353,7 +353,7 @@ def _kubernetes(ctx: Ctx, value: object, path: str) -> KubernetesConfig | None:
     d = KubernetesConfig()
     kubeconfig = m.get("kubeconfig")
     if kubeconfig is not None:
-        kubeconfig = get(ctx, m, "kubeconfig", path, _config._file, None)
+        kubeconfig = get(ctx, m, "kubeconfig", path, kit.file, None)
     return KubernetesConfig(
         namespaces=get(
             ctx, m, "namespaces", path, _str_list("namespaces", pattern=_NAMESPACE), d.namespaces
@@ -433,7 +433,7 @@ def _delivery(ctx: Ctx, value: object, path: str) -> DeliveryPolicy:
 def _history_backend(ctx: Ctx, value: object, path: str, d: HistoryConfig) -> HistoryBackend:
     m = section(ctx, value, path, ("path", "shape"))
     return HistoryBackend(
-        path=get(ctx, m, "path", path, _config._url_path, d.path),
+        path=get(ctx, m, "path", path, kit.url_path, d.path),
         shape=get(ctx, m, "shape", path, _shape, d.shape),
     )
 
@@ -447,7 +447,7 @@ def _shape(ctx: Ctx, value: object, path: str) -> str:
 def _history(ctx: Ctx, value: object, path: str) -> HistoryConfig:
     m = section(ctx, value, path, ("path", "shape", "backends"))
     d = HistoryConfig(
-        path=get(ctx, m, "path", path, _config._url_path, "/webhook/"),
+        path=get(ctx, m, "path", path, kit.url_path, "/webhook/"),
         shape=get(ctx, m, "shape", path, _shape, "envelope"),
     )
     backends: dict[str, HistoryBackend] = {}
@@ -459,7 +459,7 @@ def _history(ctx: Ctx, value: object, path: str) -> HistoryConfig:
         for name, item in raw.items():
             ipath = join(bpath, str(name))
             try:
-                _config._known_backend(ctx, name, ipath)
+                kit.known_backend(ctx, name, ipath)
                 backends[str(name)] = _history_backend(ctx, item, ipath, d)
             except Invalid:
                 continue

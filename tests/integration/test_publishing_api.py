@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from cutover.proxy.config import ConfigErrors, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import parse_config
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeService, FakeWebhook
 from tests.integration.publishing_helpers import config, enqueue, feature, make_alert, start

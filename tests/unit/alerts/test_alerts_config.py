@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cutover.alerts.config import AlertsConfig
-from cutover.proxy.config import ConfigErrors, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import parse_config
 
 BASE = {
     "listen": "127.0.0.1:0",

@@ -9,7 +9,8 @@ import pytest
 
 from cutover.compat.config import CompatConfig, profile_resource
 from cutover.compat.jsonops import Convert, Unwrap
-from cutover.proxy.config import ConfigErrors, load_config, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import load_config, parse_config
 
 
 def config(compat: Any) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from cutover.core.config_model import DEFAULT_CAPTURE_REDACT, IDEMPOTENT_METHODS
+from cutover.core.configkit import ConfigErrors
 from cutover.parity.config import MirrorSettings, ParityConfig, load_parity_file
-from cutover.proxy.config import ConfigErrors, parse_config
+from cutover.proxy.config import parse_config
 
 
 def config(parity: Any = None, route: dict[str, Any] | None = None, source: str = "c.yaml"):  # type: ignore[no-untyped-def]

@@ -9,9 +9,10 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from cutover.core.config_model import AdminConfig
+from cutover.core.configkit import ConfigError, ConfigErrors, format_errors
 from cutover.proxy import admin as admin_mod
 from cutover.proxy.admin import actor, actor_of, authenticate, match_token, require_admin_token
-from cutover.proxy.config import ConfigError, ConfigErrors, format_errors, parse_config
+from cutover.proxy.config import parse_config
 from cutover.proxy.config_view import to_json
 
 ALICE = "alice-0123456789abcdef"

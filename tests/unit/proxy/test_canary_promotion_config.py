@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from cutover.proxy.config import ConfigError, ConfigErrors, format_errors, parse_config
+from cutover.core.configkit import ConfigError, ConfigErrors, format_errors
+from cutover.proxy.config import parse_config
 from cutover.routing.canary import CanaryConfig, PromotionGate
 
 MIRRORED = {"name": "api", "split": {"go": 10, "python": 90}, "mirror": {"to": "go", "percent": 5}}

@@ -23,7 +23,8 @@ from cutover.core.config_model import (
     Sticky,
     Timeouts,
 )
-from cutover.proxy.config import ConfigError, ConfigErrors, format_errors, load_config, parse_config
+from cutover.core.configkit import ConfigError, ConfigErrors, format_errors
+from cutover.proxy.config import load_config, parse_config
 
 MINIMAL: dict[str, Any] = {
     "backends": {"go": "http://go:8080", "python": "http://python:8080"},

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cutover.proxy.config import ConfigErrors, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import parse_config
 from cutover.publishing.config import (
     DEFAULT_SELECTORS,
     LAYOUTS,
