@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from cutover.proxy import config as kit
-from cutover.proxy.config import MAX_DEPTH, ConfigErrors, load_config, parse_config
+from cutover.core import configkit as kit
+from cutover.core.configkit import MAX_DEPTH, ConfigErrors
+from cutover.proxy import config
+from cutover.proxy.config import load_config, parse_config
 
 MINIMAL: dict[str, Any] = {
     "backends": {"go": "http://go:8080"},
@@ -116,7 +118,7 @@ def test_a_parser_that_fails_unforeseen_names_the_key(monkeypatch: pytest.Monkey
     def broken(ctx: kit.Ctx, value: object, path: str) -> str:
         raise KeyError("bug")
 
-    monkeypatch.setattr(kit, "_log_path", broken)
+    monkeypatch.setattr(config, "_log_path", broken)
     errors = _errors({**MINIMAL, "access_log": {"path": "/x"}, "workers": 0})
     assert [e.path for e in errors] == ["workers", "access_log.path"]
     assert "the check itself failed" in errors[1].expected
