@@ -148,6 +148,8 @@ _kit = (
     "interpolate",
     "Loader",
     "yaml_error",
+    "MAX_DEPTH",
+    "MAX_VALUES",
 )
 for _name in _kit:
     NAME_MOVES[("cutover.proxy.config", _name)] = "cutover.core.configkit"
@@ -173,6 +175,7 @@ for _name in ("CircuitBreaker", "BreakerState"):
 NAME_MOVES[("cutover.publishing.limits", "backoff")] = "cutover.core.backoff"
 # renamed names: (old module, old name) -> (new module, new name)
 NAME_RENAMES: dict[tuple[str, str], tuple[str, str]] = {
+    ("cutover.proxy.config", "_UNFORESEEN"): ("cutover.core.configkit", "UNFORESEEN"),
     ("cutover.proxy.server", "Outcome"): ("cutover.proxy.server", "ProxyOutcome"),
     ("cutover.routing.canary", "Outcome"): ("cutover.routing.canary", "CommandOutcome"),
     ("cutover.publishing.transport", "Outcome"): ("cutover.publishing.transport", "SendOutcome"),
