@@ -57,7 +57,7 @@ from cutover.proxy.features import Feature
 from cutover.proxy.metrics import counter_samples
 
 if TYPE_CHECKING:
-    from cutover.core.config_model import CutoverConfig
+    from cutover.proxy.config import CutoverConfig
     from cutover.proxy.server import Gateway
     from cutover.publishing.outbox import Outbox
 
@@ -206,12 +206,12 @@ class AlertsFeature(Feature):
 
     @classmethod
     def wanted(cls, config: CutoverConfig) -> bool:
-        return isinstance(config.section("alerts"), AlertsConfig)
+        return config.alerts is not None
 
     @classmethod
     def create(cls, gw: Gateway) -> AlertsFeature | None:
-        cfg = gw.config.section("alerts")
-        return cls(gw, cfg) if isinstance(cfg, AlertsConfig) else None
+        cfg = gw.config.alerts
+        return cls(gw, cfg) if cfg is not None else None
 
     def __init__(self, gw: Gateway, cfg: AlertsConfig) -> None:
         super().__init__(gw)
@@ -348,8 +348,8 @@ class AlertsFeature(Feature):
                 await self.redis.aclose()
 
     async def reload(self, config: CutoverConfig) -> None:
-        cfg = config.section("alerts")
-        if not isinstance(cfg, AlertsConfig):
+        cfg = config.alerts
+        if cfg is None:
             return  # the intake keeps its config until a restart (proxy.restart says so)
         if cfg.classification != self.cfg.classification:
             old = self.classifier

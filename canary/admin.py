@@ -32,7 +32,7 @@ from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of
 from cutover.proxy.config import load_config
-from cutover.proxy.config_view import to_json
+from cutover.proxy.config_view import config_json
 from cutover.routing.canary import Command, Outcome, Split
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
         return _json({**body, "restart_required": pending})
 
     async def show_config(request: web.Request) -> web.Response:
-        return _json(to_json(gw.config))
+        return _json(config_json(gw.config))
 
     router.add_get("/admin/routes", routes)
     router.add_put("/admin/routes/{route}/weights", put_weights)

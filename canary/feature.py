@@ -49,7 +49,8 @@ from cutover.routing.canary import (
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from cutover.core.config_model import CutoverConfig, Route
+    from cutover.core.config_model import Route
+    from cutover.proxy.config import CutoverConfig
     from cutover.proxy.server import Gateway, RequestRecord
 
 log = logging.getLogger("cutover.canary")
@@ -80,11 +81,7 @@ class CanaryFeature(Feature):
     @classmethod
     def wanted(cls, config: CutoverConfig) -> bool:
         """On when weights can change at run time: an admin API, a canary block or Redis."""
-        return (
-            config.admin.listen is not None
-            or config.section("canary") is not None
-            or bool(config.redis)
-        )
+        return config.admin.listen is not None or config.canary is not None or bool(config.redis)
 
     def __init__(self, gw: Gateway) -> None:
         super().__init__(gw)
@@ -113,9 +110,7 @@ class CanaryFeature(Feature):
     # -- configuration -------------------------------------------------------------------
 
     def _configure(self, config: CutoverConfig) -> None:
-        cfg = config.section("canary")
-        self.cfg = cfg if isinstance(cfg, CanaryConfig) else None
-        cfg = self.cfg
+        self.cfg = cfg = config.canary
         routes = tuple(r.name for r in config.routes if cfg and cfg.applies_to(r.split))
         if cfg is not None and not routes:
             log.warning(

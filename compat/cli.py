@@ -15,13 +15,11 @@ import time
 
 import orjson
 
-from cutover.compat.config import CompatConfig
 from cutover.compat.report import usage_report, usage_text
 from cutover.compat.store import ensure_schema, read_usage
-from cutover.core.config_model import CutoverConfig
 from cutover.core.configkit import ConfigErrors, format_errors
 from cutover.core.db import StoreUnavailable, open_database
-from cutover.proxy.config import load_config
+from cutover.proxy.config import CutoverConfig, load_config
 
 __all__ = ["add_arguments", "run_command"]
 
@@ -49,8 +47,7 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigErrors as errs:
         print(format_errors(errs), file=sys.stderr)
         return 2
-    section = config.section("compat")
-    rules = section.rules if isinstance(section, CompatConfig) else ()
+    rules = config.compat.rules if config.compat is not None else ()
     try:
         rows = asyncio.run(_rows(config, args.rule))
     except StoreUnavailable as exc:

@@ -40,7 +40,6 @@ from cutover.compat.report import usage_report
 from cutover.compat.rules import Hit, Rewrite, Rule, RuleSet, render_template
 from cutover.compat.store import ensure_schema, read_usage, write_usage
 from cutover.compat.usage import UsageBuffer, caller_of
-from cutover.core.config_model import CutoverConfig
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import (
     BodyTooLargeError,
@@ -50,6 +49,7 @@ from cutover.core.errors import (
     from_error,
 )
 from cutover.core.tasks import Supervised
+from cutover.proxy.config import CutoverConfig
 from cutover.proxy.features import Feature
 from cutover.proxy.forwarder import classify_failure, forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
@@ -288,8 +288,8 @@ class CompatFeature(Feature):
     # -- lifecycle -----------------------------------------------------------------------
 
     def _configure(self, config: CutoverConfig) -> None:
-        settings = config.section("compat")
-        if not isinstance(settings, CompatConfig):
+        settings = config.compat
+        if settings is None:
             self.settings = None
             self.ruleset = RuleSet(())
             self.gw.compat = None

@@ -1,8 +1,8 @@
-"""The validated, frozen shape of a cutover configuration.
+"""The validated, frozen shape of the gateway's configuration keys.
 
-`proxy.config.load_config` turns a YAML file into a `CutoverConfig`; everything here is
-already parsed (durations in seconds, sizes in bytes, regexes compiled, header names
-lowercased), so the hot path never re-parses anything.
+`proxy.config.load_config` turns a YAML file into a `CutoverConfig` made of these parts (and of
+each feature's own section); everything here is already parsed (durations in seconds, sizes in
+bytes, regexes compiled, header names lowercased), so the hot path never re-parses anything.
 """
 
 from __future__ import annotations
@@ -220,36 +220,3 @@ class HeadersConfig:
     backend: str | None = "X-Cutover-Backend"  # tells which backend served; None = off
     override: str | None = None  # lets testers force a backend; None = off (default)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CutoverConfig:
-    source: str  # the file it came from, for messages
-    listen: tuple[str, int]
-    backends: MappingProxyType[str, Backend]
-    routes: tuple[Route, ...]
-    admin: AdminConfig = field(default_factory=AdminConfig)
-    limits: Limits = field(default_factory=Limits)
-    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
-    headers: HeadersConfig = field(default_factory=HeadersConfig)
-    workers: int = 1
-    # Plain proxied requests take the lean httptools path (proxy.fastpath); false: all aiohttp.
-    fast_path: bool = True
-    storage: str | None = None  # sqlite:///… or postgresql://…; None: .cutover/state.db
-    redis: str | None = None
-    # Feature sections (canary, compat, alerts, publishing, parity), parsed by each
-    # feature's own parser (proxy.config.SECTION_PARSERS); absent sections are missing keys.
-    sections: MappingProxyType[str, object] = field(default_factory=lambda: MappingProxyType({}))
-
-    def section(self, name: str) -> object | None:
-        return self.sections.get(name)
-
-    def summary(self) -> str:
-        """One line for `cutover check-config`."""
-        routes = ", ".join(
-            f"{r.name} ({'/'.join(f'{b} {w}' for b, w in r.split)})" for r in self.routes
-        )
-        return (
-            f"{self.source}: ok — listen {self.listen[0]}:{self.listen[1]}, "
-            f"{len(self.backends)} backends, {len(self.routes)} routes: {routes}"
-        )

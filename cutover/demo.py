@@ -29,12 +29,11 @@ import orjson
 import yaml
 from aiohttp import web
 
-from cutover.core.config_model import CutoverConfig
 from cutover.core.configkit import ConfigErrors, format_errors
 from cutover.core.tasks import Supervised
 from cutover.examples.backends import close_streams, go_app, legacy_app
 from cutover.examples.samples import alertmanager_payload, flat_alert
-from cutover.proxy.config import parse_config
+from cutover.proxy.config import CutoverConfig, parse_config
 from cutover.proxy.listen import bind
 from cutover.proxy.server import Gateway, start_gateway
 

@@ -23,9 +23,8 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
-from cutover.core.config_model import CutoverConfig
 from cutover.core.configkit import ConfigErrors, format_errors
-from cutover.proxy.config import load_config
+from cutover.proxy.config import CutoverConfig, load_config
 from cutover.proxy.listen import ENV as LISTEN_FDS
 from cutover.proxy.listen import ListenError, Listeners, inherited, open_listeners
 

@@ -29,7 +29,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cutover.core.config_model import Backend, CutoverConfig, Route
+from cutover.core.config_model import Backend, Route
+from cutover.proxy.config import CutoverConfig
 from cutover.routing.canary import CanaryConfig
 
 __all__ = ["Rendered", "render"]
@@ -184,8 +185,7 @@ def render(
     so the file runs anywhere; without it, nginx's compiled-in paths are used.
     """
     warn: list[str] = []
-    canary = config.section("canary")
-    canary = canary if isinstance(canary, CanaryConfig) else None
+    canary = config.canary
     limits = config.limits
     host, port = config.listen
     listen = listen or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")

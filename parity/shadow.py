@@ -46,7 +46,8 @@ from cutover.proxy.features import Feature
 from cutover.proxy.headers import upstream_headers
 
 if TYPE_CHECKING:
-    from cutover.core.config_model import Capture, CutoverConfig, Route
+    from cutover.core.config_model import Capture, Route
+    from cutover.proxy.config import CutoverConfig
     from cutover.proxy.server import Gateway
     from cutover.proxy.upstreams import Upstream
 
@@ -235,8 +236,7 @@ class ParityFeature(Feature):
     # -- lifecycle -------------------------------------------------------------------------
 
     def _configure(self, config: CutoverConfig) -> None:
-        section = config.section("parity")
-        self.settings = section if isinstance(section, ParityConfig) else ParityConfig()
+        self.settings = config.parity or ParityConfig()
         self.routes = {
             r.name: r for r in config.routes if r.mirror is not None or r.capture is not None
         }

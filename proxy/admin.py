@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cutover.core.config_model import DEFAULT_TOKEN_NAME, AdminConfig, CutoverConfig
+from cutover.core.config_model import DEFAULT_TOKEN_NAME, AdminConfig
 from cutover.core.errors import error_response
+from cutover.proxy.config import CutoverConfig
 from cutover.routing.decision import is_loopback
 
 if TYPE_CHECKING:
@@ -185,10 +186,10 @@ def from_loopback(request: web.BaseRequest) -> bool:
     return True
 
 
-GUARDED_SECTIONS = {
-    "alerts": "POST /enrichment/mode, POST /classification/classify",
-    "publishing": "POST /publishing/test/…, /publishing/targets/refresh, /publishing/dlq/…/replay",
-}
+ALERTS_ENDPOINTS = "POST /enrichment/mode, POST /classification/classify"
+PUBLISHING_ENDPOINTS = (
+    "POST /publishing/test/…, /publishing/targets/refresh, /publishing/dlq/…/replay"
+)
 
 
 def open_endpoints_warning(config: CutoverConfig) -> str | None:
@@ -197,7 +198,9 @@ def open_endpoints_warning(config: CutoverConfig) -> str | None:
     host = config.listen[0]
     if config.admin.credentials() or host == "localhost" or is_loopback(host):
         return None
-    endpoints = [v for k, v in GUARDED_SECTIONS.items() if config.section(k) is not None]
+    endpoints = [ALERTS_ENDPOINTS] if config.alerts is not None else []
+    if config.publishing is not None:
+        endpoints.append(PUBLISHING_ENDPOINTS)
     if not endpoints:
         return None
     return (

@@ -1,5 +1,11 @@
 """The one config loader: YAML file -> validated, frozen `CutoverConfig`.
 
+`CutoverConfig` is composed here, one floor above core: its gateway keys are core's model
+(`core.config_model`), its feature sections the types of each feature's own config module,
+parsed by the parser beside the feature. Those modules stand on core and on their feature's pure
+part only, so the loader can name them without an import circle (and core stays unaware of
+them).
+
 `load_config` reads a file; `parse_config` validates already-loaded data (no file reading).
 Every problem found is collected in one pass and raised together as `ConfigErrors`; each
 `ConfigError` names the file, the key path (`routes[0].split.go`) and what was expected.
@@ -8,18 +14,21 @@ See docs/config.md for every key.
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import yaml
 
+from cutover.alerts.config import AlertsConfig, parse_alerts
+from cutover.canary.config import parse_canary
+from cutover.compat.config import CompatConfig, parse_compat
 from cutover.core import configkit as kit
 from cutover.core.config_model import (
     DEFAULT_TOKEN_NAME,
@@ -28,7 +37,6 @@ from cutover.core.config_model import (
     AdminConfig,
     Backend,
     Capture,
-    CutoverConfig,
     HeaderMatch,
     HeadersConfig,
     HealthCheck,
@@ -44,23 +52,47 @@ from cutover.core.config_model import (
     TLSConfig,
 )
 from cutover.core.configkit import ConfigError, ConfigErrors
+from cutover.parity.config import ParityConfig, parse_capture, parse_parity
+from cutover.publishing.config import PublishingConfig, parse_publishing
+from cutover.routing.canary import CanaryConfig
 
 __all__ = ["load_config", "parse_config"]
 
 DEFAULT_LISTEN = ("0.0.0.0", 8080)
 DEFAULT_STICKY_COOKIE = "cutover_id"
-# Feature sections: each is parsed by a function in the feature's own module,
-# `parse(ctx: Ctx, value: object, path: str) -> object`, using the config kit
-# (`cutover.core.configkit`). A section whose module is not present in
-# this build is refused, so nobody believes it is active.
-SECTION_PARSERS: dict[str, str] = {
-    "canary": "cutover.canary.config:parse_canary",
-    "compat": "cutover.compat.config:parse_compat",
-    "alerts": "cutover.alerts.config:parse_alerts",
-    "publishing": "cutover.publishing.config:parse_publishing",
-    "parity": "cutover.parity.config:parse_parity",
-}
-UNSUPPORTED_SECTIONS = tuple(SECTION_PARSERS)
+
+
+@dataclass(frozen=True, slots=True)
+class CutoverConfig:
+    source: str  # the file it came from, for messages
+    listen: tuple[str, int]
+    backends: MappingProxyType[str, Backend]
+    routes: tuple[Route, ...]
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    limits: Limits = field(default_factory=Limits)
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    headers: HeadersConfig = field(default_factory=HeadersConfig)
+    workers: int = 1
+    # Plain proxied requests take the lean httptools path (proxy.fastpath); false: all aiohttp.
+    fast_path: bool = True
+    storage: str | None = None  # sqlite:///… or postgresql://…; None: .cutover/state.db
+    redis: str | None = None
+    # Feature sections, each parsed by the parser beside its feature; None: absent.
+    canary: CanaryConfig | None = None
+    compat: CompatConfig | None = None
+    alerts: AlertsConfig | None = None
+    publishing: PublishingConfig | None = None
+    parity: ParityConfig | None = None
+
+    def summary(self) -> str:
+        """One line for `cutover check-config`."""
+        routes = ", ".join(
+            f"{r.name} ({'/'.join(f'{b} {w}' for b, w in r.split)})" for r in self.routes
+        )
+        return (
+            f"{self.source}: ok — listen {self.listen[0]}:{self.listen[1]}, "
+            f"{len(self.backends)} backends, {len(self.routes)} routes: {routes}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +110,11 @@ _TOP_KEYS = (
     "routes",
     "storage",
     "redis",
-    *UNSUPPORTED_SECTIONS,
+    "canary",
+    "compat",
+    "alerts",
+    "publishing",
+    "parity",
 )
 
 
@@ -664,8 +700,6 @@ def _capture(ctx: kit.Ctx, value: object, path: str) -> Capture | None:
     """A route's `capture:`, parsed by the parity package that reads the files it writes."""
     if kit.is_off(value):
         return None
-    from cutover.parity.config import parse_capture
-
     return parse_capture(ctx, value, path)
 
 
@@ -750,7 +784,11 @@ def _parse(ctx: kit.Ctx, data: object, env: Mapping[str, str]) -> CutoverConfig:
     ctx.routes = tuple(routes)
     storage = kit.field(ctx, m, "storage", "", kit.optional(_STORAGE), None)
     redis = kit.field(ctx, m, "redis", "", kit.optional(_REDIS), None)
-    sections = {key: _feature_section(ctx, key, m[key]) for key in SECTION_PARSERS if key in m}
+    canary = kit.field(ctx, m, "canary", "", parse_canary, None)
+    compat = kit.field(ctx, m, "compat", "", parse_compat, None)
+    alerts = kit.field(ctx, m, "alerts", "", parse_alerts, None)
+    publishing = kit.field(ctx, m, "publishing", "", parse_publishing, None)
+    parity = kit.field(ctx, m, "parity", "", parse_parity, None)
     if not ok or ctx.errors:
         raise kit.Invalid
     return CutoverConfig(
@@ -766,24 +804,12 @@ def _parse(ctx: kit.Ctx, data: object, env: Mapping[str, str]) -> CutoverConfig:
         fast_path=fast_path,
         storage=storage,
         redis=redis,
-        sections=MappingProxyType(sections),
+        canary=canary,
+        compat=compat,
+        alerts=alerts,
+        publishing=publishing,
+        parity=parity,
     )
-
-
-def _feature_section(ctx: kit.Ctx, key: str, value: object) -> object:
-    """Parse a feature's section with the parser its module provides (after backends/routes)."""
-    module_name, _, func = SECTION_PARSERS[key].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        ctx.add(key, f"no {key!r} section: it is not supported by this version of cutover")
-        return None
-    try:
-        return kit.run(ctx, getattr(module, func), value, key)
-    except kit.Invalid:
-        return None
 
 
 _STORAGE = kit.url(("sqlite://", "postgresql://", "postgres://"), "a storage")

@@ -45,3 +45,15 @@ def to_json(value: Any, key: str = "") -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     return str(value)
+
+
+FEATURE_SECTIONS = ("canary", "compat", "alerts", "publishing", "parity")
+
+
+def config_json(config: Any) -> dict[str, Any]:
+    """`GET /admin/config`: the gateway's keys, then the feature sections present, under
+    `sections` (the shape this endpoint has always had)."""
+    data = to_json(config)
+    sections = {name: data.pop(name) for name in FEATURE_SECTIONS}
+    data["sections"] = {name: value for name, value in sections.items() if value is not None}
+    return data

@@ -67,7 +67,8 @@ from cutover.routing.murmur import bucket_of
 from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
-    from cutover.core.config_model import CutoverConfig, Route
+    from cutover.core.config_model import Route
+    from cutover.proxy.config import CutoverConfig
     from cutover.proxy.metrics import Metrics
     from cutover.proxy.server import Gateway, RuntimeState
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from cutover.core.config_model import CutoverConfig
+    from cutover.proxy.config import CutoverConfig
     from cutover.proxy.server import Gateway
 
 # "package.module:Class", in start order (stopped in reverse).

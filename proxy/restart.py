@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cutover.core.config_model import CutoverConfig
+from cutover.proxy.config import CutoverConfig
 
 __all__ = ["restart_required"]
 
@@ -57,9 +57,9 @@ def restart_required(
             out.append(f"{name}: the feature starts with the gateway")
         elif running and not wanted:
             out.append(f"{name}: the feature keeps running until a restart")
-    old_alerts, new_alerts = started.section("alerts"), new.section("alerts")
+    old_alerts, new_alerts = started.alerts, new.alerts
     alerts_running = features.get("alerts", (False, False))[0]
-    old_paths, new_paths = getattr(old_alerts, "paths", None), getattr(new_alerts, "paths", None)
-    if alerts_running and new_alerts is not None and new_paths != old_paths:
+    old_paths = old_alerts.paths if old_alerts is not None else None
+    if alerts_running and new_alerts is not None and new_alerts.paths != old_paths:
         out.append("alerts.paths: intake endpoints are registered at start")
     return out

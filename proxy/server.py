@@ -25,7 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from cutover.core.clock import Clock
-from cutover.core.config_model import CutoverConfig, Route
+from cutover.core.config_model import Route
 from cutover.core.db import Database, open_database
 from cutover.core.errors import (
     BodyTooLargeError,
@@ -42,6 +42,7 @@ from cutover.proxy.admin import (
     open_endpoints_warning,
     without_admin_token,
 )
+from cutover.proxy.config import CutoverConfig
 from cutover.proxy.features import Feature, feature_classes, load_features
 from cutover.proxy.forwarder import MirrorHook, forward, forward_websocket
 from cutover.proxy.http1 import (

@@ -44,7 +44,7 @@ from cutover.publishing.outbox import Outbox
 from cutover.publishing.targets import TargetRegistry, TargetSpec
 
 if TYPE_CHECKING:
-    from cutover.core.config_model import CutoverConfig
+    from cutover.proxy.config import CutoverConfig
     from cutover.proxy.server import Gateway
 
 log = logging.getLogger("cutover.publishing")
@@ -58,8 +58,7 @@ def _json(body: object, status: int = 200) -> web.Response:
 
 
 def _settings(config: CutoverConfig) -> PublishingConfig:
-    section = config.section("publishing")
-    return section if isinstance(section, PublishingConfig) else DEFAULT
+    return config.publishing or DEFAULT
 
 
 class PublishingFeature(Feature):
@@ -67,7 +66,7 @@ class PublishingFeature(Feature):
 
     @classmethod
     def wanted(cls, config: CutoverConfig) -> bool:
-        return config.section("publishing") is not None or config.section("alerts") is not None
+        return config.publishing is not None or config.alerts is not None
 
     def __init__(self, gw: Gateway) -> None:
         super().__init__(gw)

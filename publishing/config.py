@@ -474,7 +474,7 @@ def _mode(ctx: Ctx, value: object, path: str) -> str:
 
 
 def parse_publishing(ctx: Ctx, value: object, path: str) -> PublishingConfig:
-    """The `publishing:` section (SECTION_PARSERS)."""
+    """The `publishing:` section."""
     m = section(ctx, value, path, _TOP)
     cfg = PublishingConfig(
         mode=get(ctx, m, "mode", path, _mode, "normal"),

@@ -16,7 +16,7 @@ BASE = {
 
 
 def alerts(section) -> AlertsConfig:
-    cfg = parse_config(dict(BASE, alerts=section), "t.yaml").section("alerts")
+    cfg = parse_config(dict(BASE, alerts=section), "t.yaml").alerts
     assert isinstance(cfg, AlertsConfig)
     return cfg
 

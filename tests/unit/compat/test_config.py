@@ -23,7 +23,7 @@ def config(compat: Any) -> dict[str, Any]:
 
 
 def section(compat: Any, source: str = "cutover.yaml") -> CompatConfig:
-    got = parse_config(config(compat), source).section("compat")
+    got = parse_config(config(compat), source).compat
     assert isinstance(got, CompatConfig)
     return got
 
@@ -57,7 +57,7 @@ def test_profile_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     import yaml
 
     (tmp_path / "cutover.yaml").write_text(yaml.safe_dump(cfg))
-    s = load_config(tmp_path / "cutover.yaml").section("compat")
+    s = load_config(tmp_path / "cutover.yaml").compat
     assert isinstance(s, CompatConfig)
     assert s.rules[0].gone is not None and s.rules[0].gone.replacement == "GET /new"
     assert s.rules[0].sunset == 1893456000
@@ -207,4 +207,4 @@ def test_profile_default_roles_need_the_backends() -> None:
     paths = [e.path for e in exc.value.errors]
     assert paths == ["compat.backends.new", "compat.backends.legacy"]
     data["compat"]["backends"] = {"new": "new", "legacy": "old"}
-    assert parse_config(data, "c.yaml").section("compat").roles == {"new": "new", "legacy": "old"}
+    assert parse_config(data, "c.yaml").compat.roles == {"new": "new", "legacy": "old"}

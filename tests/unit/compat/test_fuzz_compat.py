@@ -136,7 +136,8 @@ def parsed_rule(rule: dict[str, Any]) -> Rule | None:
             assert "the check itself failed" not in error.expected, str(error)
         return None
     assert isinstance(cfg, CutoverConfig)
-    (compiled,) = cfg.section("compat").rules
+    assert cfg.compat is not None
+    (compiled,) = cfg.compat.rules
     return compiled
 
 

@@ -30,8 +30,8 @@ def errors(**kwargs: Any) -> list[str]:
 
 
 def test_defaults() -> None:
-    assert config().section("parity") is None
-    section = config(parity={}).section("parity")
+    assert config().parity is None
+    section = config(parity={}).parity
     assert section == ParityConfig()
     assert section.rules.headers == ("content-type",)
     assert section.mirror == MirrorSettings(queue=1000, workers=4, timeout=10.0)
@@ -51,7 +51,7 @@ def test_full_section() -> None:
             "window": 50,
             "min_samples": 5,
         }
-    ).section("parity")
+    ).parity
     assert [p.text for p in section.rules.ignore] == ["$..request_id", "header.date"]
     assert section.rules.tolerances[1].timestamp == 2.0
     assert section.rules.array_keys[0][1] == "fingerprint"

@@ -24,7 +24,7 @@ def _data(canary: dict[str, Any], routes: list[dict[str, Any]] | None = None) ->
 
 
 def _canary(canary: dict[str, Any], routes: list[dict[str, Any]] | None = None) -> CanaryConfig:
-    section = parse_config(_data(canary, routes), "t.yaml", env={}).section("canary")
+    section = parse_config(_data(canary, routes), "t.yaml", env={}).canary
     assert isinstance(section, CanaryConfig)
     return section
 

@@ -597,18 +597,6 @@ def test_sticky_header_and_override_must_be_tokens() -> None:
     assert all("a header name" in e.expected for e in errors)
 
 
-def test_section_without_its_module_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A feature section whose module is absent from this build is an error, not ignored."""
-    import cutover.proxy.config as config_module
-
-    parsers = dict(config_module.SECTION_PARSERS, future="proxy.no_such_feature:parse")
-    monkeypatch.setattr(config_module, "SECTION_PARSERS", parsers)
-    monkeypatch.setattr(config_module, "_TOP_KEYS", (*config_module._TOP_KEYS, "future"))
-    errors = _errors(_with(future={"on": True}))
-    assert [e.path for e in errors] == ["future"]
-    assert "not supported by this version of cutover" in errors[0].expected
-
-
 def test_top_level_must_be_a_mapping() -> None:
     err = _only(["not", "a", "mapping"])
     assert "expected a mapping" in str(err)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cutover.core.config_model import CutoverConfig
-from cutover.proxy.config import parse_config
+from cutover.proxy.config import CutoverConfig, parse_config
 from cutover.proxy.features import feature_classes
 from cutover.proxy.restart import restart_required
 

@@ -22,7 +22,7 @@ BASE = {
 
 
 def parse(publishing: object) -> PublishingConfig:
-    return parse_config({**BASE, "publishing": publishing}, "c.yaml").section("publishing")
+    return parse_config({**BASE, "publishing": publishing}, "c.yaml").publishing
 
 
 def errors(publishing: object) -> list[str]:
