@@ -52,13 +52,12 @@ from cutover.alerts.webhook_formats import (
 from cutover.core.db import Database, StoreUnavailable, Tx
 from cutover.core.errors import error_response
 from cutover.core.tasks import Supervised
-from cutover.proxy.admin import require_admin_token
-from cutover.proxy.features import Feature
+from cutover.proxy.host import Feature
 from cutover.proxy.metrics import counter_samples
 
 if TYPE_CHECKING:
     from cutover.proxy.config import CutoverConfig
-    from cutover.proxy.server import Gateway
+    from cutover.proxy.host import Host
     from cutover.publishing.outbox import Outbox
 
 log = logging.getLogger("cutover.alerts")
@@ -209,11 +208,11 @@ class AlertsFeature(Feature):
         return config.alerts is not None
 
     @classmethod
-    def create(cls, gw: Gateway) -> AlertsFeature | None:
+    def create(cls, gw: Host) -> AlertsFeature | None:
         cfg = gw.config.alerts
         return cls(gw, cfg) if cfg is not None else None
 
-    def __init__(self, gw: Gateway, cfg: AlertsConfig) -> None:
+    def __init__(self, gw: Host, cfg: AlertsConfig) -> None:
         super().__init__(gw)
         self.cfg = cfg
         self.clock = gw.clock
@@ -927,7 +926,7 @@ class AlertsFeature(Feature):
             return web.json_response({"mode": self.mode, "source": self.mode_source})
         if request.method != "POST":
             return self._not_allowed(request, "GET, POST")
-        denied = require_admin_token(request, self.gw)
+        denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
         try:
@@ -1001,7 +1000,7 @@ class AlertsFeature(Feature):
         rid = self._request_id(request)
         if request.method != "POST":
             return self._not_allowed(request, "POST")
-        denied = require_admin_token(request, self.gw)
+        denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
         body = await self._read_body(request)

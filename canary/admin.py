@@ -5,8 +5,6 @@
     POST /admin/rollback | promote | pause | resume   {"route": ..., "reason": ...} (optional)
     GET  /admin/canary                      windows, percentiles, verdict and what it judged
     GET  /admin/events?route=&limit=&after= audit log, newest first
-    POST /admin/reload                      re-read the config file
-    GET  /admin/config                      the config in force, secrets redacted
 
 Every refusal is a small JSON error naming the field (`{"error": {"code", "message", "field"}}`).
 Changes are recorded as made by `actor_of(request)`: `operator:<name of the admin token used>`
@@ -15,11 +13,8 @@ Changes are recorded as made by `actor_of(request)`: `operator:<name of the admi
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import signal
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,12 +22,9 @@ from aiohttp import web
 
 from cutover.canary.feature import Conflict
 from cutover.canary.shared import SharedUnavailable
-from cutover.core.configkit import ConfigErrors
 from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of
-from cutover.proxy.config import load_config
-from cutover.proxy.config_view import config_json
 from cutover.routing.canary import Command, Outcome, Split
 
 if TYPE_CHECKING:
@@ -290,39 +282,9 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
             )
         return _json({"events": rows, "waiting": events.waiting})
 
-    async def reload(request: web.Request) -> web.Response:
-        path = gw.config.source
-        try:
-            config = load_config(path)
-        except ConfigErrors as errs:
-            problems = [str(e) for e in errs.errors]
-            return error_response(
-                400,
-                "invalid_config",
-                "the config file was not reloaded",
-                None,
-                field="config",
-                problems=problems,
-            )
-        pending = gw.restart_required(config)
-        if os.environ.get("CUTOVER_WORKER_ID") is not None:
-            # Several workers: the supervisor relays SIGHUP to every one of them (this one too).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(os.getppid(), signal.SIGHUP)
-                body = {"reloaded": "all workers", "config": config.summary()}
-                return _json({**body, "restart_required": pending}, 202)
-        await gw.reload(config)
-        body = {"reloaded": True, "config": config.summary()}
-        return _json({**body, "restart_required": pending})
-
-    async def show_config(request: web.Request) -> web.Response:
-        return _json(config_json(gw.config))
-
     router.add_get("/admin/routes", routes)
     router.add_put("/admin/routes/{route}/weights", put_weights)
     for kind in ("rollback", "promote", "pause", "resume"):
         router.add_post(f"/admin/{kind}", command(kind))
     router.add_get("/admin/canary", canary)
     router.add_get("/admin/events", events)
-    router.add_post("/admin/reload", reload)
-    router.add_get("/admin/config", show_config)

@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 from cutover.canary.events import Event, EventLog
 from cutover.canary.shared import RedisShared, SharedState, SharedUnavailable, StoreShared
 from cutover.core.tasks import Supervised
-from cutover.proxy.features import Feature
+from cutover.proxy.host import Feature
 from cutover.routing.canary import (
     PHASES,
     STATUSES,
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from cutover.core.config_model import Route
     from cutover.proxy.config import CutoverConfig
-    from cutover.proxy.server import Gateway, RequestRecord
+    from cutover.proxy.host import Host, RequestRecord
 
 log = logging.getLogger("cutover.canary")
 
@@ -83,7 +83,7 @@ class CanaryFeature(Feature):
         """On when weights can change at run time: an admin API, a canary block or Redis."""
         return config.admin.listen is not None or config.canary is not None or bool(config.redis)
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Host) -> None:
         super().__init__(gw)
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.cfg: CanaryConfig | None = None
@@ -105,7 +105,7 @@ class CanaryFeature(Feature):
         self._lock: asyncio.Lock | None = None
         self._bound_metrics()
         self._configure(gw.config)
-        gw.observers.append(self.observe)
+        gw.add_observer(self.observe)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -550,13 +550,10 @@ class CanaryFeature(Feature):
         cfg = self.route_canary(route)
         if cfg is None or cfg.promotion_for(route).min_parity is None:
             return None
-        from cutover.parity.shadow import parity_feature
-
-        feature = parity_feature(self.gw)
-        if feature is None:  # nothing mirrored: no rate, the gate stays closed
+        source = self.gw.parity
+        if source is None:  # nothing mirrored: no rate, the gate stays closed
             return ParityReading(None)
-        compared = len(feature.windows.get(route, ()))
-        return ParityReading(feature.parity_rate(route), compared, feature.settings.min_samples)
+        return source.parity_reading(route)
 
     async def _note_hold(self, route: str, out: Outcome, now: float) -> None:
         """A gate holding the promotion is an event once (and again when the reason's kind

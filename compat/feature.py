@@ -50,9 +50,9 @@ from cutover.core.errors import (
 )
 from cutover.core.tasks import Supervised
 from cutover.proxy.config import CutoverConfig
-from cutover.proxy.features import Feature
 from cutover.proxy.forwarder import classify_failure, forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
+from cutover.proxy.host import Feature
 from cutover.publishing.limits import backoff
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision, client_ip
@@ -60,7 +60,8 @@ from cutover.routing.replay import Failure, may_replay
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
-    from cutover.proxy.server import Gateway, Outcome
+    from cutover.proxy.host import Host
+    from cutover.proxy.server import ProxyOutcome
     from cutover.proxy.upstreams import Upstream
 
 log = logging.getLogger("cutover.compat")
@@ -237,7 +238,7 @@ class _Plan:
         return rw is not None and rw.response is not None
 
     async def respond(
-        self, request: web.BaseRequest, resp: aiohttp.ClientResponse, outcome: Outcome
+        self, request: web.BaseRequest, resp: aiohttp.ClientResponse, outcome: ProxyOutcome
     ) -> web.StreamResponse:
         rw = self._rewrite(outcome.backend or "")
         assert rw is not None and rw.response is not None
@@ -263,7 +264,7 @@ class CompatFeature(Feature):
 
     name = "compat"
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Host) -> None:
         super().__init__(gw)
         self.requests = Counter(
             "cutover_legacy_requests_total",
@@ -292,13 +293,13 @@ class CompatFeature(Feature):
         if settings is None:
             self.settings = None
             self.ruleset = RuleSet(())
-            self.gw.compat = None
+            self.gw.set_compat(None)
             return
         self.settings = settings
         self.ruleset = RuleSet(settings.rules)
         self.usage.max_keys = settings.max_callers
         self._children = {r.name: self.requests.labels(r.name) for r in settings.rules}
-        self.gw.compat = self
+        self.gw.set_compat(self)
 
     async def start(self) -> None:
         self._started = True
@@ -427,7 +428,7 @@ class CompatFeature(Feature):
         hit: Hit,
         decision: Decision,
         request_id: str,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
     ) -> web.StreamResponse:
         """Proxy a request that matched a rule, through the route's decision."""
         rule = hit.rule
@@ -454,7 +455,7 @@ class CompatFeature(Feature):
         hit: Hit,
         decision: Decision,
         request_id: str,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
         body: bytes | None,
     ) -> web.StreamResponse:
         if hit.rule.fans_out_for(self.role_of(decision.primary)):
@@ -503,7 +504,7 @@ class CompatFeature(Feature):
         resp: aiohttp.ClientResponse,
         rewrite: Rewrite,
         rule: Rule,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
         request_id: str,
         idle: float,
     ) -> web.StreamResponse:
@@ -566,7 +567,7 @@ class CompatFeature(Feature):
     def _response_headers(
         self,
         resp: aiohttp.ClientResponse,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
         request_id: str,
         drop: tuple[str, ...] = (),
     ) -> CIMultiDict[str]:
@@ -587,7 +588,7 @@ class CompatFeature(Feature):
         resp: aiohttp.ClientResponse,
         status: int,
         rule: Rule,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
         request_id: str,
         idle: float,
     ) -> web.StreamResponse:
@@ -624,7 +625,7 @@ class CompatFeature(Feature):
         hit: Hit,
         decision: Decision,
         request_id: str,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
         body: bytes | None,
     ) -> web.StreamResponse:
         """One request per item of the body's array, to the decision's primary; answers combined.
@@ -952,7 +953,7 @@ class _FanOutJob:
     parts: list[bytes]
     deadline: float  # loop time: the route's `timeout` from the start of the request
     limit: int  # largest answer read per part
-    outcome: Outcome
+    outcome: ProxyOutcome
 
 
 @dataclass(slots=True)

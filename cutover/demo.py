@@ -29,13 +29,14 @@ import orjson
 import yaml
 from aiohttp import web
 
+from cutover.app import start_gateway
 from cutover.core.configkit import ConfigErrors, format_errors
 from cutover.core.tasks import Supervised
 from cutover.examples.backends import close_streams, go_app, legacy_app
 from cutover.examples.samples import alertmanager_payload, flat_alert
 from cutover.proxy.config import CutoverConfig, parse_config
 from cutover.proxy.listen import bind
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 
 __all__ = ["demo_config", "format_summary", "main", "run_demo"]
 

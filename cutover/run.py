@@ -112,7 +112,7 @@ def run_worker(path: str, config: CutoverConfig, listeners: Listeners) -> int:
 
 
 async def _worker_main(path: str, config: CutoverConfig, listeners: Listeners) -> None:
-    from cutover.proxy.server import start_gateway
+    from cutover.app import start_gateway
 
     gw = await start_gateway(config, sock=listeners.main, admin_sock=listeners.admin)
     # What exists now lives as long as the worker: keep it out of the collector's full

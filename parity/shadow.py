@@ -42,16 +42,17 @@ from cutover.parity.diff import Difference, Reply, compare, compile_pattern, end
 from cutover.parity.noise import EndpointStats, Sample, analyse
 from cutover.parity.report import difference_json, endpoint_json
 from cutover.parity.runner import SAFE_METHODS, read_bounded
-from cutover.proxy.features import Feature
 from cutover.proxy.headers import upstream_headers
+from cutover.proxy.host import Feature
+from cutover.routing.canary import ParityReading
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Capture, Route
     from cutover.proxy.config import CutoverConfig
-    from cutover.proxy.server import Gateway
+    from cutover.proxy.host import Host
     from cutover.proxy.upstreams import Upstream
 
-__all__ = ["MIRROR_HEADER", "ParityFeature", "Tap", "parity_feature"]
+__all__ = ["MIRROR_HEADER", "ParityFeature", "Tap"]
 
 log = logging.getLogger("cutover.parity")
 
@@ -156,7 +157,7 @@ class Tap:
 
 
 class _Metrics:
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Host) -> None:
         r = gw.metrics.registry
         self.mirrored = Counter(
             "cutover_parity_mirror_requests_total",
@@ -214,7 +215,7 @@ class ParityFeature(Feature):
 
     name = "parity"
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Host) -> None:
         super().__init__(gw)
         self.metrics = _Metrics(gw)
         self.settings: ParityConfig = ParityConfig()
@@ -232,6 +233,7 @@ class ParityFeature(Feature):
         self._rate_at: dict[str, float] = {}
         self._rate_pending: dict[str, asyncio.TimerHandle] = {}
         self._configure(gw.config)
+        gw.set_parity(self)  # the canary's parity gate reads this feature's comparisons
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class ParityFeature(Feature):
                 self._redact[name] = tuple(compile_pattern(p) for p in route.capture.redact_fields)
                 for result in ("written", "dropped", "skipped"):
                     self.metrics.captured.labels(name, result)
-        self.gw.mirror = self if self.routes else None  # None: the forwarder skips the hook
+        self.gw.set_mirror(self if self.routes else None)  # None: the forwarder skips the hook
 
     async def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.settings.mirror.queue)
@@ -264,7 +266,7 @@ class ParityFeature(Feature):
         self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
 
     async def stop(self) -> None:
-        self.gw.mirror = None
+        self.gw.set_mirror(None)
         for handle in self._rate_pending.values():
             handle.cancel()
         self._rate_pending.clear()
@@ -575,6 +577,11 @@ class ParityFeature(Feature):
             return None
         return _rate(analyse((s for _, s in window), self.settings.thresholds))
 
+    def parity_reading(self, route: str) -> ParityReading:
+        """What the canary's parity gate judges: the rate, the pairs compared, the minimum."""
+        compared = len(self.windows.get(route, ()))
+        return ParityReading(self.parity_rate(route), compared, self.settings.min_samples)
+
     # -- admin --------------------------------------------------------------------------------
 
     def add_admin_routes(self, router: web.UrlDispatcher) -> None:
@@ -727,14 +734,6 @@ def _compare(
         frozenset(d.field for d in noisy) if noisy is not None else None,
     )
     return sample, differences
-
-
-def parity_feature(gw: Gateway) -> ParityFeature | None:
-    """The gateway's parity feature (for `parity_rate(route)`), or None."""
-    for feature in gw.features:
-        if isinstance(feature, ParityFeature):
-            return feature
-    return None
 
 
 def _rate(stats: tuple[EndpointStats, ...]) -> float:

@@ -17,19 +17,25 @@ names nobody in particular (the shared token, or no token at all).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
 import logging
+import os
 import re
+import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
 from cutover.core.config_model import DEFAULT_TOKEN_NAME, AdminConfig
+from cutover.core.configkit import ConfigErrors
 from cutover.core.errors import error_response
-from cutover.proxy.config import CutoverConfig
+from cutover.proxy.config import CutoverConfig, load_config
+from cutover.proxy.config_view import config_json
 from cutover.routing.decision import is_loopback
 
 if TYPE_CHECKING:
@@ -270,7 +276,21 @@ def without_admin_token(request: web.BaseRequest, gw: Gateway, request_id: str) 
     return request.clone(headers=headers)
 
 
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        content_type="application/json",
+    )
+
+
 def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
+    """The gateway's own admin routes: the index, who am I, reload and the config in force.
+
+    POST /admin/reload      re-read the config file (every worker, through the supervisor)
+    GET  /admin/config      the config in force, secrets redacted
+    """
+
     async def index(request: web.Request) -> web.Response:
         paths = sorted({r.resource.canonical for r in request.app.router.routes() if r.resource})
         return web.json_response({"endpoints": paths})
@@ -278,5 +298,35 @@ def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
     async def whoami(request: web.Request) -> web.Response:
         return web.json_response({"token": request.get(TOKEN_NAME_KEY), "actor": actor_of(request)})
 
+    async def reload(request: web.Request) -> web.Response:
+        path = gw.config.source
+        try:
+            config = load_config(path)
+        except ConfigErrors as errs:
+            problems = [str(e) for e in errs.errors]
+            return error_response(
+                400,
+                "invalid_config",
+                "the config file was not reloaded",
+                None,
+                field="config",
+                problems=problems,
+            )
+        pending = gw.restart_required(config)
+        if os.environ.get("CUTOVER_WORKER_ID") is not None:
+            # Several workers: the supervisor relays SIGHUP to every one of them (this one too).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(os.getppid(), signal.SIGHUP)
+                body = {"reloaded": "all workers", "config": config.summary()}
+                return _json({**body, "restart_required": pending}, 202)
+        await gw.reload(config)
+        body = {"reloaded": True, "config": config.summary()}
+        return _json({**body, "restart_required": pending})
+
+    async def show_config(request: web.Request) -> web.Response:
+        return _json(config_json(gw.config))
+
     router.add_get("/admin", index)
     router.add_get("/admin/whoami", whoami)
+    router.add_post("/admin/reload", reload)
+    router.add_get("/admin/config", show_config)

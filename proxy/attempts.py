@@ -2,7 +2,7 @@
 
 The aiohttp path (`proxy.forwarder`) and the fast path (`proxy.fastpath`) send requests their
 own way, but decide and count the same: `Attempts` holds what both share — the replay rules
-(`routing.replay`), the route's retry budget, the metrics and the request's `Outcome`.
+(`routing.replay`), the route's retry budget, the metrics and the request's `ProxyOutcome`.
 
     attempts = Attempts(gw, route, budget, outcome, method, idempotency_key, replayable)
     try:
@@ -32,7 +32,7 @@ from cutover.routing.replay import Failure, may_fall_back
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
-    from cutover.proxy.server import Gateway, Outcome
+    from cutover.proxy.server import Gateway, ProxyOutcome
 
 __all__ = ["Attempts"]
 
@@ -58,7 +58,7 @@ class Attempts:
         gw: Gateway,
         route: Route,
         budget: RetryBudget,
-        outcome: Outcome,
+        outcome: ProxyOutcome,
         method: str,
         idempotency_key: bool,
         replayable: bool,

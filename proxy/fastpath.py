@@ -53,6 +53,7 @@ from cutover.core.storable import storable
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
 from cutover.proxy.attempts import Attempts
 from cutover.proxy.headers import HOP_BY_HOP
+from cutover.proxy.host import RequestRecord
 from cutover.proxy.http1 import (
     HOST_RE,
     is_plain_path,
@@ -61,7 +62,7 @@ from cutover.proxy.http1 import (
     versionless_line,
 )
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
-from cutover.proxy.server import Outcome, RequestRecord, _cookie
+from cutover.proxy.server import ProxyOutcome, _cookie
 from cutover.routing.decision import Decision, client_ip, decide, sticky_key
 from cutover.routing.murmur import bucket_of
 from cutover.routing.replay import Failure
@@ -371,7 +372,7 @@ class _Exchange:
     bound: _Bound
     state: RuntimeState
     request_id = ""
-    outcome: Outcome
+    outcome: ProxyOutcome
     route_name = "-"
     primary: str | None = None
     decision: Decision
@@ -1101,7 +1102,7 @@ class _Conn(asyncio.Protocol):
         request_id = ex.request_id = (
             rid.decode("utf-8", "surrogateescape") if rid else listener.request_id()
         )
-        outcome = ex.outcome = Outcome()
+        outcome = ex.outcome = ProxyOutcome()
         try:
             lower = ex.lower
             host = ex.first.get(b"host")
@@ -1388,7 +1389,7 @@ class _Conn(asyncio.Protocol):
         self._done(ex, close)
 
     def _decide(
-        self, ex: _Exchange, route: Route, state: RuntimeState, outcome: Outcome
+        self, ex: _Exchange, route: Route, state: RuntimeState, outcome: ProxyOutcome
     ) -> Decision:
         """As `Gateway._decide`."""
         gw = self.gw

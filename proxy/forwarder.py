@@ -30,7 +30,7 @@ from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
-    from cutover.proxy.server import Gateway, Outcome
+    from cutover.proxy.server import Gateway, ProxyOutcome
 
 CHUNK = 2**16
 
@@ -52,7 +52,7 @@ class AttemptPlan(Protocol):
     def wants_response(self, backend: str) -> bool: ...
 
     async def respond(
-        self, request: web.BaseRequest, resp: aiohttp.ClientResponse, outcome: Outcome
+        self, request: web.BaseRequest, resp: aiohttp.ClientResponse, outcome: ProxyOutcome
     ) -> web.StreamResponse: ...
 
 
@@ -126,7 +126,7 @@ async def forward(
     gw: Gateway,
     decision: Decision,
     request_id: str,
-    outcome: Outcome,
+    outcome: ProxyOutcome,
     plan: AttemptPlan | None = None,
 ) -> web.StreamResponse:
     """Try the decision's attempts in order and stream the first acceptable answer back.
@@ -257,7 +257,7 @@ async def _stream_back(
     request: web.BaseRequest,
     gw: Gateway,
     resp: aiohttp.ClientResponse,
-    outcome: Outcome,
+    outcome: ProxyOutcome,
     request_id: str,
     idle_timeout: float,
     added: tuple[tuple[str, str], ...] = (),
@@ -308,7 +308,11 @@ async def _stream_back(
 
 
 async def forward_websocket(
-    request: web.BaseRequest, gw: Gateway, decision: Decision, request_id: str, outcome: Outcome
+    request: web.BaseRequest,
+    gw: Gateway,
+    decision: Decision,
+    request_id: str,
+    outcome: ProxyOutcome,
 ) -> web.StreamResponse:
     """Pass a WebSocket session through: connect upstream first, then accept the client."""
     state = gw.state

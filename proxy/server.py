@@ -13,9 +13,9 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web, web_protocol
@@ -40,11 +40,12 @@ from cutover.proxy.admin import (
     add_admin_routes,
     admin_auth,
     open_endpoints_warning,
+    require_admin_token,
     without_admin_token,
 )
 from cutover.proxy.config import CutoverConfig
-from cutover.proxy.features import Feature, feature_classes, load_features
 from cutover.proxy.forwarder import MirrorHook, forward, forward_websocket
+from cutover.proxy.host import CompatHook, Feature, ParitySource, RequestRecord
 from cutover.proxy.http1 import (
     HOST_RE,
     Refused,
@@ -64,16 +65,13 @@ from cutover.routing.match import Router
 from cutover.routing.murmur import bucket_of
 from cutover.routing.split import SplitTable
 
-if TYPE_CHECKING:
-    from cutover.compat.feature import CompatFeature as CompatHook
-
 log = logging.getLogger("cutover")
 
 _FIRST_LINE_MAX = 64 * 1024  # bytes kept while a connection's first request line is judged
 _HOST_RE = HOST_RE  # RFC 9110 §7.2: one Host, a valid authority (proxy.http1)
 
 
-class Outcome:
+class ProxyOutcome:
     """What happened to one proxied request, filled in by the forwarder, read by the log."""
 
     __slots__ = ("backend", "failures", "fallback_from", "set_cookie")
@@ -83,20 +81,6 @@ class Outcome:
         self.fallback_from: str | None = None
         self.set_cookie: str | None = None
         self.failures: list[tuple[str, str]] = []  # (backend, kind) of every failed attempt
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One finished proxied request, as request observers (canary analysis, usage) see it."""
-
-    route: str
-    primary: str | None  # the split's choice
-    backend: str | None  # who answered in the end (None: nobody)
-    status: int
-    duration: float  # seconds
-    failures: tuple[tuple[str, str], ...]  # (backend, kind) of attempts that failed first
-    method: str
-    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,9 +301,15 @@ def _build_state(
 
 
 class Gateway:
-    """One worker's gateway. `start_gateway(config)` returns it serving."""
+    """One worker's gateway, the `Host` of the features it is given (`cutover.app` lists
+    them); without any it is a plain proxy."""
 
-    def __init__(self, config: CutoverConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: CutoverConfig,
+        clock: Clock | None = None,
+        features: Sequence[type[Feature]] = (),
+    ) -> None:
         self.config = config
         self.started_config = config  # what the restart-only keys still follow
         self.restart_pending: list[str] = []  # what the config in force waits for a restart to do
@@ -341,11 +331,13 @@ class Gateway:
         self._checks: dict[str, Supervised] = {}
         # Synchronous, cheap callbacks run after every proxied request (no I/O in them).
         self.observers: list[Callable[[RequestRecord], None]] = []
-        self.features: list[Feature] = []
-        # Set by the compat feature while compat rules are configured; None costs nothing.
+        self.feature_classes = tuple(features)  # in start order (stopped in reverse)
+        self.features: list[Feature] = []  # those the config wants, once started
+        # Registered by the compat feature while compat rules are configured; None costs nothing.
         self.compat: CompatHook | None = None
-        # Set by the parity feature while a route mirrors or captures; None costs nothing.
+        # Registered by the parity feature while a route mirrors or captures; None costs nothing.
         self.mirror: MirrorHook | None = None
+        self.parity: ParitySource | None = None  # mirrored comparisons, for the canary's gate
         self.db: Database | None = None  # opened on first use: `await gw.database()`
         self._db_lock = asyncio.Lock()
 
@@ -365,7 +357,9 @@ class Gateway:
         self.state = _build_state(
             config, None, {n: Upstream(b) for n, b in config.backends.items()}
         )
-        self.features = load_features(self)
+        self.features = [
+            f for f in (cls.create(self) for cls in self.feature_classes) if f is not None
+        ]
         self._start_checks()
         self._sync_health_gauges()
         limits = config.limits
@@ -464,7 +458,7 @@ class Gateway:
     def restart_required(self, config: CutoverConfig) -> list[str]:
         """What of `config` a reload would leave for the next restart (`proxy.restart`)."""
         running = {type(f) for f in self.features}
-        features = {cls.name: (cls in running, cls.wanted(config)) for cls in feature_classes()}
+        features = {cls.name: (cls in running, cls.wanted(config)) for cls in self.feature_classes}
         return restart_required(self.started_config, config, features)
 
     async def reload(self, config: CutoverConfig) -> None:
@@ -518,6 +512,23 @@ class Gateway:
                     base = os.path.dirname(self.config.source) if self.config.storage else "."
                     self.db = await open_database(self.config.storage, base_dir=base or ".")
         return self.db
+
+    # -- what features register (proxy.host) ---------------------------------------------
+
+    def add_observer(self, observe: Callable[[RequestRecord], None]) -> None:
+        self.observers.append(observe)
+
+    def require_admin(self, request: web.BaseRequest) -> web.Response | None:
+        return require_admin_token(request, self)
+
+    def set_compat(self, hook: CompatHook | None) -> None:
+        self.compat = hook
+
+    def set_mirror(self, hook: MirrorHook | None) -> None:
+        self.mirror = hook
+
+    def set_parity(self, source: ParitySource | None) -> None:
+        self.parity = source
 
     def set_split(
         self, route: str, split: tuple[tuple[str, int], ...], first: str | None = None
@@ -624,7 +635,7 @@ class Gateway:
         headers = request.headers
         rid_name = config.headers.request_id
         request_id = headers.get(rid_name) or uuid.uuid4().hex
-        outcome = Outcome()
+        outcome = ProxyOutcome()
         route_name = "-"
         primary: str | None = None
         status = 500
@@ -725,7 +736,7 @@ class Gateway:
                 )
 
     def _decide(
-        self, request: web.BaseRequest, route: Route, state: RuntimeState, outcome: Outcome
+        self, request: web.BaseRequest, route: Route, state: RuntimeState, outcome: ProxyOutcome
     ):  # type: ignore[no-untyped-def]
         config = self.config
         sticky = route.sticky
@@ -829,16 +840,3 @@ def _cookie(name: str, value: str, ttl: float, secure: bool) -> str:
     if secure:
         parts.append("Secure")
     return "; ".join(parts)
-
-
-async def start_gateway(
-    config: CutoverConfig, clock: Clock | None = None, sock: Any = None, admin_sock: Any = None
-) -> Gateway:
-    """Start a gateway for `config` in this event loop and return it serving."""
-    gw = Gateway(config, clock)
-    await gw.start(sock, admin_sock)
-    return gw
-
-
-def worker_id() -> str:
-    return os.environ.get("CUTOVER_WORKER_ID", "0")

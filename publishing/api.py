@@ -34,8 +34,7 @@ from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.core.storable import MAX_KEY, identity_problem
 from cutover.core.tasks import Supervised, stop_in_order
-from cutover.proxy.admin import require_admin_token
-from cutover.proxy.features import Feature
+from cutover.proxy.host import Feature
 from cutover.publishing.config import DEFAULT, PublishingConfig
 from cutover.publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
 from cutover.publishing.delivery import iso_time as _iso
@@ -45,7 +44,7 @@ from cutover.publishing.targets import TargetRegistry, TargetSpec
 
 if TYPE_CHECKING:
     from cutover.proxy.config import CutoverConfig
-    from cutover.proxy.server import Gateway
+    from cutover.proxy.host import Host
 
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
@@ -68,7 +67,7 @@ class PublishingFeature(Feature):
     def wanted(cls, config: CutoverConfig) -> bool:
         return config.publishing is not None or config.alerts is not None
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Host) -> None:
         super().__init__(gw)
         self.settings = _settings(gw.config)
         self.registry = TargetRegistry()
@@ -80,7 +79,6 @@ class PublishingFeature(Feature):
         self._ready = asyncio.Event()
         self._depth_targets: set[str] = set()
         self._bound_metrics()
-        gw.publishing = self  # type: ignore[attr-defined]
 
     def _bound_metrics(self) -> None:
         r = self.gw.metrics.registry
@@ -289,7 +287,7 @@ class PublishingFeature(Feature):
         return _json(out)
 
     async def refresh(self, request: web.Request) -> web.Response:
-        denied = require_admin_token(request, self.gw)
+        denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
         now = _iso(self.gw.clock.now())
@@ -392,7 +390,7 @@ class PublishingFeature(Feature):
         )
 
     async def test(self, request: web.Request) -> web.Response:
-        denied = require_admin_token(request, self.gw)
+        denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
         unready = self._unready()
@@ -496,7 +494,7 @@ class PublishingFeature(Feature):
         return _json({"count": len(jobs), "dead_letters": [j.summary() for j in jobs]})
 
     async def replay(self, request: web.Request) -> web.Response:
-        denied = require_admin_token(request, self.gw)
+        denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
         unready = self._unready()

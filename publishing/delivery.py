@@ -60,7 +60,7 @@ from cutover.routing.decision import decide
 from cutover.routing.murmur import bucket_of
 
 if TYPE_CHECKING:
-    from cutover.proxy.server import Gateway
+    from cutover.proxy.host import Host
 
 log = logging.getLogger("cutover.publishing")
 
@@ -263,7 +263,7 @@ def _owner() -> str:
 class DeliveryEngine:
     def __init__(
         self,
-        gw: Gateway,
+        gw: Host,
         outbox: Outbox,
         registry: TargetRegistry,
         config: PublishingConfig,
@@ -756,14 +756,13 @@ class DeliveryEngine:
         path = history.path
         if history.shape == "flat":
             return [("POST", path, orjson.dumps(webhook.flat(alert)))]
-        compat = getattr(self.gw, "compat", None)
-        ruleset = getattr(compat, "ruleset", None)
-        if compat is None or ruleset is None:
+        compat = self.gw.compat
+        if compat is None:
             return [("POST", path, orjson.dumps(envelope))]
         from cutover.compat.jsonops import _get as json_get  # compat is pure; imported on use
         from cutover.compat.jsonops import apply
 
-        hit = ruleset.match("POST", path, dict, {})
+        hit = compat.ruleset.match("POST", path, dict, {})
         if hit is None:
             return [("POST", path, orjson.dumps(envelope))]
         role = compat.role_of(backend)

@@ -18,8 +18,9 @@ import pytest
 import yaml
 from aiohttp import web
 
+from cutover.app import start_gateway
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from tests.quiescence import assert_quiescent
 
 ROOT = Path(__file__).resolve().parent.parent

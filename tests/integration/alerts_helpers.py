@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from cutover.alerts.intake import AlertsFeature
+from cutover.app import gateway
 from cutover.core.clock import Clock, FakeClock
 from cutover.core.db import Database, open_database
 from cutover.proxy.config import parse_config
@@ -78,7 +79,8 @@ class AlertsGateway:
         top.setdefault("storage", f"sqlite:///{self.tmp_path}/state-{len(self.started)}.db")
         data = gateway_config({"history": backend_url}, alerts=alerts, **top)
         data["backends"]["history"].pop("health", None)
-        gw = Gateway(parse_config(data, str(self.tmp_path / "cutover.yaml")), clock or FakeClock())
+        config = parse_config(data, str(self.tmp_path / "cutover.yaml"))
+        gw = gateway(config, clock or FakeClock())
         if store == "postgresql":
             schema = f"t_{uuid.uuid4().hex[:12]}"
             self.schemas.append(schema)

@@ -12,10 +12,11 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from cutover.app import start_gateway
 from cutover.canary.feature import CanaryFeature
 from cutover.core.clock import Clock
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from tests.conftest import EchoBackend, gateway_config
 
 TOKEN = "t0ken-for-tests"

@@ -7,9 +7,10 @@ from types import MappingProxyType
 from typing import Any
 
 from cutover.alerts.model import Alert, Classification
+from cutover.app import start_gateway
 from cutover.core.clock import Clock
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from cutover.publishing.api import PublishingFeature
 from cutover.publishing.delivery import DeliveryEngine
 from cutover.publishing.outbox import Outbox

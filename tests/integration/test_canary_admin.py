@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 import yaml
 
+from cutover.app import start_gateway
 from cutover.cli import main as cli_main
 from cutover.core.clock import FakeClock
 from cutover.proxy.config import load_config
-from cutover.proxy.server import start_gateway
 from tests.integration.canary_helpers import (
     TOKEN,
     FlakyBackend,

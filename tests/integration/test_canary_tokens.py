@@ -13,10 +13,11 @@ import aiohttp
 import pytest
 import yaml
 
+from cutover.app import start_gateway
 from cutover.cli import main as cli_main
 from cutover.core.clock import FakeClock
 from cutover.proxy.config import load_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from tests.integration.alerts_helpers import AlertsGateway
 from tests.integration.canary_helpers import (
     FlakyBackend,

@@ -21,10 +21,11 @@ import pytest
 import yaml
 from aiohttp import web
 
+from cutover.app import start_gateway
 from cutover.compat.feature import BROTLI_AVAILABLE
 from cutover.core.db import StoreUnavailable
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from tests.conftest import ROOT, EchoBackend, gateway_config, wait_for
 
 MIGRATION = "https://example.test/MIGRATION.md"

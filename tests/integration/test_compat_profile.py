@@ -11,10 +11,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from cutover.app import start_gateway
 from cutover.examples.backends import GO_STORE, LEGACY_STORE, go_app, legacy_app
 from cutover.examples.samples import alertmanager_payload
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 
 GUIDE = "https://github.com/ipiton/alert-history-service/blob/main/MIGRATION.md"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from cutover.app import start_gateway
 from cutover.core.clock import FakeClock
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import start_gateway
 from tests.conftest import EchoBackend, _on_path, gateway_config
 
 pytestmark = pytest.mark.usefixtures("serving_path")

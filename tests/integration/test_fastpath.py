@@ -13,7 +13,8 @@ import json
 import aiohttp
 import pytest
 
-from cutover.proxy.server import Gateway, RequestRecord
+from cutover.proxy.host import RequestRecord
+from cutover.proxy.server import Gateway
 from tests.conftest import gateway_config, wait_for
 
 

@@ -20,10 +20,10 @@ import pytest
 import yaml
 from aiohttp import web
 
+from cutover.app import start_gateway
 from cutover.cli import main as cli_main
 from cutover.nginx.render import render
 from cutover.proxy.config import load_config, parse_config
-from cutover.proxy.server import start_gateway
 from cutover.routing.murmur import bucket_of
 from cutover.routing.split import SplitTable
 from tests.conftest import EchoBackend, free_port

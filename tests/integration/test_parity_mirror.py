@@ -13,11 +13,12 @@ import aiohttp
 import orjson
 import pytest
 
+from cutover.app import start_gateway
 from cutover.core.db import open_database
 from cutover.parity.corpus import load_corpus
 from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
 from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
 

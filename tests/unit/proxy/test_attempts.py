@@ -5,7 +5,7 @@ from __future__ import annotations
 from cutover.core.config_model import Match, Retry, Route
 from cutover.proxy.attempts import Attempts
 from cutover.proxy.metrics import Metrics
-from cutover.proxy.server import Outcome
+from cutover.proxy.server import ProxyOutcome
 from cutover.routing.budget import RetryBudget
 from cutover.routing.replay import Failure
 
@@ -31,12 +31,12 @@ def _sample(metric: object, name: str, **labels: str) -> float:
 
 def _attempts(
     method: str = "GET", replayable: bool = True, budget: RetryBudget | None = None
-) -> tuple[Attempts, _Gateway, Outcome, RetryBudget]:
+) -> tuple[Attempts, _Gateway, ProxyOutcome, RetryBudget]:
     gw = _Gateway()
     route = Route(name="r", match=Match(), split=(("go", 100),), retry=Retry(attempts=2))
     budget = budget or RetryBudget(percent=100, minimum=10)
     budget.start()
-    outcome = Outcome()
+    outcome = ProxyOutcome()
     return Attempts(gw, route, budget, outcome, method, False, replayable), gw, outcome, budget  # type: ignore[arg-type]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cutover.app import FEATURES
 from cutover.proxy.config import CutoverConfig, parse_config
-from cutover.proxy.features import feature_classes
 from cutover.proxy.restart import restart_required
 
 BASE: dict[str, Any] = {
@@ -21,7 +21,7 @@ def cfg(**changes: Any) -> CutoverConfig:
 
 def wanted(started: CutoverConfig, new: CutoverConfig) -> dict[str, tuple[bool, bool]]:
     """Each feature: (running, as the gateway started with `started`; wanted by `new`)."""
-    return {c.name: (c.wanted(started), c.wanted(new)) for c in feature_classes()}
+    return {c.name: (c.wanted(started), c.wanted(new)) for c in FEATURES}
 
 
 def required(started: CutoverConfig, new: CutoverConfig) -> list[str]:
