@@ -19,11 +19,12 @@ import redis.asyncio as aioredis
 import yaml
 
 from cutover import demo
+from cutover.app import gateway, start_gateway
 from cutover.compat.store import read_usage
 from cutover.core.clock import FakeClock
 from cutover.core.db import StoreUnavailable, open_database
 from cutover.proxy.config import load_config, parse_config
-from cutover.proxy.server import Gateway, start_gateway
+from cutover.proxy.server import Gateway
 from cutover.publishing.outbox import Outbox
 from cutover.routing.health import HealthTable
 from cutover.run import reload_in_background
@@ -80,7 +81,7 @@ async def started() -> AsyncIterator[list[Gateway]]:
 
 async def launch(gateways: list[Gateway], data: dict[str, Any], clock: Any = None) -> Gateway:
     """A gateway whose failed tasks restart after 50 ms, from its very start."""
-    gw = Gateway(parse_config(data, "test.yaml"), clock)
+    gw = gateway(parse_config(data, "test.yaml"), clock)
     fast_restarts(gw)
     gateways.append(gw)
     await gw.start()
@@ -419,7 +420,7 @@ async def test_shutdown_with_a_dead_task_flushes_then_closes_the_store_last(
             tmp_path, {"targets": [hook_target(hook)], "delivery": held, "kubernetes": kube}
         )
         k8s.answers = ["list"]  # the watch dies at once
-        gw = Gateway(parse_config(data, "test.yaml"))
+        gw = gateway(parse_config(data, "test.yaml"))
         gw.tasks.base_delay = gw.tasks.max_delay = 3600.0
         await gw.start()
         watch = gw.tasks.get(kubernetes.WATCH)
