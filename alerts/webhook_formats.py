@@ -28,11 +28,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Literal
 
 from cutover.alerts.model import ZERO_TIME, Alert, Classification, Status
+from cutover.core.clock import format_rfc3339
 from cutover.core.storable import MAX_KEY, identity_problem
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "alertmanager_fingerprint",
     "compile_path",
     "detect_format",
-    "format_rfc3339",
     "parse_payload",
     "parse_single_alert",
     "parse_time",
@@ -168,12 +168,6 @@ def parse_time(text: str) -> float | None:
     if not _FIRST_SECOND <= seconds < _PAST_LAST_SECOND:
         return None
     return seconds + (float("0." + frac) if frac else 0.0)
-
-
-def format_rfc3339(seconds: float) -> str:
-    """An epoch time as RFC 3339 in UTC with milliseconds (`2026-01-02T03:04:05.678Z`)."""
-    dt = datetime.fromtimestamp(seconds, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def _is_zero_time(text: str) -> bool:

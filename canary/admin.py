@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from cutover.canary.feature import Conflict
-from cutover.canary.shared import SharedUnavailable
+from cutover.canary.shared import Conflict, SharedUnavailable
 from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of

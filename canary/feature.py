@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from cutover.canary.events import Event, EventLog
-from cutover.canary.shared import RedisShared, SharedState, SharedUnavailable, StoreShared
+from cutover.canary.shared import (
+    Conflict,
+    RedisShared,
+    SharedState,
+    SharedUnavailable,
+    StoreShared,
+)
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
 from cutover.routing.canary import (
@@ -69,10 +75,6 @@ def _actor_kind(actor: str) -> str:
         if actor == kind or actor.startswith((kind + ":", kind + " ")):
             return kind
     return "other"
-
-
-class Conflict(Exception):
-    """The shared state kept changing under a command (it was retried several times)."""
 
 
 class CanaryFeature(Feature):

@@ -70,6 +70,10 @@ class SharedUnavailable(Exception):
     """The shared state cannot be read or written now (the last known state stays in force)."""
 
 
+class Conflict(Exception):
+    """The shared state kept changing under a command (it was retried several times)."""
+
+
 def redact_url(url: str) -> str:
     return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:<redacted>@", url)
 

@@ -60,8 +60,8 @@ from cutover.routing.replay import Failure, may_replay
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
+    from cutover.proxy.attempts import ProxyOutcome
     from cutover.proxy.host import Host
-    from cutover.proxy.server import ProxyOutcome
     from cutover.proxy.upstreams import Upstream
 
 log = logging.getLogger("cutover.compat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -29,3 +30,9 @@ class FakeClock(Clock):
     def advance(self, seconds: float) -> None:
         self._mono += seconds
         self._wall += seconds
+
+
+def format_rfc3339(seconds: float) -> str:
+    """An epoch time as RFC 3339 in UTC with milliseconds (`2026-01-02T03:04:05.678Z`)."""
+    dt = datetime.fromtimestamp(seconds, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

@@ -17,7 +17,7 @@ import orjson
 
 from cutover.parity.diff import Difference, Reply, field_of, key_path, preview
 from cutover.parity.noise import EndpointStats, FieldStats
-from cutover.parity.runner import Exchange, ParityRun
+from cutover.parity.results import Exchange, ParityRun
 
 __all__ = ["build_report", "endpoint_json", "field_json", "render_html", "write_report"]
 

@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TextIO
 
 import aiohttp
@@ -23,67 +22,18 @@ from yarl import URL
 
 from cutover.parity.config import ParityConfig, load_parity_file
 from cutover.parity.corpus import CorpusError, CorpusRequest, load_corpus
-from cutover.parity.diff import Difference, Reply, compare, endpoint_of, make_reply
-from cutover.parity.noise import EndpointStats, Sample, analyse
+from cutover.parity.diff import Reply, compare, endpoint_of, make_reply
+from cutover.parity.noise import EndpointStats
+from cutover.parity.results import Exchange, ParityRun
 
-__all__ = ["Exchange", "ParityRun", "fetch", "main", "read_bounded", "replay"]
+__all__ = ["fetch", "main", "read_bounded", "replay"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE"}
-EXAMPLES_PER_FIELD = 3
 _NOT_SENT = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
      "proxy-connection", "trailer", "expect", "accept-encoding"}
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """One corpus request and what each side answered."""
-
-    request: CorpusRequest
-    endpoint: str
-    primary: Reply
-    candidate: Reply
-    noise: Reply | None
-    differences: tuple[Difference, ...]  # candidate vs primary
-    noise_differences: tuple[Difference, ...] | None  # noise source vs primary
-
-    def sample(self) -> Sample:
-        raw: dict[str, str] = {}
-        for d in self.differences:
-            raw.setdefault(d.field, d.kind)
-        noise = None
-        if self.noise_differences is not None:
-            noise = frozenset(d.field for d in self.noise_differences)
-        return Sample(self.endpoint, raw, noise)
-
-
-@dataclass(slots=True)
-class ParityRun:
-    """The outcome of one replay: statistics plus a few examples per differing field."""
-
-    primary: str
-    candidate: str
-    noise_source: str
-    config: ParityConfig
-    requests: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    samples: list[Sample] = field(default_factory=list)
-    examples: dict[tuple[str, str], list[Exchange]] = field(default_factory=dict)
-    started: float = 0.0
-    finished: float = 0.0
-
-    def add(self, exchange: Exchange) -> None:
-        sample = exchange.sample()
-        self.samples.append(sample)
-        for f in sample.raw:
-            kept = self.examples.setdefault((exchange.endpoint, f), [])
-            if len(kept) < EXAMPLES_PER_FIELD:
-                kept.append(exchange)
-
-    def stats(self) -> tuple[EndpointStats, ...]:
-        return analyse(self.samples, self.config.thresholds)
 
 
 async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:

@@ -32,9 +32,21 @@ from cutover.routing.replay import Failure, may_fall_back
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
-    from cutover.proxy.server import Gateway, ProxyOutcome
+    from cutover.proxy.server import Gateway
 
-__all__ = ["Attempts"]
+__all__ = ["Attempts", "ProxyOutcome"]
+
+
+class ProxyOutcome:
+    """What happened to one proxied request, filled in by the forwarder, read by the log."""
+
+    __slots__ = ("backend", "failures", "fallback_from", "set_cookie")
+
+    def __init__(self) -> None:
+        self.backend: str | None = None
+        self.fallback_from: str | None = None
+        self.set_cookie: str | None = None
+        self.failures: list[tuple[str, str]] = []  # (backend, kind) of every failed attempt
 
 
 class Attempts:

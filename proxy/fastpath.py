@@ -51,8 +51,8 @@ from yarl import URL
 from cutover.core.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
 from cutover.core.storable import storable
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
-from cutover.proxy.attempts import Attempts
-from cutover.proxy.headers import HOP_BY_HOP
+from cutover.proxy.attempts import Attempts, ProxyOutcome
+from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
 from cutover.proxy.host import RequestRecord
 from cutover.proxy.http1 import (
     HOST_RE,
@@ -62,7 +62,6 @@ from cutover.proxy.http1 import (
     versionless_line,
 )
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
-from cutover.proxy.server import ProxyOutcome, _cookie
 from cutover.routing.decision import Decision, client_ip, decide, sticky_key
 from cutover.routing.murmur import bucket_of
 from cutover.routing.replay import Failure
@@ -1412,7 +1411,7 @@ class _Conn(asyncio.Protocol):
             key = sticky_key(sticky, headers, cookies, ip)
             if key is None and sticky.kind == "cookie":
                 key = "%032x" % random.getrandbits(128)  # noqa: UP031
-                outcome.set_cookie = _cookie(
+                outcome.set_cookie = sticky_cookie(
                     sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
                 )
         bucket = bucket_of(key) if key is not None else int(random.random() * 10_000)

@@ -30,7 +30,8 @@ from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
-    from cutover.proxy.server import Gateway, ProxyOutcome
+    from cutover.proxy.attempts import ProxyOutcome
+    from cutover.proxy.server import Gateway
 
 CHUNK = 2**16
 

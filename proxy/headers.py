@@ -91,3 +91,11 @@ def downstream_headers(
     for name, value in extra:
         out[name] = value
     return out
+
+
+def sticky_cookie(name: str, value: str, ttl: float, secure: bool) -> str:
+    """The Set-Cookie value of a new sticky key (DESIGN.md: HttpOnly, SameSite=Lax, Path=/)."""
+    parts = [f"{name}={value}", "Path=/", f"Max-Age={int(ttl)}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)

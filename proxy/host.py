@@ -22,10 +22,11 @@ if TYPE_CHECKING:
     from cutover.core.clock import Clock
     from cutover.core.db import Database
     from cutover.core.tasks import TaskSupervisor
+    from cutover.proxy.attempts import ProxyOutcome
     from cutover.proxy.config import CutoverConfig
     from cutover.proxy.forwarder import MirrorHook
     from cutover.proxy.metrics import Metrics
-    from cutover.proxy.server import ProxyOutcome, RuntimeState
+    from cutover.proxy.server import RuntimeState
     from cutover.routing.canary import ParityReading
     from cutover.routing.decision import Decision
     from cutover.routing.health import HealthTable

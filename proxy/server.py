@@ -43,8 +43,10 @@ from cutover.proxy.admin import (
     require_admin_token,
     without_admin_token,
 )
+from cutover.proxy.attempts import ProxyOutcome
 from cutover.proxy.config import CutoverConfig
 from cutover.proxy.forwarder import MirrorHook, forward, forward_websocket
+from cutover.proxy.headers import sticky_cookie
 from cutover.proxy.host import CompatHook, Feature, ParitySource, RequestRecord
 from cutover.proxy.http1 import (
     HOST_RE,
@@ -68,19 +70,6 @@ from cutover.routing.split import SplitTable
 log = logging.getLogger("cutover")
 
 _FIRST_LINE_MAX = 64 * 1024  # bytes kept while a connection's first request line is judged
-_HOST_RE = HOST_RE  # RFC 9110 §7.2: one Host, a valid authority (proxy.http1)
-
-
-class ProxyOutcome:
-    """What happened to one proxied request, filled in by the forwarder, read by the log."""
-
-    __slots__ = ("backend", "failures", "fallback_from", "set_cookie")
-
-    def __init__(self) -> None:
-        self.backend: str | None = None
-        self.fallback_from: str | None = None
-        self.set_cookie: str | None = None
-        self.failures: list[tuple[str, str]] = []  # (backend, kind) of every failed attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,7 +631,7 @@ class Gateway:
         resp: web.StreamResponse | None = None
         try:
             hosts = headers.getall("Host", ())
-            if len(hosts) > 1 or (hosts and not _HOST_RE.match(hosts[0])):
+            if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
                 self.metrics.rejected.labels("bad_host").inc()
                 resp = error_response(400, "bad_host", "invalid Host header", request_id)
                 resp.force_close()
@@ -753,7 +742,7 @@ class Gateway:
             key = sticky_key(sticky, request.headers, request.cookies, ip)
             if key is None and sticky.kind == "cookie":
                 key = uuid.uuid4().hex
-                outcome.set_cookie = _cookie(
+                outcome.set_cookie = sticky_cookie(
                     sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
                 )
         bucket = bucket_of(key) if key is not None else random.randrange(10_000)
@@ -833,10 +822,3 @@ def _health_table(config: CutoverConfig) -> HealthTable:
     """Ejection caps apply per route: its split and fallback backends form one group."""
     groups = {r.name: [b for b, _ in r.split] + list(r.fallback) for r in config.routes}
     return HealthTable(config.backends, groups=groups)
-
-
-def _cookie(name: str, value: str, ttl: float, secure: bool) -> str:
-    parts = [f"{name}={value}", "Path=/", f"Max-Age={int(ttl)}", "HttpOnly", "SameSite=Lax"]
-    if secure:
-        parts.append("Secure")
-    return "; ".join(parts)

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cutover.alerts.webhook_formats import format_rfc3339
+from cutover.core.clock import format_rfc3339
 from cutover.core.config_model import Backend, HealthCheck, OutlierDetection
 
 __all__ = ["BackendHealth", "HealthTable"]

@@ -15,11 +15,11 @@ from cutover.alerts.webhook_formats import (
     alert_to_stored,
     alertmanager_fingerprint,
     compile_path,
-    format_rfc3339,
     parse_payload,
     parse_single_alert,
     parse_time,
 )
+from cutover.core.clock import format_rfc3339
 
 _SAMPLE_FILE = Path(__file__).resolve().parents[4] / "shared/reference/alertmanager-webhook-v4.json"
 SAMPLE = json.loads(_SAMPLE_FILE.read_text()) if _SAMPLE_FILE.exists() else None

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from cutover.core.config_model import Match, Retry, Route
-from cutover.proxy.attempts import Attempts
+from cutover.proxy.attempts import Attempts, ProxyOutcome
 from cutover.proxy.metrics import Metrics
-from cutover.proxy.server import ProxyOutcome
 from cutover.routing.budget import RetryBudget
 from cutover.routing.replay import Failure
 
