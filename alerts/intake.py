@@ -753,7 +753,10 @@ class AlertsFeature(Feature):
             self._last_cleanup = self.clock.monotonic()
             await self._cleanup(db)
         self.m_breaker.set(
-            1 if self.classifier.breaker and self.classifier.breaker.state == "open" else 0
+            1
+            if self.classifier.breaker
+            and self.classifier.breaker.state(self.clock.monotonic()) == "open"
+            else 0
         )
         return done
 

@@ -32,6 +32,7 @@ import orjson
 from cutover.alerts.classify import LLM_SCHEMA, build_prompt, classify_by_rules, parse_llm_answer
 from cutover.alerts.config import ClassificationConfig, OpenAIConfig
 from cutover.alerts.model import Alert, Classification
+from cutover.core.breaker import CircuitBreaker
 from cutover.core.buckets import RedisBucket
 from cutover.core.clock import Clock
 
@@ -66,63 +67,6 @@ class AuditRecord:
     result: dict[str, object] | None  # the LLM's classification, when it gave a valid one
     error: str | None
     attempts: int
-
-
-class CircuitBreaker:
-    """closed -> open after `failures` consecutive failures -> half-open after `reset` seconds
-    (one probe call) -> closed on its success, open again on its failure."""
-
-    def __init__(self, failures: int, reset: float, clock: Clock) -> None:
-        self.failures = failures
-        self.reset = reset
-        self.clock = clock
-        self.consecutive = 0
-        self.opened_at: float | None = None
-        self._probing = False
-        self.opened_count = 0
-
-    @property
-    def state(self) -> Literal["closed", "open", "half_open"]:
-        if self.opened_at is None:
-            return "closed"
-        if self.clock.monotonic() - self.opened_at >= self.reset:
-            return "half_open"
-        return "open"
-
-    def allow(self) -> bool:
-        state = self.state
-        if state == "closed":
-            return True
-        if state == "half_open" and not self._probing:
-            self._probing = True
-            return True
-        return False
-
-    def abandon(self) -> None:
-        """The call `allow` let through was not made after all."""
-        self._probing = False
-
-    def success(self) -> None:
-        self.consecutive = 0
-        self.opened_at = None
-        self._probing = False
-
-    def failure(self) -> None:
-        self.consecutive += 1
-        if self._probing or self.consecutive >= self.failures:
-            if self.opened_at is None or self._probing:
-                self.opened_count += 1
-            self.opened_at = self.clock.monotonic()
-        self._probing = False
-
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "state": self.state,
-            "consecutive_failures": self.consecutive,
-            "failure_threshold": self.failures,
-            "reset_seconds": self.reset,
-            "times_opened": self.opened_count,
-        }
 
 
 class CallBudget:
@@ -241,7 +185,7 @@ class Classifier:
                 timeout=self.llm.timeout,
                 max_retries=0,  # retries are ours: bounded, and counted by the breaker
             )
-            self.breaker = CircuitBreaker(self.llm.breaker.failures, self.llm.breaker.reset, clock)
+            self.breaker = CircuitBreaker(self.llm.breaker.failures, self.llm.breaker.reset)
             self.budget = CallBudget(
                 self.llm.calls_per_minute, clock, workers=workers, redis=redis, key=budget_key
             )
@@ -391,12 +335,13 @@ class Classifier:
         llm, breaker, budget, client = self.llm, self.breaker, self.budget, self.client
         assert llm is not None and breaker is not None and budget is not None and client
         rules = self.by_rules(alert)
-        if breaker.state == "closed" and await self._shared_open():
+        now = self.clock.monotonic
+        if breaker.state(now()) == "closed" and await self._shared_open():
             self.stats["breaker_open_elsewhere"] += 1
             error = "the circuit breaker is open (another worker opened it)"
             return await self._not_asked(alert, rules, "breaker_open", error)
-        if not breaker.allow():
-            error = f"the circuit breaker is open (for {breaker.reset:g}s after failures)"
+        if not breaker.allow(now()):
+            error = f"the circuit breaker is open (for {breaker.open_for:g}s after failures)"
             return await self._not_asked(alert, rules, "breaker_open", error)
         if not await budget.take():
             breaker.abandon()
@@ -409,7 +354,7 @@ class Classifier:
         answer: Classification | None = None
         attempts = 0
         for attempt in range(llm.retries + 1):
-            if attempt and not breaker.allow():
+            if attempt and not breaker.allow(now()):
                 break
             attempts += 1
             self.stats["llm_requests"] += 1
@@ -420,7 +365,7 @@ class Classifier:
             except _Retryable as exc:
                 outcome, error = "error", str(exc)
             except openai.APIStatusError as exc:  # 4xx other than 429: asking again won't help
-                breaker.success()  # the server is up and answering
+                breaker.record(True, now())  # the server is up and answering
                 outcome, error = "error", f"HTTP {exc.status_code}"
                 self.stats["llm_failures"] += 1
                 break
@@ -428,9 +373,9 @@ class Classifier:
                 outcome, error = "error", type(exc).__name__
                 log.warning("LLM call failed: %s", type(exc).__name__)
             else:
-                if breaker.state != "closed":
+                if breaker.state(now()) != "closed":
                     await self._share_breaker(False)  # the probe got through: tell the others
-                breaker.success()
+                breaker.record(True, now())
                 parsed = parse_llm_answer(text, llm.model)
                 if isinstance(parsed, str):
                     outcome, error = "malformed", parsed
@@ -444,7 +389,7 @@ class Classifier:
                     self.stats["llm_success"] += 1
                 break
             was_open = breaker.opened_at
-            breaker.failure()
+            breaker.record(False, now())
             if breaker.opened_at is not None and breaker.opened_at != was_open:
                 await self._share_breaker(True)  # just opened (or a probe failed)
             self.stats["llm_failures"] += 1
@@ -563,7 +508,7 @@ class Classifier:
             "llm_latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "samples": len(lat)},
             "breaker": (
                 {
-                    **self.breaker.snapshot(),
+                    **self.breaker.snapshot(self.clock.monotonic()),
                     "shared": self.redis is not None,
                     "open_elsewhere_skips": s["breaker_open_elsewhere"],
                 }

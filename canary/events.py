@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
+from cutover.core.backoff import backoff
 from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.storable import identity_problem, storable
-from cutover.publishing.limits import backoff
 
 log = logging.getLogger("cutover.canary")
 

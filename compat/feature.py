@@ -40,6 +40,7 @@ from cutover.compat.report import usage_report
 from cutover.compat.rules import Hit, Rewrite, Rule, RuleSet, render_template
 from cutover.compat.store import ensure_schema, read_usage, write_usage
 from cutover.compat.usage import UsageBuffer, caller_of
+from cutover.core.backoff import backoff
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import (
     BodyTooLargeError,
@@ -53,7 +54,6 @@ from cutover.proxy.config import CutoverConfig
 from cutover.proxy.forwarder import classify_failure, forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
 from cutover.proxy.host import Feature
-from cutover.publishing.limits import backoff
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision, client_ip
 from cutover.routing.replay import Failure, may_replay
@@ -80,7 +80,7 @@ _JSON_TYPES = ("application/json", "+json")
 _REPRESENTATION = ("content-encoding", "content-length", "etag", "content-md5", "digest")
 _LOG_EVERY = 60.0  # seconds between two identical "passed untouched" log lines
 # Backoff between two attempts of one fan-out part: full jitter, uniform(0, min(cap, base * 2**n))
-# before retry n+1 (the delivery engine's policy, `publishing.limits.backoff`, at request scale).
+# before retry n+1 (the delivery engine's policy, `core.backoff`, at request scale).
 FAN_OUT_BACKOFF_BASE = 0.05
 FAN_OUT_BACKOFF_CAP = 1.0
 

@@ -1,4 +1,8 @@
-"""A token bucket in Redis, shared by every worker and replica that names the same key.
+"""Token buckets: one per process (`TokenBucket`), and one in Redis shared by every worker and
+replica that names the same key (`RedisBucket`).
+
+`TokenBucket` is pure: every method takes `now` (monotonic seconds). Without Redis each worker
+process gets an equal share of a rate (`share`), so N workers together stay within it.
 
 The bucket (hash `tokens`, `ts`) is taken from atomically by a Lua script on the Redis clock, so
 N processes together stay within one rate. An optional hold key (its TTL is the time left) holds
@@ -13,9 +17,71 @@ Used by publishing (`publishing.shared_flow`, per target) and the LLM classifier
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from cutover.core.clock import Clock
+
+
+class Rate(Protocol):
+    """`rate` tokens a second, at most `burst` saved up (e.g. a publishing target's limit)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def burst(self) -> int: ...
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; `pause` holds everything back."""
+
+    __slots__ = ("burst", "paused_until", "rate", "tokens", "updated")
+
+    def __init__(self, limit: Rate | None, now: float, *, share: int = 1) -> None:
+        if limit is None:
+            self.rate = 0.0  # unlimited
+            self.burst = 0.0
+        else:
+            self.rate = limit.rate / max(1, share)
+            self.burst = max(1.0, limit.burst / max(1, share))
+        self.tokens = self.burst
+        self.updated = now
+        self.paused_until = 0.0
+
+    def _refill(self, now: float) -> None:
+        if self.rate and now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = max(self.updated, now)
+
+    def wait(self, now: float) -> float:
+        """Seconds until one token is there (0: now)."""
+        if now < self.paused_until:
+            return self.paused_until - now
+        if not self.rate:
+            return 0.0
+        self._refill(now)
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def available(self, now: float) -> float:
+        """Tokens there now (inf without a rate limit, 0 while paused)."""
+        if now < self.paused_until:
+            return 0.0
+        if not self.rate:
+            return float("inf")
+        self._refill(now)
+        return self.tokens
+
+    def take(self, now: float) -> bool:
+        if self.wait(now) > 0:
+            return False
+        if self.rate:
+            self.tokens -= 1
+        return True
+
+    def pause(self, until: float) -> None:
+        """The target said 429: nothing goes out before `until`."""
+        self.paused_until = max(self.paused_until, until)
+
 
 RETRY_AFTER_DOWN = 5.0  # seconds before Redis is tried again after a failure
 

@@ -43,6 +43,9 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from cutover.alerts.model import Alert
+from cutover.core.backoff import backoff
+from cutover.core.breaker import CircuitBreaker
+from cutover.core.buckets import TokenBucket
 from cutover.core.config_model import Route
 from cutover.core.db import StoreTimeout, StoreUnavailable
 from cutover.core.storable import storable
@@ -50,7 +53,6 @@ from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
 from cutover.publishing import pagerduty, rootly, slack, webhook
 from cutover.publishing.config import DeliveryPolicy, PublishingConfig
-from cutover.publishing.limits import CircuitBreaker, TokenBucket, backoff
 from cutover.publishing.outbox import Job, Outbox
 from cutover.publishing.shared_flow import SharedFlow
 from cutover.publishing.stall import StallWatch

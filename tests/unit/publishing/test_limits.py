@@ -6,7 +6,9 @@ import random
 
 import pytest
 
-from cutover.publishing.limits import CircuitBreaker, TokenBucket, backoff
+from cutover.core.backoff import backoff
+from cutover.core.breaker import CircuitBreaker
+from cutover.core.buckets import TokenBucket
 from cutover.publishing.targets import RateLimit, Redactor, TargetSpec, redact_url
 from cutover.publishing.transport import judge, retry_after_seconds
 
