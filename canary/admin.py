@@ -24,7 +24,7 @@ from cutover.canary.shared import Conflict, SharedUnavailable
 from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of
-from cutover.routing.canary import Command, Outcome, Split
+from cutover.routing.canary import Command, CommandOutcome, Split
 
 if TYPE_CHECKING:
     from cutover.canary.feature import CanaryFeature
@@ -109,7 +109,7 @@ def validate_weights(route: Route, data: Any) -> Split | web.Response:
     return tuple((n, data.get(n, 0)) for n in names if n in data or n in dict(route.split))
 
 
-def _outcome_view(feature: CanaryFeature, route: str, out: Outcome) -> dict[str, Any]:
+def _outcome_view(feature: CanaryFeature, route: str, out: CommandOutcome) -> dict[str, Any]:
     control = feature.known(route)
     view: dict[str, Any] = {
         "route": route,
@@ -126,7 +126,7 @@ def _outcome_view(feature: CanaryFeature, route: str, out: Outcome) -> dict[str,
     return view
 
 
-async def _run(feature: CanaryFeature, route: str, cmd: Command) -> Outcome | web.Response:
+async def _run(feature: CanaryFeature, route: str, cmd: Command) -> CommandOutcome | web.Response:
     try:
         return await feature.execute(route, cmd)
     except SharedUnavailable:

@@ -38,8 +38,8 @@ from cutover.routing.canary import (
     STATUSES,
     CanaryConfig,
     Command,
+    CommandOutcome,
     Control,
-    Outcome,
     ParityReading,
     RouteCanary,
     Snapshot,
@@ -400,13 +400,13 @@ class CanaryFeature(Feature):
 
     # -- commands ------------------------------------------------------------------------
 
-    async def execute(self, route: str, cmd: Command | None) -> Outcome:
+    async def execute(self, route: str, cmd: Command | None) -> CommandOutcome:
         """Run `cmd` (None: only reconcile with the config) against the shared state, by
         compare-and-set, and record what changed. Raises SharedUnavailable, Conflict."""
         assert self.shared is not None and self._lock is not None
         r = self._route(route)
         if r is None:
-            return Outcome(error=f"unknown route {route!r}")
+            return CommandOutcome(error=f"unknown route {route!r}")
         cfg = self.route_canary(route)
         async with self._lock:
             for _ in range(8):
@@ -414,12 +414,14 @@ class CanaryFeature(Feature):
                 current = await self.shared.get(route)
                 version = current.version if current is not None else 0
                 base = self._base(r, current)
-                steps: list[tuple[Control, Outcome]] = []
+                steps: list[tuple[Control, CommandOutcome]] = []
                 fixed = reconcile(base, r.split, cfg, now)
                 if fixed.control is not None:
                     base = fixed.control
                     steps.append((current or base, fixed))
-                out = apply(base, replace(cmd, now=now), cfg) if cmd is not None else Outcome()
+                out = (
+                    apply(base, replace(cmd, now=now), cfg) if cmd is not None else CommandOutcome()
+                )
                 if out.error is not None and not steps:
                     return out
                 if out.control is not None:
@@ -435,7 +437,7 @@ class CanaryFeature(Feature):
                     return out
             raise Conflict(route)
 
-    def _record(self, route: str, before: Control, out: Outcome) -> None:
+    def _record(self, route: str, before: Control, out: CommandOutcome) -> None:
         assert out.control is not None and out.event is not None
         after = out.control
         actor = after.actor
@@ -557,7 +559,7 @@ class CanaryFeature(Feature):
             return ParityReading(None)
         return source.parity_reading(route)
 
-    async def _note_hold(self, route: str, out: Outcome, now: float) -> None:
+    async def _note_hold(self, route: str, out: CommandOutcome, now: float) -> None:
         """A gate holding the promotion is an event once (and again when the reason's kind
         changes: too few comparisons, then a rate under the minimum); not every second."""
         if out.event != "hold":

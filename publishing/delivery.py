@@ -57,7 +57,7 @@ from cutover.publishing.outbox import Job, Outbox
 from cutover.publishing.shared_flow import SharedFlow
 from cutover.publishing.stall import StallWatch
 from cutover.publishing.targets import Redactor, TargetRegistry, TargetSpec
-from cutover.publishing.transport import USER_AGENT, Outcome, SendContext, judge
+from cutover.publishing.transport import USER_AGENT, SendContext, SendOutcome, judge
 from cutover.routing.decision import decide
 from cutover.routing.murmur import bucket_of
 
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.publishing")
 
-Sender = Callable[[SendContext, TargetSpec, Alert], Awaitable[Outcome]]
+Sender = Callable[[SendContext, TargetSpec, Alert], Awaitable[SendOutcome]]
 SENDERS: dict[str, Sender] = {
     "pagerduty": pagerduty.send,
     "slack": slack.send,
@@ -652,7 +652,7 @@ class DeliveryEngine:
             raise
         except Exception as exc:  # a bug: the job goes to the DLQ (replayable), never lost
             log.exception("publishing: delivering job %d to %s failed", job.id, job.target)
-            outcome = Outcome(False, None, error=f"internal error ({type(exc).__name__})")
+            outcome = SendOutcome(False, None, error=f"internal error ({type(exc).__name__})")
         now = self.clock.monotonic()
         gate.in_flight -= 1
         elapsed = now - loop_start
@@ -661,7 +661,7 @@ class DeliveryEngine:
         except StoreUnavailable as exc:
             log.warning("publishing: job %d left for its lease to expire (%s)", job.id, exc)
 
-    async def send(self, spec: TargetSpec, alert: Alert) -> Outcome:
+    async def send(self, spec: TargetSpec, alert: Alert) -> SendOutcome:
         """Format and send one alert to one target (also used by the API's test endpoint)."""
         assert self.session is not None, "engine not started"
         name = spec.name
@@ -675,7 +675,7 @@ class DeliveryEngine:
         return await SENDERS[spec.type](ctx, spec, alert)
 
     async def _settle(
-        self, job: Job, gate: TargetGate, outcome: Outcome, elapsed: float, now: float
+        self, job: Job, gate: TargetGate, outcome: SendOutcome, elapsed: float, now: float
     ) -> None:
         self.stall.progress(now)  # an attempt finished, whatever its outcome
         stats = gate.stats
@@ -737,7 +737,7 @@ class DeliveryEngine:
         self._count(job.target, "dead_lettered")
         await self.outbox.dead_letter(job, error, count_attempt=count)
 
-    def _describe(self, outcome: Outcome) -> str:
+    def _describe(self, outcome: SendOutcome) -> str:
         text = outcome.error or "failed"
         if outcome.body:
             text += f": {outcome.body[:300]}"
@@ -786,20 +786,20 @@ class DeliveryEngine:
                 envelope = apply(rewrite.body, envelope)
         return [("POST", path, orjson.dumps(envelope))]
 
-    async def _deliver_backend(self, job: Job, alert: Alert) -> Outcome:
+    async def _deliver_backend(self, job: Job, alert: Alert) -> SendOutcome:
         """POST the alert through the route's split and fallback, on the gateway's pools."""
         gw = self.gw
         state = gw.state
         route = state.routes_by_name.get(job.backend_route or "")
         if route is None:
-            return Outcome(False, None, retry=True, error=f"no route {job.backend_route!r}")
+            return SendOutcome(False, None, retry=True, error=f"no route {job.backend_route!r}")
         available = gw.health.available(self.clock.monotonic())
         decision = decide(
             route, state.tables[route.name], bucket_of(job.fingerprint), available, sticky=True
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + route.timeouts.total
-        last: Outcome | None = None
+        last: SendOutcome | None = None
         retryable = False
         for name in decision.attempts[: 1 + route.retry.attempts]:
             upstream = state.upstreams.get(name)
@@ -808,16 +808,16 @@ class DeliveryEngine:
             try:
                 requests = self.history_requests(name, alert)
             except Exception as exc:  # a compat transform that cannot apply to this alert
-                last = Outcome(False, None, error=f"{name}: cannot shape the alert ({exc})")
+                last = SendOutcome(False, None, error=f"{name}: cannot shape the alert ({exc})")
                 continue
             out = await self._post_backend(job, route, name, requests, deadline)
             if out.ok:
-                return Outcome.done(out.status, f"stored by {name}")
+                return SendOutcome.done(out.status, f"stored by {name}")
             retryable = retryable or out.retry
-            last = Outcome(
+            last = SendOutcome(
                 False, out.status, retry=retryable, error=f"{name}: {out.error}", body=out.body
             )
-        return last or Outcome(False, None, retry=True, error="no backend could be tried")
+        return last or SendOutcome(False, None, retry=True, error="no backend could be tried")
 
     async def _post_backend(
         self,
@@ -826,17 +826,17 @@ class DeliveryEngine:
         name: str,
         requests: list[tuple[str, str, bytes]],
         deadline: float,
-    ) -> Outcome:
+    ) -> SendOutcome:
         """Every part of one backend's delivery must be accepted."""
         gw = self.gw
         upstream = gw.state.upstreams[name]
         loop = asyncio.get_running_loop()
         key = webhook.idempotency_key(job.alert)
-        out = Outcome.done(None, "nothing to send")
+        out = SendOutcome.done(None, "nothing to send")
         for index, (method, path, body) in enumerate(requests):
             left = deadline - loop.time()
             if left <= 0:
-                return Outcome(False, None, retry=True, error="route timeout")
+                return SendOutcome(False, None, retry=True, error="route timeout")
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": USER_AGENT,
@@ -866,7 +866,7 @@ class DeliveryEngine:
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 gw.record_response(name, False)
                 gw.metrics.upstream_errors.labels(name, "publish").inc()
-                return Outcome(False, None, retry=True, error=type(exc).__name__)
+                return SendOutcome(False, None, retry=True, error=type(exc).__name__)
             if not out.ok:
                 return out
         return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 from cutover.alerts.model import Alert
 from cutover.publishing import view
 from cutover.publishing.targets import TargetSpec
-from cutover.publishing.transport import Outcome, SendContext, post_json
+from cutover.publishing.transport import SendContext, SendOutcome, post_json
 
 MAX_SUMMARY = 1024
 MAX_DEDUP_KEY = 255
@@ -90,7 +90,7 @@ def event(alert: Alert, routing_key: str) -> dict[str, object]:
     return body
 
 
-async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
+async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcome:
     return await post_json(
         ctx,
         target.url,

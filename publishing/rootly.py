@@ -14,7 +14,7 @@ from __future__ import annotations
 from cutover.alerts.model import Alert
 from cutover.publishing import view
 from cutover.publishing.targets import TargetSpec
-from cutover.publishing.transport import Outcome, SendContext, post_json
+from cutover.publishing.transport import SendContext, SendOutcome, post_json
 
 CONTENT_TYPE = "application/vnd.api+json"
 MAX_TITLE = 255
@@ -117,7 +117,7 @@ def resolve_body(alert: Alert, kind: str) -> dict[str, object]:
     return {"data": {"type": f"{kind}s", "attributes": attributes}}
 
 
-async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
+async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcome:
     base = target.url.rstrip("/")
     kind = target.kind
     collection = f"{base}/v1/{kind}s"
@@ -129,7 +129,7 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
     known = await ctx.get_ref(alert.fingerprint)
     if alert.status == "firing":
         if known:
-            return Outcome.done(None, f"already created as {known}")
+            return SendOutcome.done(None, f"already created as {known}")
         body = alert_body(alert) if kind == "alert" else incident_body(alert)
         out = await post_json(
             ctx,
@@ -143,11 +143,11 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
             data = out.data.get("data") if isinstance(out.data, dict) else None
             new_id = data.get("id") if isinstance(data, dict) else None
             if not new_id:
-                return Outcome(False, out.status, retry=False, error="no data.id in the answer")
+                return SendOutcome(False, out.status, retry=False, error="no data.id in the answer")
             await ctx.put_ref(alert.fingerprint, str(new_id))
         return out
     if not known:
-        return Outcome.done(None, "nothing to resolve (never created)")
+        return SendOutcome.done(None, "nothing to resolve (never created)")
     out = await post_json(
         ctx,
         f"{collection}/{known}/resolve",
@@ -159,5 +159,5 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
     )
     if out.ok or out.status in (404, 409):
         await ctx.drop_ref(alert.fingerprint)
-        return Outcome.done(out.status, "" if out.ok else "already resolved or gone")
+        return SendOutcome.done(out.status, "" if out.ok else "already resolved or gone")
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 from cutover.alerts.model import Alert
 from cutover.publishing import view
 from cutover.publishing.targets import TargetSpec
-from cutover.publishing.transport import Outcome, SendContext, post_json
+from cutover.publishing.transport import SendContext, SendOutcome, post_json
 
 COLOURS = {
     "critical": "#FF0000",
@@ -110,7 +110,7 @@ def _button(label: str, url: str, action: str) -> dict[str, object]:
 # -- sending -----------------------------------------------------------------------------------
 
 
-async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
+async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcome:
     body = message(alert)
     if not (target.bot_token and target.channel):
         return await post_json(
@@ -129,7 +129,7 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
     if not ts:  # never posted through the bot: post the resolution on its own
         return await _api(ctx, target, "chat.postMessage", {"channel": target.channel, **body})
     if state == "resolved":
-        return Outcome.done(200, "already resolved")
+        return SendOutcome.done(200, "already resolved")
     if target.resolve == "thread":
         payload = {"channel": channel, "thread_ts": ts, **body}
         out = await _api(ctx, target, "chat.postMessage", payload)
@@ -140,7 +140,7 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
     return out
 
 
-async def _api(ctx: SendContext, target: TargetSpec, method: str, body: object) -> Outcome:
+async def _api(ctx: SendContext, target: TargetSpec, method: str, body: object) -> SendOutcome:
     """A Web API call: HTTP 200 with `{"ok": false, "error"}` is a failure too."""
     out = await post_json(
         ctx,
@@ -156,7 +156,7 @@ async def _api(ctx: SendContext, target: TargetSpec, method: str, body: object) 
     if data.get("ok") is True:
         return out
     error = str(data.get("error") or "no 'ok' in the answer")
-    return Outcome(
+    return SendOutcome(
         False,
         out.status,
         retry=error in _TRANSIENT,

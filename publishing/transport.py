@@ -6,7 +6,7 @@
     other 4xx               give up: dead-letter with the reason
 
 Formatters build payloads; senders (one per target type) call `post_json` with the one shared
-`aiohttp.ClientSession` and hand back an `Outcome`.
+`aiohttp.ClientSession` and hand back a `SendOutcome`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MAX_RETRY_AFTER = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class SendOutcome:
     ok: bool
     status: int | None  # HTTP status; None when no answer came
     retry: bool = False  # a failure worth trying again
@@ -39,7 +39,7 @@ class Outcome:
     data: Any = None  # the parsed JSON answer, when there was one
 
     @classmethod
-    def done(cls, status: int | None = None, note: str = "", data: Any = None) -> Outcome:
+    def done(cls, status: int | None = None, note: str = "", data: Any = None) -> SendOutcome:
         return cls(True, status, error=note, data=data)
 
 
@@ -70,12 +70,12 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
 
 
-def judge(status: int, body: str, retry_after: float | None, data: Any = None) -> Outcome:
+def judge(status: int, body: str, retry_after: float | None, data: Any = None) -> SendOutcome:
     """The delivery verdict for an HTTP answer."""
     if 200 <= status < 300:
-        return Outcome(True, status, body=body, data=data)
+        return SendOutcome(True, status, body=body, data=data)
     if status == 429:
-        return Outcome(
+        return SendOutcome(
             False,
             status,
             retry=True,
@@ -85,10 +85,10 @@ def judge(status: int, body: str, retry_after: float | None, data: Any = None) -
             throttled=True,
         )
     if status == 408 or status >= 500:
-        return Outcome(
+        return SendOutcome(
             False, status, retry=True, retry_after=retry_after, error=f"HTTP {status}", body=body
         )
-    return Outcome(False, status, retry=False, error=f"HTTP {status} (not retried)", body=body)
+    return SendOutcome(False, status, retry=False, error=f"HTTP {status} (not retried)", body=body)
 
 
 async def post_json(
@@ -100,7 +100,7 @@ async def post_json(
     timeout: float,
     method: str = "POST",
     content_type: str = "application/json",
-) -> Outcome:
+) -> SendOutcome:
     """Send `body` as JSON; never raises for network trouble (it becomes a retryable Outcome)."""
     sent = {"Content-Type": content_type, "User-Agent": USER_AGENT, **(headers or {})}
     try:
@@ -123,8 +123,10 @@ async def post_json(
             wait = retry_after_seconds(resp.headers.get("Retry-After"), ctx.clock.now())
             return judge(resp.status, text[:_BODY_KEPT], wait, data)
     except TimeoutError:
-        return Outcome(False, None, retry=True, error=f"timed out after {timeout:g}s")
+        return SendOutcome(False, None, retry=True, error=f"timed out after {timeout:g}s")
     except aiohttp.ClientConnectorError as exc:
-        return Outcome(False, None, retry=True, error=f"connect failed ({exc.os_error.strerror})")
+        return SendOutcome(
+            False, None, retry=True, error=f"connect failed ({exc.os_error.strerror})"
+        )
     except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-        return Outcome(False, None, retry=True, error=f"network error ({type(exc).__name__})")
+        return SendOutcome(False, None, retry=True, error=f"network error ({type(exc).__name__})")

@@ -16,7 +16,7 @@ import datetime
 from cutover.alerts.model import Alert
 from cutover.publishing import view
 from cutover.publishing.targets import TargetSpec
-from cutover.publishing.transport import Outcome, SendContext, post_json
+from cutover.publishing.transport import SendContext, SendOutcome, post_json
 
 RECEIVER = "cutover"
 
@@ -101,7 +101,7 @@ def generic(alert: Alert, now: float) -> dict[str, object]:
     }
 
 
-async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> Outcome:
+async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcome:
     body = generic(alert, ctx.clock.now()) if target.format == "webhook" else envelope(alert)
     headers = {"Idempotency-Key": idempotency_key(alert), **dict(target.headers)}
     return await post_json(ctx, target.url, body, headers=headers, timeout=target.timeout)

@@ -34,10 +34,10 @@ __all__ = [
     "TRANSITIONS",
     "CanaryConfig",
     "Command",
+    "CommandOutcome",
     "Control",
     "Criteria",
     "Gate",
-    "Outcome",
     "ParityReading",
     "PromotionGate",
     "Ramp",
@@ -670,7 +670,7 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class CommandOutcome:
     """What `apply` decided: `control` None = nothing changes; `error` = refused (HTTP 409).
     A tick whose promotion a gate holds says so: no control, `event` "hold", the reason."""
 
@@ -731,13 +731,15 @@ def initial_control(route: str, split: Split, cfg: CanaryConfig | None, now: flo
     )
 
 
-def reconcile(control: Control, split: Split, cfg: CanaryConfig | None, now: float) -> Outcome:
+def reconcile(
+    control: Control, split: Split, cfg: CanaryConfig | None, now: float
+) -> CommandOutcome:
     """When the config's split for the route changed, the config wins again (an event says so)."""
     if control.config_split == split or control.source == "config":
-        return Outcome()
+        return CommandOutcome()
     fresh = initial_control(control.route, split, cfg, now)
     new = replace(fresh, version=control.version, actor="config")
-    return Outcome(
+    return CommandOutcome(
         new,
         "config",
         f"the config's split changed to {_fmt(split)}: it is in force again, runtime weights "
@@ -752,7 +754,7 @@ def _fmt(split: Split) -> str:
 
 # -- transitions ------------------------------------------------------------------------------
 
-Handler = Callable[[Control, Command, CanaryConfig], Outcome]
+Handler = Callable[[Control, Command, CanaryConfig], CommandOutcome]
 
 
 def _change(
@@ -773,7 +775,7 @@ def _change(
     return new, weights
 
 
-def _rollback(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _rollback(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     current = c.weight_of(cfg.candidate)
     mode = cmd.mode or cfg.rollback.mode
     over = cmd.over if cmd.over is not None else cfg.rollback.over
@@ -788,14 +790,14 @@ def _rollback(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
         new, _ = _change(c, cmd, cfg, 0, phase="rolled_back", latched=True, ramp=None)
         why = f"{cfg.baseline} takes 100% at once ({cfg.candidate} was at {current}%)"
     reason = f"{cmd.reason}: {why}" if cmd.reason else why
-    return Outcome(replace(new, reason=reason), "rollback", reason, figures)
+    return CommandOutcome(replace(new, reason=reason), "rollback", reason, figures)
 
 
-def _promote(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _promote(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     current = c.weight_of(cfg.candidate)
     target = next_step(cfg.steps, current)
     if target is None:
-        return Outcome(error=f"{cfg.candidate} is already at {current}%, the last step")
+        return CommandOutcome(error=f"{cfg.candidate} is already at {current}%, the last step")
     phase = "holding" if c.phase == "holding" and cmd.actor != "controller" else None
     new, _ = _change(c, cmd, cfg, target, latched=False, ramp=None)
     new = replace(new, phase=phase or settled_phase(target, cfg))
@@ -803,20 +805,20 @@ def _promote(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
     reason = f"{cmd.reason}: {why}" if cmd.reason else why
     figures: dict[str, Any] = dict(cmd.verdict.figures()) if cmd.verdict else {}
     figures.update({"from_weight": current, "to_weight": target})
-    return Outcome(replace(new, reason=reason), "promote", reason, figures)
+    return CommandOutcome(replace(new, reason=reason), "promote", reason, figures)
 
 
-def _pause(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _pause(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     reason = cmd.reason or "paused: no automatic promotion until resumed"
     new = replace(c, phase="holding", actor=cmd.actor, reason=reason)
-    return Outcome(new, "pause", reason, {"weight": c.weight_of(cfg.candidate)})
+    return CommandOutcome(new, "pause", reason, {"weight": c.weight_of(cfg.candidate)})
 
 
-def _already_paused(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
-    return Outcome(error="already paused")
+def _already_paused(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
+    return CommandOutcome(error="already paused")
 
 
-def _resume(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _resume(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     weight = c.weight_of(cfg.candidate)
     reason = cmd.reason or (
         "resumed after a rollback: the latch is released" if c.latched else "resumed"
@@ -827,14 +829,14 @@ def _resume(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
     else:
         new = replace(c, actor=cmd.actor)
     new = replace(new, phase=settled_phase(weight, cfg), latched=False, reason=reason)
-    return Outcome(new, "resume", reason, {"weight": weight})
+    return CommandOutcome(new, "resume", reason, {"weight": weight})
 
 
-def _not_paused(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
-    return Outcome(error="nothing to resume: the canary is neither paused nor rolled back")
+def _not_paused(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
+    return CommandOutcome(error="nothing to resume: the canary is neither paused nor rolled back")
 
 
-def _set_weights(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _set_weights(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     assert cmd.weights is not None
     weight = dict(cmd.weights).get(cfg.candidate, 0)
     phase = "holding" if c.phase == "holding" else settled_phase(weight, cfg)
@@ -851,10 +853,12 @@ def _set_weights(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
         actor=cmd.actor,
         reason=reason,
     )
-    return Outcome(new, "weights", reason, {"before": dict(c.weights), "after": dict(cmd.weights)})
+    return CommandOutcome(
+        new, "weights", reason, {"before": dict(c.weights), "after": dict(cmd.weights)}
+    )
 
 
-def _tick_watch(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _tick_watch(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     """observing / holding / promoted: roll back on an unhealthy verdict, never promote."""
     v = cmd.verdict
     if (
@@ -864,10 +868,10 @@ def _tick_watch(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
         and c.weight_of(cfg.candidate) > 0
     ):
         return _rollback(c, replace(cmd, reason=f"automatic rollback: {v.reason}"), cfg)
-    return Outcome()
+    return CommandOutcome()
 
 
-def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     """stepping: roll back on an unhealthy verdict; promote when every gate is open."""
     back = _tick_watch(c, cmd, cfg)
     if back.control is not None:
@@ -875,12 +879,12 @@ def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
     v = cmd.verdict
     weight = c.weight_of(cfg.candidate)
     if v is None or v.status == "unhealthy" or (v.status != "healthy" and weight > 0):
-        return Outcome()  # insufficient data: neither promote nor roll back
+        return CommandOutcome()  # insufficient data: neither promote nor roll back
     if cmd.now - c.since < cfg.step_interval:
-        return Outcome()
+        return CommandOutcome()
     in_step = cmd.candidate_window.requests_since(c.since) if cmd.candidate_window else 0
     if weight > 0 and in_step < cfg.step_min_requests:
-        return Outcome()
+        return CommandOutcome()
     gate = (
         f"{cmd.now - c.since:.0f}s at {weight}% (min {cfg.step_interval:g}s), "
         f"{in_step} candidate requests in the step (min {cfg.step_min_requests}), "
@@ -892,7 +896,7 @@ def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
         figures = {**v.figures(), **parity.figures, "gate": parity.name}
         figures.update(parity_state=parity.state, weight=weight, requests_in_step=in_step)
         reason = f"promotion held at {weight}%: {parity.reason} ({gate})"
-        return Outcome(event="hold", reason=reason, figures=figures)
+        return CommandOutcome(event="hold", reason=reason, figures=figures)
     if parity is not None:
         gate = f"{gate}, {parity.reason}"
     out = _promote(c, replace(cmd, reason=f"automatic promotion: {gate}"), cfg)
@@ -905,15 +909,15 @@ def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
     return out
 
 
-def _tick_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _tick_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     """rolled_back: follow the ramp-down schedule; the latch holds everything else."""
     ramp = c.ramp
     if ramp is None:
-        return Outcome()
+        return CommandOutcome()
     target = ramp.weight(cmd.now)
     current = c.weight_of(cfg.candidate)
     if target >= current:
-        return Outcome()
+        return CommandOutcome()
     done = target == 0
     new, _ = _change(c, cmd, cfg, target, ramp=None if done else ramp)
     reason = (
@@ -922,23 +926,25 @@ def _tick_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
         + ("; ramp-down complete" if done else "")
     )
     figures = {"from_weight": current, "to_weight": target, "ramp_start": ramp.start}
-    return Outcome(replace(new, reason=reason, source=c.source), "ramp", reason, figures)
+    return CommandOutcome(replace(new, reason=reason, source=c.source), "ramp", reason, figures)
 
 
-def _tick_held_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _tick_held_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     """holding: a ramp-down that began before the pause still completes."""
     if c.ramp is not None:
         return _tick_ramp(c, cmd, cfg)
     return _tick_watch(c, cmd, cfg)
 
 
-def _already_rolled_back(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _already_rolled_back(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     if c.ramp is not None and (cmd.mode or cfg.rollback.mode) == "instant":
         return _rollback(c, replace(cmd, mode="instant"), cfg)  # finish a ramp at once
-    return Outcome(error=f"already rolled back ({cfg.candidate} at {c.weight_of(cfg.candidate)}%)")
+    return CommandOutcome(
+        error=f"already rolled back ({cfg.candidate} at {c.weight_of(cfg.candidate)}%)"
+    )
 
 
-def _rollback_or_refuse(c: Control, cmd: Command, cfg: CanaryConfig) -> Outcome:
+def _rollback_or_refuse(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     if c.latched:
         return _already_rolled_back(c, cmd, cfg)
     return _rollback(c, cmd, cfg)
@@ -979,7 +985,7 @@ TRANSITIONS: dict[tuple[Phase, str], Handler] = {
 }
 
 
-def apply(control: Control, cmd: Command, cfg: CanaryConfig | None) -> Outcome:
+def apply(control: Control, cmd: Command, cfg: CanaryConfig | None) -> CommandOutcome:
     """Run one command. Without a canary block only `set_weights` applies."""
     if cfg is None:
         if cmd.kind == "set_weights":
@@ -993,16 +999,18 @@ def apply(control: Control, cmd: Command, cfg: CanaryConfig | None) -> Outcome:
                 actor=cmd.actor,
                 reason=reason,
             )
-            return Outcome(
+            return CommandOutcome(
                 new,
                 "weights",
                 reason,
                 {"before": dict(control.weights), "after": dict(cmd.weights)},
             )
         if cmd.kind == "tick":
-            return Outcome()
-        return Outcome(error=f"route {control.route!r} has no canary (no canary block applies)")
+            return CommandOutcome()
+        return CommandOutcome(
+            error=f"route {control.route!r} has no canary (no canary block applies)"
+        )
     handler = TRANSITIONS.get((control.phase, cmd.kind))
     if handler is None:  # pragma: no cover - the table is complete
-        return Outcome(error=f"{cmd.kind} is not possible while {control.phase}")
+        return CommandOutcome(error=f"{cmd.kind} is not possible while {control.phase}")
     return handler(control, cmd, cfg)

@@ -9,9 +9,9 @@ import pytest
 from cutover.routing.canary import (
     CanaryConfig,
     Command,
+    CommandOutcome,
     Control,
     Criteria,
-    Outcome,
     ParityReading,
     PromotionGate,
     SideWindow,
@@ -43,7 +43,7 @@ def snap(n: int, errors: int = 0, start: float = 0.0, end: float = 59.0) -> Snap
 
 def tick(
     control: Control, reading: ParityReading | None, cfg: CanaryConfig = CFG, errors: int = 0
-) -> Outcome:
+) -> CommandOutcome:
     """A tick at t=61 s where time, requests and the verdict all allow the next step."""
     verdict = judge(snap(5000, end=61.0), snap(500, errors, end=61.0), cfg.criteria)
     cmd = Command(
@@ -139,7 +139,7 @@ def test_other_gates_come_first() -> None:
         candidate_window=snap(500, end=30.0),
         parity=ParityReading(0.5, 200, 20),
     )
-    assert apply(c, early, CFG) == Outcome()  # too early: nothing to say about parity yet
+    assert apply(c, early, CFG) == CommandOutcome()  # too early: nothing to say about parity yet
 
 
 def test_an_unhealthy_verdict_still_rolls_back_whatever_the_parity() -> None:
