@@ -233,7 +233,6 @@ class AlertsFeature(Feature):
         )
         self.mode: str = cfg.enrichment_mode
         self.mode_source = "default"
-        self._mode_set_locally = False
         self.counts: Counter[str] = Counter()
         self.by_mode: Counter[str] = Counter()
         self._db: Database | None = None

@@ -13,7 +13,7 @@ that names the operation), so a backend answer that is not what the rule expects
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -476,7 +476,3 @@ def convert(value: Any, to: str) -> Any:
     if to == "number":
         return _number_of(value)
     raise ValueError(f"unknown conversion {to!r}")
-
-
-def table_of(mapping: Mapping[Any, Any]) -> tuple[tuple[Any, Any], ...]:
-    return tuple(mapping.items())

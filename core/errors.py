@@ -2,10 +2,12 @@
 
     CutoverError
      ├── UpstreamError(backend, failure)     status_hint 502 (connect, reset) / 504 (timeout)
-     ├── NoRouteError                        404
      ├── BodyTooLargeError                   413
      ├── IncompleteBodyError                 400
-     └── OverloadedError                     503 + Retry-After
+     └── CompatError(status, code)           the rule's answer (compat.feature)
+
+A request no route matches, and one past the concurrency cap, are answered in place
+(`error_response`: 404 `no_route`, 503 `overloaded` with Retry-After), not raised.
 
 Each reply is a small JSON object carrying the request id and never internal details
 (no exception text, no backend URL). aiohttp's own refusals (an unknown path, a method the
@@ -42,12 +44,6 @@ class UpstreamError(CutoverError):
         else:
             self.status_hint, self.code = 502, "upstream_unavailable"
             self.message = "upstream connection failed"
-
-
-class NoRouteError(CutoverError):
-    status_hint = 404
-    code = "no_route"
-    message = "no route matches this request"
 
 
 class BodyTooLargeError(CutoverError):

@@ -46,8 +46,10 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("cutover.admin")
 
-ACTOR_KEY = "admin_actor"  # request[ACTOR_KEY]: `operator`, `operator:<token name>`
-TOKEN_NAME_KEY = "admin_token_name"  # request[TOKEN_NAME_KEY]: the token's name, or None
+# request[ACTOR_KEY]: `operator`, `operator:<token name>`; request[TOKEN_NAME_KEY]: the name of
+# the token used, or None (typed keys: aiohttp warns on string keys)
+ACTOR_KEY = web.RequestKey("admin_actor", str)
+TOKEN_NAME_KEY: web.RequestKey[str | None] = web.RequestKey("admin_token_name")
 ACTOR_HEADER = "X-Cutover-Actor"
 _DECLARED = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 
@@ -107,11 +109,6 @@ def actor_of(request: web.BaseRequest) -> str:
     """The actor `admin_auth` / `require_admin_token` recorded for this request."""
     found = request.get(ACTOR_KEY)
     return found if isinstance(found, str) else actor(None, request.headers.get(ACTOR_HEADER))
-
-
-def token_ok(request: web.BaseRequest, admin: AdminConfig) -> bool:
-    """True when no token is configured or the request carries one of them as a bearer token."""
-    return authenticate(request, admin)[0]
 
 
 def unauthorized() -> web.Response:

@@ -1,9 +1,10 @@
-"""The single executor of routing decisions: send a request to its attempts, stream the answer.
+"""The general (aiohttp) path: send a request to its attempts, stream the answer.
 
 `routing/` decides (which backends, in which order, whether a replay is allowed); this module
 does the network. Bodies stream both ways; a request body is buffered only when it is small
 enough to be replayed (the route's `retry.buffer`), so that a failed attempt can go on to the
-next backend.
+next backend. Plain requests take the fast path instead (`proxy.fastpath`), which books its
+attempts the same way (`proxy.attempts`).
 """
 
 from __future__ import annotations

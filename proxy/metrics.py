@@ -44,7 +44,8 @@ def counter_samples(name: str, registry: CollectorRegistry) -> list[tuple[dict[s
 
 
 class Metrics:
-    """Every metric the gateway exports, with the `cutover_` prefix."""
+    """The gateway's own metrics, with the `cutover_` prefix; features register theirs on
+    `registry` (one exposition for all)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

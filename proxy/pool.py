@@ -38,7 +38,6 @@ import httptools
 from cutover.core.config_model import Backend
 
 HIGH_WATER = 256 * 1024  # response bytes buffered before the backend socket stops being read
-LOW_WATER = 64 * 1024  # reading resumes once the consumer brought the buffer below this
 _MAX_HEAD = 64 * 1024  # a response head larger than this is a protocol error
 
 

@@ -132,9 +132,6 @@ class HistoryConfig:
         default_factory=lambda: MappingProxyType({})
     )
 
-    def for_backend(self, name: str) -> HistoryBackend:
-        return self.backends.get(name) or HistoryBackend(self.path, self.shape)
-
 
 @dataclass(frozen=True, slots=True)
 class PublishingConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -299,7 +299,3 @@ class TargetRegistry:
 
     def secrets(self) -> list[str]:
         return [s for t in self.all() for s in t.secrets()]
-
-
-def with_source(spec: TargetSpec, source: str, origin: str) -> TargetSpec:
-    return replace(spec, source=source, origin=origin)
