@@ -185,10 +185,10 @@ async def _received(http: aiohttp.ClientSession, url: str) -> int:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cutover.app import start_gateway
     from cutover.core.clock import Clock
     from cutover.core.db import open_database
     from cutover.proxy.config import parse_config
-    from cutover.proxy.server import start_gateway
     from cutover.publishing.api import PublishingFeature
     from cutover.publishing.outbox import Outbox
 

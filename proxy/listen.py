@@ -19,7 +19,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from cutover.core.config_model import CutoverConfig
+from cutover.proxy.config import CutoverConfig
 
 ENV = "CUTOVER_LISTEN_FDS"  # "main=<fd>[,admin=<fd>]": a worker's inherited sockets
 BACKLOG = 1024

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from cutover.app import start_gateway
 from cutover.compat.feature import CompatFeature
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import start_gateway
 from tests.integration.test_compat import NewBackend, compat_config, usage
 
 pytestmark = pytest.mark.usefixtures("serving_path")

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from cutover.app import start_gateway
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import start_gateway
 from tests.conftest import gateway_config
 from tests.integration.alerts_helpers import am_alert, envelope
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from cutover.compat.jsonops import CONVERSIONS, TransformError
 from cutover.compat.rules import Rule, RuleSet
-from cutover.proxy.config import ConfigErrors, CutoverConfig, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import CutoverConfig, parse_config
 from tests.fuzzing import NASTY_NUMBERS, NASTY_STRINGS, fuzz
 
 # A small vocabulary, so that the paths of the rules meet the keys of the documents.

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from cutover.compat.jsonops import Convert, TransformError, apply
-from cutover.proxy.config import ConfigErrors, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import parse_config
 
 
 @pytest.mark.parametrize("to", ["epoch", "epoch_ms"])

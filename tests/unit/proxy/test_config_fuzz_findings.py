@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cutover.proxy.config import ConfigErrors, load_config, parse_config
+from cutover.core.configkit import ConfigErrors
+from cutover.proxy.config import load_config, parse_config
 
 BASE: dict[str, Any] = {
     "backends": {"go": "http://go:8080", "python": "http://python:8080"},
