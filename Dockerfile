@@ -5,9 +5,13 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY proxy/ proxy/
+COPY cutover/ cutover/
+COPY core/ core/
 COPY routing/ routing/
 COPY compat/ compat/
+COPY alerts/ alerts/
+COPY canary/ canary/
+COPY proxy/ proxy/
 COPY publishing/ publishing/
 COPY parity/ parity/
 COPY bench/ bench/

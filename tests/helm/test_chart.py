@@ -8,6 +8,7 @@ import copy
 import json
 import re
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -384,9 +385,14 @@ def test_the_dockerfile_runs_the_cli_on_the_charts_config_path() -> None:
     args = _parser().parse_args(json.loads(cmd.group(1))[1:])
     assert (args.command, args.config) == ("serve", "/etc/cutover/cutover.yaml")
     assert re.search(r"^USER 10001(:10001)?$", dockerfile, re.M)  # the chart's runAsUser
+    copied = set()
     for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.M):
         for source in line.split()[:-1]:
             assert (ROOT / source).exists(), source
+            copied.add(source.rstrip("/"))
+    # the wheel built in the image holds every folder the package maps (pyproject package-dir)
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(package_dir["package-dir"].values()) <= copied
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "tests" in ignored and ".git" in ignored
     assert render().pod_spec()["securityContext"]["runAsUser"] == 10001
