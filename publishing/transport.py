@@ -101,7 +101,7 @@ async def post_json(
     method: str = "POST",
     content_type: str = "application/json",
 ) -> SendOutcome:
-    """Send `body` as JSON; never raises for network trouble (it becomes a retryable Outcome)."""
+    """Send `body` as JSON; network trouble is a retryable SendOutcome, never an exception."""
     sent = {"Content-Type": content_type, "User-Agent": USER_AGENT, **(headers or {})}
     try:
         async with ctx.session.request(
