@@ -234,7 +234,7 @@ class _Server(web.Server):
         return resp
 
 
-_REFUSED = "cutover.refused"  # request state: the `Refused` the gateway answers instead
+_REFUSED = web.RequestKey("cutover_refused", Refused)  # the answer instead of the request
 
 
 def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
