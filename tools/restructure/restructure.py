@@ -360,8 +360,12 @@ def _sub_dotted(text: str) -> str:
         if new is None:
             return m.group(0)
         quoted = m.group(0)[:1] in "'\"" and m.group(0)[-1:] in "'\""
-        if not quoted and not re.search(r"-[mp]\s+[`'\"]?$", text[: m.start()]):
-            new = _prose(new)  # a string in code, or a command (`-m …`), needs the import name
+        before = text[: m.start()]
+        code = re.search(r"-[mp]\s+[`'\"]?$", before) or re.search(r"\b(?:from|import)\s+$", before)
+        if not quoted and not code:
+            # a string in code, a command (`-m …`) or an import statement (a `python -c` in a
+            # doc) needs the import name
+            new = _prose(new)
         return m.group(0).replace(m.group("name"), new, 1)
 
     text = _DOTTED_QUOTED.sub(one, text)
