@@ -257,7 +257,6 @@ class World:
             **self.names,
             **rehearsal,
             "PATH": f"{self.bin}:{os.environ['PATH']}",
-            "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
 
