@@ -27,7 +27,7 @@ from yarl import URL
 from proxy.accesslog import AccessLog
 from proxy.admin import add_admin_routes, admin_auth, open_endpoints_warning, without_admin_token
 from proxy.clock import Clock
-from proxy.config_model import CutoverConfig, Route
+from proxy.config_model import CutoverConfig, Limits, Route
 from proxy.db import Database, open_database
 from proxy.errors import BodyTooLargeError, CutoverError, error_response, from_error, json_errors
 from proxy.features import Feature, feature_classes, load_features
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover")
 
 _FIRST_LINE_MAX = 64 * 1024  # bytes kept while a connection's first request line is judged
-_HOST_RE = HOST_RE  # RFC 9110 §7.2: one Host, a valid authority (proxy.http1)
 
 
 class Outcome:
@@ -181,11 +180,21 @@ class _Protocol(web_protocol.RequestHandler):
 
 
 class _AppRunner(web.AppRunner):
-    """An AppRunner whose connections use `_Protocol` (header-read timeout, JSON 4xx)."""
+    """An AppRunner whose connections use `_Protocol` (header-read timeout, JSON 4xx) and
+    whose requests `_Server` judges first: the main listener's general path and the admin
+    listener alike."""
 
-    def __init__(self, app: web.Application, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        head_timeout: float,
+        rejected: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._head_timeout = head_timeout
+        self._rejected = rejected
 
     async def _make_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -199,13 +208,30 @@ class _AppRunner(web.AppRunner):
             request_factory=app._make_request,
             loop=loop,
             head_timeout=self._head_timeout,
+            rejected=self._rejected,
             **self._kwargs,
         )
 
 
+def _runner(app: web.Application, limits: Limits, *, rejected: Any, **kwargs: Any) -> _AppRunner:
+    """The runner of an aiohttp listener of the gateway (main or admin): the same request-line
+    judgement, header-read timeout and header limits (`limits`) on both; refusals counted in
+    `rejected` (`cutover_rejected_total`)."""
+    return _AppRunner(
+        app,
+        head_timeout=limits.header_timeout,
+        rejected=rejected,
+        max_line_size=limits.max_header_size,
+        max_field_size=limits.max_header_size,
+        max_headers=limits.max_headers,
+        access_log=None,
+        **kwargs,
+    )
+
+
 class _Server(web.Server):
-    """aiohttp's server for the main listener: every request's line is judged first
-    (`proxy.http1`), and the app sees its target in origin-form."""
+    """aiohttp's server for the gateway's listeners: every request's line and Host are judged
+    first (`proxy.http1`), and the app sees its target in origin-form."""
 
     def __init__(
         self,
@@ -213,12 +239,14 @@ class _Server(web.Server):
         *,
         request_factory: Callable[..., web.BaseRequest],
         head_timeout: float,
+        rejected: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(self._checked, request_factory=self._make_request, **kwargs)
         self._app_handler = handler
         self._app_request = request_factory
         self._head_timeout = head_timeout
+        self._rejected = rejected  # a Counter by reason, or None
 
     def __call__(self) -> _Protocol:
         return _Protocol(self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs)
@@ -239,14 +267,21 @@ class _Server(web.Server):
         return request
 
     async def _checked(self, request: web.BaseRequest) -> web.StreamResponse:
-        refusal: Refused | None = request.get(_REFUSED)
-        if refusal is None:
-            return await self._app_handler(request)  # type: ignore[no-any-return]
-        resp = error_response(
-            refusal.status, refusal.code, refusal.message, None, headers=dict(refusal.headers)
-        )
-        resp.force_close()
-        return resp
+        try:
+            refusal: Refused | None = request.get(_REFUSED)
+            if refusal is None:
+                return await self._app_handler(request)  # type: ignore[no-any-return]
+            if self._rejected is not None:
+                self._rejected.labels(refusal.code).inc()
+            resp = error_response(
+                refusal.status, refusal.code, refusal.message, None, headers=dict(refusal.headers)
+            )
+            resp.force_close()
+            return resp
+        finally:
+            protocol = request.protocol
+            if isinstance(protocol, _Protocol):
+                protocol.awaiting_head = True  # the next bytes start a new request head
 
 
 _REFUSED = "cutover.refused"  # request state: the `Refused` the gateway answers instead
@@ -269,14 +304,14 @@ def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
     if refusal is not None:
         raise refusal
     target = parse_target(message.method, message.path)
+    hosts = message.headers.getall("Host", ())
+    if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
+        raise Refused(400, "bad_host", "invalid Host header")
     if target.authority is None and target.resolved == target.path:
         return message  # origin-form, routed as it reads: as aiohttp parsed it
     url = URL.build(path=target.resolved, query_string=target.query or "", encoded=True)
     if target.authority is None:
         return message._replace(url=url)
-    hosts = message.headers.getall("Host", ())
-    if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
-        raise Refused(400, "bad_host", "invalid Host header")
     headers = CIMultiDict(message.headers)
     headers["Host"] = target.authority
     raw = tuple((n, v) for n, v in message.raw_headers if n.lower() != b"host")
@@ -365,17 +400,14 @@ class Gateway:
         for feature in self.features:
             feature.add_routes(app.router)
         app.router.add_route("*", "/{tail:.*}", self.handle)  # everything else is proxied
-        self._runner = _AppRunner(
+        self._runner = _runner(
             app,
-            head_timeout=limits.header_timeout,
+            limits,
+            rejected=self.metrics.rejected,
             handler_cancellation=True,
             shutdown_timeout=limits.drain_timeout,
             keepalive_timeout=limits.keepalive_timeout,
-            max_line_size=limits.max_header_size,
-            max_field_size=limits.max_header_size,
-            max_headers=limits.max_headers,
             auto_decompress=False,  # request bodies pass through as the client encoded them
-            access_log=None,
         )
         for feature in self.features:
             await feature.prepare()
@@ -413,7 +445,11 @@ class Gateway:
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)
-        self._admin_runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        # The same judgement of request lines, Host and framing, and the same header-read
+        # timeout and limits, as the main listener's general path.
+        self._admin_runner = _runner(
+            app, self.config.limits, rejected=self.metrics.rejected, shutdown_timeout=5.0
+        )
         await self._admin_runner.setup()
         sock = sock if sock is not None else bind(admin.listen, 1, "admin.listen")[0]
         try:
@@ -582,28 +618,23 @@ class Gateway:
     # -- dispatch ------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        limits = self.config.limits
+        if self.in_flight >= limits.max_concurrency:
+            self.metrics.rejected.labels("overloaded").inc()
+            return error_response(
+                503,
+                "overloaded",
+                "too many requests in flight, retry later",
+                None,
+                headers={"Retry-After": str(limits.retry_after)},
+            )
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
-            limits = self.config.limits
-            if self.in_flight >= limits.max_concurrency:
-                self.metrics.rejected.labels("overloaded").inc()
-                return error_response(
-                    503,
-                    "overloaded",
-                    "too many requests in flight, retry later",
-                    None,
-                    headers={"Retry-After": str(limits.retry_after)},
-                )
-            self.in_flight += 1
-            self.metrics.in_flight.inc()
-            try:
-                return await self._proxy(request)
-            finally:
-                self.in_flight -= 1
-                self.metrics.in_flight.dec()
+            return await self._proxy(request)
         finally:
-            protocol = request.protocol
-            if isinstance(protocol, _Protocol):
-                protocol.awaiting_head = True  # the next bytes start a new request head
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
 
     async def _proxy(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()  # the loop's clock moves in whole milliseconds
@@ -618,13 +649,6 @@ class Gateway:
         status = 500
         resp: web.StreamResponse | None = None
         try:
-            hosts = headers.getall("Host", ())
-            if len(hosts) > 1 or (hosts and not _HOST_RE.match(hosts[0])):
-                self.metrics.rejected.labels("bad_host").inc()
-                resp = error_response(400, "bad_host", "invalid Host header", request_id)
-                resp.force_close()
-                status = 400
-                return resp
             if "Authorization" in headers:  # never an admin token upstream (DESIGN.md)
                 request = without_admin_token(request, self, request_id)
                 headers = request.headers
