@@ -44,6 +44,7 @@ from proxy.config_model import (
     Timeouts,
     TLSConfig,
 )
+from proxy.http1 import config_path
 
 __all__ = ["ConfigError", "ConfigErrors", "format_errors", "load_config", "parse_config"]
 
@@ -505,6 +506,12 @@ def _url_path(ctx: _Ctx, value: object, path: str) -> str:
     if not isinstance(value, str) or not value.startswith("/") or _CONTROL.search(value):
         ctx.fail(path, "a path starting with '/'", value)
     return str(value)
+
+
+def _route_path(ctx: _Ctx, value: object, path: str) -> str:
+    """A route's `path` or `path_prefix`, in the form the request's normalized path is compared
+    with (`proxy.http1.config_path`: `/caf%C3%A9` for `/café`, `/api/a` for `/api/%61`)."""
+    return config_path(_url_path(ctx, value, path))
 
 
 def _regex(ctx: _Ctx, value: object, path: str) -> re.Pattern[str]:
@@ -1018,8 +1025,8 @@ def _match(ctx: _Ctx, value: object, path: str) -> Match:
     for extra in given[1:]:
         ctx.add(_join(path, extra), f"at most one of {', '.join(kinds)} (already has {given[0]})")
     return Match(
-        path_prefix=_field(ctx, m, "path_prefix", path, _url_path, None if given else "/"),
-        path=_field(ctx, m, "path", path, _url_path, None),
+        path_prefix=_field(ctx, m, "path_prefix", path, _route_path, None if given else "/"),
+        path=_field(ctx, m, "path", path, _route_path, None),
         path_regex=_field(ctx, m, "path_regex", path, _regex, None),
         methods=_field(ctx, m, "methods", path, _methods(empty=False), None),
         headers=_field(ctx, m, "headers", path, _header_matches, ()),

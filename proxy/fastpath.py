@@ -55,6 +55,7 @@ from proxy.headers import HOP_BY_HOP
 from proxy.http1 import (
     HOST_RE,
     is_plain_path,
+    normalize_escapes,
     transfer_coding_refusal,
     version_refusal,
     versionless_line,
@@ -931,7 +932,8 @@ class _Conn(asyncio.Protocol):
         raw_path = text.partition("?")[0]
         if not is_plain_path(raw_path):
             return True  # dot-segments: resolved for routing on the general path
-        path = URL.build(path=raw_path, encoded=True).path if "%" in raw_path else raw_path
+        # what every matcher reads (proxy.http1): /%61pi is /api; %2F stays an encoded slash
+        path = normalize_escapes(raw_path) if "%" in raw_path else raw_path
         ex.path = path
         if self.listener.is_own(path):
             return True
@@ -941,7 +943,7 @@ class _Conn(asyncio.Protocol):
         if compat is not None:
             try:
                 hit = compat.ruleset.match(
-                    method, raw_path, lambda: URL(text, encoded=True).query, headers
+                    method, path, lambda: URL(text, encoded=True).query, headers
                 )
             except Exception:
                 log.exception("fast path: compat pre-check failed; using the general path")

@@ -291,9 +291,10 @@ def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
     """`message` with its request target in origin-form, or `Refused` (`proxy.http1`: version,
     transfer-coding, target).
 
-    An absolute-form target's authority becomes the Host (RFC 9112 §3.2.2); dot-segments are
-    resolved in the URL that routing and compat rules see, while `raw_path` stays the target as
-    sent (what is forwarded).
+    An absolute-form target's authority becomes the Host (RFC 9112 §3.2.2); the URL that every
+    matcher reads (`rel_url.raw_path`: routes, compat rules, the router of the gateway's own
+    endpoints) holds the normalized path (`proxy.http1.normalize_path`), while `raw_path` stays
+    the target as sent (what is forwarded).
     """
     version = message.version
     if version != HttpVersion11:
@@ -307,9 +308,9 @@ def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
     hosts = message.headers.getall("Host", ())
     if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
         raise Refused(400, "bad_host", "invalid Host header")
-    if target.authority is None and target.resolved == target.path:
-        return message  # origin-form, routed as it reads: as aiohttp parsed it
-    url = URL.build(path=target.resolved, query_string=target.query or "", encoded=True)
+    if target.authority is None and target.normalized == target.path:
+        return message  # origin-form, matched as it reads: as aiohttp parsed it
+    url = URL.build(path=target.normalized, query_string=target.query or "", encoded=True)
     if target.authority is None:
         return message._replace(url=url)
     headers = CIMultiDict(message.headers)
@@ -659,7 +660,8 @@ class Gateway:
                 resp = await compat.answer(request, hit, request_id)
                 status = resp.status
                 return resp
-            route = state.router.match(request.method, request.path, headers)
+            # the normalized path (proxy.http1), as compat rules and own endpoints read it
+            route = state.router.match(request.method, request.rel_url.raw_path, headers)
             if route is None:
                 status = 404
                 resp = error_response(404, "no_route", "no route matches this request", request_id)
@@ -712,7 +714,7 @@ class Gateway:
                     duration=elapsed,
                     failures=tuple(outcome.failures),
                     method=request.method,
-                    path=request.path,
+                    path=request.rel_url.raw_path,
                 )
                 for observe in self.observers:
                     try:
@@ -725,7 +727,7 @@ class Gateway:
                         "ts": self.clock.now(),
                         "request_id": request_id,
                         "method": request.method,
-                        "path": request.path,
+                        "path": request.rel_url.raw_path,
                         "route": route_name,
                         "backend": backend,
                         "status": status,

@@ -44,6 +44,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from proxy.config_model import Route
 from proxy.db import StoreTimeout, StoreUnavailable
+from proxy.http1 import config_path
 from proxy.metrics import LATENCY_BUCKETS, counter_samples
 from proxy.tasks import Supervised, stop_in_order
 from publishing import pagerduty, rootly, slack, webhook
@@ -762,7 +763,7 @@ class DeliveryEngine:
         from compat.jsonops import _get as json_get  # compat is pure; imported on use
         from compat.jsonops import apply
 
-        hit = ruleset.match("POST", path, dict, {})
+        hit = ruleset.match("POST", config_path(path), dict, {})  # as a request is matched
         if hit is None:
             return [("POST", path, orjson.dumps(envelope))]
         role = compat.role_of(backend)
