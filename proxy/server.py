@@ -806,7 +806,10 @@ class Gateway:
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         for feature in self.features:
-            await feature.before_scrape()
+            try:  # a scrape never fails for a feature (Feature.before_scrape)
+                await feature.before_scrape()
+            except Exception:
+                log.exception("feature %s failed to refresh its metrics", feature.name)
         if self._fast is not None:
             self._fast.meters.publish()  # its in-flight share as of now, not of its last sweep
         body, content_type = self.metrics.exposition()
