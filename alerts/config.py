@@ -135,6 +135,7 @@ class AlertsConfig:
     forward_to_route: str | None = None
     retention: float = 7 * 86400.0  # processed intake rows and LLM audit rows are kept this long
     poll_interval: float = 1.0  # how often delayed and unclassified alerts are looked at
+    claim_timeout: float = 5.0  # bounds one claim of alerts to classify (as delivery's claims)
 
 
 _KEYS = (
@@ -149,6 +150,7 @@ _KEYS = (
     "forward_to_route",
     "retention",
     "poll_interval",
+    "claim_timeout",
 )
 
 
@@ -168,6 +170,7 @@ def parse_alerts(ctx: Ctx, value: object, path: str) -> AlertsConfig:
         forward_to_route=forward,
         retention=get(ctx, m, "retention", path, duration(), d.retention),
         poll_interval=get(ctx, m, "poll_interval", path, duration(), d.poll_interval),
+        claim_timeout=get(ctx, m, "claim_timeout", path, duration(), d.claim_timeout),
     )
 
 

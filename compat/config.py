@@ -45,6 +45,7 @@ from cutover.compat.rules import (
 )
 from cutover.core import configkit as kit
 from cutover.core.configkit import Ctx, Invalid
+from cutover.core.http1 import config_path
 
 __all__ = ["BUILTIN_PROFILES", "CompatConfig", "parse_compat", "profile_resource"]
 
@@ -355,7 +356,8 @@ def _template(ctx: Ctx, value: object, path: str) -> PathTemplate:
     if not isinstance(value, str):
         ctx.fail(path, "a path template such as /alerts/{id}", value)
     try:
-        return compile_template(value)
+        # compared with the request's normalized path (core.http1): /api/%61lerts is /api/alerts
+        return compile_template(config_path(value, keep="{}"))
     except ValueError as exc:
         ctx.fail(path, f"a path template such as /alerts/{{id}}: {exc}", value)
 

@@ -223,9 +223,10 @@ class _Plan:
         rw = self.hit.rule.rewrite_for(role)
         result: tuple[str, bytes | None] | None = None
         if rw is not None and (rw.changes_request or rw.body):
-            url = self.request.rel_url
             path = (
-                rw.target(url.raw_path, url.raw_query_string, self.hit.params)
+                rw.target(
+                    _sent_path(self.request), self.request.rel_url.raw_query_string, self.hit.params
+                )
                 if rw.changes_request
                 else self.request.raw_path
             )
@@ -248,6 +249,13 @@ class _Plan:
             )
         finally:
             resp.release()
+
+
+def _sent_path(request: web.BaseRequest) -> str:
+    """The path as the client sent it (still percent-encoded): what goes upstream when a rule
+    rewrites only the query, or fans out without a path of its own. Rules *match* the
+    normalized path (`rel_url.raw_path`, core.http1)."""
+    return request.raw_path.partition("?")[0]
 
 
 def _parse_request_json(body: bytes) -> Any:
@@ -376,7 +384,8 @@ class CompatFeature(Feature):
     # -- the hot path --------------------------------------------------------------------
 
     def match(self, request: web.BaseRequest) -> Hit | None:
-        """The rule for this request (counted), or None: none of compat's business."""
+        """The rule for this request (counted), or None: none of compat's business. Rules match
+        the normalized path (`rel_url.raw_path`, core.http1), as routes do."""
         hit = self.ruleset.match(
             request.method, request.rel_url.raw_path, lambda: request.query, request.headers
         )
@@ -658,7 +667,7 @@ class CompatFeature(Feature):
         route = gw.state.routes_by_name[decision.route]
         upstream = gw.state.upstreams[backend]
         url_text = request.rel_url
-        path = fo.path.render(hit.params) if fo.path is not None else url_text.raw_path
+        path = fo.path.render(hit.params) if fo.path is not None else _sent_path(request)
         if url_text.raw_query_string:
             path += "?" + url_text.raw_query_string
         b = upstream.backend

@@ -1,7 +1,10 @@
 """Path templates: `/alerts/{id}` matches one segment, `/legacy/{rest*}` the rest of the path.
 
-Templates are compiled once at load. Matching runs on the raw (still percent-encoded) path, so a
-parameter carries its encoding as is into a target path. Pure.
+Templates are compiled once at load. Matching runs on the request's normalized path, the one
+every matcher of the gateway reads (`core.http1.normalize_path`: escapes of unreserved
+characters decoded, the others kept with uppercase hex, `%2F` distinct from `/`, dot-segments
+resolved); the loader writes templates in the same form (`/api/%61lerts` is `/api/alerts`). A
+parameter carries the encoding left in it into a target path. Pure.
 """
 
 from __future__ import annotations

@@ -236,7 +236,8 @@ class RuleSet:
     def match(
         self, method: str, path: str, query: QueryLookup, headers: Mapping[str, str]
     ) -> Hit | None:
-        """The first rule for this request (`path` raw, without the query)."""
+        """The first rule for this request (`path` normalized as `core.http1.normalize_path`
+        does, without the query; templates are normalized alike at load)."""
         best: tuple[int, Hit] | None = None
         for index, rule, _ in self._by_path.get(path, ()):
             if _conditions_hold(rule.match, method, query, headers):

@@ -9,6 +9,11 @@ Every failure to reach or use the store raises `StoreUnavailable`, so that calle
 a `timeout` is bounded (PostgreSQL `statement_timeout`; SQLite the busy timeout and a progress
 handler): past it, `StoreTimeout` (a `StoreUnavailable`) and the transaction rolls back.
 
+Work queues (the publishing outbox, the alert intake's classify queue) take work with *claims*:
+short transactions opened with `claim=True`, whose statements are planned for the table as it is
+now (see `transaction`), timed and counted by a `ClaimMeter`. What keeps a claim cheap at any
+backlog is the queue's own partial indexes (docs/publishing.md, "Claims at any backlog").
+
     db = await open_database("sqlite:///var/lib/cutover/state.db")
     await db.migrate("outbox-1", {"sqlite": [...], "postgresql": [...]})
     async with db.transaction() as tx:
@@ -19,21 +24,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import asyncpg
+
+from cutover.core.clock import Clock
 
 Dialect = Literal["sqlite", "postgresql"]
 DEFAULT_SQLITE_PATH = ".cutover/state.db"
 _PARAM = re.compile(r"\$(\d+)")
 _SQLITE_BUSY_MS = 5000  # how long a SQLite statement waits for another writer by default
 _SQLITE_PROGRESS_STEPS = 1000  # VM steps between deadline checks in a bounded transaction
+SLOW_CLAIM = 1.0  # seconds: a claim this slow is logged (at most once a minute per queue)
+_SLOW_CLAIM_LOG_EVERY = 60.0
+# A claim's statements are planned for the rows there are now; its commit does not wait for the
+# WAL flush (PostgreSQL; set for the transaction only).
+_PG_CLAIM_SETTINGS = (
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+    " set_config('synchronous_commit', 'off', true)"
+)
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -72,11 +89,19 @@ class Database(Tx):
     url: str
 
     def transaction(
-        self, *, timeout: float | None = None, read_only: bool = False
+        self, *, timeout: float | None = None, read_only: bool = False, claim: bool = False
     ) -> contextlib.AbstractAsyncContextManager[Tx]:
         """A transaction; with `timeout` (seconds) everything in it, waiting for locks
         included, is bounded: past it `StoreTimeout` is raised and the work rolled back.
-        `read_only` takes no write lock (SQLite: a deferred BEGIN)."""
+        `read_only` takes no write lock (SQLite: a deferred BEGIN).
+
+        `claim`: a work queue's claim. On PostgreSQL its statements are planned for the table
+        as it is now (`plan_cache_mode = force_custom_plan`, well under a millisecond), never
+        with the generic plan PostgreSQL caches for a prepared statement after five runs,
+        which, made while the queue was empty, can walk every row for every row once it is
+        not; and its commit does not wait for the WAL flush (a lease lost with a crash of the
+        store only means the work is claimed again: at least once). SQLite plans every
+        statement as it runs."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -99,6 +124,73 @@ class Database(Tx):
             for sql in statements[self.dialect]:
                 await tx.execute(sql)
             await tx.execute("INSERT INTO cutover_migrations (name) VALUES ($1)", name)
+
+
+class ClaimMeter:
+    """The claims of one work queue, timed and counted: every claim's seconds observed in
+    `seconds` (a Histogram), a claim that ran out of its bound (`StoreTimeout`) counted in
+    `timeouts` (a Counter), a slow one (`SLOW_CLAIM`) logged at WARNING at most once a minute,
+    with how much waits (`waiting()`, None when the store cannot say; `unit` names it). `last`
+    (seconds the last claim took) and `timed_out` (claims that timed out) are what /readyz
+    shows."""
+
+    def __init__(
+        self,
+        what: str,
+        unit: str,
+        clock: Clock,
+        seconds: Any,
+        timeouts: Any,
+        waiting: Callable[[], Awaitable[int | None]],
+        logger: logging.Logger,
+    ) -> None:
+        self.what = what  # "publishing: claiming due jobs", for the log
+        self.unit = unit  # "jobs pending"
+        self.clock = clock
+        self._seconds = seconds
+        self._timeouts = timeouts
+        self._waiting = waiting
+        self._log = logger
+        self.last: float | None = None
+        self.timed_out = 0
+        self._slow_logged = float("-inf")  # monotonic time a slow claim was last logged
+
+    async def measure(self, claim: Awaitable[T], bound: float | None) -> T:
+        """Await `claim` (bounded by `bound` seconds, for the log), timed and counted."""
+        started = self.clock.monotonic()
+        try:
+            result = await claim
+        except StoreTimeout:
+            self.timed_out += 1
+            self._timeouts.inc()
+            raise
+        finally:
+            now = self.clock.monotonic()
+            self.last = now - started
+            self._seconds.observe(self.last)
+        if self.last >= SLOW_CLAIM and now - self._slow_logged >= _SLOW_CLAIM_LOG_EVERY:
+            self._slow_logged = now
+            self._log.warning(
+                "%s took %.2fs (%s %s; bound %s)",
+                self.what,
+                self.last,
+                count_or_unknown(await self.waiting()),
+                self.unit,
+                "none" if bound is None else f"{bound:g}s",
+            )
+        return result
+
+    async def waiting(self) -> int | None:
+        """How much waits in the queue, or None when the store cannot say."""
+        try:
+            return await self._waiting()
+        except StoreUnavailable:
+            return None
+
+
+def count_or_unknown(count: int | None) -> str:
+    """A count for a log line; None (the store could not say) reads "an unknown number of"."""
+    return "an unknown number of" if count is None else str(count)
 
 
 # -- SQLite -------------------------------------------------------------------------------
@@ -190,7 +282,7 @@ class SqliteDatabase(_SqliteTx, Database):
 
     @contextlib.asynccontextmanager
     async def transaction(
-        self, *, timeout: float | None = None, read_only: bool = False
+        self, *, timeout: float | None = None, read_only: bool = False, claim: bool = False
     ) -> AsyncIterator[Tx]:
         bounded = timeout is not None
         async with self._lock:
@@ -293,7 +385,7 @@ class PostgresDatabase(Database):
 
     @contextlib.asynccontextmanager
     async def transaction(
-        self, *, timeout: float | None = None, read_only: bool = False
+        self, *, timeout: float | None = None, read_only: bool = False, claim: bool = False
     ) -> AsyncIterator[Tx]:
         async with self._conn() as conn:
             try:
@@ -301,10 +393,14 @@ class PostgresDatabase(Database):
                 await tx.start()
             except _PG_DOWN as exc:
                 raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
+            settings: list[str] = []
             if timeout is not None:  # every statement of this transaction, lock waits included
-                ms = max(1, int(timeout * 1000))
+                settings.append(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            if claim:
+                settings.append(_PG_CLAIM_SETTINGS)
+            for sql in settings:
                 try:
-                    await conn.execute(f"SET LOCAL statement_timeout = {ms}")
+                    await conn.execute(sql)
                 except _PG_DOWN as exc:
                     with contextlib.suppress(*_PG_DOWN):
                         await tx.rollback()

@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 import orjson
 
+from cutover.core.http1 import Refused, config_path, normalize_escapes, normalize_path
+
 __all__ = [
     "DEFAULT_RULES",
     "DiffRules",
@@ -545,7 +547,7 @@ def _is_id(segment: str) -> bool:
 
 def _template_regex(template: str) -> re.Pattern[str]:
     parts = []
-    for segment in template.split("/"):
+    for segment in config_path(template, keep="{}").split("/"):
         if re.fullmatch(r"\{[^/{}]+\}", segment):
             parts.append("[^/]+")
         else:
@@ -553,13 +555,25 @@ def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile("/".join(parts))
 
 
+def _normalized(path: str) -> str:
+    """`path` as the gateway's matchers read it; its escapes alone where its dot-segments
+    cannot be resolved (a corpus may hold paths the gateway refuses)."""
+    if not path.startswith("/"):
+        return normalize_escapes(path)
+    try:
+        return normalize_path(path)
+    except Refused:
+        return normalize_escapes(path)
+
+
 def endpoint_of(method: str, path: str, templates: tuple[str, ...] = ()) -> str:
     """`GET /alerts/17?x=1` -> `GET /alerts/{id}`.
 
     A configured template (`/silences/{name}/expire`) wins when it matches; otherwise numeric
-    ids, UUIDs and hex fingerprints become `{id}`.
+    ids, UUIDs and hex fingerprints become `{id}`. The path is read normalized, as the
+    gateway's matchers read it (`core.http1`): `/%61lerts/1` is `GET /alerts/{id}` too.
     """
-    bare = path.split("?", 1)[0].split("#", 1)[0] or "/"
+    bare = _normalized(path.split("?", 1)[0].split("#", 1)[0] or "/")
     for template in templates:
         if _template_regex(template).fullmatch(bare):
             return f"{method.upper()} {template}"

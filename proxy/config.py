@@ -52,6 +52,7 @@ from cutover.core.config_model import (
     TLSConfig,
 )
 from cutover.core.configkit import ConfigError, ConfigErrors
+from cutover.core.http1 import config_path
 from cutover.parity.config import ParityConfig, parse_capture, parse_parity
 from cutover.publishing.config import PublishingConfig, parse_publishing
 from cutover.routing.canary import CanaryConfig
@@ -93,6 +94,12 @@ class CutoverConfig:
             f"{self.source}: ok — listen {self.listen[0]}:{self.listen[1]}, "
             f"{len(self.backends)} backends, {len(self.routes)} routes: {routes}"
         )
+
+
+def _route_path(ctx: kit.Ctx, value: object, path: str) -> str:
+    """A route's `path` or `path_prefix`, in the form the request's normalized path is compared
+    with (`config_path`: `/caf%C3%A9` for `/café`, `/api/a` for `/api/%61`)."""
+    return config_path(kit.url_path(ctx, value, path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,8 +573,8 @@ def _match(ctx: kit.Ctx, value: object, path: str) -> Match:
             kit.join(path, extra), f"at most one of {', '.join(kinds)} (already has {given[0]})"
         )
     return Match(
-        path_prefix=kit.field(ctx, m, "path_prefix", path, kit.url_path, None if given else "/"),
-        path=kit.field(ctx, m, "path", path, kit.url_path, None),
+        path_prefix=kit.field(ctx, m, "path_prefix", path, _route_path, None if given else "/"),
+        path=kit.field(ctx, m, "path", path, _route_path, None),
         path_regex=kit.field(ctx, m, "path_regex", path, kit.regex, None),
         methods=kit.field(ctx, m, "methods", path, kit.methods(empty=False), None),
         headers=kit.field(ctx, m, "headers", path, _header_matches, ()),

@@ -13,7 +13,7 @@ aiohttp's connection handler, which serves it and everything after it on that co
 - the gateway's own endpoints and the features' (everything on the aiohttp router besides the
   catch-all proxy route), WebSocket and any other `Upgrade`, `Expect: 100-continue`;
 - requests a compat rule matches, routes that mirror or capture (parity);
-- HTTP/1.0, targets that are not plain ASCII origin-form or hold dot-segments (`proxy.http1`);
+- HTTP/1.0, targets that are not plain ASCII origin-form or hold dot-segments (`core.http1`);
 - everything, when the config says `fast_path: false`.
 
 The handoff replays the request head (and any body bytes already parsed, re-framed) into
@@ -57,6 +57,7 @@ from cutover.proxy.host import RequestRecord
 from cutover.proxy.http1 import (
     HOST_RE,
     is_plain_path,
+    normalize_escapes,
     transfer_coding_refusal,
     version_refusal,
     versionless_line,
@@ -674,7 +675,7 @@ class _Conn(asyncio.Protocol):
 
     def _versionless(self, data: bytes) -> bool:
         """The connection's first request line ended without an HTTP version (HTTP/0.9): llhttp
-        waits for headers that never come, so it is answered here, at once (`proxy.http1`)."""
+        waits for headers that never come, so it is answered here, at once (`core.http1`)."""
         start = self._first_line = (self._first_line or b"") + data
         verdict = versionless_line(start)
         if verdict is None:
@@ -865,7 +866,7 @@ class _Conn(asyncio.Protocol):
             length = ex.content_length = int(first[b"content-length"])  # llhttp checked it
             ex.has_body = length > 0
         if b"transfer-encoding" in first:
-            if self.bridge is None:  # only `chunked` (proxy.http1); llhttp lets others by
+            if self.bridge is None:  # only `chunked` (core.http1); llhttp lets others by
                 codings = [
                     value.decode("latin-1")
                     for (_, value), name in zip(ex.headers, lower, strict=False)
@@ -928,12 +929,13 @@ class _Conn(asyncio.Protocol):
             return True
         url = ex.url
         if url[:1] != b"/" or not url.isascii() or b"#" in url:
-            return True  # not plain origin-form: proxy.http1's rules, on the general path
+            return True  # not plain origin-form: core.http1's rules, on the general path
         text = url.decode("ascii")
         raw_path = text.partition("?")[0]
         if not is_plain_path(raw_path):
             return True  # dot-segments: resolved for routing on the general path
-        path = URL.build(path=raw_path, encoded=True).path if "%" in raw_path else raw_path
+        # what every matcher reads (core.http1): /%61pi is /api; %2F stays an encoded slash
+        path = normalize_escapes(raw_path) if "%" in raw_path else raw_path
         ex.path = path
         if self.listener.is_own(path):
             return True
@@ -943,7 +945,7 @@ class _Conn(asyncio.Protocol):
         if compat is not None:
             try:
                 hit = compat.ruleset.match(
-                    method, raw_path, lambda: URL(text, encoded=True).query, headers
+                    method, path, lambda: URL(text, encoded=True).query, headers
                 )
             except Exception:
                 log.exception("fast path: compat pre-check failed; using the general path")

@@ -199,7 +199,7 @@ async def forward(
             if has_body and body is None:
                 limited = _LimitedBody(request.content, max_body)
                 data = limited.__aiter__()
-            raw_path = request.raw_path  # the origin-form target as sent (proxy.http1)
+            raw_path = request.raw_path  # the origin-form target as sent (core.http1)
             if plan is not None and (target := plan.target(name)) is not None:
                 raw_path = target[0]
                 if target[1] is not None:

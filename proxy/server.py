@@ -25,7 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from cutover.core.clock import Clock
-from cutover.core.config_model import Route
+from cutover.core.config_model import Limits, Route
 from cutover.core.db import Database, open_database
 from cutover.core.errors import (
     BodyTooLargeError,
@@ -33,6 +33,14 @@ from cutover.core.errors import (
     error_response,
     from_error,
     json_errors,
+)
+from cutover.core.http1 import (
+    HOST_RE,
+    Refused,
+    parse_target,
+    transfer_coding_refusal,
+    version_refusal,
+    versionless_line,
 )
 from cutover.core.tasks import Supervised, TaskSupervisor, stop_in_order
 from cutover.proxy.accesslog import AccessLog
@@ -48,14 +56,6 @@ from cutover.proxy.config import CutoverConfig
 from cutover.proxy.forwarder import MirrorHook, forward, forward_websocket
 from cutover.proxy.headers import sticky_cookie
 from cutover.proxy.host import CompatHook, Feature, ParitySource, RequestRecord
-from cutover.proxy.http1 import (
-    HOST_RE,
-    Refused,
-    parse_target,
-    transfer_coding_refusal,
-    version_refusal,
-    versionless_line,
-)
 from cutover.proxy.listen import bind
 from cutover.proxy.metrics import Metrics
 from cutover.proxy.restart import restart_required
@@ -166,11 +166,21 @@ class _Protocol(web_protocol.RequestHandler):
 
 
 class _AppRunner(web.AppRunner):
-    """An AppRunner whose connections use `_Protocol` (header-read timeout, JSON 4xx)."""
+    """An AppRunner whose connections use `_Protocol` (header-read timeout, JSON 4xx) and
+    whose requests `_Server` judges first: the main listener's general path and the admin
+    listener alike."""
 
-    def __init__(self, app: web.Application, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        head_timeout: float,
+        rejected: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._head_timeout = head_timeout
+        self._rejected = rejected
 
     async def _make_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -184,13 +194,30 @@ class _AppRunner(web.AppRunner):
             request_factory=app._make_request,
             loop=loop,
             head_timeout=self._head_timeout,
+            rejected=self._rejected,
             **self._kwargs,
         )
 
 
+def _runner(app: web.Application, limits: Limits, *, rejected: Any, **kwargs: Any) -> _AppRunner:
+    """The runner of an aiohttp listener of the gateway (main or admin): the same request-line
+    judgement, header-read timeout and header limits (`limits`) on both; refusals counted in
+    `rejected` (`cutover_rejected_total`)."""
+    return _AppRunner(
+        app,
+        head_timeout=limits.header_timeout,
+        rejected=rejected,
+        max_line_size=limits.max_header_size,
+        max_field_size=limits.max_header_size,
+        max_headers=limits.max_headers,
+        access_log=None,
+        **kwargs,
+    )
+
+
 class _Server(web.Server):
-    """aiohttp's server for the main listener: every request's line is judged first
-    (`proxy.http1`), and the app sees its target in origin-form."""
+    """aiohttp's server for the gateway's listeners: every request's line and Host are judged
+    first (`proxy.http1`), and the app sees its target in origin-form."""
 
     def __init__(
         self,
@@ -198,12 +225,14 @@ class _Server(web.Server):
         *,
         request_factory: Callable[..., web.BaseRequest],
         head_timeout: float,
+        rejected: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(self._checked, request_factory=self._make_request, **kwargs)
         self._app_handler = handler
         self._app_request = request_factory
         self._head_timeout = head_timeout
+        self._rejected = rejected  # a Counter by reason, or None
 
     def __call__(self) -> _Protocol:
         return _Protocol(self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs)
@@ -224,14 +253,21 @@ class _Server(web.Server):
         return request
 
     async def _checked(self, request: web.BaseRequest) -> web.StreamResponse:
-        refusal: Refused | None = request.get(_REFUSED)
-        if refusal is None:
-            return await self._app_handler(request)  # type: ignore[no-any-return]
-        resp = error_response(
-            refusal.status, refusal.code, refusal.message, None, headers=dict(refusal.headers)
-        )
-        resp.force_close()
-        return resp
+        try:
+            refusal: Refused | None = request.get(_REFUSED)
+            if refusal is None:
+                return await self._app_handler(request)  # type: ignore[no-any-return]
+            if self._rejected is not None:
+                self._rejected.labels(refusal.code).inc()
+            resp = error_response(
+                refusal.status, refusal.code, refusal.message, None, headers=dict(refusal.headers)
+            )
+            resp.force_close()
+            return resp
+        finally:
+            protocol = request.protocol
+            if isinstance(protocol, _Protocol):
+                protocol.awaiting_head = True  # the next bytes start a new request head
 
 
 _REFUSED = web.RequestKey("cutover_refused", Refused)  # the answer instead of the request
@@ -241,9 +277,10 @@ def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
     """`message` with its request target in origin-form, or `Refused` (`proxy.http1`: version,
     transfer-coding, target).
 
-    An absolute-form target's authority becomes the Host (RFC 9112 §3.2.2); dot-segments are
-    resolved in the URL that routing and compat rules see, while `raw_path` stays the target as
-    sent (what is forwarded).
+    An absolute-form target's authority becomes the Host (RFC 9112 §3.2.2); the URL that every
+    matcher reads (`rel_url.raw_path`: routes, compat rules, the router of the gateway's own
+    endpoints) holds the normalized path (`proxy.http1.normalize_path`), while `raw_path` stays
+    the target as sent (what is forwarded).
     """
     version = message.version
     if version != HttpVersion11:
@@ -254,14 +291,14 @@ def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
     if refusal is not None:
         raise refusal
     target = parse_target(message.method, message.path)
-    if target.authority is None and target.resolved == target.path:
-        return message  # origin-form, routed as it reads: as aiohttp parsed it
-    url = URL.build(path=target.resolved, query_string=target.query or "", encoded=True)
-    if target.authority is None:
-        return message._replace(url=url)
     hosts = message.headers.getall("Host", ())
     if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
         raise Refused(400, "bad_host", "invalid Host header")
+    if target.authority is None and target.normalized == target.path:
+        return message  # origin-form, matched as it reads: as aiohttp parsed it
+    url = URL.build(path=target.normalized, query_string=target.query or "", encoded=True)
+    if target.authority is None:
+        return message._replace(url=url)
     headers = CIMultiDict(message.headers)
     headers["Host"] = target.authority
     raw = tuple((n, v) for n, v in message.raw_headers if n.lower() != b"host")
@@ -360,17 +397,14 @@ class Gateway:
         for feature in self.features:
             feature.add_routes(app.router)
         app.router.add_route("*", "/{tail:.*}", self.handle)  # everything else is proxied
-        self._runner = _AppRunner(
+        self._runner = _runner(
             app,
-            head_timeout=limits.header_timeout,
+            limits,
+            rejected=self.metrics.rejected,
             handler_cancellation=True,
             shutdown_timeout=limits.drain_timeout,
             keepalive_timeout=limits.keepalive_timeout,
-            max_line_size=limits.max_header_size,
-            max_field_size=limits.max_header_size,
-            max_headers=limits.max_headers,
             auto_decompress=False,  # request bodies pass through as the client encoded them
-            access_log=None,
         )
         for feature in self.features:
             await feature.prepare()
@@ -408,7 +442,11 @@ class Gateway:
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)
-        self._admin_runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        # The same judgement of request lines, Host and framing, and the same header-read
+        # timeout and limits, as the main listener's general path.
+        self._admin_runner = _runner(
+            app, self.config.limits, rejected=self.metrics.rejected, shutdown_timeout=5.0
+        )
         await self._admin_runner.setup()
         sock = sock if sock is not None else bind(admin.listen, 1, "admin.listen")[0]
         try:
@@ -594,28 +632,23 @@ class Gateway:
     # -- dispatch ------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        limits = self.config.limits
+        if self.in_flight >= limits.max_concurrency:
+            self.metrics.rejected.labels("overloaded").inc()
+            return error_response(
+                503,
+                "overloaded",
+                "too many requests in flight, retry later",
+                None,
+                headers={"Retry-After": str(limits.retry_after)},
+            )
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
-            limits = self.config.limits
-            if self.in_flight >= limits.max_concurrency:
-                self.metrics.rejected.labels("overloaded").inc()
-                return error_response(
-                    503,
-                    "overloaded",
-                    "too many requests in flight, retry later",
-                    None,
-                    headers={"Retry-After": str(limits.retry_after)},
-                )
-            self.in_flight += 1
-            self.metrics.in_flight.inc()
-            try:
-                return await self._proxy(request)
-            finally:
-                self.in_flight -= 1
-                self.metrics.in_flight.dec()
+            return await self._proxy(request)
         finally:
-            protocol = request.protocol
-            if isinstance(protocol, _Protocol):
-                protocol.awaiting_head = True  # the next bytes start a new request head
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
 
     async def _proxy(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()  # the loop's clock moves in whole milliseconds
@@ -630,13 +663,6 @@ class Gateway:
         status = 500
         resp: web.StreamResponse | None = None
         try:
-            hosts = headers.getall("Host", ())
-            if len(hosts) > 1 or (hosts and not HOST_RE.match(hosts[0])):
-                self.metrics.rejected.labels("bad_host").inc()
-                resp = error_response(400, "bad_host", "invalid Host header", request_id)
-                resp.force_close()
-                status = 400
-                return resp
             if "Authorization" in headers:  # never an admin token upstream (DESIGN.md)
                 request = without_admin_token(request, self, request_id)
                 headers = request.headers
@@ -647,7 +673,8 @@ class Gateway:
                 resp = await compat.answer(request, hit, request_id)
                 status = resp.status
                 return resp
-            route = state.router.match(request.method, request.path, headers)
+            # the normalized path (proxy.http1), as compat rules and own endpoints read it
+            route = state.router.match(request.method, request.rel_url.raw_path, headers)
             if route is None:
                 status = 404
                 resp = error_response(404, "no_route", "no route matches this request", request_id)
@@ -700,7 +727,7 @@ class Gateway:
                     duration=elapsed,
                     failures=tuple(outcome.failures),
                     method=request.method,
-                    path=request.path,
+                    path=request.rel_url.raw_path,
                 )
                 for observe in self.observers:
                     try:
@@ -713,7 +740,7 @@ class Gateway:
                         "ts": self.clock.now(),
                         "request_id": request_id,
                         "method": request.method,
-                        "path": request.path,
+                        "path": request.rel_url.raw_path,
                         "route": route_name,
                         "backend": backend,
                         "status": status,
@@ -792,7 +819,10 @@ class Gateway:
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         for feature in self.features:
-            await feature.before_scrape()
+            try:  # a scrape never fails for a feature (Feature.before_scrape)
+                await feature.before_scrape()
+            except Exception:
+                log.exception("feature %s failed to refresh its metrics", feature.name)
         if self._fast is not None:
             self._fast.meters.publish()  # its in-flight share as of now, not of its last sweep
         body, content_type = self.metrics.exposition()

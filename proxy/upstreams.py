@@ -61,7 +61,7 @@ class Upstream:
 
     def url(self, target: str) -> URL:
         """The backend URL for an origin-form request target (`/path?query`, as the gateway
-        accepted it: `proxy.http1`), built from its parts: the backend's scheme, authority and
+        accepted it: `core.http1`), built from its parts: the backend's scheme, authority and
         base path, then the target's path and query. Nothing a client sends can change where
         the request goes, nor climb out of the base path."""
         path, _, query = target.partition("?")

@@ -211,6 +211,10 @@ class PublishingFeature(Feature):
         except (StoreUnavailable, TimeoutError):
             self.m_store_up.set(0)
             return
+        except Exception as exc:  # the store answered with an error (a table missing, …)
+            self.m_store_up.set(0)
+            log.warning("publishing: the store did not answer the outbox count (%r)", exc)
+            return
         self.m_store_up.set(1)
         names = {*counts, *self._depth_targets, *(t.name for t in self.registry.all())}
         for name in names:

@@ -47,7 +47,8 @@ from cutover.core.backoff import backoff
 from cutover.core.breaker import CircuitBreaker
 from cutover.core.buckets import TokenBucket
 from cutover.core.config_model import Route
-from cutover.core.db import StoreTimeout, StoreUnavailable
+from cutover.core.db import ClaimMeter, StoreTimeout, StoreUnavailable, count_or_unknown
+from cutover.core.http1 import config_path
 from cutover.core.storable import storable
 from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
@@ -75,8 +76,6 @@ SENDERS: dict[str, Sender] = {
 }
 HOLD = 30.0  # seconds before a job for an unknown or disabled target is looked at again
 _EMPTY_RECHECKS = (0.01, 0.05, 0.2)  # a woken engine that found nothing looks again (commit lag)
-SLOW_CLAIM = 1.0  # seconds: a claim this slow is logged (at most once a minute)
-_SLOW_CLAIM_LOG_EVERY = 60.0
 _STALL_RECOUNT = 10.0  # seconds between counts of the pending jobs during a stall
 
 
@@ -254,10 +253,6 @@ def delivery_counts(metrics: _Metrics) -> dict[str, dict[str, int]]:
     return out
 
 
-def _shown(count: int | None) -> str:
-    return "an unknown number of" if count is None else str(count)
-
-
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -293,9 +288,15 @@ class DeliveryEngine:
         self.metrics = _Metrics(metrics_registry or gw.metrics.registry)
         self.stall = StallWatch(self.policy.stall_after, self.clock.monotonic())
         self.metrics.stalled.set(0)
-        self.last_claim: float | None = None  # seconds the last claim took
-        self.claim_timeouts = 0
-        self._slow_logged = float("-inf")  # monotonic time a slow claim was last logged
+        self.claims = ClaimMeter(
+            "publishing: claiming due jobs",
+            "jobs pending",
+            self.clock,
+            self.metrics.claim_seconds,
+            self.metrics.claim_timeouts,
+            self._pending_jobs,
+            log,
+        )
         self.on_targets_changed()
         registry.listeners.append(self.on_targets_changed)
 
@@ -475,40 +476,34 @@ class DeliveryEngine:
 
     async def _claim(self, limit: int, exclude: list[str], caps: dict[str, int]) -> list[Job]:
         """One claim, bounded by `claim_timeout`, timed and counted; a slow one is logged."""
-        started = self.clock.monotonic()
-        try:
-            jobs = await self.outbox.claim(
-                self.owner,
-                limit=limit,
-                lease=self.policy.lease,
-                exclude=exclude,
-                caps=caps,
-                timeout=self.policy.claim_timeout,
-            )
-        except StoreTimeout:
-            self.claim_timeouts += 1
-            self.metrics.claim_timeouts.inc()
-            raise
-        finally:
-            now = self.clock.monotonic()
-            self.last_claim = now - started
-            self.metrics.claim_seconds.observe(self.last_claim)
-        if self.last_claim >= SLOW_CLAIM and now - self._slow_logged >= _SLOW_CLAIM_LOG_EVERY:
-            self._slow_logged = now
-            log.warning(
-                "publishing: claiming due jobs took %.2fs (%s jobs pending; bound %gs)",
-                self.last_claim,
-                _shown(await self._pending()),
-                self.policy.claim_timeout,
-            )
-        return jobs
+        bound = self.policy.claim_timeout
+        claim = self.outbox.claim(
+            self.owner,
+            limit=limit,
+            lease=self.policy.lease,
+            exclude=exclude,
+            caps=caps,
+            timeout=bound,
+        )
+        return await self.claims.measure(claim, bound)
+
+    @property
+    def last_claim(self) -> float | None:
+        """Seconds the last claim took (None: none yet)."""
+        return self.claims.last
+
+    @property
+    def claim_timeouts(self) -> int:
+        """Claims abandoned at `claim_timeout`."""
+        return self.claims.timed_out
+
+    async def _pending_jobs(self) -> int:
+        """Pending jobs in the store, counted within the claim bound."""
+        return await self.outbox.backlog(timeout=self.policy.claim_timeout)
 
     async def _pending(self) -> int | None:
         """Pending jobs in the store, or None when it cannot say within the claim bound."""
-        try:
-            return await self.outbox.backlog(timeout=self.policy.claim_timeout)
-        except StoreUnavailable:
-            return None
+        return await self.claims.waiting()
 
     async def _report_store_trouble(self, exc: StoreUnavailable, delay: float) -> None:
         if isinstance(exc, StoreTimeout):
@@ -517,7 +512,7 @@ class DeliveryEngine:
                 " %gs; %s jobs pending); retrying in %.1fs: %s",
                 self.last_claim or 0.0,
                 self.policy.claim_timeout,
-                _shown(await self._pending()),
+                count_or_unknown(await self._pending()),
                 delay,
                 exc,
             )
@@ -538,7 +533,7 @@ class DeliveryEngine:
                 "publishing: the outbox is stalled: no delivery progress for %.0fs with %s jobs"
                 " pending (last claim %s, %d claims timed out so far)",
                 now - watch.last_progress,
-                _shown(watch.pending),
+                count_or_unknown(watch.pending),
                 "never" if self.last_claim is None else f"{self.last_claim:.2f}s",
                 self.claim_timeouts,
             )
@@ -764,7 +759,7 @@ class DeliveryEngine:
         from cutover.compat.jsonops import _get as json_get  # compat is pure; imported on use
         from cutover.compat.jsonops import apply
 
-        hit = compat.ruleset.match("POST", path, dict, {})
+        hit = compat.ruleset.match("POST", config_path(path), dict, {})  # as a request is matched
         if hit is None:
             return [("POST", path, orjson.dumps(envelope))]
         role = compat.role_of(backend)

@@ -479,17 +479,9 @@ class Outbox:
         skip = set(exclude)
         pg = self.db.dialect == "postgresql"
         lock = " FOR UPDATE SKIP LOCKED" if pg else ""
-        async with self.db.transaction(timeout=timeout) as tx:
-            if pg:
-                # A plan cached while the table was empty (PostgreSQL switches to a generic
-                # plan after five executions) can walk every row for every row: plan for the
-                # table as it is now (well under a millisecond). And a lease need not survive
-                # a crash of the store (the job is then claimed again: at least once), so
-                # the commit does not wait for the WAL to reach the disk.
-                await tx.execute(
-                    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
-                    " set_config('synchronous_commit', 'off', true)"
-                )
+        # A claim transaction (core.db): planned for the table as it is now, not with a plan
+        # cached while it was empty; a lease need not survive a crash of the store.
+        async with self.db.transaction(timeout=timeout, claim=True) as tx:
             await tx.execute(_EXPIRED_SQL.format(lock=lock), now)
             arms: list[tuple[str, int]] = []
             for row in await tx.fetch(_TARGETS_SQL):

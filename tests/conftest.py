@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from aiohttp import web
 from cutover.app import start_gateway
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
-from tests.quiescence import assert_quiescent
+from tests.quiescence import Closings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,12 +208,23 @@ async def gateway(
         return gw
 
     yield make
-    try:
-        for gw in started:  # once traffic stopped, nothing is held (DESIGN.md, Decisions)
-            await assert_quiescent(gw)
-    finally:
-        for gw in started:
-            await gw.close()
+    for gw in started:  # each checked for what it still holds as it closes (closing_checks)
+        await gw.close()
+
+
+@pytest.fixture(autouse=True)
+def closing_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every gateway a test starts ends with the in-flight invariant (tests/quiescence.py:
+    once traffic stopped, nothing is held; DESIGN.md, Decisions), however it is closed — by
+    a fixture, a helper or the test itself — and none is left running. Problems fail the
+    test at its end, once every gateway was closed."""
+    closings = Closings()
+    monkeypatch.setattr(Gateway, "start", closings.wrap_start(Gateway.start))
+    monkeypatch.setattr(Gateway, "close", closings.wrap_close(Gateway.close))
+    yield
+    problems = closings.verdict()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def free_port() -> int:
@@ -267,6 +280,31 @@ class GatewayProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def held(self, deadline: float = 10.0) -> float | None:
+        """The in-flight requests /metrics still shows (summed over the workers) once `deadline`
+        seconds passed without it reading zero; None when it reads zero, or when the process no
+        longer listens (it was stopped or is draining: nothing to ask)."""
+        end = time.monotonic() + deadline
+        value: float | None = None
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except ConnectionRefusedError:
+                return None
+            except (OSError, urllib.error.URLError) as exc:
+                if isinstance(getattr(exc, "reason", None), ConnectionRefusedError):
+                    return None
+                raise
+            value = next(
+                float(line.split(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("cutover_in_flight_requests ")
+            )
+            if value == 0 or time.monotonic() >= end:
+                return value or None
+            time.sleep(0.05)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -289,8 +327,14 @@ def gateway_process(tmp_path: Path, request: pytest.FixtureRequest):  # type: ig
         return gp
 
     yield make
-    for gp in started:
+    problems = []
+    for gp in started:  # the in-flight invariant, as for the gateways in this process
+        held = gp.held() if gp.proc.poll() is None else None
+        if held:
+            problems.append(f"gateway process {gp.url}: {held:g} requests still in flight")
         gp.stop()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 async def wait_for(

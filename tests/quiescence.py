@@ -10,12 +10,20 @@ take a few loop turns to unwind) and fails naming every count that stayed above 
 - each backend's pools: the fast path's `LeanPool` connections out on an exchange (and
   callers waiting for one), the aiohttp connector's acquired connections;
 - `cutover_in_flight_requests` as /metrics shows it.
+
+Every gateway a test starts ends with this check, however it is closed (a fixture, a helper,
+the test itself): `closing_checks` (an autouse fixture in tests/conftest.py installs it) runs
+it before each gateway closes, and again, without the scrape, once it has closed. A count a
+test leaves above zero on purpose is declared with `expect_held(gw, counts, why)`; the check
+then wants exactly those counts, never skips.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -23,7 +31,13 @@ import aiohttp
 if TYPE_CHECKING:
     from cutover.proxy.server import Gateway
 
-__all__ = ["DEADLINE", "assert_quiescent", "in_flight_counts"]
+__all__ = [
+    "DEADLINE",
+    "Closings",
+    "assert_quiescent",
+    "expect_held",
+    "in_flight_counts",
+]
 
 DEADLINE = 10.0  # seconds a count may take to come back to zero (a loaded machine is slow)
 
@@ -61,19 +75,86 @@ async def in_flight_counts(gw: Gateway, scrape: bool = True) -> dict[str, float]
 
 
 async def assert_quiescent(gw: Gateway, deadline: float | None = None) -> None:
-    """Fail unless every in-flight count of `gw` is zero, at one moment, within `deadline`
-    seconds (default `DEADLINE`)."""
+    """Fail unless every in-flight count of `gw` is zero (or, where `expect_held` declared
+    some, exactly those), at one moment, within `deadline` seconds (default `DEADLINE`)."""
     if deadline is None:
         deadline = DEADLINE
+    expected, why = _EXPECTED.get(gw, ({}, ""))
     end = time.monotonic() + deadline
     scrape = not gw.draining  # a closed gateway answers no /metrics
     while True:
         held = await in_flight_counts(gw, scrape)
-        if not held:
+        if not scrape:  # closed: the gauge went with the listener
+            expected = {k: v for k, v in expected.items() if not k.startswith("/metrics")}
+        if held == expected:
             return
         if time.monotonic() >= end:
-            raise AssertionError(f"in-flight counts not back to zero after {deadline:g} s: {held}")
+            wanted = f"{expected} ({why})" if expected else "zero"
+            raise AssertionError(
+                f"in-flight counts not back to {wanted} after {deadline:g} s: {held}"
+            )
         await asyncio.sleep(0.02)
+
+
+_EXPECTED: weakref.WeakKeyDictionary[Gateway, tuple[dict[str, float], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def expect_held(gw: Gateway, counts: Mapping[str, float], why: str) -> None:
+    """`gw` keeps `counts` (names as `in_flight_counts` gives them) above zero on purpose when
+    the test ends, for the reason `why`: the check wants exactly these, not zero."""
+    _EXPECTED[gw] = (dict(counts), why)
+
+
+class Closings:
+    """What `closing_checks` found for one test: every gateway started, and every problem."""
+
+    def __init__(self) -> None:
+        self.started: list[Gateway] = []
+        self.closed: weakref.WeakSet[Gateway] = weakref.WeakSet()
+        self.problems: list[str] = []
+
+    def wrap_start(self, start: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        closings = self
+
+        async def checked_start(gw: Gateway, *args: object, **kwargs: object) -> None:
+            await start(gw, *args, **kwargs)
+            closings.started.append(gw)
+
+        return checked_start
+
+    def wrap_close(
+        self, close: Callable[[Gateway], Awaitable[None]]
+    ) -> Callable[..., Awaitable[None]]:
+        closings = self
+
+        async def checked_close(gw: Gateway) -> None:
+            """The check while `gw` still serves, the close (whatever the check found), the
+            check once closed; problems are kept for the test's end, so that every gateway
+            is closed first."""
+            serving = gw in closings.started and gw not in closings.closed and not gw.draining
+            if serving:
+                await closings._check(gw, "before it closed")
+            try:
+                await close(gw)
+            finally:
+                if serving:
+                    closings.closed.add(gw)
+                    await closings._check(gw, "once closed")
+
+        return checked_close
+
+    async def _check(self, gw: Gateway, when: str) -> None:
+        try:
+            await assert_quiescent(gw)
+        except AssertionError as exc:
+            self.problems.append(f"gateway {gw.url} {when}: {exc}")
+
+    def verdict(self) -> list[str]:
+        """Every problem, and every gateway the test left running."""
+        left = [gw.url for gw in self.started if gw not in self.closed and not gw.draining]
+        return self.problems + [f"gateway {url} was never closed" for url in left]
 
 
 async def _scraped_in_flight(gw: Gateway) -> float:

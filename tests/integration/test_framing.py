@@ -12,6 +12,7 @@ nginx 1.22 does differently, and why, is in docs/fastpath.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -246,6 +247,56 @@ def test_the_catalogue_covers_each_kind_once() -> None:
     assert len({v.raw for v in CATALOGUE.values()}) == len(CATALOGUE)
 
 
+# The admin listener judges requests as the main listener's general path does (one server
+# class): every refused vector gets the same answer there, and these are served by the admin
+# API itself (`GET /admin/whoami` answers who is asking).
+WHOAMI = b'"actor": "operator"'
+ADMIN_SERVED = {
+    "origin_form": Vector(get(b"/admin/whoami", HOST, CLOSE), (200,), contains=WHOAMI),
+    "absolute_form": Vector(
+        get(b"http://example.test/admin/whoami", HOST, CLOSE), (200,), contains=WHOAMI
+    ),
+    "dot_segments": Vector(get(b"/admin/x/../whoami", HOST, CLOSE), (200,), contains=WHOAMI),
+    "pct_dot_segments": Vector(
+        get(b"/admin/x/%2e%2E/whoami", HOST, CLOSE), (200,), contains=WHOAMI
+    ),
+    "pct_encoded_letter": Vector(get(b"/admin/%77hoami", HOST, CLOSE), (200,), contains=WHOAMI),
+    "http10_without_host": Vector(
+        get(b"/admin/whoami", version=b"HTTP/1.0"), (200,), contains=WHOAMI
+    ),
+    "no_such_endpoint": Vector(get(b"/c", HOST, CLOSE), (404,), contains=b'"not_found"'),
+}
+ADMIN_CATALOGUE = {**ADMIN_SERVED, **{f"refused_{k}": v for k, v in REFUSED.items()}}
+
+
+@pytest.mark.parametrize("name", sorted(ADMIN_CATALOGUE))
+async def test_admin_listener_catalogue(name: str, backends, gateway, caplog) -> None:
+    caplog.set_level(logging.ERROR)
+    vector = ADMIN_CATALOGUE[name]
+    go = await backends("go")
+    config = gateway_config(
+        {"go": go.url}, admin={"listen": "127.0.0.1:0"}, limits={"header_timeout": "60s"}
+    )
+    gw = await gateway(config)
+    assert gw.admin_url is not None
+    port = int(gw.admin_url.rsplit(":", 1)[1])
+
+    answer = await exchange(port, vector.raw, eof=vector.eof)
+    assert answer.statuses == list(vector.statuses), answer.data[:400]
+    assert answer.closed, f"{name}: the connection stayed open ({answer.data[:200]!r})"
+    assert all(line.startswith(b"HTTP/1.") for line in answer.lines), answer.lines
+    assert vector.contains in answer.data
+    for status, body in zip(answer.statuses, answer.bodies, strict=True):
+        if status >= 400:
+            assert body.startswith(b"{"), body[:200]  # errors are JSON, as everywhere
+
+    sentinel = await exchange(port, get(b"/admin/whoami", HOST, CLOSE))  # still serving
+    assert sentinel.statuses == [200]
+    assert go.hits == 0  # the admin listener forwards nothing
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 async def test_valid_chunked_request_is_forwarded(backends, gateway) -> None:
     go = await backends("go")
     gw = await gateway(gateway_config({"go": go.url}))
@@ -316,6 +367,60 @@ async def test_slow_request_head_is_cut(backends, gateway) -> None:
         data = b""
     writer.close()
     assert data == b""  # closed without an answer
+    assert go.hits == 0
+
+
+async def _slow_head_is_cut(port: int, first: bytes = b"") -> None:
+    """On one connection: `first` (whole requests, answered), then a request head trickled
+    slower than the header timeout (300 ms) allows, which must be cut without an answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if first:
+            writer.write(first)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+            )
+            await reader.readexactly(length)
+        writer.write(b"GET /admin/whoami HTTP/1.1\r\nHost: a\r\n")
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):  # cut while trickling: expected
+            for _ in range(3):
+                await asyncio.sleep(0.2)
+                writer.write(b"X-Slow: 1\r\n")
+                await writer.drain()
+        try:
+            data = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:
+            data = b""
+    finally:
+        writer.close()
+    assert data == b""  # closed without an answer
+
+
+@pytest.mark.parametrize("listener", ["main", "admin"])
+@pytest.mark.parametrize("after", ["first", "after_a_request"])
+async def test_slow_head_is_cut_on_every_listener(
+    listener: str, after: str, backends, gateway
+) -> None:
+    # the admin listener applies the header-read timeout too, and so does the main listener
+    # to the request after one of the gateway's own endpoints on a kept-alive connection
+    go = await backends("go")
+    config = gateway_config(
+        {"go": go.url}, admin={"listen": "127.0.0.1:0"}, limits={"header_timeout": "300ms"}
+    )
+    gw = await gateway(config)
+    url = gw.url if listener == "main" else gw.admin_url
+    assert url is not None
+    own = b"/healthz" if listener == "main" else b"/admin/whoami"
+    first = get(own, HOST) if after == "after_a_request" else b""
+    await _slow_head_is_cut(int(url.rsplit(":", 1)[1]), first)
     assert go.hits == 0
 
 

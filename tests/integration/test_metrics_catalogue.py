@@ -243,3 +243,35 @@ async def wait_async(read, holds, deadline: float = 20.0):  # type: ignore[no-un
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met before the deadline")
+
+
+async def test_a_store_that_answers_the_count_with_an_error_never_fails_a_scrape(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    # PostgreSQL refusing the count (here: its table is gone) is the store being down for
+    # /metrics, as a lost connection is; and no feature can fail a scrape (Feature contract)
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    admin_db = await open_database(PG_URL)
+    await admin_db.execute(f'CREATE SCHEMA "{schema}"')
+    storage = f"{PG_URL}?search_path={schema}"
+    gw = await start_publishing(publishing_config(tmp_path, {"targets": []}, storage=storage))
+    try:
+        async with aiohttp.ClientSession() as s:
+            await wait_async(lambda: scrape(s, gw.url), lambda got: got["cutover_store_up"] == 1)
+            await admin_db.execute(f'DROP TABLE "{schema}".publishing_jobs')
+            got = await scrape(s, gw.url)  # a 200
+            assert got["cutover_store_up"] == 0.0
+            assert "did not answer the outbox count" in caplog.text
+            feature = gw.features[0]  # any feature whose refresh fails unexpectedly
+
+            async def broken() -> None:
+                raise RuntimeError("injected fault")
+
+            monkeypatch.setattr(feature, "before_scrape", broken)
+            got = await scrape(s, gw.url)  # still a 200
+            assert "cutover_store_up" in got
+            assert f"feature {feature.name} failed to refresh its metrics" in caplog.text
+    finally:
+        await gw.close()
+        await admin_db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin_db.close()

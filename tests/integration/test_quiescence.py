@@ -129,18 +129,38 @@ async def test_a_request_still_in_flight_fails_the_check(gateway) -> None:
 
 
 LEAKY_TEST = """
-from tests.conftest import backends, gateway, gateway_config  # noqa: F401
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import start_gateway
+from tests.conftest import backends, closing_checks, gateway, gateway_config  # noqa: F401
+from tests.quiescence import expect_held
 
 
 async def test_leaves_a_replay_held(backends, gateway):
     go = await backends("go")
     gw = await gateway(gateway_config({"go": go.url}))
     assert gw.state.budgets["default"].try_replay()  # and never gives it back
+
+
+async def test_closes_its_own_gateway_with_a_request_held(backends):
+    go = await backends("go")
+    gw = await start_gateway(parse_config(gateway_config({"go": go.url}), "t.yaml"))
+    try:
+        gw.state.budgets["default"].start()  # a request that never finishes
+    finally:
+        await gw.close()
+
+
+async def test_declares_what_it_leaves_held(backends, gateway):
+    go = await backends("go")
+    gw = await gateway(gateway_config({"go": go.url}))
+    assert gw.state.budgets["default"].try_replay()
+    expect_held(gw, {"budget[default].replays": 1}, "a replay this test keeps")
 """
 
 
-def test_the_gateway_fixture_fails_a_test_that_leaves_something_held(tmp_path: Path) -> None:
-    """Every test using the `gateway` fixture is checked when it ends: a leak is an error."""
+def test_every_gateway_of_a_test_is_checked_when_it_closes(tmp_path: Path) -> None:
+    """Every gateway a test starts is checked as it closes, by the `gateway` fixture or by
+    the test itself: a leak is an error; a count declared held is wanted exactly."""
     (tmp_path / "conftest.py").write_text(
         "import tests.quiescence\n\ntests.quiescence.DEADLINE = 0.5\n"
     )
@@ -156,5 +176,8 @@ def test_the_gateway_fixture_fails_a_test_that_leaves_something_held(tmp_path: P
     )  # fmt: skip
     out = run.stdout + run.stderr
     assert run.returncode != 0, out
-    assert "1 passed, 1 error" in out, out
+    assert "3 passed, 2 errors" in out, out
+    assert "ERROR test_leaky.py::test_leaves_a_replay_held" in out, out
+    assert "ERROR test_leaky.py::test_closes_its_own_gateway_with_a_request_held" in out, out
     assert "budget[default].replays" in out, out
+    assert "budget[default].in_flight" in out, out

@@ -1,4 +1,4 @@
-"""Request targets other than plain origin-form (`proxy.http1`): absolute-form is served as the
+"""Request targets other than plain origin-form (`core.http1`): absolute-form is served as the
 origin-form request it names, dot-segments route where the backend resolves them, and nothing a
 client sends changes which backend, or which part of it, a request reaches."""
 

@@ -45,6 +45,7 @@ FILE_MOVES: dict[str, str] = {
     "proxy/shared_bucket.py": "core/buckets.py",
     "proxy/tasks.py": "core/tasks.py",
     "routing/storable.py": "core/storable.py",  # core/errors.py and alerts' pure rules use it
+    "proxy/http1.py": "core/http1.py",  # the pure matchers of compat and parity use it
     "proxy/alerts.py": "alerts/intake.py",
     "proxy/alerts_config.py": "alerts/config.py",
     "proxy/llm.py": "alerts/llm.py",
@@ -72,6 +73,7 @@ FILE_MOVES: dict[str, str] = {
     "tests/unit/routing/test_webhook_formats.py": "tests/unit/alerts/test_webhook_formats.py",
     "tests/unit/proxy/test_alerts_config.py": "tests/unit/alerts/test_alerts_config.py",
     "tests/unit/routing/test_storable.py": "tests/unit/core/test_storable.py",
+    "tests/unit/proxy/test_http1.py": "tests/unit/core/test_http1.py",
 }
 
 NEW_INITS = {

@@ -231,6 +231,18 @@ def test_configured_endpoint_templates_win() -> None:
     assert endpoint_of("POST", "/silences/night/other", templates) == "POST /silences/night/other"
 
 
+def test_endpoints_are_named_from_the_normalized_path() -> None:
+    # the gateway's matchers read /%61lerts as /alerts: so does the report
+    assert endpoint_of("GET", "/%61lerts/17?x=1") == "GET /alerts/{id}"
+    assert endpoint_of("GET", "/x/../alerts/17") == "GET /alerts/{id}"
+    assert endpoint_of("GET", "/a%2fb") == "GET /a%2Fb"  # an encoded slash is not a slash
+    assert endpoint_of("GET", "/../x") == "GET /../x"  # refused by the gateway; named as is
+    templates = ("/silences/{name}/%65xpire",)
+    assert endpoint_of("POST", "/%73ilences/night/expire", templates) == (
+        "POST /silences/{name}/%65xpire"
+    )
+
+
 def test_huge_text_bodies_are_compared_line_by_line() -> None:
     lines = [f"line {i}" for i in range(3000)]
     changed = [*lines[:10], "changed", *lines[11:]]

@@ -1,4 +1,4 @@
-"""What the gateway accepts of a request line and its framing (`proxy.http1`), table-driven."""
+"""What the gateway accepts of a request line and its framing (`core.http1`), table-driven."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from cutover.proxy.config import parse_config
 from cutover.proxy.http1 import (
     Refused,
     Target,
+    config_path,
     is_plain_path,
+    normalize_escapes,
+    normalize_path,
     parse_target,
     resolve_dots,
     transfer_coding_refusal,
@@ -121,6 +124,59 @@ def test_dot_segments_resolve_as_rfc3986_says(path: str, resolved: str) -> None:
 )
 def test_paths_that_need_no_resolution(raw: str, plain: bool) -> None:
     assert is_plain_path(raw) is plain
+
+
+@pytest.mark.parametrize(
+    ("path", "normalized"),
+    [
+        ("/api/v1/alerts", "/api/v1/alerts"),
+        ("/api/v1/%61lerts", "/api/v1/alerts"),  # an unreserved letter: decoded
+        ("/%61%6C%65%72%74%73", "/alerts"),
+        ("/%41%5a%30%39%2D%2e%5F%7e", "/AZ09-._~"),  # every unreserved class, any case
+        ("/a%2fb", "/a%2Fb"),  # an encoded slash stays one, its hex uppercased
+        ("/a%2Fb", "/a%2Fb"),
+        ("/a%20b%3f%25", "/a%20b%3F%25"),  # reserved or not allowed literally: kept
+        ("/caf%c3%a9", "/caf%C3%A9"),
+        ("/%2561", "/%2561"),  # a percent sign is not decoded (no double decoding)
+        ("/a%zzb%4", "/a%zzb%4"),  # not escapes: left alone
+        ("/a/%2e%2E/b", "/b"),  # a dot is unreserved: decoded, then the segments resolved
+        ("/a/x/../%62", "/a/b"),
+    ],
+)
+def test_paths_are_normalized_as_rfc3986_says(path: str, normalized: str) -> None:
+    assert normalize_path(path) == normalized
+    assert normalize_path(normalized) == normalized  # idempotent
+
+
+def test_escapes_alone_keep_dot_segments() -> None:
+    assert normalize_escapes("/a/%2e%2e/b") == "/a/../b"
+    assert normalize_escapes("/plain") == "/plain"
+
+
+def test_normalized_targets_keep_what_was_sent() -> None:
+    target = parse_target("GET", "/api/v1/%61lerts?q=%61")
+    assert (target.path, target.query, target.normalized) == (
+        "/api/v1/%61lerts",
+        "q=%61",  # the query is not a path: the rules that read it decode it themselves
+        "/api/v1/alerts",
+    )
+    assert target.origin == "/api/v1/%61lerts?q=%61"  # forwarded as sent
+
+
+@pytest.mark.parametrize(
+    ("written", "compared"),
+    [
+        ("/api/", "/api/"),
+        ("/api/v1/%61lerts", "/api/v1/alerts"),
+        ("/café", "/caf%C3%A9"),
+        ("/a b", "/a%20b"),
+        ("/a%2fb", "/a%2Fb"),
+        ("/a/../b", "/a/../b"),  # a config value is not a request: no dot resolution
+    ],
+)
+def test_config_paths_take_the_normalized_form(written: str, compared: str) -> None:
+    assert config_path(written) == compared
+    assert config_path("/alerts/{id}/%61ck", keep="{}") == "/alerts/{id}/ack"
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,15 @@ Both listener paths judge a request with these functions, so that they answer al
   the Host header, which a server must then ignore (it must still be one valid Host);
 - asterisk-form (`OPTIONS *`) is refused with 400 and CONNECT with 405: the gateway serves
   resources; it is not a forward proxy or a tunnel;
-- dot-segments (`.`, `..`, also written `%2e`) are resolved for routing (RFC 3986 §5.2.4), so a
-  request is routed, and matched by compat rules, on the path the backend will resolve; the target
-  is forwarded as sent (normalizing is the backend's). Dot-segments that climb above the root are
-  refused with 400, as nginx refuses them, so a backend's base path can never be escaped; so are
-  dot-segments in a path with an encoded slash (`%2F`), whose meaning depends on the backend;
+- every matcher (routes, compat rules, the gateway's own endpoints and the guards on them, mirror
+  and capture through their routes, parity's endpoint names) reads one *normalized* path
+  (`normalize_path`), the path an RFC 3986 backend serves: percent-escapes of unreserved
+  characters decoded (`%61` is `a`, §6.2.2.2) and the others' hex digits uppercased (§6.2.2.1),
+  then dot-segments (`.`, `..`, also written `%2e`) resolved (§5.2.4). An encoded slash stays
+  `%2F`, distinct from `/`: whether it splits a segment is the backend's choice. The target is
+  forwarded as sent (or as a compat rule rewrote it); normalizing is the backend's. Dot-segments
+  that climb above the root are refused with 400, as nginx refuses them, so a backend's base path
+  can never be escaped; so are dot-segments in a path with an encoded slash;
 - HTTP/1.0 and 1.1 are served; HTTP/2.0 (and any other version a parser lets through) gets 505,
   and a request line without a version (HTTP/0.9) 400, at once;
 - `Transfer-Encoding` must be exactly `chunked` (one field line): any other coding would reach
@@ -22,8 +26,9 @@ Both listener paths judge a request with these functions, so that they answer al
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 # RFC 9110 §7.2 / RFC 3986 §3.2.2 authority: reg-name, IPv4 or [IPv6], optional port 0-65535.
 _PORT = r"(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -32,6 +37,10 @@ _ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 _SCHEMES = frozenset(("http", "https"))
 # What CONNECT's 405 names as allowed: every method the gateway forwards.
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")  # RFC 3986 §2.3
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# What a path written in config may hold literally (RFC 3986 pchar and "/", and "%" for escapes)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 
 class Refused(Exception):
@@ -49,13 +58,13 @@ class Target:
     """An origin-form request target, parsed.
 
     `path` and `query` are as the client sent them (still percent-encoded; `query` is None
-    without a `?`); `resolved` is `path` with its dot-segments resolved (what routing sees);
+    without a `?`); `normalized` is `normalize_path(path)` (what every matcher reads);
     `authority` is the absolute-form's `host[:port]`, else None.
     """
 
     path: str
     query: str | None
-    resolved: str
+    normalized: str
     authority: str | None = None
 
     @property
@@ -112,7 +121,38 @@ def parse_target(method: str, raw: str) -> Target:
         if not rest.startswith("/"):
             rest = "/" + rest  # an empty path is "/" (RFC 9112 §3.2.1)
     path, sep, query = rest.partition("?")
-    return Target(path, query if sep else None, resolve_dots(path), authority)
+    return Target(path, query if sep else None, normalize_path(path), authority)
+
+
+def normalize_escapes(path: str) -> str:
+    """`path` with each percent-escape in one spelling (RFC 3986 §6.2.2.1-2): an unreserved
+    character's decoded (`%61` is `a`, `%7E` is `~`), any other's hex digits uppercased (`%2f`
+    is `%2F`, which stays an encoded slash). Two spellings of one resource then read alike, to
+    every matcher, as they do to the backend."""
+    if "%" not in path:
+        return path
+    return _ESCAPE.sub(_one_escape, path)
+
+
+def _one_escape(m: re.Match[str]) -> str:
+    char = chr(int(m.group(1), 16))
+    return char if char in _UNRESERVED else "%" + m.group(1).upper()
+
+
+def normalize_path(path: str) -> str:
+    """The raw path `path` as every matcher reads it: escapes normalized (`normalize_escapes`),
+    then dot-segments resolved (`resolve_dots`: `Refused` when they climb above the root or
+    sit beside an encoded slash)."""
+    return resolve_dots(normalize_escapes(path))
+
+
+def config_path(text: str, keep: str = "") -> str:
+    """A path written in config (a route's `path_prefix`, a compat template), in the form the
+    normalized request path is compared with: what a path cannot hold literally (a space,
+    non-ASCII; characters in `keep` excepted, such as a template's braces) percent-encoded as
+    UTF-8, then escapes normalized. Dot-segments are left as written (a config value is not a
+    request)."""
+    return normalize_escapes(quote(text, safe=_PATH_SAFE + keep))
 
 
 def resolve_dots(path: str) -> str:
