@@ -49,12 +49,7 @@ from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
 from cutover.core.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
-from cutover.core.storable import storable
-from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
-from cutover.proxy.attempts import Attempts, ProxyOutcome
-from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
-from cutover.proxy.host import RequestRecord
-from cutover.proxy.http1 import (
+from cutover.core.http1 import (
     HOST_RE,
     is_plain_path,
     normalize_escapes,
@@ -62,6 +57,11 @@ from cutover.proxy.http1 import (
     version_refusal,
     versionless_line,
 )
+from cutover.core.storable import storable
+from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
+from cutover.proxy.attempts import Attempts, ProxyOutcome
+from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
+from cutover.proxy.host import RequestRecord
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
 from cutover.routing.decision import Decision, client_ip, decide, sticky_key
 from cutover.routing.murmur import bucket_of

@@ -28,7 +28,7 @@ def ruleset() -> RuleSet:
         "routes": [{"name": "default", "match": {"path_prefix": "/"}, "split": {"go": 100}}],
         "compat": {"backends": {"new": "go", "legacy": "py"}, "rules": RULES},
     }
-    section = parse_config(data, "cutover.yaml").section("compat")
+    section = parse_config(data, "cutover.yaml").compat
     assert isinstance(section, CompatConfig)
     return RuleSet(tuple(section.rules))
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cutover.proxy.config import parse_config
-from cutover.proxy.http1 import (
+from cutover.core.http1 import (
     Refused,
     Target,
     config_path,
@@ -19,6 +18,7 @@ from cutover.proxy.http1 import (
     version_refusal,
     versionless_line,
 )
+from cutover.proxy.config import parse_config
 from cutover.proxy.upstreams import Upstream
 
 
