@@ -130,7 +130,7 @@ async def test_a_request_still_in_flight_fails_the_check(gateway) -> None:
 
 LEAKY_TEST = """
 from cutover.proxy.config import parse_config
-from cutover.proxy.server import start_gateway
+from cutover.app import start_gateway
 from tests.conftest import backends, closing_checks, gateway, gateway_config  # noqa: F401
 from tests.quiescence import expect_held
 
