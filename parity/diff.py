@@ -71,28 +71,45 @@ class Reply:
     error: str | None = None  # why there is no answer ("connect", "timeout", ...)
 
 
+MAX_DECODED = 16 * 2**20  # a decoded body compared by default, at most (16 MiB)
+
+
 def make_reply(
     status: int,
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
     error: str | None = None,
+    max_decoded: int = MAX_DECODED,
 ) -> Reply:
     """A `Reply` from raw parts: header names lower-cased (repeats joined with ", "), and a
     body sent with `Content-Encoding: gzip` or `deflate` decoded (left as is if it does not
-    decode)."""
+    decode). Decoding stops at `max_decoded` bytes — a few KiB of gzip can claim gigabytes —
+    and such a reply keeps what fits, with the error `body_too_large`."""
     merged: dict[str, str] = {}
     for name, value in headers:
         key = name.lower()
         merged[key] = f"{merged[key]}, {value}" if key in merged else value
     encoding = merged.get("content-encoding", "").strip().lower()
     if body and encoding in ("gzip", "x-gzip", "deflate"):
-        try:
-            wbits = 47 if encoding != "deflate" else 15
-            body = zlib.decompress(body, wbits)
-        except zlib.error:
-            with contextlib.suppress(zlib.error):
-                body = zlib.decompress(body, -15)  # raw deflate, as some servers send it
+        for wbits in (47 if encoding != "deflate" else 15, -15):  # then raw deflate, as some send
+            decoded = _inflate(body, wbits, max_decoded)
+            if decoded is not None:
+                body, whole = decoded
+                if not whole and error is None:
+                    error = "body_too_large"
+                break
     return Reply(status=status, headers=merged, body=body, error=error)
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> tuple[bytes, bool] | None:
+    """`body` inflated up to `limit` bytes and whether that was all of it; None if it is not
+    in that format. One byte more than the limit is asked for, so output that stops short of
+    it is all there is (nothing is flushed unbounded)."""
+    try:
+        out = zlib.decompressobj(wbits).decompress(body, limit + 1)
+    except zlib.error:
+        return None
+    return out[:limit], len(out) <= limit
 
 
 # ---------------------------------------------------------------------------------------------

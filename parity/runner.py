@@ -71,7 +71,7 @@ async def fetch(
             ) as resp:
                 body, whole = await read_bounded(resp.content, max_body)
                 error = None if whole else "body_too_large"
-                return make_reply(resp.status, resp.headers.items(), body, error)
+                return make_reply(resp.status, resp.headers.items(), body, error, max_body)
     except TimeoutError:
         return Reply(0, error="timeout")
     except aiohttp.ClientConnectorError:

@@ -439,7 +439,13 @@ class ParityFeature(Feature):
                 ) as resp:
                     body, whole = await read_bounded(resp.content, self.settings.mirror.max_body)
                     error = None if whole else "body_too_large"
-                    return make_reply(resp.status, resp.headers.items(), body, error)
+                    return make_reply(
+                        resp.status,
+                        resp.headers.items(),
+                        body,
+                        error,
+                        self.settings.mirror.max_body,
+                    )
         except TimeoutError:
             return Reply(0, error="timeout")
         except aiohttp.ClientConnectorError:
@@ -722,7 +728,9 @@ class ParityFeature(Feature):
 def _compare(
     job: MirrorJob, candidate: Reply, noise: Reply | None, settings: ParityConfig
 ) -> tuple[Sample, list[Difference]]:
-    primary = make_reply(job.status, job.response_headers, job.response_body)
+    primary = make_reply(
+        job.status, job.response_headers, job.response_body, max_decoded=settings.mirror.max_body
+    )
     differences = compare(primary, candidate, settings.rules)
     noisy = compare(primary, noise, settings.rules) if noise is not None else None
     raw: dict[str, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from typing import Any
 
 import orjson
@@ -249,3 +250,20 @@ def test_huge_text_bodies_are_compared_line_by_line() -> None:
     left = make_reply(200, [("Content-Type", "text/plain")], "\n".join(lines).encode())
     right = make_reply(200, [("Content-Type", "text/plain")], "\n".join(changed).encode())
     assert [(d.path, d.right) for d in compare(left, right)] == [("body:11", "changed")]
+
+
+def test_a_gzip_bomb_is_decoded_only_up_to_the_limit() -> None:
+    """A few KiB of gzip may claim gigabytes: decoding stops at the limit and says so."""
+    bomb = gzip.compress(b"\0" * (64 * 2**20))
+    assert len(bomb) < 100_000
+    reply = make_reply(200, [("Content-Encoding", "gzip")], bomb, max_decoded=2**20)
+    assert len(reply.body) == 2**20
+    assert reply.error == "body_too_large"
+    small = make_reply(200, [("Content-Encoding", "gzip")], gzip.compress(b'{"a": 1}'), None, 8)
+    assert (small.body, small.error) == (b'{"a": 1}', None)
+    cut = make_reply(200, [("Content-Encoding", "gzip")], gzip.compress(b'{"a": 1}'), None, 7)
+    assert (cut.body, cut.error) == (b'{"a": 1', "body_too_large")
+    raw = zlib.compressobj(wbits=-15)
+    deflated = raw.compress(b"[1,2]") + raw.flush()
+    assert make_reply(200, [("Content-Encoding", "deflate")], deflated).body == b"[1,2]"
+    assert make_reply(200, [("Content-Encoding", "gzip")], b"not gzip").body == b"not gzip"
