@@ -20,7 +20,6 @@ Path patterns (ignore rules, tolerances, array keys, unordered arrays) use the s
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import re

@@ -11,6 +11,8 @@ already has an id is not created again; a resolved one without an id has nothing
 
 from __future__ import annotations
 
+import re
+
 from cutover.alerts.model import Alert
 from cutover.publishing import view
 from cutover.publishing.targets import TargetSpec
@@ -117,6 +119,10 @@ def resolve_body(alert: Alert, kind: str) -> dict[str, object]:
     return {"data": {"type": f"{kind}s", "attributes": attributes}}
 
 
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")  # a UUID, a number, a slug
+_BAD_ID = "no usable data.id in the answer (expected up to 200 letters, digits, '.', '_', ':', '-')"
+
+
 async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcome:
     base = target.url.rstrip("/")
     kind = target.kind
@@ -142,8 +148,14 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcom
         if out.ok:
             data = out.data.get("data") if isinstance(out.data, dict) else None
             new_id = data.get("id") if isinstance(data, dict) else None
-            if not new_id:
-                return SendOutcome(False, out.status, retry=False, error="no data.id in the answer")
+            if (
+                isinstance(new_id, bool)
+                or not isinstance(new_id, str | int)
+                or not _ID.fullmatch(str(new_id))
+            ):
+                # Created, but an id that cannot be stored or put in a URL path: a retry would
+                # create it again, so the job ends here with the reason.
+                return SendOutcome(False, out.status, retry=False, error=_BAD_ID)
             await ctx.put_ref(alert.fingerprint, str(new_id))
         return out
     if not known:

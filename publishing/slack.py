@@ -10,6 +10,8 @@ made twice does not post twice.
 
 from __future__ import annotations
 
+import re
+
 from cutover.alerts.model import Alert
 from cutover.publishing import view
 from cutover.publishing.targets import TargetSpec
@@ -110,6 +112,11 @@ def _button(label: str, url: str, action: str) -> dict[str, object]:
 # -- sending -----------------------------------------------------------------------------------
 
 
+_TS = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")  # Slack's message timestamp, "1700000000.123456"
+_CHANNEL = re.compile(r"[A-Za-z0-9#@._-]{1,100}")  # an id like C0123 or a name like #alerts
+_BAD_REF = "no usable ts/channel in the answer (expected a ts like 1700000000.123456)"
+
+
 async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcome:
     body = message(alert)
     if not (target.bot_token and target.channel):
@@ -124,7 +131,12 @@ async def send(ctx: SendContext, target: TargetSpec, alert: Alert) -> SendOutcom
         out = await _api(ctx, target, "chat.postMessage", {"channel": target.channel, **body})
         if out.ok and isinstance(out.data, dict) and out.data.get("ts"):
             posted_in = str(out.data.get("channel") or target.channel)
-            await ctx.put_ref(alert.fingerprint, f"{posted_in}|{out.data['ts']}|firing")
+            ts = str(out.data["ts"])
+            if not (_TS.fullmatch(ts) and _CHANNEL.fullmatch(posted_in)):
+                # Posted, but not a ts/channel that can be kept and used again: a retry would
+                # post it twice, so the job ends here with the reason.
+                return SendOutcome(False, out.status, retry=False, error=_BAD_REF)
+            await ctx.put_ref(alert.fingerprint, f"{posted_in}|{ts}|firing")
         return out
     if not ts:  # never posted through the bot: post the resolution on its own
         return await _api(ctx, target, "chat.postMessage", {"channel": target.channel, **body})

@@ -234,6 +234,7 @@ class FakeSlack(FakeService):
         self.replies: list[dict[str, Any]] = []
         self.hook_messages: list[dict[str, Any]] = []
         self._ts = 1_700_000_000
+        self.odd_ts: list[str] = []  # the next ts values to answer instead of well-formed ones
 
     @property
     def hook_url(self) -> str:
@@ -276,7 +277,7 @@ class FakeSlack(FakeService):
         if not body.get("channel"):
             return web.json_response({"ok": False, "error": "channel_not_found"})
         self._ts += 1
-        ts = f"{self._ts}.000100"
+        ts = self.odd_ts.pop(0) if self.odd_ts else f"{self._ts}.000100"
         if body.get("thread_ts"):
             if body["thread_ts"] not in self.messages:
                 return web.json_response({"ok": False, "error": "thread_not_found"})
@@ -311,6 +312,7 @@ class FakeRootly(FakeService):
         self.alerts: dict[str, dict[str, Any]] = {}
         self.incidents: dict[str, dict[str, Any]] = {}
         self.resolved: list[str] = []
+        self.ids: list[object] = []  # the next ids to hand out instead of UUIDs (any JSON)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -353,8 +355,8 @@ class FakeRootly(FakeService):
         for known_id, known in self.alerts.items():  # Rootly's deduplication by key
             if known["deduplication_key"] == a.get("deduplication_key") and not known.get("done"):
                 return web.json_response({"data": {"id": known_id, "type": "alerts"}}, status=201)
-        new_id = str(uuid.uuid4())
-        self.alerts[new_id] = dict(a)
+        new_id = self.ids.pop(0) if self.ids else str(uuid.uuid4())
+        self.alerts[str(new_id)] = dict(a)
         return web.json_response(
             {"data": {"id": new_id, "type": "alerts", "attributes": {"status": "open"}}},
             status=201,
