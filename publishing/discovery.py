@@ -46,6 +46,11 @@ _Key = tuple[str, str]  # (namespace, selector)
 _NETWORK = (aiohttp.ClientError, OSError, TimeoutError)
 MIN_RELIST = 1.0  # seconds between two lists of one (namespace, selector) after a watch ended
 MAX_BACKOFF = 60.0
+LIST_TIMEOUT = 30.0  # seconds for a whole list of secrets
+# A watch ends by itself after `resync`; silence longer than that plus this is a connection
+# that died without a FIN (a node gone, a NAT entry dropped): read timeout, list, watch again.
+WATCH_READ_GRACE = 30.0
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +215,10 @@ class Discovery:
         assert self._api is not None
         ns, selector = key
         resp = await self._api.list_namespaced_secret(
-            ns, label_selector=selector, _preload_content=False
+            ns,
+            label_selector=selector,
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=LIST_TIMEOUT, connect=CONNECT_TIMEOUT),
         )
         async with resp:
             if resp.status >= 400:
@@ -281,14 +289,19 @@ class Discovery:
             try:
                 version = await self._list(key)
                 self._rebuild()
+                seconds = int(max(1, self.cfg.resync))
+                silence = aiohttp.ClientTimeout(
+                    total=None, connect=CONNECT_TIMEOUT, sock_read=seconds + WATCH_READ_GRACE
+                )
                 async with _Watch() as watch:
                     stream = watch.stream(
                         self._api.list_namespaced_secret,
                         ns,
                         label_selector=selector,
                         resource_version=version,
-                        timeout_seconds=int(max(1, self.cfg.resync)),
+                        timeout_seconds=seconds,
                         allow_watch_bookmarks=False,
+                        _request_timeout=silence,
                     )
                     async for event in stream:
                         self._on_event(key, event)

@@ -13,6 +13,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from cutover.publishing import discovery
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeWebhook
 from tests.integration.publishing_helpers import config, enqueue, feature, make_alert, start
@@ -53,6 +54,7 @@ class FakeKubernetes:
         self.version = 100
         self.lists: list[tuple[str, str]] = []
         self.watches: list[tuple[str, str, asyncio.Queue[dict[str, Any] | None]]] = []
+        self.watch_requests = 0
         self.forbidden: set[str] = set()
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -171,6 +173,7 @@ class FakeKubernetes:
 
     async def _watch(self, request: web.Request, ns: str, selector: str) -> web.StreamResponse:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.watch_requests += 1
         entry = (ns, selector, queue)
         self.watches.append(entry)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -461,5 +464,21 @@ async def test_the_resync_restarts_after_an_unexpected_failure(tmp_path, k8s, ca
         await assert_restarted(gw, "k8s-resync", caplog)
         _target(k8s, "listed")
         await wait_for(lambda: feature(gw).registry.get("listed") is not None)
+    finally:
+        await gw.close()
+
+
+async def test_a_silent_watch_past_its_timeout_is_dropped_and_watched_again(
+    tmp_path, k8s, caplog, monkeypatch
+):
+    """A connection that died without a FIN keeps a watch waiting for ever: silence longer than
+    the watch's own timeout plus a grace is a read timeout, and the loop lists and watches again."""
+    monkeypatch.setattr(discovery, "WATCH_READ_GRACE", 0.5)
+    k8s.hold = True  # open and silent, even past timeoutSeconds
+    gw = await start(_one_watch(k8s, tmp_path, resync="1s"))
+    try:
+        await wait_for(lambda: k8s.watch_requests >= 3, deadline=40)  # backs off 2 s, 4 s
+        assert "listing secrets failed" in caplog.text and "TimeoutError" in caplog.text
+        assert task_failures(gw, WATCH) == 0  # a network failure: handled in the loop
     finally:
         await gw.close()
