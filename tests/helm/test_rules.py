@@ -35,7 +35,7 @@ def test_promtool_checks_the_rendered_rules(groups: list[dict], tmp_path: Path) 
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
     result = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_every_alert(groups: list[dict], tmp_path: Path) -> None:
@@ -58,4 +58,4 @@ def test_a_disabled_alert_is_left_out() -> None:
     values["prometheusRule"]["disabled"] = {"CutoverBackendErrors": True}
     rules = render(values).one("PrometheusRule")["spec"]["groups"][0]["rules"]
     assert "CutoverBackendErrors" not in {r["alert"] for r in rules}
-    assert len(rules) == 9
+    assert len(rules) == 10
