@@ -157,8 +157,17 @@ async def _delay_middleware(request: web.Request, handler: Handler) -> web.Strea
         with contextlib.suppress(ValueError):
             delay_ms += max(float(raw), 0.0)
     if delay_ms > 0:
-        await asyncio.sleep(min(delay_ms, MAX_DELAY_MS) / 1000)
+        await hold(min(delay_ms, MAX_DELAY_MS) / 1000)
     return await handler(request)
+
+
+async def hold(seconds: float) -> None:
+    """Wait at least `seconds`: uvloop's timers run on a millisecond clock and may fire up to a
+    millisecond early, and a slower twin that answers in 59.9 ms when asked for 60 is not one."""
+    until = time.perf_counter() + seconds
+    await asyncio.sleep(seconds)
+    while (left := until - time.perf_counter()) > 0:
+        await asyncio.sleep(max(left, 0.001))
 
 
 @dataclass(slots=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import uvloop
 from aiohttp import web
 
-from cutover.examples.backends import DELAY_HEADER, go_app, legacy_app, share_history
+from cutover.examples.backends import DELAY_HEADER, go_app, hold, legacy_app, share_history
 from cutover.examples.samples import alertmanager_payload, flat_alert
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -606,3 +607,18 @@ def test_demo_runs_and_stops_cleanly() -> None:
     assert "Traceback" not in output, output
     assert "Unclosed" not in output, output
     assert url in output and "curl" in output
+
+
+def test_a_slower_twin_holds_at_least_its_delay() -> None:
+    """On uvloop (as `python -m cutover.examples.backends` runs) a 3 ms timer may fire after
+    2.x ms; `hold` never returns early, so a delayed twin's latencies are at least the delay."""
+
+    async def shortest() -> float:
+        least = 1.0
+        for _ in range(200):
+            started = time.perf_counter()
+            await hold(0.003)
+            least = min(least, time.perf_counter() - started)
+        return least
+
+    assert uvloop.run(shortest()) >= 0.003
