@@ -39,8 +39,9 @@ from cutover.compat.jsonops import _get as json_get
 from cutover.compat.report import usage_report
 from cutover.compat.rules import Hit, Rewrite, Rule, RuleSet, render_template
 from cutover.compat.store import ensure_schema, read_usage, write_usage
-from cutover.compat.usage import UsageBuffer, caller_of
+from cutover.compat.usage import UsageBuffer, UsageDelta, caller_of
 from cutover.core.backoff import backoff
+from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import (
     BodyTooLargeError,
@@ -286,6 +287,7 @@ class CompatFeature(Feature):
         self.usage = UsageBuffer()
         self._flusher: Supervised | None = None
         self._flush_lock = asyncio.Lock()
+        self._writing: list[UsageDelta] = []  # deltas a flush is writing now
         self._schema_ready: object | None = None
         self._logged: dict[tuple[str, str, str], float] = {}
         self._started = False
@@ -349,13 +351,19 @@ class CompatFeature(Feature):
             deltas = self.usage.drain()
             if not deltas:
                 return True
+            self._writing = deltas  # still pending, for a report made meanwhile
             try:
                 await write_usage(await self._store(), deltas)
             except (StoreUnavailable, OSError, ValueError) as exc:
                 self.usage.restore(deltas)
                 log.warning("compat: usage counts not stored yet (%s); will retry", exc)
                 return False
+            finally:
+                self._writing = []
             return True
+
+    async def _read(self, rule: str | None) -> list[dict[str, Any]]:
+        return await read_usage(await self._store(), rule)
 
     async def _store(self) -> Database:
         """The gateway's store with the usage table in place (raises StoreUnavailable)."""
@@ -912,11 +920,16 @@ class CompatFeature(Feature):
         settings = self.settings
         if settings is None:
             return error_response(404, "compat_off", "no compat section in the config", None)
-        stored = await self.flush()
+        # Both waits are bounded: a hanging store answers 503 with the counts not yet stored.
+        # The flush goes on in the background (cancelling it could lose counts it drained).
+        try:
+            stored = await asyncio.wait_for(asyncio.shield(self.flush()), STORE_TIMEOUT)
+        except TimeoutError:
+            stored = False
         rule = request.query.get("rule") or None
         try:
-            rows = await read_usage(await self._store(), rule) if stored else []
-        except (StoreUnavailable, OSError) as exc:
+            rows = await bounded(self._read(rule), STORE_TIMEOUT) if stored else []
+        except (StoreUnavailable, OSError, TimeoutError) as exc:
             log.warning("compat: usage not readable: %s", exc)
             stored = False
             rows = []
@@ -932,7 +945,7 @@ class CompatFeature(Feature):
                     "first_seen": d.first_seen,
                     "last_seen": d.last_seen,
                 }
-                for d in self.usage.pending()
+                for d in self.usage.pending(also=self._writing)
                 if rule is None or d.rule == rule
             ]
             rows = pending

@@ -9,6 +9,7 @@ callers are counted under one `overflow` caller rather than growing the buffer.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,5 +113,11 @@ class UsageBuffer:
             current = self._items.get(key)
             self._items[key] = delta if current is None else delta.plus(current)
 
-    def pending(self) -> list[UsageDelta]:
-        return list(self._items.values())
+    def pending(self, also: Iterable[UsageDelta] = ()) -> list[UsageDelta]:
+        """What is not stored yet: the buffer, merged with `also` (deltas a write holds)."""
+        items = dict(self._items)
+        for delta in also:
+            key = (delta.rule, delta.caller.id)
+            current = items.get(key)
+            items[key] = delta if current is None else delta.plus(current)
+        return list(items.values())

@@ -34,6 +34,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Gauge
 
+from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.tasks import Supervised
 from cutover.parity.config import ParityConfig
@@ -606,8 +607,8 @@ class ParityFeature(Feature):
             if route.mirror is None or (wanted is not None and name != wanted):
                 continue
             try:
-                rows = await self._rows(name)
-            except StoreUnavailable:
+                rows = await bounded(self._rows(name), STORE_TIMEOUT)
+            except (StoreUnavailable, TimeoutError):  # down, or hanging: this worker's window
                 store = "unavailable"
                 rows = None
             samples = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -43,6 +44,19 @@ async def storage(request, tmp_path: Path) -> AsyncIterator[str]:  # type: ignor
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
+    async with _pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_storage() -> AsyncIterator[str]:
+    """A `storage:` URL of a fresh PostgreSQL schema, dropped afterwards."""
+    async with _pg_schema() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _pg_schema() -> AsyncIterator[str]:
     schema = f"s_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(PG_URL)
     await conn.execute(f'CREATE SCHEMA "{schema}"')

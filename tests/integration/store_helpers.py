@@ -10,10 +10,12 @@ import asyncpg
 
 
 @contextlib.asynccontextmanager
-async def write_lock(storage: str, table: str) -> AsyncIterator[None]:
+async def write_lock(storage: str, table: str, readers: bool = False) -> AsyncIterator[None]:
     """Until exit, another connection holds the write lock (SQLite: of the database; PostgreSQL:
-    `LOCK TABLE table IN EXCLUSIVE MODE`): writers wait for it, readers do not."""
+    `LOCK TABLE table IN EXCLUSIVE MODE`): writers wait for it, readers do not. `readers`
+    (PostgreSQL only): `ACCESS EXCLUSIVE`, which readers wait for too — a store that hangs."""
     if storage.startswith("sqlite:///"):
+        assert not readers, "SQLite (WAL) never makes readers wait"
         lite = await aiosqlite.connect(storage[len("sqlite:///") :], isolation_level=None)
         try:
             await lite.execute("BEGIN IMMEDIATE")
@@ -29,7 +31,8 @@ async def write_lock(storage: str, table: str) -> AsyncIterator[None]:
         tx = conn.transaction()
         await tx.start()
         try:
-            await conn.execute(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')
+            mode = "ACCESS EXCLUSIVE" if readers else "EXCLUSIVE"
+            await conn.execute(f'LOCK TABLE "{table}" IN {mode} MODE')
             yield
         finally:
             await tx.rollback()
