@@ -349,6 +349,9 @@ class CanaryFeature(Feature):
         await self._reconcile_all()
         self._task = self.gw.tasks.start("canary-controller", self._loop)
 
+    def in_flight(self) -> dict[str, int]:
+        return {"events.waiting": self.events.waiting} if self.events is not None else {}
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:

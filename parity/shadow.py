@@ -266,6 +266,10 @@ class ParityFeature(Feature):
         self._tasks.append(tasks.start("parity-capture", self._capture_writer))
         self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
 
+    def in_flight(self) -> dict[str, int]:
+        queues = (("mirror.queued", self.queue), ("capture.queued", self.captures))
+        return {name: q.qsize() for name, q in queues if q is not None}
+
     async def stop(self) -> None:
         self.gw.set_mirror(None)
         for handle in self._rate_pending.values():
@@ -274,6 +278,14 @@ class ParityFeature(Feature):
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await task.stop()
+        if self.queue is not None:  # mirror jobs never compared: counted as dropped
+            left = 0
+            while not self.queue.empty():
+                self.metrics.mirrored.labels(self.queue.get_nowait().route, "dropped").inc()
+                left += 1
+            self.metrics.queue.set(0)
+            if left:
+                log.info("parity: %d mirrored requests not compared at shutdown (dropped)", left)
         if self.captures is not None:
             await self._write_captures(self._drain(self.captures))
         for fd in self._capture_fds.values():

@@ -177,3 +177,9 @@ class Feature:
     def readiness(self) -> dict[str, object] | None:
         """Detail shown under the feature's name in /readyz (it does not change readiness)."""
         return None
+
+    def in_flight(self) -> dict[str, int]:
+        """Work this feature holds in memory now, by name (a delivery being sent, a mirror job
+        queued, an audit event waiting): zero once the gateway has closed — what was not done
+        by then is counted and logged as given up (or left to the store, which keeps it)."""
+        return {}

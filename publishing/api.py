@@ -163,6 +163,14 @@ class PublishingFeature(Feature):
         await self.discovery.start()
         await self.discovery.wait_ready(5.0)
 
+    def in_flight(self) -> dict[str, int]:
+        engine = self.engine
+        if engine is None:
+            return {}
+        counts = {f"delivering[{n}]": g.in_flight for n, g in engine.gates.items()}
+        counts["delivery.tasks"] = engine.running
+        return counts
+
     async def stop(self) -> None:
         """Discovery, then the engine (which flushes delivered jobs before the gateway closes
         the store): each step runs whatever happened to the one before."""

@@ -327,6 +327,11 @@ class DeliveryEngine:
         self.state = EngineState.RUNNING
         self._loop_task = self.gw.tasks.start("publishing-delivery", self._run)
 
+    @property
+    def running(self) -> int:
+        """Deliveries (and held jobs) this engine's tasks are working on now."""
+        return len(self._tasks)
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; give in-flight deliveries `grace` seconds, then cancel them (their
         leases run out and another engine, or this one after a restart, delivers them); then

@@ -9,6 +9,8 @@ take a few loop turns to unwind) and fails naming every count that stayed above 
   requests, quick lanes waiting for a backend;
 - each backend's pools: the fast path's `LeanPool` connections out on an exchange (and
   callers waiting for one), the aiohttp connector's acquired connections;
+- what each feature holds in memory (`Feature.in_flight`): deliveries being sent per target and
+  the delivery engine's tasks, mirror and capture jobs queued, canary audit events waiting;
 - `cutover_in_flight_requests` as /metrics shows it.
 
 Every gateway a test starts ends with this check, however it is closed (a fixture, a helper,
@@ -69,6 +71,9 @@ async def in_flight_counts(gw: Gateway, scrape: bool = True) -> dict[str, float]
         connector = upstream.session.connector
         if connector is not None:
             note(f"session[{name}].acquired", len(connector._acquired))
+    for feature in gw.features:
+        for name, value in feature.in_flight().items():
+            note(f"{feature.name}.{name}", value)
     if scrape:
         note("/metrics cutover_in_flight_requests", await _scraped_in_flight(gw))
     return held
@@ -79,13 +84,15 @@ async def assert_quiescent(gw: Gateway, deadline: float | None = None) -> None:
     some, exactly those), at one moment, within `deadline` seconds (default `DEADLINE`)."""
     if deadline is None:
         deadline = DEADLINE
-    expected, why = _EXPECTED.get(gw, ({}, ""))
+    serving, closed, why = _EXPECTED.get(gw, ({}, None, ""))
     end = time.monotonic() + deadline
     scrape = not gw.draining  # a closed gateway answers no /metrics
+    expected = serving
+    if not scrape:  # closed: the gauge went with the listener
+        expected = closed if closed is not None else serving
+        expected = {k: v for k, v in expected.items() if not k.startswith("/metrics")}
     while True:
         held = await in_flight_counts(gw, scrape)
-        if not scrape:  # closed: the gauge went with the listener
-            expected = {k: v for k, v in expected.items() if not k.startswith("/metrics")}
         if held == expected:
             return
         if time.monotonic() >= end:
@@ -96,15 +103,21 @@ async def assert_quiescent(gw: Gateway, deadline: float | None = None) -> None:
         await asyncio.sleep(0.02)
 
 
-_EXPECTED: weakref.WeakKeyDictionary[Gateway, tuple[dict[str, float], str]] = (
-    weakref.WeakKeyDictionary()
-)
+_EXPECTED: weakref.WeakKeyDictionary[
+    Gateway, tuple[dict[str, float], dict[str, float] | None, str]
+] = weakref.WeakKeyDictionary()
 
 
-def expect_held(gw: Gateway, counts: Mapping[str, float], why: str) -> None:
+def expect_held(
+    gw: Gateway,
+    counts: Mapping[str, float],
+    why: str,
+    once_closed: Mapping[str, float] | None = None,
+) -> None:
     """`gw` keeps `counts` (names as `in_flight_counts` gives them) above zero on purpose when
-    the test ends, for the reason `why`: the check wants exactly these, not zero."""
-    _EXPECTED[gw] = (dict(counts), why)
+    the test ends, for the reason `why`: the check wants exactly these, not zero. Once closed
+    it wants `once_closed` (default: the same counts; a close gives up some work by design)."""
+    _EXPECTED[gw] = (dict(counts), dict(once_closed) if once_closed is not None else None, why)
 
 
 class Closings:

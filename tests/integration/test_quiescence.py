@@ -14,10 +14,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cutover.app import start_gateway
+from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
-from tests.conftest import ROOT, EchoBackend, gateway_config
+from tests.conftest import ROOT, EchoBackend, gateway_config, wait_for
 from tests.integration.fault_helpers import FaultBackend, refused_url
-from tests.quiescence import assert_quiescent, in_flight_counts
+from tests.integration.parity_samples import samples
+from tests.integration.publishing_fakes import FakeWebhook
+from tests.integration.publishing_helpers import config, enqueue, make_alert, start
+from tests.integration.test_parity_mirror import config_for
+from tests.quiescence import assert_quiescent, expect_held, in_flight_counts
 
 on_both_paths = pytest.mark.usefixtures("serving_path")
 
@@ -181,3 +187,55 @@ def test_every_gateway_of_a_test_is_checked_when_it_closes(tmp_path: Path) -> No
     assert "ERROR test_leaky.py::test_closes_its_own_gateway_with_a_request_held" in out, out
     assert "budget[default].replays" in out, out
     assert "budget[default].in_flight" in out, out
+
+
+async def test_a_delivery_being_sent_is_held_until_it_ends(tmp_path: Path) -> None:
+    """A feature's in-memory work is part of the check: a delivery a target holds is counted
+    (per target, and the engine's task) and reads zero once the target answers."""
+    hook = await FakeWebhook().start()
+    hook.hold = asyncio.Event()
+    target = {"name": "hook", "type": "webhook", "url": hook.url + "/hook"}
+    delivery = {"backoff": {"base": "20ms", "cap": "100ms"}, "poll_interval": "50ms"}
+    gw = await start(config(tmp_path, {"targets": [target], "delivery": delivery}))
+    try:
+        await enqueue(gw, make_alert("fp-held"), ["hook"])
+        await wait_for(lambda: len(hook.requests) == 1)
+        held = await in_flight_counts(gw)
+        assert held["publishing.delivering[hook]"] == 1 and held["publishing.delivery.tasks"] == 1
+        hook.hold.set()
+        await wait_for(lambda: len(hook.accepted) == 1)
+        await assert_quiescent(gw)
+    finally:
+        await gw.close()
+        await hook.stop()
+
+
+async def test_mirror_jobs_left_at_shutdown_are_counted_dropped(tmp_path: Path) -> None:
+    """Mirror jobs still queued when the gateway closes are dropped and counted, not left."""
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()  # the one worker waits on the first comparison
+        parity = {"mirror": {"queue": 5, "workers": 1}}
+        gw = await start_gateway(
+            parse_config(config_for(primary, candidate, tmp_path, parity=parity), "t.yaml")
+        )
+        closed = False
+        try:
+            async with aiohttp.ClientSession() as s:
+                for i in range(4):
+                    async with s.get(f"{gw.url}/alerts/{i + 1}") as r:
+                        assert r.status == 200
+            await wait_for(lambda: len(candidate.seen) == 1)
+            held = await in_flight_counts(gw)
+            assert held["parity.mirror.queued"] == 3, held
+            expect_held(gw, held, "the candidate holds the one worker's comparison", once_closed={})
+            await gw.close()  # the worker is cancelled with its request
+            closed = True
+            candidate.gate.set()
+            assert "parity.mirror.queued" not in await in_flight_counts(gw, scrape=False)
+            dropped = gw.metrics.registry.get_sample_value(
+                "cutover_parity_mirror_requests_total", {"route": "default", "result": "dropped"}
+            )
+            assert dropped is not None and dropped >= 3
+        finally:
+            if not closed:
+                await gw.close()
