@@ -73,6 +73,12 @@ _MIGRATION_2_SQL = [
     "DROP INDEX IF EXISTS publishing_jobs_due",
 ]
 _MIGRATION_2 = {"sqlite": _MIGRATION_2_SQL, "postgresql": _MIGRATION_2_SQL}
+# The dead letters of one target, newest first, without walking every other target's.
+_MIGRATION_3_SQL = [
+    "CREATE INDEX IF NOT EXISTS publishing_jobs_dead_target"
+    " ON publishing_jobs (target, id) WHERE state = 'dead'",
+]
+_MIGRATION_3 = {"sqlite": _MIGRATION_3_SQL, "postgresql": _MIGRATION_3_SQL}
 
 # The targets that have unleased pending jobs: one probe of publishing_jobs_ready per target.
 _TARGETS_SQL = (
@@ -276,6 +282,15 @@ class Job:
         }
 
 
+DEAD_LETTERS_SQL = (
+    f"SELECT {_COLUMNS} FROM publishing_jobs WHERE state = 'dead' ORDER BY id DESC LIMIT $1"
+)
+DEAD_LETTERS_OF_TARGET_SQL = (
+    f"SELECT {_COLUMNS} FROM publishing_jobs WHERE state = 'dead' AND target = $2"
+    " ORDER BY id DESC LIMIT $1"
+)
+
+
 def _in_list(values: Sequence[str], first: int) -> str:
     return ", ".join(f"${i}" for i in range(first, first + len(values)))
 
@@ -410,6 +425,7 @@ class Outbox:
         """Create the tables (SQLite and PostgreSQL), once."""
         await self.db.migrate("publishing-outbox-1", _MIGRATION_1)  # type: ignore[arg-type]
         await self.db.migrate("publishing-outbox-2", _MIGRATION_2)  # type: ignore[arg-type]
+        await self.db.migrate("publishing-outbox-3", _MIGRATION_3)  # type: ignore[arg-type]
 
     def on_enqueue(self, callback: Callable[[], None]) -> None:
         """`callback()` runs after each enqueue into this store, through any `Outbox` over the
@@ -664,18 +680,9 @@ class Outbox:
 
     async def dead_letters(self, *, limit: int = 100, target: str | None = None) -> list[Job]:
         if target is None:
-            rows = await self.db.fetch(
-                f"SELECT {_COLUMNS} FROM publishing_jobs WHERE state = 'dead'"
-                " ORDER BY id DESC LIMIT $1",
-                limit,
-            )
+            rows = await self.db.fetch(DEAD_LETTERS_SQL, limit)
         else:
-            rows = await self.db.fetch(
-                f"SELECT {_COLUMNS} FROM publishing_jobs WHERE state = 'dead' AND target = $2"
-                " ORDER BY id DESC LIMIT $1",
-                limit,
-                target,
-            )
+            rows = await self.db.fetch(DEAD_LETTERS_OF_TARGET_SQL, limit, target)
         return [Job.from_row(r) for r in rows]
 
     async def replay(self, job_id: int) -> bool:

@@ -23,7 +23,7 @@ from cutover.bench.outbox_backlog import ClaimLog, fill, job_rows
 from cutover.core.clock import Clock, FakeClock
 from cutover.core.db import Database, open_database
 from cutover.publishing.delivery import EngineState, iso_time
-from cutover.publishing.outbox import _MIGRATION_1, Outbox
+from cutover.publishing.outbox import _MIGRATION_1, DEAD_LETTERS_OF_TARGET_SQL, Outbox
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeWebhook
 from tests.integration.publishing_helpers import config, engine
@@ -235,3 +235,34 @@ async def test_an_idle_outbox_is_never_taken_for_a_stalled_one(tmp_path, service
     await wait_for(lambda: _sample(gw, "cutover_outbox_claim_seconds_count") > claims)
     assert (await _readyz(gw))["stalled"] is False
     assert _sample(gw, "cutover_outbox_stalled") == 0
+
+
+async def test_dead_letters_of_one_target_use_their_own_index(storage: str) -> None:
+    """`GET /publishing/dlq?target=X` reads X's dead letters from an index of their own: with
+    20,000 dead letters of another target it walked every one of them (the index was on id)."""
+    db = await open_database(storage)
+    try:
+        outbox = Outbox(db, Clock())
+        await outbox.setup()
+        now = time.time()
+        rows = [(*row[:4], "dead", 5, now, now) for row in job_rows(20_000, ["noisy"], now)] + [
+            (*row[:4], "dead", 5, now, now) for row in job_rows(3, ["quiet"], now)
+        ]
+        await fill(storage, rows)
+        if db.dialect == "postgresql":
+            await db.execute("ANALYZE publishing_jobs")
+            plan = await db.fetchval(
+                "EXPLAIN (FORMAT JSON) "
+                + DEAD_LETTERS_OF_TARGET_SQL.replace("$1", "100").replace("$2", "'quiet'")
+            )
+        else:
+            found = await db.fetch(
+                "EXPLAIN QUERY PLAN "
+                + DEAD_LETTERS_OF_TARGET_SQL.replace("$1", "100").replace("$2", "'quiet'")
+            )
+            plan = " ".join(str(r) for r in found)
+        assert "publishing_jobs_dead_target" in str(plan), plan
+        assert len(await outbox.dead_letters(target="quiet")) == 3
+        assert len(await outbox.dead_letters(limit=10)) == 10
+    finally:
+        await db.close()
