@@ -937,7 +937,7 @@ class CompatFeature(Feature):
             ]
             rows = pending
         rules = settings.rules if settings is not None else ()
-        report = usage_report(rows, rules, self.gw.clock.now())
+        report = usage_report(rows, rules, self.gw.clock.now(), only=rule)
         report["stored"] = stored
         report["overflowed"] = self.usage.overflowed
         return web.Response(
