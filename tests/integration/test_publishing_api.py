@@ -189,6 +189,13 @@ async def test_mutating_endpoints_need_the_admin_token(tmp_path):
             assert answer["status_code"] is None and "connect" in answer["error_message"]
             async with http.get(gw.url + "/publishing/dlq?limit=0") as r:
                 assert r.status == 400 and "limit" in (await r.json())["error"]["message"]
+            # without discovery the answer still has every documented field
+            async with http.post(gw.url + "/publishing/targets/refresh", headers=auth) as r:
+                answer = await r.json()
+            assert r.status == 200
+            assert set(answer) == {"message", "targets_discovered", "invalid_targets",
+                                   "refresh_timestamp", "success"}  # fmt: skip
+            assert (answer["invalid_targets"], answer["success"]) == (0, False)
     finally:
         await gw.close()
 
