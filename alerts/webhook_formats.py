@@ -226,6 +226,10 @@ class _Problems:
     def add(self, path: str, expected: str, got: str | None = None) -> None:
         self.items.append(Problem(path, expected, got))
 
+    def at(self, path: str) -> bool:
+        """A problem is already reported at `path` (one bad value is one problem)."""
+        return any(item.path == path for item in self.items)
+
 
 def _kind(value: object) -> str:
     if value is None:
@@ -365,6 +369,8 @@ def _key_path(key: object) -> str:
 
 def _check_alertname(labels: Mapping[str, str], path: str, p: _Problems) -> None:
     """The alertname names the alert in the store: present, and text the store can hold."""
+    if p.at(path):  # present but not a string: reported already
+        return
     name = labels.get("alertname")
     if not name:
         p.add(path, "a non-empty string (this label is required)")
@@ -613,7 +619,8 @@ def _generic_alert(
     name_path = _path_text(path, where) if where is not None else None
     if not labels.get("alertname"):
         shown = name_path or f"{path} (mapped labels)"
-        p.add(shown, "a non-empty alertname (the mapping's label_fields.alertname or labels)")
+        if not p.at(shown):  # a value of the wrong type there is reported already
+            p.add(shown, "a non-empty alertname (the mapping's label_fields.alertname or labels)")
     else:
         labels_path = _path_text(path, (*(m.labels or ()), "alertname"))
         _check_alertname(labels, name_path or labels_path, p)

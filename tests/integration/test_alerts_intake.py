@@ -395,6 +395,12 @@ async def test_classify_api_with_rules(ag, http) -> None:
     ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["problems"][0]["path"] == "$.alert.labels.alertname"
+    async with http.post(
+        gw.url + "/classification/classify", json={"labels": {"alertname": 7}}
+    ) as resp:
+        assert resp.status == 400
+        problems = (await resp.json())["error"]["problems"]
+        assert [p["path"] for p in problems] == ["$.labels.alertname"]  # one value, one problem
     async with http.get(gw.url + "/classification/models") as resp:
         assert (await resp.json())["engine"] == "rules"
     async with http.get(gw.url + "/classification/stats") as resp:

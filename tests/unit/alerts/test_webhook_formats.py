@@ -343,3 +343,14 @@ def test_single_alert_and_stored_round_trip() -> None:
     assert again == classified
     none, problems = parse_single_alert({"labels": {}}, now=NOW, path="$.alert")
     assert none is None and [p.path for p in problems] == ["$.alert.labels.alertname"]
+
+
+@pytest.mark.parametrize("bad", [5, None, True, ["x"], {"a": "b"}])
+def test_one_bad_alertname_is_one_problem(bad: object) -> None:
+    alert, problems = parse_single_alert({"labels": {"alertname": bad}}, now=NOW)
+    assert alert is None
+    assert [(p.path, p.expected) for p in problems] == [("$.labels.alertname", "a string")]
+    title = bad if isinstance(bad, list | dict) else {}  # scalars are text in a mapping
+    body = {"data": {"items": [{"title": title}]}}
+    p = parse_payload(body, now=NOW, formats=("generic",), mapping=MAPPING)
+    assert paths(p) == ["$.data.items[0].title"]
