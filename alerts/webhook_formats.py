@@ -688,7 +688,7 @@ def alert_to_stored(alert: Alert) -> dict[str, object]:
     out = alert.as_alertmanager()
     out.update(groupKey=alert.group_key, receiver=alert.receiver, externalURL=alert.external_url)
     if alert.classification is not None:
-        out["classification"] = alert.classification.as_dict()
+        out["classification"] = alert.classification.to_stored()
     return out
 
 
@@ -704,6 +704,7 @@ def alert_from_stored(data: Mapping[str, object]) -> Alert:
             recommendations=tuple(c.get("recommendations") or ()),  # type: ignore[arg-type]
             source=c.get("source") or "rules",  # type: ignore[arg-type]
             model=c.get("model"),  # type: ignore[arg-type]
+            cached=c.get("cached") is True,  # rows stored before it was kept: not cached
         )
     return Alert(
         fingerprint=str(data["fingerprint"]),

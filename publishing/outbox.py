@@ -183,7 +183,7 @@ def alert_to_json(alert: Alert) -> bytes:
             "group_key": alert.group_key,
             "receiver": alert.receiver,
             "external_url": alert.external_url,
-            "classification": c.as_dict() if c is not None else None,
+            "classification": c.to_stored() if c is not None else None,
         }
     )
 
@@ -201,6 +201,7 @@ def alert_from_json(data: bytes | str) -> Alert:
             recommendations=tuple(c.get("recommendations") or ()),
             source=c.get("source", "rules"),
             model=c.get("model"),
+            cached=c.get("cached") is True,
         )
     return Alert(
         fingerprint=raw["fingerprint"],

@@ -32,6 +32,7 @@ def _annotations(alert: Alert) -> dict[str, str]:
         out["llm_severity"] = c.severity
         out["llm_confidence"] = f"{c.confidence:.2f}"
         out["llm_category"] = c.category
+        out["classification_source"] = view.classification_source(alert)
         if c.reasoning:
             out["llm_reasoning"] = view.truncate(c.reasoning, 500)
         if c.recommendations:

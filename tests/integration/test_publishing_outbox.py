@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -93,6 +94,11 @@ def test_alert_json_round_trip():
     assert alert_from_json(alert_to_json(alert)) == alert
     plain = make_alert("fp-plain", classified=False)
     assert alert_from_json(alert_to_json(plain)) == plain
+    assert alert.classification is not None
+    hit = dataclasses.replace(
+        alert, classification=dataclasses.replace(alert.classification, cached=True)
+    )
+    assert alert_from_json(alert_to_json(hit)).classification.cached is True
 
 
 async def test_a_retried_job_holds_back_the_jobs_behind_it(db):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -341,6 +342,13 @@ def test_single_alert_and_stored_round_trip() -> None:
     )  # fmt: skip
     again = alert_from_stored(json.loads(json.dumps(alert_to_stored(classified))))
     assert again == classified
+    cached = dataclasses.replace(
+        classified, classification=dataclasses.replace(classified.classification, cached=True)
+    )
+    stored = json.loads(json.dumps(alert_to_stored(cached)))
+    assert alert_from_stored(stored) == cached  # a cache hit stays one
+    del stored["classification"]["cached"]  # a row stored before the flag was kept
+    assert alert_from_stored(stored) == classified
     none, problems = parse_single_alert({"labels": {}}, now=NOW, path="$.alert")
     assert none is None and [p.path for p in problems] == ["$.alert.labels.alertname"]
 
