@@ -57,6 +57,8 @@ class Alert:
     group_key: str = ""
     receiver: str = ""
     external_url: str = ""
+    # the envelope's groupLabels: what Alertmanager grouped by (publishing passes them on)
+    group_labels: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     classification: Classification | None = None
 
     @property

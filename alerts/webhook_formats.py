@@ -282,6 +282,12 @@ def _parse_alertmanager(body: object, now: float) -> Payload:
         value = body.get(key)
         if value is not None and not isinstance(value, Mapping):
             p.add(f"$.{key}", "an object", _kind(value))
+    raw_group = body.get("groupLabels")
+    group_labels = MappingProxyType(
+        {str(k): v for k, v in raw_group.items() if isinstance(v, str)}
+        if isinstance(raw_group, Mapping)
+        else {}
+    )
     if "alerts" not in body:
         p.add("$.alerts", "an array of alerts (this field is required)")
         return Payload("alertmanager", problems=tuple(p.items))
@@ -300,6 +306,7 @@ def _parse_alertmanager(body: object, now: float) -> Payload:
             group_key=strings["groupKey"],
             receiver=strings["receiver"],
             external_url=strings["externalURL"],
+            group_labels=group_labels,
         )
         if parsed is not None:
             alerts.append(parsed[0])
@@ -411,6 +418,7 @@ def _alert_object(
     group_key: str = "",
     receiver: str = "",
     external_url: str = "",
+    group_labels: MappingProxyType[str, str] | None = None,
 ) -> tuple[Alert, bool] | None:
     if not isinstance(item, Mapping):
         p.add(path, "an alert object", _kind(item))
@@ -466,6 +474,7 @@ def _alert_object(
             group_key=group_key,
             receiver=receiver,
             external_url=external_url,
+            group_labels=group_labels if group_labels is not None else MappingProxyType({}),
         ),
         starts_at is not None,
     )
@@ -687,6 +696,7 @@ def alert_to_stored(alert: Alert) -> dict[str, object]:
     """Everything an `Alert` holds, as JSON-ready data (`alert_from_stored` reads it back)."""
     out = alert.as_alertmanager()
     out.update(groupKey=alert.group_key, receiver=alert.receiver, externalURL=alert.external_url)
+    out["groupLabels"] = dict(alert.group_labels)
     if alert.classification is not None:
         out["classification"] = alert.classification.to_stored()
     return out
@@ -717,5 +727,14 @@ def alert_from_stored(data: Mapping[str, object]) -> Alert:
         group_key=str(data.get("groupKey") or ""),
         receiver=str(data.get("receiver") or ""),
         external_url=str(data.get("externalURL") or ""),
+        # rows stored before the group labels were kept have none
+        group_labels=MappingProxyType(_str_items(data.get("groupLabels"))),
         classification=classification,
     )
+
+
+def _str_items(value: object) -> dict[str, str]:
+    """The string entries of a stored mapping (nothing for a row without it)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}

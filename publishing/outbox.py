@@ -183,6 +183,7 @@ def alert_to_json(alert: Alert) -> bytes:
             "group_key": alert.group_key,
             "receiver": alert.receiver,
             "external_url": alert.external_url,
+            "group_labels": dict(alert.group_labels),
             "classification": c.to_stored() if c is not None else None,
         }
     )
@@ -214,6 +215,7 @@ def alert_from_json(data: bytes | str) -> Alert:
         group_key=raw.get("group_key", ""),
         receiver=raw.get("receiver", ""),
         external_url=raw.get("external_url", ""),
+        group_labels=MappingProxyType(dict(raw.get("group_labels") or {})),  # older jobs: none
         classification=classification,
     )
 

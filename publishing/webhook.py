@@ -51,7 +51,7 @@ def envelope(alert: Alert, *, classification: bool = True) -> dict[str, object]:
         "truncatedAlerts": 0,
         "status": alert.status,
         "receiver": alert.receiver or RECEIVER,
-        "groupLabels": {},
+        "groupLabels": dict(alert.group_labels),
         "commonLabels": dict(alert.labels),
         "commonAnnotations": annotations,
         "externalURL": alert.external_url,

@@ -362,3 +362,17 @@ def test_one_bad_alertname_is_one_problem(bad: object) -> None:
     body = {"data": {"items": [{"title": title}]}}
     p = parse_payload(body, now=NOW, formats=("generic",), mapping=MAPPING)
     assert paths(p) == ["$.data.items[0].title"]
+
+
+def test_group_labels_are_kept_with_each_alert() -> None:
+    alerts = [{"labels": {"alertname": "Disk", "team": "db"}}, {"labels": {"alertname": "Disk"}}]
+    body = {"groupLabels": {"alertname": "Disk", "team": "db", "odd": 5}, "alerts": alerts}
+    p = parse_payload(body, now=NOW, formats=("alertmanager",))
+    assert p.ok
+    assert [dict(a.group_labels) for a in p.alerts] == [{"alertname": "Disk", "team": "db"}] * 2
+    stored = json.loads(json.dumps(alert_to_stored(p.alerts[0])))
+    assert alert_from_stored(stored) == p.alerts[0]
+    del stored["groupLabels"]  # a row stored before group labels were kept
+    assert dict(alert_from_stored(stored).group_labels) == {}
+    bare = parse_payload({"alerts": [{"labels": {"alertname": "X"}}]}, now=NOW)
+    assert dict(bare.alerts[0].group_labels) == {}

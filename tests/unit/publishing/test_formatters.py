@@ -177,3 +177,12 @@ def test_messages_name_who_classified_the_alert(
     } in fields
     for text in (str(pagerduty.event(a, "KEY")), str(slack.message(a)), str(rootly.alert_body(a))):
         assert "AI:" not in text
+
+
+def test_webhook_envelope_carries_the_group_labels() -> None:
+    a = alert(group_labels=MappingProxyType({"alertname": "HighLatency", "namespace": "payments"}))
+    assert webhook.envelope(a)["groupLabels"] == {
+        "alertname": "HighLatency",
+        "namespace": "payments",
+    }
+    assert webhook.envelope(alert())["groupLabels"] == {}
