@@ -290,8 +290,9 @@ class AlertsFeature(Feature):
         self.m_events = PromCounter(
             "cutover_enrichment_events_total",
             "What the alert intake counted, by event: received, accepted, each result,"
-            " truncated_alerts, invalid_payloads, store_unavailable (what /enrichment/stats"
-            " shows, summed over workers).",
+            " truncated_alerts, invalid_payloads, store_unavailable (webhooks answered 503:"
+            " the store was down), store_unavailable_background (background work that found"
+            " the store down) (what /enrichment/stats shows, summed over workers).",
             ["event"],
             registry=r,
         )
@@ -436,8 +437,10 @@ class AlertsFeature(Feature):
                 self._db, self._outbox = db, outbox
         return self._db, self._outbox
 
-    def _store_down(self, exc: StoreUnavailable, what: str) -> None:
-        self._tally("store_unavailable")
+    def _store_down(self, exc: StoreUnavailable, what: str, background: bool = False) -> None:
+        """`store_unavailable` counts webhooks answered 503 (what Alertmanager saw) only;
+        background work that found the store down is counted apart."""
+        self._tally("store_unavailable_background" if background else "store_unavailable")
         now = self.clock.monotonic()
         if now - self._store_warned_at >= 60.0:
             self._store_warned_at = now
@@ -794,7 +797,7 @@ class AlertsFeature(Feature):
             try:
                 await self.run_once()
             except StoreUnavailable as exc:
-                self._store_down(exc, "alert worker")
+                self._store_down(exc, "alert worker", background=True)
 
     async def run_once(self) -> dict[str, int]:
         """Classify what waits for the LLM, release delayed alerts that are due, clean up."""
@@ -1058,6 +1061,7 @@ class AlertsFeature(Feature):
                 "truncated_alerts": c["truncated_alerts"],
                 "invalid_payloads": c["invalid_payloads"],
                 "store_unavailable": c["store_unavailable"],
+                "store_unavailable_background": c["store_unavailable_background"],
                 "mode_switches": self.counts["mode_switches"],
                 "scope": "every worker process; mode_switches: this worker process",
             }
