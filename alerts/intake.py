@@ -49,6 +49,7 @@ from cutover.alerts.webhook_formats import (
     parse_payload,
     parse_single_alert,
 )
+from cutover.core.clock import format_rfc3339
 from cutover.core.db import ClaimMeter, Database, StoreUnavailable, Tx
 from cutover.core.errors import error_response
 from cutover.core.tasks import Supervised
@@ -770,7 +771,7 @@ class AlertsFeature(Feature):
                 c = plan.alert.classification
                 entry["classification"] = c.as_dict() if c is not None else None
                 if plan.release_at is not None:
-                    entry["release_at"] = plan.release_at
+                    entry["release_at"] = format_rfc3339(plan.release_at)
         return results
 
     async def _cancel_delayed(self, tx: Tx, plan: Plan, now: float) -> Plan:

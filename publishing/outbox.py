@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from cutover.alerts.model import ZERO_TIME, Alert, Classification
-from cutover.core.clock import Clock
+from cutover.core.clock import Clock, rfc3339_or_none
 from cutover.core.db import Database, StoreUnavailable, Tx
 from cutover.core.tasks import Supervised, TaskSupervisor
 
@@ -272,10 +272,10 @@ class Job:
             "alertname": orjson.loads(self.alert_json).get("labels", {}).get("alertname", ""),
             "state": self.state,
             "attempts": self.attempts,
-            "created_at": self.created_at,
-            "next_at": self.next_at,
+            "created_at": rfc3339_or_none(self.created_at),
+            "next_at": rfc3339_or_none(self.next_at),
             "last_error": self.last_error,
-            "dead_at": self.dead_at,
+            "dead_at": rfc3339_or_none(self.dead_at),
         }
 
 

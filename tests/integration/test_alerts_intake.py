@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+from datetime import datetime
 
 import orjson
 
@@ -289,6 +290,8 @@ async def test_delay_releases_unless_resolved(ag, http) -> None:
     blip = am_alert("Blip", severity="warning")
     _, data, _ = await post(http, gw, envelope(keep, blip))
     assert [a["result"] for a in data["alerts"]] == ["delayed", "delayed"]
+    release = datetime.fromisoformat(data["alerts"][0]["release_at"])  # RFC 3339, as every time
+    assert data["alerts"][0]["release_at"].endswith("Z") and release.timestamp() > clock.now()
     assert await jobs(gw) == []
     clock.advance(60)
     assert (await f.run_once())["released"] == 0
