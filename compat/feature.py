@@ -577,6 +577,9 @@ class CompatFeature(Feature):
                 return self._headers(rule, web.Response(status=status, body=raw, headers=headers))
             text = decoded.decode("utf-8", errors="replace")
             doc = render_template(fill_other.body, {**values, "text": text})
+        elif not transform.ops_for(resp.status):  # read for a fill, and it had a body
+            headers = self._response_headers(resp, outcome, request_id)
+            return self._headers(rule, web.Response(status=status, body=raw, headers=headers))
         else:
             try:
                 doc = orjson.loads(decoded)

@@ -19,6 +19,8 @@ def v2_app() -> web.Application:
     """A new implementation that answers 200 with no body where the legacy one said success."""
 
     async def ack(request: web.Request) -> web.Response:
+        if request.query.get("with"):
+            return web.Response(body=b'{"ok": 1}', content_type="application/json")
         return web.Response(status=200)  # no body, no Content-Type
 
     async def delete(request: web.Request) -> web.Response:
@@ -112,6 +114,10 @@ async def test_an_empty_answer_gets_the_legacy_body(gw_url: str) -> None:
     status, ctype, body = await fetch("POST", gw_url + "/ack")
     assert (status, body) == (200, {"status": "success"})
     assert ctype.startswith("application/json")
+    # an answer that has a body keeps it, byte for byte
+    async with aiohttp.ClientSession() as s, s.post(gw_url + "/ack?with=body") as r:
+        assert (r.status, await r.read()) == (200, b'{"ok": 1}')
+        assert r.headers["Content-Type"].startswith("application/json")
     # 204 has no body: mapped to 200, it gets one
     status, ctype, body = await fetch("DELETE", gw_url + "/things/7")
     assert (status, body) == (200, {"status": "success"})
