@@ -41,7 +41,11 @@ def v2_app() -> web.Application:
         depth = int(request.query.get("depth", "300"))
         return web.Response(body=b"[" * depth + b"]" * depth, content_type="application/json")
 
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read(), content_type="application/json")
+
     app = web.Application()
+    app.router.add_post("/v2/echo", echo)
     app.router.add_post("/v2/ack", ack)
     app.router.add_delete("/v2/things/{id}", delete)
     app.router.add_get("/v2/errors/{status}", error)
@@ -81,6 +85,10 @@ RULES: list[dict[str, Any]] = [
                      {"when": {"equals": {"kind": "list"}, "status": "2xx"},
                       "then": [{"to_array": "kind"}]},
                  ]}}},
+    {"name": "create", "match": {"method": "POST", "path": "/create"},
+     "rewrite": {"applies_to": "new", "path": "/v2/echo", "body": [{"to_array": "x"}]}},
+    {"name": "batch", "match": {"method": "POST", "path": "/batch"},
+     "fan_out": {"items": "alerts", "path": "/v2/echo", "item": [{"to_array": "x"}]}},
     {"name": "deep", "match": {"method": "GET", "path": "/deep"},
      "rewrite": {"applies_to": "new", "path": "/v2/deep",
                  "response": {"body": [{"to_array": "x"}]}}},
@@ -155,3 +163,18 @@ async def test_a_hostile_answer_is_a_502_never_a_500(gw_url: str) -> None:
     async with aiohttp.ClientSession() as s, s.get(f"{gw_url}/deep?depth=2000") as r:
         assert r.status == 502  # orjson refuses to read it: malformed for the gateway
         assert (await r.json())["error"]["code"] == "bad_upstream_json"
+
+
+async def test_a_hostile_request_body_is_a_400_never_a_500(gw_url: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        for depth in (300, 1000):
+            deep = b"[" * depth + b"]" * depth
+            body = b'{"x": ' + deep + b"}"
+            async with s.post(gw_url + "/create", data=body) as r:
+                assert r.status == 400, depth
+                assert (await r.json())["error"]["code"] == "bad_request_body"
+            async with s.post(gw_url + "/batch", data=b'{"alerts": [' + body + b"]}") as r:
+                assert r.status == 400, depth
+                assert (await r.json())["error"]["code"] == "bad_request_body"
+        async with s.post(gw_url + "/create", data=b'{"x": 1}') as r:  # and it still works
+            assert (r.status, await r.json()) == (200, {"x": [1]})
