@@ -49,6 +49,7 @@ from cutover.alerts.webhook_formats import (
     parse_payload,
     parse_single_alert,
 )
+from cutover.core.clock import format_rfc3339
 from cutover.core.db import ClaimMeter, Database, StoreUnavailable, Tx
 from cutover.core.errors import error_response
 from cutover.core.tasks import Supervised
@@ -290,8 +291,9 @@ class AlertsFeature(Feature):
         self.m_events = PromCounter(
             "cutover_enrichment_events_total",
             "What the alert intake counted, by event: received, accepted, each result,"
-            " truncated_alerts, invalid_payloads, store_unavailable (what /enrichment/stats"
-            " shows, summed over workers).",
+            " truncated_alerts, invalid_payloads, store_unavailable (webhooks answered 503:"
+            " the store was down), store_unavailable_background (background work that found"
+            " the store down) (what /enrichment/stats shows, summed over workers).",
             ["event"],
             registry=r,
         )
@@ -436,8 +438,10 @@ class AlertsFeature(Feature):
                 self._db, self._outbox = db, outbox
         return self._db, self._outbox
 
-    def _store_down(self, exc: StoreUnavailable, what: str) -> None:
-        self._tally("store_unavailable")
+    def _store_down(self, exc: StoreUnavailable, what: str, background: bool = False) -> None:
+        """`store_unavailable` counts webhooks answered 503 (what Alertmanager saw) only;
+        background work that found the store down is counted apart."""
+        self._tally("store_unavailable_background" if background else "store_unavailable")
         now = self.clock.monotonic()
         if now - self._store_warned_at >= 60.0:
             self._store_warned_at = now
@@ -767,7 +771,7 @@ class AlertsFeature(Feature):
                 c = plan.alert.classification
                 entry["classification"] = c.as_dict() if c is not None else None
                 if plan.release_at is not None:
-                    entry["release_at"] = plan.release_at
+                    entry["release_at"] = format_rfc3339(plan.release_at)
         return results
 
     async def _cancel_delayed(self, tx: Tx, plan: Plan, now: float) -> Plan:
@@ -794,7 +798,7 @@ class AlertsFeature(Feature):
             try:
                 await self.run_once()
             except StoreUnavailable as exc:
-                self._store_down(exc, "alert worker")
+                self._store_down(exc, "alert worker", background=True)
 
     async def run_once(self) -> dict[str, int]:
         """Classify what waits for the LLM, release delayed alerts that are due, clean up."""
@@ -1058,6 +1062,7 @@ class AlertsFeature(Feature):
                 "truncated_alerts": c["truncated_alerts"],
                 "invalid_payloads": c["invalid_payloads"],
                 "store_unavailable": c["store_unavailable"],
+                "store_unavailable_background": c["store_unavailable_background"],
                 "mode_switches": self.counts["mode_switches"],
                 "scope": "every worker process; mode_switches: this worker process",
             }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -218,7 +219,7 @@ class Classifier:
         if self.clock.monotonic() >= expires:
             del self._memory[self._key(alert)]
             return None
-        return classification
+        return dataclasses.replace(classification, cached=True)
 
     def _remember(self, alert: Alert, classification: Classification) -> None:
         assert self.llm is not None
@@ -250,6 +251,7 @@ class Classifier:
                 recommendations=tuple(data.get("recommendations") or ()),
                 source=data.get("source") or "llm",
                 model=data.get("model"),
+                cached=True,
             )
         except (ValueError, KeyError, TypeError):
             return None

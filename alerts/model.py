@@ -26,6 +26,7 @@ class Classification:
     recommendations: tuple[str, ...] = ()
     source: Literal["rules", "llm", "default"] = "rules"
     model: str | None = None
+    cached: bool = False  # an LLM answer taken from the cache rather than asked for this alert
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -37,6 +38,10 @@ class Classification:
             "source": self.source,
             "model": self.model,
         }
+
+    def to_stored(self) -> dict[str, object]:
+        """`as_dict` and whether it came from the cache, for the rows publishing reads."""
+        return {**self.as_dict(), "cached": self.cached}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class Alert:
     group_key: str = ""
     receiver: str = ""
     external_url: str = ""
+    # the envelope's groupLabels: what Alertmanager grouped by (publishing passes them on)
+    group_labels: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     classification: Classification | None = None
 
     @property

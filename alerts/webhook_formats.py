@@ -226,6 +226,10 @@ class _Problems:
     def add(self, path: str, expected: str, got: str | None = None) -> None:
         self.items.append(Problem(path, expected, got))
 
+    def at(self, path: str) -> bool:
+        """A problem is already reported at `path` (one bad value is one problem)."""
+        return any(item.path == path for item in self.items)
+
 
 def _kind(value: object) -> str:
     if value is None:
@@ -278,6 +282,12 @@ def _parse_alertmanager(body: object, now: float) -> Payload:
         value = body.get(key)
         if value is not None and not isinstance(value, Mapping):
             p.add(f"$.{key}", "an object", _kind(value))
+    raw_group = body.get("groupLabels")
+    group_labels = MappingProxyType(
+        {str(k): v for k, v in raw_group.items() if isinstance(v, str)}
+        if isinstance(raw_group, Mapping)
+        else {}
+    )
     if "alerts" not in body:
         p.add("$.alerts", "an array of alerts (this field is required)")
         return Payload("alertmanager", problems=tuple(p.items))
@@ -296,6 +306,7 @@ def _parse_alertmanager(body: object, now: float) -> Payload:
             group_key=strings["groupKey"],
             receiver=strings["receiver"],
             external_url=strings["externalURL"],
+            group_labels=group_labels,
         )
         if parsed is not None:
             alerts.append(parsed[0])
@@ -365,6 +376,8 @@ def _key_path(key: object) -> str:
 
 def _check_alertname(labels: Mapping[str, str], path: str, p: _Problems) -> None:
     """The alertname names the alert in the store: present, and text the store can hold."""
+    if p.at(path):  # present but not a string: reported already
+        return
     name = labels.get("alertname")
     if not name:
         p.add(path, "a non-empty string (this label is required)")
@@ -405,6 +418,7 @@ def _alert_object(
     group_key: str = "",
     receiver: str = "",
     external_url: str = "",
+    group_labels: MappingProxyType[str, str] | None = None,
 ) -> tuple[Alert, bool] | None:
     if not isinstance(item, Mapping):
         p.add(path, "an alert object", _kind(item))
@@ -460,6 +474,7 @@ def _alert_object(
             group_key=group_key,
             receiver=receiver,
             external_url=external_url,
+            group_labels=group_labels if group_labels is not None else MappingProxyType({}),
         ),
         starts_at is not None,
     )
@@ -613,7 +628,8 @@ def _generic_alert(
     name_path = _path_text(path, where) if where is not None else None
     if not labels.get("alertname"):
         shown = name_path or f"{path} (mapped labels)"
-        p.add(shown, "a non-empty alertname (the mapping's label_fields.alertname or labels)")
+        if not p.at(shown):  # a value of the wrong type there is reported already
+            p.add(shown, "a non-empty alertname (the mapping's label_fields.alertname or labels)")
     else:
         labels_path = _path_text(path, (*(m.labels or ()), "alertname"))
         _check_alertname(labels, name_path or labels_path, p)
@@ -680,8 +696,9 @@ def alert_to_stored(alert: Alert) -> dict[str, object]:
     """Everything an `Alert` holds, as JSON-ready data (`alert_from_stored` reads it back)."""
     out = alert.as_alertmanager()
     out.update(groupKey=alert.group_key, receiver=alert.receiver, externalURL=alert.external_url)
+    out["groupLabels"] = dict(alert.group_labels)
     if alert.classification is not None:
-        out["classification"] = alert.classification.as_dict()
+        out["classification"] = alert.classification.to_stored()
     return out
 
 
@@ -697,6 +714,7 @@ def alert_from_stored(data: Mapping[str, object]) -> Alert:
             recommendations=tuple(c.get("recommendations") or ()),  # type: ignore[arg-type]
             source=c.get("source") or "rules",  # type: ignore[arg-type]
             model=c.get("model"),  # type: ignore[arg-type]
+            cached=c.get("cached") is True,  # rows stored before it was kept: not cached
         )
     return Alert(
         fingerprint=str(data["fingerprint"]),
@@ -709,5 +727,14 @@ def alert_from_stored(data: Mapping[str, object]) -> Alert:
         group_key=str(data.get("groupKey") or ""),
         receiver=str(data.get("receiver") or ""),
         external_url=str(data.get("externalURL") or ""),
+        # rows stored before the group labels were kept have none
+        group_labels=MappingProxyType(_str_items(data.get("groupLabels"))),
         classification=classification,
     )
+
+
+def _str_items(value: object) -> dict[str, str]:
+    """The string entries of a stored mapping (nothing for a row without it)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}

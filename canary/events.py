@@ -28,6 +28,7 @@ import orjson
 
 from cutover.core.backoff import backoff
 from cutover.core.bounded import STORE_TIMEOUT, bounded
+from cutover.core.clock import format_rfc3339
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.storable import identity_problem, storable
 
@@ -247,7 +248,7 @@ class EventLog:
             out.append(
                 {
                     "id": int(r["id"]),
-                    "at": float(r["at"]),
+                    "at": format_rfc3339(float(r["at"])),
                     "route": r["route"],
                     "kind": r["kind"],
                     "actor": r["actor"],

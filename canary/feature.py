@@ -31,6 +31,7 @@ from cutover.canary.shared import (
     SharedUnavailable,
     StoreShared,
 )
+from cutover.core.clock import format_rfc3339
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
 from cutover.routing.canary import (
@@ -638,8 +639,8 @@ class CanaryFeature(Feature):
             view.update(
                 phase=control.phase,
                 latched=control.latched,
-                ramp=control.to_dict()["ramp"],
-                since=control.since,
+                ramp=_ramp_view(control.to_dict()["ramp"]),
+                since=format_rfc3339(control.since),
                 version=control.version,
                 changed_by=control.actor,
                 reason=control.reason,
@@ -682,7 +683,7 @@ class CanaryFeature(Feature):
             "weight": weight,
             "next_step": next_step(cfg.steps, weight) if cfg.steps else None,
             "step": {
-                "since": control.since,
+                "since": format_rfc3339(control.since),
                 "seconds": round(self.gw.clock.now() - control.since, 3),
                 "min_seconds": cfg.step_interval,
                 "candidate_requests": in_step,
@@ -718,3 +719,10 @@ class CanaryFeature(Feature):
         from cutover.canary.admin import add_routes
 
         add_routes(router, self)
+
+
+def _ramp_view(ramp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ramp as the API shows it: its start time in RFC 3339 like every API time."""
+    if ramp is None:
+        return None
+    return {**ramp, "started_at": format_rfc3339(ramp["started_at"])}

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from cutover.core.bounded import STORE_TIMEOUT, bounded
-from cutover.core.clock import Clock
+from cutover.core.clock import Clock, rfc3339_or_none
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.tasks import Supervised, TaskSupervisor
 from cutover.routing.canary import Control
@@ -133,7 +133,7 @@ class SharedState:
         return {
             "backend": self.kind,
             "connected": self.connected,
-            "since": self.changed_at,
+            "since": rfc3339_or_none(self.changed_at),
             "last_error": self.last_error,
         }
 

@@ -53,7 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
     except StoreUnavailable as exc:
         print(f"cutover compat report: the store is unavailable ({exc})", file=sys.stderr)
         return 1
-    report = usage_report(rows, rules, time.time())
+    report = usage_report(rows, rules, time.time(), only=args.rule)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     else:

@@ -16,6 +16,7 @@ Problems inside a profile file are reported with that file's name and the key pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.resources
 import os
 import re
@@ -35,6 +36,7 @@ from cutover.compat.rules import (
     ROLES,
     Condition,
     FanOut,
+    Fill,
     Gone,
     Health,
     ResponseTransform,
@@ -549,12 +551,122 @@ def _rewrite(ctx: Ctx, value: object, path: str) -> Rewrite:
 
 
 def _response(ctx: Ctx, value: object, path: str) -> ResponseTransform:
-    m = kit.section(ctx, value, path, ("status", "body", "error_body"))
-    return ResponseTransform(
-        status_map=MappingProxyType(kit.field(ctx, m, "status", path, _status_map, {})),
-        body=kit.field(ctx, m, "body", path, _json_ops, ()),
-        error_body=kit.field(ctx, m, "error_body", path, _json_ops, ()),
+    m = kit.section(ctx, value, path, ("status", "body", "error_body", "fill"))
+    status_map = kit.field(ctx, m, "status", path, _status_map, {})
+    body, body_codes, body_classes = kit.field(
+        ctx, m, "body", path, _status_ops(success=True), ((), {}, {})
     )
+    error, error_codes, error_classes = kit.field(
+        ctx, m, "error_body", path, _status_ops(success=False), ((), {}, {})
+    )
+    fills = kit.field(ctx, m, "fill", path, _fills(status_map), ())
+    return ResponseTransform(
+        status_map=MappingProxyType(status_map),
+        body=body,
+        error_body=error,
+        by_code=MappingProxyType({**body_codes, **error_codes}),
+        by_class=MappingProxyType({**body_classes, **error_classes}),
+        fills=fills,
+    )
+
+
+_STATUS_EXPECTED = "a status code (404), a class (4xx) or a list of them"
+
+
+def _status_key(ctx: Ctx, value: object, path: str) -> tuple[str, int]:
+    """("code", 404) or ("class", 4)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return "code", value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.isdigit() and 100 <= int(text) <= 599:
+            return "code", int(text)
+        if re.fullmatch(r"[1-5]xx", text):
+            return "class", int(text[0])
+    ctx.fail(path, _STATUS_EXPECTED, value)
+
+
+def _status_set(ctx: Ctx, value: object, path: str) -> J.StatusSet:
+    if isinstance(value, list):
+        if not value:
+            ctx.fail(path, _STATUS_EXPECTED, value)
+        keys = kit.items(ctx, value, path, _status_key)
+    else:
+        keys = [_status_key(ctx, value, path)]
+    return J.StatusSet(
+        codes=frozenset(n for kind, n in keys if kind == "code"),
+        classes=frozenset(n for kind, n in keys if kind == "class"),
+    )
+
+
+StatusOps = tuple[tuple[J.Op, ...], dict[int, tuple[J.Op, ...]], dict[int, tuple[J.Op, ...]]]
+
+
+def _status_ops(success: bool) -> kit.Parser[StatusOps]:
+    """A list of operations, or a mapping of status / class / `default` to lists of them."""
+    where = "2xx" if success else "not 2xx (body holds the 2xx ones)"
+
+    def parse(ctx: Ctx, value: object, path: str) -> StatusOps:
+        if not isinstance(value, Mapping):
+            return _answer_ops(ctx, value, path), {}, {}
+        default: tuple[J.Op, ...] = ()
+        codes: dict[int, tuple[J.Op, ...]] = {}
+        classes: dict[int, tuple[J.Op, ...]] = {}
+        for k, v in value.items():
+            kp = kit.join(path, k)
+            try:
+                if k == "default":
+                    default = _answer_ops(ctx, v, kp)
+                    continue
+                kind, n = _status_key(ctx, k, kp)
+                if ((n // 100 if kind == "code" else n) == 2) != success:
+                    ctx.fail(kp, f"a status that is {where}", k)
+                (codes if kind == "code" else classes)[n] = _answer_ops(ctx, v, kp)
+            except Invalid:
+                continue
+        return default, codes, classes
+
+    return parse
+
+
+_FILL_WHEN = ("empty", "not_json")
+
+
+def _fills(status_map: Mapping[int, int]) -> kit.Parser[tuple[Fill, ...]]:
+    def one(ctx: Ctx, value: object, path: str) -> Fill:
+        m = kit.section(ctx, value, path, ("status", "when", "body"))
+        kit.require(ctx, m, "body", path, "the JSON body to give the answer")
+        statuses = kit.field(
+            ctx, m, "status", path, _status_set, J.StatusSet(classes=frozenset({2}))
+        )
+        when = kit.field(ctx, m, "when", path, _fill_when, ("empty",))
+        body = kit.field(ctx, m, "body", path, _json_value, None)
+        if 1 in statuses.classes or any(c < 200 for c in statuses.codes):
+            ctx.add(kit.join(path, "status"), "statuses of answers that can carry a body (not 1xx)")
+        for code in sorted(statuses.codes & {204, 304}):
+            if status_map.get(code, code) in (204, 304):
+                ctx.add(
+                    kit.join(path, "status"),
+                    f"statuses of answers that can carry a body ({code} cannot: map it to "
+                    f"another status under response.status, e.g. {{{code}: 200}})",
+                )
+        if ctx.failed(path):
+            raise Invalid
+        return Fill(statuses, body, empty="empty" in when, not_json="not_json" in when)
+
+    def parse(ctx: Ctx, value: object, path: str) -> tuple[Fill, ...]:
+        if not isinstance(value, list):
+            value = [value]
+        return tuple(kit.items(ctx, value, path, one))
+
+    return parse
+
+
+def _fill_when(ctx: Ctx, value: object, path: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or any(x not in _FILL_WHEN for x in items):
+        ctx.fail(path, "empty, not_json or a list of them", value)
+    return tuple(str(x) for x in items)
 
 
 def _status_map(ctx: Ctx, value: object, path: str) -> dict[int, int]:
@@ -695,13 +807,26 @@ _JSON_OPS = (
     "values",
     "convert",
     "length",
+    "empty_to_null",
+    "null_to_empty",
+    "to_array",
+    "time",
 )
+_PATHS_OPS = {"empty_to_null": J.EmptyToNull, "null_to_empty": J.NullToEmpty, "to_array": J.ToArray}
+_WHEN_KEYS = ("when", "then", "else")
 
 
-def _json_ops(ctx: Ctx, value: object, path: str) -> tuple[J.Op, ...]:
+def _json_ops(ctx: Ctx, value: object, path: str, answer: bool = False) -> tuple[J.Op, ...]:
+    """Operations on a request body (`answer` False: no answer status to test yet) or an
+    answer's body."""
     if not isinstance(value, list):
         ctx.fail(path, "a list of JSON operations", value)
-    return tuple(op for ops in kit.items(ctx, value, path, _json_op) for op in ops)
+    parse = functools.partial(_json_op, answer=answer)
+    return tuple(op for ops in kit.items(ctx, value, path, parse) for op in ops)
+
+
+def _answer_ops(ctx: Ctx, value: object, path: str) -> tuple[J.Op, ...]:
+    return _json_ops(ctx, value, path, answer=True)
 
 
 def _json_path(ctx: Ctx, value: object, path: str) -> J.Keys:
@@ -710,6 +835,14 @@ def _json_path(ctx: Ctx, value: object, path: str) -> J.Keys:
             path, "a dotted JSON path such as data.alerts (or '.' for the value itself)", value
         )
     return J.split_path(value)
+
+
+def _json_paths(ctx: Ctx, value: object, path: str) -> tuple[J.Keys, ...]:
+    if isinstance(value, list):
+        if not value:
+            ctx.fail(path, "a JSON path or a list of them", value)
+        return tuple(kit.items(ctx, value, path, _json_path))
+    return (_json_path(ctx, value, path),)
 
 
 def _key(ctx: Ctx, value: object, path: str) -> str:
@@ -730,11 +863,72 @@ def _wrap_arg(ctx: Ctx, arg: object, path: str) -> tuple[J.Keys, str]:
     return keys, key
 
 
-def _json_op(ctx: Ctx, value: object, path: str) -> list[J.Op]:
+def _when(ctx: Ctx, value: Mapping[object, object], path: str, answer: bool) -> J.When:
+    m = kit.section(ctx, value, path, _WHEN_KEYS)
+    kit.require(ctx, m, "then", path, "the operations to run when the condition holds")
+    condition = kit.field(
+        ctx, m, "when", path, functools.partial(_when_condition, answer=answer), None
+    )
+    ops = functools.partial(_json_ops, answer=answer)
+    then = kit.field(ctx, m, "then", path, ops, ())
+    otherwise = kit.field(ctx, m, "else", path, ops, ())
+    if condition is None or ctx.failed(path):
+        raise Invalid
+    return J.When(condition, then, otherwise)
+
+
+_CONDITION_KEYS = ("status", "present", "absent", "equals")
+
+
+def _when_condition(ctx: Ctx, value: object, path: str, answer: bool) -> J.Condition:
+    m = kit.section(ctx, value, path, _CONDITION_KEYS)
+    if not m:
+        ctx.fail(path, f"a condition with at least one of {', '.join(_CONDITION_KEYS)}", value)
+    if "status" in m and not answer:
+        ctx.fail(
+            kit.join(path, "status"),
+            "no status condition here: a request body is transformed before there is an answer",
+        )
+    equals: list[tuple[J.Keys, Any]] = []
+    if "equals" in m:
+        ep = kit.join(path, "equals")
+        for k, v in _pairs(ctx, m["equals"], ep, "JSON paths to the value they must hold"):
+            kp = kit.join(ep, k)
+            equals.append((_json_path(ctx, k, kp), _json_value(ctx, v, kp)))
+    condition = J.Condition(
+        status=kit.field(ctx, m, "status", path, _status_set, None),
+        present=kit.field(ctx, m, "present", path, _json_paths, ()),
+        absent=kit.field(ctx, m, "absent", path, _json_paths, ()),
+        equals=tuple(equals),
+    )
+    if ctx.failed(path):
+        raise Invalid
+    return condition
+
+
+def _time(ctx: Ctx, src: J.Keys, value: object, path: str) -> J.Time:
+    m = kit.section(ctx, value, path, ("digits", "trim", "zone"))
+    zone = m.get("zone", "Z")
+    if zone not in J.ZONES:
+        ctx.add(kit.join(path, "zone"), "Z, +00:00 or keep", zone)
+    digits = m.get("digits", "auto")
+    if digits != "auto":
+        digits = kit.field(ctx, m, "digits", path, kit.integer(0, 9), None)
+    trim = kit.field(ctx, m, "trim", path, kit.boolean, False)
+    if ctx.failed(path):
+        raise Invalid
+    return J.Time(src, None if digits == "auto" else digits, trim, zone)  # type: ignore[arg-type]
+
+
+def _json_op(ctx: Ctx, value: object, path: str, answer: bool = False) -> list[J.Op]:
+    if isinstance(value, Mapping) and "when" in value:
+        return [_when(ctx, value, path, answer)]
     name, arg = _single(ctx, value, path, _JSON_OPS)
     p = kit.join(path, name)
     if name == "drop":
         return [J.Drop(tuple(J.split_path(x) for x in _names(ctx, arg, p, "a JSON path")))]
+    if name in _PATHS_OPS:
+        return [_PATHS_OPS[name](_json_paths(ctx, arg, p))]
     if name == "keep":
         if isinstance(arg, Mapping):
             m = kit.section(ctx, arg, p, ("path", "keys"))
@@ -750,7 +944,7 @@ def _json_op(ctx: Ctx, value: object, path: str) -> list[J.Op]:
         m = kit.section(ctx, arg, p, ("path", "ops"))
         kit.require(ctx, m, "ops", p, "the list of operations for each item")
         keys = kit.field(ctx, m, "path", p, _json_path, ())
-        ops = kit.field(ctx, m, "ops", p, _json_ops, ())
+        ops = kit.field(ctx, m, "ops", p, functools.partial(_json_ops, answer=answer), ())
         if ctx.failed(p):
             raise Invalid
         return [J.Each(keys, ops)]
@@ -775,6 +969,8 @@ def _json_op(ctx: Ctx, value: object, path: str) -> list[J.Op]:
                 ctx.fail(kp, "a mapping of old value to new value", v)
             table = tuple((a, _json_value(ctx, b, kit.join(kp, a))) for a, b in v.items())
             out.append(J.Values(src, table))
+        elif name == "time":
+            out.append(_time(ctx, src, v, kp))
         else:  # convert
             if v not in J.CONVERSIONS:
                 ctx.fail(kp, f"one of {', '.join(J.CONVERSIONS)}", v)

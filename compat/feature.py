@@ -212,10 +212,9 @@ class _Plan:
                 continue
             doc = _parse_request_json(body)
             try:
-                out = apply(rw.body, doc)
+                self._bodies[rw.applies_to] = _dump(apply(rw.body, doc))
             except TransformError as exc:
                 raise CompatError(400, "bad_request_body", f"request body: {exc}") from None
-            self._bodies[rw.applies_to] = orjson.dumps(out)
 
     def target(self, backend: str) -> tuple[str, bytes | None] | None:
         role = self.feature.role_of(backend)
@@ -257,6 +256,15 @@ def _sent_path(request: web.BaseRequest) -> str:
     rewrites only the query, or fans out without a path of its own. Rules *match* the
     normalized path (`rel_url.raw_path`, core.http1)."""
     return request.raw_path.partition("?")[0]
+
+
+def _dump(doc: Any) -> bytes:
+    """`doc` as JSON; orjson writes at most 254 levels, so a deeper (hostile) document fails
+    like a wrong shape rather than as an unexpected error."""
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError as exc:
+        raise TransformError("write", f"the document cannot be written as JSON ({exc})") from None
 
 
 def _parse_request_json(body: bytes) -> Any:
@@ -525,18 +533,26 @@ class CompatFeature(Feature):
         request_id: str,
         idle: float,
     ) -> web.StreamResponse:
-        """Map the status and transform a JSON body; anything else streams untouched."""
+        """Map the status and transform a JSON body (or give one to an empty or non-JSON
+        answer, where a `fill` says so); anything else streams untouched."""
         assert rewrite.response is not None and self.settings is not None
         transform = rewrite.response
         backend = outcome.backend or ""
         status = transform.status(resp.status)
-        ops = transform.ops_for(resp.status)
         content_type = resp.headers.get("Content-Type", "")
         encoding = resp.headers.get("Content-Encoding", "")
-        bodyless = request.method == "HEAD" or resp.status in (204, 304) or resp.status < 200
-        if bodyless or not ops:
+        # 204 and 304 have no body to read: only a fill, under a status mapped to one that
+        # can carry a body, gives them one
+        no_body = resp.status in (204, 304) and (
+            status in (204, 304) or transform.fill_for(resp.status, empty=True) is None
+        )
+        bodyless = request.method == "HEAD" or no_body or resp.status < 200
+        if bodyless or not transform.reads(resp.status):
             return await self._stream(request, resp, status, rule, outcome, request_id, idle)
-        if not _is_json(content_type):
+        is_json = _is_json(content_type)
+        fill_empty = transform.fill_for(resp.status, empty=True)
+        fill_other = None if is_json else transform.fill_for(resp.status, empty=False)
+        if not is_json and fill_empty is None and fill_other is None:
             self._log_untouched(rule, backend, f"non-JSON answer ({content_type or 'no type'})")
             return await self._stream(request, resp, status, rule, outcome, request_id, idle)
         if encoding and not _decodable(encoding):
@@ -559,25 +575,40 @@ class CompatFeature(Feature):
             raise _too_large(limit)
         decoded = _decode(raw, encoding, limit) if encoding else raw
         assert decoded is not None  # _decodable said so
+        values = {"status": resp.status}
+        if fill_empty is not None and not decoded.strip():
+            doc = render_template(fill_empty.body, {**values, "text": ""})
+        elif not is_json:
+            if fill_other is None:  # read for a fill of empty answers, and it was not empty
+                self._log_untouched(rule, backend, f"non-JSON answer ({content_type or 'no type'})")
+                headers = self._response_headers(resp, outcome, request_id)
+                return self._headers(rule, web.Response(status=status, body=raw, headers=headers))
+            text = decoded.decode("utf-8", errors="replace")
+            doc = render_template(fill_other.body, {**values, "text": text})
+        elif not transform.ops_for(resp.status):  # read for a fill, and it had a body
+            headers = self._response_headers(resp, outcome, request_id)
+            return self._headers(rule, web.Response(status=status, body=raw, headers=headers))
+        else:
+            try:
+                doc = orjson.loads(decoded)
+            except orjson.JSONDecodeError as exc:
+                raise CompatError(
+                    502,
+                    "bad_upstream_json",
+                    f"backend {backend} answered malformed JSON ({exc.msg} at char {exc.pos}) "
+                    f"to compat rule {rule.name}",
+                ) from None
         try:
-            doc = orjson.loads(decoded)
-        except orjson.JSONDecodeError as exc:
-            raise CompatError(
-                502,
-                "bad_upstream_json",
-                f"backend {backend} answered malformed JSON ({exc.msg} at char {exc.pos}) "
-                f"to compat rule {rule.name}",
-            ) from None
-        try:
-            doc = transform.transform(resp.status, doc)
+            body = _dump(transform.transform(resp.status, doc))
         except TransformError as exc:
             raise CompatError(
                 502,
                 "compat_transform_failed",
                 f"compat rule {rule.name} could not transform the answer from {backend}: {exc}",
             ) from None
-        body = orjson.dumps(doc)
         headers = self._response_headers(resp, outcome, request_id, drop=_REPRESENTATION)
+        if not is_json:
+            headers["Content-Type"] = "application/json"
         out = web.Response(status=status, body=body, headers=headers)
         return self._headers(rule, out)
 
@@ -668,7 +699,11 @@ class CompatFeature(Feature):
                 400, "bad_request_body", f"request body: expected a JSON array at {where!r}"
             )
         try:
-            parts = [orjson.dumps(apply(fo.item_ops, copy.deepcopy(item))) for item in items]
+            parts = [_dump(apply(fo.item_ops, copy.deepcopy(item))) for item in items]
+        except RecursionError:  # copy.deepcopy of a hostile, deeply nested item
+            raise CompatError(
+                400, "bad_request_body", f"request body {where}[]: too deep"
+            ) from None
         except TransformError as exc:
             raise CompatError(400, "bad_request_body", f"request body {where}[]: {exc}") from None
         backend = decision.primary
@@ -950,7 +985,7 @@ class CompatFeature(Feature):
             ]
             rows = pending
         rules = settings.rules if settings is not None else ()
-        report = usage_report(rows, rules, self.gw.clock.now())
+        report = usage_report(rows, rules, self.gw.clock.now(), only=rule)
         report["stored"] = stored
         report["overflowed"] = self.usage.overflowed
         return web.Response(

@@ -13,6 +13,7 @@ that names the operation), so a backend answer that is not what the rule expects
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,23 +21,34 @@ from typing import Any, Literal
 
 __all__ = [
     "CONVERSIONS",
+    "NO_FACTS",
     "SEVERITY_NAMES",
+    "ZONES",
+    "Condition",
     "Convert",
     "Copy",
     "Default",
     "Drop",
     "Each",
+    "EmptyToNull",
+    "Facts",
     "Keep",
     "Length",
     "Move",
+    "NullToEmpty",
     "Op",
     "Rename",
     "Set",
+    "StatusSet",
+    "Time",
+    "ToArray",
     "TransformError",
     "Unwrap",
     "Values",
+    "When",
     "Wrap",
     "apply",
+    "reformat_time",
     "split_path",
 ]
 
@@ -136,13 +148,25 @@ def _pop(doc: Any, keys: Keys, op: str) -> tuple[bool, Any]:
     return True, parent.pop(keys[-1])
 
 
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a condition may look at beside the document: the answer's status (None while a
+    request body is transformed, where no answer exists yet)."""
+
+    status: int | None = None
+
+
+NO_FACTS = Facts()
+
+
 class Op:
-    """One operation: `apply(doc)` returns the new document (it may change `doc` in place)."""
+    """One operation: `apply(doc, facts)` returns the new document (it may change `doc` in
+    place)."""
 
     __slots__ = ()
     name = "op"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         raise NotImplementedError
 
 
@@ -154,7 +178,7 @@ class Rename(Op):
     new_name: str
     name = "rename"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, value = _pop(doc, self.path, self.name)
         if found:
             doc = _set(doc, (*self.path[:-1], self.new_name), value, self.name)
@@ -169,7 +193,7 @@ class Move(Op):
     target: Keys
     name = "move"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         if not self.source:
             return _set({}, self.target, doc, self.name) if self.target else doc
         found, value = _pop(doc, self.source, self.name)
@@ -184,7 +208,7 @@ class Copy(Op):
     target: Keys
     name = "copy"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, value = _get(doc, self.source)
         if not found:
             return doc
@@ -208,7 +232,7 @@ class Drop(Op):
     paths: tuple[Keys, ...]
     name = "drop"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         for keys in self.paths:
             _pop(doc, keys, self.name)
         return doc
@@ -222,7 +246,7 @@ class Keep(Op):
     keys: frozenset[str]
     name = "keep"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, obj = _get(doc, self.path)
         if not found:
             return doc
@@ -241,7 +265,7 @@ class Set(Op):
     value: Any
     name = "set"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         return _set(doc, self.path, _deepcopy(self.value), self.name)
 
 
@@ -253,7 +277,7 @@ class Default(Op):
     value: Any
     name = "default"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, current = _get(doc, self.path)
         if found and current is not None:
             return doc
@@ -268,7 +292,7 @@ class Wrap(Op):
     key: str
     name = "wrap"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, value = _get(doc, self.path)
         if not found:
             return doc
@@ -283,7 +307,7 @@ class Unwrap(Op):
     key: str
     name = "unwrap"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, obj = _get(doc, self.path)
         if not found:
             return doc
@@ -300,13 +324,13 @@ class Each(Op):
     ops: tuple[Op, ...]
     name = "each"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, items = _get(doc, self.path)
         if not found or items is None:
             return doc
         if not isinstance(items, list):
             raise TransformError(self.name, f"{_show(self.path)} is not an array")
-        out = [apply(self.ops, item) for item in items]
+        out = [apply(self.ops, item, facts) for item in items]
         return _set(doc, self.path, out, self.name)
 
 
@@ -318,7 +342,7 @@ class Values(Op):
     table: tuple[tuple[Any, Any], ...]
     name = "values"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, value = _get(doc, self.path)
         if not found or isinstance(value, dict | list):
             return doc
@@ -336,7 +360,7 @@ class Length(Op):
     target: Keys
     name = "length"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, items = _get(doc, self.source)
         if not found:
             return doc
@@ -353,7 +377,7 @@ class Convert(Op):
     to: Conversion
     name = "convert"
 
-    def apply(self, doc: Any) -> Any:
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         found, value = _get(doc, self.path)
         if not found or value is None:
             return doc
@@ -364,10 +388,212 @@ class Convert(Op):
         return _set(doc, self.path, converted, self.name)
 
 
-def apply(ops: Sequence[Op], doc: Any) -> Any:
-    """Run `ops` in order over `doc`."""
-    for op in ops:
-        doc = op.apply(doc)
+@dataclass(frozen=True, slots=True)
+class EmptyToNull(Op):
+    """Replace an empty array at each of `paths` with null (other values stay as they are)."""
+
+    paths: tuple[Keys, ...]
+    name = "empty_to_null"
+
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
+        for keys in self.paths:
+            found, value = _get(doc, keys)
+            if found and isinstance(value, list) and not value:
+                doc = _set(doc, keys, None, self.name)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class NullToEmpty(Op):
+    """Replace null at each of `paths` with an empty array (the reverse of `EmptyToNull`)."""
+
+    paths: tuple[Keys, ...]
+    name = "null_to_empty"
+
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
+        for keys in self.paths:
+            found, value = _get(doc, keys)
+            if found and value is None:
+                doc = _set(doc, keys, [], self.name)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ToArray(Op):
+    """Put the value at each of `paths` into a one-item array; an array or null stays as it is,
+    so the operation can run twice."""
+
+    paths: tuple[Keys, ...]
+    name = "to_array"
+
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
+        for keys in self.paths:
+            found, value = _get(doc, keys)
+            if found and value is not None and not isinstance(value, list):
+                doc = _set(doc, keys, [value], self.name)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSet:
+    """Status codes and classes (4 for 4xx); empty means none."""
+
+    codes: frozenset[int] = frozenset()
+    classes: frozenset[int] = frozenset()
+
+    def holds(self, status: int | None) -> bool:
+        if status is None:
+            return False
+        return status in self.codes or status // 100 in self.classes
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Every part given must hold: the answer's status, keys present or absent, values equal."""
+
+    status: StatusSet | None = None
+    present: tuple[Keys, ...] = ()
+    absent: tuple[Keys, ...] = ()
+    equals: tuple[tuple[Keys, Any], ...] = ()
+
+    def holds(self, doc: Any, facts: Facts) -> bool:
+        if self.status is not None and not self.status.holds(facts.status):
+            return False
+        if not all(_get(doc, keys)[0] for keys in self.present):
+            return False
+        if any(_get(doc, keys)[0] for keys in self.absent):
+            return False
+        for keys, expected in self.equals:
+            found, value = _get(doc, keys)
+            if not found or not _same(value, expected):
+                return False
+        return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: `1` is not `true`, nor `1.0` `1` (`b` comes from the config: bounded)."""
+    if isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and a.keys() == b.keys()
+            and all(_same(a[k], v) for k, v in b.items())
+        )
+    if isinstance(b, list):
+        return isinstance(a, list) and len(a) == len(b) and all(map(_same, a, b))
+    return type(a) is type(b) and a == b
+
+
+@dataclass(frozen=True, slots=True)
+class When(Op):
+    """Run `then` when `condition` holds for the current value, else `otherwise`."""
+
+    condition: Condition
+    then: tuple[Op, ...]
+    otherwise: tuple[Op, ...] = ()
+    name = "when"
+
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
+        ops = self.then if self.condition.holds(doc, facts) else self.otherwise
+        return apply(ops, doc, facts)
+
+
+Zone = Literal["Z", "+00:00", "keep"]
+ZONES: tuple[str, ...] = ("Z", "+00:00", "keep")
+
+
+@dataclass(frozen=True, slots=True)
+class Time(Op):
+    """Rewrite the RFC 3339 timestamp (or unix seconds) at `path`: fraction digits (`digits`,
+    None = as given), trailing zeros trimmed or not, and the zone (`Z`, `+00:00`, or as given).
+    Null stays null; anything else that is not a time fails the transform."""
+
+    path: Keys
+    digits: int | None = None
+    trim: bool = False
+    zone: Zone = "Z"
+    name = "time"
+
+    def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
+        found, value = _get(doc, self.path)
+        if not found or value is None:
+            return doc
+        try:
+            text = reformat_time(value, self.digits, self.trim, self.zone)
+        except ValueError as exc:
+            raise TransformError(self.name, f"{_show(self.path)}: {exc}") from None
+        return _set(doc, self.path, text, self.name)
+
+
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,64}))?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _time_parts(value: Any) -> tuple[datetime, str, str]:
+    """(whole seconds, fraction digits, zone as given) of an RFC 3339 string or unix seconds."""
+    if isinstance(value, str) and len(value) <= 100:
+        m = _RFC3339.fullmatch(value.strip())
+        if m is not None:
+            day, clock, fraction, zone = m.groups()
+            zone = "Z" if zone in "Zz" else zone
+            try:
+                whole = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone == 'Z' else zone}")
+            except ValueError:
+                pass
+            else:
+                return whole, (fraction or "")[:9], zone
+        raise ValueError(f"expected an RFC 3339 timestamp, got {value[:64]!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = math.floor(value)
+        nanos = round((value - seconds) * 1e9) if isinstance(value, float) else 0
+        if nanos >= 1_000_000_000:
+            seconds, nanos = seconds + 1, 0
+        try:
+            whole = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"expected a time, got {value!r}") from None
+        return whole, f"{nanos:09d}".rstrip("0"), "Z"
+    raise ValueError(f"expected an RFC 3339 timestamp or unix seconds, got {_kind_of(value)}")
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)[:64]
+
+
+def reformat_time(value: Any, digits: int | None, trim: bool, zone: str) -> str:
+    """One timestamp in the requested form (see `Time`); raises ValueError when not a time."""
+    whole, fraction, given = _time_parts(value)
+    if zone != "keep":
+        try:
+            whole = whole.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError(f"a time outside years 1-9999 in UTC: {value!r}") from None
+        given = zone
+    if digits is not None:
+        fraction = fraction[:digits].ljust(digits, "0")
+    if trim:
+        fraction = fraction.rstrip("0")
+    text = whole.strftime("%Y-%m-%dT%H:%M:%S")
+    if whole.year < 1000:  # strftime does not pad the year on every platform
+        text = f"{whole.year:04d}{text[text.index('-') :]}"
+    return f"{text}.{fraction}{given}" if fraction else f"{text}{given}"
+
+
+def apply(ops: Sequence[Op], doc: Any, facts: Facts = NO_FACTS) -> Any:
+    """Run `ops` in order over `doc`.
+
+    A document nested deeper than Python's recursion allows (orjson reads 1024 levels) fails
+    like a wrong shape, as a `TransformError`, never as an unexpected exception.
+    """
+    try:
+        for op in ops:
+            doc = op.apply(doc, facts)
+    except RecursionError:
+        raise TransformError("apply", "the document is nested too deeply") from None
     return doc
 
 

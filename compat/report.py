@@ -22,13 +22,24 @@ def _when(seconds: float | None) -> str | None:
 
 
 def usage_report(
-    rows: Iterable[Mapping[str, Any]], rules: Iterable[Rule], now: float
+    rows: Iterable[Mapping[str, Any]],
+    rules: Iterable[Rule],
+    now: float,
+    only: str | None = None,
 ) -> dict[str, Any]:
-    """`{rules: [...], callers: [...]}` from stored rows and the configured rules."""
+    """`{rules: [...], callers: [...]}` from stored rows and the configured rules.
+
+    `only` keeps one rule: the rows were read for it alone, so listing the other configured
+    rules would show them with `calls: 0` although they have calls.
+    """
     by_name = {r.name: r for r in rules}
     callers: list[dict[str, Any]] = []
-    totals: dict[str, list[int]] = {name: [0, 0] for name in by_name}
+    totals: dict[str, list[int]] = {
+        name: [0, 0] for name in by_name if only is None or name == only
+    }
     for row in rows:
+        if only is not None and row["rule"] != only:
+            continue
         rule = by_name.get(row["rule"])
         sunset = rule.sunset if rule is not None else None
         count = int(row["count"])

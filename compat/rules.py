@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from cutover.compat.deprecation import Deprecation, deprecation_headers
-from cutover.compat.jsonops import Op, apply
+from cutover.compat.jsonops import Facts, Op, StatusSet, apply
 from cutover.compat.paths import PathTemplate, TargetPath
 from cutover.compat.query import QOp, decode_query, encode_query, rewrite_query
 
@@ -32,6 +32,7 @@ __all__ = [
     "ROLES",
     "Condition",
     "FanOut",
+    "Fill",
     "Gone",
     "Health",
     "Hit",
@@ -76,22 +77,58 @@ class RuleMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Fill:
+    """A body for an answer that has none (`empty`) or whose body is not JSON (`not_json`): a
+    JSON template (`{status}`, and `{text}` for the answer's text), then the status's ops."""
+
+    statuses: StatusSet
+    body: Any
+    empty: bool = True
+    not_json: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseTransform:
-    """What happens to a backend's answer: status codes mapped, JSON bodies transformed."""
+    """What happens to a backend's answer: status codes mapped, JSON bodies transformed.
+
+    The operations for a status are the most specific list: that code, then its class (`4xx`),
+    then `body` (2xx) or `error_body` (the others).
+    """
 
     status_map: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
     body: tuple[Op, ...] = ()  # for 2xx answers
     error_body: tuple[Op, ...] = ()  # for the others
+    by_code: Mapping[int, tuple[Op, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    by_class: Mapping[int, tuple[Op, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    fills: tuple[Fill, ...] = ()
 
     def status(self, status: int) -> int:
         return self.status_map.get(status, status)
 
     def ops_for(self, status: int) -> tuple[Op, ...]:
         """The body operations for a backend status (before mapping)."""
-        return self.body if 200 <= status < 300 else self.error_body
+        ops = self.by_code.get(status)
+        if ops is None:
+            ops = self.by_class.get(status // 100)
+        if ops is None:
+            ops = self.body if 200 <= status < 300 else self.error_body
+        return ops
+
+    def fill_for(self, status: int, empty: bool) -> Fill | None:
+        """The first fill for an answer of `status` that is empty (or else not JSON)."""
+        for fill in self.fills:
+            if (fill.empty if empty else fill.not_json) and fill.statuses.holds(status):
+                return fill
+        return None
+
+    def reads(self, status: int) -> bool:
+        """Whether an answer of `status` is read: operations or a fill apply to it."""
+        if self.ops_for(status):
+            return True
+        return any(fill.statuses.holds(status) for fill in self.fills)
 
     def transform(self, status: int, doc: Any) -> Any:
-        return apply(self.ops_for(status), doc)
+        return apply(self.ops_for(status), doc, Facts(status))
 
 
 @dataclass(frozen=True, slots=True)

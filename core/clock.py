@@ -32,6 +32,11 @@ class FakeClock(Clock):
         self._wall += seconds
 
 
+def rfc3339_or_none(seconds: float | None) -> str | None:
+    """`format_rfc3339`, with None for None: the one form of a time in the JSON APIs."""
+    return None if seconds is None else format_rfc3339(seconds)
+
+
 def format_rfc3339(seconds: float) -> str:
     """An epoch time as RFC 3339 in UTC with milliseconds (`2026-01-02T03:04:05.678Z`)."""
     dt = datetime.fromtimestamp(seconds, UTC)

@@ -32,7 +32,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
-from cutover.core.clock import Clock
+from cutover.core.clock import Clock, rfc3339_or_none
 
 log = logging.getLogger("cutover.tasks")
 
@@ -205,7 +205,7 @@ class Supervised:
             "failures": self.failures,
             "restarts": self.restarts,
             "last_error": self.last_error,
-            "last_failure": self.last_failure,
+            "last_failure": rfc3339_or_none(self.last_failure),
         }
 
 

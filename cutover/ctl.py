@@ -18,6 +18,7 @@ Exit status: 0 done, 1 refused or unreachable, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
@@ -166,6 +167,13 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value} ms"
 
 
+def _seconds(at: str | float) -> float:
+    """An API time (RFC 3339; unix seconds from a gateway older than that convention)."""
+    if isinstance(at, int | float):
+        return float(at)
+    return datetime.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
 def _events(args: argparse.Namespace) -> Any:
     q = f"?limit={args.limit}" + (f"&route={args.route}" if args.route else "")
     data = _request(args, "GET", "/admin/events" + q)
@@ -173,7 +181,7 @@ def _events(args: argparse.Namespace) -> Any:
         return data
     lines = []
     for e in data["events"]:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_seconds(e["at"])))
         lines.append(f"{when} #{e['id']} {e['route']} {e['kind']} by {e['actor']}: {e['reason']}")
     return "\n".join(lines) or "no events"
 

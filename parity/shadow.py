@@ -35,6 +35,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Gauge
 
 from cutover.core.bounded import STORE_TIMEOUT, bounded
+from cutover.core.clock import format_rfc3339
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.tasks import Supervised
 from cutover.parity.config import ParityConfig
@@ -777,7 +778,7 @@ def _examples(e: EndpointStats, rows: list[dict[str, Any]], limit: int = 5) -> l
             continue
         out.append(
             {
-                "ts": row["ts"],
+                "ts": format_rfc3339(float(row["ts"])),
                 "request": {"method": row["method"], "path": row["path"]},
                 "primary": {"backend": row["primary_backend"], "status": row["primary_status"]},
                 "candidate": {

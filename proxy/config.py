@@ -90,10 +90,39 @@ class CutoverConfig:
         routes = ", ".join(
             f"{r.name} ({'/'.join(f'{b} {w}' for b, w in r.split)})" for r in self.routes
         )
-        return (
+        line = (
             f"{self.source}: ok — listen {self.listen[0]}:{self.listen[1]}, "
             f"{len(self.backends)} backends, {len(self.routes)} routes: {routes}"
         )
+        sections = self.section_summaries()
+        return f"{line}; {'; '.join(sections)}" if sections else line
+
+    def section_summaries(self) -> list[str]:
+        """What each feature section present says, so the operator sees it was validated."""
+        out: list[str] = []
+        if self.canary is not None:
+            c = self.canary
+            steps = f", steps {'/'.join(map(str, c.steps))}" if c.steps else ""
+            out.append(f"canary {c.candidate} against {c.baseline}{steps}")
+        if self.compat is not None:
+            c = self.compat
+            profile = f" (profile {c.profile})" if c.profile else ""
+            out.append(f"compat {len(c.rules)} rules{profile}")
+        if self.alerts is not None:
+            a = self.alerts
+            paths = ", ".join(p.path for p in a.paths)
+            out.append(
+                f"alerts on {paths}, classification {a.classification.engine}, "
+                f"enrichment {a.enrichment_mode}"
+            )
+        if self.publishing is not None:
+            p = self.publishing
+            kube = ", kubernetes discovery" if p.kubernetes is not None else ""
+            out.append(f"publishing {len(p.targets)} targets{kube}, mode {p.mode}")
+        if self.parity is not None:
+            mirrored = sum(1 for r in self.routes if r.mirror is not None)
+            out.append(f"parity {len(self.parity.endpoints)} endpoints, {mirrored} mirrored routes")
+        return out
 
 
 def _route_path(ctx: kit.Ctx, value: object, path: str) -> str:

@@ -308,6 +308,7 @@ class PublishingFeature(Feature):
                 {
                     "message": "kubernetes discovery is not configured (publishing.kubernetes)",
                     "targets_discovered": 0,
+                    "invalid_targets": 0,
                     "refresh_timestamp": now,
                     "success": False,
                 }

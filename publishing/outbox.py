@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from cutover.alerts.model import ZERO_TIME, Alert, Classification
-from cutover.core.clock import Clock
+from cutover.core.clock import Clock, rfc3339_or_none
 from cutover.core.db import Database, StoreUnavailable, Tx
 from cutover.core.tasks import Supervised, TaskSupervisor
 
@@ -189,7 +189,8 @@ def alert_to_json(alert: Alert) -> bytes:
             "group_key": alert.group_key,
             "receiver": alert.receiver,
             "external_url": alert.external_url,
-            "classification": c.as_dict() if c is not None else None,
+            "group_labels": dict(alert.group_labels),
+            "classification": c.to_stored() if c is not None else None,
         }
     )
 
@@ -207,6 +208,7 @@ def alert_from_json(data: bytes | str) -> Alert:
             recommendations=tuple(c.get("recommendations") or ()),
             source=c.get("source", "rules"),
             model=c.get("model"),
+            cached=c.get("cached") is True,
         )
     return Alert(
         fingerprint=raw["fingerprint"],
@@ -219,6 +221,7 @@ def alert_from_json(data: bytes | str) -> Alert:
         group_key=raw.get("group_key", ""),
         receiver=raw.get("receiver", ""),
         external_url=raw.get("external_url", ""),
+        group_labels=MappingProxyType(dict(raw.get("group_labels") or {})),  # older jobs: none
         classification=classification,
     )
 
@@ -275,10 +278,10 @@ class Job:
             "alertname": orjson.loads(self.alert_json).get("labels", {}).get("alertname", ""),
             "state": self.state,
             "attempts": self.attempts,
-            "created_at": self.created_at,
-            "next_at": self.next_at,
+            "created_at": rfc3339_or_none(self.created_at),
+            "next_at": rfc3339_or_none(self.next_at),
             "last_error": self.last_error,
-            "dead_at": self.dead_at,
+            "dead_at": rfc3339_or_none(self.dead_at),
         }
 
 

@@ -57,6 +57,7 @@ def description(alert: Alert) -> str:
             f"- severity: {c.severity}",
             f"- category: {c.category}",
             f"- confidence: {round(c.confidence * 100)}%",
+            f"- classified by: {view.classification_source(alert)}",
         ]
         if c.reasoning:
             lines.append(f"- reasoning: {c.reasoning}")

@@ -66,7 +66,8 @@ def message(alert: Alert) -> dict[str, object]:
     if c is not None:
         fields.append(
             _mrkdwn(
-                f"*Classification:*\n{c.severity} / {c.category} ({round(c.confidence * 100)}%)"
+                f"*Classification:*\n{c.severity} / {c.category} ({round(c.confidence * 100)}%, "
+                f"by {view.classification_source(alert)})"
             )
         )
     blocks: list[dict[str, object]] = [

@@ -64,11 +64,26 @@ def title(alert: Alert) -> str:
     return f"[{alert.status.upper()}] {alert.name or 'alert'}{where}"
 
 
+def classification_source(alert: Alert) -> str:
+    """Who classified the alert, truthfully: `rules`, `LLM gpt-4o` or `LLM gpt-4o from cache`
+    (an answer given earlier for the same fingerprint and status), `default`."""
+    c = alert.classification
+    if c is None:
+        return ""
+    if c.source != "llm":
+        return c.source
+    who = f"LLM {c.model}" if c.model else "LLM"
+    return f"{who} from cache" if c.cached else who
+
+
 def classification_note(alert: Alert) -> str:
     c = alert.classification
     if c is None:
         return ""
-    return f"AI: {c.severity}, {round(c.confidence * 100)}% confidence"
+    return (
+        f"classified by {classification_source(alert)}: {c.severity}, "
+        f"{round(c.confidence * 100)}% confidence"
+    )
 
 
 def truncate(text: str, limit: int) -> str:

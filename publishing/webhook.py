@@ -32,6 +32,7 @@ def _annotations(alert: Alert) -> dict[str, str]:
         out["llm_severity"] = c.severity
         out["llm_confidence"] = f"{c.confidence:.2f}"
         out["llm_category"] = c.category
+        out["classification_source"] = view.classification_source(alert)
         if c.reasoning:
             out["llm_reasoning"] = view.truncate(c.reasoning, 500)
         if c.recommendations:
@@ -50,7 +51,7 @@ def envelope(alert: Alert, *, classification: bool = True) -> dict[str, object]:
         "truncatedAlerts": 0,
         "status": alert.status,
         "receiver": alert.receiver or RECEIVER,
-        "groupLabels": {},
+        "groupLabels": dict(alert.group_labels),
         "commonLabels": dict(alert.labels),
         "commonAnnotations": annotations,
         "externalURL": alert.external_url,

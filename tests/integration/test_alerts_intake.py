@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+from datetime import datetime
 
 import orjson
 
@@ -289,6 +290,8 @@ async def test_delay_releases_unless_resolved(ag, http) -> None:
     blip = am_alert("Blip", severity="warning")
     _, data, _ = await post(http, gw, envelope(keep, blip))
     assert [a["result"] for a in data["alerts"]] == ["delayed", "delayed"]
+    release = datetime.fromisoformat(data["alerts"][0]["release_at"])  # RFC 3339, as every time
+    assert data["alerts"][0]["release_at"].endswith("Z") and release.timestamp() > clock.now()
     assert await jobs(gw) == []
     clock.advance(60)
     assert (await f.run_once())["released"] == 0
@@ -395,6 +398,12 @@ async def test_classify_api_with_rules(ag, http) -> None:
     ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["problems"][0]["path"] == "$.alert.labels.alertname"
+    async with http.post(
+        gw.url + "/classification/classify", json={"labels": {"alertname": 7}}
+    ) as resp:
+        assert resp.status == 400
+        problems = (await resp.json())["error"]["problems"]
+        assert [p["path"] for p in problems] == ["$.labels.alertname"]  # one value, one problem
     async with http.get(gw.url + "/classification/models") as resp:
         assert (await resp.json())["engine"] == "rules"
     async with http.get(gw.url + "/classification/stats") as resp:

@@ -241,6 +241,7 @@ async def test_webhook_never_waits_for_the_llm(ag, llm, http) -> None:
     assert published == [("dba", "firing"), ("dba", "resolved")]
     stored = orjson.loads((await intake_rows(gw))[0]["alert"])
     assert stored["classification"]["source"] == "llm"
+    assert stored["classification"]["cached"] is False  # asked for this alert
 
     # A cached fingerprint and status makes no call: classified inline.
     calls = llm.calls
@@ -249,6 +250,9 @@ async def test_webhook_never_waits_for_the_llm(ag, llm, http) -> None:
         item = (await resp.json())["alerts"][0]
     assert item["result"] == "queued" and item["classification"]["source"] == "llm"
     assert llm.calls == calls
+    # ... and the messages will say so (rules vs LLM vs cache)
+    cached = [orjson.loads(r["alert"])["classification"]["cached"] for r in await intake_rows(gw)]
+    assert cached.count(True) == 1  # the one classified inline
 
 
 async def test_transparent_with_recommendations_attaches_llm_only(ag, llm, http) -> None:

@@ -127,3 +127,30 @@ async def test_store_module_reaches_postgres() -> None:
         assert await db.fetchval("SELECT 1") == 1
     finally:
         await db.close()
+
+
+async def test_webhooks_refused_and_background_failures_are_counted_apart(ag, http) -> None:
+    """`store_unavailable` is what Alertmanager saw (503s); the worker's failures are apart."""
+    from tests.conftest import wait_for
+
+    relay = await TcpRelay().start()
+    try:
+        url = PG_URL.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
+        alerts = {"routing": {"targets": ["slack"]}, "poll_interval": "50ms"}
+        gw = await ag.start(alerts, store="postgresql", storage_url=url)
+        await relay.stop()
+        counts = feature(gw).counts
+        await wait_for(lambda: counts["store_unavailable_background"] >= 2, deadline=30)
+        assert counts["store_unavailable"] == 0  # no webhook came in, none was refused
+        assert (await post(http, gw, envelope(am_alert("A"))))[0] == 503
+        assert counts["store_unavailable"] == 1
+        async with http.get(gw.url + "/enrichment/stats") as resp:
+            stats = await resp.json()
+        assert stats["store_unavailable"] == 1
+        assert stats["store_unavailable_background"] >= 2
+        async with http.get(gw.url + "/metrics") as resp:
+            text = await resp.text()
+        assert 'cutover_enrichment_events_total{event="store_unavailable"} 1.0' in text
+        assert 'cutover_enrichment_events_total{event="store_unavailable_background"}' in text
+    finally:
+        await relay.stop()

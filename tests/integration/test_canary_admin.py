@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +27,8 @@ from tests.integration.canary_helpers import (
     traffic,
     weights,
 )
+
+RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
 
 ENDPOINTS = [
     ("GET", "/admin/routes"),
@@ -156,9 +159,11 @@ async def test_weights_commands_and_events(tmp_path: Path) -> None:
             assert route["config_split"] == {"go": 50, "python": 50}
             assert route["first"] == "go"
             assert route["backends"]["python"]["healthy"] is True
+            assert re.fullmatch(RFC3339, route["since"]), route["since"]  # as every API time
 
             status, body = await admin(gw, "GET", "/admin/events?limit=10")
             events = body["events"]
+            assert all(re.fullmatch(RFC3339, e["at"]) for e in events), events
             assert [e["kind"] for e in events] == [
                 "rollback",
                 "resume",

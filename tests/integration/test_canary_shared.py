@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +30,8 @@ from tests.integration.canary_helpers import (
     traffic,
     weights,
 )
+
+RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -150,6 +153,7 @@ async def test_redis_down_at_start_fails_static_on_the_last_known_state(
                 assert r.status == 200
                 shared = (await r.json())["canary"]["shared_state"]
             assert shared["backend"] == "redis" and shared["connected"] is False
+            assert re.fullmatch(RFC3339, shared["since"]), shared["since"]
             assert "Error" in shared["last_error"]
             metrics = gw.metrics.exposition()[0].decode()
             assert 'cutover_shared_state_up{backend="redis"} 0.0' in metrics

@@ -24,6 +24,7 @@ def test_check_config_accepts_the_demo_config() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("examples/demo.yaml: ok")
     assert "go 90/python 10" in result.stdout
+    assert "compat 5 rules (profile builtin:alert-history)" in result.stdout
 
 
 def test_check_config_warns_of_mutating_endpoints_without_a_token(tmp_path: Path) -> None:

@@ -421,8 +421,9 @@ async def test_fallback_still_applies_with_the_legacy_request(
             assert (await r.json())["path"] == "/ingest"
 
 
-async def usage(gw: Gateway) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as s, s.get(gw.admin_url + "/admin/compat/usage") as r:
+async def usage(gw: Gateway, query: str = "") -> dict[str, Any]:
+    url = gw.admin_url + "/admin/compat/usage" + query
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
         assert r.status == 200
         return await r.json()
 
@@ -442,7 +443,11 @@ async def test_usage_per_caller_survives_a_restart(
                         await r.read()
                 async with s.get(gw.url + "/metrics") as r:
                     metrics = await r.text()
-            return {"usage": await usage(gw), "metrics": metrics}
+            return {
+                "usage": await usage(gw),
+                "one": await usage(gw, "?rule=removed"),
+                "metrics": metrics,
+            }
         finally:
             await gw.close()
 
@@ -463,6 +468,9 @@ async def test_usage_per_caller_survives_a_restart(
         1, "legacy-cron/1.0", "127.0.0.1"
     )  # fmt: skip
     assert {r["rule"]: r["calls"] for r in second["usage"]["rules"]}["item"] == 3
+    # ?rule= lists that rule only (not the others with calls: 0)
+    assert [(r["rule"], r["calls"]) for r in second["one"]["rules"]] == [("removed", 1)]
+    assert {c["rule"] for c in second["one"]["callers"]} == {"removed"}
 
     # the CLI reads the same store
     config_file = tmp_path / "cutover.yaml"
@@ -477,6 +485,14 @@ async def test_usage_per_caller_survives_a_restart(
     assert lines[0].split()[:4] == ["RULE", "SUNSET", "DAYS", "CALLS"]
     assert any(x.split()[0] == "item" and x.split()[3] == "3" for x in lines[1:])
     assert any("legacy-cron/1.0 @ 127.0.0.1" in x for x in lines)
+    cmd = ["compat", "report", "-c", str(config_file), "--rule", "item", "--json"]
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cutover", *cmd],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    one = orjson.loads(out.stdout)
+    assert [(r["rule"], r["calls"]) for r in one["rules"]] == [("item", 3)]
 
 
 async def test_usage_is_written_in_the_background(

@@ -46,8 +46,8 @@ async def test_a_listener_that_answers_text_is_refused_with_a_message() -> None:
 async def test_a_reader_that_stops_early_is_not_an_error() -> None:
     """`cutover ctl events | head -1` under `set -o pipefail`: exit 0, nothing on stderr."""
     events = [
-        {"id": i, "at": 1.7e9, "route": "default", "kind": "verdict", "actor": "controller",
-         "reason": "healthy " * 20}
+        {"id": i, "at": "2023-11-14T22:13:20.000Z", "route": "default", "kind": "verdict",
+         "actor": "controller", "reason": "healthy " * 20}
         for i in range(20000)
     ]  # fmt: skip
 
@@ -77,3 +77,11 @@ async def test_a_reader_that_stops_early_is_not_an_error() -> None:
         assert "#0 default verdict by controller" in done.stdout
     finally:
         await runner.cleanup()
+
+
+def test_event_times_are_read_as_rfc3339_and_as_older_unix_seconds() -> None:
+    from cutover.ctl import _seconds
+
+    assert _seconds("2023-11-14T22:13:20.000Z") == 1.7e9
+    assert _seconds("2023-11-14T22:13:20Z") == 1.7e9
+    assert _seconds(1.7e9) == 1.7e9  # a gateway from before the convention

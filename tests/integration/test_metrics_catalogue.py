@@ -37,7 +37,11 @@ KNOWN_VALUES = {
     ("cutover_canary_verdict", "verdict"): set(STATUSES),
     ("cutover_publishing_deliveries_total", "outcome"): set(OUTCOMES),
     ("cutover_canary_actions_total", "action"): {"rollback", "promote", "weights", "ramp"},
-    ("cutover_enrichment_events_total", "event"): {"store_unavailable", "received"},
+    ("cutover_enrichment_events_total", "event"): {
+        "store_unavailable",
+        "store_unavailable_background",
+        "received",
+    },
     ("cutover_shared_state_up", "backend"): {"redis", "store"},
 }
 SELECTOR = re.compile(r"(cutover_[a-z0-9_]+)\{([^}]*)\}")

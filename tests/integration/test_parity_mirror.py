@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
 from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
+
+RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
 
 HEALTH = {"path": "/healthz", "interval": "1s", "timeout": "500ms"}
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -223,6 +226,7 @@ async def check_results(gw: Gateway, alerts: int = 8) -> None:
     assert noise == {"$.generated_at", "$.request_id", "$.tags[*]"}
     example = endpoint["examples"][0]
     assert example["candidate"] == {"backend": "go", "status": 200}
+    assert re.fullmatch(RFC3339, example["ts"]), example["ts"]  # as every API time
     assert {d["field"] for d in example["differences"]} == PLANTED["GET /alerts/{id}"]
     assert (await admin(gw, "?route=nope"))[0] == 404
 

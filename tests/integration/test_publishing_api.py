@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import aiohttp
 import pytest
@@ -13,6 +14,8 @@ from cutover.proxy.config import parse_config
 from tests.conftest import wait_for
 from tests.integration.publishing_fakes import FakeService, FakeWebhook
 from tests.integration.publishing_helpers import config, enqueue, feature, make_alert, start
+
+RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
 
 SECRETS = {
     "pd": "PDSECRETROUTINGKEY42",
@@ -76,6 +79,9 @@ async def test_no_credential_in_any_response_or_log_line(tmp_path, echo, caplog,
                     break
                 await _sleep(0.05)
             assert dlq["count"] == 5
+            dead = dlq["dead_letters"][0]  # API times are RFC 3339 UTC strings
+            for key in ("created_at", "next_at", "dead_at"):
+                assert re.fullmatch(RFC3339, dead[key]), (key, dead[key])
             for path in ("/publishing/targets", "/publishing/stats", "/publishing/mode",
                          "/publishing/dlq"):  # fmt: skip
                 async with http.get(gw.url + path) as resp:
@@ -189,6 +195,13 @@ async def test_mutating_endpoints_need_the_admin_token(tmp_path):
             assert answer["status_code"] is None and "connect" in answer["error_message"]
             async with http.get(gw.url + "/publishing/dlq?limit=0") as r:
                 assert r.status == 400 and "limit" in (await r.json())["error"]["message"]
+            # without discovery the answer still has every documented field
+            async with http.post(gw.url + "/publishing/targets/refresh", headers=auth) as r:
+                answer = await r.json()
+            assert r.status == 200
+            assert set(answer) == {"message", "targets_discovered", "invalid_targets",
+                                   "refresh_timestamp", "success"}  # fmt: skip
+            assert (answer["invalid_targets"], answer["success"]) == (0, False)
     finally:
         await gw.close()
 

@@ -333,6 +333,7 @@ async def test_forbidden_namespace_never_stops_the_others_and_refresh_reports_it
                 mode = await resp.json()
         assert resp.status == 200
         assert body["success"] is False and body["targets_discovered"] == 1
+        assert body["invalid_targets"] == 0
         assert "locked" in body["message"] and "403" in body["message"]
         assert mode["mode"] == "normal" and mode["kubernetes_available"] is True
     finally:

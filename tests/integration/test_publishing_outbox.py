@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from types import MappingProxyType
 
+import orjson
 import pytest
 
 from cutover.core.clock import FakeClock
@@ -93,6 +96,16 @@ def test_alert_json_round_trip():
     assert alert_from_json(alert_to_json(alert)) == alert
     plain = make_alert("fp-plain", classified=False)
     assert alert_from_json(alert_to_json(plain)) == plain
+    assert alert.classification is not None
+    hit = dataclasses.replace(
+        alert, classification=dataclasses.replace(alert.classification, cached=True)
+    )
+    assert alert_from_json(alert_to_json(hit)).classification.cached is True
+    grouped = dataclasses.replace(alert, group_labels=MappingProxyType({"alertname": "A"}))
+    assert alert_from_json(alert_to_json(grouped)) == grouped
+    old = orjson.loads(alert_to_json(grouped))
+    del old["group_labels"]  # a job written before group labels were kept
+    assert dict(alert_from_json(orjson.dumps(old)).group_labels) == {}
 
 
 async def test_a_retried_job_holds_back_the_jobs_behind_it(db):

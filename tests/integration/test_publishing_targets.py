@@ -229,6 +229,8 @@ async def test_webhook_proxy_to_pagerduty_and_history_end_to_end(tmp_path, servi
                 assert resp.status == 200
     fingerprints = {a["fingerprint"] for a in payload["alerts"]}
     await wait_for(lambda: len(history.accepted) == len(fingerprints))
+    # what Alertmanager grouped by reaches the receiver
+    assert [b["groupLabels"] for b in history.accepted] == [{"alertname": "DiskFull"}] * 2
     await wait_for(lambda: len(pd.requests) >= 2)
     pd.down = False
     await wait_for(lambda: set(pd.triggers) == fingerprints)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -341,5 +342,37 @@ def test_single_alert_and_stored_round_trip() -> None:
     )  # fmt: skip
     again = alert_from_stored(json.loads(json.dumps(alert_to_stored(classified))))
     assert again == classified
+    cached = dataclasses.replace(
+        classified, classification=dataclasses.replace(classified.classification, cached=True)
+    )
+    stored = json.loads(json.dumps(alert_to_stored(cached)))
+    assert alert_from_stored(stored) == cached  # a cache hit stays one
+    del stored["classification"]["cached"]  # a row stored before the flag was kept
+    assert alert_from_stored(stored) == classified
     none, problems = parse_single_alert({"labels": {}}, now=NOW, path="$.alert")
     assert none is None and [p.path for p in problems] == ["$.alert.labels.alertname"]
+
+
+@pytest.mark.parametrize("bad", [5, None, True, ["x"], {"a": "b"}])
+def test_one_bad_alertname_is_one_problem(bad: object) -> None:
+    alert, problems = parse_single_alert({"labels": {"alertname": bad}}, now=NOW)
+    assert alert is None
+    assert [(p.path, p.expected) for p in problems] == [("$.labels.alertname", "a string")]
+    title = bad if isinstance(bad, list | dict) else {}  # scalars are text in a mapping
+    body = {"data": {"items": [{"title": title}]}}
+    p = parse_payload(body, now=NOW, formats=("generic",), mapping=MAPPING)
+    assert paths(p) == ["$.data.items[0].title"]
+
+
+def test_group_labels_are_kept_with_each_alert() -> None:
+    alerts = [{"labels": {"alertname": "Disk", "team": "db"}}, {"labels": {"alertname": "Disk"}}]
+    body = {"groupLabels": {"alertname": "Disk", "team": "db", "odd": 5}, "alerts": alerts}
+    p = parse_payload(body, now=NOW, formats=("alertmanager",))
+    assert p.ok
+    assert [dict(a.group_labels) for a in p.alerts] == [{"alertname": "Disk", "team": "db"}] * 2
+    stored = json.loads(json.dumps(alert_to_stored(p.alerts[0])))
+    assert alert_from_stored(stored) == p.alerts[0]
+    del stored["groupLabels"]  # a row stored before group labels were kept
+    assert dict(alert_from_stored(stored).group_labels) == {}
+    bare = parse_payload({"alerts": [{"labels": {"alertname": "X"}}]}, now=NOW)
+    assert dict(bare.alerts[0].group_labels) == {}

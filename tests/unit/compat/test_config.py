@@ -208,3 +208,102 @@ def test_profile_default_roles_need_the_backends() -> None:
     assert paths == ["compat.backends.new", "compat.backends.legacy"]
     data["compat"]["backends"] = {"new": "new", "legacy": "old"}
     assert parse_config(data, "c.yaml").compat.roles == {"new": "new", "legacy": "old"}
+
+
+def rewrite_rule(**rewrite: Any) -> dict[str, Any]:
+    return {"rules": [{"name": "a", "match": {"path": "/a"}, "rewrite": rewrite}],
+            "backends": {"new": "go"}}  # fmt: skip
+
+
+def test_new_operations_compile() -> None:
+    from cutover.compat import jsonops as J
+
+    response = {
+        "status": {204: 200},
+        "fill": [{"status": [204, "2xx"], "body": {"status": "success"}},
+                 {"status": "5xx", "when": ["empty", "not_json"],
+                  "body": {"detail": "{text}", "code": "{status}"}}],
+        "body": [
+            {"empty_to_null": ["data.alerts", "data.silences"]},
+            {"null_to_empty": "data.groups"},
+            {"to_array": "data.alert"},
+            {"time": {"data.created": {"digits": 3, "trim": True, "zone": "+00:00"},
+                      "data.updated": None}},
+            {"when": {"status": [200, "2xx"], "present": "data", "absent": ["error"],
+                      "equals": {"data.kind": "list"}},
+             "then": [{"unwrap": "data"}], "else": [{"set": {"wrapped": True}}]},
+        ],
+        "error_body": {404: [{"set": {".": {"detail": "Not Found"}}}],
+                       "4xx": [{"rename": {"error": "detail"}}],
+                       "default": [{"wrap": "error"}]},
+    }  # fmt: skip
+    got = section(rewrite_rule(applies_to="new", response=response))
+    rt = got.rules[0].rewrites[0].response
+    assert rt is not None
+    assert rt.body[0] == J.EmptyToNull((("data", "alerts"), ("data", "silences")))
+    assert rt.body[1] == J.NullToEmpty((("data", "groups"),))
+    assert rt.body[2] == J.ToArray((("data", "alert"),))
+    assert rt.body[3] == J.Time(("data", "created"), 3, True, "+00:00")
+    assert rt.body[4] == J.Time(("data", "updated"), None, False, "Z")
+    when = rt.body[5]
+    assert isinstance(when, J.When) and when.condition.status == J.StatusSet(
+        frozenset({200}), frozenset({2})
+    )
+    assert when.then == (J.Unwrap((), "data"),)
+    assert [rt.ops_for(s)[0].name for s in (404, 400, 500)] == ["set", "rename", "wrap"]
+    assert rt.fill_for(204, empty=True) is not None and rt.fill_for(503, empty=False) is not None
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ({"body": [{"empty_to_nul": "x"}]},
+         "body[0].empty_to_nul: expected a known operation (did you mean 'empty_to_null'?)"),
+        ({"body": [{"to_array": []}]}, "body[0].to_array: expected a JSON path or a list"),
+        ({"body": [{"null_to_empty": ["a..b"]}]},
+         "body[0].null_to_empty[0]: expected a dotted JSON path"),
+        ({"body": [{"time": {"t": {"digits": 12}}}]},
+         "body[0].time.t.digits: expected an integer from 0 to 9, got 12"),
+        ({"body": [{"time": {"t": {"zone": "UTC"}}}]},
+         "body[0].time.t.zone: expected Z, +00:00 or keep, got 'UTC'"),
+        ({"body": [{"time": {"t": {"precision": 3}}}]},
+         "body[0].time.t.precision: expected a known key"),
+        ({"body": [{"when": {"status": 200}}]},
+         "body[0].then: expected the operations to run when the condition holds"),
+        ({"body": [{"when": {}, "then": []}]}, "body[0].when: expected a condition with at least"),
+        ({"body": [{"when": {"status": "2xxx"}, "then": []}]},
+         "body[0].when.status: expected a status code (404), a class (4xx)"),
+        ({"body": [{"when": {"stauts": 200}, "then": []}]},
+         "body[0].when.stauts: expected a known key (did you mean 'status'?)"),
+        ({"body": [{"when": {"present": "a"}, "then": [{"sett": {"a": 1}}]}]},
+         "body[0].then[0].sett: expected a known operation"),
+        ({"body": {404: [{"drop": "a"}]}}, "body.404: expected a status that is 2xx, got 404"),
+        ({"error_body": {"2xx": []}}, "error_body.2xx: expected a status that is not 2xx"),
+        ({"error_body": {"teapot": []}}, "error_body.teapot: expected a status code (404)"),
+        ({"fill": [{"status": 204, "body": {}}]},
+         "fill[0].status: expected statuses of answers that can carry a body (204 cannot: map"),
+        ({"fill": [{"status": "1xx", "body": {}}]},
+         "fill[0].status: expected statuses of answers that can carry a body (not 1xx)"),
+        ({"fill": [{"status": 200}]}, "fill[0].body: expected the JSON body to give the answer"),
+        ({"fill": [{"when": "always", "body": {}}]},
+         "fill[0].when: expected empty, not_json or a list of them, got 'always'"),
+    ],
+)  # fmt: skip
+def test_new_operations_misuse_names_the_key_path(response: Any, expected: str) -> None:
+    errs = errors(rewrite_rule(applies_to="new", response=response))
+    want = f"cutover.yaml: compat.rules[0].rewrite.response.{expected}"
+    assert any(e.startswith(want) for e in errs), errs
+
+
+def test_a_request_body_cannot_test_an_answer_status() -> None:
+    body = [{"when": {"status": 200}, "then": [{"drop": "a"}]}]
+    errs = errors(rewrite_rule(applies_to="new", body=body))
+    assert any(
+        e.startswith("cutover.yaml: compat.rules[0].rewrite.body[0].when.status: expected no "
+                     "status condition here") for e in errs
+    ), errs  # fmt: skip
+    fan = {"rules": [{"name": "a", "match": {"path": "/a"},
+                      "fan_out": {"item": [{"each": {"ops": body}}]}}],
+           "backends": {"new": "go"}}  # fmt: skip
+    errs = errors(fan)
+    assert any("compat.rules[0].fan_out.item[0].each.ops[0].when.status" in e for e in errs), errs

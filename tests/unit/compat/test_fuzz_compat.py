@@ -89,7 +89,27 @@ def _leaf_op() -> st.SearchStrategy[dict[str, Any]]:
             ),
         ),
         st.builds(lambda p, c: {"convert": {p: c}}, PATHS, st.sampled_from(CONVERSIONS)),
+        st.builds(lambda p: {"empty_to_null": p}, st.lists(PATHS, min_size=1, max_size=2)),
+        st.builds(lambda p: {"null_to_empty": p}, st.lists(PATHS, min_size=1, max_size=2)),
+        st.builds(lambda p: {"to_array": p}, st.lists(PATHS, min_size=1, max_size=2)),
+        st.builds(
+            lambda p, d, t, z: {"time": {p: {"digits": d, "trim": t, "zone": z}}},
+            PATHS,
+            st.one_of(st.just("auto"), st.integers(0, 9)),
+            st.booleans(),
+            st.sampled_from(["Z", "+00:00", "keep"]),
+        ),
     )
+
+
+CONDITIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "present": PATHS,
+        "absent": st.lists(PATHS, min_size=1, max_size=2),
+        "equals": st.dictionaries(PATHS, CONFIG_VALUES, min_size=1, max_size=2),
+    },
+).filter(bool)
 
 
 OP: st.SearchStrategy[dict[str, Any]] = st.recursive(
@@ -98,6 +118,12 @@ OP: st.SearchStrategy[dict[str, Any]] = st.recursive(
         inner,
         st.builds(
             lambda p, ops: {"each": {"path": p, "ops": ops}}, PATHS, st.lists(inner, max_size=3)
+        ),
+        st.builds(
+            lambda c, t, e: {"when": c, "then": t, "else": e},
+            CONDITIONS,
+            st.lists(inner, max_size=2),
+            st.lists(inner, max_size=2),
         ),
     ),
     max_leaves=4,
@@ -156,7 +182,17 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
             "path": "/v2/{id}",
             "query": draw(QUERY_OPS),
             "body": draw(OPS),
-            "response": {"status": {400: 422}, "body": draw(OPS), "error_body": draw(FEW_OPS)},
+            "response": {
+                "status": {400: 422},
+                "body": draw(OPS),
+                "error_body": draw(
+                    st.one_of(
+                        FEW_OPS,
+                        st.fixed_dictionaries({"4xx": FEW_OPS}, optional={"default": FEW_OPS}),
+                        st.just([{"when": {"status": ["4xx", 500]}, "then": [{"wrap": "e"}]}]),
+                    )
+                ),
+            },
         },
     }
 
@@ -180,7 +216,7 @@ def test_fuzz_compat_rules_transform_or_raise_transform_error(
         for status in (200, 400):
             for ops in (rw.body, rw.response.ops_for(status)):
                 try:
-                    out = _apply(ops, orjson.loads(orjson.dumps(doc)))
+                    out = _apply(ops, orjson.loads(orjson.dumps(doc)), status)
                 except TransformError:
                     continue
                 written(out)
@@ -190,10 +226,10 @@ def test_fuzz_compat_rules_transform_or_raise_transform_error(
     assert (hit is not None) == ("/" not in item_id)
 
 
-def _apply(ops: Any, doc: Any) -> Any:
-    from cutover.compat.jsonops import apply
+def _apply(ops: Any, doc: Any, status: int) -> Any:
+    from cutover.compat.jsonops import Facts, apply
 
-    return apply(ops, doc)
+    return apply(ops, doc, Facts(status))
 
 
 # Junk where a rule's parts go: the parser reports it at the rule's key path.

@@ -88,3 +88,17 @@ def test_report_lists_nearest_sunset_then_busiest_first() -> None:
     text = usage_text(report)
     assert text.splitlines()[1].startswith("soon") and "curl @ 2" in text
     assert usage_text({"callers": []}) == "no calls to legacy endpoints recorded"
+
+
+def test_report_for_one_rule_lists_only_that_rule() -> None:
+    now = 1_000_000.0
+    rows = [
+        {"rule": "soon", "caller": "key:b", "kind": "key", "user_agent": "u", "client_ip": "1",
+         "count": 4, "first_seen": 1.0, "last_seen": 2.0},
+    ]  # fmt: skip
+    rules = [_rule("soon", int(now + 2 * 86400)), _rule("late", int(now + 30 * 86400))]
+    report = usage_report(rows, rules, now, only="soon")
+    assert [(r["rule"], r["calls"]) for r in report["rules"]] == [("soon", 4)]
+    assert [c["rule"] for c in report["callers"]] == ["soon"]
+    # a rule with no calls yet is still listed when it is the one asked for
+    assert [r["calls"] for r in usage_report([], rules, now, only="late")["rules"]] == [0]

@@ -622,3 +622,25 @@ def test_the_host_sent_to_a_backend_follows_host_header() -> None:
     assert backend("backend", "https://go.internal").upstream_host == "go.internal"
     assert backend("pass").upstream_host is None
     assert backend("alerts.example.com").upstream_host == "alerts.example.com"
+
+
+def test_summary_names_every_feature_section_it_validated() -> None:
+    text = """
+listen: 127.0.0.1:8080
+backends: {go: http://go:8080, python: http://python:8080}
+routes: [{name: default, split: {go: 90, python: 10}, mirror: {to: python, percent: 5}}]
+canary: {baseline: python, candidate: go, steps: [50, 100]}
+compat: {profile: builtin:alert-history, backends: {new: go, legacy: python}}
+alerts: {classification: {engine: rules}}
+publishing: {targets: [{name: wh, type: webhook, url: "http://127.0.0.1:9/hook"}]}
+parity: {endpoints: ["/alerts/{id}"]}
+"""
+    config = parse_config(yaml.safe_load(text), "full.yaml", env={})
+    line = config.summary()
+    assert line.startswith("full.yaml: ok — listen 127.0.0.1:8080, 2 backends, 1 routes")
+    assert "canary go against python, steps 50/100" in line
+    assert f"compat {len(config.compat.rules)} rules (profile builtin:alert-history)" in line
+    assert "alerts on /webhook/proxy, classification rules, enrichment enriched" in line
+    assert "publishing 1 targets, mode normal" in line
+    assert "parity 1 endpoints, 1 mirrored routes" in line
+    assert "canary" not in parse_config(MINIMAL, "mem.yaml", env={}).summary()

@@ -45,7 +45,7 @@ async def test_a_failing_loop_is_logged_counted_shown_and_restarted(caplog) -> N
     shown = sup.snapshot()["worker"]
     assert shown["state"] == "running" and shown["restarts"] == 1
     assert shown["last_error"] == "RuntimeError: first run breaks"
-    assert shown["last_failure"] == 1_700_000_000.0  # the injected clock's wall time
+    assert shown["last_failure"] == "2023-11-14T22:13:20.000Z"  # the injected clock's wall time
     [record] = [r for r in caplog.records if "failed" in r.getMessage()]
     assert record.getMessage() == "task worker failed (RuntimeError: first run breaks);" \
         " restarting in 0.01s"  # fmt: skip

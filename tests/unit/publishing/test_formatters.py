@@ -119,7 +119,9 @@ def test_rootly_bodies():
     assert body["data"]["type"] == "alerts"
     attrs = body["data"]["attributes"]
     assert attrs["deduplication_key"] == "abc123" and attrs["external_id"] == "abc123"
-    assert attrs["summary"] == "[HighLatency] Alert in payments (AI: critical, 87% confidence)"
+    assert attrs["summary"] == (
+        "[HighLatency] Alert in payments (classified by rules: critical, 87% confidence)"
+    )
     assert {"key": "namespace", "value": "payments"} in attrs["labels"]
     assert attrs["data"]["severity"] == "critical" and attrs["noise"] == "not_noise"
     assert "scale up" in attrs["description"]
@@ -147,3 +149,40 @@ def test_webhook_envelope_and_generic_shape():
     assert generic["timestamp"] == "2023-11-14T22:13:20Z"
     flat = webhook.flat(alert())
     assert flat["alertname"] == "HighLatency" and "endsAt" not in flat
+
+
+@pytest.mark.parametrize(
+    ("source", "model", "cached", "who"),
+    [
+        ("rules", None, False, "rules"),
+        ("llm", "gpt-4o-mini", False, "LLM gpt-4o-mini"),
+        ("llm", "gpt-4o-mini", True, "LLM gpt-4o-mini from cache"),
+        ("llm", None, False, "LLM"),
+        ("default", None, False, "default"),
+    ],
+)
+def test_messages_name_who_classified_the_alert(
+    source: str, model: str | None, cached: bool, who: str
+) -> None:
+    c = Classification("critical", "performance", 0.8, source=source, model=model, cached=cached)  # type: ignore[arg-type]
+    a = alert(classification=c)
+    note = f"classified by {who}: critical, 80% confidence"
+    assert pagerduty.event(a, "KEY")["payload"]["summary"].endswith(f"({note})")
+    assert rootly.alert_body(a)["data"]["attributes"]["summary"].endswith(f"({note})")
+    assert f"- classified by: {who}\n" in rootly.alert_body(a)["data"]["attributes"]["description"]
+    fields = slack.message(a)["attachments"][0]["blocks"][1]["fields"]
+    assert {
+        "type": "mrkdwn",
+        "text": f"*Classification:*\ncritical / performance (80%, by {who})",
+    } in fields
+    for text in (str(pagerduty.event(a, "KEY")), str(slack.message(a)), str(rootly.alert_body(a))):
+        assert "AI:" not in text
+
+
+def test_webhook_envelope_carries_the_group_labels() -> None:
+    a = alert(group_labels=MappingProxyType({"alertname": "HighLatency", "namespace": "payments"}))
+    assert webhook.envelope(a)["groupLabels"] == {
+        "alertname": "HighLatency",
+        "namespace": "payments",
+    }
+    assert webhook.envelope(alert())["groupLabels"] == {}
