@@ -43,12 +43,16 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import httptools
-import orjson
 from aiohttp import web
 from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
-from cutover.core.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
+from cutover.core.errors import (
+    BodyTooLargeError,
+    CutoverError,
+    IncompleteBodyError,
+    error_body,
+)
 from cutover.core.http1 import (
     HOST_RE,
     is_plain_path,
@@ -57,7 +61,6 @@ from cutover.core.http1 import (
     version_refusal,
     versionless_line,
 )
-from cutover.core.storable import storable
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
 from cutover.proxy.attempts import Attempts, ProxyOutcome
 from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
@@ -197,11 +200,8 @@ def error_bytes(
     headers: tuple[tuple[str, str], ...] = (),
     close: bool = False,
 ) -> bytes:
-    """The gateway's JSON error (`core.errors.error_response`) as one HTTP/1.1 message."""
-    body: dict[str, object] = {"error": {"code": code, "message": message}}
-    if request_id is not None:
-        body["request_id"] = storable(request_id)  # as error_response: bytes not UTF-8 escaped
-    data = orjson.dumps(body)
+    """The gateway's JSON error (`core.errors.error_body`) as one HTTP/1.1 message."""
+    data = error_body(code, message, request_id)
     parts = [
         _STATUS_LINES.get(status) or status_line(status),
         b"Content-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n"
