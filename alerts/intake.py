@@ -50,7 +50,7 @@ from cutover.alerts.webhook_formats import (
     parse_single_alert,
 )
 from cutover.core.db import ClaimMeter, Database, StoreUnavailable, Tx
-from cutover.core.errors import error_response
+from cutover.core.errors import REQUEST_ID, CutoverError, Unavailable, error_response, render
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
@@ -480,7 +480,12 @@ class AlertsFeature(Feature):
         )
 
     def _request_id(self, request: web.BaseRequest) -> str:
-        return request.headers.get(self.gw.config.headers.request_id) or uuid.uuid4().hex
+        """The client's request id, or one made up; an error raised later carries it."""
+        rid = request.get(REQUEST_ID)
+        if rid is None:
+            rid = request.headers.get(self.gw.config.headers.request_id) or uuid.uuid4().hex
+            request[REQUEST_ID] = rid
+        return rid
 
     async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response:
         cap = self.cfg.max_body
@@ -534,7 +539,10 @@ class AlertsFeature(Feature):
 
     def _intake_handler(self, intake: IntakePath) -> Any:
         async def handler(request: web.Request) -> web.StreamResponse:
-            resp = await self._intake(request, intake)
+            try:
+                resp = await self._intake(request, intake)
+            except CutoverError as exc:  # rendered here, so that its status is counted too
+                resp = render(exc, self._request_id(request))
             self.m_webhooks.labels(intake.path, str(resp.status)).inc()
             return resp
 
@@ -598,13 +606,10 @@ class AlertsFeature(Feature):
                 )
         except StoreUnavailable as exc:
             self._store_down(exc, f"webhook {intake.path}")
-            return _json_error(
-                503,
-                "store_unavailable",
+            raise Unavailable(
                 "the alerts could not be stored durably; nothing was accepted, retry",
-                rid,
-                headers={"Retry-After": "1"},
-            )
+                retry_after=1,
+            ) from exc
         for result in results:
             self._count(result["result"])  # type: ignore[arg-type]
         for plan in inline:
@@ -1017,12 +1022,10 @@ class AlertsFeature(Feature):
                 await self.redis.set(ENRICHMENT_KEY, orjson.dumps({"mode": mode}))
             except Exception as exc:
                 log.warning("enrichment mode: Redis write failed (%s)", type(exc).__name__)
-                return _json_error(
-                    503,
-                    "redis_unavailable",
+                raise Unavailable(
                     "the mode could not be shared through Redis; it was not changed",
-                    rid,
-                )
+                    code="redis_unavailable",
+                ) from exc
             source = "redis"
         self._set_mode(mode, source)
         return web.json_response({"mode": mode, "source": source})

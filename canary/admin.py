@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from cutover.canary.shared import Conflict, SharedUnavailable
+from cutover.core import errors
 from cutover.core.db import StoreUnavailable
 from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of
@@ -126,19 +127,17 @@ def _outcome_view(feature: CanaryFeature, route: str, out: CommandOutcome) -> di
     return view
 
 
-async def _run(feature: CanaryFeature, route: str, cmd: Command) -> CommandOutcome | web.Response:
+async def _run(feature: CanaryFeature, route: str, cmd: Command) -> CommandOutcome:
     try:
         return await feature.execute(route, cmd)
-    except SharedUnavailable:
-        return error_response(
-            503,
-            "shared_state_unavailable",
+    except SharedUnavailable as exc:
+        raise errors.Unavailable(
             "the shared state is unavailable; the last known weights stay in force, retry later",
-            None,
-            headers={"Retry-After": "1"},
-        )
-    except Conflict:
-        return error_response(409, "conflict", "the route changed concurrently; retry", None)
+            code="shared_state_unavailable",
+            retry_after=1,
+        ) from exc
+    except Conflict as exc:
+        raise errors.Conflict("the route changed concurrently; retry") from exc
 
 
 def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
@@ -173,8 +172,6 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
             weights=split,
         )
         out = await _run(feature, name, cmd)
-        if isinstance(out, web.Response):
-            return out
         if out.error is not None:
             return error_response(409, "refused", out.error, None, field="route")
         return _json(_outcome_view(feature, name, out))
@@ -229,8 +226,6 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
                     kind, actor_of(request), gw.clock.now(), reason=reason, mode=mode, over=over
                 )  # type: ignore[arg-type]
                 out = await _run(feature, name, cmd)
-                if isinstance(out, web.Response):
-                    return out
                 results.append(_outcome_view(feature, name, out))
             if route is not None and not results[0]["ok"]:
                 return error_response(409, "refused", results[0]["error"], None, field="route")
@@ -270,15 +265,10 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
         events = feature.event_log()
         try:
             rows = await events.list(q.get("route"), limit, after)
-        except (StoreUnavailable, TimeoutError):
-            return error_response(
-                503,
-                "store_unavailable",
-                "the event store is unavailable",
-                None,
-                headers={"Retry-After": "1"},
-                waiting=events.waiting,
-            )
+        except (StoreUnavailable, TimeoutError) as exc:
+            raise errors.Unavailable(
+                "the event store is unavailable", retry_after=1, waiting=events.waiting
+            ) from exc
         return _json({"events": rows, "waiting": events.waiting})
 
     router.add_get("/admin/routes", routes)

@@ -211,6 +211,10 @@ def render(exc: CutoverError, request_id: str | None) -> web.Response:
 from_error = render  # the older name, still used by the request path
 
 
+# The request id a handler chose for its answer (one it generated when the client sent none):
+# `json_errors` renders a raised error with it.
+REQUEST_ID = web.RequestKey("cutover_request_id", str)
+
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 

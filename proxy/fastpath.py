@@ -51,6 +51,7 @@ from cutover.core.errors import (
     BodyTooLargeError,
     CutoverError,
     IncompleteBodyError,
+    Overloaded,
     error_body,
 )
 from cutover.core.http1 import (
@@ -1081,13 +1082,10 @@ class _Conn(asyncio.Protocol):
         limits = gw.config.limits
         if gw.in_flight >= limits.max_concurrency:
             gw.metrics.rejected.labels("overloaded").inc()
+            over = Overloaded(limits.retry_after)
             self.transport.write(
                 error_bytes(
-                    503,
-                    "overloaded",
-                    "too many requests in flight, retry later",
-                    None,
-                    (("Retry-After", str(limits.retry_after)),),
+                    over.status_hint, over.code, over.message, None, (*over.headers.items(),)
                 )
             )
             self._done(ex, False)

@@ -31,7 +31,7 @@ from prometheus_client import Gauge
 
 from cutover.alerts.model import Alert
 from cutover.core.db import StoreUnavailable
-from cutover.core.errors import error_response
+from cutover.core.errors import Unavailable, error_response
 from cutover.core.storable import MAX_KEY, identity_problem
 from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.host import Feature
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
+STORE_DOWN = "the durable store is down"
 SCRAPE_TIMEOUT = 2.0  # the outbox count a scrape waits for, at most
 MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit integers in both stores
 
@@ -247,16 +248,13 @@ class PublishingFeature(Feature):
         router.add_get("/publishing/dlq", self.dlq)
         router.add_post("/publishing/dlq/{id}/replay", self.replay)
 
-    def _unready(self) -> web.Response | None:
+    def _require_ready(self) -> tuple[DeliveryEngine, Outbox]:
+        """The engine and the outbox, or `Unavailable` (503) while the store was never reached."""
         if self.engine is None or self.outbox is None:
-            return error_response(
-                503,
-                "store_unavailable",
-                "publishing is starting: the durable store is not reachable yet",
-                None,
-                headers={"Retry-After": "1"},
+            raise Unavailable(
+                "publishing is starting: the durable store is not reachable yet", retry_after=1
             )
-        return None
+        return self.engine, self.outbox
 
     def _target_info(self, spec: TargetSpec) -> dict[str, object]:
         info = spec.public()
@@ -343,22 +341,19 @@ class PublishingFeature(Feature):
         )
 
     async def stats(self, request: web.Request) -> web.Response:
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.engine is not None and self.outbox is not None
+        engine, outbox = self._require_ready()
         try:
-            queued = await self.outbox.counts()
+            queued = await outbox.counts()
         except StoreUnavailable:
             queued = {}
-        delivered = delivery_counts(self.engine.metrics)  # every worker's, unlike the gates
+        delivered = delivery_counts(engine.metrics)  # every worker's, unlike the gates
         per_target: list[dict[str, object]] = []
         names = [t.name for t in self.registry.all()]
-        names += sorted(n for n in self.engine.gates if n not in names)
+        names += sorted(n for n in engine.gates if n not in names)
         names += sorted(n for n in {*queued, *delivered} if n not in names)
         sent = failed = 0
         for name in names:
-            gate = self.engine.gate_of(name)
+            gate = engine.gate_of(name)
             entry: dict[str, object] = {"name": name}
             if gate is not None:
                 entry.update(gate.stats.as_dict())
@@ -397,10 +392,7 @@ class PublishingFeature(Feature):
         denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.engine is not None
+        engine, _ = self._require_ready()
         name = request.match_info["target"]
         spec = self.registry.get(name)
         if spec is None:
@@ -425,9 +417,9 @@ class PublishingFeature(Feature):
             return error_response(400, "bad_request", f"test_alert{exc}", None)
         spec = _with_timeout(spec, min(float(timeout), MAX_TEST_TIMEOUT))
         started = time.perf_counter()
-        outcome = await self.engine.send(spec, alert)
+        outcome = await engine.send(spec, alert)
         elapsed = (time.perf_counter() - started) * 1000
-        error = None if outcome.ok else self.engine._describe(outcome)
+        error = None if outcome.ok else engine._describe(outcome)
         return _json(
             {
                 "target_name": name,
@@ -477,10 +469,7 @@ class PublishingFeature(Feature):
         )
 
     async def dlq(self, request: web.Request) -> web.Response:
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.outbox is not None
+        _, outbox = self._require_ready()
         try:
             limit = int(request.query.get("limit", "100"))
             if not 1 <= limit <= 1000:
@@ -492,19 +481,16 @@ class PublishingFeature(Feature):
         if problem is not None:
             return error_response(400, "bad_request", f"target: expected {problem}", None)
         try:
-            jobs = await self.outbox.dead_letters(limit=limit, target=target)
-        except StoreUnavailable:
-            return error_response(503, "store_unavailable", "the durable store is down", None)
+            jobs = await outbox.dead_letters(limit=limit, target=target)
+        except StoreUnavailable as exc:
+            raise Unavailable(STORE_DOWN) from exc
         return _json({"count": len(jobs), "dead_letters": [j.summary() for j in jobs]})
 
     async def replay(self, request: web.Request) -> web.Response:
         denied = self.gw.require_admin(request)
         if denied is not None:
             return denied
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.outbox is not None
+        _, outbox = self._require_ready()
         try:
             job_id = int(request.match_info["id"])
             if not 1 <= job_id <= MAX_JOB_ID:
@@ -512,9 +498,9 @@ class PublishingFeature(Feature):
         except ValueError:
             return error_response(400, "bad_request", "id: expected a job id (integer)", None)
         try:
-            ok = await self.outbox.replay(job_id)
-        except StoreUnavailable:
-            return error_response(503, "store_unavailable", "the durable store is down", None)
+            ok = await outbox.replay(job_id)
+        except StoreUnavailable as exc:
+            raise Unavailable(STORE_DOWN) from exc
         if not ok:
             return error_response(404, "not_found", f"no dead-lettered job {job_id}", None)
         return _json({"replayed": job_id, "state": "pending"})
