@@ -50,7 +50,17 @@ from cutover.alerts.webhook_formats import (
     parse_single_alert,
 )
 from cutover.core.db import ClaimMeter, Database, StoreUnavailable, Tx
-from cutover.core.errors import REQUEST_ID, CutoverError, Unavailable, error_response, render
+from cutover.core.errors import (
+    REQUEST_ID,
+    BadRequest,
+    BodyTooLargeError,
+    CutoverError,
+    MethodNotAllowed,
+    Unauthorized,
+    Unavailable,
+    UnsupportedEncoding,
+    render,
+)
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
@@ -231,12 +241,6 @@ class Plan:
         return orjson.dumps(
             {"targets": list(self.targets), "rule": self.rule, "release_at": self.release_at}
         ).decode()
-
-
-def _json_error(
-    status: int, code: str, message: str, request_id: str | None, **extra: object
-) -> web.Response:
-    return error_response(status, code, message, request_id, **extra)
 
 
 class AlertsFeature(Feature):
@@ -445,10 +449,11 @@ class AlertsFeature(Feature):
 
     # -- auth, body ------------------------------------------------------------------------
 
-    def _authorized(self, request: web.BaseRequest) -> web.Response | None:
+    def _authorize(self, request: web.BaseRequest) -> None:
+        """Returns when the webhook's credentials (if any are configured) came; else 401."""
         auth = self.cfg.auth
         if auth is None:
-            return None
+            return
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         given = given.strip()
@@ -456,7 +461,7 @@ class AlertsFeature(Feature):
             # The header's bytes as sent (those that are not UTF-8 came as surrogate escapes).
             sent = given.encode("utf-8", "surrogateescape")
             if scheme.lower() == "bearer" and hmac.compare_digest(sent, auth.bearer_token.encode()):
-                return None
+                return
             challenge = 'Bearer realm="cutover-webhook"'
         else:
             if scheme.lower() == "basic":
@@ -469,14 +474,10 @@ class AlertsFeature(Feature):
                 ok_user = hmac.compare_digest(user.encode(), (auth.username or "").encode())
                 ok_pass = hmac.compare_digest(password.encode(), (auth.password or "").encode())
                 if ok_user and ok_pass:
-                    return None
+                    return
             challenge = 'Basic realm="cutover-webhook"'
-        return error_response(
-            401,
-            "unauthorized",
-            "this webhook needs the configured credentials (Authorization header)",
-            self._request_id(request),
-            headers={"WWW-Authenticate": challenge},
+        raise Unauthorized(
+            "this webhook needs the configured credentials (Authorization header)", challenge
         )
 
     def _request_id(self, request: web.BaseRequest) -> str:
@@ -487,53 +488,43 @@ class AlertsFeature(Feature):
             request[REQUEST_ID] = rid
         return rid
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The body, gzip undone, within `alerts.max_body` (413 past it, which closes)."""
         cap = self.cfg.max_body
-        rid = self._request_id(request)
-        too_large = _json_error(
-            413, "body_too_large", f"request body exceeds the limit of {cap} bytes", rid
-        )
         if request.content_length is not None and request.content_length > cap:
-            too_large.force_close()
-            return too_large
+            raise BodyTooLargeError(cap)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip"):
-            return _json_error(
-                415, "unsupported_encoding", "Content-Encoding must be identity or gzip", rid
-            )
+            raise UnsupportedEncoding("Content-Encoding must be identity or gzip")
         buf = bytearray()
         async for chunk in request.content.iter_chunked(_CHUNK):
             buf += chunk
             if len(buf) > cap:
-                too_large.force_close()
-                return too_large
+                raise BodyTooLargeError(cap)
         if encoding != "gzip":
             return bytes(buf)
         inflater = zlib.decompressobj(wbits=31)
         try:
             out = inflater.decompress(bytes(buf), cap + 1)
         except zlib.error:
-            return _json_error(400, "invalid_body", "the gzip body could not be decompressed", rid)
+            raise BadRequest(
+                "the gzip body could not be decompressed", code="invalid_body"
+            ) from None
         if len(out) > cap or inflater.unconsumed_tail:
-            return too_large
+            raise BodyTooLargeError(cap)
         return out
 
     def _get_only(self, handler: Any) -> Any:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if request.method not in ("GET", "HEAD"):
-                return self._not_allowed(request, "GET")
+                raise self._not_allowed(request, "GET")
             return await handler(request)
 
         return wrapped
 
-    def _not_allowed(self, request: web.BaseRequest, allow: str) -> web.Response:
-        return _json_error(
-            405,
-            "method_not_allowed",
-            f"use {allow}",
-            self._request_id(request),
-            headers={"Allow": allow},
-        )
+    def _not_allowed(self, request: web.BaseRequest, allow: str) -> MethodNotAllowed:
+        self._request_id(request)  # the answer carries it
+        return MethodNotAllowed(allow)
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -549,32 +540,28 @@ class AlertsFeature(Feature):
         return handler
 
     async def _intake(self, request: web.BaseRequest, intake: IntakePath) -> web.Response:
-        rid = self._request_id(request)
+        self._request_id(request)  # made up when absent: an error raised below carries it
         if request.method != "POST":
-            return self._not_allowed(request, "POST")
-        denied = self._authorized(request)
-        if denied is not None:
-            return denied
+            raise self._not_allowed(request, "POST")
+        self._authorize(request)
         body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
         started = self.clock.monotonic()
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             self._tally("invalid_payloads")
             problem = {"path": "$", "expected": f"a JSON document ({exc.msg})"}
-            return _json_error(400, "invalid_json", "the body is not JSON", rid, problems=[problem])
+            raise BadRequest(
+                "the body is not JSON", code="invalid_json", problems=[problem]
+            ) from None
         now = self.clock.now()
         payload = parse_payload(document, now=now, formats=intake.formats, mapping=intake.mapping)
         if not payload.ok:
             self._tally("invalid_payloads")
             problems = [p.as_dict() for p in payload.problems]
-            return _json_error(
-                400,
-                "invalid_payload",
+            raise BadRequest(
                 f"{len(problems)} problem(s) in the payload; nothing was accepted",
-                rid,
+                code="invalid_payload",
                 problems=problems,
             )
         if payload.truncated_alerts > 0:
@@ -993,27 +980,25 @@ class AlertsFeature(Feature):
             await self._refresh_mode()
 
     async def enrichment_mode(self, request: web.Request) -> web.StreamResponse:
-        rid = self._request_id(request)
+        self._request_id(request)  # made up when absent: an error raised below carries it
         if request.method in ("GET", "HEAD"):
             if self.redis is not None:
                 await self._refresh_mode()
             return web.json_response({"mode": self.mode, "source": self.mode_source})
         if request.method != "POST":
-            return self._not_allowed(request, "GET, POST")
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+            raise self._not_allowed(request, "GET, POST")
+        self.gw.require_admin(request)
         try:
             data = orjson.loads(await request.read())
         except orjson.JSONDecodeError:  # (a body over the limit is json_errors' 413)
-            return _json_error(400, "invalid_json", 'the body must be JSON: {"mode": "..."}', rid)
+            raise BadRequest(
+                'the body must be JSON: {"mode": "..."}', code="invalid_json"
+            ) from None
         mode = data.get("mode") if isinstance(data, dict) else None
         if mode not in ENRICHMENT_MODES:
-            return _json_error(
-                400,
-                "invalid_mode",
+            raise BadRequest(
                 f"invalid enrichment mode; allowed: {', '.join(ENRICHMENT_MODES)}",
-                rid,
+                code="invalid_mode",
                 allowed=list(ENRICHMENT_MODES),
             )
         source = "memory"
@@ -1069,34 +1054,28 @@ class AlertsFeature(Feature):
     # -- classification API ----------------------------------------------------------------
 
     async def classify(self, request: web.Request) -> web.StreamResponse:
-        rid = self._request_id(request)
+        self._request_id(request)  # made up when absent: an error raised below carries it
         if request.method != "POST":
-            return self._not_allowed(request, "POST")
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+            raise self._not_allowed(request, "POST")
+        self.gw.require_admin(request)
         body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _json_error(400, "invalid_json", "the body is not JSON", rid)
+            raise BadRequest("the body is not JSON", code="invalid_json") from None
         force = False
         path = "$"
         if isinstance(data, dict) and "alert" in data:
             force = data.get("force", False)
             if not isinstance(force, bool):
                 problem = {"path": "$.force", "expected": "true or false"}
-                return _json_error(400, "invalid_payload", "bad force", rid, problems=[problem])
+                raise BadRequest("bad force", code="invalid_payload", problems=[problem])
             data, path = data["alert"], "$.alert"
         alert, problems = parse_single_alert(data, now=self.clock.now(), path=path)
         if alert is None:
-            return _json_error(
-                400,
-                "invalid_payload",
+            raise BadRequest(
                 f"{len(problems)} problem(s) in the alert",
-                rid,
+                code="invalid_payload",
                 problems=[p.as_dict() for p in problems],
             )
         result = await self.classifier.classify(alert, force=force)

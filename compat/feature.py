@@ -45,6 +45,7 @@ from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import (
     BodyTooLargeError,
     CutoverError,
+    NotFound,
     UpstreamError,
     error_response,
     from_error,
@@ -911,7 +912,7 @@ class CompatFeature(Feature):
     async def _usage_endpoint(self, request: web.Request) -> web.Response:
         settings = self.settings
         if settings is None:
-            return error_response(404, "compat_off", "no compat section in the config", None)
+            raise NotFound("no compat section in the config", code="compat_off")
         stored = await self.flush()
         rule = request.query.get("rule") or None
         try:

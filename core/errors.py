@@ -11,8 +11,10 @@
           ├── Forbidden                      403 forbidden
           ├── NotFound                       404 not_found
           │    └── NoRoute                   404 no_route
+          ├── MethodNotAllowed(allow)        405 method_not_allowed (with Allow)
           ├── Conflict                       409 conflict
           ├── Gone                           410 gone
+          ├── UnsupportedEncoding            415 unsupported_encoding
           └── Unavailable                    503 a dependency (store, shared state, Redis) is down
                └── Overloaded                503 overloaded (the concurrency cap)
 
@@ -135,6 +137,14 @@ class NoRoute(NotFound):
         super().__init__("no route matches this request")
 
 
+class MethodNotAllowed(Refusal):
+    status_hint = 405
+    code = "method_not_allowed"
+
+    def __init__(self, allow: str) -> None:
+        super().__init__(f"use {allow}", headers={"Allow": allow})
+
+
 class Conflict(Refusal):
     status_hint = 409
     code = "conflict"
@@ -143,6 +153,11 @@ class Conflict(Refusal):
 class Gone(Refusal):
     status_hint = 410
     code = "gone"
+
+
+class UnsupportedEncoding(Refusal):
+    status_hint = 415
+    code = "unsupported_encoding"
 
 
 class Unavailable(Refusal):
@@ -202,10 +217,14 @@ def error_response(
 
 
 def render(exc: CutoverError, request_id: str | None) -> web.Response:
-    """`exc` as the answer: its status, code, message, extra members and headers."""
-    return error_response(
+    """`exc` as the answer: its status, code, message, extra members and headers. A 413
+    closes the connection: the rest of the body was not read."""
+    resp = error_response(
         exc.status_hint, exc.code, exc.message, request_id, exc.headers or None, **exc.extra
     )
+    if isinstance(exc, BodyTooLargeError):
+        resp.force_close()
+    return resp
 
 
 from_error = render  # the older name, still used by the request path

@@ -35,6 +35,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Gauge
 
 from cutover.core.db import Database, StoreUnavailable
+from cutover.core.errors import NotFound
 from cutover.core.tasks import Supervised
 from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
@@ -590,10 +591,7 @@ class ParityFeature(Feature):
     async def _admin(self, request: web.Request) -> web.Response:
         wanted = request.query.get("route")
         if wanted is not None and wanted not in self.routes:
-            return web.json_response(
-                {"error": {"code": "unknown_route", "message": f"no mirrored route {wanted!r}"}},
-                status=404,
-            )
+            raise NotFound(f"no mirrored route {wanted!r}", code="unknown_route")
         routes: dict[str, Any] = {}
         store = "ok"
         for name, route in self.routes.items():

@@ -31,6 +31,7 @@ from cutover.core.errors import (
     REQUEST_ID,
     BodyTooLargeError,
     CutoverError,
+    NoRoute,
     Overloaded,
     error_response,
     from_error,
@@ -552,8 +553,8 @@ class Gateway:
     def add_observer(self, observe: Callable[[RequestRecord], None]) -> None:
         self.observers.append(observe)
 
-    def require_admin(self, request: web.BaseRequest) -> web.Response | None:
-        return require_admin_token(request, self)
+    def require_admin(self, request: web.BaseRequest) -> None:
+        require_admin_token(request, self)
 
     def set_compat(self, hook: CompatHook | None) -> None:
         self.compat = hook
@@ -678,7 +679,7 @@ class Gateway:
             route = state.router.match(request.method, request.rel_url.raw_path, headers)
             if route is None:
                 status = 404
-                resp = error_response(404, "no_route", "no route matches this request", request_id)
+                resp = render(NoRoute(), request_id)
                 return resp
             route_name = route.name
             budget = state.budgets[route.name]

@@ -31,7 +31,7 @@ from prometheus_client import Gauge
 
 from cutover.alerts.model import Alert
 from cutover.core.db import StoreUnavailable
-from cutover.core.errors import Unavailable, error_response
+from cutover.core.errors import BadRequest, NotFound, Unavailable
 from cutover.core.storable import MAX_KEY, identity_problem
 from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.host import Feature
@@ -289,9 +289,7 @@ class PublishingFeature(Feature):
         return _json(out)
 
     async def refresh(self, request: web.Request) -> web.Response:
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+        self.gw.require_admin(request)
         now = _iso(self.gw.clock.now())
         if self.discovery is None:
             return _json(
@@ -389,32 +387,28 @@ class PublishingFeature(Feature):
         )
 
     async def test(self, request: web.Request) -> web.Response:
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+        self.gw.require_admin(request)
         engine, _ = self._require_ready()
         name = request.match_info["target"]
         spec = self.registry.get(name)
         if spec is None:
-            return error_response(404, "not_found", f"Target '{name}' not found", None)
+            raise NotFound(f"Target '{name}' not found")
         options: dict[str, Any] = {}
         raw = await request.read()
         if raw.strip():
             try:
                 options = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                return error_response(400, "bad_request", "body: expected a JSON object", None)
+                raise BadRequest("body: expected a JSON object") from None
             if not isinstance(options, dict):
-                return error_response(400, "bad_request", "body: expected a JSON object", None)
+                raise BadRequest("body: expected a JSON object")
         timeout = options.get("timeout_seconds", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            return error_response(
-                400, "bad_request", "timeout_seconds: expected a number above 0", None
-            )
+            raise BadRequest("timeout_seconds: expected a number above 0")
         try:
             alert = self._test_alert(name, options.get("test_alert"))
         except ValueError as exc:
-            return error_response(400, "bad_request", f"test_alert{exc}", None)
+            raise BadRequest(f"test_alert{exc}") from None
         spec = _with_timeout(spec, min(float(timeout), MAX_TEST_TIMEOUT))
         started = time.perf_counter()
         outcome = await engine.send(spec, alert)
@@ -475,11 +469,11 @@ class PublishingFeature(Feature):
             if not 1 <= limit <= 1000:
                 raise ValueError
         except ValueError:
-            return error_response(400, "bad_request", "limit: expected 1 to 1000", None)
+            raise BadRequest("limit: expected 1 to 1000") from None
         target = request.query.get("target")
         problem = identity_problem(target) if target is not None else None
         if problem is not None:
-            return error_response(400, "bad_request", f"target: expected {problem}", None)
+            raise BadRequest(f"target: expected {problem}")
         try:
             jobs = await outbox.dead_letters(limit=limit, target=target)
         except StoreUnavailable as exc:
@@ -487,22 +481,20 @@ class PublishingFeature(Feature):
         return _json({"count": len(jobs), "dead_letters": [j.summary() for j in jobs]})
 
     async def replay(self, request: web.Request) -> web.Response:
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+        self.gw.require_admin(request)
         _, outbox = self._require_ready()
         try:
             job_id = int(request.match_info["id"])
             if not 1 <= job_id <= MAX_JOB_ID:
                 raise ValueError
         except ValueError:
-            return error_response(400, "bad_request", "id: expected a job id (integer)", None)
+            raise BadRequest("id: expected a job id (integer)") from None
         try:
             ok = await outbox.replay(job_id)
         except StoreUnavailable as exc:
             raise Unavailable(STORE_DOWN) from exc
         if not ok:
-            return error_response(404, "not_found", f"no dead-lettered job {job_id}", None)
+            raise NotFound(f"no dead-lettered job {job_id}")
         return _json({"replayed": job_id, "state": "pending"})
 
 
