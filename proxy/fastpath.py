@@ -37,7 +37,6 @@ import logging
 import random
 import re
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -66,6 +65,7 @@ from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_a
 from cutover.proxy.attempts import Attempts, ProxyOutcome
 from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
 from cutover.proxy.host import RequestRecord
+from cutover.proxy.metrics import fast_inc, fast_observe
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
 from cutover.routing.decision import Decision, client_ip, decide, sticky_key
 from cutover.routing.murmur import bucket_of
@@ -256,34 +256,13 @@ class _Meters:
         inc = self._requests.get((route, backend, status))
         if inc is None:
             child = self.metrics.requests.labels(route, backend, str(status))
-            inc = self._requests[(route, backend, status)] = _bound_inc(child)
+            inc = self._requests[(route, backend, status)] = fast_inc(child)
         inc(1)
         observe = self._durations.get((route, backend))
         if observe is None:
             child = self.metrics.duration.labels(route, backend)
-            observe = self._durations[(route, backend)] = _bound_observe(child)
+            observe = self._durations[(route, backend)] = fast_observe(child)
         observe(elapsed)
-
-
-def _bound_inc(child: Any) -> Callable[..., None]:
-    value = getattr(child, "_value", None)
-    return value.inc if value is not None and hasattr(value, "inc") else child.inc
-
-
-def _bound_observe(child: Any) -> Callable[[float], None]:
-    """`Histogram.observe` without its per-call checks: one bisect, two increments."""
-    try:
-        add_sum = child._sum.inc
-        buckets = [b.inc for b in child._buckets]
-        bounds = list(child._upper_bounds)
-    except AttributeError:
-        return child.observe  # type: ignore[no-any-return]
-
-    def observe(amount: float) -> None:
-        add_sum(amount)
-        buckets[bisect_left(bounds, amount)](1)
-
-    return observe
 
 
 class _Bound:
