@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import Gauge
 
 from cutover.alerts.model import Alert
 from cutover.core.db import StoreUnavailable
@@ -36,7 +35,12 @@ from cutover.core.storable import MAX_KEY, identity_problem
 from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.host import Feature
 from cutover.publishing.config import DEFAULT, PublishingConfig
-from cutover.publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
+from cutover.publishing.delivery import (
+    OUTCOMES,
+    DeliveryEngine,
+    PublishingMetrics,
+    delivery_counts,
+)
 from cutover.publishing.delivery import iso_time as _iso
 from cutover.publishing.discovery import Discovery
 from cutover.publishing.outbox import Outbox
@@ -79,31 +83,7 @@ class PublishingFeature(Feature):
         self._starter: Supervised | None = None
         self._ready = asyncio.Event()
         self._depth_targets: set[str] = set()
-        self._bound_metrics()
-
-    def _bound_metrics(self) -> None:
-        r = self.gw.metrics.registry
-        self.m_pending = Gauge(
-            "cutover_publishing_pending_jobs",
-            "Jobs waiting in the outbox, by target (the shared store's count at scrape time:"
-            " every replica reports the same).",
-            ["target"],
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
-        self.m_dead = Gauge(
-            "cutover_publishing_dead_letters",
-            "Jobs in the dead-letter queue, by target (the shared store's count at scrape time).",
-            ["target"],
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
-        self.m_store_up = Gauge(
-            "cutover_store_up",
-            "1 when the durable store answered the outbox count of the last scrape, else 0.",
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
+        self.metrics = PublishingMetrics(gw.metrics.registry)
 
     # -- what intake asks --------------------------------------------------------------------
 
@@ -142,7 +122,9 @@ class PublishingFeature(Feature):
                     await asyncio.sleep(delay)
                     delay = min(30.0, delay * 2)
             self.outbox = outbox
-            self.engine = DeliveryEngine(self.gw, outbox, self.registry, self.settings)
+            self.engine = DeliveryEngine(
+                self.gw, outbox, self.registry, self.settings, metrics=self.metrics
+            )
         await self.engine.start()
         if self.discovery is None:
             await self._start_discovery()
@@ -205,22 +187,22 @@ class PublishingFeature(Feature):
         that an alert on a growing or stalled outbox needs no background task."""
         outbox = self.outbox
         if outbox is None:  # the store has not answered since start
-            self.m_store_up.set(0)
+            self.metrics.store_up.set(0)
             return
         try:
             counts = await asyncio.wait_for(outbox.counts(), SCRAPE_TIMEOUT)
         except (StoreUnavailable, TimeoutError):
-            self.m_store_up.set(0)
+            self.metrics.store_up.set(0)
             return
         except Exception as exc:  # the store answered with an error (a table missing, …)
-            self.m_store_up.set(0)
+            self.metrics.store_up.set(0)
             log.warning("publishing: the store did not answer the outbox count (%r)", exc)
             return
-        self.m_store_up.set(1)
+        self.metrics.store_up.set(1)
         names = {*counts, *self._depth_targets, *(t.name for t in self.registry.all())}
         for name in names:
-            self.m_pending.labels(name).set(counts.get(name, {}).get("pending", 0))
-            self.m_dead.labels(name).set(counts.get(name, {}).get("dead", 0))
+            self.metrics.pending.labels(name).set(counts.get(name, {}).get("pending", 0))
+            self.metrics.dead.labels(name).set(counts.get(name, {}).get("dead", 0))
         self._depth_targets = names
 
     def readiness(self) -> dict[str, object] | None:
