@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge, Histogram
 
 from cutover.alerts.config import ENRICHMENT_MODES, AlertsConfig, IntakePath
 from cutover.alerts.llm import AuditRecord, Classifier
@@ -63,7 +63,7 @@ from cutover.core.errors import (
 )
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
-from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
+from cutover.proxy.metrics import MetricSet, counter, counter_samples, gauge, histogram
 
 if TYPE_CHECKING:
     from cutover.proxy.config import CutoverConfig
@@ -243,6 +243,69 @@ class Plan:
         ).decode()
 
 
+@dataclass(eq=False, slots=True)
+class AlertsMetrics(MetricSet):
+    """The alert intake's metrics: webhooks, alerts and what became of them, classifications,
+    the LLM's latency and breaker, the enrichment mode, claims of alerts to classify."""
+
+    registry: CollectorRegistry
+    events: PromCounter = counter(
+        "cutover_enrichment_events_total",
+        "What the alert intake counted, by event: received, accepted, each result,"
+        " truncated_alerts, invalid_payloads, store_unavailable (what /enrichment/stats"
+        " shows, summed over workers).",
+        ["event"],
+    )
+    accepted_by_mode: PromCounter = counter(
+        "cutover_enrichment_accepted_total",
+        "Alerts accepted, by the enrichment mode in force when they came in.",
+        ["mode"],
+    )
+    webhooks: PromCounter = counter(
+        "cutover_alert_webhooks_total",
+        "Webhook deliveries answered by the gateway, by path and status code.",
+        ["path", "status"],
+    )
+    alerts: PromCounter = counter(
+        "cutover_alerts_total",
+        "Alerts taken in, by what became of them (queued, duplicate, filtered, delayed,"
+        " classifying, suppressed, released, cancelled).",
+        ["result"],
+    )
+    truncated: PromCounter = counter(
+        "cutover_alerts_truncated_total",
+        "Alerts Alertmanager left out of its webhooks (truncatedAlerts).",
+    )
+    classified: PromCounter = counter(
+        "cutover_alert_classifications_total",
+        "Classifications made, by source (rules, llm) and LLM outcome.",
+        ["source", "outcome"],
+    )
+    llm_latency: Histogram = histogram(
+        "cutover_llm_latency_seconds",
+        "Time spent asking the LLM for one classification (all attempts).",
+        buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    )
+    breaker: Gauge = gauge(
+        "cutover_llm_breaker_open",
+        "1 while the LLM circuit breaker is open (calls go to the rules).",
+        mode="livemax",
+    )
+    mode: Gauge = gauge(
+        "cutover_enrichment_mode",
+        "Enrichment mode in force: 0 transparent, 1 enriched, 2 transparent_with_recommendations.",
+        mode="livemax",
+    )
+    claim_seconds: Histogram = histogram(
+        "cutover_alerts_claim_seconds",
+        "Time one claim of alerts to classify took (timed-out claims included).",
+    )
+    claim_timeouts: PromCounter = counter(
+        "cutover_alerts_claim_timeouts_total",
+        "Claims of alerts to classify abandoned at alerts.claim_timeout.",
+    )
+
+
 class AlertsFeature(Feature):
     name = "alerts"
 
@@ -290,80 +353,14 @@ class AlertsFeature(Feature):
     # -- metrics -------------------------------------------------------------------------
 
     def _bind_metrics(self) -> None:
-        r = self.gw.metrics.registry
-        self.m_events = PromCounter(
-            "cutover_enrichment_events_total",
-            "What the alert intake counted, by event: received, accepted, each result,"
-            " truncated_alerts, invalid_payloads, store_unavailable (what /enrichment/stats"
-            " shows, summed over workers).",
-            ["event"],
-            registry=r,
-        )
-        self.m_accepted_by_mode = PromCounter(
-            "cutover_enrichment_accepted_total",
-            "Alerts accepted, by the enrichment mode in force when they came in.",
-            ["mode"],
-            registry=r,
-        )
-        self.m_webhooks = PromCounter(
-            "cutover_alert_webhooks_total",
-            "Webhook deliveries answered by the gateway, by path and status code.",
-            ["path", "status"],
-            registry=r,
-        )
-        self.m_alerts = PromCounter(
-            "cutover_alerts_total",
-            "Alerts taken in, by what became of them (queued, duplicate, filtered, delayed,"
-            " classifying, suppressed, released, cancelled).",
-            ["result"],
-            registry=r,
-        )
-        self.m_truncated = PromCounter(
-            "cutover_alerts_truncated_total",
-            "Alerts Alertmanager left out of its webhooks (truncatedAlerts).",
-            registry=r,
-        )
-        self.m_classified = PromCounter(
-            "cutover_alert_classifications_total",
-            "Classifications made, by source (rules, llm) and LLM outcome.",
-            ["source", "outcome"],
-            registry=r,
-        )
-        self.m_llm_latency = Histogram(
-            "cutover_llm_latency_seconds",
-            "Time spent asking the LLM for one classification (all attempts).",
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-            registry=r,
-        )
-        self.m_breaker = Gauge(
-            "cutover_llm_breaker_open",
-            "1 while the LLM circuit breaker is open (calls go to the rules).",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_mode = Gauge(
-            "cutover_enrichment_mode",
-            "Enrichment mode in force: 0 transparent, 1 enriched,"
-            " 2 transparent_with_recommendations.",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_mode.set(ENRICHMENT_MODES.index(self.mode))  # type: ignore[arg-type]
+        self.metrics = AlertsMetrics(self.gw.metrics.registry)
+        self.metrics.mode.set(ENRICHMENT_MODES.index(self.mode))  # type: ignore[arg-type]
         self.claims = ClaimMeter(
             "alerts: claiming alerts to classify",
             "alerts waiting",
             self.clock,
-            Histogram(
-                "cutover_alerts_claim_seconds",
-                "Time one claim of alerts to classify took (timed-out claims included).",
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            ),
-            PromCounter(
-                "cutover_alerts_claim_timeouts_total",
-                "Claims of alerts to classify abandoned at alerts.claim_timeout.",
-                registry=r,
-            ),
+            self.metrics.claim_seconds,
+            self.metrics.claim_timeouts,
             self._waiting,
             log,
         )
@@ -372,11 +369,11 @@ class AlertsFeature(Feature):
         """An intake event, counted here and in `cutover_enrichment_events_total` (summed over
         every worker by /enrichment/stats)."""
         self.counts[event] += n
-        self.m_events.labels(event).inc(n)
+        self.metrics.events.labels(event).inc(n)
 
     def _count(self, result: str, n: int = 1) -> None:
         self._tally(result, n)
-        self.m_alerts.labels(result).inc(n)
+        self.metrics.alerts.labels(result).inc(n)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -534,7 +531,7 @@ class AlertsFeature(Feature):
                 resp = await self._intake(request, intake)
             except CutoverError as exc:  # rendered here, so that its status is counted too
                 resp = render(exc, self._request_id(request))
-            self.m_webhooks.labels(intake.path, str(resp.status)).inc()
+            self.metrics.webhooks.labels(intake.path, str(resp.status)).inc()
             return resp
 
         return handler
@@ -566,7 +563,7 @@ class AlertsFeature(Feature):
             )
         if payload.truncated_alerts > 0:
             self._tally("truncated_alerts", payload.truncated_alerts)
-            self.m_truncated.inc(payload.truncated_alerts)
+            self.metrics.truncated.inc(payload.truncated_alerts)
             log.warning(
                 "webhook %s: Alertmanager truncated %d alert(s) from group %s (raise max_alerts"
                 " on the receiver to get them)",
@@ -605,7 +602,7 @@ class AlertsFeature(Feature):
         self._tally("received", len(results))
         self._tally("accepted", accepted)
         self.by_mode[mode] += accepted
-        self.m_accepted_by_mode.labels(mode).inc(accepted)
+        self.metrics.accepted_by_mode.labels(mode).inc(accepted)
         if any(r["result"] == "classifying" for r in results):
             self._wake.set()
         return web.json_response(
@@ -655,7 +652,7 @@ class AlertsFeature(Feature):
         """An inline classification that was used: a classification request (and a rules
         answer or a cache hit). A duplicate delivery is neither."""
         if plan.inline_source is not None:
-            self.m_classified.labels(plan.inline_source, "inline").inc()
+            self.metrics.classified.labels(plan.inline_source, "inline").inc()
         if plan.inline_stat is not None:
             self.classifier.stats["total_requests"] += 1
             self.classifier.stats[plan.inline_stat] += 1
@@ -801,7 +798,7 @@ class AlertsFeature(Feature):
         if self.clock.monotonic() - self._last_cleanup >= CLEANUP_EVERY:
             self._last_cleanup = self.clock.monotonic()
             await self._cleanup(db)
-        self.m_breaker.set(
+        self.metrics.breaker.set(
             1
             if self.classifier.breaker
             and self.classifier.breaker.state(self.clock.monotonic()) == "open"
@@ -858,9 +855,9 @@ class AlertsFeature(Feature):
             result = await self.classifier.classify(alert)
             classification = result.classification
             outcome = result.llm_outcome or ("cache" if result.cached else "none")
-            self.m_classified.labels(classification.source, outcome).inc()
+            self.metrics.classified.labels(classification.source, outcome).inc()
             if result.llm_outcome is not None:
-                self.m_llm_latency.observe(result.processing_time)
+                self.metrics.llm_latency.observe(result.processing_time)
         elif mode == "enriched":
             classification = self.classifier.by_rules(alert)
         now = self.clock.now()
@@ -955,7 +952,7 @@ class AlertsFeature(Feature):
             self.counts["mode_switches"] += 1
         self.mode = mode
         self.mode_source = source
-        self.m_mode.set(ENRICHMENT_MODES.index(mode))  # type: ignore[arg-type]
+        self.metrics.mode.set(ENRICHMENT_MODES.index(mode))  # type: ignore[arg-type]
 
     async def _refresh_mode(self) -> bool:
         """Read the shared mode from Redis; False when Redis could not be read."""
@@ -1080,7 +1077,7 @@ class AlertsFeature(Feature):
             )
         result = await self.classifier.classify(alert, force=force)
         outcome = result.llm_outcome or ("cache" if result.cached else "none")
-        self.m_classified.labels(result.classification.source, outcome).inc()
+        self.metrics.classified.labels(result.classification.source, outcome).inc()
         return web.json_response(
             {
                 "result": result.classification.as_dict(),
