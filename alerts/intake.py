@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge, Histogram
 
 from cutover.alerts.config import ENRICHMENT_MODES, AlertsConfig, IntakePath
 from cutover.alerts.llm import AuditRecord, Classifier
@@ -51,10 +51,20 @@ from cutover.alerts.webhook_formats import (
 )
 from cutover.core.clock import format_rfc3339
 from cutover.core.db import ClaimMeter, Database, StoreUnavailable, Tx
-from cutover.core.errors import error_response
+from cutover.core.errors import (
+    REQUEST_ID,
+    BadRequest,
+    BodyTooLargeError,
+    CutoverError,
+    MethodNotAllowed,
+    Unauthorized,
+    Unavailable,
+    UnsupportedEncoding,
+    render,
+)
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
-from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
+from cutover.proxy.metrics import MetricSet, counter, counter_samples, gauge, histogram
 
 if TYPE_CHECKING:
     from cutover.proxy.config import CutoverConfig
@@ -234,10 +244,68 @@ class Plan:
         ).decode()
 
 
-def _json_error(
-    status: int, code: str, message: str, request_id: str | None, **extra: object
-) -> web.Response:
-    return error_response(status, code, message, request_id, **extra)
+@dataclass(eq=False, slots=True)
+class AlertsMetrics(MetricSet):
+    """The alert intake's metrics: webhooks, alerts and what became of them, classifications,
+    the LLM's latency and breaker, the enrichment mode, claims of alerts to classify."""
+
+    registry: CollectorRegistry
+    events: PromCounter = counter(
+        "cutover_enrichment_events_total",
+        "What the alert intake counted, by event: received, accepted, each result,"
+        " truncated_alerts, invalid_payloads, store_unavailable (webhooks answered 503:"
+        " the store was down), store_unavailable_background (background work that found"
+        " the store down) (what /enrichment/stats shows, summed over workers).",
+        ["event"],
+    )
+    accepted_by_mode: PromCounter = counter(
+        "cutover_enrichment_accepted_total",
+        "Alerts accepted, by the enrichment mode in force when they came in.",
+        ["mode"],
+    )
+    webhooks: PromCounter = counter(
+        "cutover_alert_webhooks_total",
+        "Webhook deliveries answered by the gateway, by path and status code.",
+        ["path", "status"],
+    )
+    alerts: PromCounter = counter(
+        "cutover_alerts_total",
+        "Alerts taken in, by what became of them (queued, duplicate, filtered, delayed,"
+        " classifying, suppressed, released, cancelled).",
+        ["result"],
+    )
+    truncated: PromCounter = counter(
+        "cutover_alerts_truncated_total",
+        "Alerts Alertmanager left out of its webhooks (truncatedAlerts).",
+    )
+    classified: PromCounter = counter(
+        "cutover_alert_classifications_total",
+        "Classifications made, by source (rules, llm) and LLM outcome.",
+        ["source", "outcome"],
+    )
+    llm_latency: Histogram = histogram(
+        "cutover_llm_latency_seconds",
+        "Time spent asking the LLM for one classification (all attempts).",
+        buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    )
+    breaker: Gauge = gauge(
+        "cutover_llm_breaker_open",
+        "1 while the LLM circuit breaker is open (calls go to the rules).",
+        mode="livemax",
+    )
+    mode: Gauge = gauge(
+        "cutover_enrichment_mode",
+        "Enrichment mode in force: 0 transparent, 1 enriched, 2 transparent_with_recommendations.",
+        mode="livemax",
+    )
+    claim_seconds: Histogram = histogram(
+        "cutover_alerts_claim_seconds",
+        "Time one claim of alerts to classify took (timed-out claims included).",
+    )
+    claim_timeouts: PromCounter = counter(
+        "cutover_alerts_claim_timeouts_total",
+        "Claims of alerts to classify abandoned at alerts.claim_timeout.",
+    )
 
 
 class AlertsFeature(Feature):
@@ -287,81 +355,14 @@ class AlertsFeature(Feature):
     # -- metrics -------------------------------------------------------------------------
 
     def _bind_metrics(self) -> None:
-        r = self.gw.metrics.registry
-        self.m_events = PromCounter(
-            "cutover_enrichment_events_total",
-            "What the alert intake counted, by event: received, accepted, each result,"
-            " truncated_alerts, invalid_payloads, store_unavailable (webhooks answered 503:"
-            " the store was down), store_unavailable_background (background work that found"
-            " the store down) (what /enrichment/stats shows, summed over workers).",
-            ["event"],
-            registry=r,
-        )
-        self.m_accepted_by_mode = PromCounter(
-            "cutover_enrichment_accepted_total",
-            "Alerts accepted, by the enrichment mode in force when they came in.",
-            ["mode"],
-            registry=r,
-        )
-        self.m_webhooks = PromCounter(
-            "cutover_alert_webhooks_total",
-            "Webhook deliveries answered by the gateway, by path and status code.",
-            ["path", "status"],
-            registry=r,
-        )
-        self.m_alerts = PromCounter(
-            "cutover_alerts_total",
-            "Alerts taken in, by what became of them (queued, duplicate, filtered, delayed,"
-            " classifying, suppressed, released, cancelled).",
-            ["result"],
-            registry=r,
-        )
-        self.m_truncated = PromCounter(
-            "cutover_alerts_truncated_total",
-            "Alerts Alertmanager left out of its webhooks (truncatedAlerts).",
-            registry=r,
-        )
-        self.m_classified = PromCounter(
-            "cutover_alert_classifications_total",
-            "Classifications made, by source (rules, llm) and LLM outcome.",
-            ["source", "outcome"],
-            registry=r,
-        )
-        self.m_llm_latency = Histogram(
-            "cutover_llm_latency_seconds",
-            "Time spent asking the LLM for one classification (all attempts).",
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-            registry=r,
-        )
-        self.m_breaker = Gauge(
-            "cutover_llm_breaker_open",
-            "1 while the LLM circuit breaker is open (calls go to the rules).",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_mode = Gauge(
-            "cutover_enrichment_mode",
-            "Enrichment mode in force: 0 transparent, 1 enriched,"
-            " 2 transparent_with_recommendations.",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_mode.set(ENRICHMENT_MODES.index(self.mode))  # type: ignore[arg-type]
+        self.metrics = AlertsMetrics(self.gw.metrics.registry)
+        self.metrics.mode.set(ENRICHMENT_MODES.index(self.mode))  # type: ignore[arg-type]
         self.claims = ClaimMeter(
             "alerts: claiming alerts to classify",
             "alerts waiting",
             self.clock,
-            Histogram(
-                "cutover_alerts_claim_seconds",
-                "Time one claim of alerts to classify took (timed-out claims included).",
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            ),
-            PromCounter(
-                "cutover_alerts_claim_timeouts_total",
-                "Claims of alerts to classify abandoned at alerts.claim_timeout.",
-                registry=r,
-            ),
+            self.metrics.claim_seconds,
+            self.metrics.claim_timeouts,
             self._waiting,
             log,
         )
@@ -370,11 +371,11 @@ class AlertsFeature(Feature):
         """An intake event, counted here and in `cutover_enrichment_events_total` (summed over
         every worker by /enrichment/stats)."""
         self.counts[event] += n
-        self.m_events.labels(event).inc(n)
+        self.metrics.events.labels(event).inc(n)
 
     def _count(self, result: str, n: int = 1) -> None:
         self._tally(result, n)
-        self.m_alerts.labels(result).inc(n)
+        self.metrics.alerts.labels(result).inc(n)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -449,10 +450,11 @@ class AlertsFeature(Feature):
 
     # -- auth, body ------------------------------------------------------------------------
 
-    def _authorized(self, request: web.BaseRequest) -> web.Response | None:
+    def _authorize(self, request: web.BaseRequest) -> None:
+        """Returns when the webhook's credentials (if any are configured) came; else 401."""
         auth = self.cfg.auth
         if auth is None:
-            return None
+            return
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         given = given.strip()
@@ -460,7 +462,7 @@ class AlertsFeature(Feature):
             # The header's bytes as sent (those that are not UTF-8 came as surrogate escapes).
             sent = given.encode("utf-8", "surrogateescape")
             if scheme.lower() == "bearer" and hmac.compare_digest(sent, auth.bearer_token.encode()):
-                return None
+                return
             challenge = 'Bearer realm="cutover-webhook"'
         else:
             if scheme.lower() == "basic":
@@ -473,109 +475,99 @@ class AlertsFeature(Feature):
                 ok_user = hmac.compare_digest(user.encode(), (auth.username or "").encode())
                 ok_pass = hmac.compare_digest(password.encode(), (auth.password or "").encode())
                 if ok_user and ok_pass:
-                    return None
+                    return
             challenge = 'Basic realm="cutover-webhook"'
-        return error_response(
-            401,
-            "unauthorized",
-            "this webhook needs the configured credentials (Authorization header)",
-            self._request_id(request),
-            headers={"WWW-Authenticate": challenge},
+        raise Unauthorized(
+            "this webhook needs the configured credentials (Authorization header)", challenge
         )
 
     def _request_id(self, request: web.BaseRequest) -> str:
-        return request.headers.get(self.gw.config.headers.request_id) or uuid.uuid4().hex
+        """The client's request id, or one made up; an error raised later carries it."""
+        rid = request.get(REQUEST_ID)
+        if rid is None:
+            rid = request.headers.get(self.gw.config.headers.request_id) or uuid.uuid4().hex
+            request[REQUEST_ID] = rid
+        return rid
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The body, gzip undone, within `alerts.max_body` (413 past it, which closes)."""
         cap = self.cfg.max_body
-        rid = self._request_id(request)
-        too_large = _json_error(
-            413, "body_too_large", f"request body exceeds the limit of {cap} bytes", rid
-        )
         if request.content_length is not None and request.content_length > cap:
-            too_large.force_close()
-            return too_large
+            raise BodyTooLargeError(cap)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip"):
-            return _json_error(
-                415, "unsupported_encoding", "Content-Encoding must be identity or gzip", rid
-            )
+            raise UnsupportedEncoding("Content-Encoding must be identity or gzip")
         buf = bytearray()
         async for chunk in request.content.iter_chunked(_CHUNK):
             buf += chunk
             if len(buf) > cap:
-                too_large.force_close()
-                return too_large
+                raise BodyTooLargeError(cap)
         if encoding != "gzip":
             return bytes(buf)
         inflater = zlib.decompressobj(wbits=31)
         try:
             out = inflater.decompress(bytes(buf), cap + 1)
         except zlib.error:
-            return _json_error(400, "invalid_body", "the gzip body could not be decompressed", rid)
+            raise BadRequest(
+                "the gzip body could not be decompressed", code="invalid_body"
+            ) from None
         if len(out) > cap or inflater.unconsumed_tail:
-            return too_large
+            raise BodyTooLargeError(cap)
         return out
 
     def _get_only(self, handler: Any) -> Any:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if request.method not in ("GET", "HEAD"):
-                return self._not_allowed(request, "GET")
+                raise self._not_allowed(request, "GET")
             return await handler(request)
 
         return wrapped
 
-    def _not_allowed(self, request: web.BaseRequest, allow: str) -> web.Response:
-        return _json_error(
-            405,
-            "method_not_allowed",
-            f"use {allow}",
-            self._request_id(request),
-            headers={"Allow": allow},
-        )
+    def _not_allowed(self, request: web.BaseRequest, allow: str) -> MethodNotAllowed:
+        self._request_id(request)  # the answer carries it
+        return MethodNotAllowed(allow)
 
     # -- intake ------------------------------------------------------------------------------
 
     def _intake_handler(self, intake: IntakePath) -> Any:
         async def handler(request: web.Request) -> web.StreamResponse:
-            resp = await self._intake(request, intake)
-            self.m_webhooks.labels(intake.path, str(resp.status)).inc()
+            try:
+                resp = await self._intake(request, intake)
+            except CutoverError as exc:  # rendered here, so that its status is counted too
+                resp = render(exc, self._request_id(request))
+            self.metrics.webhooks.labels(intake.path, str(resp.status)).inc()
             return resp
 
         return handler
 
     async def _intake(self, request: web.BaseRequest, intake: IntakePath) -> web.Response:
-        rid = self._request_id(request)
+        self._request_id(request)  # made up when absent: an error raised below carries it
         if request.method != "POST":
-            return self._not_allowed(request, "POST")
-        denied = self._authorized(request)
-        if denied is not None:
-            return denied
+            raise self._not_allowed(request, "POST")
+        self._authorize(request)
         body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
         started = self.clock.monotonic()
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             self._tally("invalid_payloads")
             problem = {"path": "$", "expected": f"a JSON document ({exc.msg})"}
-            return _json_error(400, "invalid_json", "the body is not JSON", rid, problems=[problem])
+            raise BadRequest(
+                "the body is not JSON", code="invalid_json", problems=[problem]
+            ) from None
         now = self.clock.now()
         payload = parse_payload(document, now=now, formats=intake.formats, mapping=intake.mapping)
         if not payload.ok:
             self._tally("invalid_payloads")
             problems = [p.as_dict() for p in payload.problems]
-            return _json_error(
-                400,
-                "invalid_payload",
+            raise BadRequest(
                 f"{len(problems)} problem(s) in the payload; nothing was accepted",
-                rid,
+                code="invalid_payload",
                 problems=problems,
             )
         if payload.truncated_alerts > 0:
             self._tally("truncated_alerts", payload.truncated_alerts)
-            self.m_truncated.inc(payload.truncated_alerts)
+            self.metrics.truncated.inc(payload.truncated_alerts)
             log.warning(
                 "webhook %s: Alertmanager truncated %d alert(s) from group %s (raise max_alerts"
                 " on the receiver to get them)",
@@ -602,13 +594,10 @@ class AlertsFeature(Feature):
                 )
         except StoreUnavailable as exc:
             self._store_down(exc, f"webhook {intake.path}")
-            return _json_error(
-                503,
-                "store_unavailable",
+            raise Unavailable(
                 "the alerts could not be stored durably; nothing was accepted, retry",
-                rid,
-                headers={"Retry-After": "1"},
-            )
+                retry_after=1,
+            ) from exc
         for result in results:
             self._count(result["result"])  # type: ignore[arg-type]
         for plan in inline:
@@ -617,7 +606,7 @@ class AlertsFeature(Feature):
         self._tally("received", len(results))
         self._tally("accepted", accepted)
         self.by_mode[mode] += accepted
-        self.m_accepted_by_mode.labels(mode).inc(accepted)
+        self.metrics.accepted_by_mode.labels(mode).inc(accepted)
         if any(r["result"] == "classifying" for r in results):
             self._wake.set()
         return web.json_response(
@@ -667,7 +656,7 @@ class AlertsFeature(Feature):
         """An inline classification that was used: a classification request (and a rules
         answer or a cache hit). A duplicate delivery is neither."""
         if plan.inline_source is not None:
-            self.m_classified.labels(plan.inline_source, "inline").inc()
+            self.metrics.classified.labels(plan.inline_source, "inline").inc()
         if plan.inline_stat is not None:
             self.classifier.stats["total_requests"] += 1
             self.classifier.stats[plan.inline_stat] += 1
@@ -813,7 +802,7 @@ class AlertsFeature(Feature):
         if self.clock.monotonic() - self._last_cleanup >= CLEANUP_EVERY:
             self._last_cleanup = self.clock.monotonic()
             await self._cleanup(db)
-        self.m_breaker.set(
+        self.metrics.breaker.set(
             1
             if self.classifier.breaker
             and self.classifier.breaker.state(self.clock.monotonic()) == "open"
@@ -870,9 +859,9 @@ class AlertsFeature(Feature):
             result = await self.classifier.classify(alert)
             classification = result.classification
             outcome = result.llm_outcome or ("cache" if result.cached else "none")
-            self.m_classified.labels(classification.source, outcome).inc()
+            self.metrics.classified.labels(classification.source, outcome).inc()
             if result.llm_outcome is not None:
-                self.m_llm_latency.observe(result.processing_time)
+                self.metrics.llm_latency.observe(result.processing_time)
         elif mode == "enriched":
             classification = self.classifier.by_rules(alert)
         now = self.clock.now()
@@ -967,7 +956,7 @@ class AlertsFeature(Feature):
             self.counts["mode_switches"] += 1
         self.mode = mode
         self.mode_source = source
-        self.m_mode.set(ENRICHMENT_MODES.index(mode))  # type: ignore[arg-type]
+        self.metrics.mode.set(ENRICHMENT_MODES.index(mode))  # type: ignore[arg-type]
 
     async def _refresh_mode(self) -> bool:
         """Read the shared mode from Redis; False when Redis could not be read."""
@@ -992,27 +981,25 @@ class AlertsFeature(Feature):
             await self._refresh_mode()
 
     async def enrichment_mode(self, request: web.Request) -> web.StreamResponse:
-        rid = self._request_id(request)
+        self._request_id(request)  # made up when absent: an error raised below carries it
         if request.method in ("GET", "HEAD"):
             if self.redis is not None:
                 await self._refresh_mode()
             return web.json_response({"mode": self.mode, "source": self.mode_source})
         if request.method != "POST":
-            return self._not_allowed(request, "GET, POST")
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+            raise self._not_allowed(request, "GET, POST")
+        self.gw.require_admin(request)
         try:
             data = orjson.loads(await request.read())
         except orjson.JSONDecodeError:  # (a body over the limit is json_errors' 413)
-            return _json_error(400, "invalid_json", 'the body must be JSON: {"mode": "..."}', rid)
+            raise BadRequest(
+                'the body must be JSON: {"mode": "..."}', code="invalid_json"
+            ) from None
         mode = data.get("mode") if isinstance(data, dict) else None
         if mode not in ENRICHMENT_MODES:
-            return _json_error(
-                400,
-                "invalid_mode",
+            raise BadRequest(
                 f"invalid enrichment mode; allowed: {', '.join(ENRICHMENT_MODES)}",
-                rid,
+                code="invalid_mode",
                 allowed=list(ENRICHMENT_MODES),
             )
         source = "memory"
@@ -1021,12 +1008,10 @@ class AlertsFeature(Feature):
                 await self.redis.set(ENRICHMENT_KEY, orjson.dumps({"mode": mode}))
             except Exception as exc:
                 log.warning("enrichment mode: Redis write failed (%s)", type(exc).__name__)
-                return _json_error(
-                    503,
-                    "redis_unavailable",
+                raise Unavailable(
                     "the mode could not be shared through Redis; it was not changed",
-                    rid,
-                )
+                    code="redis_unavailable",
+                ) from exc
             source = "redis"
         self._set_mode(mode, source)
         return web.json_response({"mode": mode, "source": source})
@@ -1071,39 +1056,33 @@ class AlertsFeature(Feature):
     # -- classification API ----------------------------------------------------------------
 
     async def classify(self, request: web.Request) -> web.StreamResponse:
-        rid = self._request_id(request)
+        self._request_id(request)  # made up when absent: an error raised below carries it
         if request.method != "POST":
-            return self._not_allowed(request, "POST")
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+            raise self._not_allowed(request, "POST")
+        self.gw.require_admin(request)
         body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _json_error(400, "invalid_json", "the body is not JSON", rid)
+            raise BadRequest("the body is not JSON", code="invalid_json") from None
         force = False
         path = "$"
         if isinstance(data, dict) and "alert" in data:
             force = data.get("force", False)
             if not isinstance(force, bool):
                 problem = {"path": "$.force", "expected": "true or false"}
-                return _json_error(400, "invalid_payload", "bad force", rid, problems=[problem])
+                raise BadRequest("bad force", code="invalid_payload", problems=[problem])
             data, path = data["alert"], "$.alert"
         alert, problems = parse_single_alert(data, now=self.clock.now(), path=path)
         if alert is None:
-            return _json_error(
-                400,
-                "invalid_payload",
+            raise BadRequest(
                 f"{len(problems)} problem(s) in the alert",
-                rid,
+                code="invalid_payload",
                 problems=[p.as_dict() for p in problems],
             )
         result = await self.classifier.classify(alert, force=force)
         outcome = result.llm_outcome or ("cache" if result.cached else "none")
-        self.m_classified.labels(result.classification.source, outcome).inc()
+        self.metrics.classified.labels(result.classification.source, outcome).inc()
         return web.json_response(
             {
                 "result": result.classification.as_dict(),

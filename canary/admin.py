@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 from aiohttp import web
 
 from cutover.canary.shared import Conflict, SharedUnavailable
+from cutover.core import errors
 from cutover.core.db import StoreUnavailable
-from cutover.core.errors import error_response
 from cutover.proxy.admin import actor_of
 from cutover.routing.canary import Command, CommandOutcome, Split
 
@@ -43,10 +43,16 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def _bad(
-    field: str, message: str, status: int = 400, code: str = "invalid_request"
-) -> web.Response:
-    return error_response(status, code, message, None, field=field)
+_BY_STATUS: dict[int, type[errors.Refusal]] = {
+    400: errors.BadRequest,
+    404: errors.NotFound,
+    409: errors.Conflict,
+}
+
+
+def _bad(field: str, message: str, status: int = 400, code: str = "invalid_request") -> NoReturn:
+    """Refuse the request, naming the field (`{"error": {"code", "message", "field"}}`)."""
+    raise _BY_STATUS[status](message, field=field, code=code)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
@@ -65,47 +71,43 @@ def seconds_of(value: object) -> float | None:
     return None if m is None else float(m.group(1)) * _UNITS[m.group(2)]
 
 
-async def _body(request: web.Request) -> dict[str, Any] | web.Response:
-    """The JSON object body (empty body: {}), or the 400 to answer."""
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body (empty body: {}); a 400 otherwise."""
     raw = await request.read()
     if not raw.strip():
         return {}
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _bad("body", "the body must be JSON", code="invalid_json")
+        _bad("body", "the body must be JSON", code="invalid_json")
     if not isinstance(data, dict):
-        return _bad("body", "the body must be a JSON object")
+        _bad("body", "the body must be a JSON object")
     return data
 
 
-def _reason(request: web.Request, body: dict[str, Any]) -> str | web.Response:
+def _reason(request: web.Request, body: dict[str, Any]) -> str:
     reason = body.get("reason", request.query.get("reason", ""))
     if not isinstance(reason, str):
-        return _bad("reason", "reason must be a string")
+        _bad("reason", "reason must be a string")
     return " ".join(reason.split())[:_MAX_REASON]
 
 
-def validate_weights(route: Route, data: Any) -> Split | web.Response:
-    """`{"go": 99, "python": 1}` → the split in the route's written order, or the 400."""
+def validate_weights(route: Route, data: Any) -> Split:
+    """`{"go": 99, "python": 1}` → the split in the route's written order; a 400 otherwise."""
     if not isinstance(data, dict) or not data:
-        return _bad(
-            "weights", 'a JSON object of backend to integer weight, e.g. {"go": 99, "python": 1}'
-        )
+        _bad("weights", 'a JSON object of backend to integer weight, e.g. {"go": 99, "python": 1}')
     names = [b for b, _ in route.split] + [b for b in route.fallback if b not in dict(route.split)]
     for name, weight in data.items():
         if name not in names:
-            return _bad(
+            _bad(
                 f"weights.{name}",
                 f"{name!r} is not a backend of route {route.name!r} (one of: {', '.join(names)})",
             )
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
-            return _bad(
-                f"weights.{name}", f"the weight of {name!r} must be an integer from 0 to 100"
-            )
+            _bad(f"weights.{name}", f"the weight of {name!r} must be an integer from 0 to 100")
     total = sum(data.values())
     if total != 100:
-        return _bad("weights", f"weights must sum to exactly 100, got {total}")
+        _bad("weights", f"weights must sum to exactly 100, got {total}")
     return tuple((n, data.get(n, 0)) for n in names if n in data or n in dict(route.split))
 
 
@@ -126,19 +128,17 @@ def _outcome_view(feature: CanaryFeature, route: str, out: CommandOutcome) -> di
     return view
 
 
-async def _run(feature: CanaryFeature, route: str, cmd: Command) -> CommandOutcome | web.Response:
+async def _run(feature: CanaryFeature, route: str, cmd: Command) -> CommandOutcome:
     try:
         return await feature.execute(route, cmd)
-    except SharedUnavailable:
-        return error_response(
-            503,
-            "shared_state_unavailable",
+    except SharedUnavailable as exc:
+        raise errors.Unavailable(
             "the shared state is unavailable; the last known weights stay in force, retry later",
-            None,
-            headers={"Retry-After": "1"},
-        )
-    except Conflict:
-        return error_response(409, "conflict", "the route changed concurrently; retry", None)
+            code="shared_state_unavailable",
+            retry_after=1,
+        ) from exc
+    except Conflict as exc:
+        raise errors.Conflict("the route changed concurrently; retry") from exc
 
 
 def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
@@ -157,13 +157,9 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
         name = request.match_info["route"]
         route = gw.state.routes_by_name.get(name)
         if route is None:
-            return _bad("route", f"no route named {name!r}", 404, "unknown_route")
+            _bad("route", f"no route named {name!r}", 404, "unknown_route")
         body = await _body(request)
-        if isinstance(body, web.Response):
-            return body
         split = validate_weights(route, body)
-        if isinstance(split, web.Response):
-            return split
         reason = request.headers.get("X-Cutover-Reason") or request.query.get("reason", "")
         cmd = Command(
             "set_weights",
@@ -173,30 +169,24 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
             weights=split,
         )
         out = await _run(feature, name, cmd)
-        if isinstance(out, web.Response):
-            return out
         if out.error is not None:
-            return error_response(409, "refused", out.error, None, field="route")
+            raise errors.Conflict(out.error, code="refused", field="route")
         return _json(_outcome_view(feature, name, out))
 
     def command(kind: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
             body = await _body(request)
-            if isinstance(body, web.Response):
-                return body
             reason = _reason(request, body)
-            if isinstance(reason, web.Response):
-                return reason
             unknown = sorted(set(body) - {"route", "reason", "mode", "over"})
             if unknown:
-                return _bad(unknown[0], "unknown key (known: route, reason, mode, over)")
+                _bad(unknown[0], "unknown key (known: route, reason, mode, over)")
             route = body.get("route")
             if route is not None and (
                 not isinstance(route, str) or route not in gw.state.routes_by_name
             ):
-                return _bad("route", f"no route named {route!r}", 404, "unknown_route")
+                _bad("route", f"no route named {route!r}", 404, "unknown_route")
             if route is not None and feature.route_canary(route) is None:
-                return _bad(
+                _bad(
                     "route",
                     f"route {route!r} has no canary (no canary block applies)",
                     409,
@@ -204,22 +194,20 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
                 )
             targets = [route] if route is not None else list(feature.canary_routes)
             if not targets:
-                return error_response(
-                    409, "no_canary", "no route has a canary", None, field="route"
-                )
+                _bad("route", "no route has a canary", 409, "no_canary")
             mode = body.get("mode")
             over = body.get("over")
             if kind == "rollback":
                 if mode is not None and mode not in ("instant", "ramp"):
-                    return _bad("mode", "mode must be 'instant' or 'ramp'")
+                    _bad("mode", "mode must be 'instant' or 'ramp'")
                 if over is not None:
                     seconds = seconds_of(over)
                     if seconds is None or seconds <= 0 or seconds > 86400:
-                        return _bad("over", "over must be a duration such as 30s (at most 1d)")
+                        _bad("over", "over must be a duration such as 30s (at most 1d)")
                     over = seconds
                     mode = mode or "ramp"
             elif mode is not None or over is not None:
-                return _bad(
+                _bad(
                     "mode" if mode is not None else "over",
                     f"only rollback takes {'mode' if mode is not None else 'over'}",
                 )
@@ -229,11 +217,9 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
                     kind, actor_of(request), gw.clock.now(), reason=reason, mode=mode, over=over
                 )  # type: ignore[arg-type]
                 out = await _run(feature, name, cmd)
-                if isinstance(out, web.Response):
-                    return out
                 results.append(_outcome_view(feature, name, out))
             if route is not None and not results[0]["ok"]:
-                return error_response(409, "refused", results[0]["error"], None, field="route")
+                raise errors.Conflict(results[0]["error"], code="refused", field="route")
             status = 200 if any(r["ok"] for r in results) else 409
             return _json({"results": results}, status)
 
@@ -242,7 +228,7 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
     async def canary(request: web.Request) -> web.Response:
         route = request.query.get("route")
         if route is not None and feature.route_canary(route) is None:
-            return _bad("route", f"no canary route named {route!r}", 404, "unknown_route")
+            _bad("route", f"no canary route named {route!r}", 404, "unknown_route")
         names = [route] if route else list(feature.canary_routes)
         cfg = feature.cfg
         return _json(
@@ -260,25 +246,20 @@ def add_routes(router: web.UrlDispatcher, feature: CanaryFeature) -> None:
             if not 1 <= limit <= 1000:
                 raise ValueError
         except ValueError:
-            return _bad("limit", "limit must be an integer from 1 to 1000")
+            _bad("limit", "limit must be an integer from 1 to 1000")
         after: int | None = None
         if "after" in q:
             try:
                 after = int(q["after"])
             except ValueError:
-                return _bad("after", "after must be an event id (integer)")
+                _bad("after", "after must be an event id (integer)")
         events = feature.event_log()
         try:
             rows = await events.list(q.get("route"), limit, after)
-        except (StoreUnavailable, TimeoutError):
-            return error_response(
-                503,
-                "store_unavailable",
-                "the event store is unavailable",
-                None,
-                headers={"Retry-After": "1"},
-                waiting=events.waiting,
-            )
+        except (StoreUnavailable, TimeoutError) as exc:
+            raise errors.Unavailable(
+                "the event store is unavailable", retry_after=1, waiting=events.waiting
+            ) from exc
         return _json({"events": rows, "waiting": events.waiting})
 
     router.add_get("/admin/routes", routes)

@@ -18,10 +18,10 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cutover.canary.events import Event, EventLog
 from cutover.canary.shared import (
@@ -34,6 +34,7 @@ from cutover.canary.shared import (
 from cutover.core.clock import format_rfc3339
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
+from cutover.proxy.metrics import MetricSet, counter, gauge
 from cutover.routing.canary import (
     PHASES,
     STATUSES,
@@ -78,6 +79,61 @@ def _actor_kind(actor: str) -> str:
     return "other"
 
 
+@dataclass(eq=False, slots=True)
+class CanaryMetrics(MetricSet):
+    """The canary feature's metrics: weights, verdicts, phases, window figures, actions and
+    the shared state's reachability."""
+
+    registry: CollectorRegistry
+    weight: Gauge = gauge(
+        "cutover_canary_weight",
+        "Weight in force (percent), by route and backend.",
+        ["route", "backend"],
+        mode="livemax",
+    )
+    verdict: Gauge = gauge(
+        "cutover_canary_verdict",
+        "1 for the current verdict of the route's canary analysis, 0 for the others.",
+        ["route", "verdict"],
+        mode="livemax",
+    )
+    phase: Gauge = gauge(
+        "cutover_canary_phase",
+        "1 for the route's current canary phase, 0 for the others.",
+        ["route", "phase"],
+        mode="livemax",
+    )
+    error_rate: Gauge = gauge(
+        "cutover_canary_error_rate",
+        "Error rate over the analysis window, by route and side (baseline, candidate).",
+        ["route", "side"],
+        mode="livemax",
+    )
+    p95: Gauge = gauge(
+        "cutover_canary_p95_seconds",
+        "95th percentile latency over the analysis window, by route and side.",
+        ["route", "side"],
+        mode="livemax",
+    )
+    requests: Gauge = gauge(
+        "cutover_canary_window_requests",
+        "Requests in the analysis window, by route and side (all workers and replicas).",
+        ["route", "side"],
+        mode="livemax",
+    )
+    actions: Counter = counter(
+        "cutover_canary_actions_total",
+        "Weight and state changes, by route, action and actor.",
+        ["route", "action", "actor"],
+    )
+    shared_up: Gauge = gauge(
+        "cutover_shared_state_up",
+        "1 when the shared state (Redis, or the store without Redis) is reachable.",
+        ["backend"],
+        mode="livemin",
+    )
+
+
 class CanaryFeature(Feature):
     name = "canary"
 
@@ -106,7 +162,7 @@ class CanaryFeature(Feature):
         self._prepared = False
         self._task: Supervised | None = None
         self._lock: asyncio.Lock | None = None
-        self._bound_metrics()
+        self.metrics = CanaryMetrics(self.gw.metrics.registry)
         self._configure(gw.config)
         gw.add_observer(self.observe)
 
@@ -155,81 +211,23 @@ class CanaryFeature(Feature):
 
     # -- metrics -------------------------------------------------------------------------
 
-    def _bound_metrics(self) -> None:
-        r = self.gw.metrics.registry
-        self.m_weight = Gauge(
-            "cutover_canary_weight",
-            "Weight in force (percent), by route and backend.",
-            ["route", "backend"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_verdict = Gauge(
-            "cutover_canary_verdict",
-            "1 for the current verdict of the route's canary analysis, 0 for the others.",
-            ["route", "verdict"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_phase = Gauge(
-            "cutover_canary_phase",
-            "1 for the route's current canary phase, 0 for the others.",
-            ["route", "phase"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_error_rate = Gauge(
-            "cutover_canary_error_rate",
-            "Error rate over the analysis window, by route and side (baseline, candidate).",
-            ["route", "side"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_p95 = Gauge(
-            "cutover_canary_p95_seconds",
-            "95th percentile latency over the analysis window, by route and side.",
-            ["route", "side"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_requests = Gauge(
-            "cutover_canary_window_requests",
-            "Requests in the analysis window, by route and side (all workers and replicas).",
-            ["route", "side"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.m_actions = Counter(
-            "cutover_canary_actions_total",
-            "Weight and state changes, by route, action and actor.",
-            ["route", "action", "actor"],
-            registry=r,
-        )
-        self.m_shared = Gauge(
-            "cutover_shared_state_up",
-            "1 when the shared state (Redis, or the store without Redis) is reachable.",
-            ["backend"],
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-
     def _export(self, route: str) -> None:
         verdict = self.verdicts.get(route)
         if verdict is not None:
             for status in STATUSES:
-                self.m_verdict.labels(route, status).set(1 if verdict.status == status else 0)
+                self.metrics.verdict.labels(route, status).set(1 if verdict.status == status else 0)
             for side, stats in (("baseline", verdict.baseline), ("candidate", verdict.candidate)):
-                self.m_requests.labels(route, side).set(stats.requests)
-                self.m_error_rate.labels(route, side).set(stats.error_rate or 0.0)
-                self.m_p95.labels(route, side).set(stats.p95 or 0.0)
+                self.metrics.requests.labels(route, side).set(stats.requests)
+                self.metrics.error_rate.labels(route, side).set(stats.error_rate or 0.0)
+                self.metrics.p95.labels(route, side).set(stats.p95 or 0.0)
 
     def _export_control(self, route: str, weights: Split) -> None:
         for backend, weight in weights:
-            self.m_weight.labels(route, backend).set(weight)
+            self.metrics.weight.labels(route, backend).set(weight)
         if route in self.windows:
             phase = self.known(route).phase
             for p in PHASES:
-                self.m_phase.labels(route, p).set(1 if p == phase else 0)
+                self.metrics.phase.labels(route, p).set(1 if p == phase else 0)
 
     # -- the data plane ------------------------------------------------------------------
 
@@ -341,7 +339,7 @@ class CanaryFeature(Feature):
             self.shared.seen(control)
             self.controls[control.route] = control
         self.apply_all()
-        self.m_shared.labels(self.shared.kind).set(1 if self.shared.connected else 0)
+        self.metrics.shared_up.labels(self.shared.kind).set(1 if self.shared.connected else 0)
 
     async def start(self) -> None:
         await self.prepare()
@@ -446,7 +444,7 @@ class CanaryFeature(Feature):
         after = out.control
         actor = after.actor
         kind = _actor_kind(actor)
-        self.m_actions.labels(route, out.event, kind).inc()
+        self.metrics.actions.labels(route, out.event, kind).inc()
         level = logging.WARNING if out.event in ("rollback", "config") else logging.INFO
         log.log(level, "route %s: %s by %s: %s", route, out.event, actor, out.reason)
         self._event(
@@ -499,7 +497,7 @@ class CanaryFeature(Feature):
             self.leader = await shared.lease(LEASE, self.worker, LEASE_TTL)
         except SharedUnavailable:
             local_only, self.leader = True, False
-        self.m_shared.labels(shared.kind).set(0 if local_only else 1)
+        self.metrics.shared_up.labels(shared.kind).set(0 if local_only else 1)
         for name in self.canary_routes:
             b, c = snaps[name]
             if not local_only:
@@ -605,7 +603,7 @@ class CanaryFeature(Feature):
                 f"{cmd.verdict.reason if cmd.verdict else ''}",
                 verdict=cmd.verdict,
             )
-            self.m_actions.labels(route, "rollback", "controller").inc()
+            self.metrics.actions.labels(route, "rollback", "controller").inc()
             log.warning("route %s: local rollback, shared state down: %s", route, out.reason)
         r = self._route(route)
         if r is not None:

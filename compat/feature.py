@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 from yarl import URL
 
 from cutover.compat.config import CompatConfig
@@ -46,6 +46,7 @@ from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import (
     BodyTooLargeError,
     CutoverError,
+    NotFound,
     UpstreamError,
     error_response,
     from_error,
@@ -55,6 +56,7 @@ from cutover.proxy.config import CutoverConfig
 from cutover.proxy.forwarder import classify_failure, forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
 from cutover.proxy.host import Feature
+from cutover.proxy.metrics import MetricSet, counter
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision, client_ip
 from cutover.routing.replay import Failure, may_replay
@@ -276,6 +278,18 @@ def _parse_request_json(body: bytes) -> Any:
         ) from None
 
 
+@dataclass(eq=False, slots=True)
+class CompatMetrics(MetricSet):
+    """The compat feature's metrics; each rule's child is bound when the rules are loaded."""
+
+    registry: CollectorRegistry
+    requests: Counter = counter(
+        "cutover_legacy_requests_total",
+        "Requests that matched a compat rule (legacy endpoints), by rule.",
+        ["rule"],
+    )
+
+
 class CompatFeature(Feature):
     """Compat rules in front of the routes; on whenever the config has a `compat` section."""
 
@@ -283,12 +297,7 @@ class CompatFeature(Feature):
 
     def __init__(self, gw: Host) -> None:
         super().__init__(gw)
-        self.requests = Counter(
-            "cutover_legacy_requests_total",
-            "Requests that matched a compat rule (legacy endpoints), by rule.",
-            ["rule"],
-            registry=gw.metrics.registry,
-        )
+        self.metrics = CompatMetrics(gw.metrics.registry)
         self.settings: CompatConfig | None = None
         self.ruleset = RuleSet(())
         self._children: dict[str, Any] = {}
@@ -316,7 +325,7 @@ class CompatFeature(Feature):
         self.settings = settings
         self.ruleset = RuleSet(settings.rules)
         self.usage.max_keys = settings.max_callers
-        self._children = {r.name: self.requests.labels(r.name) for r in settings.rules}
+        self._children = {r.name: self.metrics.requests.labels(r.name) for r in settings.rules}
         self.gw.set_compat(self)
 
     async def start(self) -> None:
@@ -954,7 +963,7 @@ class CompatFeature(Feature):
     async def _usage_endpoint(self, request: web.Request) -> web.Response:
         settings = self.settings
         if settings is None:
-            return error_response(404, "compat_off", "no compat section in the config", None)
+            raise NotFound("no compat section in the config", code="compat_off")
         # Both waits are bounded: a hanging store answers 503 with the counts not yet stored.
         # The flush goes on in the background (cancelling it could lose counts it drained).
         try:

@@ -32,11 +32,12 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.clock import format_rfc3339
 from cutover.core.db import Database, StoreUnavailable
+from cutover.core.errors import NotFound
 from cutover.core.tasks import Supervised
 from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
@@ -46,6 +47,7 @@ from cutover.parity.report import difference_json, endpoint_json
 from cutover.parity.runner import SAFE_METHODS, read_bounded
 from cutover.proxy.headers import upstream_headers
 from cutover.proxy.host import Feature
+from cutover.proxy.metrics import MetricSet, counter, gauge
 from cutover.routing.canary import ParityReading
 
 if TYPE_CHECKING:
@@ -158,58 +160,52 @@ class Tap:
         feature.enqueue(job)
 
 
-class _Metrics:
-    def __init__(self, gw: Host) -> None:
-        r = gw.metrics.registry
-        self.mirrored = Counter(
-            "cutover_parity_mirror_requests_total",
-            "Sampled requests for the mirror, by route and result (queued, dropped: queue full).",
-            ["route", "result"],
-            registry=r,
-        )
-        self.skipped = Counter(
-            "cutover_parity_mirror_skipped_total",
-            "Sampled requests not mirrored, by route and reason (method, body_not_buffered, "
-            "same_backend, response_too_large, compat).",
-            ["route", "reason"],
-            registry=r,
-        )
-        self.failures = Counter(
-            "cutover_parity_mirror_failures_total",
-            "Mirror requests that got no answer, by route and kind (connect, timeout, error).",
-            ["route", "kind"],
-            registry=r,
-        )
-        self.comparisons = Counter(
-            "cutover_parity_comparisons_total",
-            "Mirrored pairs compared, by route and result (same, differ: any raw difference).",
-            ["route", "result"],
-            registry=r,
-        )
-        self.rate = Gauge(
-            "cutover_parity_rate",
-            "Share of the route's latest mirrored pairs without a reported difference.",
-            ["route"],
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self.queue = Gauge(
-            "cutover_parity_mirror_queue_depth",
-            "Mirror jobs waiting.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.store_errors = Counter(
-            "cutover_parity_store_errors_total",
-            "Comparison results that could not be stored.",
-            registry=r,
-        )
-        self.captured = Counter(
-            "cutover_parity_capture_total",
-            "Requests sampled for a capture file, by route and result (written, dropped, skipped).",
-            ["route", "result"],
-            registry=r,
-        )
+@dataclass(eq=False, slots=True)
+class ParityMetrics(MetricSet):
+    """The parity feature's metrics: mirroring, comparisons, the parity rate, captures."""
+
+    registry: CollectorRegistry
+    mirrored: Counter = counter(
+        "cutover_parity_mirror_requests_total",
+        "Sampled requests for the mirror, by route and result (queued, dropped: queue full).",
+        ["route", "result"],
+    )
+    skipped: Counter = counter(
+        "cutover_parity_mirror_skipped_total",
+        "Sampled requests not mirrored, by route and reason (method, body_not_buffered, "
+        "same_backend, response_too_large, compat).",
+        ["route", "reason"],
+    )
+    failures: Counter = counter(
+        "cutover_parity_mirror_failures_total",
+        "Mirror requests that got no answer, by route and kind (connect, timeout, error).",
+        ["route", "kind"],
+    )
+    comparisons: Counter = counter(
+        "cutover_parity_comparisons_total",
+        "Mirrored pairs compared, by route and result (same, differ: any raw difference).",
+        ["route", "result"],
+    )
+    rate: Gauge = gauge(
+        "cutover_parity_rate",
+        "Share of the route's latest mirrored pairs without a reported difference.",
+        ["route"],
+        mode="livemin",
+    )
+    queue: Gauge = gauge(
+        "cutover_parity_mirror_queue_depth",
+        "Mirror jobs waiting.",
+        mode="livesum",
+    )
+    store_errors: Counter = counter(
+        "cutover_parity_store_errors_total",
+        "Comparison results that could not be stored.",
+    )
+    captured: Counter = counter(
+        "cutover_parity_capture_total",
+        "Requests sampled for a capture file, by route and result (written, dropped, skipped).",
+        ["route", "result"],
+    )
 
 
 class ParityFeature(Feature):
@@ -219,7 +215,7 @@ class ParityFeature(Feature):
 
     def __init__(self, gw: Host) -> None:
         super().__init__(gw)
-        self.metrics = _Metrics(gw)
+        self.metrics = ParityMetrics(gw.metrics.registry)
         self.settings: ParityConfig = ParityConfig()
         self.routes: dict[str, Route] = {}
         # Latest comparisons per mirrored route: (store row id or None, sample).
@@ -610,10 +606,7 @@ class ParityFeature(Feature):
     async def _admin(self, request: web.Request) -> web.Response:
         wanted = request.query.get("route")
         if wanted is not None and wanted not in self.routes:
-            return web.json_response(
-                {"error": {"code": "unknown_route", "message": f"no mirrored route {wanted!r}"}},
-                status=404,
-            )
+            raise NotFound(f"no mirrored route {wanted!r}", code="unknown_route")
         routes: dict[str, Any] = {}
         store = "ok"
         for name, route in self.routes.items():

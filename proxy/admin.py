@@ -33,7 +33,7 @@ from aiohttp import web
 
 from cutover.core.config_model import DEFAULT_TOKEN_NAME, AdminConfig
 from cutover.core.configkit import ConfigErrors
-from cutover.core.errors import error_response
+from cutover.core.errors import BadRequest, Forbidden, Unauthorized
 from cutover.proxy.config import CutoverConfig, load_config
 from cutover.proxy.config_view import config_json
 from cutover.routing.decision import is_loopback
@@ -111,13 +111,9 @@ def actor_of(request: web.BaseRequest) -> str:
     return found if isinstance(found, str) else actor(None, request.headers.get(ACTOR_HEADER))
 
 
-def unauthorized() -> web.Response:
-    return error_response(
-        401,
-        "unauthorized",
-        "this endpoint needs 'Authorization: Bearer <admin token>'",
-        None,
-        headers={"WWW-Authenticate": 'Bearer realm="cutover-admin"'},
+def unauthorized() -> Unauthorized:
+    return Unauthorized(
+        "this endpoint needs 'Authorization: Bearer <admin token>'", 'Bearer realm="cutover-admin"'
     )
 
 
@@ -136,33 +132,30 @@ def admin_auth(gw: Gateway) -> Middleware:
             admin = started
         allowed, name = authenticate(request, admin)
         if not allowed:
-            return unauthorized()
+            raise unauthorized()
         _admit(request, name)
         return await handler(request)
 
     return middleware
 
 
-def require_admin_token(request: web.BaseRequest, gw: Gateway) -> web.Response | None:
-    """For the gateway's own mutating endpoints: None when allowed, else the answer (401
-    without a configured token's bearer; 403 for a client not on this host when no token is
-    configured). The actor is recorded on the request as for the admin listener (`actor_of`)."""
+def require_admin_token(request: web.BaseRequest, gw: Gateway) -> None:
+    """For the gateway's own mutating endpoints: returns when allowed, else raises the answer
+    (`Unauthorized` without a configured token's bearer; `Forbidden` for a client not on this
+    host when no token is configured). The actor is recorded on the request as for the admin
+    listener (`actor_of`)."""
     admin = gw.config.admin
     if not admin.credentials() and not from_loopback(request):
-        return error_response(
-            403,
-            "forbidden",
+        raise Forbidden(
             "with no admin token configured this endpoint answers only clients on this host "
             "(loopback); set admin.token (or admin.tokens) and send it as "
             "'Authorization: Bearer <token>'",
-            None,
             field="admin.token",
         )
     allowed, name = authenticate(request, admin)
     if not allowed:
-        return unauthorized()
+        raise unauthorized()
     _admit(request, name)
-    return None
 
 
 def from_loopback(request: web.BaseRequest) -> bool:
@@ -301,14 +294,12 @@ def add_admin_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
             config = load_config(path)
         except ConfigErrors as errs:
             problems = [str(e) for e in errs.errors]
-            return error_response(
-                400,
-                "invalid_config",
+            raise BadRequest(
                 "the config file was not reloaded",
-                None,
+                code="invalid_config",
                 field="config",
                 problems=problems,
-            )
+            ) from errs
         pending = gw.restart_required(config)
         if os.environ.get("CUTOVER_WORKER_ID") is not None:
             # Several workers: the supervisor relays SIGHUP to every one of them (this one too).

@@ -37,18 +37,22 @@ import logging
 import random
 import re
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import httptools
-import orjson
 from aiohttp import web
 from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
-from cutover.core.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
+from cutover.core.errors import (
+    BodyTooLargeError,
+    CutoverError,
+    IncompleteBodyError,
+    Overloaded,
+    error_body,
+)
 from cutover.core.http1 import (
     HOST_RE,
     is_plain_path,
@@ -57,11 +61,11 @@ from cutover.core.http1 import (
     version_refusal,
     versionless_line,
 )
-from cutover.core.storable import storable
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
 from cutover.proxy.attempts import Attempts, ProxyOutcome
 from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
 from cutover.proxy.host import RequestRecord
+from cutover.proxy.metrics import fast_inc, fast_observe
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
 from cutover.routing.decision import Decision, client_ip, decide, sticky_key
 from cutover.routing.murmur import bucket_of
@@ -197,11 +201,8 @@ def error_bytes(
     headers: tuple[tuple[str, str], ...] = (),
     close: bool = False,
 ) -> bytes:
-    """The gateway's JSON error (`core.errors.error_response`) as one HTTP/1.1 message."""
-    body: dict[str, object] = {"error": {"code": code, "message": message}}
-    if request_id is not None:
-        body["request_id"] = storable(request_id)  # as error_response: bytes not UTF-8 escaped
-    data = orjson.dumps(body)
+    """The gateway's JSON error (`core.errors.error_body`) as one HTTP/1.1 message."""
+    data = error_body(code, message, request_id)
     parts = [
         _STATUS_LINES.get(status) or status_line(status),
         b"Content-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n"
@@ -255,34 +256,13 @@ class _Meters:
         inc = self._requests.get((route, backend, status))
         if inc is None:
             child = self.metrics.requests.labels(route, backend, str(status))
-            inc = self._requests[(route, backend, status)] = _bound_inc(child)
+            inc = self._requests[(route, backend, status)] = fast_inc(child)
         inc(1)
         observe = self._durations.get((route, backend))
         if observe is None:
             child = self.metrics.duration.labels(route, backend)
-            observe = self._durations[(route, backend)] = _bound_observe(child)
+            observe = self._durations[(route, backend)] = fast_observe(child)
         observe(elapsed)
-
-
-def _bound_inc(child: Any) -> Callable[..., None]:
-    value = getattr(child, "_value", None)
-    return value.inc if value is not None and hasattr(value, "inc") else child.inc
-
-
-def _bound_observe(child: Any) -> Callable[[float], None]:
-    """`Histogram.observe` without its per-call checks: one bisect, two increments."""
-    try:
-        add_sum = child._sum.inc
-        buckets = [b.inc for b in child._buckets]
-        bounds = list(child._upper_bounds)
-    except AttributeError:
-        return child.observe  # type: ignore[no-any-return]
-
-    def observe(amount: float) -> None:
-        add_sum(amount)
-        buckets[bisect_left(bounds, amount)](1)
-
-    return observe
 
 
 class _Bound:
@@ -1081,13 +1061,10 @@ class _Conn(asyncio.Protocol):
         limits = gw.config.limits
         if gw.in_flight >= limits.max_concurrency:
             gw.metrics.rejected.labels("overloaded").inc()
+            over = Overloaded(limits.retry_after)
             self.transport.write(
                 error_bytes(
-                    503,
-                    "overloaded",
-                    "too many requests in flight, retry later",
-                    None,
-                    (("Retry-After", str(limits.retry_after)),),
+                    over.status_hint, over.code, over.message, None, (*over.headers.items(),)
                 )
             )
             self._done(ex, False)

@@ -113,9 +113,10 @@ class Host(Protocol):
         """Call `observe` after every proxied request (synchronous, cheap, no I/O)."""
         ...
 
-    def require_admin(self, request: web.BaseRequest) -> web.Response | None:
-        """For a feature's mutating endpoint on the main listener: None when allowed, else
-        the answer (see `proxy.admin.require_admin_token`)."""
+    def require_admin(self, request: web.BaseRequest) -> None:
+        """For a feature's mutating endpoint on the main listener: returns when allowed, else
+        raises the answer (`core.errors.Unauthorized`/`Forbidden`, see
+        `proxy.admin.require_admin_token`)."""
         ...
 
     def set_compat(self, hook: CompatHook | None) -> None: ...

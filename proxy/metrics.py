@@ -1,12 +1,25 @@
-"""Prometheus metrics, created once per gateway and bound to routes/backends at start.
+"""Prometheus metrics: one idiom for the gateway's own and every feature's.
+
+A feature declares its metrics once, as a dataclass deriving from `MetricSet` whose fields are
+made with `counter`, `gauge` or `histogram` (name, help, labels; a gauge's multiprocess mode,
+a histogram's buckets). Constructing it with the gateway's registry creates every metric on
+it, once, at start; the request path and the features then only take children and increment.
 
 With several workers (`--workers N`) the parent sets PROMETHEUS_MULTIPROC_DIR and /metrics
 aggregates every worker's values; with one worker each gateway keeps its own registry.
+
+`fast_inc` and `fast_observe` reach into prometheus_client's metric children (their `_value`,
+`_sum`, `_buckets`, `_upper_bounds`) for the fast path's per-request counting; they live here
+alone, and tests/unit/proxy/test_metrics_internals.py fails if those internals change.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +40,60 @@ def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """One metric as declared: made on a registry by `MetricSet`."""
+
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    mode: str | None = None  # a gauge's multiprocess mode (how /metrics merges workers)
+    buckets: tuple[float, ...] | None = None
+
+    def create(self, registry: CollectorRegistry) -> Any:
+        kw: dict[str, Any] = {"registry": registry}
+        if self.mode is not None:
+            kw["multiprocess_mode"] = self.mode
+        if self.buckets is not None:
+            kw["buckets"] = self.buckets
+        return self.kind(self.name, self.help, list(self.labels), **kw)
+
+
+def counter(name: str, help: str, labels: Sequence[str] = ()) -> Any:
+    """A Counter field of a `MetricSet` (`name` with `_total`, as prometheus_client takes it)."""
+    return field(init=False, metadata={"metric": _Spec(Counter, name, help, tuple(labels))})
+
+
+def gauge(name: str, help: str, labels: Sequence[str] = (), *, mode: str) -> Any:
+    """A Gauge field of a `MetricSet`; `mode` says how /metrics merges the workers' values
+    (livesum, livemin, livemax, livemostrecent): a choice every gauge must make."""
+    spec = _Spec(Gauge, name, help, tuple(labels), mode=mode)
+    return field(init=False, metadata={"metric": spec})
+
+
+def histogram(
+    name: str, help: str, labels: Sequence[str] = (), *, buckets: Sequence[float] = LATENCY_BUCKETS
+) -> Any:
+    """A Histogram field of a `MetricSet`."""
+    spec = _Spec(Histogram, name, help, tuple(labels), buckets=tuple(buckets))
+    return field(init=False, metadata={"metric": spec})
+
+
+class MetricSet:
+    """Base of a feature's metrics: a dataclass with a `registry` field and metric fields
+    (`counter`, `gauge`, `histogram`); constructing it creates each metric on the registry."""
+
+    __slots__ = ()
+    registry: CollectorRegistry
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            spec = f.metadata.get("metric")
+            if spec is not None:
+                object.__setattr__(self, f.name, spec.create(self.registry))
+
+
 def counter_samples(name: str, registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:
     """(labels, value) of every child of the counter `name` (given without `_total`): summed
     over every worker process when they share a multiprocess directory (as /metrics is),
@@ -43,76 +110,68 @@ def counter_samples(name: str, registry: CollectorRegistry) -> list[tuple[dict[s
     ]
 
 
-class Metrics:
-    """The gateway's own metrics, with the `cutover_` prefix; features register theirs on
-    `registry` (one exposition for all)."""
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "cutover_requests_total",
-            "Requests answered, by route, backend and status code.",
-            ["route", "backend", "status"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "cutover_request_duration_seconds",
-            "Time from request head to the end of the response, by route and backend.",
-            ["route", "backend"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_errors = Counter(
-            "cutover_upstream_errors_total",
-            "Failed upstream attempts, by backend and kind (connect, timeout, reset, status).",
-            ["backend", "kind"],
-            registry=r,
-        )
-        self.fallbacks = Counter(
-            "cutover_fallbacks_total",
-            "Requests replayed on another backend after a failed attempt.",
-            ["route", "from_backend", "to_backend"],
-            registry=r,
-        )
-        self.budget_exhausted = Counter(
-            "cutover_retry_budget_exhausted_total",
-            "Replays refused because the route's retry budget was used up.",
-            ["route"],
-            registry=r,
-        )
-        self.rejected = Counter(
-            "cutover_rejected_total",
-            "Requests the gateway refused itself, by reason.",
-            ["reason"],
-            registry=r,
-        )
-        self.health = Gauge(
-            "cutover_backend_healthy",
-            "1 when the backend takes traffic (healthy and not ejected), else 0.",
-            ["backend"],
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self.ejections = Counter(
-            "cutover_backend_ejections_total",
-            "Passive ejections after consecutive failures.",
-            ["backend"],
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "cutover_in_flight_requests",
-            "Requests being handled now.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.task_failures = Counter(
-            "cutover_task_failures_total",
-            "Unexpected failures of background tasks, by task (each is logged with its"
-            " traceback and the task restarted; /readyz `tasks` shows the last error).",
-            ["task"],
-            registry=r,
-        )
+
+@dataclass(eq=False, slots=True)
+class Metrics(MetricSet):
+    """The gateway's own metrics, with the `cutover_` prefix; features declare theirs on
+    `registry` (one exposition for all). `Metrics()` makes a registry of its own."""
+
+    registry: CollectorRegistry = field(default_factory=_registry)
+    requests: Counter = counter(
+        "cutover_requests_total",
+        "Requests answered, by route, backend and status code.",
+        ["route", "backend", "status"],
+    )
+    duration: Histogram = histogram(
+        "cutover_request_duration_seconds",
+        "Time from request head to the end of the response, by route and backend.",
+        ["route", "backend"],
+    )
+    upstream_errors: Counter = counter(
+        "cutover_upstream_errors_total",
+        "Failed upstream attempts, by backend and kind (connect, timeout, reset, status).",
+        ["backend", "kind"],
+    )
+    fallbacks: Counter = counter(
+        "cutover_fallbacks_total",
+        "Requests replayed on another backend after a failed attempt.",
+        ["route", "from_backend", "to_backend"],
+    )
+    budget_exhausted: Counter = counter(
+        "cutover_retry_budget_exhausted_total",
+        "Replays refused because the route's retry budget was used up.",
+        ["route"],
+    )
+    rejected: Counter = counter(
+        "cutover_rejected_total",
+        "Requests the gateway refused itself, by reason.",
+        ["reason"],
+    )
+    health: Gauge = gauge(
+        "cutover_backend_healthy",
+        "1 when the backend takes traffic (healthy and not ejected), else 0.",
+        ["backend"],
+        mode="livemin",
+    )
+    ejections: Counter = counter(
+        "cutover_backend_ejections_total",
+        "Passive ejections after consecutive failures.",
+        ["backend"],
+    )
+    in_flight: Gauge = gauge(
+        "cutover_in_flight_requests",
+        "Requests being handled now.",
+        mode="livesum",
+    )
+    task_failures: Counter = counter(
+        "cutover_task_failures_total",
+        "Unexpected failures of background tasks, by task (each is logged with its"
+        " traceback and the task restarted; /readyz `tasks` shows the last error).",
+        ["task"],
+    )
 
     def exposition(self) -> tuple[bytes, str]:
         """The /metrics body and its content type."""
@@ -121,3 +180,28 @@ class Metrics:
             _mp.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# -- the fast path's direct counting (prometheus_client internals, here only) ---------------
+
+
+def fast_inc(child: Any) -> Callable[..., None]:
+    """A counter child's `inc` without its per-call checks: its value's own `inc`."""
+    value = getattr(child, "_value", None)
+    return value.inc if value is not None and hasattr(value, "inc") else child.inc  # type: ignore[no-any-return]
+
+
+def fast_observe(child: Any) -> Callable[[float], None]:
+    """`Histogram.observe` without its per-call checks: one bisect, two increments."""
+    try:
+        add_sum = child._sum.inc
+        buckets = [b.inc for b in child._buckets]
+        bounds = list(child._upper_bounds)
+    except AttributeError:
+        return child.observe  # type: ignore[no-any-return]
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        buckets[bisect_left(bounds, amount)](1)
+
+    return observe

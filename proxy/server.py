@@ -28,11 +28,15 @@ from cutover.core.clock import Clock
 from cutover.core.config_model import Limits, Route
 from cutover.core.db import Database, open_database
 from cutover.core.errors import (
+    REQUEST_ID,
     BodyTooLargeError,
     CutoverError,
+    NoRoute,
+    Overloaded,
     error_response,
     from_error,
     json_errors,
+    render,
 )
 from cutover.core.http1 import (
     HOST_RE,
@@ -389,7 +393,11 @@ class Gateway:
         self._start_checks()
         self._sync_health_gauges()
         limits = config.limits
-        errors = json_errors(lambda request: request.headers.get(self.config.headers.request_id))
+        errors = json_errors(
+            lambda request: (
+                request.get(REQUEST_ID) or request.headers.get(self.config.headers.request_id)
+            )
+        )
         app = web.Application(client_max_size=limits.max_body, middlewares=[errors])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -545,8 +553,8 @@ class Gateway:
     def add_observer(self, observe: Callable[[RequestRecord], None]) -> None:
         self.observers.append(observe)
 
-    def require_admin(self, request: web.BaseRequest) -> web.Response | None:
-        return require_admin_token(request, self)
+    def require_admin(self, request: web.BaseRequest) -> None:
+        require_admin_token(request, self)
 
     def set_compat(self, hook: CompatHook | None) -> None:
         self.compat = hook
@@ -635,13 +643,7 @@ class Gateway:
         limits = self.config.limits
         if self.in_flight >= limits.max_concurrency:
             self.metrics.rejected.labels("overloaded").inc()
-            return error_response(
-                503,
-                "overloaded",
-                "too many requests in flight, retry later",
-                None,
-                headers={"Retry-After": str(limits.retry_after)},
-            )
+            return render(Overloaded(limits.retry_after), None)  # as the fast path's
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
@@ -677,7 +679,7 @@ class Gateway:
             route = state.router.match(request.method, request.rel_url.raw_path, headers)
             if route is None:
                 status = 404
-                resp = error_response(404, "no_route", "no route matches this request", request_id)
+                resp = render(NoRoute(), request_id)
                 return resp
             route_name = route.name
             budget = state.budgets[route.name]

@@ -27,16 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import Gauge
 
 from cutover.alerts.model import Alert
 from cutover.core.db import StoreUnavailable
-from cutover.core.errors import error_response
+from cutover.core.errors import BadRequest, NotFound, Unavailable
 from cutover.core.storable import MAX_KEY, identity_problem
 from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.host import Feature
 from cutover.publishing.config import DEFAULT, PublishingConfig
-from cutover.publishing.delivery import OUTCOMES, DeliveryEngine, delivery_counts
+from cutover.publishing.delivery import (
+    OUTCOMES,
+    DeliveryEngine,
+    PublishingMetrics,
+    delivery_counts,
+)
 from cutover.publishing.delivery import iso_time as _iso
 from cutover.publishing.discovery import Discovery
 from cutover.publishing.outbox import Outbox
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
+STORE_DOWN = "the durable store is down"
 SCRAPE_TIMEOUT = 2.0  # the outbox count a scrape waits for, at most
 MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit integers in both stores
 
@@ -78,31 +83,7 @@ class PublishingFeature(Feature):
         self._starter: Supervised | None = None
         self._ready = asyncio.Event()
         self._depth_targets: set[str] = set()
-        self._bound_metrics()
-
-    def _bound_metrics(self) -> None:
-        r = self.gw.metrics.registry
-        self.m_pending = Gauge(
-            "cutover_publishing_pending_jobs",
-            "Jobs waiting in the outbox, by target (the shared store's count at scrape time:"
-            " every replica reports the same).",
-            ["target"],
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
-        self.m_dead = Gauge(
-            "cutover_publishing_dead_letters",
-            "Jobs in the dead-letter queue, by target (the shared store's count at scrape time).",
-            ["target"],
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
-        self.m_store_up = Gauge(
-            "cutover_store_up",
-            "1 when the durable store answered the outbox count of the last scrape, else 0.",
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
+        self.metrics = PublishingMetrics(gw.metrics.registry)
 
     # -- what intake asks --------------------------------------------------------------------
 
@@ -141,7 +122,9 @@ class PublishingFeature(Feature):
                     await asyncio.sleep(delay)
                     delay = min(30.0, delay * 2)
             self.outbox = outbox
-            self.engine = DeliveryEngine(self.gw, outbox, self.registry, self.settings)
+            self.engine = DeliveryEngine(
+                self.gw, outbox, self.registry, self.settings, metrics=self.metrics
+            )
         await self.engine.start()
         if self.discovery is None:
             await self._start_discovery()
@@ -212,22 +195,22 @@ class PublishingFeature(Feature):
         that an alert on a growing or stalled outbox needs no background task."""
         outbox = self.outbox
         if outbox is None:  # the store has not answered since start
-            self.m_store_up.set(0)
+            self.metrics.store_up.set(0)
             return
         try:
             counts = await asyncio.wait_for(outbox.counts(), SCRAPE_TIMEOUT)
         except (StoreUnavailable, TimeoutError):
-            self.m_store_up.set(0)
+            self.metrics.store_up.set(0)
             return
         except Exception as exc:  # the store answered with an error (a table missing, …)
-            self.m_store_up.set(0)
+            self.metrics.store_up.set(0)
             log.warning("publishing: the store did not answer the outbox count (%r)", exc)
             return
-        self.m_store_up.set(1)
+        self.metrics.store_up.set(1)
         names = {*counts, *self._depth_targets, *(t.name for t in self.registry.all())}
         for name in names:
-            self.m_pending.labels(name).set(counts.get(name, {}).get("pending", 0))
-            self.m_dead.labels(name).set(counts.get(name, {}).get("dead", 0))
+            self.metrics.pending.labels(name).set(counts.get(name, {}).get("pending", 0))
+            self.metrics.dead.labels(name).set(counts.get(name, {}).get("dead", 0))
         self._depth_targets = names
 
     def readiness(self) -> dict[str, object] | None:
@@ -255,16 +238,13 @@ class PublishingFeature(Feature):
         router.add_get("/publishing/dlq", self.dlq)
         router.add_post("/publishing/dlq/{id}/replay", self.replay)
 
-    def _unready(self) -> web.Response | None:
+    def _require_ready(self) -> tuple[DeliveryEngine, Outbox]:
+        """The engine and the outbox, or `Unavailable` (503) while the store was never reached."""
         if self.engine is None or self.outbox is None:
-            return error_response(
-                503,
-                "store_unavailable",
-                "publishing is starting: the durable store is not reachable yet",
-                None,
-                headers={"Retry-After": "1"},
+            raise Unavailable(
+                "publishing is starting: the durable store is not reachable yet", retry_after=1
             )
-        return None
+        return self.engine, self.outbox
 
     def _target_info(self, spec: TargetSpec) -> dict[str, object]:
         info = spec.public()
@@ -299,9 +279,7 @@ class PublishingFeature(Feature):
         return _json(out)
 
     async def refresh(self, request: web.Request) -> web.Response:
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
+        self.gw.require_admin(request)
         now = _iso(self.gw.clock.now())
         if self.discovery is None:
             return _json(
@@ -352,22 +330,19 @@ class PublishingFeature(Feature):
         )
 
     async def stats(self, request: web.Request) -> web.Response:
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.engine is not None and self.outbox is not None
+        engine, outbox = self._require_ready()
         try:
-            queued = await self.outbox.counts()
+            queued = await outbox.counts()
         except StoreUnavailable:
             queued = {}
-        delivered = delivery_counts(self.engine.metrics)  # every worker's, unlike the gates
+        delivered = delivery_counts(engine.metrics)  # every worker's, unlike the gates
         per_target: list[dict[str, object]] = []
         names = [t.name for t in self.registry.all()]
-        names += sorted(n for n in self.engine.gates if n not in names)
+        names += sorted(n for n in engine.gates if n not in names)
         names += sorted(n for n in {*queued, *delivered} if n not in names)
         sent = failed = 0
         for name in names:
-            gate = self.engine.gate_of(name)
+            gate = engine.gate_of(name)
             entry: dict[str, object] = {"name": name}
             if gate is not None:
                 entry.update(gate.stats.as_dict())
@@ -403,40 +378,33 @@ class PublishingFeature(Feature):
         )
 
     async def test(self, request: web.Request) -> web.Response:
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.engine is not None
+        self.gw.require_admin(request)
+        engine, _ = self._require_ready()
         name = request.match_info["target"]
         spec = self.registry.get(name)
         if spec is None:
-            return error_response(404, "not_found", f"Target '{name}' not found", None)
+            raise NotFound(f"Target '{name}' not found")
         options: dict[str, Any] = {}
         raw = await request.read()
         if raw.strip():
             try:
                 options = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                return error_response(400, "bad_request", "body: expected a JSON object", None)
+                raise BadRequest("body: expected a JSON object") from None
             if not isinstance(options, dict):
-                return error_response(400, "bad_request", "body: expected a JSON object", None)
+                raise BadRequest("body: expected a JSON object")
         timeout = options.get("timeout_seconds", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            return error_response(
-                400, "bad_request", "timeout_seconds: expected a number above 0", None
-            )
+            raise BadRequest("timeout_seconds: expected a number above 0")
         try:
             alert = self._test_alert(name, options.get("test_alert"))
         except ValueError as exc:
-            return error_response(400, "bad_request", f"test_alert{exc}", None)
+            raise BadRequest(f"test_alert{exc}") from None
         spec = _with_timeout(spec, min(float(timeout), MAX_TEST_TIMEOUT))
         started = time.perf_counter()
-        outcome = await self.engine.send(spec, alert)
+        outcome = await engine.send(spec, alert)
         elapsed = (time.perf_counter() - started) * 1000
-        error = None if outcome.ok else self.engine._describe(outcome)
+        error = None if outcome.ok else engine._describe(outcome)
         return _json(
             {
                 "target_name": name,
@@ -486,46 +454,38 @@ class PublishingFeature(Feature):
         )
 
     async def dlq(self, request: web.Request) -> web.Response:
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.outbox is not None
+        _, outbox = self._require_ready()
         try:
             limit = int(request.query.get("limit", "100"))
             if not 1 <= limit <= 1000:
                 raise ValueError
         except ValueError:
-            return error_response(400, "bad_request", "limit: expected 1 to 1000", None)
+            raise BadRequest("limit: expected 1 to 1000") from None
         target = request.query.get("target")
         problem = identity_problem(target) if target is not None else None
         if problem is not None:
-            return error_response(400, "bad_request", f"target: expected {problem}", None)
+            raise BadRequest(f"target: expected {problem}")
         try:
-            jobs = await self.outbox.dead_letters(limit=limit, target=target)
-        except StoreUnavailable:
-            return error_response(503, "store_unavailable", "the durable store is down", None)
+            jobs = await outbox.dead_letters(limit=limit, target=target)
+        except StoreUnavailable as exc:
+            raise Unavailable(STORE_DOWN) from exc
         return _json({"count": len(jobs), "dead_letters": [j.summary() for j in jobs]})
 
     async def replay(self, request: web.Request) -> web.Response:
-        denied = self.gw.require_admin(request)
-        if denied is not None:
-            return denied
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        assert self.outbox is not None
+        self.gw.require_admin(request)
+        _, outbox = self._require_ready()
         try:
             job_id = int(request.match_info["id"])
             if not 1 <= job_id <= MAX_JOB_ID:
                 raise ValueError
         except ValueError:
-            return error_response(400, "bad_request", "id: expected a job id (integer)", None)
+            raise BadRequest("id: expected a job id (integer)") from None
         try:
-            ok = await self.outbox.replay(job_id)
-        except StoreUnavailable:
-            return error_response(503, "store_unavailable", "the durable store is down", None)
+            ok = await outbox.replay(job_id)
+        except StoreUnavailable as exc:
+            raise Unavailable(STORE_DOWN) from exc
         if not ok:
-            return error_response(404, "not_found", f"no dead-lettered job {job_id}", None)
+            raise NotFound(f"no dead-lettered job {job_id}")
         return _json({"replayed": job_id, "state": "pending"})
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cutover.alerts.model import Alert
 from cutover.core.backoff import backoff
@@ -51,7 +51,14 @@ from cutover.core.db import ClaimMeter, StoreTimeout, StoreUnavailable, count_or
 from cutover.core.http1 import config_path
 from cutover.core.storable import storable
 from cutover.core.tasks import Supervised, stop_in_order
-from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
+from cutover.proxy.metrics import (
+    LATENCY_BUCKETS,
+    MetricSet,
+    counter,
+    counter_samples,
+    gauge,
+    histogram,
+)
 from cutover.publishing import pagerduty, rootly, slack, webhook
 from cutover.publishing.config import DeliveryPolicy, PublishingConfig
 from cutover.publishing.outbox import Job, Outbox
@@ -188,64 +195,75 @@ class TargetGate:
         return self.bucket.wait(now)
 
 
-class _Metrics:
-    def __init__(self, registry: object) -> None:
-        self.registry = registry
-        self.deliveries = Counter(
-            "cutover_publishing_deliveries_total",
-            "Delivery attempts by target and outcome (sent, failed, retried, dead_lettered, "
-            "skipped).",
-            ["target", "outcome"],
-            registry=registry,  # type: ignore[arg-type]
-        )
-        self.duration = Histogram(
-            "cutover_publishing_delivery_seconds",
-            "Time one delivery attempt took, by target.",
-            ["target"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,  # type: ignore[arg-type]
-        )
-        self.lag = Histogram(
-            "cutover_publishing_enqueue_to_delivery_seconds",
-            "Time from acceptance into the outbox to successful delivery, by target.",
-            ["target"],
-            buckets=(*LATENCY_BUCKETS, 60.0, 300.0, 3600.0),
-            registry=registry,  # type: ignore[arg-type]
-        )
-        self.breaker = Gauge(
-            "cutover_publishing_breaker_open",
-            "1 while the target's circuit breaker is open.",
-            ["target"],
-            registry=registry,  # type: ignore[arg-type]
-            multiprocess_mode="livemax",
-        )
-        self.claim_seconds = Histogram(
-            "cutover_outbox_claim_seconds",
-            "Time one claim of due jobs took (timed-out claims included).",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,  # type: ignore[arg-type]
-        )
-        self.claim_timeouts = Counter(
-            "cutover_outbox_claim_timeouts_total",
-            "Claims abandoned at delivery.claim_timeout.",
-            registry=registry,  # type: ignore[arg-type]
-        )
-        self.stalled = Gauge(
-            "cutover_outbox_stalled",
-            "1 while jobs wait and delivery made no progress for delivery.stall_after.",
-            registry=registry,  # type: ignore[arg-type]
-            multiprocess_mode="livemax",
-        )
+@dataclass(eq=False, slots=True)
+class PublishingMetrics(MetricSet):
+    """The publishing feature's metrics: deliveries, the outbox's claims and stalls, and
+    what a scrape reads from the store (pending jobs, dead letters, the store's reachability)."""
+
+    registry: CollectorRegistry
+    deliveries: Counter = counter(
+        "cutover_publishing_deliveries_total",
+        "Delivery attempts by target and outcome (sent, failed, retried, dead_lettered, skipped).",
+        ["target", "outcome"],
+    )
+    duration: Histogram = histogram(
+        "cutover_publishing_delivery_seconds",
+        "Time one delivery attempt took, by target.",
+        ["target"],
+    )
+    lag: Histogram = histogram(
+        "cutover_publishing_enqueue_to_delivery_seconds",
+        "Time from acceptance into the outbox to successful delivery, by target.",
+        ["target"],
+        buckets=(*LATENCY_BUCKETS, 60.0, 300.0, 3600.0),
+    )
+    breaker: Gauge = gauge(
+        "cutover_publishing_breaker_open",
+        "1 while the target's circuit breaker is open.",
+        ["target"],
+        mode="livemax",
+    )
+    claim_seconds: Histogram = histogram(
+        "cutover_outbox_claim_seconds",
+        "Time one claim of due jobs took (timed-out claims included).",
+    )
+    claim_timeouts: Counter = counter(
+        "cutover_outbox_claim_timeouts_total",
+        "Claims abandoned at delivery.claim_timeout.",
+    )
+    stalled: Gauge = gauge(
+        "cutover_outbox_stalled",
+        "1 while jobs wait and delivery made no progress for delivery.stall_after.",
+        mode="livemax",
+    )
+    pending: Gauge = gauge(
+        "cutover_publishing_pending_jobs",
+        "Jobs waiting in the outbox, by target (the shared store's count at scrape time:"
+        " every replica reports the same).",
+        ["target"],
+        mode="livemostrecent",
+    )
+    dead: Gauge = gauge(
+        "cutover_publishing_dead_letters",
+        "Jobs in the dead-letter queue, by target (the shared store's count at scrape time).",
+        ["target"],
+        mode="livemostrecent",
+    )
+    store_up: Gauge = gauge(
+        "cutover_store_up",
+        "1 when the durable store answered the outbox count of the last scrape, else 0.",
+        mode="livemostrecent",
+    )
 
 
 OUTCOMES = ("sent", "failed", "retried", "dead_lettered", "skipped")
 
 
-def delivery_counts(metrics: _Metrics) -> dict[str, dict[str, int]]:
+def delivery_counts(metrics: PublishingMetrics) -> dict[str, dict[str, int]]:
     """target -> outcome -> deliveries, over every worker process (`counter_samples`)."""
     out: dict[str, dict[str, int]] = {}
     name = "cutover_publishing_deliveries"
-    for labels, value in counter_samples(name, metrics.registry):  # type: ignore[arg-type]
+    for labels, value in counter_samples(name, metrics.registry):
         target, outcome = labels.get("target"), labels.get("outcome")
         if target is not None and outcome in OUTCOMES:
             per = out.setdefault(target, dict.fromkeys(OUTCOMES, 0))
@@ -265,7 +283,7 @@ class DeliveryEngine:
         registry: TargetRegistry,
         config: PublishingConfig,
         *,
-        metrics_registry: object | None = None,
+        metrics: PublishingMetrics | None = None,
     ) -> None:
         self.gw = gw
         self.outbox = outbox
@@ -285,7 +303,7 @@ class DeliveryEngine:
         # Without Redis (or while it is down) each worker process keeps an equal share.
         self._share = max(1, gw.config.workers)
         self.shared = SharedFlow(gw.config.redis, gw.clock) if gw.config.redis else None
-        self.metrics = _Metrics(metrics_registry or gw.metrics.registry)
+        self.metrics = metrics or PublishingMetrics(gw.metrics.registry)
         self.stall = StallWatch(self.policy.stall_after, self.clock.monotonic())
         self.metrics.stalled.set(0)
         self.claims = ClaimMeter(

@@ -10,6 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from cutover.core.config_model import AdminConfig
 from cutover.core.configkit import ConfigError, ConfigErrors, format_errors
+from cutover.core.errors import CutoverError, render
 from cutover.proxy import admin as admin_mod
 from cutover.proxy.admin import actor, actor_of, authenticate, match_token, require_admin_token
 from cutover.proxy.config import parse_config
@@ -177,8 +178,10 @@ def test_require_admin_token_accepts_named_tokens_and_records_the_actor() -> Non
     ok = _request({"Authorization": f"Bearer {ALICE}", "X-Cutover-Actor": "mallory"})
     assert require_admin_token(ok, gw) is None  # type: ignore[arg-type]
     assert actor_of(ok) == "operator:alice"
-    denied = require_admin_token(_request({"Authorization": "Bearer x"}), gw)  # type: ignore[arg-type]
-    assert denied is not None and denied.status == 401
+    with pytest.raises(CutoverError) as caught:
+        require_admin_token(_request({"Authorization": "Bearer x"}), gw)  # type: ignore[arg-type]
+    denied = render(caught.value, None)
+    assert denied.status == 401
     assert ALICE.encode() not in denied.body  # type: ignore[operator]
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from cutover.core.config_model import AdminConfig
+from cutover.core.errors import CutoverError, render
 from cutover.proxy.admin import actor_of, from_loopback, open_endpoints_warning, require_admin_token
 from cutover.proxy.config import parse_config
 
@@ -71,24 +73,31 @@ def test_no_transport_is_not_local() -> None:
     assert from_loopback(request) is False
 
 
+def _denied(request: web.BaseRequest, gw: object) -> web.Response:
+    """The answer `require_admin_token` raises, as `json_errors` renders it."""
+    with pytest.raises(CutoverError) as caught:
+        require_admin_token(request, gw)  # type: ignore[arg-type]
+    return render(caught.value, None)
+
+
 def test_without_a_token_only_loopback_clients_pass() -> None:
     gw = _Gw(AdminConfig())
     local = _request(("127.0.0.1", 4000))
     assert require_admin_token(local, gw) is None  # type: ignore[arg-type]
     assert actor_of(local) == "operator"
-    denied = require_admin_token(_request(("192.0.2.2", 4000)), gw)  # type: ignore[arg-type]
-    assert denied is not None and denied.status == 403
+    denied = _denied(_request(("192.0.2.2", 4000)), gw)
+    assert denied.status == 403
     error = orjson.loads(denied.body)["error"]  # type: ignore[arg-type]
     assert error["code"] == "forbidden" and error["field"] == "admin.token"
     assert "loopback" in error["message"] and "admin.token" in error["message"]
     relayed = _request(("127.0.0.1", 4000), {"X-Forwarded-For": "192.0.2.9"})
-    assert require_admin_token(relayed, gw).status == 403  # type: ignore[arg-type, union-attr]
+    assert _denied(relayed, gw).status == 403
 
 
 def test_with_a_token_it_is_needed_from_everywhere_loopback_included() -> None:
     gw = _Gw(AdminConfig(token=TOKEN))  # type: ignore[arg-type]
-    local = require_admin_token(_request(("127.0.0.1", 4000)), gw)  # type: ignore[arg-type]
-    assert local is not None and local.status == 401
+    local = _denied(_request(("127.0.0.1", 4000)), gw)
+    assert local.status == 401
     remote = _request(("192.0.2.2", 4000), {"Authorization": f"Bearer {TOKEN}"})
     assert require_admin_token(remote, gw) is None  # type: ignore[arg-type]
     assert actor_of(remote) == "operator:admin"
