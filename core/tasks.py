@@ -234,6 +234,8 @@ class TaskSupervisor:
     ) -> Supervised:
         """Run `factory()` until stopped, starting it again after a failure."""
         mode: Mode = "until_done" if until_done else "forever"
+        if self.failures is not None:  # exported at 0: `increase()` sees the first failure
+            self.failures.labels(name)
         return self._add(name, factory, None, mode)
 
     def once(self, name: str, work: Awaitable[Any]) -> Supervised:

@@ -39,6 +39,8 @@ async def test_a_failing_loop_is_logged_counted_shown_and_restarted(caplog) -> N
         await asyncio.Event().wait()
 
     handle = sup.start("worker", loop)
+    # exported at 0 from the start, so that Prometheus' increase() sees the first failure
+    assert registry.get_sample_value("cutover_task_failures_total", {"task": "worker"}) == 0
     await asyncio.wait_for(resumed.wait(), 10)
     assert len(runs) == 2 and handle.restarts == 1 and handle.failures == 1
     assert failures(registry, "worker") == 1
