@@ -909,11 +909,26 @@ class CompatFeature(Feature):
         router.add_get("/admin/compat/usage", self._usage_endpoint)
 
     async def _usage_endpoint(self, request: web.Request) -> web.Response:
-        settings = self.settings
-        if settings is None:
+        if self.settings is None:
             return error_response(404, "compat_off", "no compat section in the config", None)
+        report = await self.usage_report(request.query.get("rule") or None)
+        return web.Response(
+            status=200 if report["stored"] else 503,
+            body=orjson.dumps(report),
+            content_type="application/json",
+        )
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """Usage by rule and caller with the days to sunset (GET /admin/compat/usage)."""
+        if self.settings is None:
+            return None
+        return await self.usage_report(None)
+
+    async def usage_report(self, rule: str | None) -> dict[str, Any]:
+        """Usage by rule and caller: the store's, or what waits in memory while it is down
+        (`stored` false)."""
+        settings = self.settings
         stored = await self.flush()
-        rule = request.query.get("rule") or None
         try:
             rows = await read_usage(await self._store(), rule) if stored else []
         except (StoreUnavailable, OSError) as exc:
@@ -940,11 +955,7 @@ class CompatFeature(Feature):
         report = usage_report(rows, rules, self.gw.clock.now())
         report["stored"] = stored
         report["overflowed"] = self.usage.overflowed
-        return web.Response(
-            status=200 if stored else 503,
-            body=orjson.dumps(report),
-            content_type="application/json",
-        )
+        return report
 
 
 @dataclass(slots=True)

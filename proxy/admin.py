@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -131,6 +132,8 @@ def admin_auth(gw: Gateway) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public(request):
+            return await handler(request)
         admin = gw.config.admin
         if not admin.credentials():
             admin = started
@@ -141,6 +144,86 @@ def admin_auth(gw: Gateway) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+# The dashboard's page and its static files: no data in them, so a browser loads them without
+# a token and then asks for one (every data and action endpoint needs it).
+PUBLIC_PAGES = frozenset({"/dashboard", "/dashboard/"})
+PUBLIC_PREFIX = "/dashboard/static/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_public(request: web.BaseRequest) -> bool:
+    """Whether the admin listener serves `request` without a token (the page, not its data)."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    path = request.rel_url.raw_path  # normalized (`proxy.http1`)
+    return path in PUBLIC_PAGES or path.startswith(PUBLIC_PREFIX)
+
+
+def same_origin(gw: Gateway) -> Middleware:
+    """The admin listener's guard against cross-site requests, before the token check.
+
+    A browser sends `Origin` with every POST, PUT, DELETE and PATCH; one naming another site
+    (or `null`) is refused, so a page elsewhere cannot act through a visitor's browser even
+    where no token is configured (loopback only). Clients that send no `Origin` (curl, ctl)
+    are not browsers and pass. Without a token, a browser's request (one with `Sec-Fetch-Site`
+    or `Origin`, which every current browser sends) must name this host in `Host` (an IP
+    literal or `localhost`): a name that merely resolves here (DNS rebinding) would make
+    another site's page same-origin with the admin API.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = request.headers
+        browser = "Sec-Fetch-Site" in headers or "Origin" in headers
+        tokenless = not gw.config.admin.credentials() and not gw.started_config.admin.credentials()
+        if browser and tokenless and not _local_host(request.host):
+            return error_response(
+                403,
+                "forbidden",
+                "with no admin token configured the admin API answers only requests "
+                "addressed to this host by IP address or as localhost",
+                None,
+                field="Host",
+            )
+        if request.method not in SAFE_METHODS:
+            origin = headers.get("Origin")
+            fetch_site = headers.get("Sec-Fetch-Site", "")
+            if (origin is not None and not _origin_matches(origin, request)) or (
+                fetch_site == "cross-site"
+            ):
+                return error_response(
+                    403,
+                    "cross_origin",
+                    "a browser request from another origin may not act on the admin API",
+                    None,
+                    field="Origin",
+                )
+        return await handler(request)
+
+    return middleware
+
+
+def _origin_matches(origin: str, request: web.BaseRequest) -> bool:
+    expected = f"{request.scheme}://{request.host}".lower()
+    return origin.strip().lower() == expected
+
+
+def _local_host(host: str) -> bool:
+    """`127.0.0.1:9901`, `[::1]:9901`, `localhost:9901` (or without a port)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def require_admin_token(request: web.BaseRequest, gw: Gateway) -> web.Response | None:

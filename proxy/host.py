@@ -101,6 +101,12 @@ class Host(Protocol):
     def parity(self) -> ParitySource | None: ...
 
     @property
+    def draining(self) -> bool:
+        """True once the gateway began to close: long-lived answers (the dashboard's event
+        stream) end rather than hold the shutdown."""
+        ...
+
+    @property
     def tasks(self) -> TaskSupervisor:
         """Every background task runs under it (`core.tasks`)."""
         ...
@@ -131,6 +137,11 @@ class Host(Protocol):
     def record_response(self, backend: str, ok: bool) -> None: ...
 
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def panels(self) -> Awaitable[dict[str, Any]]:
+        """Every running feature's part of the dashboard (`Feature.dashboard`), by feature
+        name; each one bounded in time and isolated (a failure shows as an `error`)."""
+        ...
 
 
 class Feature:
@@ -176,4 +187,10 @@ class Feature:
 
     def readiness(self) -> dict[str, object] | None:
         """Detail shown under the feature's name in /readyz (it does not change readiness)."""
+        return None
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """The feature's part of the dashboard's live snapshot (JSON-able; None: nothing to
+        show). Built from what its admin endpoints answer, once a second while a page is
+        open: read memory, or the store with a bound on the time (the caller also bounds it)."""
         return None

@@ -49,6 +49,7 @@ from cutover.proxy.admin import (
     admin_auth,
     open_endpoints_warning,
     require_admin_token,
+    same_origin,
     without_admin_token,
 )
 from cutover.proxy.attempts import ProxyOutcome
@@ -69,6 +70,7 @@ from cutover.routing.split import SplitTable
 
 log = logging.getLogger("cutover")
 
+PANEL_TIMEOUT = 2.0  # seconds a feature's dashboard panel may take (it reads the store)
 _FIRST_LINE_MAX = 64 * 1024  # bytes kept while a connection's first request line is judged
 
 
@@ -438,7 +440,7 @@ class Gateway:
             if sock is not None:
                 sock.close()
             return
-        app = web.Application(middlewares=[json_errors(), admin_auth(self)])
+        app = web.Application(middlewares=[json_errors(), same_origin(self), admin_auth(self)])
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)
@@ -812,6 +814,24 @@ class Gateway:
             if extra is not None:
                 detail[feature.name] = extra
         return ready, detail
+
+    async def panels(self) -> dict[str, Any]:
+        """Each feature's part of the dashboard (`Feature.dashboard`), each bounded by
+        `PANEL_TIMEOUT` and isolated: one slow or failing feature shows as an error."""
+        out: dict[str, Any] = {}
+        for feature in self.features:
+            try:
+                panel = await asyncio.wait_for(feature.dashboard(), PANEL_TIMEOUT)
+            except TimeoutError:
+                out[feature.name] = {"error": f"no answer within {PANEL_TIMEOUT:g}s"}
+                continue
+            except Exception as exc:
+                log.warning("feature %s: dashboard panel failed (%r)", feature.name, exc)
+                out[feature.name] = {"error": type(exc).__name__}
+                continue
+            if panel is not None:
+                out[feature.name] = panel
+        return out
 
     async def _readyz(self, request: web.BaseRequest) -> web.StreamResponse:
         ready, detail = self.readiness()
