@@ -134,16 +134,25 @@ def admin_auth(gw: Gateway) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_public(request):
             return await handler(request)
-        admin = gw.config.admin
-        if not admin.credentials():
-            admin = started
-        allowed, name = authenticate(request, admin)
+        allowed, name = authenticate(request, _admin_in_force(gw, started))
         if not allowed:
             return unauthorized()
         _admit(request, name)
         return await handler(request)
 
     return middleware
+
+
+def _admin_in_force(gw: Gateway, started: AdminConfig) -> AdminConfig:
+    admin = gw.config.admin
+    return admin if admin.credentials() else started
+
+
+def still_authorized(request: web.BaseRequest, gw: Gateway) -> bool:
+    """For a long-lived admin answer (the dashboard's stream): does the request's token still
+    pass `admin_auth` with the config in force now (a reload may have rotated it)?"""
+    allowed, _ = authenticate(request, _admin_in_force(gw, gw.started_config.admin))
+    return allowed
 
 
 # The dashboard's page and its static files: no data in them, so a browser loads them without

@@ -15,7 +15,8 @@ The snapshot is built once per second while at least one page is open, and the s
 offered to every stream. A stream holds at most one snapshot waiting (a newer one replaces it),
 so a slow reader costs one snapshot and its socket buffer, never a queue; a write that cannot
 finish within `WRITE_TIMEOUT` drops the reader. Streams are capped (`MAX_STREAMS`), released in
-a `finally` whatever ends them, and end within a tick when the gateway starts closing.
+a `finally` whatever ends them, and end within a tick when the gateway starts closing or the
+reader's token stops passing (a reload rotated it): the page then asks for a token again.
 
 The 15-minute series (per backend requests/s, error rate, p50/p95; per route weights) come from
 `proxy.series`, fed by a request observer: the same per-request accounting the canary reads.
@@ -34,6 +35,7 @@ import orjson
 from aiohttp import web
 
 from cutover.core.errors import error_response
+from cutover.proxy.admin import still_authorized
 from cutover.proxy.host import Feature
 from cutover.proxy.series import Series
 
@@ -84,11 +86,16 @@ def sse_event(data: bytes, event: str, ident: int) -> bytes:
 class _Stream:
     """One open event stream: the newest snapshot not yet written, and a wake-up."""
 
-    __slots__ = ("pending", "wake")
+    __slots__ = ("ended", "pending", "wake")
 
     def __init__(self) -> None:
         self.pending: bytes | None = None
         self.wake = asyncio.Event()
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+        self.wake.set()
 
     def offer(self, data: bytes) -> None:
         self.pending = data  # replaces an unwritten one: a slow reader skips, never queues
@@ -144,7 +151,7 @@ class DashboardFeature(Feature):
         self._task = self.gw.tasks.start("dashboard", self._loop)
 
     async def stop(self) -> None:
-        self._wake_all()
+        self.end_streams()
         task, self._task = self._task, None
         if task is not None:
             await task.stop()
@@ -160,16 +167,18 @@ class DashboardFeature(Feature):
         self._sample_weights()
         self.series.roll(self.gw.clock.now())
         if self.gw.draining:
-            self._wake_all()
+            self.end_streams()
             return
         if self.streams:
             data = await self.refresh(force=True)
             for stream in list(self.streams):
                 stream.offer(data)
 
-    def _wake_all(self) -> None:
+    def end_streams(self) -> None:
+        """End every open stream (its reader reconnects by itself, and is asked for the token
+        again if it no longer passes)."""
         for stream in list(self.streams):
-            stream.wake.set()
+            stream.end()
 
     def readiness(self) -> dict[str, object] | None:
         return {"streams": len(self.streams), "max_streams": MAX_STREAMS}
@@ -275,7 +284,9 @@ class DashboardFeature(Feature):
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n")
             stream.offer(await self.refresh())
-            while not self.gw.draining:
+            while not (self.gw.draining or stream.ended):
+                if not still_authorized(request, self.gw):
+                    break  # the token was rotated away: the page asks for one again
                 try:
                     await asyncio.wait_for(stream.wake.wait(), 3 * TICK)
                 except TimeoutError:
@@ -283,7 +294,7 @@ class DashboardFeature(Feature):
                 else:
                     stream.wake.clear()
                     data, stream.pending = stream.pending, None
-                if data:
+                if data and not stream.ended:
                     await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT)
         except TimeoutError:
             # a reader that does not read: drop it and what its socket holds

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from cutover.proxy import dashboard as dashboard_module
+from cutover.proxy.config import parse_config
 from cutover.proxy.dashboard import STATIC_FILES, DashboardFeature, static_file
 from cutover.proxy.server import Gateway
 from tests.conftest import EchoBackend, wait_for
@@ -417,3 +418,34 @@ async def test_without_a_token_a_browser_must_address_this_host(tmp_path: Path) 
         # a client that is not a browser (curl, cutover ctl) is not held to it
         async with s.get(gw.admin_url + "/admin/whoami", headers={"Host": rebound}) as r:
             assert r.status == 200
+
+
+async def test_a_rotated_token_ends_its_open_stream(tmp_path: Path) -> None:
+    go, py = EchoBackend("go"), EchoBackend("python")
+    async with started(go, py), aiohttp.ClientSession() as s:
+        data = canary_config(go, py, tmp_path)
+        gw = await start(data)
+        try:
+            r = await s.get(gw.admin_url + "/dashboard/events", headers=AUTH)
+            await read_events(r, 1)
+            data["admin"] = {"listen": "127.0.0.1:0", "token": "the-new-token-0123456789"}
+            await gw.reload(parse_config(data, "test.yaml"))
+            await asyncio.wait_for(r.content.read(), 10.0)  # the stream ends
+            r.close()
+            await wait_for(lambda: not dash(gw).streams)
+            async with s.get(gw.admin_url + "/dashboard/events", headers=AUTH) as again:
+                assert again.status == 401
+        finally:
+            await gw.close()
+
+
+async def test_ending_streams_lets_readers_reconnect(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw, aiohttp.ClientSession() as s:
+        r = await s.get(gw.admin_url + "/dashboard/events", headers=AUTH)
+        await read_events(r, 1)
+        dash(gw).end_streams()
+        await asyncio.wait_for(r.content.read(), 10.0)
+        r.close()
+        await wait_for(lambda: not dash(gw).streams)
+        async with s.get(gw.admin_url + "/dashboard/events", headers=AUTH) as again:
+            assert len(await read_events(again, 1)) == 1
