@@ -155,9 +155,10 @@ def still_authorized(request: web.BaseRequest, gw: Gateway) -> bool:
     return allowed
 
 
-# The dashboard's page and its static files: no data in them, so a browser loads them without
-# a token and then asks for one (every data and action endpoint needs it).
-PUBLIC_PAGES = frozenset({"/dashboard", "/dashboard/"})
+# The dashboard's page, its static files and the icon browsers ask every origin for: no data in
+# them, so a browser loads them without a token and then asks for one (every data and action
+# endpoint needs it).
+PUBLIC_PAGES = frozenset({"/dashboard", "/dashboard/", "/favicon.ico"})
 PUBLIC_PREFIX = "/dashboard/static/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -2,6 +2,7 @@
 
     GET /dashboard                  the page (HTML; no data in it, so no token needed)
     GET /dashboard/static/{file}    its script, style sheet and icon (package data)
+    GET /favicon.ico                the icon, as browsers ask every origin for it
     GET /dashboard/events           Server-Sent Events: a `snapshot` at least once a second
     GET /dashboard/snapshot         the same snapshot, once, as JSON
 
@@ -230,6 +231,7 @@ class DashboardFeature(Feature):
         router.add_get("/dashboard", self.page)
         router.add_get("/dashboard/", self.page)
         router.add_get("/dashboard/static/{name}", self.static)
+        router.add_get("/favicon.ico", self.icon)
         router.add_get("/dashboard/events", self.events)
         router.add_get("/dashboard/snapshot", self.snapshot_endpoint)
 
@@ -252,6 +254,13 @@ class DashboardFeature(Feature):
         return web.Response(
             body=self._file(name),
             headers={**SECURITY_HEADERS, "Content-Type": STATIC_FILES[name]},
+        )
+
+    async def icon(self, request: web.Request) -> web.Response:
+        """What a browser asks every origin for (the page names its icon; a JSON tab does not)."""
+        return web.Response(
+            body=self._file("favicon.svg"),
+            headers={**SECURITY_HEADERS, "Content-Type": STATIC_FILES["favicon.svg"]},
         )
 
     async def snapshot_endpoint(self, request: web.Request) -> web.Response:

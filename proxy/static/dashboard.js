@@ -38,7 +38,7 @@
       else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
       else el.setAttribute(k, v === true ? "" : String(v));
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -56,7 +56,7 @@
 
   function fill(id, ...children) {
     const el = $(id);
-    el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined));
+    el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
     return el;
   }
 

@@ -101,6 +101,10 @@ async def test_the_page_is_served_without_a_token_but_carries_no_data(tmp_path: 
                 assert r.status == 200, name
                 assert r.headers["Content-Type"] == kind
                 assert await r.read() == static_file(name)
+        async with s.get(gw.admin_url + "/favicon.ico") as r:  # browsers ask every origin
+            assert r.status == 200 and r.headers["Content-Type"] == "image/svg+xml"
+        async with s.post(gw.admin_url + "/favicon.ico") as r:  # only GET and HEAD are open
+            assert r.status == 401
 
 
 @pytest.mark.parametrize(
