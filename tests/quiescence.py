@@ -9,6 +9,7 @@ take a few loop turns to unwind) and fails naming every count that stayed above 
   requests, quick lanes waiting for a backend;
 - each backend's pools: the fast path's `LeanPool` connections out on an exchange (and
   callers waiting for one), the aiohttp connector's acquired connections;
+- the dashboard's open event streams (each page holds one while it is open);
 - `cutover_in_flight_requests` as /metrics shows it.
 
 Every gateway a test starts ends with this check, however it is closed (a fixture, a helper,
@@ -27,6 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
+
+from cutover.proxy.dashboard import DashboardFeature
 
 if TYPE_CHECKING:
     from cutover.proxy.server import Gateway
@@ -69,6 +72,9 @@ async def in_flight_counts(gw: Gateway, scrape: bool = True) -> dict[str, float]
         connector = upstream.session.connector
         if connector is not None:
             note(f"session[{name}].acquired", len(connector._acquired))
+    for feature in gw.features:
+        if isinstance(feature, DashboardFeature):
+            note("dashboard.streams", len(feature.streams))
     if scrape:
         note("/metrics cutover_in_flight_requests", await _scraped_in_flight(gw))
     return held
@@ -84,8 +90,10 @@ async def assert_quiescent(gw: Gateway, deadline: float | None = None) -> None:
     scrape = not gw.draining  # a closed gateway answers no /metrics
     while True:
         held = await in_flight_counts(gw, scrape)
-        if not scrape:  # closed: the gauge went with the listener
-            expected = {k: v for k, v in expected.items() if not k.startswith("/metrics")}
+        if not scrape:  # closed: the gauge went with the listener, the streams with close
+            expected = {
+                k: v for k, v in expected.items() if not k.startswith(("/metrics", "dashboard."))
+            }
         if held == expected:
             return
         if time.monotonic() >= end:

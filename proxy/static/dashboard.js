@@ -88,16 +88,22 @@
     return "c" + state.colors[backend];
   }
 
+  const NUMERIC = /^(#|calls|callers|requests|errors|p50|p95|pending|dead|attempts|success|diff|days|count|sent|failed)/i;
+
+  // A table of text cells (a cell may be a ready <td>); numeric columns align right.
   function table(headers, rows, empty) {
     if (!rows.length) return h("p", { class: "muted", text: empty });
+    const numeric = headers.map((t) => NUMERIC.test(t));
+    const cell = (c, i) =>
+      c instanceof Node && c.tagName === "TD" ? c : h("td", { class: numeric[i] ? "num" : null }, c);
     return h(
       "div",
       { class: "table-wrap" },
       h(
         "table",
         {},
-        h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col", class: /^(#|calls|requests|pending|dead|attempts|rate|diff|days|count|sent|failed)/i.test(t) ? "num" : null, text: t })))),
-        h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => (c instanceof Node && c.tagName === "TD" ? c : h("td", {}, c))))))
+        h("thead", {}, h("tr", {}, headers.map((t, i) => h("th", { scope: "col", class: numeric[i] ? "num" : null, text: t })))),
+        h("tbody", {}, rows.map((r) => h("tr", {}, r.map(cell))))
       )
     );
   }
@@ -692,7 +698,7 @@
               h("td", { class: "num", text: pct(e.diff_rate) }),
               e.fields.map((f) => h("div", { text: `${f.field} (${pct(f.raw_rate, 1)})` })),
               ex
-                ? h("pre", { text: `${ex.request.method} ${ex.request.path}\n` + ex.differences.slice(0, 3).map((d) => `${d.field}: ${JSON.stringify(d.primary ?? d.a ?? null)} ≠ ${JSON.stringify(d.candidate ?? d.b ?? null)}`).join("\n") })
+                ? h("pre", { text: `${ex.request.method} ${ex.request.path}\n` + ex.differences.slice(0, 3).map((d) => `${d.path || d.field}: ${shown(d.primary)} ≠ ${shown(d.candidate)}`).join("\n") })
                 : "–",
             ];
           }),
@@ -702,6 +708,8 @@
     }
     fill("parity", parts);
   }
+
+  const shown = (v) => (typeof v === "string" ? v : JSON.stringify(v ?? null));
 
   function renderCompat(compat) {
     if (!changed("compat", compat)) return;

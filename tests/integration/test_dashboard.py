@@ -31,7 +31,7 @@ from tests.integration.canary_helpers import (
     started,
     traffic,
 )
-from tests.quiescence import assert_quiescent
+from tests.quiescence import assert_quiescent, expect_held
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice-2b7e151628aed2a6"
@@ -306,6 +306,7 @@ async def test_closing_the_gateway_ends_open_streams_promptly(tmp_path: Path) ->
         gw = await start(canary_config(go, py, tmp_path))
         r = await s.get(gw.admin_url + "/dashboard/events", headers=AUTH)
         await read_events(r, 1)
+        expect_held(gw, {"dashboard.streams": 1}, "a page is open while the gateway closes")
         began = time.monotonic()
         await gw.close()
         assert time.monotonic() - began < 4.5  # under the admin listener's 5 s shutdown wait

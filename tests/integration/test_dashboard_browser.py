@@ -160,10 +160,10 @@ async def test_token_prompt_then_live_weights_plots_and_a_screenshot(tmp_path: P
         await b.wait("document.querySelector('#parity h3') !== null")
         await b.wait("document.querySelector('#publishing table, #publishing p') !== null")
 
-        await asyncio.sleep(3)  # a few more seconds of points for the picture
+        wanted = os.environ.get("CUTOVER_DASHBOARD_SCREENSHOT")
+        await asyncio.sleep(30 if wanted else 3)  # more seconds of points for the picture
         png = await b.screenshot()
         (tmp_path / "dashboard.png").write_bytes(png)
-        wanted = os.environ.get("CUTOVER_DASHBOARD_SCREENSHOT")
         if wanted:
             Path(wanted).write_bytes(png)
         assert_not_blank(png, 1280, 800)
