@@ -527,8 +527,9 @@
       svg.append(s("text", { x: L - 4, y: y + 3, "text-anchor": "end", text: opts.format(max * f) }));
     }
     if (t.length) {
-      const span = Math.round((t[t.length - 1] - t[0]) / 60);
-      svg.append(s("text", { x: L, y: H - 4, text: span ? `−${span} min` : "" }));
+      const seconds = t[t.length - 1] - t[0] + 1;
+      const span = seconds < 120 ? `−${seconds} s` : `−${Math.round(seconds / 60)} min`;
+      svg.append(s("text", { x: L, y: H - 4, text: span }));
       svg.append(s("text", { x: W - R, y: H - 4, "text-anchor": "end", text: "now" }));
     }
     for (const x of series) {
@@ -556,7 +557,7 @@
     const series = snap.series || { t: [], backends: {}, weights: {} };
     const t = series.t || [];
     const backends = Object.entries(series.backends || {});
-    $("series-scope").textContent = `(this worker's traffic, ${t.length} s)`;
+    $("series-scope").textContent = `(traffic of worker ${snap.worker}, ${t.length} s)`;
     const plots = [
       plot("Requests per second", t, backends.map(([b, x]) => ({ name: b, color: colorOf(b), values: x.rps })), { id: "rps", format: (v) => v.toFixed(v < 10 ? 1 : 0) }),
       plot("Error rate", t, backends.map(([b, x]) => ({ name: b, color: colorOf(b), values: x.error_rate })), { id: "errors", format: (v) => (v * 100).toFixed(1) + "%", max: 0.01 }),
