@@ -818,20 +818,19 @@ class Gateway:
     async def panels(self) -> dict[str, Any]:
         """Each feature's part of the dashboard (`Feature.dashboard`), each bounded by
         `PANEL_TIMEOUT` and isolated: one slow or failing feature shows as an error."""
-        out: dict[str, Any] = {}
-        for feature in self.features:
+
+        async def one(feature: Feature) -> dict[str, Any] | None:
             try:
-                panel = await asyncio.wait_for(feature.dashboard(), PANEL_TIMEOUT)
+                return await asyncio.wait_for(feature.dashboard(), PANEL_TIMEOUT)
             except TimeoutError:
-                out[feature.name] = {"error": f"no answer within {PANEL_TIMEOUT:g}s"}
-                continue
+                return {"error": f"no answer within {PANEL_TIMEOUT:g}s"}
             except Exception as exc:
                 log.warning("feature %s: dashboard panel failed (%r)", feature.name, exc)
-                out[feature.name] = {"error": type(exc).__name__}
-                continue
-            if panel is not None:
-                out[feature.name] = panel
-        return out
+                return {"error": type(exc).__name__}
+
+        features = list(self.features)
+        panels = await asyncio.gather(*(one(f) for f in features))  # side by side
+        return {f.name: p for f, p in zip(features, panels, strict=True) if p is not None}
 
     async def _readyz(self, request: web.BaseRequest) -> web.StreamResponse:
         ready, detail = self.readiness()

@@ -454,3 +454,25 @@ async def test_ending_streams_lets_readers_reconnect(tmp_path: Path) -> None:
         await wait_for(lambda: not dash(gw).streams)
         async with s.get(gw.admin_url + "/dashboard/events", headers=AUTH) as again:
             assert len(await read_events(again, 1)) == 1
+
+
+async def test_a_hanging_panel_is_cut_off_and_the_others_still_come(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cutover.proxy import server
+
+    monkeypatch.setattr(server, "PANEL_TIMEOUT", 0.3)
+    async with gateway(tmp_path) as gw:
+        parity = next(f for f in gw.features if f.name == "parity")
+
+        async def hang() -> dict[str, Any]:
+            await asyncio.sleep(3600)
+            return {}
+
+        monkeypatch.setattr(parity, "dashboard", hang)
+        began = time.monotonic()
+        status, snap = await admin(gw, "GET", "/dashboard/snapshot")
+        assert status == 200
+        assert time.monotonic() - began < 3.0
+        assert snap["panels"]["parity"] == {"error": "no answer within 0.3s"}
+        assert snap["panels"]["canary"]["routes"][0]["name"] == "default"
