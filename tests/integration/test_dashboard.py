@@ -476,3 +476,21 @@ async def test_a_hanging_panel_is_cut_off_and_the_others_still_come(
         assert time.monotonic() - began < 3.0
         assert snap["panels"]["parity"] == {"error": "no answer within 0.3s"}
         assert snap["panels"]["canary"]["routes"][0]["name"] == "default"
+
+
+async def test_the_dlq_replay_is_on_the_admin_listener_with_its_checks(tmp_path: Path) -> None:
+    async with gateway(tmp_path, alerts={}) as gw, aiohttp.ClientSession() as s:
+        url = gw.admin_url + "/admin/publishing/dlq/{}/replay"
+        async with s.post(url.format(7)) as r:
+            assert r.status == 401
+        async with s.post(url.format(7), headers={**AUTH, "Origin": "http://evil.example"}) as r:
+            assert r.status == 403
+        for _ in range(100):  # publishing opens the store in the background
+            async with s.post(url.format("x"), headers=AUTH) as r:
+                if r.status != 503:
+                    break
+            await asyncio.sleep(0.1)
+        assert r.status == 400
+        async with s.post(url.format(7), headers=AUTH) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"

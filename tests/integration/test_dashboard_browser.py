@@ -23,10 +23,12 @@ import orjson
 from cutover.proxy.config import parse_config
 from cutover.proxy.dashboard import DashboardFeature
 from cutover.proxy.server import Gateway
+from cutover.publishing.outbox import Outbox
 from tests.chromium import Browser, browser, decode_png
 from tests.conftest import EchoBackend, wait_for
 from tests.integration.alerts_helpers import am_alert, envelope
 from tests.integration.canary_helpers import TOKEN, admin, canary_config, start, started
+from tests.integration.publishing_helpers import make_alert
 from tests.quiescence import assert_quiescent
 
 TOKEN_KEY = "cutover.admin-token"
@@ -312,4 +314,29 @@ async def test_phone_width_and_dark_scheme(tmp_path: Path) -> None:
             "[...document.querySelectorAll('[data-action]')].map(e => e.tagName + ':' + e.tabIndex)"
         )
         assert kinds and all(k == "BUTTON:0" for k in kinds), kinds
+        assert b.errors() == [], b.errors()
+
+
+async def test_a_dead_letter_replayed_from_the_page_is_pending_again(tmp_path: Path) -> None:
+    async with scene(tmp_path) as sc, browser() as b:
+        db = await sc.gw.database()
+        outbox = Outbox(db, sc.gw.clock)
+        async with db.transaction() as tx:
+            (job_id,) = await outbox.enqueue(tx, make_alert("fp-dash-1"), ["ghost"], now=0.0)
+        job = await outbox.get(job_id)
+        assert job is not None
+        await outbox.dead_letter(job, "HTTP 500 from ghost")
+        await logged_in(b, sc)
+        button = f'document.querySelector(\'button[data-action="replay"][data-job="{job_id}"]\')'
+        await b.wait(f"{button} !== null")
+        await b.evaluate(f"{button}.click()")
+        await b.wait("document.getElementById('confirm').open")
+        await b.evaluate("document.getElementById('confirm-ok').click()")
+        for _ in range(100):
+            job = await outbox.get(job_id)
+            if job is not None and job.state == "pending":
+                break
+            await asyncio.sleep(0.1)
+        assert job is not None and job.state == "pending"
+        await b.wait(f"{button} === null")  # gone from the dead letters shown
         assert b.errors() == [], b.errors()
