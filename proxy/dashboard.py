@@ -272,10 +272,14 @@ class DashboardFeature(Feature):
     async def events(self, request: web.Request) -> web.StreamResponse:
         """The live stream: one `snapshot` event a second until the reader or the gateway
         goes away."""
-        if len(self.streams) >= MAX_STREAMS or self.gw.draining:
+        if self.gw.draining:
+            return error_response(
+                503, "draining", "the gateway is shutting down", None, headers={"Retry-After": "5"}
+            )
+        if len(self.streams) >= MAX_STREAMS:
             return error_response(
                 503,
-                "too_many_streams" if not self.gw.draining else "draining",
+                "too_many_streams",
                 f"at most {MAX_STREAMS} dashboard streams are open at once; retry later",
                 None,
                 headers={"Retry-After": "5"},
