@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -181,13 +182,28 @@ class Browser:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
+    """End the browser and its helpers (renderers, zygote, crash handler): it leads its own
+    process group (`start_new_session`), so the group is exactly what this test started."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
         try:
-            proc.wait(5)
+            proc.wait(wait)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            continue
+        if not _group_alive(proc.pid):
+            return
+        time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.asynccontextmanager
