@@ -49,6 +49,7 @@ from cutover.alerts.webhook_formats import (
     parse_payload,
     parse_single_alert,
 )
+from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.clock import format_rfc3339
 from cutover.core.db import ClaimMeter, Database, StoreUnavailable, Tx
 from cutover.core.errors import (
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover.alerts")
 
 ENRICHMENT_KEY = "enrichment:mode"  # shared on purpose with the original services
+DASHBOARD_ALERTS = 20  # the newest alerts the dashboard lists
 MODE_REFRESH = 1.0  # seconds between reads of the shared mode
 CLEANUP_EVERY = 60.0
 CLAIM_BATCH = 16
@@ -438,6 +440,41 @@ class AlertsFeature(Feature):
                 await db.migrate("alerts-intake-2", _MIGRATION_2)  # type: ignore[arg-type]
                 self._db, self._outbox = db, outbox
         return self._db, self._outbox
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """The newest alerts: name, status, labels, the classification they were published
+        with, their state (queued, filtered, …) and the targets they went to."""
+        try:
+            db, _ = await bounded(self._store(), STORE_TIMEOUT)
+            rows = await bounded(
+                db.fetch(
+                    "SELECT id, fingerprint, alertname, status, received_at, state, alert,"
+                    " decision FROM cutover_alerts ORDER BY id DESC LIMIT $1",
+                    DASHBOARD_ALERTS,
+                ),
+                STORE_TIMEOUT,
+            )
+        except (StoreUnavailable, TimeoutError):
+            return {"mode": self.mode, "alerts": None, "store": "unavailable"}
+        alerts = []
+        for row in rows:
+            stored = orjson.loads(row["alert"]) if row["alert"] else {}
+            decision = orjson.loads(row["decision"]) if row["decision"] else {}
+            alerts.append(
+                {
+                    "id": row["id"],
+                    "fingerprint": row["fingerprint"],
+                    "alertname": row["alertname"],
+                    "status": row["status"],
+                    "received_at": row["received_at"],
+                    "state": row["state"],
+                    "labels": stored.get("labels") or {},
+                    "classification": stored.get("classification"),
+                    "targets": decision.get("targets") or [],
+                    "rule": decision.get("rule"),
+                }
+            )
+        return {"mode": self.mode, "alerts": alerts, "store": "ok"}
 
     def _store_down(self, exc: StoreUnavailable, what: str, background: bool = False) -> None:
         """`store_unavailable` counts webhooks answered 503 (what Alertmanager saw) only;

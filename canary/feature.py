@@ -32,6 +32,7 @@ from cutover.canary.shared import (
     StoreShared,
 )
 from cutover.core.clock import format_rfc3339
+from cutover.core.db import StoreUnavailable
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import MetricSet, counter, gauge
@@ -67,6 +68,7 @@ TICK = 1.0  # seconds between two controller runs
 LEASE = "canary-controller"
 LEASE_TTL = 3.0  # seconds; renewed every tick
 FRESH = 3.0  # a worker's published window counts while it is at most this old
+DASHBOARD_EVENTS = 50  # the newest events the dashboard's timeline shows
 EVENTS_FLUSH_AT_STOP = 3.0  # seconds to store the audit events still waiting at shutdown
 Split = tuple[tuple[str, int], ...]
 
@@ -712,6 +714,28 @@ class CanaryFeature(Feature):
         held = self.holds.get(route)
         view["held"] = held[1] if held is not None else None
         return view
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """Weights and phase per route, each canary's verdict with the figures it judged, and
+        the latest events (what GET /admin/routes, /admin/canary and /admin/events answer)."""
+        events: list[dict[str, Any]] | None
+        log_ = self.event_log()
+        try:
+            events = await log_.list(None, DASHBOARD_EVENTS, None)
+            store = "ok"
+        except (StoreUnavailable, TimeoutError):
+            events, store = None, "unavailable"
+        cfg = self.cfg
+        return {
+            "baseline": cfg.baseline if cfg else None,
+            "candidate": cfg.candidate if cfg else None,
+            "routes": [self.route_view(r) for r in self.gw.config.routes],
+            "canary": [self.canary_view(n) for n in self.canary_routes],
+            "events": events,
+            "events_store": store,
+            "events_waiting": log_.waiting,
+            "shared_state": self.shared.status() if self.shared is not None else None,
+        }
 
     def add_admin_routes(self, router: web.UrlDispatcher) -> None:
         from cutover.canary.admin import add_routes

@@ -961,16 +961,31 @@ class CompatFeature(Feature):
         router.add_get("/admin/compat/usage", self._usage_endpoint)
 
     async def _usage_endpoint(self, request: web.Request) -> web.Response:
-        settings = self.settings
-        if settings is None:
+        if self.settings is None:
             raise NotFound("no compat section in the config", code="compat_off")
+        report = await self.usage_report(request.query.get("rule") or None)
+        return web.Response(
+            status=200 if report["stored"] else 503,
+            body=orjson.dumps(report),
+            content_type="application/json",
+        )
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """Usage by rule and caller with the days to sunset (GET /admin/compat/usage)."""
+        if self.settings is None:
+            return None
+        return await self.usage_report(None)
+
+    async def usage_report(self, rule: str | None) -> dict[str, Any]:
+        """Usage by rule and caller: the store's, or what waits in memory while it is down
+        (`stored` false)."""
+        settings = self.settings
         # Both waits are bounded: a hanging store answers 503 with the counts not yet stored.
         # The flush goes on in the background (cancelling it could lose counts it drained).
         try:
             stored = await asyncio.wait_for(asyncio.shield(self.flush()), STORE_TIMEOUT)
         except TimeoutError:
             stored = False
-        rule = request.query.get("rule") or None
         try:
             rows = await bounded(self._read(rule), STORE_TIMEOUT) if stored else []
         except (StoreUnavailable, OSError, TimeoutError) as exc:
@@ -997,11 +1012,7 @@ class CompatFeature(Feature):
         report = usage_report(rows, rules, self.gw.clock.now(), only=rule)
         report["stored"] = stored
         report["overflowed"] = self.usage.overflowed
-        return web.Response(
-            status=200 if stored else 503,
-            body=orjson.dumps(report),
-            content_type="application/json",
-        )
+        return report
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from cutover.compat.feature import CompatFeature
 from cutover.core.clock import Clock
 from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import CutoverConfig
+from cutover.proxy.dashboard import DashboardFeature
 from cutover.proxy.host import Feature
 from cutover.proxy.server import Gateway
 from cutover.publishing.api import PublishingFeature
@@ -25,6 +26,7 @@ FEATURES: tuple[type[Feature], ...] = (
     PublishingFeature,
     AlertsFeature,
     ParityFeature,
+    DashboardFeature,  # last: its panels read the others (through the host, never directly)
 )
 
 

@@ -607,6 +607,16 @@ class ParityFeature(Feature):
         wanted = request.query.get("route")
         if wanted is not None and wanted not in self.routes:
             raise NotFound(f"no mirrored route {wanted!r}", code="unknown_route")
+        return web.json_response(
+            await self.report(wanted), dumps=lambda v: orjson.dumps(v).decode()
+        )
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """Parity by endpoint with the differing fields and examples (GET /admin/parity)."""
+        return await self.report(None)
+
+    async def report(self, wanted: str | None) -> dict[str, Any]:
+        """Per mirrored route (all, or `wanted`): the rate, endpoints, fields and examples."""
         routes: dict[str, Any] = {}
         store = "ok"
         for name, route in self.routes.items():
@@ -640,21 +650,18 @@ class ParityFeature(Feature):
                 "endpoints": endpoints,
             }
         queue = self.queue
-        return web.json_response(
-            {
-                "routes": routes,
-                "store": store,
-                "queue": {
-                    "depth": queue.qsize() if queue is not None else 0,
-                    "capacity": self.settings.mirror.queue,
-                },
-                "thresholds": {
-                    "relative": self.settings.thresholds.relative,
-                    "absolute": self.settings.thresholds.absolute,
-                },
+        return {
+            "routes": routes,
+            "store": store,
+            "queue": {
+                "depth": queue.qsize() if queue is not None else 0,
+                "capacity": self.settings.mirror.queue,
             },
-            dumps=lambda v: orjson.dumps(v).decode(),
-        )
+            "thresholds": {
+                "relative": self.settings.thresholds.relative,
+                "absolute": self.settings.thresholds.absolute,
+            },
+        }
 
     # -- capture ----------------------------------------------------------------------------
 

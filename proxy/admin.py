@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -127,16 +128,103 @@ def admin_auth(gw: Gateway) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        admin = gw.config.admin
-        if not admin.credentials():
-            admin = started
-        allowed, name = authenticate(request, admin)
+        if is_public(request):
+            return await handler(request)
+        allowed, name = authenticate(request, _admin_in_force(gw, started))
         if not allowed:
             raise unauthorized()
         _admit(request, name)
         return await handler(request)
 
     return middleware
+
+
+def _admin_in_force(gw: Gateway, started: AdminConfig) -> AdminConfig:
+    admin = gw.config.admin
+    return admin if admin.credentials() else started
+
+
+def still_authorized(request: web.BaseRequest, gw: Gateway) -> bool:
+    """For a long-lived admin answer (the dashboard's stream): does the request's token still
+    pass `admin_auth` with the config in force now (a reload may have rotated it)?"""
+    allowed, _ = authenticate(request, _admin_in_force(gw, gw.started_config.admin))
+    return allowed
+
+
+# The dashboard's page, its static files and the icon browsers ask every origin for: no data in
+# them, so a browser loads them without a token and then asks for one (every data and action
+# endpoint needs it).
+PUBLIC_PAGES = frozenset({"/dashboard", "/dashboard/", "/favicon.ico"})
+PUBLIC_PREFIX = "/dashboard/static/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_public(request: web.BaseRequest) -> bool:
+    """Whether the admin listener serves `request` without a token (the page, not its data)."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    path = request.rel_url.raw_path  # normalized (`proxy.http1`)
+    return path in PUBLIC_PAGES or path.startswith(PUBLIC_PREFIX)
+
+
+def same_origin(gw: Gateway) -> Middleware:
+    """The admin listener's guard against cross-site requests, before the token check.
+
+    A browser sends `Origin` with every POST, PUT, DELETE and PATCH; one naming another site
+    (or `null`) is refused, so a page elsewhere cannot act through a visitor's browser even
+    where no token is configured (loopback only). Clients that send no `Origin` (curl, ctl)
+    are not browsers and pass. Without a token, a browser's request (one with `Sec-Fetch-Site`
+    or `Origin`, which every current browser sends) must name this host in `Host` (an IP
+    literal or `localhost`): a name that merely resolves here (DNS rebinding) would make
+    another site's page same-origin with the admin API.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = request.headers
+        browser = "Sec-Fetch-Site" in headers or "Origin" in headers
+        tokenless = not gw.config.admin.credentials() and not gw.started_config.admin.credentials()
+        if browser and tokenless and not _local_host(request.host):
+            raise Forbidden(
+                "with no admin token configured the admin API answers only requests "
+                "addressed to this host by IP address or as localhost",
+                field="Host",
+            )
+        if request.method not in SAFE_METHODS:
+            origin = headers.get("Origin")
+            fetch_site = headers.get("Sec-Fetch-Site", "")
+            if (origin is not None and not _origin_matches(origin, request)) or (
+                fetch_site == "cross-site"
+            ):
+                raise Forbidden(
+                    "a browser request from another origin may not act on the admin API",
+                    code="cross_origin",
+                    field="Origin",
+                )
+        return await handler(request)
+
+    return middleware
+
+
+def _origin_matches(origin: str, request: web.BaseRequest) -> bool:
+    expected = f"{request.scheme}://{request.host}".lower()
+    return origin.strip().lower() == expected
+
+
+def _local_host(host: str) -> bool:
+    """`127.0.0.1:9901`, `[::1]:9901`, `localhost:9901` (or without a port)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def require_admin_token(request: web.BaseRequest, gw: Gateway) -> None:

@@ -101,6 +101,12 @@ class Host(Protocol):
     def parity(self) -> ParitySource | None: ...
 
     @property
+    def draining(self) -> bool:
+        """True once the gateway began to close: long-lived answers (the dashboard's event
+        stream) end rather than hold the shutdown."""
+        ...
+
+    @property
     def tasks(self) -> TaskSupervisor:
         """Every background task runs under it (`core.tasks`)."""
         ...
@@ -132,6 +138,11 @@ class Host(Protocol):
     def record_response(self, backend: str, ok: bool) -> None: ...
 
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def panels(self) -> Awaitable[dict[str, Any]]:
+        """Every running feature's part of the dashboard (`Feature.dashboard`), by feature
+        name; each one bounded in time and isolated (a failure shows as an `error`)."""
+        ...
 
 
 class Feature:
@@ -184,3 +195,9 @@ class Feature:
         queued, an audit event waiting): zero once the gateway has closed — what was not done
         by then is counted and logged as given up (or left to the store, which keeps it)."""
         return {}
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """The feature's part of the dashboard's live snapshot (JSON-able; None: nothing to
+        show). Built from what its admin endpoints answer, once a second while a page is
+        open: read memory, or the store with a bound on the time (the caller also bounds it)."""
+        return None

@@ -53,6 +53,7 @@ from cutover.proxy.admin import (
     admin_auth,
     open_endpoints_warning,
     require_admin_token,
+    same_origin,
     without_admin_token,
 )
 from cutover.proxy.attempts import ProxyOutcome
@@ -73,6 +74,7 @@ from cutover.routing.split import SplitTable
 
 log = logging.getLogger("cutover")
 
+PANEL_TIMEOUT = 2.0  # seconds a feature's dashboard panel may take (it reads the store)
 _FIRST_LINE_MAX = 64 * 1024  # bytes kept while a connection's first request line is judged
 
 
@@ -446,7 +448,7 @@ class Gateway:
             if sock is not None:
                 sock.close()
             return
-        app = web.Application(middlewares=[json_errors(), admin_auth(self)])
+        app = web.Application(middlewares=[json_errors(), same_origin(self), admin_auth(self)])
         add_admin_routes(app.router, self)
         for feature in self.features:
             feature.add_admin_routes(app.router)
@@ -814,6 +816,23 @@ class Gateway:
             if extra is not None:
                 detail[feature.name] = extra
         return ready, detail
+
+    async def panels(self) -> dict[str, Any]:
+        """Each feature's part of the dashboard (`Feature.dashboard`), each bounded by
+        `PANEL_TIMEOUT` and isolated: one slow or failing feature shows as an error."""
+
+        async def one(feature: Feature) -> dict[str, Any] | None:
+            try:
+                return await asyncio.wait_for(feature.dashboard(), PANEL_TIMEOUT)
+            except TimeoutError:
+                return {"error": f"no answer within {PANEL_TIMEOUT:g}s"}
+            except Exception as exc:
+                log.warning("feature %s: dashboard panel failed (%r)", feature.name, exc)
+                return {"error": type(exc).__name__}
+
+        features = list(self.features)
+        panels = await asyncio.gather(*(one(f) for f in features))  # side by side
+        return {f.name: p for f, p in zip(features, panels, strict=True) if p is not None}
 
     async def _readyz(self, request: web.BaseRequest) -> web.StreamResponse:
         ready, detail = self.readiness()

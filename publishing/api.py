@@ -55,6 +55,7 @@ MAX_TEST_TIMEOUT = 60.0
 STORE_DOWN = "the durable store is down"
 SCRAPE_TIMEOUT = 2.0  # the outbox count a scrape waits for, at most
 MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit integers in both stores
+DASHBOARD_DLQ = 20  # the newest dead letters the dashboard lists
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -238,6 +239,31 @@ class PublishingFeature(Feature):
         router.add_get("/publishing/dlq", self.dlq)
         router.add_post("/publishing/dlq/{id}/replay", self.replay)
 
+    def add_admin_routes(self, router: web.UrlDispatcher) -> None:
+        """The DLQ replay on the admin listener too, for the dashboard (same handler, same
+        token check, same answer)."""
+        router.add_post("/admin/publishing/dlq/{id}/replay", self.replay)
+
+    async def dashboard(self) -> dict[str, Any] | None:
+        """Per target health, breaker, rate, pending and dead letters, and the newest dead
+        letters (GET /publishing/targets, /publishing/stats, /publishing/dlq)."""
+        targets = [self._target_info(t) for t in self.registry.all()]
+        targets += [
+            {**bad.public(), "health": "invalid", "breaker": None} for bad in self.registry.invalid
+        ]
+        panel: dict[str, Any] = {"mode": self.mode(), "targets": targets}
+        if self.engine is None or self.outbox is None:
+            panel["store"] = "starting"
+            return panel
+        panel["stats"] = await self.stats_report(self.engine, self.outbox)
+        try:
+            jobs = await self.outbox.dead_letters(limit=DASHBOARD_DLQ, target=None)
+            panel["dead_letters"] = [j.summary() for j in jobs]
+            panel["store"] = "ok"
+        except StoreUnavailable:
+            panel["dead_letters"], panel["store"] = None, "unavailable"
+        return panel
+
     def _require_ready(self) -> tuple[DeliveryEngine, Outbox]:
         """The engine and the outbox, or `Unavailable` (503) while the store was never reached."""
         if self.engine is None or self.outbox is None:
@@ -331,6 +357,10 @@ class PublishingFeature(Feature):
 
     async def stats(self, request: web.Request) -> web.Response:
         engine, outbox = self._require_ready()
+        return _json(await self.stats_report(engine, outbox))
+
+    async def stats_report(self, engine: DeliveryEngine, outbox: Outbox) -> dict[str, object]:
+        """Per target: sent, failed, health, breaker, pending, dead letters (GET stats)."""
         try:
             queued = await outbox.counts()
         except StoreUnavailable:
@@ -357,25 +387,23 @@ class PublishingFeature(Feature):
             entry["dead_letters"] = counts.get("dead", 0)
             per_target.append(entry)
         total = sent + failed
-        return _json(
-            {
-                "mode": self.mode(),
-                "total_targets": len(self.registry.all()),
-                "active_targets": len(self.registry.enabled()),
-                "total_publishes": total,
-                "successful_publishes": sent,
-                "failed_publishes": failed,
-                "success_rate": round(sent / total, 3) if total else None,
-                "pending_jobs": sum(c.get("pending", 0) for c in queued.values()),
-                "dead_letters": sum(c.get("dead", 0) for c in queued.values()),
-                "targets": per_target,
-                "scope": (
-                    "counts: every worker process; success_rate, latency, last_*, health, "
-                    "breaker: this worker process; pending and dead_letters: the shared store"
-                ),
-                "last_updated": _iso(self.gw.clock.now()),
-            }
-        )
+        return {
+            "mode": self.mode(),
+            "total_targets": len(self.registry.all()),
+            "active_targets": len(self.registry.enabled()),
+            "total_publishes": total,
+            "successful_publishes": sent,
+            "failed_publishes": failed,
+            "success_rate": round(sent / total, 3) if total else None,
+            "pending_jobs": sum(c.get("pending", 0) for c in queued.values()),
+            "dead_letters": sum(c.get("dead", 0) for c in queued.values()),
+            "targets": per_target,
+            "scope": (
+                "counts: every worker process; success_rate, latency, last_*, health, "
+                "breaker: this worker process; pending and dead_letters: the shared store"
+            ),
+            "last_updated": _iso(self.gw.clock.now()),
+        }
 
     async def test(self, request: web.Request) -> web.Response:
         self.gw.require_admin(request)

@@ -11,6 +11,7 @@ take a few loop turns to unwind) and fails naming every count that stayed above 
   callers waiting for one), the aiohttp connector's acquired connections;
 - what each feature holds in memory (`Feature.in_flight`): deliveries being sent per target and
   the delivery engine's tasks, mirror and capture jobs queued, canary audit events waiting;
+- the dashboard's open event streams (each page holds one while it is open);
 - `cutover_in_flight_requests` as /metrics shows it.
 
 Every gateway a test starts ends with this check, however it is closed (a fixture, a helper,
@@ -90,7 +91,10 @@ async def assert_quiescent(gw: Gateway, deadline: float | None = None) -> None:
     expected = serving
     if not scrape:  # closed: the gauge went with the listener
         expected = closed if closed is not None else serving
-        expected = {k: v for k, v in expected.items() if not k.startswith("/metrics")}
+        # the gauge went with the listener, the dashboard's streams with the close
+        expected = {
+            k: v for k, v in expected.items() if not k.startswith(("/metrics", "dashboard."))
+        }
     while True:
         held = await in_flight_counts(gw, scrape)
         if held == expected:
