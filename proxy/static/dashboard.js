@@ -71,14 +71,20 @@
     x === null || x === undefined ? "–" : (x * 100).toFixed(digits) + "%";
   const ms = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(1) + " ms");
   const num = (x) => (x === null || x === undefined ? "–" : String(x));
-  const when = (epoch) => {
-    if (epoch === null || epoch === undefined) return "–";
-    const d = new Date(typeof epoch === "number" ? epoch * 1000 : epoch);
-    return isNaN(d) ? String(epoch) : d.toLocaleTimeString([], { hour12: false });
+  // API times are RFC 3339 strings; the series' are Unix seconds
+  const dateOf = (t) => new Date(typeof t === "number" ? t * 1000 : t);
+  const when = (t) => {
+    if (t === null || t === undefined) return "–";
+    const d = dateOf(t);
+    return isNaN(d) ? String(t) : d.toLocaleTimeString([], { hour12: false });
   };
-  const whenFull = (epoch) => {
-    const d = new Date(typeof epoch === "number" ? epoch * 1000 : epoch);
-    return isNaN(d) ? String(epoch) : d.toLocaleString([], { hour12: false });
+  const whenFull = (t) => {
+    const d = dateOf(t);
+    return isNaN(d) ? String(t) : d.toLocaleString([], { hour12: false });
+  };
+  const isoOf = (t) => {
+    const d = dateOf(t);
+    return isNaN(d) ? "" : d.toISOString();
   };
   const weightsText = (w) =>
     w ? Object.entries(w).map(([b, n]) => `${b} ${n}`).join(" / ") : "–";
@@ -657,7 +663,7 @@
         h(
           "li",
           { "data-event-kind": e.kind, "data-event-id": e.id },
-          h("time", { datetime: new Date(e.at * 1000).toISOString(), title: whenFull(e.at), text: when(e.at) }),
+          h("time", { datetime: isoOf(e.at), title: whenFull(e.at), text: when(e.at) }),
           h("span", { class: `kind kind-${e.kind}`, text: e.kind }),
           h(
             "span",
