@@ -33,6 +33,7 @@ from tests.integration.canary_helpers import (
     started,
     weights,
 )
+from tests.quiescence import expect_held
 
 REDIS = "redis://127.0.0.1:6379/0"
 # Today's store timeouts are 5 s a call (two calls on the path: 10 s), or none at all for a
@@ -124,6 +125,12 @@ async def test_weights_and_mode_answer_while_postgres_never_answers(
             _, ready = gw.readiness()
             assert ready["canary"]["events"]["waiting"] == 4
             await wait_for(lambda: gw.readiness()[1]["canary"]["events"]["retrying"])
+            expect_held(
+                gw,
+                {"canary.events.waiting": 4},
+                "the store never answers: the events wait; the close logs them in full",
+                once_closed={},
+            )
         finally:
             await gw.close()
 
