@@ -92,7 +92,7 @@ def test_candidate_with_5_percent_errors_is_unhealthy() -> None:
     assert judged["candidate_error_rate"] == pytest.approx(0.05)
     assert judged["baseline_error_rate"] == 0.0
     assert judged["z"] >= judged["z_critical"]
-    assert "5.00% (20/400)" in v.reason
+    assert "20/400 = 5.000% > max 1.000%" in v.reason
 
 
 def test_both_sides_failing_alike_never_blames_the_candidate() -> None:
