@@ -207,7 +207,11 @@ def percentile(bins: Mapping[int, int], q: float) -> float | None:
 
 
 def _count_above(bins: Mapping[int, int], threshold: float) -> int:
-    return sum(n for i, n in bins.items() if bin_value(i) > threshold)
+    """Requests in bins whose value is over `threshold` (bin values grow with the index)."""
+    cut = bin_of(threshold)
+    if bin_value(cut) > threshold:
+        cut -= 1
+    return sum(n for i, n in bins.items() if i > cut)
 
 
 # ---------------------------------------------------------------------------------------------
