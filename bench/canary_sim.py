@@ -51,8 +51,8 @@ class Scenario:
     breaks_at: float | None = None  # the candidate turns into `broken` (plus a random phase)
     broken: Side | None = None
     baseline_broken: Side | None = None  # the baseline changes too (both sides failing)
-    weight: int = 10
-    judge_from: float = 0.0  # no ticks before (the clean stretch is recorded, not judged)  # the candidate's weight (for the control's split)
+    weight: int = 10  # the candidate's weight (for the control's split)
+    judge_from: float = 0.0  # no ticks before (the clean stretch is recorded, not judged)
 
 
 @dataclass(slots=True)
