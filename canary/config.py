@@ -11,12 +11,14 @@ from cutover.core.configkit import (
     boolean,
     duration,
     field,
+    float_of,
     integer,
     is_off,
     join,
     known_backend,
     number,
     require,
+    seconds_of,
     section,
     string,
 )
@@ -63,8 +65,8 @@ def _window(ctx: Ctx, value: object, path: str) -> int:
 
 def _confidence(ctx: Ctx, value: object, path: str) -> float:
     """One-sided confidence: significant when Fisher's p <= 1 - confidence."""
-    x = number(0.5, 1.0, lo_open=True)(ctx, value, path)
-    if x > 1.0 - 1e-12:
+    x = float_of(value)
+    if x is None or not 0.5 < x <= 1.0 - 1e-12:
         ctx.fail(path, "a number > 0.5 and < 1 (e.g. 0.999999: p <= 1e-6)", value)
     return x
 
@@ -86,8 +88,8 @@ def _recent(ctx: Ctx, value: object, path: str) -> RecentLane | None:
 
 
 def _recent_window(ctx: Ctx, value: object, path: str) -> int:
-    seconds = duration()(ctx, value, path)
-    if seconds != int(seconds) or not 1 <= seconds <= 600:
+    seconds = seconds_of(value)
+    if seconds is None or seconds != int(seconds) or not 1 <= seconds <= 600:
         ctx.fail(path, "whole seconds from 1s to 10m, shorter than canary.window", value)
     return int(seconds)
 
