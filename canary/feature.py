@@ -699,7 +699,17 @@ class CanaryFeature(Feature):
                 "confidence": cfg.criteria.confidence,
                 "error_margin": cfg.criteria.error_margin,
                 "p95_margin_ms": cfg.criteria.p95_margin * 1000,
+                "recent": None
+                if cfg.criteria.recent is None
+                else {
+                    "window_s": cfg.criteria.recent.window,
+                    "confidence": cfg.criteria.recent.confidence,
+                    "min_errors": cfg.criteria.recent.min_errors,
+                    "min_requests": cfg.criteria.recent.min_requests,
+                },
             },
+            "rollback_to": cfg.rollback_to,
+            "last_good_step": control.last_good or None,
             "leader": self.leader,
         }
 
