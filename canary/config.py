@@ -72,7 +72,7 @@ def _confidence(ctx: Ctx, value: object, path: str) -> float:
 
 
 def _recent(ctx: Ctx, value: object, path: str) -> RecentLane | None:
-    """`recent: {window: 5s, confidence: 0.999999, min_errors: 3, min_requests: 100}`; `off`:
+    """`recent: {window: 6s, confidence: 0.999998, min_errors: 3, min_requests: 100}`; `off`:
     the whole window only."""
     if is_off(value):
         return None

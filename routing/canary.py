@@ -87,8 +87,8 @@ class RecentLane:
     """The fast lane (`canary.recent`): the candidate's last `window` seconds judged beside the
     whole window, so that a break is seen in seconds however long things went well before."""
 
-    window: int = 5  # seconds of the newest 1-s buckets
-    confidence: float = 0.999999  # one-sided; significant when Fisher's p <= 1 - confidence
+    window: int = 6  # seconds of the newest 1-s buckets (the current one, partly filled, too)
+    confidence: float = 0.999998  # one-sided; significant when Fisher's p <= 1 - confidence
     min_errors: int = 3  # candidate failures in the recent window before it can blame
     min_requests: int = 100  # requests per side in the recent window for its latency test
 

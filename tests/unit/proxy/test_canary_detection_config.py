@@ -35,7 +35,7 @@ def test_defaults() -> None:
     cfg = _canary({})
     assert cfg.rollback_to == "zero"
     assert cfg.criteria.confidence == 0.999999 and cfg.criteria.alpha == 1e-6
-    assert cfg.criteria.recent == RecentLane(5, 0.999999, 3, 100)
+    assert cfg.criteria.recent == RecentLane(6, 0.999998, 3, 100)
 
 
 def test_every_key() -> None:

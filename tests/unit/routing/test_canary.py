@@ -171,6 +171,7 @@ def test_fisher_p_edges() -> None:
     assert fisher_p(0, 100, 0, 100) == 1.0
     assert fisher_p(5, 0, 0, 100) == 1.0 and fisher_p(5, 100, 0, 0) == 1.0
     assert fisher_p(3, 150, 0, 16200) < 1e-6  # three failures, the baseline clean: 0.0092^3
+    assert fisher_p(3, 165, 0, 16200) < 2e-6  # 5.5 s of the recent lane at 30 req/s
     assert fisher_p(2, 150, 0, 16200) > 1e-6
     assert z_of_p(0.5) == 0.0 and z_of_p(1.0) == 0.0
     assert z_of_p(1e-6) == pytest.approx(4.753, abs=1e-3)
@@ -215,11 +216,11 @@ LANE = Criteria(min_requests=200, recent=RecentLane())
 
 def test_the_recent_lane_blames_a_fresh_break_the_whole_window_has_not_seen_yet() -> None:
     baseline = snapshot(16200, 0, (1350, 0))
-    candidate = snapshot(1800, 3, (150, 3))  # 0.17 % over the window, 2 % over 5 s
+    candidate = snapshot(1800, 3, (150, 3))  # 0.17 % over the window, 2 % over the last seconds
     v = judge(baseline, candidate, LANE, 60)
     assert (v.status, v.criterion) == ("unhealthy", "recent_error_rate")
     assert v.recent_failed and not v.failed("error_rate")
-    assert v.reason.startswith("candidate error rate over 5s: 3/150 = 2.000% > max 1.000%")
+    assert v.reason.startswith("candidate error rate over 6s: 3/150 = 2.000% > max 1.000%")
     assert "baseline 0/16200 = 0.000% over 60s" in v.reason and "3 failures (min 3)" in v.reason
     # The two lanes' reasons start alike ("candidate error rate over <n>s: ..."):
     whole = next(c for c in v.checks if c.criterion == "error_rate")

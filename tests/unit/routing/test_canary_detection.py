@@ -41,8 +41,8 @@ def test_the_recent_lane_decides_and_the_event_names_its_figures() -> None:
     assert result.verdict is not None and result.verdict.criterion == "recent_error_rate"
     judged = result.figures["judged"]
     assert isinstance(judged, dict)
-    assert judged["window_s"] == 5 and judged["baseline_window_s"] == 60
-    assert judged["candidate_errors"] >= 3 and judged["p"] <= judged["alpha"] == 1e-6
+    assert judged["window_s"] == 6 and judged["baseline_window_s"] == 60
+    assert judged["candidate_errors"] >= 3 and judged["p"] <= judged["alpha"] == 2e-6
     assert judged["z"] >= judged["z_critical"]
     assert result.figures["from_weight"] == 10 and result.figures["to_weight"] == 0
     assert "Fisher p=" in result.verdict.reason and "> max 1.000%" in result.verdict.reason
