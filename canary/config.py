@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 
 from cutover.core.configkit import (
     Ctx,
@@ -222,12 +223,17 @@ def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
     auto_rollback = field(ctx, m, "auto_rollback", path, boolean, True)
     rollback = field(ctx, m, "rollback", path, _rollback, RollbackPolicy())
     rollback_to = field(ctx, m, "rollback_to", path, _rollback_to, "zero")
-    if criteria.recent is not None and criteria.recent.window >= window:
-        ctx.add(
-            join(join(path, "recent"), "window"),
-            f"a window shorter than canary.window ({window}s)",
-            f"{criteria.recent.window}s",
-        )
+    lane = criteria.recent
+    if lane is not None and lane.window >= window:
+        recent = m.get("recent")
+        if isinstance(recent, Mapping) and "window" in recent:
+            ctx.add(
+                join(join(path, "recent"), "window"),
+                f"a window shorter than canary.window ({window}s)",
+                f"{lane.window}s",
+            )
+        else:  # a window this short is as fast as the recent lane: judge it alone
+            criteria = replace(criteria, recent=None)
     redis_prefix = field(ctx, m, "redis_prefix", path, _prefix, "cutover:")
     promotion = field(ctx, m, "promotion", path, _promotion, PromotionGate())
     route_promotion = field(ctx, m, "routes", path, _route_settings, {})

@@ -643,7 +643,7 @@ def _error_check(b: SideStats, c: SideStats, cr: Criteria, window: int) -> Check
     elif not over_max:
         detail = f"{head}: within the maximum"
     else:
-        detail = f"{head}: not significantly worse than the baseline (both sides alike)"
+        detail = f"{head}: not significantly worse than the baseline"
     return Check("error_rate", failed, detail, figures)
 
 
@@ -753,7 +753,7 @@ def _slow_check(
         figures["min_requests"] = min_requests
     shown_ratio = "n/a" if ratio is None else f"{ratio:.2f}x"
     head = (
-        f"candidate p95{_over(seconds)} {_fmt_ms(c95)} vs baseline {_fmt_ms(b95)} "
+        f"candidate p95{_over(seconds)}: {_fmt_ms(c95)} vs baseline {_fmt_ms(b95)} "
         f"({shown_ratio}, max {cr.max_p95_ratio:g}x); slower than {_fmt_ms(threshold)}: "
         f"candidate {slow_c}/{nc}, baseline {slow_b}/{nb}, Fisher p={_p(p)} "
         f"(z={z_of_p(p):.2f}) {'<=' if significant else '>'} {_p(alpha)}"

@@ -53,6 +53,12 @@ def test_every_key() -> None:
     assert cfg.criteria.alpha == pytest.approx(1e-4)
 
 
+def test_a_window_as_short_as_the_recent_lane_is_judged_alone() -> None:
+    assert _canary({"window": "6s"}).criteria.recent is None
+    assert _canary({"window": "5s", "recent": {"min_errors": 4}}).criteria.recent is None
+    assert _canary({"window": "7s"}).criteria.recent == RecentLane()
+
+
 @pytest.mark.parametrize("off", ["off", False, None])
 def test_the_recent_lane_can_be_turned_off(off: object) -> None:
     assert _canary({"recent": off}).criteria.recent is None
