@@ -6,16 +6,19 @@ Three parts, all pure (time comes in as `now`, wall-clock seconds):
   errors and a log-linear latency histogram (16 bins per power of two, so a percentile is off
   by at most ~3%). `Snapshot` is a window frozen for sharing: snapshots of several workers and
   replicas merge exactly (counts add, histograms add).
-- **Verdict.** `judge` compares the candidate with the baseline on the same window:
-  "insufficient_data" under `min_requests` on either side; "unhealthy" when the candidate's error
-  rate is over `max_error_rate` *and* significantly over the baseline's (one-sided two-proportion
-  z-test at `confidence`, plus an optional absolute `error_margin`), or its p95 is over
-  `max_p95_ratio` x the baseline's p95 (and over it by `p95_margin`) *and* significantly more of
-  its requests are slower than that threshold than the baseline's; else "healthy". Both sides
-  failing alike gives z ~ 0: the candidate is not blamed.
+- **Verdict.** `judge` compares the candidate with the baseline in two lanes (docs/canary.md,
+  "The verdict"): "insufficient_data" under `min_requests` on either side of the window; else
+  "unhealthy" when, over the whole window, the candidate's error rate is over `max_error_rate`
+  *and* significantly over the baseline's (one-sided Fisher's exact test, p <= 1 - `confidence`,
+  plus an optional absolute `error_margin`), or its p95 is over `max_p95_ratio` x the baseline's
+  (and by `p95_margin`) *and* significantly more of its requests are slower than that threshold;
+  or when the same holds for the candidate's last `recent.window` seconds, judged against the
+  baseline's whole window (at `recent.confidence`, with `recent.min_errors` failures, standing
+  aside while the baseline's own recent rate rose); else "healthy". Both sides failing alike on
+  the same seconds is never blamed on the candidate.
 - **Control.** `Control` is a route's shared control state (weights in force, phase, rollback
-  latch, ramp-down); `apply` runs one command through the transition table `TRANSITIONS` and
-  returns the new state and the event that explains it.
+  latch, ramp-down, the last step judged good); `apply` runs one command through the transition
+  table `TRANSITIONS` and returns the new state and the event that explains it.
 - **Promotion gates.** Besides time, requests and a healthy verdict, automatic promotion can
   require a parity rate (`promotion.min_parity`): `parity_gate` judges the reading the caller
   measured (`ParityReading`, from the mirrored comparisons); too few comparisons hold the step.
