@@ -200,7 +200,7 @@ class Summary:
         d = self.delays
         shown = (
             " | ".join(f"{d[k]:.1f}" for k in ("median", "p90", "p95", "max"))
-            if d
+            if d and self.rollbacks
             else "- | - | - | -"
         )
         lanes = ", ".join(f"{k} {v}" for k, v in sorted(self.lanes.items())) or "-"
