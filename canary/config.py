@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 
 from cutover.core.configkit import (
     Ctx,
@@ -11,16 +12,24 @@ from cutover.core.configkit import (
     boolean,
     duration,
     field,
+    float_of,
     integer,
     is_off,
     join,
     known_backend,
     number,
     require,
+    seconds_of,
     section,
     string,
 )
-from cutover.routing.canary import CanaryConfig, Criteria, PromotionGate, RollbackPolicy
+from cutover.routing.canary import (
+    CanaryConfig,
+    Criteria,
+    PromotionGate,
+    RecentLane,
+    RollbackPolicy,
+)
 
 __all__ = ["CanaryConfig", "parse_canary"]
 
@@ -40,6 +49,8 @@ _KEYS = (
     "auto_promote",
     "auto_rollback",
     "rollback",
+    "rollback_to",
+    "recent",
     "redis_prefix",
     "promotion",
     "routes",
@@ -51,6 +62,44 @@ def _window(ctx: Ctx, value: object, path: str) -> int:
     if seconds != int(seconds) or not 5 <= seconds <= 3600:
         ctx.fail(path, "a whole number of seconds from 5s to 1h", value)
     return int(seconds)
+
+
+def _confidence(ctx: Ctx, value: object, path: str) -> float:
+    """One-sided confidence: significant when Fisher's p <= 1 - confidence."""
+    x = float_of(value)
+    if x is None or not 0.5 < x <= 1.0 - 1e-12:
+        ctx.fail(path, "a number > 0.5 and < 1 (e.g. 0.999999: p <= 1e-6)", value)
+    return x
+
+
+def _recent(ctx: Ctx, value: object, path: str) -> RecentLane | None:
+    """`recent: {window: 6s, confidence: 0.999998, min_errors: 3, min_requests: 100}`; `off`:
+    the whole window only."""
+    if is_off(value):
+        return None
+    m = section(ctx, value, path, ("window", "confidence", "min_errors", "min_requests"))
+    d = RecentLane()
+    window = field(ctx, m, "window", path, _recent_window, d.window)
+    return RecentLane(
+        window=window,
+        confidence=field(ctx, m, "confidence", path, _confidence, d.confidence),
+        min_errors=field(ctx, m, "min_errors", path, integer(1), d.min_errors),
+        min_requests=field(ctx, m, "min_requests", path, integer(1), d.min_requests),
+    )
+
+
+def _recent_window(ctx: Ctx, value: object, path: str) -> int:
+    seconds = seconds_of(value)
+    if seconds is None or seconds != int(seconds) or not 1 <= seconds <= 600:
+        ctx.fail(path, "whole seconds from 1s to 10m, shorter than canary.window", value)
+    return int(seconds)
+
+
+def _rollback_to(ctx: Ctx, value: object, path: str) -> str:
+    text = string(ctx, value, path)
+    if text not in ("zero", "last_good_step"):
+        ctx.fail(path, "zero or last_good_step", value)
+    return text
 
 
 def _steps(ctx: Ctx, value: object, path: str) -> tuple[int, ...]:
@@ -161,11 +210,10 @@ def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
         max_error_rate=field(ctx, m, "max_error_rate", path, number(0, 1), defaults.max_error_rate),
         max_p95_ratio=field(ctx, m, "max_p95_ratio", path, number(1, 1000), defaults.max_p95_ratio),
         min_requests=min_requests,
-        confidence=field(
-            ctx, m, "confidence", path, number(0.5, 0.999999, lo_open=True), defaults.confidence
-        ),
+        confidence=field(ctx, m, "confidence", path, _confidence, defaults.confidence),
         error_margin=field(ctx, m, "error_margin", path, number(0, 1), defaults.error_margin),
         p95_margin=field(ctx, m, "p95_margin", path, duration(zero=True), defaults.p95_margin),
+        recent=field(ctx, m, "recent", path, _recent, defaults.recent),
     )
     steps = field(ctx, m, "steps", path, _steps, ())
     window = field(ctx, m, "window", path, _window, 60)
@@ -174,6 +222,18 @@ def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
     auto_promote = field(ctx, m, "auto_promote", path, boolean, True)
     auto_rollback = field(ctx, m, "auto_rollback", path, boolean, True)
     rollback = field(ctx, m, "rollback", path, _rollback, RollbackPolicy())
+    rollback_to = field(ctx, m, "rollback_to", path, _rollback_to, "zero")
+    lane = criteria.recent
+    if lane is not None and lane.window >= window:
+        recent = m.get("recent")
+        if isinstance(recent, Mapping) and "window" in recent:
+            ctx.add(
+                join(join(path, "recent"), "window"),
+                f"a window shorter than canary.window ({window}s)",
+                f"{lane.window}s",
+            )
+        else:  # a window this short is as fast as the recent lane: judge it alone
+            criteria = replace(criteria, recent=None)
     redis_prefix = field(ctx, m, "redis_prefix", path, _prefix, "cutover:")
     promotion = field(ctx, m, "promotion", path, _promotion, PromotionGate())
     route_promotion = field(ctx, m, "routes", path, _route_settings, {})
@@ -190,6 +250,7 @@ def parse_canary(ctx: Ctx, value: object, path: str) -> CanaryConfig:
         auto_promote=auto_promote,
         auto_rollback=auto_rollback,
         rollback=rollback,
+        rollback_to=rollback_to,  # type: ignore[arg-type]
         redis_prefix=redis_prefix,
         promotion=promotion,
         route_promotion=route_promotion,

@@ -180,11 +180,15 @@ class CanaryFeature(Feature):
                 cfg.candidate,
             )
         window = cfg.window if cfg else 60
+        lane = cfg.criteria.recent if cfg else None
+        recent = lane.window if lane is not None else 0
         old = self.windows
         self.windows = {
             name: old[name]
-            if name in old and old[name].candidate.window == window
-            else RouteCanary(window)
+            if name in old
+            and old[name].candidate.window == window
+            and old[name].candidate.recent == recent
+            else RouteCanary(window, recent)
             for name in routes
         }
         self.canary_routes = routes
@@ -514,7 +518,7 @@ class CanaryFeature(Feature):
     async def _judge(self, route: str, b: Snapshot, c: Snapshot, now: float, local: bool) -> None:
         cfg = self.cfg
         assert cfg is not None
-        verdict = judge(b, c, cfg.criteria)
+        verdict = judge(b, c, cfg.criteria, cfg.window)
         previous = self.verdicts.get(route)
         self.verdicts[route] = verdict
         self.merged[route] = (b, c)
@@ -667,7 +671,9 @@ class CanaryFeature(Feature):
         if verdict is None:  # no tick yet: judge this worker's window now
             now = self.gw.clock.now()
             w = self.windows[route]
-            verdict = judge(w.baseline.snapshot(now), w.candidate.snapshot(now), cfg.criteria)
+            verdict = judge(
+                w.baseline.snapshot(now), w.candidate.snapshot(now), cfg.criteria, cfg.window
+            )
         control = self.known(route)
         weight = control.weight_of(cfg.candidate)
         merged = self.merged.get(route)
@@ -697,7 +703,17 @@ class CanaryFeature(Feature):
                 "confidence": cfg.criteria.confidence,
                 "error_margin": cfg.criteria.error_margin,
                 "p95_margin_ms": cfg.criteria.p95_margin * 1000,
+                "recent": None
+                if cfg.criteria.recent is None
+                else {
+                    "window_s": cfg.criteria.recent.window,
+                    "confidence": cfg.criteria.recent.confidence,
+                    "min_errors": cfg.criteria.recent.min_errors,
+                    "min_requests": cfg.criteria.recent.min_requests,
+                },
             },
+            "rollback_to": cfg.rollback_to,
+            "last_good_step": control.last_good or None,
             "leader": self.leader,
         }
 

@@ -149,7 +149,7 @@ def _status(args: argparse.Namespace) -> Any:
                 lines.append(f"  promotion gate: {state} - {gate.get('reason')}")
             for side in ("baseline", "candidate"):
                 s = c[side]
-                rate = "n/a" if s["error_rate"] is None else f"{s['error_rate'] * 100:.2f}%"
+                rate = "n/a" if s["error_rate"] is None else f"{s['error_rate'] * 100:.3f}%"
                 ms = {q: _ms(s[f"{q}_ms"]) for q in ("p50", "p95", "p99")}
                 lines.append(
                     f"  {side} {s['backend']}: {s['requests']} req, {s['errors']} err ({rate}), "

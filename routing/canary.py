@@ -6,16 +6,19 @@ Three parts, all pure (time comes in as `now`, wall-clock seconds):
   errors and a log-linear latency histogram (16 bins per power of two, so a percentile is off
   by at most ~3%). `Snapshot` is a window frozen for sharing: snapshots of several workers and
   replicas merge exactly (counts add, histograms add).
-- **Verdict.** `judge` compares the candidate with the baseline on the same window:
-  "insufficient_data" under `min_requests` on either side; "unhealthy" when the candidate's error
-  rate is over `max_error_rate` *and* significantly over the baseline's (one-sided two-proportion
-  z-test at `confidence`, plus an optional absolute `error_margin`), or its p95 is over
-  `max_p95_ratio` x the baseline's p95 (and over it by `p95_margin`) *and* significantly more of
-  its requests are slower than that threshold than the baseline's; else "healthy". Both sides
-  failing alike gives z ~ 0: the candidate is not blamed.
+- **Verdict.** `judge` compares the candidate with the baseline in two lanes (docs/canary.md,
+  "The verdict"): "insufficient_data" under `min_requests` on either side of the window; else
+  "unhealthy" when, over the whole window, the candidate's error rate is over `max_error_rate`
+  *and* significantly over the baseline's (one-sided Fisher's exact test, p <= 1 - `confidence`,
+  plus an optional absolute `error_margin`), or its p95 is over `max_p95_ratio` x the baseline's
+  (and by `p95_margin`) *and* significantly more of its requests are slower than that threshold;
+  or when the same holds for the candidate's last `recent.window` seconds, judged against the
+  baseline's whole window (at `recent.confidence`, with `recent.min_errors` failures, standing
+  aside while the baseline's own recent rate rose); else "healthy". Both sides failing alike on
+  the same seconds is never blamed on the candidate.
 - **Control.** `Control` is a route's shared control state (weights in force, phase, rollback
-  latch, ramp-down); `apply` runs one command through the transition table `TRANSITIONS` and
-  returns the new state and the event that explains it.
+  latch, ramp-down, the last step judged good); `apply` runs one command through the transition
+  table `TRANSITIONS` and returns the new state and the event that explains it.
 - **Promotion gates.** Besides time, requests and a healthy verdict, automatic promotion can
   require a parity rate (`promotion.min_parity`): `parity_gate` judges the reading the caller
   measured (`ParityReading`, from the mirrored comparisons); too few comparisons hold the step.
@@ -41,6 +44,7 @@ __all__ = [
     "ParityReading",
     "PromotionGate",
     "Ramp",
+    "RecentLane",
     "RollbackPolicy",
     "RouteCanary",
     "SideStats",
@@ -50,14 +54,17 @@ __all__ = [
     "apply",
     "bin_of",
     "bin_value",
+    "fisher_p",
     "initial_control",
     "judge",
     "next_step",
     "parity_gate",
     "percentile",
     "reconcile",
+    "rollback_target",
     "settled_phase",
     "with_candidate_weight",
+    "z_of_p",
     "z_score",
 ]
 
@@ -79,19 +86,44 @@ class RollbackPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentLane:
+    """The fast lane (`canary.recent`): the candidate's last `window` seconds judged beside the
+    whole window, so that a break is seen in seconds however long things went well before."""
+
+    window: int = 6  # seconds of the newest 1-s buckets (the current one, partly filled, too)
+    confidence: float = 0.999998  # one-sided; significant when Fisher's p <= 1 - confidence
+    min_errors: int = 3  # candidate failures in the recent window before it can blame
+    min_requests: int = 100  # requests per side in the recent window for its latency test
+
+    @property
+    def alpha(self) -> float:
+        return round(1.0 - self.confidence, 12)
+
+
+# The recent lane stands aside while the baseline's own recent error rate is significantly over
+# its earlier rate (at this p): both sides failing at once is not the candidate's fault.
+BASELINE_CHANGED_P = 0.01
+
+
+@dataclass(frozen=True, slots=True)
 class Criteria:
     """What `judge` needs: the seeds' rollback criteria and the significance rule."""
 
     max_error_rate: float = 0.01
     max_p95_ratio: float = 2.0
     min_requests: int = 200
-    confidence: float = 0.99  # one-sided; z >= NormalDist().inv_cdf(confidence) is significant
+    confidence: float = 0.999999  # one-sided; significant when Fisher's p <= 1 - confidence
     error_margin: float = 0.0  # candidate rate must also exceed the baseline's by this much
     p95_margin: float = 0.010  # seconds the candidate's p95 must also exceed the baseline's by
+    recent: RecentLane | None = field(default_factory=RecentLane)  # None: whole window only
+
+    @property
+    def alpha(self) -> float:
+        return round(1.0 - self.confidence, 12)
 
     @property
     def z_critical(self) -> float:
-        return NormalDist().inv_cdf(self.confidence)
+        return z_of_p(self.alpha)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +148,7 @@ class CanaryConfig:
     auto_promote: bool = True
     auto_rollback: bool = True
     rollback: RollbackPolicy = field(default_factory=RollbackPolicy)
+    rollback_to: Literal["zero", "last_good_step"] = "zero"
     redis_prefix: str = "cutover:"
     promotion: PromotionGate = field(default_factory=PromotionGate)
     route_promotion: Mapping[str, PromotionGate] = field(default_factory=dict)  # by route name
@@ -177,7 +210,11 @@ def percentile(bins: Mapping[int, int], q: float) -> float | None:
 
 
 def _count_above(bins: Mapping[int, int], threshold: float) -> int:
-    return sum(n for i, n in bins.items() if bin_value(i) > threshold)
+    """Requests in bins whose value is over `threshold` (bin values grow with the index)."""
+    cut = bin_of(threshold)
+    if bin_value(cut) > threshold:
+        cut -= 1
+    return sum(n for i, n in bins.items() if i > cut)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,12 +223,14 @@ def _count_above(bins: Mapping[int, int], threshold: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One side's window as numbers that merge across workers and replicas."""
+    """One side's window as numbers that merge across workers and replicas; `recent` is the same
+    for the newest seconds only (the fast lane's window), when the window keeps one."""
 
     requests: int = 0
     errors: int = 0
     bins: Mapping[int, int] = field(default_factory=dict)
     per_second: Mapping[int, int] = field(default_factory=dict)  # second -> requests
+    recent: Snapshot | None = None
 
     def requests_since(self, t: float) -> int:
         """Requests in the buckets of whole seconds that started at or after `t`."""
@@ -203,6 +242,7 @@ class Snapshot:
         requests = errors = 0
         bins: dict[int, int] = {}
         per_second: dict[int, int] = {}
+        recents: list[Snapshot] = []
         for s in snapshots:
             requests += s.requests
             errors += s.errors
@@ -210,23 +250,31 @@ class Snapshot:
                 bins[i] = bins.get(i, 0) + n
             for sec, n in s.per_second.items():
                 per_second[sec] = per_second.get(sec, 0) + n
-        return Snapshot(requests, errors, bins, per_second)
+            if s.recent is not None:
+                recents.append(s.recent)
+        recent = Snapshot.merge(recents) if recents else None
+        return Snapshot(requests, errors, bins, per_second, recent)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
             "bins": [[i, n] for i, n in sorted(self.bins.items())],
             "per_second": [[s, n] for s, n in sorted(self.per_second.items())],
         }
+        if self.recent is not None:
+            out["recent"] = self.recent.to_dict()
+        return out
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Snapshot:
+        recent = data.get("recent")
         return Snapshot(
             requests=int(data["requests"]),
             errors=int(data["errors"]),
             bins={int(i): int(n) for i, n in data.get("bins", ())},
             per_second={int(s): int(n) for s, n in data.get("per_second", ())},
+            recent=Snapshot.from_dict(recent) if isinstance(recent, Mapping) else None,
         )
 
 
@@ -241,12 +289,14 @@ class _Bucket:
 
 
 class SideWindow:
-    """One side's sliding window of `window` 1-s buckets, with running totals."""
+    """One side's sliding window of `window` 1-s buckets, with running totals; `recent` > 0
+    also sums the newest `recent` seconds into each snapshot (the fast lane)."""
 
-    __slots__ = ("_bins", "_buckets", "errors", "requests", "window")
+    __slots__ = ("_bins", "_buckets", "errors", "recent", "requests", "window")
 
-    def __init__(self, window: int = 60) -> None:
+    def __init__(self, window: int = 60, recent: int = 0) -> None:
         self.window = window
+        self.recent = min(recent, window)
         self._buckets: deque[_Bucket] = deque()
         self._bins: dict[int, int] = {}
         self.requests = 0
@@ -267,18 +317,20 @@ class SideWindow:
                 else:
                     del totals[i]
 
-    def record(self, now: float, error: bool, duration: float) -> None:
+    def _bucket(self, now: float) -> _Bucket:
         second = math.floor(now)
         buckets = self._buckets
         if buckets and buckets[-1].second == second:
-            bucket = buckets[-1]
-        else:
-            if buckets and buckets[-1].second > second:
-                bucket = buckets[-1]  # the clock stepped back: count it in the newest bucket
-            else:
-                self._expire(now)
-                bucket = _Bucket(second)
-                buckets.append(bucket)
+            return buckets[-1]
+        if buckets and buckets[-1].second > second:
+            return buckets[-1]  # the clock stepped back: count it in the newest bucket
+        self._expire(now)
+        bucket = _Bucket(second)
+        buckets.append(bucket)
+        return bucket
+
+    def record(self, now: float, error: bool, duration: float) -> None:
+        bucket = self._bucket(now)
         index = bin_of(duration)
         bucket.requests += 1
         bucket.bins[index] = bucket.bins.get(index, 0) + 1
@@ -288,13 +340,39 @@ class SideWindow:
             bucket.errors += 1
             self.errors += 1
 
+    def add(self, now: float, requests: int, errors: int, bins: Mapping[int, int]) -> None:
+        """Count a batch observed at `now` at once (`bins`: latency bin -> requests, summing to
+        `requests`); the same as `requests` calls of `record`, for callers that aggregate."""
+        bucket = self._bucket(now)
+        bucket.requests += requests
+        bucket.errors += errors
+        self.requests += requests
+        self.errors += errors
+        for index, n in bins.items():
+            bucket.bins[index] = bucket.bins.get(index, 0) + n
+            self._bins[index] = self._bins.get(index, 0) + n
+
     def snapshot(self, now: float) -> Snapshot:
         self._expire(now)
+        recent = None
+        if self.recent > 0:
+            start = math.floor(now) - self.recent + 1
+            requests = errors = 0
+            bins: dict[int, int] = {}
+            for bucket in reversed(self._buckets):
+                if bucket.second < start:
+                    break
+                requests += bucket.requests
+                errors += bucket.errors
+                for i, n in bucket.bins.items():
+                    bins[i] = bins.get(i, 0) + n
+            recent = Snapshot(requests, errors, bins)
         return Snapshot(
             self.requests,
             self.errors,
             dict(self._bins),
             {b.second: b.requests for b in self._buckets},
+            recent,
         )
 
 
@@ -303,9 +381,9 @@ class RouteCanary:
 
     __slots__ = ("baseline", "candidate")
 
-    def __init__(self, window: int) -> None:
-        self.baseline = SideWindow(window)
-        self.candidate = SideWindow(window)
+    def __init__(self, window: int, recent: int = 0) -> None:
+        self.baseline = SideWindow(window, recent)
+        self.candidate = SideWindow(window, recent)
 
     def side(self, name: str) -> SideWindow:
         return self.baseline if name == "baseline" else self.candidate
@@ -346,22 +424,35 @@ class SideStats:
         }
 
 
+Criterion = Literal[
+    "min_requests", "error_rate", "p95_latency", "recent_error_rate", "recent_p95_latency"
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
-    criterion: Literal["min_requests", "error_rate", "p95_latency"]
+    criterion: Criterion
     failed: bool
     detail: str  # the sentence a human reads, with the figures
-    figures: Mapping[str, float | int | None]
+    figures: Mapping[str, float | int | str | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     status: Status
-    criterion: str | None  # the check that decided: min_requests, error_rate, p95_latency
+    criterion: str | None  # the check that decided (see `Criterion`)
     reason: str
     baseline: SideStats
     candidate: SideStats
     checks: tuple[Check, ...]
+
+    def failed(self, criterion: str) -> bool:
+        return any(c.failed and c.criterion == criterion for c in self.checks)
+
+    @property
+    def recent_failed(self) -> bool:
+        """A check of the recent lane failed: the evidence is no older than its window."""
+        return any(c.failed and c.criterion.startswith("recent_") for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -405,8 +496,75 @@ def z_score(x1: int, n1: int, x2: int, n2: int) -> float:
     return (p1 - p2) / se
 
 
+def fisher_p(x1: int, n1: int, x2: int, n2: int) -> float:
+    """One-sided p-value of Fisher's exact test that x1/n1 is higher than x2/n2.
+
+    Given the k = x1 + x2 failures among n1 + n2 requests, under "both sides fail alike" x1 is
+    hypergeometric; p = P(X >= x1). Exact at any count, small ones included (where the z-test's
+    normal approximation overstates significance many times over), so that a threshold on p is a
+    false-alarm rate per judgment. Sums from x1 in the direction in which the terms shrink.
+    """
+    total, k = n1 + n2, x1 + x2
+    if n1 <= 0 or n2 <= 0 or k == 0 or x1 <= 0:
+        return 1.0
+    lo, hi = max(0, n1 - (total - k)), min(k, n1)
+    if x1 <= lo:
+        return 1.0
+    x1 = min(x1, hi)
+    lg = math.lgamma
+    const = lg(k + 1) + lg(total - k + 1) + lg(n1 + 1) + lg(total - n1 + 1) - lg(total + 1)
+
+    def pmf(x: int) -> float:
+        return math.exp(
+            const - lg(x + 1) - lg(k - x + 1) - lg(n1 - x + 1) - lg(total - k - n1 + x + 1)
+        )
+
+    rest = total - k - n1
+    if x1 > k * n1 / total:  # upper tail: terms fall from x1 on
+        term, acc, x = pmf(x1), 0.0, x1
+        while x <= hi and term > 0.0:
+            acc += term
+            if term < acc * 1e-17:
+                break
+            term *= (k - x) * (n1 - x) / ((x + 1) * (rest + x + 1))
+            x += 1
+        return min(1.0, acc)
+    x = x1 - 1  # below the mean: 1 - P(X <= x1 - 1), whose terms fall from x1 - 1 down
+    term, acc = pmf(x), 0.0
+    while x >= lo and term > 0.0:
+        acc += term
+        if term < acc * 1e-17:
+            break
+        term *= x * (rest + x) / ((k - x + 1) * (n1 - x + 1))
+        x -= 1
+    return max(0.0, 1.0 - acc)
+
+
+def z_of_p(p: float) -> float:
+    """The one-sided normal z-score of a p-value (what "z" means in reasons and figures)."""
+    return -NormalDist().inv_cdf(min(max(p, 1e-300), 0.5)) + 0.0  # p >= 0.5: z = 0
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.2f}%"
+
+
+def _pct_vs(rate: float, limit: float) -> tuple[str, str, str]:
+    """`rate` and `limit` as percentages with enough digits that their order shows, and the
+    comparison: 8/799 -> ("1.001%", ">", "1.000%") against 1%, never "1.00% ... max 1.00%"."""
+    for digits in range(3, 9):
+        a, b = f"{rate * 100:.{digits}f}%", f"{limit * 100:.{digits}f}%"
+        if a != b or rate == limit:
+            break
+    return a, (">" if rate > limit else "<="), b
+
+
+def _rate(x: int, n: int) -> str:
+    return f"{x}/{n} = {x / n * 100 if n else 0.0:.3f}%"
+
+
+def _p(p: float) -> str:
+    return f"{p:.1e}"
 
 
 def _ms(x: float | None) -> float | None:
@@ -417,8 +575,9 @@ def _fmt_ms(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 1000:.1f}ms"
 
 
-def judge(baseline: Snapshot, candidate: Snapshot, criteria: Criteria) -> Verdict:
-    """The verdict on one window (see the module docstring for the rule)."""
+def judge(baseline: Snapshot, candidate: Snapshot, criteria: Criteria, window: int = 0) -> Verdict:
+    """The verdict on one window, `window` seconds long (see the module docstring for the rule;
+    docs/canary.md, "The verdict")."""
     b, c = SideStats.of(baseline), SideStats.of(candidate)
     need = criteria.min_requests
     if b.requests < need or c.requests < need:
@@ -433,24 +592,37 @@ def judge(baseline: Snapshot, candidate: Snapshot, criteria: Criteria) -> Verdic
             {"min_requests": need, "candidate": c.requests, "baseline": b.requests},
         )
         return Verdict("insufficient_data", "min_requests", detail, b, c, (check,))
-    zc = criteria.z_critical
-    checks = (_error_check(b, c, criteria, zc), _latency_check(baseline, candidate, criteria, zc))
+    checks = [
+        _error_check(b, c, criteria, window),
+        _latency_check(baseline, candidate, criteria, window),
+    ]
+    lane = criteria.recent
+    if lane is not None and baseline.recent is not None and candidate.recent is not None:
+        checks.append(_recent_error_check(baseline, candidate, criteria, lane, window))
+        checks.append(_recent_latency_check(baseline.recent, candidate.recent, criteria, lane))
     for check in checks:
         if check.failed:
-            return Verdict("unhealthy", check.criterion, check.detail, b, c, checks)
+            return Verdict("unhealthy", check.criterion, check.detail, b, c, tuple(checks))
     reason = "; ".join(ch.detail for ch in checks)
-    return Verdict("healthy", None, reason, b, c, checks)
+    return Verdict("healthy", None, reason, b, c, tuple(checks))
 
 
-def _error_check(b: SideStats, c: SideStats, cr: Criteria, zc: float) -> Check:
+def _over(seconds: int) -> str:
+    return f" over {seconds}s" if seconds else ""
+
+
+def _error_check(b: SideStats, c: SideStats, cr: Criteria, window: int) -> Check:
     cr_rate = c.error_rate or 0.0
     b_rate = b.error_rate or 0.0
-    z = z_score(c.errors, c.requests, b.errors, b.requests)
+    p = fisher_p(c.errors, c.requests, b.errors, b.requests)
+    alpha = cr.alpha
     over_max = cr_rate > cr.max_error_rate
     over_margin = cr_rate - b_rate > cr.error_margin
-    significant = z >= zc
+    significant = p <= alpha
     failed = over_max and over_margin and significant
+    shown, op, limit = _pct_vs(cr_rate, cr.max_error_rate)
     figures = {
+        "window_s": window,
         "candidate_errors": c.errors,
         "candidate_requests": c.requests,
         "candidate_error_rate": cr_rate,
@@ -459,39 +631,114 @@ def _error_check(b: SideStats, c: SideStats, cr: Criteria, zc: float) -> Check:
         "baseline_error_rate": b_rate,
         "max_error_rate": cr.max_error_rate,
         "error_margin": cr.error_margin,
-        "z": round(z, 3),
-        "z_critical": round(zc, 3),
+        "p": p,
+        "alpha": alpha,
+        "z": round(z_of_p(p), 3),
+        "z_critical": round(cr.z_critical, 3),
     }
     head = (
-        f"candidate error rate {_pct(cr_rate)} ({c.errors}/{c.requests}) vs baseline "
-        f"{_pct(b_rate)} ({b.errors}/{b.requests}), max {_pct(cr.max_error_rate)}, "
-        f"z={z:.2f} (significant at >= {zc:.2f})"
+        f"candidate error rate{_over(window)}: {c.errors}/{c.requests} = {shown} {op} max "
+        f"{limit}, baseline {_rate(b.errors, b.requests)}; Fisher p={_p(p)} (z={z_of_p(p):.2f}) "
+        f"{'<=' if significant else '>'} {_p(alpha)}"
     )
     if failed:
         detail = f"{head}: candidate errors significantly more than the baseline"
     elif not over_max:
         detail = f"{head}: within the maximum"
-    elif not over_margin or not significant:
-        detail = f"{head}: not significantly worse than the baseline (both sides alike)"
-    else:  # pragma: no cover - all cases above
-        detail = head
+    else:
+        detail = f"{head}: not significantly worse than the baseline"
     return Check("error_rate", failed, detail, figures)
 
 
-def _latency_check(baseline: Snapshot, candidate: Snapshot, cr: Criteria, zc: float) -> Check:
+def _recent_error_check(
+    baseline: Snapshot, candidate: Snapshot, cr: Criteria, lane: RecentLane, window: int
+) -> Check:
+    """The candidate's last `lane.window` seconds against the baseline's whole window, while
+    the baseline's own recent rate is not over its earlier one (see docs/canary.md)."""
+    rb, rc = baseline.recent, candidate.recent
+    assert rb is not None and rc is not None
+    c_rate = rc.errors / rc.requests if rc.requests else 0.0
+    b_rate = baseline.errors / baseline.requests if baseline.requests else 0.0
+    p = fisher_p(rc.errors, rc.requests, baseline.errors, baseline.requests)
+    earlier_n, earlier_x = baseline.requests - rb.requests, baseline.errors - rb.errors
+    p_baseline = fisher_p(rb.errors, rb.requests, earlier_x, earlier_n)
+    baseline_changed = p_baseline <= BASELINE_CHANGED_P
+    enough = rc.errors >= lane.min_errors
+    over_max = c_rate > cr.max_error_rate
+    over_margin = c_rate - b_rate > cr.error_margin
+    significant = p <= lane.alpha
+    failed = enough and over_max and over_margin and significant and not baseline_changed
+    shown, op, limit = _pct_vs(c_rate, cr.max_error_rate)
+    figures = {
+        "window_s": lane.window,
+        "candidate_errors": rc.errors,
+        "candidate_requests": rc.requests,
+        "candidate_error_rate": c_rate,
+        "baseline_window_s": window,
+        "baseline_errors": baseline.errors,
+        "baseline_requests": baseline.requests,
+        "baseline_error_rate": b_rate,
+        "baseline_recent_errors": rb.errors,
+        "baseline_recent_requests": rb.requests,
+        "baseline_changed_p": p_baseline,
+        "max_error_rate": cr.max_error_rate,
+        "min_errors": lane.min_errors,
+        "p": p,
+        "alpha": lane.alpha,
+        "z": round(z_of_p(p), 3),
+        "z_critical": round(z_of_p(lane.alpha), 3),
+    }
+    head = (
+        f"candidate error rate over {lane.window}s: {rc.errors}/{rc.requests} = {shown} {op} "
+        f"max {limit}, baseline {_rate(baseline.errors, baseline.requests)}{_over(window)}; "
+        f"Fisher p={_p(p)} (z={z_of_p(p):.2f}) {'<=' if significant else '>'} "
+        f"{_p(lane.alpha)}, {rc.errors} failures (min {lane.min_errors})"
+    )
+    if failed:
+        detail = f"{head}: candidate errors significantly more than the baseline"
+    elif baseline_changed:
+        detail = (
+            f"{head}: the baseline fails more too (its last {lane.window}s "
+            f"{_rate(rb.errors, rb.requests)}, p={_p(p_baseline)} against its earlier rate): "
+            f"not the candidate's doing"
+        )
+    elif not over_max:
+        detail = f"{head}: within the maximum"
+    elif not enough:
+        detail = f"{head}: too few failures to judge"
+    else:
+        detail = f"{head}: not significantly worse than the baseline"
+    return Check("recent_error_rate", failed, detail, figures)
+
+
+def _slow_check(
+    baseline: Snapshot,
+    candidate: Snapshot,
+    cr: Criteria,
+    alpha: float,
+    criterion: Criterion,
+    seconds: int,
+    min_requests: int = 0,
+) -> Check:
+    """p95 over `max_p95_ratio` x the baseline's (and by `p95_margin`), and significantly more
+    of the candidate's requests slower than that threshold than the baseline's (Fisher)."""
     b95 = percentile(baseline.bins, 0.95) or 0.0
     c95 = percentile(candidate.bins, 0.95) or 0.0
     threshold = cr.max_p95_ratio * b95
     slow_c = _count_above(candidate.bins, threshold)
     slow_b = _count_above(baseline.bins, threshold)
     nc, nb = candidate.requests, baseline.requests
-    z = z_score(slow_c, nc, slow_b, nb)
+    p = fisher_p(slow_c, nc, slow_b, nb)
+    enough = nc >= min_requests and nb >= min_requests
     over_ratio = c95 > threshold
     over_margin = c95 - b95 >= cr.p95_margin
-    significant = z >= zc
-    failed = over_ratio and over_margin and significant
+    significant = p <= alpha
+    failed = enough and over_ratio and over_margin and significant
     ratio = c95 / b95 if b95 else None
     figures = {
+        "window_s": seconds,
+        "candidate_requests": nc,
+        "baseline_requests": nb,
         "candidate_p95_ms": _ms(c95),
         "baseline_p95_ms": _ms(b95),
         "ratio": None if ratio is None else round(ratio, 3),
@@ -500,22 +747,42 @@ def _latency_check(baseline: Snapshot, candidate: Snapshot, cr: Criteria, zc: fl
         "p95_margin_ms": _ms(cr.p95_margin),
         "candidate_slower_than_threshold": slow_c,
         "baseline_slower_than_threshold": slow_b,
-        "z": round(z, 3),
-        "z_critical": round(zc, 3),
+        "p": p,
+        "alpha": alpha,
+        "z": round(z_of_p(p), 3),
+        "z_critical": round(z_of_p(alpha), 3),
     }
+    if min_requests:
+        figures["min_requests"] = min_requests
     shown_ratio = "n/a" if ratio is None else f"{ratio:.2f}x"
     head = (
-        f"candidate p95 {_fmt_ms(c95)} vs baseline {_fmt_ms(b95)} ({shown_ratio}, max "
-        f"{cr.max_p95_ratio:g}x); slower than {_fmt_ms(threshold)}: candidate {slow_c}/{nc}, "
-        f"baseline {slow_b}/{nb}, z={z:.2f}"
+        f"candidate p95{_over(seconds)}: {_fmt_ms(c95)} vs baseline {_fmt_ms(b95)} "
+        f"({shown_ratio}, max {cr.max_p95_ratio:g}x); slower than {_fmt_ms(threshold)}: "
+        f"candidate {slow_c}/{nc}, baseline {slow_b}/{nb}, Fisher p={_p(p)} "
+        f"(z={z_of_p(p):.2f}) {'<=' if significant else '>'} {_p(alpha)}"
     )
     if failed:
         detail = f"{head}: candidate significantly slower than the baseline"
+    elif not enough:
+        detail = f"{head}: fewer than {min_requests} requests on a side to judge"
     elif not over_ratio or not over_margin:
         detail = f"{head}: within the maximum"
     else:
         detail = f"{head}: not significantly slower than the baseline"
-    return Check("p95_latency", failed, detail, figures)
+    return Check(criterion, failed, detail, figures)
+
+
+def _latency_check(baseline: Snapshot, candidate: Snapshot, cr: Criteria, window: int) -> Check:
+    return _slow_check(baseline, candidate, cr, cr.alpha, "p95_latency", window)
+
+
+def _recent_latency_check(
+    baseline: Snapshot, candidate: Snapshot, cr: Criteria, lane: RecentLane
+) -> Check:
+    """The same test on the recent window of both sides, with `lane.min_requests` per side."""
+    return _slow_check(
+        baseline, candidate, cr, lane.alpha, "recent_p95_latency", lane.window, lane.min_requests
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,17 +847,19 @@ def parity_gate(min_parity: float | None, reading: ParityReading | None) -> Gate
 
 @dataclass(frozen=True, slots=True)
 class Ramp:
-    """A ramp-down: the candidate's weight falls linearly from `start` to 0 over `over` s."""
+    """A ramp-down: the candidate's weight falls linearly from `start` to `to` over `over` s."""
 
     start: int
     started_at: float
     over: float
+    to: int = 0  # 0, or the last step judged good (`rollback_to: last_good_step`)
 
     def weight(self, now: float) -> int:
         elapsed = max(0.0, now - self.started_at)
         if elapsed >= self.over:
-            return 0
-        return min(self.start, math.ceil(self.start * (1 - elapsed / self.over) - 1e-9))
+            return self.to
+        span = self.start - self.to
+        return min(self.start, self.to + math.ceil(span * (1 - elapsed / self.over) - 1e-9))
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +874,7 @@ class Control:
     latched: bool = False  # set by a rollback; cleared by resume, promote or set_weights
     ramp: Ramp | None = None
     since: float = 0.0  # when the candidate's weight took its current value
+    last_good: int = 0  # the highest weight a promotion left: judged good (rollback_to)
     version: int = 0  # 0: never written
     actor: str = "config"
     reason: str = ""
@@ -626,8 +896,10 @@ class Control:
                 "start": self.ramp.start,
                 "started_at": self.ramp.started_at,
                 "over": self.ramp.over,
+                "to": self.ramp.to,
             },
             "since": self.since,
+            "last_good": self.last_good,
             "version": self.version,
             "actor": self.actor,
             "reason": self.reason,
@@ -645,8 +917,14 @@ class Control:
             latched=bool(d.get("latched", False)),
             ramp=None
             if not ramp
-            else Ramp(int(ramp["start"]), float(ramp["started_at"]), float(ramp["over"])),
+            else Ramp(
+                int(ramp["start"]),
+                float(ramp["started_at"]),
+                float(ramp["over"]),
+                int(ramp.get("to", 0)),
+            ),
             since=float(d.get("since", 0.0)),
+            last_good=int(d.get("last_good", 0)),
             version=int(d.get("version", 0)),
             actor=str(d.get("actor", "")),
             reason=str(d.get("reason", "")),
@@ -775,20 +1053,40 @@ def _change(
     return new, weights
 
 
-def _rollback(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
+def rollback_target(c: Control, cfg: CanaryConfig) -> int:
+    """Where a rollback takes the candidate: 0, or with `rollback_to: last_good_step` the last
+    step judged good when it is below the current weight (users there stay where they are)."""
     current = c.weight_of(cfg.candidate)
+    if cfg.rollback_to == "last_good_step" and 0 < c.last_good < current:
+        return c.last_good
+    return 0
+
+
+def _rollback(
+    c: Control, cmd: Command, cfg: CanaryConfig, target: int | None = None
+) -> CommandOutcome:
+    current = c.weight_of(cfg.candidate)
+    to = rollback_target(c, cfg) if target is None else target
     mode = cmd.mode or cfg.rollback.mode
     over = cmd.over if cmd.over is not None else cfg.rollback.over
     figures: dict[str, Any] = dict(cmd.verdict.figures()) if cmd.verdict else {}
-    figures.update({"mode": mode, "from_weight": current})
-    if mode == "ramp" and current > 0 and over > 0:
-        ramp = Ramp(current, cmd.now, over)
+    figures.update({"mode": mode, "from_weight": current, "to_weight": to})
+    figures["rollback_to"] = cfg.rollback_to
+    if mode == "ramp" and current > to and over > 0:
+        ramp = Ramp(current, cmd.now, over, to)
         figures["over_s"] = over
         new, _ = _change(c, cmd, cfg, current, phase="rolled_back", latched=True, ramp=ramp)
-        why = f"ramp {cfg.candidate} down from {current}% to 0% over {over:g}s"
+        why = f"ramp {cfg.candidate} down from {current}% to {to}% over {over:g}s"
     else:
-        new, _ = _change(c, cmd, cfg, 0, phase="rolled_back", latched=True, ramp=None)
-        why = f"{cfg.baseline} takes 100% at once ({cfg.candidate} was at {current}%)"
+        new, _ = _change(c, cmd, cfg, to, phase="rolled_back", latched=True, ramp=None)
+        if to:
+            why = (
+                f"{cfg.candidate} back to {to}%, the last step judged good "
+                f"({cfg.candidate} was at {current}%)"
+            )
+        else:
+            why = f"{cfg.baseline} takes 100% at once ({cfg.candidate} was at {current}%)"
+    new = replace(new, last_good=min(c.last_good, to))
     reason = f"{cmd.reason}: {why}" if cmd.reason else why
     return CommandOutcome(replace(new, reason=reason), "rollback", reason, figures)
 
@@ -800,7 +1098,10 @@ def _promote(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
         return CommandOutcome(error=f"{cfg.candidate} is already at {current}%, the last step")
     phase = "holding" if c.phase == "holding" and cmd.actor != "controller" else None
     new, _ = _change(c, cmd, cfg, target, latched=False, ramp=None)
-    new = replace(new, phase=phase or settled_phase(target, cfg))
+    # Leaving a weight by a promotion judges it good: a later rollback may return there.
+    new = replace(
+        new, phase=phase or settled_phase(target, cfg), last_good=max(c.last_good, current)
+    )
     why = f"{cfg.candidate} {current}% -> {target}% (next step)"
     reason = f"{cmd.reason}: {why}" if cmd.reason else why
     figures: dict[str, Any] = dict(cmd.verdict.figures()) if cmd.verdict else {}
@@ -850,6 +1151,7 @@ def _set_weights(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
         latched=False,
         ramp=None,
         since=since,
+        last_good=min(c.last_good, weight),
         actor=cmd.actor,
         reason=reason,
     )
@@ -909,23 +1211,47 @@ def _tick_step(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     return out
 
 
+def _fresh_failure(c: Control, cmd: Command, cfg: CanaryConfig) -> bool:
+    """An unhealthy verdict on evidence newer than the weight in force: a failed recent check
+    once its window has passed since, or any failed check once the whole window has."""
+    v = cmd.verdict
+    if v is None or v.status != "unhealthy":
+        return False
+    held = cmd.now - c.since
+    lane = cfg.criteria.recent
+    if lane is not None and v.recent_failed and held >= lane.window:
+        return True
+    return held >= cfg.window
+
+
 def _tick_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
-    """rolled_back: follow the ramp-down schedule; the latch holds everything else."""
+    """rolled_back: follow the ramp-down schedule; the latch holds everything else. Rolled
+    back to a last good step that fails too (on evidence gathered there), go on to 0."""
     ramp = c.ramp
+    current = c.weight_of(cfg.candidate)
     if ramp is None:
+        if current > 0 and cfg.auto_rollback and _fresh_failure(c, cmd, cfg):
+            v = cmd.verdict
+            assert v is not None
+            why = f"automatic rollback: the last good step fails too: {v.reason}"
+            return _rollback(c, replace(cmd, reason=why), cfg, 0)
         return CommandOutcome()
     target = ramp.weight(cmd.now)
-    current = c.weight_of(cfg.candidate)
     if target >= current:
         return CommandOutcome()
-    done = target == 0
+    done = target == ramp.to
     new, _ = _change(c, cmd, cfg, target, ramp=None if done else ramp)
     reason = (
         f"ramp-down: {cfg.candidate} {current}% -> {target}% "
         f"({cmd.now - ramp.started_at:.0f}s of {ramp.over:g}s)"
         + ("; ramp-down complete" if done else "")
     )
-    figures = {"from_weight": current, "to_weight": target, "ramp_start": ramp.start}
+    figures = {
+        "from_weight": current,
+        "to_weight": target,
+        "ramp_start": ramp.start,
+        "ramp_to": ramp.to,
+    }
     return CommandOutcome(replace(new, reason=reason, source=c.source), "ramp", reason, figures)
 
 
@@ -938,7 +1264,9 @@ def _tick_held_ramp(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutco
 
 def _already_rolled_back(c: Control, cmd: Command, cfg: CanaryConfig) -> CommandOutcome:
     if c.ramp is not None and (cmd.mode or cfg.rollback.mode) == "instant":
-        return _rollback(c, replace(cmd, mode="instant"), cfg)  # finish a ramp at once
+        return _rollback(c, replace(cmd, mode="instant"), cfg, c.ramp.to)  # finish a ramp now
+    if c.ramp is None and c.weight_of(cfg.candidate) > 0:
+        return _rollback(c, cmd, cfg, 0)  # from the last good step on to 0
     return CommandOutcome(
         error=f"already rolled back ({cfg.candidate} at {c.weight_of(cfg.candidate)}%)"
     )

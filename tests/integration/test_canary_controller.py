@@ -21,7 +21,10 @@ async def test_candidate_with_5_percent_500s_is_rolled_back(tmp_path: Path) -> N
     go, py = FlakyBackend("go", every=20), FlakyBackend("python")
     async with started(go, py):
         clock = FakeClock()
-        gw = await start(canary_config(go, py, tmp_path, canary={"min_requests": 100}), clock)
+        # 10/200 against 0/200 is p ~ 1e-3: the mechanism at a stated confidence (the default,
+        # p <= 1e-6, wants ~20 failures against none on samples this small and this even).
+        canary = {"min_requests": 100, "confidence": 0.999}
+        gw = await start(canary_config(go, py, tmp_path, canary=canary), clock)
         try:
             await traffic(gw, 200, force="go")
             await traffic(gw, 200, force="python")

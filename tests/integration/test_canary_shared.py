@@ -266,7 +266,8 @@ async def test_local_rollback_while_the_shared_state_is_down(tmp_path: Path, pre
     await relay.start()
     async with started(go, py):
         url = f"redis://127.0.0.1:{relay.port}/0"
-        data = canary_config(go, py, tmp_path, canary={"redis_prefix": prefix, "min_requests": 50})
+        canary = {"redis_prefix": prefix, "min_requests": 50, "confidence": 0.999}  # 10/100, 0/100
+        data = canary_config(go, py, tmp_path, canary=canary)
         gw = await start({**data, "redis": url}, FakeClock())
         f = feature(gw)
         try:

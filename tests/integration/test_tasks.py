@@ -166,7 +166,9 @@ async def test_close_retired_pools(backends, started, monkeypatch, caplog) -> No
 async def test_canary_controller(tmp_path, started, monkeypatch, caplog) -> None:
     go, py = canary.FlakyBackend("go", every=20), canary.FlakyBackend("python")
     async with canary.started(go, py):
-        data = canary.canary_config(go, py, tmp_path, canary={"min_requests": 100})
+        # 10/200 against 0/200 is p ~ 1e-3: significant at this confidence, not the default's
+        options = {"min_requests": 100, "confidence": 0.999}
+        data = canary.canary_config(go, py, tmp_path, canary=options)
         gw = await launch(started, data, FakeClock())
         Fault(monkeypatch, canary.feature(gw), "tick")
         await assert_restarted(gw, "canary-controller", caplog)

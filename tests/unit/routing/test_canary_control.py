@@ -22,8 +22,11 @@ from cutover.routing.canary import (
     judge,
     next_step,
     reconcile,
+    rollback_target,
     with_candidate_weight,
 )
+from cutover.routing.murmur import bucket_of
+from cutover.routing.split import SplitTable
 
 SPLIT = (("go", 10), ("python", 90))
 CFG = CanaryConfig(
@@ -233,8 +236,116 @@ def test_control_round_trips_through_json(phase: str) -> None:
     c = replace(
         initial_control("r", SPLIT, CFG, 5.0),
         phase=phase,  # type: ignore[arg-type]
-        ramp=Ramp(10, 4.0, 30.0),
+        ramp=Ramp(50, 4.0, 30.0, to=10),
+        last_good=10,
         version=7,
         latched=True,
     )
     assert Control.from_dict(c.to_dict()) == c
+
+
+# -- rollback_to: last_good_step ----------------------------------------------------------------
+
+LAST_GOOD = replace(CFG, rollback_to="last_good_step")
+USERS = [f"user-{i}" for i in range(2000)]
+
+
+def walk_to(cfg: CanaryConfig, weight: int) -> tuple[Control, float]:
+    """Promote automatically (healthy verdicts) from 10 % until the candidate is at `weight`."""
+    c, now = initial_control("r", SPLIT, cfg, 0.0), 0.0
+    while c.weight_of("go") < weight:
+        t = now + 61.0
+        out = apply(
+            c,
+            Command("tick", "controller", t, verdict=verdict(end=t),
+                    candidate_window=snap(500, start=now + 1, end=t)),
+            cfg,
+        )  # fmt: skip
+        assert out.event == "promote"
+        assert out.control is not None
+        c, now = out.control, t
+    return c, now
+
+
+def on_candidate(weights: tuple[tuple[str, int], ...]) -> set[str]:
+    table = SplitTable(weights, first="go")
+    return {u for u in USERS if table.owner(bucket_of(u)) == "go"}
+
+
+def test_a_rollback_after_promotions_returns_to_the_last_step_judged_good() -> None:
+    c, now = walk_to(LAST_GOOD, 90)
+    assert c.last_good == 50
+    good_users = on_candidate(with_candidate_weight(SPLIT, "go", "python", 50))
+    at_90 = on_candidate(c.weights)
+    assert good_users < at_90
+    out = apply(
+        c, Command("tick", "controller", now + 5, verdict=verdict(candidate_errors=25)), LAST_GOOD
+    )
+    assert out.event == "rollback" and out.control is not None
+    back = out.control
+    assert back.weight_of("go") == 50 and back.phase == "rolled_back" and back.latched
+    assert out.figures["to_weight"] == 50 and out.figures["rollback_to"] == "last_good_step"
+    assert "go back to 50%, the last step judged good (go was at 90%)" in out.reason
+    # No user who was on the candidate at the last good step flips; only the newer ones go back.
+    after = on_candidate(back.weights)
+    assert after == good_users
+    assert len(at_90 - after) > 0
+
+
+def test_zero_stays_the_default_and_moves_every_promoted_user_back() -> None:
+    assert CFG.rollback_to == "zero"
+    c, now = walk_to(CFG, 90)
+    out = apply(c, Command("tick", "controller", now + 5, verdict=verdict(25)), CFG)
+    assert out.control is not None and out.control.weight_of("go") == 0
+    assert on_candidate(out.control.weights) == set()
+
+
+def test_a_ramped_rollback_stops_at_the_last_good_step_and_never_crosses_it() -> None:
+    cfg = replace(LAST_GOOD, rollback=RollbackPolicy("ramp", 30.0))
+    c, now = walk_to(cfg, 90)
+    good_users = on_candidate(with_candidate_weight(SPLIT, "go", "python", 50))
+    out = apply(c, Command("rollback", "operator:alice", now, reason="pager"), cfg)
+    assert out.control is not None and out.control.ramp is not None
+    c = out.control
+    assert c.ramp == Ramp(90, now, 30.0, to=50)
+    seen = []
+    for dt in range(1, 40):
+        c = _tick(c, now + dt, cfg)
+        seen.append(c.weight_of("go"))
+        assert good_users <= on_candidate(c.weights)
+    assert min(seen) == 50 and seen[-1] == 50 and c.ramp is None
+    assert seen == sorted(seen, reverse=True)
+
+
+def _tick(c: Control, now: float, cfg: CanaryConfig, v=None) -> Control:
+    out = apply(c, Command("tick", "controller", now, verdict=v), cfg)
+    return out.control or c
+
+
+def test_the_last_good_step_failing_too_goes_on_to_zero_on_fresh_evidence_only() -> None:
+    c, now = walk_to(LAST_GOOD, 90)
+    out = apply(c, Command("tick", "controller", now + 1, verdict=verdict(25)), LAST_GOOD)
+    assert out.control is not None
+    back, at = out.control, now + 1
+    assert back.weight_of("go") == 50
+    # The whole window still holds the failures that caused the rollback: not fresh evidence.
+    assert _tick(back, at + 10, LAST_GOOD, verdict(25)) == back
+    # Once a whole window has passed at 50 %, an unhealthy verdict is about the step itself.
+    again = apply(back, Command("tick", "controller", at + 61, verdict=verdict(25)), LAST_GOOD)
+    assert again.event == "rollback" and again.control is not None
+    assert again.control.weight_of("go") == 0 and again.control.last_good == 0
+    assert "the last good step fails too" in again.reason
+    # An operator can take it to 0 at once, too.
+    manual = apply(back, Command("rollback", "operator:bob", at + 2), LAST_GOOD)
+    assert manual.control is not None and manual.control.weight_of("go") == 0
+
+
+def test_the_last_good_step_is_never_above_the_weights_in_force() -> None:
+    c, _ = walk_to(LAST_GOOD, 90)
+    assert rollback_target(c, LAST_GOOD) == 50
+    lower = apply(
+        c, Command("set_weights", "operator", 1.0, weights=(("go", 20), ("python", 80))), LAST_GOOD
+    ).control
+    assert lower is not None and lower.last_good == 20
+    assert rollback_target(lower, LAST_GOOD) == 0  # at its last good step: back to 0
+    assert rollback_target(c, CFG) == 0
