@@ -24,6 +24,7 @@ from cutover.compat.store import read_usage
 from cutover.core.clock import FakeClock
 from cutover.core.db import StoreUnavailable, open_database
 from cutover.proxy.config import load_config, parse_config
+from cutover.proxy.dashboard import DashboardFeature
 from cutover.proxy.server import Gateway
 from cutover.publishing.outbox import Outbox
 from cutover.routing.health import HealthTable
@@ -314,6 +315,16 @@ async def test_alerts_mode(tmp_path, monkeypatch, caplog) -> None:
         await r.aclose()
 
 
+async def test_dashboard(backends, started, monkeypatch, caplog) -> None:
+    go = await backends("go")
+    gw = await launch(started, gateway_config({"go": go.url}, admin={"listen": "127.0.0.1:0"}))
+    feature = next(f for f in gw.features if isinstance(f, DashboardFeature))
+    Fault(monkeypatch, feature, "tick")
+    await assert_restarted(gw, "dashboard", caplog)
+    rolled = feature.series.second
+    await wait_for(lambda: feature.series.second != rolled)  # the ring rolls again
+
+
 async def test_parity_mirror(tmp_path, started, monkeypatch, caplog) -> None:
     async with samples() as (primary, candidate):
         gw = await launch(started, config_for(primary, candidate, tmp_path,
@@ -565,6 +576,7 @@ COVERED: dict[str, tuple[Any, str]] = {
     "compat-usage-flush": (None, "test_compat_usage_flush"),
     "alerts-worker": (None, "test_alerts_worker"),
     "alerts-mode": (None, "test_alerts_mode"),
+    "dashboard": (None, "test_dashboard"),
     "parity-mirror": (None, "test_parity_mirror"),
     "parity-capture": (None, "test_parity_capture"),
     "parity-refresh": (None, "test_parity_refresh"),
