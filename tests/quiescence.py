@@ -9,6 +9,7 @@ take a few loop turns to unwind) and fails naming every count that stayed above 
   requests, quick lanes waiting for a backend;
 - each backend's pools: the fast path's `LeanPool` connections out on an exchange (and
   callers waiting for one), the aiohttp connector's acquired connections;
+- the alert intake's group commit: alerts queued for a batch, and in the batch committing;
 - `cutover_in_flight_requests` as /metrics shows it.
 
 Every gateway a test starts ends with this check, however it is closed (a fixture, a helper,
@@ -69,6 +70,11 @@ async def in_flight_counts(gw: Gateway, scrape: bool = True) -> dict[str, float]
         connector = upstream.session.connector
         if connector is not None:
             note(f"session[{name}].acquired", len(connector._acquired))
+    for feature in gw.features:  # the alert intake's group commit: webhooks waiting for it
+        batcher = getattr(feature, "batcher", None)
+        if batcher is not None:
+            note(f"{feature.name}.batcher.queued", batcher.queued)
+            note(f"{feature.name}.batcher.committing", batcher.committing)
     if scrape:
         note("/metrics cutover_in_flight_requests", await _scraped_in_flight(gw))
     return held
