@@ -298,53 +298,59 @@ def run_case(
 
 
 PLOT_COLORS = {
-    ("sqlite", 1): "#0072B2",
-    ("postgresql", 1): "#D55E00",
-    ("sqlite", 2): "#56B4E9",
-    ("postgresql", 2): "#E69F00",
-}  # Okabe-Ito
+    "sqlite": ("#0072B2", "#56B4E9"),  # (this run, the run compared with); Okabe-Ito
+    "postgresql": ("#D55E00", "#E69F00"),
+}
+STORE_NAMES = {"sqlite": "SQLite", "postgresql": "PG"}
 _PLOT_STYLE = (
     "<style>.ct{font:600 14px sans-serif;fill:#1b1f24}.tk{font:11px sans-serif;fill:#57606a}"
     ".at,.lg{font:12px sans-serif;fill:#1b1f24}.pa{fill:#fff;stroke:#8c959f}"
     ".gr{stroke:#d8dee4;stroke-width:1}</style>"
 )
+Series = tuple[str, str, list[dict]]  # (legend, colour, sweep points)
 
 
-def render_plot(sweeps: dict[tuple[str, int], list[dict]], batch: int, label: str = "") -> str:
-    """Two charts in one SVG: accepted alerts/s and p99 (log) against the offered alerts/s,
-    one line per (store, workers)."""
+def plot_series(sweeps: dict[tuple[str, int], list[dict]], label: str, other: bool) -> list[Series]:
+    """The 1-worker sweeps of one run as plot lines (`other`: the run compared with)."""
+    return [
+        (f"{STORE_NAMES.get(store, store)} {label}".strip(),
+         PLOT_COLORS.get(store, ("#6E7781", "#8C959F"))[other], points)
+        for (store, workers), points in sweeps.items()
+        if workers == 1
+    ]  # fmt: skip
+
+
+def render_plot(series: list[Series], batch: int) -> str:
+    """Two charts in one SVG: accepted alerts/s and p99 (log) against the offered alerts/s."""
     import math
 
     from cutover.bench.overhead import _nice_step
     from cutover.bench.report import _Axis, _chart, _log_ticks
 
-    offered = [p["offered_alerts_per_s"] for pts in sweeps.values() for p in pts]
+    offered = [p["offered_alerts_per_s"] for _, _, pts in series for p in pts]
     step = _nice_step(max(offered))
     top = step * math.ceil(max(offered) * 1.05 / step)
     ticks = tuple((step * i, f"{step * i:,.0f}") for i in range(round(top / step) + 1))
     x = _Axis(0.0, top, float, ticks, f"offered alerts/s ({batch} per webhook, fixed schedule)")
-    names = {k: f"{k[0][:2]} {k[1]}w" for k in sweeps}
-    colors = [PLOT_COLORS.get(k, "#6E7781") for k in sweeps]
-    rate_series = [
-        (names[k], c, [(p["offered_alerts_per_s"], p["alerts_per_s"]) for p in pts])
-        for (k, pts), c in zip(sweeps.items(), colors, strict=True)
+    accepted = [
+        (name, c, [(p["offered_alerts_per_s"], p["alerts_per_s"]) for p in pts])
+        for name, c, pts in series
     ]
     y1 = _Axis(0.0, top, float, ticks, "accepted alerts/s")
-    p99s = [max(p["p99_ms"], 0.1) for pts in sweeps.values() for p in pts]
+    p99s = [max(p["p99_ms"], 0.1) for _, _, pts in series for p in pts]
     lo, hi, y_ticks = _log_ticks(min(p99s), max(p99s))
     y2 = _Axis(lo, hi, math.log10, y_ticks, "p99 (log scale)")
-    p99_series = [
-        (names[k], c, [(p["offered_alerts_per_s"], max(p["p99_ms"], 0.1)) for p in pts])
-        for (k, pts), c in zip(sweeps.items(), colors, strict=True)
+    p99 = [
+        (name, c, [(p["offered_alerts_per_s"], max(p["p99_ms"], 0.1)) for p in pts])
+        for name, c, pts in series
     ]
-    title = f"Alert intake{label}: accepted alerts/s by offered rate"
-    a = _chart(title, rate_series, x, y1, width=640, legend_gap=70)
-    b = _chart(f"Alert intake{label}: p99 by offered rate", p99_series, x, y2, width=640,
-               legend_gap=70)  # fmt: skip
+    gap = 96
+    a = _chart("Accepted alerts/s", accepted, x, y1, width=640, legend_gap=gap)
+    b = _chart("p99 (from schedule)", p99, x, y2, width=640, legend_gap=gap)
     inner = [svg.partition(">")[2].rpartition("</svg>")[0] for svg in (a, b)]
     return (
         '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 640 640" width="640" height="640"'
-        f' role="img" aria-label="{title}">{_PLOT_STYLE}<g>{inner[0]}</g>'
+        f' role="img" aria-label="Alert intake by offered rate">{_PLOT_STYLE}<g>{inner[0]}</g>'
         f'<g transform="translate(0 320)">{inner[1]}</g></svg>'
     )
 
@@ -365,7 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-seconds", type=float, default=4.0)
     parser.add_argument("--connections", type=int, default=64, help="sweep connections (64)")
     parser.add_argument("--plot", help="write the sweep's SVG here")
-    parser.add_argument("--plot-label", default="", help="added to the plot's titles")
+    parser.add_argument("--plot-label", default="", help="this run's name in the legend")
+    parser.add_argument(
+        "--plot-with",
+        metavar="FILE:LABEL",
+        help="also draw the 1-worker sweeps of an earlier run's --json file, named LABEL",
+    )
     parser.add_argument("--json", help="write every figure here as JSON")
     parser.add_argument(
         "--pg",
@@ -414,9 +425,14 @@ def main(argv: list[str] | None = None) -> int:
                     f" {p['errors'] + p['unfinished']} | {_fmt_mean(p['mean_batch_alerts'])} |"
                 )
         if args.plot:
-            Path(args.plot).write_text(
-                render_plot(sweeps, args.sweep_batch, args.plot_label) + "\n"
-            )
+            series = plot_series(sweeps, args.plot_label, other=False)
+            if args.plot_with:
+                path, _, label = args.plot_with.rpartition(":")
+                earlier: dict[tuple[str, int], list[dict]] = {}
+                for p in orjson.loads(Path(path).read_bytes())["sweep"]:
+                    earlier.setdefault((p["store"], p["workers"]), []).append(p)
+                series = plot_series(earlier, label, other=True) + series
+            Path(args.plot).write_text(render_plot(series, args.sweep_batch) + "\n")
     if args.json:
         Path(args.json).write_text(
             orjson.dumps(
