@@ -12,7 +12,7 @@ mode, filters and the routing tree. See docs/alerts.md for every key.
       routing: {targets: [slack], routes: [{matchers: ['severity="critical"'], targets: [pager]}]}
       forward_to_route: default               # history backends get every alert through it
       batch_max: 1000                         # group commit: alerts per transaction at most
-      queue_max: 20000                        # alerts waiting for a commit at most (then 503)
+      queue_max: 5000                         # alerts waiting for a commit at most (then 503)
       commit_timeout: 5s                      # bound of one batch's transaction
 """
 
@@ -143,7 +143,7 @@ class AlertsConfig:
     # waiting for one at most (past it a webhook gets 503 + Retry-After at once), and the bound
     # of one batch's transaction (past it every webhook of the batch gets 503).
     batch_max: int = 1000
-    queue_max: int = 20000
+    queue_max: int = 5000
     commit_timeout: float = 5.0
 
 
