@@ -344,13 +344,14 @@ def render_plot(series: list[Series], batch: int) -> str:
         (name, c, [(p["offered_alerts_per_s"], max(p["p99_ms"], 0.1)) for p in pts])
         for name, c, pts in series
     ]
-    gap = 96
-    a = _chart("Accepted alerts/s", accepted, x, y1, width=640, legend_gap=gap)
-    b = _chart("p99 (from schedule)", p99, x, y2, width=640, legend_gap=gap)
+    gap, width = 118, 720
+    a = _chart("Accepted alerts/s", accepted, x, y1, width=width, legend_gap=gap)
+    b = _chart("p99 (from schedule)", p99, x, y2, width=width, legend_gap=gap)
     inner = [svg.partition(">")[2].rpartition("</svg>")[0] for svg in (a, b)]
     return (
-        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 640 640" width="640" height="640"'
-        f' role="img" aria-label="Alert intake by offered rate">{_PLOT_STYLE}<g>{inner[0]}</g>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 640" width="{width}"'
+        f' height="640" role="img" aria-label="Alert intake by offered rate">{_PLOT_STYLE}'
+        f"<g>{inner[0]}</g>"
         f'<g transform="translate(0 320)">{inner[1]}</g></svg>'
     )
 
