@@ -3,7 +3,10 @@ classification APIs, and the background work behind them (LLM classification, de
 
 An alert is accepted when its row in `cutover_alerts`, its dedup record and its outbox jobs
 (the history backends' `backend:<route>` copy and the publishing targets the routing tree chose)
-are committed in one transaction; only then does the gateway answer 2xx. A store that cannot be
+are committed in one transaction; only then does the gateway answer 2xx. Webhooks share that
+transaction by group commit (`core.group_commit`, docs/alerts.md *Group commit*): those that
+arrive while a batch commits are written together in the next, with multi-row statements, and
+each is answered as it would have been alone. A store that cannot be
 reached gives 503, which Alertmanager retries; a payload that can never be valid gives 400 with
 every problem and its JSON path.
 
