@@ -13,7 +13,7 @@ mode, filters and the routing tree. See docs/alerts.md for every key.
       forward_to_route: default               # history backends get every alert through it
       batch_max: 1000                         # group commit: alerts per transaction at most
       queue_max: 5000                         # alerts waiting for a commit at most (then 503)
-      commit_timeout: 5s                      # bound of one batch's transaction
+      commit_timeout: 5s                      # bound of one batch's transaction (PostgreSQL)
 """
 
 from __future__ import annotations

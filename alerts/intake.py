@@ -725,7 +725,12 @@ class AlertsFeature(Feature):
         self.m_batch_alerts.observe(sum(max(1, len(h.alerts)) for h in hooks))
         try:
             db, outbox = await self._store()
-            async with db.transaction(timeout=self.cfg.commit_timeout) as tx:
+            # SQLite: unbounded, as before group commit (lock waits stop at its 5 s busy
+            # timeout). A bound there means a progress handler that calls into Python every
+            # 1,000 steps from SQLite's thread, waiting for the GIL each time: it stretched
+            # a batch's commit by up to hundreds of milliseconds under load.
+            bound = self.cfg.commit_timeout if db.dialect == "postgresql" else None
+            async with db.transaction(timeout=bound) as tx:
                 if self._has_delays():
                     # A resolve cancels a delayed alert stored earlier, maybe in this same
                     # batch: alert by alert, in order (still one transaction).
