@@ -11,6 +11,9 @@ mode, filters and the routing tree. See docs/alerts.md for every key.
       filters: [{name: drop-noise, action: deny, matchers: ['classification.severity="noise"']}]
       routing: {targets: [slack], routes: [{matchers: ['severity="critical"'], targets: [pager]}]}
       forward_to_route: default               # history backends get every alert through it
+      batch_max: 1000                         # group commit: alerts per transaction at most
+      queue_max: 5000                         # alerts waiting for a commit at most (then 503)
+      commit_timeout: 5s                      # bound of one batch's transaction (PostgreSQL)
 """
 
 from __future__ import annotations
@@ -136,6 +139,12 @@ class AlertsConfig:
     retention: float = 7 * 86400.0  # processed intake rows and LLM audit rows are kept this long
     poll_interval: float = 1.0  # how often delayed and unclassified alerts are looked at
     claim_timeout: float = 5.0  # bounds one claim of alerts to classify (as delivery's claims)
+    # Group commit (alerts/group_commit.py): alerts written per transaction at most, alerts
+    # waiting for one at most (past it a webhook gets 503 + Retry-After at once), and the bound
+    # of one batch's transaction (past it every webhook of the batch gets 503).
+    batch_max: int = 1000
+    queue_max: int = 5000
+    commit_timeout: float = 5.0
 
 
 _KEYS = (
@@ -151,6 +160,9 @@ _KEYS = (
     "retention",
     "poll_interval",
     "claim_timeout",
+    "batch_max",
+    "queue_max",
+    "commit_timeout",
 )
 
 
@@ -171,6 +183,9 @@ def parse_alerts(ctx: Ctx, value: object, path: str) -> AlertsConfig:
         retention=get(ctx, m, "retention", path, duration(), d.retention),
         poll_interval=get(ctx, m, "poll_interval", path, duration(), d.poll_interval),
         claim_timeout=get(ctx, m, "claim_timeout", path, duration(), d.claim_timeout),
+        batch_max=get(ctx, m, "batch_max", path, integer(1, 100_000), d.batch_max),
+        queue_max=get(ctx, m, "queue_max", path, integer(1, 10_000_000), d.queue_max),
+        commit_timeout=get(ctx, m, "commit_timeout", path, duration(), d.commit_timeout),
     )
 
 

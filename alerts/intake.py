@@ -3,7 +3,10 @@ classification APIs, and the background work behind them (LLM classification, de
 
 An alert is accepted when its row in `cutover_alerts`, its dedup record and its outbox jobs
 (the history backends' `backend:<route>` copy and the publishing targets the routing tree chose)
-are committed in one transaction; only then does the gateway answer 2xx. A store that cannot be
+are committed in one transaction; only then does the gateway answer 2xx. Webhooks share that
+transaction by group commit (`core.group_commit`, docs/alerts.md *Group commit*): those that
+arrive while a batch commits are written together in the next, with multi-row statements, and
+each is answered as it would have been alone. A store that cannot be
 reached gives 503, which Alertmanager retries; a payload that can never be valid gives 400 with
 every problem and its JSON path.
 
@@ -63,6 +66,8 @@ from cutover.core.errors import (
     UnsupportedEncoding,
     render,
 )
+from cutover.core.group_commit import GroupCommit
+from cutover.core.group_commit import Overloaded as QueueFull
 from cutover.core.tasks import Supervised
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import MetricSet, counter, counter_samples, gauge, histogram
@@ -215,6 +220,40 @@ _DEDUP_SQL = (
     " OR cutover_alert_dedup.starts_at <> excluded.starts_at"
     " OR cutover_alert_dedup.seen_at <= $5"
 )
+# The dedup rule for the first alert of each fingerprint in a batch, in one statement: the
+# fingerprints whose record changed (new alerts) come back. Rows in fingerprint order, so that
+# two workers' batches take their row locks in the same order. Later alerts of a fingerprint in
+# the same batch are decided in memory against the first (alerts/intake.py, `_dedup_batch`).
+_DEDUP_UNNEST_SQL = (
+    "INSERT INTO cutover_alert_dedup (fingerprint, status, starts_at, seen_at)"
+    " SELECT f, s, a, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(f, s, a)"
+    " ORDER BY f ON CONFLICT (fingerprint) DO UPDATE SET"
+    " status = excluded.status, starts_at = excluded.starts_at, seen_at = excluded.seen_at"
+    " WHERE cutover_alert_dedup.status <> excluded.status"
+    " OR cutover_alert_dedup.starts_at <> excluded.starts_at"
+    " OR cutover_alert_dedup.seen_at <= $5 RETURNING fingerprint"
+)
+_DEDUP_VALUES_SQL = (
+    "INSERT INTO cutover_alert_dedup (fingerprint, status, starts_at, seen_at) VALUES {rows}"
+    " ON CONFLICT (fingerprint) DO UPDATE SET"
+    " status = excluded.status, starts_at = excluded.starts_at, seen_at = excluded.seen_at"
+    " WHERE cutover_alert_dedup.status <> excluded.status"
+    " OR cutover_alert_dedup.starts_at <> excluded.starts_at"
+    " OR cutover_alert_dedup.seen_at <= $2 RETURNING fingerprint"
+)
+_SQLITE_DEDUP_CHUNK = 1000  # rows per statement: 3 parameters each, under SQLite's 32,766
+# A fingerprint whose record a later alert of the same batch changed again.
+_DEDUP_SET_SQL = (
+    "UPDATE cutover_alert_dedup SET status = $2, starts_at = $3, seen_at = $4"
+    " WHERE fingerprint = $1"
+)
+_INSERT_UNNEST_SQL = (
+    "INSERT INTO cutover_alerts (fingerprint, alertname, status, received_at, source, mode,"
+    " state, alert, decision, release_at, updated_at)"
+    " SELECT f, n, s, r, src, m, st, a, d, rel, r FROM UNNEST($1::text[], $2::text[],"
+    " $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],"
+    " $10::float8[]) WITH ORDINALITY AS u(f, n, s, r, src, m, st, a, d, rel, o) ORDER BY o"
+)
 _INSERT_SQL = (
     "INSERT INTO cutover_alerts (fingerprint, alertname, status, received_at, source, mode,"
     " state, alert, decision, release_at, updated_at)"
@@ -308,6 +347,34 @@ class AlertsMetrics(MetricSet):
         "cutover_alerts_claim_timeouts_total",
         "Claims of alerts to classify abandoned at alerts.claim_timeout.",
     )
+    batch_alerts: Histogram = histogram(
+        "cutover_alert_intake_batch_alerts",
+        "Alerts per group-commit batch of the intake (one transaction each).",
+        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+    )
+    commit_seconds: Histogram = histogram(
+        "cutover_alert_intake_commit_seconds",
+        "Seconds one group-commit batch of the intake took to commit (or fail).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One webhook's alerts, parsed and planned, waiting for its batch's commit."""
+
+    alerts: Sequence[Alert]
+    starts_given: Sequence[bool]
+    plans: Sequence[Plan | None]
+    mode: str
+    now: float
+    intake: IntakePath
+
+
+# What the commit made of a webhook: one result per alert, and the inline plans it used.
+Accepted = tuple[list[dict[str, object]], list[Plan]]
+
+
+NOT_STORED = "the alerts could not be stored durably; nothing was accepted, retry"
 
 
 class AlertsFeature(Feature):
@@ -352,6 +419,14 @@ class AlertsFeature(Feature):
         self._tasks: list[Supervised] = []
         self._last_cleanup = -CLEANUP_EVERY
         self._store_warned_at = -60.0
+        # Group commit: webhooks that arrive while a batch commits join the next one.
+        self.batcher: GroupCommit[Webhook, Accepted] = GroupCommit(
+            self._commit_batch,
+            max_batch=cfg.batch_max,
+            max_queue=cfg.queue_max,
+            expected=(StoreUnavailable,),
+        )
+        self._batcher_task: Supervised | None = None
         self._bind_metrics()
 
     # -- metrics -------------------------------------------------------------------------
@@ -375,6 +450,11 @@ class AlertsFeature(Feature):
         self.counts[event] += n
         self.metrics.events.labels(event).inc(n)
 
+    def in_flight(self) -> dict[str, int]:
+        """Alerts queued for the group commit's next batch, and in the batch committing."""
+        batcher = self.batcher
+        return {"batcher.queued": batcher.queued, "batcher.committing": batcher.committing}
+
     def _count(self, result: str, n: int = 1) -> None:
         self._tally(result, n)
         self.metrics.alerts.labels(result).inc(n)
@@ -393,12 +473,19 @@ class AlertsFeature(Feature):
     async def start(self) -> None:
         with contextlib.suppress(StoreUnavailable):
             await self._store()  # a store that is down now is retried on first use
+        self._batcher_task = self.gw.tasks.start("alerts-intake-batcher", self.batcher.run)
         self._tasks.append(self.gw.tasks.start("alerts-worker", self._work_loop))
         if self.redis is not None:
             await self._refresh_mode()
             self._tasks.append(self.gw.tasks.start("alerts-mode", self._mode_loop))
 
     async def stop(self) -> None:
+        # The pending batch is flushed first: what was queued is committed (or refused with
+        # its batch) before the store closes; nothing new is taken meanwhile.
+        self.batcher.close()
+        batcher, self._batcher_task = self._batcher_task, None
+        if batcher is not None:
+            await batcher.stop(grace=max(10.0, 2 * self.cfg.commit_timeout))
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await task.stop()
@@ -614,38 +701,33 @@ class AlertsFeature(Feature):
             )
         mode = self.mode
         plans = [self._inline_plan(alert, mode, now) for alert in payload.alerts]
-        inline: list[Plan] = []
+        hook = Webhook(payload.alerts, payload.starts_given, plans, mode, now, intake)
         try:
-            db, outbox = await self._store()
-            async with db.transaction() as tx:
-                results = await self._accept(
-                    tx,
-                    outbox,
-                    payload.alerts,
-                    payload.starts_given,
-                    plans,
-                    mode,
-                    now,
-                    intake,
-                    inline,
-                )
+            await self._store()  # the tables (once); a store that is down is not queued for
         except StoreUnavailable as exc:
             self._store_down(exc, f"webhook {intake.path}")
+            raise Unavailable(NOT_STORED, retry_after=1) from exc
+        try:
+            future = self.batcher.submit(hook, max(1, len(payload.alerts)))
+            results, _ = await self.batcher.wait(future)
+        except StoreUnavailable as exc:  # the batch failed (counted by `_commit_batch`)
+            raise Unavailable(NOT_STORED, retry_after=1) from exc
+        except QueueFull as exc:
+            self._tally("overloaded")
             raise Unavailable(
-                "the alerts could not be stored durably; nothing was accepted, retry",
+                "too many alerts are waiting to be stored; nothing was accepted, retry",
+                code="intake_overloaded",
                 retry_after=1,
             ) from exc
-        for result in results:
-            self._count(result["result"])  # type: ignore[arg-type]
-        for plan in inline:
-            self._count_inline(plan)
+        except Exception as exc:
+            # A bug in the batch's commit: it rolled back, and the batcher's task logs it,
+            # counts it and starts again; the webhook is retried like any refusal.
+            raise Unavailable(
+                "the alerts could not be stored; nothing was accepted, retry",
+                code="intake_failed",
+                retry_after=1,
+            ) from exc
         accepted = sum(1 for r in results if r["result"] != "duplicate")
-        self._tally("received", len(results))
-        self._tally("accepted", accepted)
-        self.by_mode[mode] += accepted
-        self.metrics.accepted_by_mode.labels(mode).inc(accepted)
-        if any(r["result"] == "classifying" for r in results):
-            self._wake.set()
         return web.json_response(
             {
                 "status": "accepted",
@@ -659,6 +741,250 @@ class AlertsFeature(Feature):
             },
             dumps=lambda o: orjson.dumps(o).decode(),
         )
+
+    async def _commit_batch(self, hooks: list[Webhook]) -> list[Accepted]:
+        """One transaction for a batch of webhooks (the group commit's `commit`); counts what
+        was accepted once it is committed. A store that refuses fails the whole batch, and
+        nothing of it is written."""
+        started = self.clock.monotonic()
+        self.metrics.batch_alerts.observe(sum(max(1, len(h.alerts)) for h in hooks))
+        try:
+            db, outbox = await self._store()
+            # SQLite: unbounded, as before group commit (lock waits stop at its 5 s busy
+            # timeout). A bound there means a progress handler that calls into Python every
+            # 1,000 steps from SQLite's thread, waiting for the GIL each time: it stretched
+            # a batch's commit by up to hundreds of milliseconds under load.
+            bound = self.cfg.commit_timeout if db.dialect == "postgresql" else None
+            async with db.transaction(timeout=bound) as tx:
+                if self._has_delays():
+                    # A resolve cancels a delayed alert stored earlier, maybe in this same
+                    # batch: alert by alert, in order (still one transaction).
+                    done: list[Accepted] = []
+                    for h in hooks:
+                        inline: list[Plan] = []
+                        results = await self._accept(
+                            tx, outbox, h.alerts, h.starts_given, h.plans, h.mode, h.now,
+                            h.intake, inline,
+                        )  # fmt: skip
+                        done.append((results, inline))
+                else:
+                    done = await self._accept_batch(tx, outbox, hooks)
+        except StoreUnavailable as exc:
+            for h in hooks:
+                self._store_down(exc, f"webhook {h.intake.path}")
+            raise
+        finally:
+            self.metrics.commit_seconds.observe(self.clock.monotonic() - started)
+        self._counted(hooks, done)
+        return done
+
+    def _counted(self, hooks: list[Webhook], done: list[Accepted]) -> None:
+        """A committed batch's counts, summed first: a metric child is looked up once per
+        batch and label, not once per alert."""
+        results: Counter[str] = Counter()
+        accepted_by_mode: Counter[str] = Counter()
+        sources: Counter[str] = Counter()
+        stats: Counter[str] = Counter()
+        received = 0
+        for h, (entries, inline) in zip(hooks, done, strict=True):
+            for entry in entries:
+                results[entry["result"]] += 1  # type: ignore[index]
+            for plan in inline:  # as `_count_inline`, summed
+                if plan.inline_source is not None:
+                    sources[plan.inline_source] += 1
+                if plan.inline_stat is not None:
+                    stats[plan.inline_stat] += 1
+            received += len(entries)
+            accepted_by_mode[h.mode] += len(entries) - sum(
+                1 for e in entries if e["result"] == "duplicate"
+            )
+        for result, n in results.items():
+            self._count(result, n)
+        for source, n in sources.items():
+            self.metrics.classified.labels(source, "inline").inc(n)
+        for stat, n in stats.items():
+            self.classifier.stats["total_requests"] += n
+            self.classifier.stats[stat] += n
+        accepted = sum(accepted_by_mode.values())
+        self._tally("received", received)
+        self._tally("accepted", accepted)
+        for mode, n in accepted_by_mode.items():
+            self.by_mode[mode] += n
+            self.metrics.accepted_by_mode.labels(mode).inc(n)
+        if results["classifying"]:
+            self._wake.set()
+
+    async def _accept_batch(self, tx: Tx, outbox: Outbox, hooks: list[Webhook]) -> list[Accepted]:
+        """`_accept` for many webhooks at once, with the same answers as one by one in
+        arrival order: dedup in one statement, the alerts in one, their jobs in one."""
+        forward = self.cfg.forward_to_route
+        llm = self.classifier.llm is not None
+        flat = [
+            (n, alert, given, plan)
+            for n, h in enumerate(hooks)
+            for alert, given, plan in zip(h.alerts, h.starts_given, h.plans, strict=True)
+        ]
+        done: list[Accepted] = [([], []) for _ in hooks]
+        entries: list[dict[str, object]] = []
+        for n, alert, _, _ in flat:
+            entry: dict[str, object] = {
+                "fingerprint": alert.fingerprint,
+                "alertname": alert.name,
+                "status": alert.status,
+            }
+            done[n][0].append(entry)
+            entries.append(entry)
+        new = await self._dedup_batch(tx, hooks, [(a, g) for _, a, g, _ in flat])
+        waiting: set[str] = set()
+        if llm:
+            asking = sorted(
+                {
+                    a.fingerprint
+                    for (_, a, _, p), fresh in zip(flat, new, strict=True)
+                    if fresh and p
+                }
+            )
+            waiting = await self._classifying(tx, asking) if asking else set()
+        rows: list[tuple[Any, ...]] = []
+        jobs: list[tuple[Alert, Sequence[str], float]] = []
+        for (n, alert, _, plan), fresh, entry in zip(flat, new, entries, strict=True):
+            if not fresh:
+                entry["result"] = "duplicate"
+                continue
+            hook = hooks[n]
+            if plan is not None and llm and alert.fingerprint in waiting:
+                plan = None  # publishing keeps each fingerprint's order: wait behind it
+            if plan is not None:
+                done[n][1].append(plan)
+            state = plan.state if plan is not None else "classifying"
+            if state == "classifying":
+                waiting.add(alert.fingerprint)
+            stored = plan.alert if plan is not None else alert
+            rows.append(
+                (
+                    alert.fingerprint,
+                    alert.name,
+                    alert.status,
+                    hook.now,
+                    hook.intake.path,
+                    hook.mode,
+                    state,
+                    orjson.dumps(alert_to_stored(stored)).decode(),
+                    plan.decision() if plan is not None else None,
+                    plan.release_at if plan is not None else None,
+                )
+            )
+            if forward is not None:
+                jobs.append((alert, [f"backend:{forward}"], hook.now))
+            if plan is not None and plan.state == "queued" and plan.targets:
+                jobs.append((plan.alert, plan.targets, hook.now))
+            entry["result"] = state
+            if plan is not None:
+                entry["targets"] = list(plan.targets)
+                entry["rule"] = plan.rule
+                c = plan.alert.classification
+                entry["classification"] = c.as_dict() if c is not None else None
+                if plan.release_at is not None:
+                    entry["release_at"] = plan.release_at
+        if rows:
+            if tx.dialect == "postgresql":
+                columns = [list(col) for col in zip(*rows, strict=True)]
+                await tx.execute(_INSERT_UNNEST_SQL, *columns)
+            else:
+                await tx.executemany(_INSERT_SQL, rows)
+        if jobs:
+            await outbox.enqueue_many(tx, jobs)
+        return done
+
+    async def _dedup_batch(
+        self, tx: Tx, hooks: list[Webhook], alerts: list[tuple[Alert, bool]]
+    ) -> list[bool]:
+        """Which alerts of the batch are new, as one by one in order would decide. The batch
+        shares one time (its latest webhook's), so a second alert like the first in the same
+        batch is a repeat whatever the store held. The first alert of each fingerprint asks the
+        store (one upsert); a later one is new when it differs from the one before it."""
+        window = self.cfg.dedup_window
+        if window <= 0:
+            return [True] * len(alerts)
+        now = max(h.now for h in hooks)
+        new: list[bool] = []
+        first: dict[str, tuple[str, str]] = {}  # fingerprint -> (status, startsAt) of its first
+        last: dict[str, tuple[str, str]] = {}
+        again: set[str] = set()  # fingerprints a later alert of the batch changed again
+        for alert, given in alerts:
+            fp = alert.fingerprint
+            key = (alert.status, alert.starts_at if given else "")
+            previous = last.get(fp)
+            if previous is None:
+                first[fp] = key
+                new.append(True)  # decided by the store below
+            elif previous == key:
+                new.append(False)
+            else:
+                new.append(True)
+                again.add(fp)
+            last[fp] = key
+        fresh = await self._dedup_upsert(tx, first, now, now - window)
+        seen: set[str] = set()
+        for i, (alert, _) in enumerate(alerts):
+            fp = alert.fingerprint
+            if fp not in seen:
+                seen.add(fp)
+                new[i] = fp in fresh
+        if again:
+            await tx.executemany(_DEDUP_SET_SQL, [(fp, *last[fp], now) for fp in sorted(again)])
+        return new
+
+    @staticmethod
+    async def _dedup_upsert(
+        tx: Tx, first: dict[str, tuple[str, str]], now: float, repeat_before: float
+    ) -> set[str]:
+        """The dedup rule for one alert per fingerprint; the fingerprints that are new."""
+        fps = sorted(first)
+        if tx.dialect == "postgresql":
+            rows = await tx.fetch(
+                _DEDUP_UNNEST_SQL,
+                fps,
+                [first[fp][0] for fp in fps],
+                [first[fp][1] for fp in fps],
+                now,
+                repeat_before,
+            )
+            return {r["fingerprint"] for r in rows}
+        fresh: set[str] = set()
+        for at in range(0, len(fps), _SQLITE_DEDUP_CHUNK):
+            chunk = fps[at : at + _SQLITE_DEDUP_CHUNK]
+            values = ", ".join(
+                f"(${3 + 3 * i}, ${4 + 3 * i}, ${5 + 3 * i}, $1)" for i in range(len(chunk))
+            )
+            args: list[object] = [now, repeat_before]
+            for fp in chunk:
+                args += [fp, *first[fp]]
+            rows = await tx.fetch(_DEDUP_VALUES_SQL.format(rows=values), *args)
+            fresh.update(r["fingerprint"] for r in rows)
+        return fresh
+
+    @staticmethod
+    async def _classifying(tx: Tx, fingerprints: list[str]) -> set[str]:
+        """Those of `fingerprints` with an alert still waiting to be classified."""
+        if tx.dialect == "postgresql":
+            rows = await tx.fetch(
+                "SELECT DISTINCT fingerprint FROM cutover_alerts WHERE state = 'classifying'"
+                " AND fingerprint = ANY($1::text[])",
+                fingerprints,
+            )
+            return {r["fingerprint"] for r in rows}
+        found: set[str] = set()
+        for at in range(0, len(fingerprints), _SQLITE_DEDUP_CHUNK):
+            chunk = fingerprints[at : at + _SQLITE_DEDUP_CHUNK]
+            marks = ", ".join(f"${i + 1}" for i in range(len(chunk)))
+            rows = await tx.fetch(
+                "SELECT DISTINCT fingerprint FROM cutover_alerts WHERE state = 'classifying'"
+                f" AND fingerprint IN ({marks})",
+                *chunk,
+            )
+            found.update(r["fingerprint"] for r in rows)
+        return found
 
     def _needs_llm(self, mode: str) -> bool:
         return self.classifier.llm is not None and mode != "transparent"

@@ -2,6 +2,8 @@
 
     python -m cutover.bench.alert_intake [--store sqlite,postgresql] [--duration 10] [--clients 16]
                                  [--batch 1,10] [--pg postgresql://postgres@127.0.0.1:5432/test]
+                                 [--workers 1,2] [--rates 500,1000,2000 --sweep-batch 1
+                                  --sweep-seconds 4 --plot bench/alert-intake-rate.svg] [--json F]
 
 A `python -m cutover serve` process (1 worker) takes Alertmanager webhooks on /webhook/proxy;
 this process posts them from `--clients` concurrent keep-alive connections for `--duration`
@@ -11,6 +13,13 @@ and is accepted as the gateway accepts any alert: its row, its dedup record and 
 the gateway's delivery engine drains the outbox to a history backend
 (`python -m cutover.examples.backends legacy`, a third process), as it would in production. A
 case counts only 200 answers; any other status is reported as an error.
+
+`--workers`: the gateway's worker processes (`cutover serve --workers`), one set of cases each.
+`--rates`: an offered-rate sweep after the closed-loop cases, open model (`bench.fixed_rate`:
+webhooks leave on a fixed schedule over `--connections` keep-alive connections, latency counts
+from the schedule, so a stall is not hidden), `--sweep-batch` alerts per webhook; `--plot`
+draws accepted alerts/s and p99 against the offered alerts/s (SVG, one line per store and
+worker count). Each webhook in a sweep is new as well (its bodies are built before the clock).
 
 The PostgreSQL case uses a schema of its own (created and dropped here) through the DSN's
 `search_path`. Everything runs on 127.0.0.1 from a temporary directory that is removed at the
@@ -36,6 +45,8 @@ import aiohttp
 import asyncpg
 import orjson
 import yaml
+
+from cutover.bench.fixed_rate import run_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,34 +155,135 @@ async def _pg(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-def run_case(store: str, pg: str, tmp: Path, batches: list[int], clients: int, duration: float):
+def _sweep_point(url: str, rate: float, batch: int, seconds: float, connections: int) -> dict:
+    """One open-model run at `rate` webhooks/s: accepted alerts/s and latency from schedule."""
+    run = uuid.uuid4().hex[:8]
+    count = max(1, round(rate * seconds))
+    bodies = [_payload(run, n, batch) for n in range(count)]
+    r = run_blocking(
+        url,
+        rate=rate,
+        count=count,
+        connections=connections,
+        method="POST",
+        headers=[("Content-Type", "application/json")],
+        drain=3.0,
+        bodies=bodies,
+    )
+    seconds_run = max(r.seconds, 1e-9)
+    return {
+        "offered_alerts_per_s": rate * batch,
+        "alerts_per_s": r.ok * batch / seconds_run,
+        "p50_ms": r.latency_ms.get("50", 0.0),
+        "p99_ms": r.latency_ms.get("99", 0.0),
+        "errors": r.errors,
+        "unfinished": r.unfinished,
+        "statuses": r.statuses,
+        "client_cpu_s": r.cpu_seconds,
+    }
+
+
+def _batches(port: int) -> tuple[float, float] | None:
+    """(batches, alerts in them) so far, from /metrics (None before group commit)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        for key in ("count", "sum"):
+            if line.startswith(f"cutover_alert_intake_batch_alerts_{key} "):
+                values[key] = float(line.split()[-1])
+    return (values["count"], values["sum"]) if len(values) == 2 else None
+
+
+def _mean_batch(before: tuple[float, float] | None, after: tuple[float, float] | None):
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
+def _pending_jobs(store: str, storage: str, tmp: Path) -> int | None:
+    """Outbox jobs not yet delivered when a case ends (how far delivery is behind)."""
+
+    async def count() -> int:
+        from cutover.core.db import open_database
+
+        if store == "sqlite":
+            db = await open_database(storage)
+        else:
+            dsn, _, schema = storage.partition("search_path=")
+            db = await open_database(dsn.rstrip("?&"), schema=schema)
+        try:
+            return int(await db.fetchval("SELECT COUNT(*) FROM publishing_jobs"))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(count())
+    except Exception:
+        return None
+
+
+def run_case(
+    store: str,
+    pg: str,
+    tmp: Path,
+    batches: list[int],
+    clients: int,
+    duration: float,
+    workers: int = 1,
+    rates: list[float] = (),  # type: ignore[assignment]
+    sweep_batch: int = 1,
+    sweep_seconds: float = 4.0,
+    connections: int = 64,
+):
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     if store == "sqlite":
-        storage = f"sqlite:///{tmp}/bench.db"
+        storage = f"sqlite:///{tmp}/bench-{workers}.db"
     else:
         asyncio.run(_pg(pg, f'CREATE SCHEMA "{schema}"'))
         storage = f"{pg}{'&' if '?' in pg else '?'}search_path={schema}"
     port, history_port = _free_port(), _free_port()
-    cfg = tmp / f"{store}.yaml"
+    cfg = tmp / f"{store}-{workers}.yaml"
     cfg.write_text(yaml.safe_dump(_config(port, storage, history_port)))
-    log = open(tmp / f"{store}.log", "wb")  # noqa: SIM115
+    log = open(tmp / f"{store}-{workers}.log", "wb")  # noqa: SIM115
     history = subprocess.Popen(
         [sys.executable, "-m", "cutover.examples.backends", "legacy", "--host", "127.0.0.1",
          "--port", str(history_port)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cutover", "serve", "-c", str(cfg)],
+        [sys.executable, "-m", "cutover", "serve", "-c", str(cfg), "--workers", str(workers)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    results = {}
+    results: dict = {}
+    sweep: list[dict] = []
     try:
         _wait_port(history_port, history)
         _wait_port(port, proc)
         url = f"http://127.0.0.1:{port}/webhook/proxy"
         asyncio.run(_load(url, clients, 2.0, 1))  # warm-up: tables, pools, caches
         for batch in batches:
+            mark = _batches(port)
             results[batch] = asyncio.run(_load(url, clients, duration, batch))
+            results[batch]["mean_batch_alerts"] = _mean_batch(mark, _batches(port))
+            results[batch]["pending_jobs"] = _pending_jobs(store, storage, tmp)
+        for rate in rates:
+            mark = _batches(port)
+            point = _sweep_point(url, rate / sweep_batch, sweep_batch, sweep_seconds, connections)
+            point["mean_batch_alerts"] = _mean_batch(mark, _batches(port))
+            sweep.append(point)
+            print(
+                f"sweep {store} w{workers}: offered {point['offered_alerts_per_s']:,.0f} alerts/s"
+                f" -> {point['alerts_per_s']:,.0f}, p99 {point['p99_ms']:.1f} ms,"
+                f" errors {point['errors']}, unfinished {point['unfinished']}",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         for p in (proc, history):
             p.terminate()
@@ -182,7 +294,70 @@ def run_case(store: str, pg: str, tmp: Path, batches: list[int], clients: int, d
         log.close()
         if store == "postgresql":
             asyncio.run(_pg(pg, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    return results
+    return results, sweep
+
+
+PLOT_COLORS = {
+    "sqlite": ("#0072B2", "#56B4E9"),  # (this run, the run compared with); Okabe-Ito
+    "postgresql": ("#D55E00", "#E69F00"),
+}
+STORE_NAMES = {"sqlite": "SQLite", "postgresql": "PG"}
+_PLOT_STYLE = (
+    "<style>.ct{font:600 14px sans-serif;fill:#1b1f24}.tk{font:11px sans-serif;fill:#57606a}"
+    ".at,.lg{font:12px sans-serif;fill:#1b1f24}.pa{fill:#fff;stroke:#8c959f}"
+    ".gr{stroke:#d8dee4;stroke-width:1}</style>"
+)
+Series = tuple[str, str, list[dict]]  # (legend, colour, sweep points)
+
+
+def plot_series(sweeps: dict[tuple[str, int], list[dict]], label: str, other: bool) -> list[Series]:
+    """The 1-worker sweeps of one run as plot lines (`other`: the run compared with)."""
+    return [
+        (f"{STORE_NAMES.get(store, store)} {label}".strip(),
+         PLOT_COLORS.get(store, ("#6E7781", "#8C959F"))[other], points)
+        for (store, workers), points in sweeps.items()
+        if workers == 1
+    ]  # fmt: skip
+
+
+def render_plot(series: list[Series], batch: int) -> str:
+    """Two charts in one SVG: accepted alerts/s and p99 (log) against the offered alerts/s."""
+    import math
+
+    from cutover.bench.overhead import _nice_step
+    from cutover.bench.report import _Axis, _chart, _log_ticks
+
+    offered = [p["offered_alerts_per_s"] for _, _, pts in series for p in pts]
+    step = _nice_step(max(offered))
+    top = step * math.ceil(max(offered) * 1.05 / step)
+    ticks = tuple((step * i, f"{step * i:,.0f}") for i in range(round(top / step) + 1))
+    x = _Axis(0.0, top, float, ticks, f"offered alerts/s ({batch} per webhook, fixed schedule)")
+    accepted = [
+        (name, c, [(p["offered_alerts_per_s"], p["alerts_per_s"]) for p in pts])
+        for name, c, pts in series
+    ]
+    y1 = _Axis(0.0, top, float, ticks, "accepted alerts/s")
+    p99s = [max(p["p99_ms"], 0.1) for _, _, pts in series for p in pts]
+    lo, hi, y_ticks = _log_ticks(min(p99s), max(p99s))
+    y2 = _Axis(lo, hi, math.log10, y_ticks, "p99 (log scale)")
+    p99 = [
+        (name, c, [(p["offered_alerts_per_s"], max(p["p99_ms"], 0.1)) for p in pts])
+        for name, c, pts in series
+    ]
+    gap, width = 118, 720
+    a = _chart("Accepted alerts/s", accepted, x, y1, width=width, legend_gap=gap)
+    b = _chart("p99 (from schedule)", p99, x, y2, width=width, legend_gap=gap)
+    inner = [svg.partition(">")[2].rpartition("</svg>")[0] for svg in (a, b)]
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 640" width="{width}"'
+        f' height="640" role="img" aria-label="Alert intake by offered rate">{_PLOT_STYLE}'
+        f"<g>{inner[0]}</g>"
+        f'<g transform="translate(0 320)">{inner[1]}</g></svg>'
+    )
+
+
+def _fmt_mean(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,28 +366,87 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--batch", default="1,10")
+    parser.add_argument("--workers", default="1", help="worker counts, e.g. 1,2")
+    parser.add_argument("--rates", default="", help="offered alerts/s for the sweep, e.g. 500,1000")
+    parser.add_argument("--sweep-batch", type=int, default=1)
+    parser.add_argument("--sweep-seconds", type=float, default=4.0)
+    parser.add_argument("--connections", type=int, default=64, help="sweep connections (64)")
+    parser.add_argument("--plot", help="write the sweep's SVG here")
+    parser.add_argument("--plot-label", default="", help="this run's name in the legend")
+    parser.add_argument(
+        "--plot-with",
+        metavar="FILE:LABEL",
+        help="also draw the 1-worker sweeps of an earlier run's --json file, named LABEL",
+    )
+    parser.add_argument("--json", help="write every figure here as JSON")
     parser.add_argument(
         "--pg",
         default=os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
     )
     args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batch.split(",")]
+    batches = [int(b) for b in args.batch.split(",") if b]
+    rates = [float(r) for r in args.rates.split(",") if r]
     tmp = Path(tempfile.mkdtemp(prefix="cutover-bench-alerts-"))
     rows = []
+    sweeps: dict[tuple[str, int], list[dict]] = {}
     try:
-        for store in args.store.split(","):
-            for batch, r in run_case(
-                store, args.pg, tmp, batches, args.clients, args.duration
-            ).items():
-                rows.append((store, batch, r))
+        for workers in (int(w) for w in args.workers.split(",")):
+            for store in args.store.split(","):
+                results, sweep = run_case(
+                    store, args.pg, tmp, batches, args.clients, args.duration, workers,
+                    rates, args.sweep_batch, args.sweep_seconds, args.connections,
+                )  # fmt: skip
+                rows += [(store, workers, batch, r) for batch, r in results.items()]
+                if sweep:
+                    sweeps[(store, workers)] = sweep
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("| store | alerts per webhook | alerts/s | webhooks/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
-    for store, batch, r in rows:
+    print(
+        "| store | workers | alerts per webhook | alerts/s | webhooks/s | p50 ms | p99 ms"
+        " | errors | jobs pending at the end | alerts per commit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for store, workers, batch, r in rows:
         print(
-            f"| {store} | {batch} | {r['alerts_per_s']:,.0f} | {r['webhooks_per_s']:,.0f} |"
-            f" {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            f"| {store} | {workers} | {batch} | {r['alerts_per_s']:,.0f} |"
+            f" {r['webhooks_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f" {r['errors']} | {r['pending_jobs']} | {_fmt_mean(r['mean_batch_alerts'])} |"
+        )
+    if sweeps:
+        print()
+        print(
+            "| store | workers | offered alerts/s | accepted alerts/s | p50 ms | p99 ms | errors |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for (store, workers), points in sweeps.items():
+            for p in points:
+                print(
+                    f"| {store} | {workers} | {p['offered_alerts_per_s']:,.0f} |"
+                    f" {p['alerts_per_s']:,.0f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |"
+                    f" {p['errors'] + p['unfinished']} | {_fmt_mean(p['mean_batch_alerts'])} |"
+                )
+        if args.plot:
+            series = plot_series(sweeps, args.plot_label, other=False)
+            if args.plot_with:
+                path, _, label = args.plot_with.rpartition(":")
+                earlier: dict[tuple[str, int], list[dict]] = {}
+                for p in orjson.loads(Path(path).read_bytes())["sweep"]:
+                    earlier.setdefault((p["store"], p["workers"]), []).append(p)
+                series = plot_series(earlier, label, other=True) + series
+            Path(args.plot).write_text(render_plot(series, args.sweep_batch) + "\n")
+    if args.json:
+        Path(args.json).write_text(
+            orjson.dumps(
+                {
+                    "closed": [{"store": s, "workers": w, "batch": b, **r} for s, w, b, r in rows],
+                    "sweep": [
+                        {"store": s, "workers": w, **p}
+                        for (s, w), pts in sweeps.items()
+                        for p in pts
+                    ],
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
         )
     return 0
 

@@ -273,11 +273,18 @@ class _Driver:
     """
 
     def __init__(
-        self, host: str, port: int, request: bytes, schedule: Schedule, connections: int
+        self,
+        host: str,
+        port: int,
+        request: bytes,
+        schedule: Schedule,
+        connections: int,
+        requests: Sequence[bytes] | None = None,
     ) -> None:
         if connections > MAX_CONNECTIONS:
             raise ValueError(f"at most {MAX_CONNECTIONS} connections, got {connections}")
         self.host, self.port, self.request = host, port, request
+        self.requests = requests  # request i's own bytes (else `request` every time)
         self.schedule = schedule
         self.connections = connections
         self.conns: dict[int, _Connection] = {}  # conn -> open connection
@@ -340,8 +347,9 @@ class _Driver:
                     self._read(proto)
 
     def _send(self, pairs: list[tuple[int, int]]) -> None:
-        for conn, _request in pairs:
-            self._write(self.conns[conn], self.request)
+        requests = self.requests
+        for conn, request in pairs:
+            self._write(self.conns[conn], self.request if requests is None else requests[request])
 
     def _write(self, proto: _Connection, data: bytes) -> None:
         try:
@@ -424,12 +432,14 @@ def run_blocking(
     body: bytes = b"",
     headers: Sequence[tuple[str, str]] = (),
     drain: float = 2.0,
+    bodies: Sequence[bytes] | None = None,
 ) -> FixedRateResult:
     """One fixed-rate run against `url`, in the calling thread.
 
     `count` requests (default ``round(rate * seconds)``) at `rate` per second over `connections`
     keep-alive connections, opened before the clock starts; the run ends when every request is
-    answered, or `drain` seconds after the last one fell due.
+    answered, or `drain` seconds after the last one fell due. `bodies`: request i sends
+    ``bodies[i]`` (built before the clock starts; at least `count` of them), not `body`.
     """
     if count is None:
         if seconds is None:
@@ -438,8 +448,13 @@ def run_blocking(
     if connections < 1:
         raise ValueError("connections must be >= 1")
     host, port, request = build_request(url, method, body, headers)
+    requests = None
+    if bodies is not None:
+        if len(bodies) < count:
+            raise ValueError(f"{count} requests need as many bodies, got {len(bodies)}")
+        requests = [build_request(url, method, b, headers)[2] for b in bodies[:count]]
     schedule = Schedule(rate, count)
-    driver = _Driver(host, port, request, schedule, connections)
+    driver = _Driver(host, port, request, schedule, connections, requests)
     cpu = time.thread_time()
     try:
         driver.start()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import sqlite3
@@ -196,6 +197,7 @@ def count_or_unknown(count: int | None) -> str:
 # -- SQLite -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
 def _sqlite_sql(sql: str) -> str:
     return _PARAM.sub(r"?\1", sql)
 

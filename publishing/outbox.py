@@ -165,6 +165,19 @@ _MIGRATION_1 = {
     ],
 }
 
+_ENQUEUE_SQL = (
+    "INSERT INTO publishing_jobs"
+    " (target, fingerprint, alert_status, alert, state, attempts, created_at, next_at)"
+    " VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)"
+)
+# Many jobs in one statement, ids in the arrays' order.
+_ENQUEUE_UNNEST_SQL = (
+    "INSERT INTO publishing_jobs"
+    " (target, fingerprint, alert_status, alert, state, attempts, created_at, next_at)"
+    " SELECT t, f, s, a, 'pending', 0, w, w FROM UNNEST($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::float8[]) WITH ORDINALITY AS u(t, f, s, a, w, n) ORDER BY n"
+)
+
 _COLUMNS = (
     "id, target, fingerprint, alert_status, alert, state, attempts, created_at, next_at,"
     " lease_owner, lease_until, last_error, dead_at"
@@ -475,6 +488,26 @@ class Outbox:
             ids.append(int(job_id))
         self._notify()
         return ids
+
+    async def enqueue_many(self, tx: Tx, jobs: Sequence[tuple[Alert, Sequence[str], float]]) -> int:
+        """`enqueue` for many alerts in one statement (PostgreSQL `UNNEST`, SQLite
+        `executemany`): (alert, targets, now) each, jobs in that order (each (target,
+        fingerprint) keeps its order). The number of jobs written."""
+        rows: list[tuple[str, str, str, str, float]] = []
+        for alert, targets, now in jobs:
+            if not targets:
+                continue
+            when = self._wall(now)
+            body = alert_to_json(alert).decode()
+            rows += [(t, alert.fingerprint, alert.status, body, when) for t in targets]
+        if not rows:
+            return 0
+        if tx.dialect == "postgresql":
+            await tx.execute(_ENQUEUE_UNNEST_SQL, *(list(col) for col in zip(*rows, strict=True)))
+        else:
+            await tx.executemany(_ENQUEUE_SQL, rows)
+        self._notify()
+        return len(rows)
 
     # -- the engine's side ---------------------------------------------------------------
 

@@ -12,6 +12,7 @@ take a few loop turns to unwind) and fails naming every count that stayed above 
 - what each feature holds in memory (`Feature.in_flight`): deliveries being sent per target and
   the delivery engine's tasks, mirror and capture jobs queued, canary audit events waiting;
 - the dashboard's open event streams (each page holds one while it is open);
+  the alert intake's group commit (alerts queued for a batch, and in the batch committing);
 - `cutover_in_flight_requests` as /metrics shows it.
 
 Every gateway a test starts ends with this check, however it is closed (a fixture, a helper,

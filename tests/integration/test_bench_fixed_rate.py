@@ -189,3 +189,26 @@ async def test_the_generator_sleeps_between_requests(serve) -> None:  # type: ig
     )
     assert result.ok == 2000
     assert 0 < result.cpu_seconds < 0.5 * result.seconds, (result.cpu_seconds, result.seconds)
+
+
+async def test_each_request_can_carry_its_own_body(serve) -> None:  # type: ignore[no-untyped-def]
+    """`bodies`: request i sends bodies[i] (the intake benchmark's webhooks are all new)."""
+    seen: list[bytes] = []
+
+    async def read(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({"ok": True})
+
+    url = await serve(read)
+    bodies = [f'{{"n":{i}}}'.encode() for i in range(40)]
+    result = await asyncio.wait_for(
+        fixed_rate.run(
+            url + "/post", rate=200, count=40, connections=4, method="POST", bodies=bodies,
+            drain=30,
+        ),
+        120,
+    )  # fmt: skip
+    assert result.ok == 40
+    assert sorted(seen) == sorted(bodies)
+    with pytest.raises(ValueError, match="need as many bodies"):
+        fixed_rate.run_blocking(url, rate=10, count=5, bodies=bodies[:2])

@@ -297,6 +297,30 @@ async def test_alerts_worker(tmp_path, monkeypatch, caplog) -> None:
         await helper.close()
 
 
+async def test_alerts_intake_batcher(tmp_path, monkeypatch, caplog) -> None:
+    """A bug in a batch's commit: its webhook gets 503 (nothing stored), the batcher is
+    counted and started again, and the next webhook is stored."""
+    helper = AlertsGateway(tmp_path)
+    try:
+        gw = await helper.start({})
+        fast_restarts(gw)
+        Fault(monkeypatch, alerts_feature(gw), "_accept_batch")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                gw.url + "/webhook/proxy", json=envelope(am_alert("DuringTheFault"))
+            ) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["error"]["code"] == "intake_failed"
+            await assert_restarted(gw, "alerts-intake-batcher", caplog)
+            async with http.post(
+                gw.url + "/webhook/proxy", json=envelope(am_alert("AfterTheFault"))
+            ) as resp:
+                assert resp.status == 200
+        assert [r["alertname"] for r in await intake_rows(gw)] == ["AfterTheFault"]
+    finally:
+        await helper.close()
+
+
 async def test_alerts_mode(tmp_path, monkeypatch, caplog) -> None:
     helper = AlertsGateway(tmp_path)
     r = aioredis.Redis.from_url(REDIS)
@@ -576,6 +600,7 @@ COVERED: dict[str, tuple[Any, str]] = {
     "compat-usage-flush": (None, "test_compat_usage_flush"),
     "alerts-worker": (None, "test_alerts_worker"),
     "alerts-mode": (None, "test_alerts_mode"),
+    "alerts-intake-batcher": (None, "test_alerts_intake_batcher"),
     "dashboard": (None, "test_dashboard"),
     "parity-mirror": (None, "test_parity_mirror"),
     "parity-capture": (None, "test_parity_capture"),
@@ -626,7 +651,8 @@ async def test_every_task_of_a_gateway_with_everything_on_has_a_test(
         kinds = {kind(t.name) for t in gw.tasks}
         always = {
             "health-check", "canary-controller", "shared-state-redis", "compat-usage-flush",
-            "alerts-worker", "alerts-mode", "parity-mirror", "parity-capture", "parity-refresh",
+            "alerts-worker", "alerts-mode", "alerts-intake-batcher", "parity-mirror",
+            "parity-capture", "parity-refresh",
             "publishing-start", "publishing-delivery", "publishing-completions", "k8s-watch",
             "k8s-resync",
         }  # fmt: skip
