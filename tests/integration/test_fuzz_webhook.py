@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzzing import fuzz, json_values, nested, numbers, scalars, text
+from tests.fuzzing import fuzz, json_values, numbers, scalars, text
 from tests.integration.alerts_helpers import AlertsGateway
 
 REFERENCE = orjson.loads((Path(__file__).parent / "alertmanager-webhook-v4.json").read_bytes())
@@ -70,6 +70,9 @@ ALERTS_CONFIG: dict[str, Any] = {
 # A string placed in the document, to be replaced in the encoded bytes by what JSON encoders
 # refuse to write: the `n`-th of BYTE_MUTATIONS.
 MARK = "\ue000mark"
+DEEP = "\ue000deep"  # `DEEP` + depth (4 digits) + l|d + value index: a deep value, see `_encode`
+_DEEP_RE = re.compile(b'"' + re.escape(DEEP.encode()) + rb'(\d{4})([ld])(\d{2})"')
+SCALAR_BYTES = (b"1", b'"x"', b"null", b"true", b"-1.5e3", b"{}", b"[]", b'"\\u0000"')
 BYTE_MUTATIONS = (
     b'"\\ud800"',
     b'"a\\udfffb"',
@@ -134,6 +137,7 @@ FIELD_VALUES = st.one_of(TEXT, SCALARS, SMALL_VALUES)
 MARKS = st.integers(0, len(BYTE_MUTATIONS) - 1)
 DEPTHS = st.sampled_from([10, 60, 200, 1020])
 KINDS = st.sampled_from(["list", "dict"])
+DEEP_VALUES = st.integers(0, len(SCALAR_BYTES) - 1)
 # The usual case first: Hypothesis leans towards the first choice.
 EDITS = st.sampled_from(["none"] * 12 + ["dup-key", "truncate", "garbage", "pad"])
 DUP_KEYS = st.sampled_from([b"[]", b"{}", b"null", b"[1]"])
@@ -196,8 +200,9 @@ def mutated_document(draw: st.DrawFn, seed: Any = REFERENCE) -> Any:
             here.extend(json.loads(_dumps(here[-1:])) * draw(st.integers(1, 5)))
         elif op == "mark":
             doc = _set(doc, path, f"{MARK}{draw(MARKS):02d}")
-        elif op == "deep":
-            doc = _set(doc, path, nested(draw(SCALARS), draw(DEPTHS), draw(KINDS)))
+        elif op == "deep":  # written as bytes by `_encode`: this process would recurse
+            depth, kind = draw(DEPTHS), draw(KINDS)
+            doc = _set(doc, path, f"{DEEP}{depth:04d}{kind[0]}{draw(DEEP_VALUES):02d}")
     return doc
 
 
@@ -211,7 +216,18 @@ def _encode(doc: Any) -> bytes:
     if MARK.encode() in body:
         for n, raw in enumerate(BYTE_MUTATIONS):
             body = body.replace(_dumps(f"{MARK}{n:02d}"), raw)
+    if DEEP.encode() in body:
+        body = _DEEP_RE.sub(_deep_bytes, body)
     return body
+
+
+def _deep_bytes(m: re.Match[bytes]) -> bytes:
+    """A value `depth` levels deep in lists or objects, as bytes (never as Python objects:
+    building, walking or dumping a thousand levels recurses past this process's limit)."""
+    depth, kind, value = int(m.group(1)), m.group(2), SCALAR_BYTES[int(m.group(3))]
+    if kind == b"l":
+        return b"[" * depth + value + b"]" * depth
+    return b'{"a":' * depth + value + b"}" * depth
 
 
 @st.composite
