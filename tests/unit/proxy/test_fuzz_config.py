@@ -132,6 +132,7 @@ def _copy(doc: Any) -> Any:
 @st.composite
 def mutated_data(draw: st.DrawFn) -> Any:
     doc = _copy(draw(st.sampled_from(SEEDS)))
+    deep_left = 2  # 2 x 300 levels at most: walking the document recurses, as the parser does
     for _ in range(draw(st.integers(1, 5))):
         places = _paths(doc)
         path = places[draw(st.integers(0, len(places) - 1))]
@@ -154,7 +155,8 @@ def mutated_data(draw: st.DrawFn) -> Any:
             doc = _set(doc, path, draw(st.sampled_from([[here], {"x": here}, str(here)])))
         elif op == "dup" and isinstance(here, list) and here:
             here.append(_copy(here[-1]))
-        elif op == "deep":
+        elif op == "deep" and deep_left > 0:
+            deep_left -= 1
             doc = _set(
                 doc, path, nested(here, draw(DEPTHS), draw(st.sampled_from(["list", "dict"])))
             )
