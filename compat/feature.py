@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import random
 import zlib
@@ -34,8 +33,8 @@ from prometheus_client import Counter
 from yarl import URL
 
 from cutover.compat.config import CompatConfig
+from cutover.compat.fanout import fan_out_items, items_path
 from cutover.compat.jsonops import TransformError, apply, format_rfc3339
-from cutover.compat.jsonops import _get as json_get
 from cutover.compat.report import usage_report
 from cutover.compat.rules import Hit, Rewrite, Rule, RuleSet, render_template
 from cutover.compat.store import ensure_schema, read_usage, write_usage
@@ -50,13 +49,15 @@ from cutover.core.errors import (
     from_error,
 )
 from cutover.core.tasks import Supervised
+from cutover.proxy.attempts import Attempts
 from cutover.proxy.config import CutoverConfig
-from cutover.proxy.forwarder import classify_failure, forward
+from cutover.proxy.forwarder import forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
 from cutover.proxy.host import Feature
+from cutover.proxy.pipeline import run_attempts, upstream_errors
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision, client_ip
-from cutover.routing.replay import Failure, may_replay
+from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
@@ -653,16 +654,16 @@ class CompatFeature(Feature):
         started = loop.time()
         raw = body if body is not None else await self.read_body(request)
         doc = _parse_request_json(raw)
-        found, items = json_get(doc, fo.items)
-        where = ".".join(fo.items) or "."
-        if not found or not isinstance(items, list):
+        where = items_path(fo)
+        try:
+            items = fan_out_items(fo, doc)
+        except TransformError as exc:
+            raise CompatError(400, "bad_request_body", f"request body {where}[]: {exc}") from None
+        if items is None:
             raise CompatError(
                 400, "bad_request_body", f"request body: expected a JSON array at {where!r}"
             )
-        try:
-            parts = [orjson.dumps(apply(fo.item_ops, copy.deepcopy(item))) for item in items]
-        except TransformError as exc:
-            raise CompatError(400, "bad_request_body", f"request body {where}[]: {exc}") from None
+        parts = [orjson.dumps(item) for item in items]
         backend = decision.primary
         route = gw.state.routes_by_name[decision.route]
         upstream = gw.state.upstreams[backend]
@@ -697,6 +698,7 @@ class CompatFeature(Feature):
             deadline=started + route.timeouts.total,
             limit=self.settings.max_body if self.settings else 1 << 20,
             outcome=outcome,
+            client_timeout=gw.state.client_timeouts[route.name],
         )
         outcome.backend = backend
         count = len(parts)
@@ -798,110 +800,50 @@ class CompatFeature(Feature):
             raise errors.exceptions[0] from None
 
     async def _part(self, job: _FanOutJob, index: int, fall_back: bool) -> _Part | None:
-        """Send part `index`, retrying it as the route's `retry` block allows.
+        """Send part `index` through the attempt loop (`proxy.pipeline.run_attempts`), retrying
+        it on the same backend as the route's `retry` block allows.
 
         A failure that never reached the backend (connect) may always be retried; one that may
         have reached it (timeout, reset, a status in `retry.on_status`) only when the replay
-        rules allow it (`routing.replay.may_replay`: the fan-out method in `retry.methods`, or
-        an `Idempotency-Key`). At most `retry.attempts` retries, each after a backoff with full
-        jitter, each drawing on the route's retry budget, all before the route's deadline.
-        With `fall_back`, a first attempt that cannot connect returns None: the caller sends
-        the whole request to the next backend instead.
+        rules allow it (the fan-out method in `retry.methods`, or an `Idempotency-Key`). At
+        most `retry.attempts` retries, each after a backoff with full jitter, each drawing on
+        the route's retry budget, all before the route's deadline. With `fall_back`, a first
+        attempt that cannot connect returns None: the caller sends the whole request to the
+        next backend instead.
         """
-        gw = self.gw
-        loop = asyncio.get_running_loop()
         backend = job.backend
         retry = job.route.retry
         headers = job.headers
         if job.key is not None:
             headers = headers.copy()
             headers["Idempotency-Key"] = _part_key(job.key, index)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=job.route.timeouts.connect,
-            sock_connect=job.route.timeouts.connect,
+        attempts = Attempts(
+            self.gw, job.route, job.budget, job.outcome, job.method, job.key is not None, True
         )
-        per_try = job.route.timeouts.per_try  # bounds one attempt, as on the forwarding path
-        attempt = 0
-        delay: float | None = None  # the backoff before a retry
-        replaying = False  # this attempt holds a replay of the route's retry budget
-        while True:
-            attempt += 1
-            failure: Failure | None = None
-            kind = ""
-            status = 0
-            answer: bytes | None = None
-            part_type = ""
-            try:  # a retry holds its replay from its backoff on, until this `finally`
-                if delay is not None:
-                    await self.sleep(delay)
-                remaining = job.deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                if per_try is not None:
-                    remaining = min(remaining, per_try)
-                async with asyncio.timeout(remaining):
-                    async with job.upstream.session.request(
-                        job.method,
-                        job.url,
-                        headers=headers,
-                        data=job.parts[index],
-                        allow_redirects=False,
-                        timeout=timeout,
-                        server_hostname=job.upstream.server_hostname,
-                    ) as resp:
-                        answer = await _read_bounded(
-                            resp.content, job.limit, job.route.timeouts.total
-                        )
-                        status = resp.status
-                        part_type = resp.headers.get("Content-Type", "")
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                failure, kind = classify_failure(exc)
-                if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-                    failure, kind = Failure.TIMEOUT, "timeout"
-            finally:
-                if replaying:
-                    replaying = False
-                    job.budget.replay_done()
-            if failure is None:
-                if status not in retry.on_status:
-                    gw.record_response(backend, status < 500)
-                    return _Part(_part_value(answer, part_type), status, None, attempt)
-                failure, kind = Failure.STATUS, "status"
-                last = _Part(_part_value(answer, part_type), status, None, attempt)
-            else:  # no answer: counted whether or not it is retried
-                gw.metrics.upstream_errors.labels(backend, kind).inc()
-                gw.record_response(backend, False)
-                job.outcome.failures.append((backend, kind))
-                if fall_back and attempt == 1 and failure is Failure.CONNECT:
-                    return None
-                last = _Part(None, 0, kind, attempt)
-            delay = self._retry_delay(job, failure, attempt)
-            if failure is Failure.STATUS:
-                if delay is None:  # the answer stands, as the forwarder books it
-                    gw.record_response(backend, status < 500)
-                    return last
-                gw.metrics.upstream_errors.labels(backend, kind).inc()
-                gw.record_response(backend, False)
-                job.outcome.failures.append((backend, kind))
-            elif delay is None:
-                return last
-            if not job.budget.try_replay():
-                gw.metrics.budget_exhausted.labels(job.route.name).inc()
-                return last
-            replaying = True
+        transport = _PartTransport(job, headers, job.parts[index])
 
-    def _retry_delay(self, job: _FanOutJob, failure: Failure, attempt: int) -> float | None:
-        """The backoff before retrying a part whose attempt `attempt` failed; None: no retry."""
-        retry = job.route.retry
-        if attempt > retry.attempts:
-            return None
-        if not may_replay(failure, job.method, job.key is not None, retry):
-            return None
-        delay = backoff(attempt - 1, FAN_OUT_BACKOFF_BASE, FAN_OUT_BACKOFF_CAP, self.rng)
-        if asyncio.get_running_loop().time() + delay >= job.deadline:
-            return None  # no time left for another attempt
-        return delay
+        def delay(attempt: int) -> float | None:
+            if fall_back and attempt == 1 and attempts.failure is Failure.CONNECT:
+                return None  # the whole request goes on to the next backend instead
+            return backoff(attempt - 1, FAN_OUT_BACKOFF_BASE, FAN_OUT_BACKOFF_CAP, self.rng)
+
+        try:
+            _, answer = await run_attempts(
+                attempts,
+                (backend,) * (1 + retry.attempts),
+                job.deadline,
+                transport,
+                backoff=delay,
+                sleep=self.sleep,
+            )
+        except UpstreamError as exc:
+            if fall_back and transport.sent == 1 and exc.failure == "connect":
+                return None
+            last = transport.last
+            if exc.failure == "status" and last is not None:  # no retry left: the answer stands
+                return _Part(last.value, last.status, None, transport.sent)
+            return _Part(None, 0, exc.failure, transport.sent)
+        return _Part(answer.value, answer.status, None, transport.sent)
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -963,6 +905,7 @@ class _FanOutJob:
     deadline: float  # loop time: the route's `timeout` from the start of the request
     limit: int  # largest answer read per part
     outcome: ProxyOutcome
+    client_timeout: aiohttp.ClientTimeout  # the route's, built at load
 
 
 @dataclass(slots=True)
@@ -973,6 +916,54 @@ class _Part:
     status: int
     error: str | None
     attempts: int
+
+
+class _PartAnswer:
+    """One part's answer, read whole within the attempt."""
+
+    __slots__ = ("status", "value")
+
+    def __init__(self, status: int, value: Any) -> None:
+        self.status = status
+        self.value = value
+
+    def release(self) -> None:
+        """Nothing held: the answer was read whole."""
+
+
+class _PartTransport:
+    """The aiohttp client as the attempt loop's transport for one fan-out part: the part is
+    posted and its answer read whole within the attempt's time."""
+
+    __slots__ = ("headers", "job", "last", "payload", "sent")
+
+    def __init__(self, job: _FanOutJob, headers: CIMultiDict[str], payload: bytes) -> None:
+        self.job = job
+        self.headers = headers
+        self.payload = payload
+        self.sent = 0  # attempts made
+        self.last: _PartAnswer | None = None  # the last answer (a retry status may stand)
+
+    async def send(self, backend: str, per_try: float) -> _PartAnswer:
+        job = self.job
+        upstream = job.upstream
+        self.sent += 1
+        with upstream_errors(backend):
+            async with asyncio.timeout(per_try):
+                async with upstream.session.request(
+                    job.method,
+                    job.url,
+                    headers=self.headers,
+                    data=self.payload,
+                    allow_redirects=False,
+                    timeout=job.client_timeout,
+                    server_hostname=upstream.server_hostname,
+                ) as resp:
+                    answer = await _read_bounded(resp.content, job.limit, job.route.timeouts.total)
+                    part_type = resp.headers.get("Content-Type", "")
+                    status = resp.status
+        self.last = _PartAnswer(status, _part_value(answer, part_type))
+        return self.last
 
 
 def _part_value(answer: bytes | None, content_type: str) -> Any:

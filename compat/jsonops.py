@@ -37,6 +37,7 @@ __all__ = [
     "Values",
     "Wrap",
     "apply",
+    "get_path",
     "split_path",
 ]
 
@@ -89,7 +90,8 @@ def _show(keys: Keys) -> str:
     return ".".join(keys) or "."
 
 
-def _get(doc: Any, keys: Keys) -> tuple[bool, Any]:
+def get_path(doc: Any, keys: Keys) -> tuple[bool, Any]:
+    """(found, value) at the dotted `keys` of `doc`."""
     cur = doc
     for key in keys:
         if not isinstance(cur, dict) or key not in cur:
@@ -185,7 +187,7 @@ class Copy(Op):
     name = "copy"
 
     def apply(self, doc: Any) -> Any:
-        found, value = _get(doc, self.source)
+        found, value = get_path(doc, self.source)
         if not found:
             return doc
         if isinstance(value, dict | list):
@@ -223,7 +225,7 @@ class Keep(Op):
     name = "keep"
 
     def apply(self, doc: Any) -> Any:
-        found, obj = _get(doc, self.path)
+        found, obj = get_path(doc, self.path)
         if not found:
             return doc
         if not isinstance(obj, dict):
@@ -254,7 +256,7 @@ class Default(Op):
     name = "default"
 
     def apply(self, doc: Any) -> Any:
-        found, current = _get(doc, self.path)
+        found, current = get_path(doc, self.path)
         if found and current is not None:
             return doc
         return _set(doc, self.path, _deepcopy(self.value), self.name)
@@ -269,7 +271,7 @@ class Wrap(Op):
     name = "wrap"
 
     def apply(self, doc: Any) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found:
             return doc
         return _set(doc, self.path, {self.key: value}, self.name)
@@ -284,7 +286,7 @@ class Unwrap(Op):
     name = "unwrap"
 
     def apply(self, doc: Any) -> Any:
-        found, obj = _get(doc, self.path)
+        found, obj = get_path(doc, self.path)
         if not found:
             return doc
         if not isinstance(obj, dict) or self.key not in obj:
@@ -301,7 +303,7 @@ class Each(Op):
     name = "each"
 
     def apply(self, doc: Any) -> Any:
-        found, items = _get(doc, self.path)
+        found, items = get_path(doc, self.path)
         if not found or items is None:
             return doc
         if not isinstance(items, list):
@@ -319,7 +321,7 @@ class Values(Op):
     name = "values"
 
     def apply(self, doc: Any) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found or isinstance(value, dict | list):
             return doc
         for src, dst in self.table:
@@ -337,7 +339,7 @@ class Length(Op):
     name = "length"
 
     def apply(self, doc: Any) -> Any:
-        found, items = _get(doc, self.source)
+        found, items = get_path(doc, self.source)
         if not found:
             return doc
         if not isinstance(items, list):
@@ -354,7 +356,7 @@ class Convert(Op):
     name = "convert"
 
     def apply(self, doc: Any) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found or value is None:
             return doc
         try:

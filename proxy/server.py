@@ -59,7 +59,7 @@ from cutover.proxy.host import CompatHook, Feature, ParitySource, RequestRecord
 from cutover.proxy.listen import bind
 from cutover.proxy.metrics import Metrics
 from cutover.proxy.restart import restart_required
-from cutover.proxy.upstreams import Upstream
+from cutover.proxy.upstreams import Upstream, client_timeout
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import client_ip, decide, sticky_key
 from cutover.routing.health import HealthTable
@@ -80,6 +80,7 @@ class RuntimeState:
     tables: dict[str, SplitTable]
     budgets: dict[str, RetryBudget]
     upstreams: dict[str, Upstream]
+    client_timeouts: dict[str, aiohttp.ClientTimeout]  # per route, built at load
 
 
 class _Protocol(web_protocol.RequestHandler):
@@ -323,6 +324,7 @@ def _build_state(
         tables={r.name: SplitTable(r.split) for r in config.routes},
         budgets=budgets,
         upstreams=upstreams,
+        client_timeouts={r.name: client_timeout(r.timeouts) for r in config.routes},
     )
 
 
@@ -575,6 +577,7 @@ class Gateway:
             tables=tables,
             budgets=old.budgets,
             upstreams=old.upstreams,
+            client_timeouts=old.client_timeouts,
         )
 
     def record_response(self, backend: str, ok: bool) -> None:
