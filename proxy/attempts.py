@@ -69,6 +69,7 @@ class Attempts:
         "method",
         "outcome",
         "previous",
+        "refused",
         "replayable",
         "replaying",
         "route",
@@ -96,6 +97,7 @@ class Attempts:
         self.failure: Failure | None = None  # how it failed
         self.kind = ""  # the same, as the metrics and errors name it
         self.replaying = False  # the attempt in progress holds a replay of the budget
+        self.refused = False  # the retry budget refused a replay
 
     def expired(self, remaining: float) -> bool:
         """No time left for another attempt (the request's deadline passed)."""
@@ -117,6 +119,7 @@ class Attempts:
         metrics = self.gw.metrics
         if not self.budget.try_replay():
             metrics.budget_exhausted.labels(self.route.name).inc()
+            self.refused = True
             return False
         self.replaying = True
         if name != self.previous:  # a retry of the same backend (a fan-out part) is no fallback
