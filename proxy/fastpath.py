@@ -38,7 +38,7 @@ import random
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,12 @@ from aiohttp import web
 from aiohttp.web_request import parse_cookie_header
 from yarl import URL
 
-from cutover.core.errors import BodyTooLargeError, CutoverError, IncompleteBodyError
+from cutover.core.errors import (
+    BodyTooLargeError,
+    CutoverError,
+    IncompleteBodyError,
+    UpstreamError,
+)
 from cutover.core.http1 import (
     HOST_RE,
     is_plain_path,
@@ -59,13 +64,13 @@ from cutover.core.http1 import (
 )
 from cutover.core.storable import storable
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
-from cutover.proxy.attempts import Attempts, ProxyOutcome
+from cutover.proxy.attempts import Attempts, ProxyOutcome, book_answer
 from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
 from cutover.proxy.host import RequestRecord
+from cutover.proxy.pipeline import run_attempts
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
 from cutover.routing.decision import Decision, client_ip, decide, sticky_key
 from cutover.routing.murmur import bucket_of
-from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
@@ -104,12 +109,6 @@ class _Refusal(Exception):
 
 class _TooLargeUnsent(BodyTooLargeError):
     """The body is over the limit, and not a byte of the request went to the backend."""
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, failure: Failure, kind: str) -> None:
-        super().__init__(kind)
-        self.failure, self.kind = failure, kind
 
 
 def _let_go(resp: Response) -> None:
@@ -412,6 +411,24 @@ class _Exchange:
 
 
 # -- the listener --------------------------------------------------------------------------
+
+
+class _LeanTransport:
+    """The lean pool as the attempt loop's transport, for one exchange of the task lane."""
+
+    __slots__ = ("body", "conn", "connect", "ex", "max_body")
+
+    def __init__(
+        self, conn: _Conn, ex: _Exchange, body: bytes | None, connect: float, max_body: int
+    ) -> None:
+        self.conn = conn
+        self.ex = ex
+        self.body = body
+        self.connect = connect
+        self.max_body = max_body
+
+    def send(self, backend: str, per_try: float) -> Awaitable[Response]:
+        return self.conn._attempt(self.ex, backend, self.body, per_try, self.connect, self.max_body)
 
 
 class FastListener:
@@ -1233,7 +1250,7 @@ class _Conn(asyncio.Protocol):
     def _quick_answer(self, ex: _Exchange, resp: Response) -> None:
         if resp.error is not None:
             self._leave_quick(ex, abort=True)
-            self._spawn(ex, _AttemptFailed(Failure.RESET, "reset"))
+            self._spawn(ex, UpstreamError(ex.name, "reset"))
             return
         if not resp.head_done:
             return
@@ -1245,9 +1262,7 @@ class _Conn(asyncio.Protocol):
             self._leave_quick(ex)  # a possible replay: the task's job
             self._spawn(ex, resp)
             return
-        gw = self.gw
-        gw.record_response(ex.name, status < 500)
-        ex.outcome.backend = ex.name
+        book_answer(self.gw, ex.outcome, ex.name, status)  # as `Attempts.answered` books it
         if not resp.complete:
             self._stream_start(ex, resp)
             return
@@ -1316,14 +1331,14 @@ class _Conn(asyncio.Protocol):
             self._stream_cut(ex)
             return
         self._leave_quick(ex, abort=True)
-        self._spawn(ex, _AttemptFailed(Failure.TIMEOUT, "timeout"))
+        self._spawn(ex, UpstreamError(ex.name, "timeout"))
 
-    def _spawn(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+    def _spawn(self, ex: _Exchange, first: Response | UpstreamError | None) -> None:
         """Go on in a task; `first` is the result of the quick lane's attempt, if it made one."""
         task = ex.task = self.loop.create_task(self._run(ex, first))
         task.add_done_callback(lambda _: self._ran(ex, first))
 
-    def _ran(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+    def _ran(self, ex: _Exchange, first: Response | UpstreamError | None) -> None:
         """The task of `ex` is over. A task cancelled before its first step (the client went
         away in the same loop turn) never ran `_run`, whose end books the exchange: book it
         here, and cut the quick lane's answer it was handed, so that nothing stays held."""
@@ -1433,7 +1448,7 @@ class _Conn(asyncio.Protocol):
 
     # -- serving: the task -----------------------------------------------------------------
 
-    async def _run(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+    async def _run(self, ex: _Exchange, first: Response | UpstreamError | None) -> None:
         status, sent, close = 500, 0, True
         gw = self.gw
         request_id = ex.request_id
@@ -1471,7 +1486,7 @@ class _Conn(asyncio.Protocol):
         self._end(ex, status, sent, close)
 
     async def _forward(
-        self, ex: _Exchange, first: Response | _AttemptFailed | None
+        self, ex: _Exchange, first: Response | UpstreamError | None
     ) -> tuple[int, int, bool]:
         """The attempts (as `proxy.forwarder.forward`): status, bytes sent, close after."""
         gw = self.gw
@@ -1501,36 +1516,14 @@ class _Conn(asyncio.Protocol):
             b"idempotency-key" in ex.first,
             replayable,
         )
-        tries = decision.attempts[: attempts.limit]
+        transport = _LeanTransport(self, ex, body, timeouts.connect, max_body)
+        _, resp = await run_attempts(
+            attempts, decision.attempts, ex.deadline, transport, first=first, clock=loop.time
+        )
         try:
-            for index, name in enumerate(tries):
-                if index == 0 and first is not None:
-                    result: Response | _AttemptFailed = first
-                else:
-                    remaining = ex.deadline - loop.time()
-                    if attempts.expired(remaining) or not attempts.may_try(index, name):
-                        break
-                    per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
-                    try:
-                        result = await self._attempt(
-                            ex, name, body, per_try, timeouts.connect, max_body
-                        )
-                    except _AttemptFailed as exc:
-                        result = exc
-                if isinstance(result, _AttemptFailed):
-                    attempts.failed(index, name, result.failure, result.kind)
-                    continue
-                resp = result
-                try:
-                    if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
-                        resp.conn.finish(resp)  # worth the next backend: a retry status
-                        continue
-                    return await self._stream_back(ex, resp, timeouts.total)
-                finally:
-                    _let_go(resp)
-            raise attempts.give_up(decision.primary)
+            return await self._stream_back(ex, resp, timeouts.total)
         finally:
-            attempts.release()  # a fallback attempt cut short (client gone, error) ends here too
+            _let_go(resp)
 
     async def _read_body(self, ex: _Exchange) -> bytes:
         """The whole request body (its Content-Length is within the route's replay buffer)."""
@@ -1622,7 +1615,7 @@ class _Conn(asyncio.Protocol):
         connect_timeout: float,
         max_body: int,
     ) -> Response:
-        """One attempt: the request out, the response head in; raises `_AttemptFailed`."""
+        """One attempt: the request out, the response head in; raises `UpstreamError`."""
         loop = self.loop
         pool = ex.state.upstreams[name].lean
         attempt_deadline = loop.time() + per_try
@@ -1634,8 +1627,8 @@ class _Conn(asyncio.Protocol):
                 conn = await pool.connect(min(connect_timeout, per_try))
             except ConnectFailed as exc:
                 if per_try <= connect_timeout and "timeout" in str(exc):
-                    raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
-                raise _AttemptFailed(Failure.CONNECT, "connect") from None
+                    raise UpstreamError(name, "timeout") from exc
+                raise UpstreamError(name, "connect") from exc
         resp = conn.begin(ex.method == b"HEAD")
         ex.expired = False
         timer = loop.call_at(attempt_deadline, ex.expire)
@@ -1656,12 +1649,12 @@ class _Conn(asyncio.Protocol):
             conn.abort()
             if ex.expired and not ex.lost:
                 ex.task.uncancel()  # type: ignore[union-attr]
-                raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
+                raise UpstreamError(name, "timeout") from None
             raise
-        except UpstreamFailure:
+        except UpstreamFailure as exc:
             conn.resp = None
             conn.close()
-            raise _AttemptFailed(Failure.RESET, "reset") from None
+            raise UpstreamError(name, "reset") from exc
         except _TooLargeUnsent:
             conn.resp = None  # nothing went out: the connection is as good as new
             pool.release(conn)
