@@ -65,12 +65,11 @@ from cutover.core.http1 import (
 from cutover.core.storable import storable
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
 from cutover.proxy.attempts import Attempts, ProxyOutcome, book_answer
-from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
-from cutover.proxy.host import RequestRecord
+from cutover.proxy.headers import HOP_BY_HOP, NOT_FORWARDED_DOWN, NOT_FORWARDED_UP
 from cutover.proxy.pipeline import run_attempts
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
-from cutover.routing.decision import Decision, client_ip, decide, sticky_key
-from cutover.routing.murmur import bucket_of
+from cutover.proxy.requestflow import book_request, decide_request
+from cutover.routing.decision import Decision
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
@@ -88,8 +87,8 @@ DEADLINE_TICK = 0.01
 _SMALL_WRITE = 8 * 1024  # a body below this is copied after its head; larger: writev
 
 _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
-_DROP_UP = _HOP | {b"host", b"expect", b"content-length"}
-_DROP_DOWN = _HOP | {b"content-length"}
+_DROP_UP = frozenset(h.encode() for h in NOT_FORWARDED_UP)  # `proxy.headers`' policy, as bytes
+_DROP_DOWN = frozenset(h.encode() for h in NOT_FORWARDED_DOWN)
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
 _AUTHORIZATION = frozenset((b"authorization",))
 _HOST_RE_B = re.compile(HOST_RE.pattern.encode())
@@ -411,6 +410,11 @@ class _Exchange:
 
 
 # -- the listener --------------------------------------------------------------------------
+
+
+def _cookies(headers: _HeaderView) -> dict[str, str]:
+    raw = headers.get("Cookie")
+    return {name: m.value for name, m in parse_cookie_header(raw)} if raw else {}
 
 
 class _LeanTransport:
@@ -1347,7 +1351,7 @@ class _Conn(asyncio.Protocol):
         self._end(ex, 499, ex.stream_sent, True)  # a no-op once `_run` ended it
 
     def _end(self, ex: _Exchange, status: int, sent: int, close: bool) -> None:
-        """The request is over (as the end of `Gateway._proxy` and `handle`): book it."""
+        """The request is over: release what it held, book it (`proxy.requestflow`)."""
         if ex.ended:
             return
         ex.ended = True
@@ -1362,89 +1366,36 @@ class _Conn(asyncio.Protocol):
             self.listener.meters.in_flight -= 1
         started = ex.started
         if started is not None:
-            outcome = ex.outcome
-            backend = outcome.backend or "-"
-            elapsed = time.perf_counter() - started
-            route_name = ex.route_name
-            self.listener.meters.count(route_name, backend, status, elapsed)
-            if outcome.backend:
-                gw.served[outcome.backend] += 1
-            if gw.observers and route_name != "-":
-                record = RequestRecord(
-                    route=route_name,
-                    primary=ex.primary,
-                    backend=outcome.backend,
-                    status=status,
-                    duration=elapsed,
-                    failures=tuple(outcome.failures),
-                    method=ex.method.decode("ascii"),
-                    path=ex.path,
-                )
-                for observe in gw.observers:
-                    try:
-                        observe(record)
-                    except Exception:
-                        log.exception("request observer failed")
-            access_log = gw.access_log
-            if access_log is not None:
-                access_log.write(
-                    {
-                        "ts": gw.clock.now(),
-                        "request_id": ex.request_id,
-                        "method": ex.method.decode("ascii"),
-                        "path": ex.path,
-                        "route": route_name,
-                        "backend": backend,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "bytes_sent": sent,
-                        "fallback_from": outcome.fallback_from,
-                        "client": self.peer,
-                    }
-                )
+            book_request(
+                gw,
+                self.listener.meters.count,
+                ex.route_name,
+                ex.primary,
+                ex.outcome,
+                status,
+                time.perf_counter() - started,
+                ex.method.decode("ascii"),
+                ex.path,
+                ex.request_id,
+                sent,
+                self.peer,
+            )
         self._done(ex, close)
 
     def _decide(
         self, ex: _Exchange, route: Route, state: RuntimeState, outcome: ProxyOutcome
     ) -> Decision:
-        """As `Gateway._decide`."""
-        gw = self.gw
-        config = gw.config
-        sticky = route.sticky
-        key: str | None = None
         headers = ex.view
-        if sticky is not None:
-            peer = self.peer
-            ip = (
-                client_ip(peer, headers.get("X-Forwarded-For"), config.headers.trusted_proxies)
-                if sticky.kind == "client_ip"
-                else peer
-            )
-            cookies: dict[str, str] = {}
-            if sticky.kind == "cookie":
-                raw = headers.get("Cookie")
-                if raw:
-                    cookies = {name: m.value for name, m in parse_cookie_header(raw)}
-            key = sticky_key(sticky, headers, cookies, ip)
-            if key is None and sticky.kind == "cookie":
-                key = "%032x" % random.getrandbits(128)  # noqa: UP031
-                outcome.set_cookie = sticky_cookie(
-                    sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
-                )
-        bucket = bucket_of(key) if key is not None else int(random.random() * 10_000)
-        override = headers.get(config.headers.override) if config.headers.override else None
-        available = gw.health.available(gw.clock.monotonic())
-        table = state.tables[route.name]
-        memo = self.listener.decisions
-        args = (route.name, table, bucket, available, override, key is not None)
-        decision = memo.get(args)
-        if decision is None:
-            if len(memo) >= 16384:  # buckets x health states: bounded, rebuilt when full
-                memo.clear()
-            decision = memo[args] = decide(
-                route, table, bucket, available, override=override, sticky=key is not None
-            )
-        return decision
+        return decide_request(
+            self.gw,
+            route,
+            state,
+            outcome,
+            headers,
+            lambda: _cookies(headers),
+            self.peer,
+            self.listener.decisions,
+        )
 
     # -- serving: the task -----------------------------------------------------------------
 
@@ -1544,7 +1495,8 @@ class _Conn(asyncio.Protocol):
             await fut
 
     def _request_head(self, ex: _Exchange, pool: LeanPool, length: int | None) -> bytes:
-        """The head sent to the backend (as `proxy.headers.upstream_headers`).
+        """The head sent to the backend, as bytes: `proxy.headers`' upstream policy (the
+        fields it drops, then X-Forwarded-* and the request id as `upstream_headers` adds them).
 
         `ex.url` is plain origin-form here (`_needs_general` hands any other target to the
         general path), so it follows the backend's base path as it came."""
