@@ -1385,14 +1385,13 @@ class _Conn(asyncio.Protocol):
     def _decide(
         self, ex: _Exchange, route: Route, state: RuntimeState, outcome: ProxyOutcome
     ) -> Decision:
-        headers = ex.view
         return decide_request(
             self.gw,
             route,
             state,
             outcome,
-            headers,
-            lambda: _cookies(headers),
+            ex.view,
+            _cookies,
             self.peer,
             self.listener.decisions,
         )

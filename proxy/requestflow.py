@@ -45,11 +45,12 @@ def decide_request(
     state: RuntimeState,
     outcome: ProxyOutcome,
     headers: Headers,
-    cookies: Callable[[], Mapping[str, str]],
+    cookies: Callable[[Any], Mapping[str, str]],
     peer: str,
     memo: dict[tuple[Any, ...], Decision],
 ) -> Decision:
-    """The routing decision for one request: sticky key (a new cookie is set on `outcome`),
+    """The routing decision for one request: sticky key (a new cookie is set on `outcome`;
+    `cookies(headers)` parses them, read only for a cookie-sticky route),
     bucket, override header, health — then `routing.decide`, memoized per (route, table,
     bucket, health, override) since those are all it reads."""
     config = gw.config
@@ -61,7 +62,7 @@ def decide_request(
             if sticky.kind == "client_ip"
             else peer
         )
-        key = sticky_key(sticky, headers, cookies() if sticky.kind == "cookie" else {}, ip)
+        key = sticky_key(sticky, headers, cookies(headers) if sticky.kind == "cookie" else {}, ip)
         if key is None and sticky.kind == "cookie":
             key = "%032x" % random.getrandbits(128)  # noqa: UP031
             outcome.set_cookie = sticky_cookie(

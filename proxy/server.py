@@ -742,7 +742,7 @@ class Gateway:
             state,
             outcome,
             request.headers,
-            lambda: request.cookies,
+            lambda _: request.cookies,
             request.remote or "",
             self._decisions,
         )
