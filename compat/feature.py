@@ -54,7 +54,7 @@ from cutover.proxy.config import CutoverConfig
 from cutover.proxy.forwarder import forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
 from cutover.proxy.host import Feature
-from cutover.proxy.pipeline import run_attempts, upstream_errors
+from cutover.proxy.pipeline import WholeAnswer, run_attempts, upstream_errors
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision, client_ip
 from cutover.routing.replay import Failure
@@ -918,19 +918,6 @@ class _Part:
     attempts: int
 
 
-class _PartAnswer:
-    """One part's answer, read whole within the attempt."""
-
-    __slots__ = ("status", "value")
-
-    def __init__(self, status: int, value: Any) -> None:
-        self.status = status
-        self.value = value
-
-    def release(self) -> None:
-        """Nothing held: the answer was read whole."""
-
-
 class _PartTransport:
     """The aiohttp client as the attempt loop's transport for one fan-out part: the part is
     posted and its answer read whole within the attempt's time."""
@@ -942,9 +929,9 @@ class _PartTransport:
         self.headers = headers
         self.payload = payload
         self.sent = 0  # attempts made
-        self.last: _PartAnswer | None = None  # the last answer (a retry status may stand)
+        self.last: WholeAnswer | None = None  # the last answer (a retry status may stand)
 
-    async def send(self, backend: str, per_try: float) -> _PartAnswer:
+    async def send(self, backend: str, per_try: float) -> WholeAnswer:
         job = self.job
         upstream = job.upstream
         self.sent += 1
@@ -962,7 +949,7 @@ class _PartTransport:
                     answer = await _read_bounded(resp.content, job.limit, job.route.timeouts.total)
                     part_type = resp.headers.get("Content-Type", "")
                     status = resp.status
-        self.last = _PartAnswer(status, _part_value(answer, part_type))
+        self.last = WholeAnswer(status, _part_value(answer, part_type))
         return self.last
 
 

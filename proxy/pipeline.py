@@ -28,7 +28,7 @@ from cutover.core.errors import UpstreamError
 from cutover.proxy.attempts import Attempts
 from cutover.routing.replay import Failure
 
-__all__ = ["Answer", "Transport", "failure_of", "run_attempts", "upstream_errors"]
+__all__ = ["Answer", "Transport", "WholeAnswer", "failure_of", "run_attempts", "upstream_errors"]
 
 
 class Answer(Protocol):
@@ -38,6 +38,20 @@ class Answer(Protocol):
     def status(self) -> int: ...
 
     def release(self) -> object: ...
+
+
+class WholeAnswer:
+    """An answer read whole within its attempt (`value`: what the sender made of it); it
+    holds nothing, so letting it go is free."""
+
+    __slots__ = ("status", "value")
+
+    def __init__(self, status: int, value: object) -> None:
+        self.status = status
+        self.value = value
+
+    def release(self) -> None:
+        """Nothing held."""
 
 
 A = TypeVar("A", bound=Answer)

@@ -54,7 +54,7 @@ from cutover.core.storable import storable
 from cutover.core.tasks import Supervised, stop_in_order
 from cutover.proxy.attempts import Attempts, ProxyOutcome
 from cutover.proxy.metrics import LATENCY_BUCKETS, counter_samples
-from cutover.proxy.pipeline import run_attempts, upstream_errors
+from cutover.proxy.pipeline import WholeAnswer, run_attempts, upstream_errors
 from cutover.publishing import pagerduty, rootly, slack, webhook
 from cutover.publishing.config import DeliveryPolicy, PublishingConfig
 from cutover.publishing.outbox import Job, Outbox
@@ -191,19 +191,6 @@ class TargetGate:
         return self.bucket.wait(now)
 
 
-class _Stored:
-    """One backend's verdict on a history delivery (every part sent, or the first refused)."""
-
-    __slots__ = ("outcome", "status")
-
-    def __init__(self, status: int, outcome: SendOutcome) -> None:
-        self.status = status
-        self.outcome = outcome
-
-    def release(self) -> None:
-        """Nothing held: each part's answer was read within the attempt."""
-
-
 class _HistoryTransport:
     """The gateway's aiohttp pools as the attempt loop's transport for a history delivery:
     one attempt posts every part of the alert's requests for that backend, in order, and stops
@@ -223,7 +210,8 @@ class _HistoryTransport:
         self.shaped = shaped
         self.timeout = timeout
 
-    async def send(self, backend: str, per_try: float) -> _Stored:
+    async def send(self, backend: str, per_try: float) -> WholeAnswer:
+        """Every part to `backend`; the answer's `value` is the `SendOutcome`."""
         gw = self.gw
         upstream = gw.state.upstreams[backend]
         requests = self.shaped[backend]
@@ -254,7 +242,7 @@ class _HistoryTransport:
                         status, out = resp.status, judge(resp.status, text[:300], None)
                     if not out.ok:
                         break
-        return _Stored(status, out)
+        return WholeAnswer(status, out)
 
 
 class _Metrics:
@@ -882,7 +870,8 @@ class DeliveryEngine:
             return SendOutcome(False, None, retry=True, error=f"{exc.backend}: {exc.failure}{note}")
         finally:
             budget.finish()
-        out = answer.outcome
+        out = answer.value
+        assert isinstance(out, SendOutcome)
         if out.ok:
             return SendOutcome.done(out.status, f"stored by {name}")
         return SendOutcome(
