@@ -706,21 +706,19 @@ class CompatFeature(Feature):
         first = 0
         if count and len(decision.attempts) > 1:
             # Alone, so that nothing else was delivered should it be unable to connect.
-            part = await self._part(job, 0, fall_back=True)
+            walk = self._walk(job)
+            part = await self._part(job, 0, fall_back=True, attempts=walk)
             if part is None:
-                # The whole request goes on: a replay of a failed attempt, as the forwarder's
-                # fallbacks are, on the route's retry budget, for as long as it takes.
-                if not job.budget.try_replay():
-                    gw.metrics.budget_exhausted.labels(route.name).inc()
+                # The whole request goes on to the next backend: a fallback after a connect
+                # failure, booked and budgeted as every fallback is (`proxy.attempts`).
+                rest = decision.attempts[1:]
+                if not walk.may_try(1, rest[0]):
                     raise UpstreamError(backend, "connect")
                 try:
-                    rest = decision.attempts[1:]
-                    gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
-                    outcome.fallback_from = outcome.fallback_from or backend
                     nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
                     return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
                 finally:
-                    job.budget.replay_done()
+                    walk.release()
             done[0] = part
             first = 1
         await self._run_parts(job, done, range(first, count), fo.concurrency)
@@ -799,7 +797,15 @@ class CompatFeature(Feature):
         except BaseExceptionGroup as errors:
             raise errors.exceptions[0] from None
 
-    async def _part(self, job: _FanOutJob, index: int, fall_back: bool) -> _Part | None:
+    def _walk(self, job: _FanOutJob) -> Attempts:
+        """The attempt state of one part (its retries on the fan-out's backend)."""
+        return Attempts(
+            self.gw, job.route, job.budget, job.outcome, job.method, job.key is not None, True
+        )
+
+    async def _part(
+        self, job: _FanOutJob, index: int, fall_back: bool, attempts: Attempts | None = None
+    ) -> _Part | None:
         """Send part `index` through the attempt loop (`proxy.pipeline.run_attempts`), retrying
         it on the same backend as the route's `retry` block allows.
 
@@ -809,7 +815,7 @@ class CompatFeature(Feature):
         most `retry.attempts` retries, each after a backoff with full jitter, each drawing on
         the route's retry budget, all before the route's deadline. With `fall_back`, a first
         attempt that cannot connect returns None: the caller sends the whole request to the
-        next backend instead.
+        next backend instead, through `attempts` (its fallback is booked there).
         """
         backend = job.backend
         retry = job.route.retry
@@ -817,9 +823,7 @@ class CompatFeature(Feature):
         if job.key is not None:
             headers = headers.copy()
             headers["Idempotency-Key"] = _part_key(job.key, index)
-        attempts = Attempts(
-            self.gw, job.route, job.budget, job.outcome, job.method, job.key is not None, True
-        )
+        attempts = attempts or self._walk(job)
         transport = _PartTransport(job, headers, job.parts[index])
 
         def delay(attempt: int) -> float | None:
