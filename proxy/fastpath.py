@@ -1457,15 +1457,10 @@ class _Conn(asyncio.Protocol):
                 body = ex.body = await self._read_body(ex)
             else:
                 replayable = False
-        attempts = Attempts(
-            gw,
-            route,
-            state.budgets[route.name],
-            outcome,
-            ex.method.decode("ascii"),
-            b"idempotency-key" in ex.first,
-            replayable,
-        )
+        keyed = b"idempotency-key" in ex.first
+        budget = state.budgets[route.name]
+        method = ex.method.decode("ascii")
+        attempts = Attempts(gw, route, budget, outcome, method, keyed, replayable)
         transport = _LeanTransport(self, ex, body, timeouts.connect, max_body)
         _, resp = await run_attempts(
             attempts, decision.attempts, ex.deadline, transport, first=first, clock=loop.time

@@ -236,15 +236,9 @@ async def forward(
         else:
             replayable = False
 
-    attempts = Attempts(
-        gw,
-        route,
-        state.budgets[route.name],
-        outcome,
-        request.method,
-        "Idempotency-Key" in request.headers,
-        replayable,
-    )
+    keyed = "Idempotency-Key" in request.headers
+    budget = state.budgets[route.name]
+    attempts = Attempts(gw, route, budget, outcome, request.method, keyed, replayable)
     transport = ClientTransport(
         request, gw, state, route, request_id, body, has_body, max_body, plan
     )
