@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import random
 import zlib
@@ -34,8 +33,8 @@ from prometheus_client import CollectorRegistry, Counter
 from yarl import URL
 
 from cutover.compat.config import CompatConfig
+from cutover.compat.fanout import fan_out_items, items_path
 from cutover.compat.jsonops import TransformError, apply, format_rfc3339
-from cutover.compat.jsonops import _get as json_get
 from cutover.compat.report import usage_report
 from cutover.compat.rules import Hit, Rewrite, Rule, RuleSet, render_template
 from cutover.compat.store import ensure_schema, read_usage, write_usage
@@ -52,14 +51,16 @@ from cutover.core.errors import (
     from_error,
 )
 from cutover.core.tasks import Supervised
+from cutover.proxy.attempts import Attempts
 from cutover.proxy.config import CutoverConfig
-from cutover.proxy.forwarder import classify_failure, forward
+from cutover.proxy.forwarder import forward
 from cutover.proxy.headers import downstream_headers, upstream_headers
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import MetricSet, counter
+from cutover.proxy.pipeline import WholeAnswer, run_attempts, upstream_errors
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision, client_ip
-from cutover.routing.replay import Failure, may_replay
+from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
@@ -701,20 +702,20 @@ class CompatFeature(Feature):
         started = loop.time()
         raw = body if body is not None else await self.read_body(request)
         doc = _parse_request_json(raw)
-        found, items = json_get(doc, fo.items)
-        where = ".".join(fo.items) or "."
-        if not found or not isinstance(items, list):
-            raise CompatError(
-                400, "bad_request_body", f"request body: expected a JSON array at {where!r}"
-            )
+        where = items_path(fo)
         try:
-            parts = [_dump(apply(fo.item_ops, copy.deepcopy(item))) for item in items]
+            items = fan_out_items(fo, doc)
         except RecursionError:  # copy.deepcopy of a hostile, deeply nested item
             raise CompatError(
                 400, "bad_request_body", f"request body {where}[]: too deep"
             ) from None
         except TransformError as exc:
             raise CompatError(400, "bad_request_body", f"request body {where}[]: {exc}") from None
+        if items is None:
+            raise CompatError(
+                400, "bad_request_body", f"request body: expected a JSON array at {where!r}"
+            )
+        parts = [_dump(item) for item in items]
         backend = decision.primary
         route = gw.state.routes_by_name[decision.route]
         upstream = gw.state.upstreams[backend]
@@ -749,6 +750,7 @@ class CompatFeature(Feature):
             deadline=started + route.timeouts.total,
             limit=self.settings.max_body if self.settings else 1 << 20,
             outcome=outcome,
+            client_timeout=gw.state.client_timeouts[route.name],
         )
         outcome.backend = backend
         count = len(parts)
@@ -756,21 +758,19 @@ class CompatFeature(Feature):
         first = 0
         if count and len(decision.attempts) > 1:
             # Alone, so that nothing else was delivered should it be unable to connect.
-            part = await self._part(job, 0, fall_back=True)
+            walk = self._walk(job)
+            part = await self._part(job, 0, fall_back=True, attempts=walk)
             if part is None:
-                # The whole request goes on: a replay of a failed attempt, as the forwarder's
-                # fallbacks are, on the route's retry budget, for as long as it takes.
-                if not job.budget.try_replay():
-                    gw.metrics.budget_exhausted.labels(route.name).inc()
+                # The whole request goes on to the next backend: a fallback after a connect
+                # failure, booked and budgeted as every fallback is (`proxy.attempts`).
+                rest = decision.attempts[1:]
+                if not walk.may_try(1, rest[0]):
                     raise UpstreamError(backend, "connect")
                 try:
-                    rest = decision.attempts[1:]
-                    gw.metrics.fallbacks.labels(route.name, backend, rest[0]).inc()
-                    outcome.fallback_from = outcome.fallback_from or backend
                     nxt = Decision(decision.route, rest[0], rest, decision.reason, decision.bucket)
                     return await self._dispatch(request, hit, nxt, request_id, outcome, raw)
                 finally:
-                    job.budget.replay_done()
+                    walk.release()
             done[0] = part
             first = 1
         await self._run_parts(job, done, range(first, count), fo.concurrency)
@@ -849,111 +849,57 @@ class CompatFeature(Feature):
         except BaseExceptionGroup as errors:
             raise errors.exceptions[0] from None
 
-    async def _part(self, job: _FanOutJob, index: int, fall_back: bool) -> _Part | None:
-        """Send part `index`, retrying it as the route's `retry` block allows.
+    def _walk(self, job: _FanOutJob) -> Attempts:
+        """The attempt state of one part (its retries on the fan-out's backend)."""
+        return Attempts(
+            self.gw, job.route, job.budget, job.outcome, job.method, job.key is not None, True
+        )
+
+    async def _part(
+        self, job: _FanOutJob, index: int, fall_back: bool, attempts: Attempts | None = None
+    ) -> _Part | None:
+        """Send part `index` through the attempt loop (`proxy.pipeline.run_attempts`), retrying
+        it on the same backend as the route's `retry` block allows.
 
         A failure that never reached the backend (connect) may always be retried; one that may
         have reached it (timeout, reset, a status in `retry.on_status`) only when the replay
-        rules allow it (`routing.replay.may_replay`: the fan-out method in `retry.methods`, or
-        an `Idempotency-Key`). At most `retry.attempts` retries, each after a backoff with full
-        jitter, each drawing on the route's retry budget, all before the route's deadline.
-        With `fall_back`, a first attempt that cannot connect returns None: the caller sends
-        the whole request to the next backend instead.
+        rules allow it (the fan-out method in `retry.methods`, or an `Idempotency-Key`). At
+        most `retry.attempts` retries, each after a backoff with full jitter, each drawing on
+        the route's retry budget, all before the route's deadline. With `fall_back`, a first
+        attempt that cannot connect returns None: the caller sends the whole request to the
+        next backend instead, through `attempts` (its fallback is booked there).
         """
-        gw = self.gw
-        loop = asyncio.get_running_loop()
         backend = job.backend
         retry = job.route.retry
         headers = job.headers
         if job.key is not None:
             headers = headers.copy()
             headers["Idempotency-Key"] = _part_key(job.key, index)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=job.route.timeouts.connect,
-            sock_connect=job.route.timeouts.connect,
-        )
-        per_try = job.route.timeouts.per_try  # bounds one attempt, as on the forwarding path
-        attempt = 0
-        delay: float | None = None  # the backoff before a retry
-        replaying = False  # this attempt holds a replay of the route's retry budget
-        while True:
-            attempt += 1
-            failure: Failure | None = None
-            kind = ""
-            status = 0
-            answer: bytes | None = None
-            part_type = ""
-            try:  # a retry holds its replay from its backoff on, until this `finally`
-                if delay is not None:
-                    await self.sleep(delay)
-                remaining = job.deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                if per_try is not None:
-                    remaining = min(remaining, per_try)
-                async with asyncio.timeout(remaining):
-                    async with job.upstream.session.request(
-                        job.method,
-                        job.url,
-                        headers=headers,
-                        data=job.parts[index],
-                        allow_redirects=False,
-                        timeout=timeout,
-                        server_hostname=job.upstream.server_hostname,
-                    ) as resp:
-                        answer = await _read_bounded(
-                            resp.content, job.limit, job.route.timeouts.total
-                        )
-                        status = resp.status
-                        part_type = resp.headers.get("Content-Type", "")
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                failure, kind = classify_failure(exc)
-                if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-                    failure, kind = Failure.TIMEOUT, "timeout"
-            finally:
-                if replaying:
-                    replaying = False
-                    job.budget.replay_done()
-            if failure is None:
-                if status not in retry.on_status:
-                    gw.record_response(backend, status < 500)
-                    return _Part(_part_value(answer, part_type), status, None, attempt)
-                failure, kind = Failure.STATUS, "status"
-                last = _Part(_part_value(answer, part_type), status, None, attempt)
-            else:  # no answer: counted whether or not it is retried
-                gw.metrics.upstream_errors.labels(backend, kind).inc()
-                gw.record_response(backend, False)
-                job.outcome.failures.append((backend, kind))
-                if fall_back and attempt == 1 and failure is Failure.CONNECT:
-                    return None
-                last = _Part(None, 0, kind, attempt)
-            delay = self._retry_delay(job, failure, attempt)
-            if failure is Failure.STATUS:
-                if delay is None:  # the answer stands, as the forwarder books it
-                    gw.record_response(backend, status < 500)
-                    return last
-                gw.metrics.upstream_errors.labels(backend, kind).inc()
-                gw.record_response(backend, False)
-                job.outcome.failures.append((backend, kind))
-            elif delay is None:
-                return last
-            if not job.budget.try_replay():
-                gw.metrics.budget_exhausted.labels(job.route.name).inc()
-                return last
-            replaying = True
+        attempts = attempts or self._walk(job)
+        transport = _PartTransport(job, headers, job.parts[index])
 
-    def _retry_delay(self, job: _FanOutJob, failure: Failure, attempt: int) -> float | None:
-        """The backoff before retrying a part whose attempt `attempt` failed; None: no retry."""
-        retry = job.route.retry
-        if attempt > retry.attempts:
-            return None
-        if not may_replay(failure, job.method, job.key is not None, retry):
-            return None
-        delay = backoff(attempt - 1, FAN_OUT_BACKOFF_BASE, FAN_OUT_BACKOFF_CAP, self.rng)
-        if asyncio.get_running_loop().time() + delay >= job.deadline:
-            return None  # no time left for another attempt
-        return delay
+        def delay(attempt: int) -> float | None:
+            if fall_back and attempt == 1 and attempts.failure is Failure.CONNECT:
+                return None  # the whole request goes on to the next backend instead
+            return backoff(attempt - 1, FAN_OUT_BACKOFF_BASE, FAN_OUT_BACKOFF_CAP, self.rng)
+
+        try:
+            _, answer = await run_attempts(
+                attempts,
+                (backend,) * (1 + retry.attempts),
+                job.deadline,
+                transport,
+                backoff=delay,
+                sleep=self.sleep,
+            )
+        except UpstreamError as exc:
+            if fall_back and transport.sent == 1 and exc.failure == "connect":
+                return None
+            last = transport.last
+            if exc.failure == "status" and last is not None:  # no retry left: the answer stands
+                return _Part(last.value, last.status, None, transport.sent)
+            return _Part(None, 0, exc.failure, transport.sent)
+        return _Part(answer.value, answer.status, None, transport.sent)
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -1031,6 +977,7 @@ class _FanOutJob:
     deadline: float  # loop time: the route's `timeout` from the start of the request
     limit: int  # largest answer read per part
     outcome: ProxyOutcome
+    client_timeout: aiohttp.ClientTimeout  # the route's, built at load
 
 
 @dataclass(slots=True)
@@ -1041,6 +988,41 @@ class _Part:
     status: int
     error: str | None
     attempts: int
+
+
+class _PartTransport:
+    """The aiohttp client as the attempt loop's transport for one fan-out part: the part is
+    posted and its answer read whole within the attempt's time."""
+
+    __slots__ = ("headers", "job", "last", "payload", "sent")
+
+    def __init__(self, job: _FanOutJob, headers: CIMultiDict[str], payload: bytes) -> None:
+        self.job = job
+        self.headers = headers
+        self.payload = payload
+        self.sent = 0  # attempts made
+        self.last: WholeAnswer | None = None  # the last answer (a retry status may stand)
+
+    async def send(self, backend: str, per_try: float) -> WholeAnswer:
+        job = self.job
+        upstream = job.upstream
+        self.sent += 1
+        with upstream_errors(backend):
+            async with asyncio.timeout(per_try):
+                async with upstream.session.request(
+                    job.method,
+                    job.url,
+                    headers=self.headers,
+                    data=self.payload,
+                    allow_redirects=False,
+                    timeout=job.client_timeout,
+                    server_hostname=upstream.server_hostname,
+                ) as resp:
+                    answer = await _read_bounded(resp.content, job.limit, job.route.timeouts.total)
+                    part_type = resp.headers.get("Content-Type", "")
+                    status = resp.status
+        self.last = WholeAnswer(status, _part_value(answer, part_type))
+        return self.last
 
 
 def _part_value(answer: bytes | None, content_type: str) -> Any:

@@ -48,6 +48,7 @@ __all__ = [
     "When",
     "Wrap",
     "apply",
+    "get_path",
     "reformat_time",
     "split_path",
 ]
@@ -101,7 +102,8 @@ def _show(keys: Keys) -> str:
     return ".".join(keys) or "."
 
 
-def _get(doc: Any, keys: Keys) -> tuple[bool, Any]:
+def get_path(doc: Any, keys: Keys) -> tuple[bool, Any]:
+    """(found, value) at the dotted `keys` of `doc`."""
     cur = doc
     for key in keys:
         if not isinstance(cur, dict) or key not in cur:
@@ -209,7 +211,7 @@ class Copy(Op):
     name = "copy"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, value = _get(doc, self.source)
+        found, value = get_path(doc, self.source)
         if not found:
             return doc
         if isinstance(value, dict | list):
@@ -247,7 +249,7 @@ class Keep(Op):
     name = "keep"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, obj = _get(doc, self.path)
+        found, obj = get_path(doc, self.path)
         if not found:
             return doc
         if not isinstance(obj, dict):
@@ -278,7 +280,7 @@ class Default(Op):
     name = "default"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, current = _get(doc, self.path)
+        found, current = get_path(doc, self.path)
         if found and current is not None:
             return doc
         return _set(doc, self.path, _deepcopy(self.value), self.name)
@@ -293,7 +295,7 @@ class Wrap(Op):
     name = "wrap"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found:
             return doc
         return _set(doc, self.path, {self.key: value}, self.name)
@@ -308,7 +310,7 @@ class Unwrap(Op):
     name = "unwrap"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, obj = _get(doc, self.path)
+        found, obj = get_path(doc, self.path)
         if not found:
             return doc
         if not isinstance(obj, dict) or self.key not in obj:
@@ -325,7 +327,7 @@ class Each(Op):
     name = "each"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, items = _get(doc, self.path)
+        found, items = get_path(doc, self.path)
         if not found or items is None:
             return doc
         if not isinstance(items, list):
@@ -343,7 +345,7 @@ class Values(Op):
     name = "values"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found or isinstance(value, dict | list):
             return doc
         for src, dst in self.table:
@@ -361,7 +363,7 @@ class Length(Op):
     name = "length"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, items = _get(doc, self.source)
+        found, items = get_path(doc, self.source)
         if not found:
             return doc
         if not isinstance(items, list):
@@ -378,7 +380,7 @@ class Convert(Op):
     name = "convert"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found or value is None:
             return doc
         try:
@@ -397,7 +399,7 @@ class EmptyToNull(Op):
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         for keys in self.paths:
-            found, value = _get(doc, keys)
+            found, value = get_path(doc, keys)
             if found and isinstance(value, list) and not value:
                 doc = _set(doc, keys, None, self.name)
         return doc
@@ -412,7 +414,7 @@ class NullToEmpty(Op):
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         for keys in self.paths:
-            found, value = _get(doc, keys)
+            found, value = get_path(doc, keys)
             if found and value is None:
                 doc = _set(doc, keys, [], self.name)
         return doc
@@ -428,7 +430,7 @@ class ToArray(Op):
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
         for keys in self.paths:
-            found, value = _get(doc, keys)
+            found, value = get_path(doc, keys)
             if found and value is not None and not isinstance(value, list):
                 doc = _set(doc, keys, [value], self.name)
         return doc
@@ -459,12 +461,12 @@ class Condition:
     def holds(self, doc: Any, facts: Facts) -> bool:
         if self.status is not None and not self.status.holds(facts.status):
             return False
-        if not all(_get(doc, keys)[0] for keys in self.present):
+        if not all(get_path(doc, keys)[0] for keys in self.present):
             return False
-        if any(_get(doc, keys)[0] for keys in self.absent):
+        if any(get_path(doc, keys)[0] for keys in self.absent):
             return False
         for keys, expected in self.equals:
-            found, value = _get(doc, keys)
+            found, value = get_path(doc, keys)
             if not found or not _same(value, expected):
                 return False
         return True
@@ -514,7 +516,7 @@ class Time(Op):
     name = "time"
 
     def apply(self, doc: Any, facts: Facts = NO_FACTS) -> Any:
-        found, value = _get(doc, self.path)
+        found, value = get_path(doc, self.path)
         if not found or value is None:
             return doc
         try:

@@ -1,21 +1,15 @@
-"""One request's walk along its backends, as both forwarding paths book it.
+"""One request's walk along its backends, as a sans-IO state: what every sender books.
 
-The aiohttp path (`proxy.forwarder`) and the fast path (`proxy.fastpath`) send requests their
-own way, but decide and count the same: `Attempts` holds what both share — the replay rules
-(`routing.replay`), the route's retry budget, the metrics and the request's `ProxyOutcome`.
+`proxy.pipeline.run_attempts` drives it over a transport (the aiohttp client, the lean pool);
+the fast path's quick lane calls the same plain methods without a task. `Attempts` holds what
+they share — the replay rules (`routing.replay`), the route's retry budget, passive health,
+the metrics and the request's `ProxyOutcome`:
 
-    attempts = Attempts(gw, route, budget, outcome, method, idempotency_key, replayable)
-    try:
-        for index, name in enumerate(decision.attempts[: attempts.limit]):
-            if attempts.expired(deadline - loop.time()) or not attempts.may_try(index, name):
-                break
-            ... send; on failure: attempts.failed(index, name, Failure.RESET, "reset"); continue
-            if attempts.answered(index, name, status, more=index + 1 < len(...)):
-                ... stream the answer back
-            ... else release it and go on
-        raise attempts.give_up(decision.primary)
-    finally:
-        attempts.release()
+    expired(remaining) / may_try(index, name)   before an attempt (a replay reserves budget)
+    failed(index, name, failure, kind)          no answer (connect, timeout, reset, status)
+    answered(index, name, status, more)         an answer: True when it goes to the client
+    give_up(primary)                            the error once no attempt is left
+    release()                                   in a `finally`: any replay held goes back
 
 A fallback attempt holds one replay of the route's retry budget from `may_try` until it ends:
 `failed` or `answered` gives it back, and so does `release`, for an attempt that never got that
@@ -24,7 +18,7 @@ far (the client went away and the attempt was cancelled, an error); it is idempo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cutover.core.errors import UpstreamError
 from cutover.routing.budget import RetryBudget
@@ -32,9 +26,17 @@ from cutover.routing.replay import Failure, may_fall_back
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
-    from cutover.proxy.server import Gateway
+    from cutover.proxy.metrics import Metrics
 
-__all__ = ["Attempts", "ProxyOutcome"]
+__all__ = ["Attempts", "Books", "ProxyOutcome", "book_answer"]
+
+
+class Books(Protocol):
+    """Where attempts are booked: the gateway's metrics and passive health."""
+
+    metrics: Metrics
+
+    def record_response(self, backend: str, ok: bool) -> None: ...
 
 
 class ProxyOutcome:
@@ -49,6 +51,13 @@ class ProxyOutcome:
         self.failures: list[tuple[str, str]] = []  # (backend, kind) of every failed attempt
 
 
+def book_answer(books: Books, outcome: ProxyOutcome, name: str, status: int) -> None:
+    """An answer from `name` goes to the client: passive health, and the request's backend.
+    (The quick lane books its first attempt's answer here too.)"""
+    books.record_response(name, status < 500)
+    outcome.backend = name
+
+
 class Attempts:
     __slots__ = (
         "budget",
@@ -60,6 +69,7 @@ class Attempts:
         "method",
         "outcome",
         "previous",
+        "refused",
         "replayable",
         "replaying",
         "route",
@@ -67,7 +77,7 @@ class Attempts:
 
     def __init__(
         self,
-        gw: Gateway,
+        gw: Books,
         route: Route,
         budget: RetryBudget,
         outcome: ProxyOutcome,
@@ -87,6 +97,7 @@ class Attempts:
         self.failure: Failure | None = None  # how it failed
         self.kind = ""  # the same, as the metrics and errors name it
         self.replaying = False  # the attempt in progress holds a replay of the budget
+        self.refused = False  # the retry budget refused a replay
 
     def expired(self, remaining: float) -> bool:
         """No time left for another attempt (the request's deadline passed)."""
@@ -108,11 +119,13 @@ class Attempts:
         metrics = self.gw.metrics
         if not self.budget.try_replay():
             metrics.budget_exhausted.labels(self.route.name).inc()
+            self.refused = True
             return False
         self.replaying = True
-        metrics.fallbacks.labels(self.route.name, self.previous, name).inc()
-        outcome = self.outcome
-        outcome.fallback_from = outcome.fallback_from or self.previous
+        if name != self.previous:  # a retry of the same backend (a fan-out part) is no fallback
+            metrics.fallbacks.labels(self.route.name, self.previous, name).inc()
+            outcome = self.outcome
+            outcome.fallback_from = outcome.fallback_from or self.previous
         return True
 
     def failed(self, index: int, name: str, failure: Failure, kind: str) -> None:
@@ -138,8 +151,7 @@ class Attempts:
         ):
             self._failed(name, Failure.STATUS, "status")
             return False
-        self.gw.record_response(name, status < 500)
-        self.outcome.backend = name
+        book_answer(self.gw, self.outcome, name, status)
         return True
 
     def release(self) -> None:

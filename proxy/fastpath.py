@@ -37,7 +37,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ from cutover.core.errors import (
     CutoverError,
     IncompleteBodyError,
     Overloaded,
+    UpstreamError,
     error_body,
 )
 from cutover.core.http1 import (
@@ -62,14 +63,13 @@ from cutover.core.http1 import (
     versionless_line,
 )
 from cutover.proxy.admin import admin_authorizations, carries_admin_token, log_admin_token_dropped
-from cutover.proxy.attempts import Attempts, ProxyOutcome
-from cutover.proxy.headers import HOP_BY_HOP, sticky_cookie
-from cutover.proxy.host import RequestRecord
+from cutover.proxy.attempts import Attempts, ProxyOutcome, book_answer
+from cutover.proxy.headers import HOP_BY_HOP, NOT_FORWARDED_DOWN, NOT_FORWARDED_UP
 from cutover.proxy.metrics import fast_inc, fast_observe
+from cutover.proxy.pipeline import run_attempts
 from cutover.proxy.pool import ConnectFailed, Connection, LeanPool, Response, UpstreamFailure
-from cutover.routing.decision import Decision, client_ip, decide, sticky_key
-from cutover.routing.murmur import bucket_of
-from cutover.routing.replay import Failure
+from cutover.proxy.requestflow import book_request, decide_request
+from cutover.routing.decision import Decision
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
@@ -87,8 +87,8 @@ DEADLINE_TICK = 0.01
 _SMALL_WRITE = 8 * 1024  # a body below this is copied after its head; larger: writev
 
 _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
-_DROP_UP = _HOP | {b"host", b"expect", b"content-length"}
-_DROP_DOWN = _HOP | {b"content-length"}
+_DROP_UP = frozenset(h.encode() for h in NOT_FORWARDED_UP)  # `proxy.headers`' policy, as bytes
+_DROP_DOWN = frozenset(h.encode() for h in NOT_FORWARDED_DOWN)
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
 _AUTHORIZATION = frozenset((b"authorization",))
 _HOST_RE_B = re.compile(HOST_RE.pattern.encode())
@@ -108,12 +108,6 @@ class _Refusal(Exception):
 
 class _TooLargeUnsent(BodyTooLargeError):
     """The body is over the limit, and not a byte of the request went to the backend."""
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, failure: Failure, kind: str) -> None:
-        super().__init__(kind)
-        self.failure, self.kind = failure, kind
 
 
 def _let_go(resp: Response) -> None:
@@ -392,6 +386,29 @@ class _Exchange:
 
 
 # -- the listener --------------------------------------------------------------------------
+
+
+def _cookies(headers: _HeaderView) -> dict[str, str]:
+    raw = headers.get("Cookie")
+    return {name: m.value for name, m in parse_cookie_header(raw)} if raw else {}
+
+
+class _LeanTransport:
+    """The lean pool as the attempt loop's transport, for one exchange of the task lane."""
+
+    __slots__ = ("body", "conn", "connect", "ex", "max_body")
+
+    def __init__(
+        self, conn: _Conn, ex: _Exchange, body: bytes | None, connect: float, max_body: int
+    ) -> None:
+        self.conn = conn
+        self.ex = ex
+        self.body = body
+        self.connect = connect
+        self.max_body = max_body
+
+    def send(self, backend: str, per_try: float) -> Awaitable[Response]:
+        return self.conn._attempt(self.ex, backend, self.body, per_try, self.connect, self.max_body)
 
 
 class FastListener:
@@ -1210,7 +1227,7 @@ class _Conn(asyncio.Protocol):
     def _quick_answer(self, ex: _Exchange, resp: Response) -> None:
         if resp.error is not None:
             self._leave_quick(ex, abort=True)
-            self._spawn(ex, _AttemptFailed(Failure.RESET, "reset"))
+            self._spawn(ex, UpstreamError(ex.name, "reset"))
             return
         if not resp.head_done:
             return
@@ -1222,9 +1239,7 @@ class _Conn(asyncio.Protocol):
             self._leave_quick(ex)  # a possible replay: the task's job
             self._spawn(ex, resp)
             return
-        gw = self.gw
-        gw.record_response(ex.name, status < 500)
-        ex.outcome.backend = ex.name
+        book_answer(self.gw, ex.outcome, ex.name, status)  # as `Attempts.answered` books it
         if not resp.complete:
             self._stream_start(ex, resp)
             return
@@ -1293,14 +1308,14 @@ class _Conn(asyncio.Protocol):
             self._stream_cut(ex)
             return
         self._leave_quick(ex, abort=True)
-        self._spawn(ex, _AttemptFailed(Failure.TIMEOUT, "timeout"))
+        self._spawn(ex, UpstreamError(ex.name, "timeout"))
 
-    def _spawn(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+    def _spawn(self, ex: _Exchange, first: Response | UpstreamError | None) -> None:
         """Go on in a task; `first` is the result of the quick lane's attempt, if it made one."""
         task = ex.task = self.loop.create_task(self._run(ex, first))
         task.add_done_callback(lambda _: self._ran(ex, first))
 
-    def _ran(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+    def _ran(self, ex: _Exchange, first: Response | UpstreamError | None) -> None:
         """The task of `ex` is over. A task cancelled before its first step (the client went
         away in the same loop turn) never ran `_run`, whose end books the exchange: book it
         here, and cut the quick lane's answer it was handed, so that nothing stays held."""
@@ -1309,7 +1324,7 @@ class _Conn(asyncio.Protocol):
         self._end(ex, 499, ex.stream_sent, True)  # a no-op once `_run` ended it
 
     def _end(self, ex: _Exchange, status: int, sent: int, close: bool) -> None:
-        """The request is over (as the end of `Gateway._proxy` and `handle`): book it."""
+        """The request is over: release what it held, book it (`proxy.requestflow`)."""
         if ex.ended:
             return
         ex.ended = True
@@ -1324,93 +1339,39 @@ class _Conn(asyncio.Protocol):
             self.listener.meters.in_flight -= 1
         started = ex.started
         if started is not None:
-            outcome = ex.outcome
-            backend = outcome.backend or "-"
-            elapsed = time.perf_counter() - started
-            route_name = ex.route_name
-            self.listener.meters.count(route_name, backend, status, elapsed)
-            if outcome.backend:
-                gw.served[outcome.backend] += 1
-            if gw.observers and route_name != "-":
-                record = RequestRecord(
-                    route=route_name,
-                    primary=ex.primary,
-                    backend=outcome.backend,
-                    status=status,
-                    duration=elapsed,
-                    failures=tuple(outcome.failures),
-                    method=ex.method.decode("ascii"),
-                    path=ex.path,
-                )
-                for observe in gw.observers:
-                    try:
-                        observe(record)
-                    except Exception:
-                        log.exception("request observer failed")
-            access_log = gw.access_log
-            if access_log is not None:
-                access_log.write(
-                    {
-                        "ts": gw.clock.now(),
-                        "request_id": ex.request_id,
-                        "method": ex.method.decode("ascii"),
-                        "path": ex.path,
-                        "route": route_name,
-                        "backend": backend,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "bytes_sent": sent,
-                        "fallback_from": outcome.fallback_from,
-                        "client": self.peer,
-                    }
-                )
+            book_request(
+                gw,
+                self.listener.meters.count,
+                ex.route_name,
+                ex.primary,
+                ex.outcome,
+                status,
+                time.perf_counter() - started,
+                ex.method.decode("ascii"),
+                ex.path,
+                ex.request_id,
+                sent,
+                self.peer,
+            )
         self._done(ex, close)
 
     def _decide(
         self, ex: _Exchange, route: Route, state: RuntimeState, outcome: ProxyOutcome
     ) -> Decision:
-        """As `Gateway._decide`."""
-        gw = self.gw
-        config = gw.config
-        sticky = route.sticky
-        key: str | None = None
-        headers = ex.view
-        if sticky is not None:
-            peer = self.peer
-            ip = (
-                client_ip(peer, headers.get("X-Forwarded-For"), config.headers.trusted_proxies)
-                if sticky.kind == "client_ip"
-                else peer
-            )
-            cookies: dict[str, str] = {}
-            if sticky.kind == "cookie":
-                raw = headers.get("Cookie")
-                if raw:
-                    cookies = {name: m.value for name, m in parse_cookie_header(raw)}
-            key = sticky_key(sticky, headers, cookies, ip)
-            if key is None and sticky.kind == "cookie":
-                key = "%032x" % random.getrandbits(128)  # noqa: UP031
-                outcome.set_cookie = sticky_cookie(
-                    sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
-                )
-        bucket = bucket_of(key) if key is not None else int(random.random() * 10_000)
-        override = headers.get(config.headers.override) if config.headers.override else None
-        available = gw.health.available(gw.clock.monotonic())
-        table = state.tables[route.name]
-        memo = self.listener.decisions
-        args = (route.name, table, bucket, available, override, key is not None)
-        decision = memo.get(args)
-        if decision is None:
-            if len(memo) >= 16384:  # buckets x health states: bounded, rebuilt when full
-                memo.clear()
-            decision = memo[args] = decide(
-                route, table, bucket, available, override=override, sticky=key is not None
-            )
-        return decision
+        return decide_request(
+            self.gw,
+            route,
+            state,
+            outcome,
+            ex.view,
+            _cookies,
+            self.peer,
+            self.listener.decisions,
+        )
 
     # -- serving: the task -----------------------------------------------------------------
 
-    async def _run(self, ex: _Exchange, first: Response | _AttemptFailed | None) -> None:
+    async def _run(self, ex: _Exchange, first: Response | UpstreamError | None) -> None:
         status, sent, close = 500, 0, True
         gw = self.gw
         request_id = ex.request_id
@@ -1448,7 +1409,7 @@ class _Conn(asyncio.Protocol):
         self._end(ex, status, sent, close)
 
     async def _forward(
-        self, ex: _Exchange, first: Response | _AttemptFailed | None
+        self, ex: _Exchange, first: Response | UpstreamError | None
     ) -> tuple[int, int, bool]:
         """The attempts (as `proxy.forwarder.forward`): status, bytes sent, close after."""
         gw = self.gw
@@ -1469,45 +1430,18 @@ class _Conn(asyncio.Protocol):
                 body = ex.body = await self._read_body(ex)
             else:
                 replayable = False
-        attempts = Attempts(
-            gw,
-            route,
-            state.budgets[route.name],
-            outcome,
-            ex.method.decode("ascii"),
-            b"idempotency-key" in ex.first,
-            replayable,
+        keyed = b"idempotency-key" in ex.first
+        budget = state.budgets[route.name]
+        method = ex.method.decode("ascii")
+        attempts = Attempts(gw, route, budget, outcome, method, keyed, replayable)
+        transport = _LeanTransport(self, ex, body, timeouts.connect, max_body)
+        _, resp = await run_attempts(
+            attempts, decision.attempts, ex.deadline, transport, first=first, clock=loop.time
         )
-        tries = decision.attempts[: attempts.limit]
         try:
-            for index, name in enumerate(tries):
-                if index == 0 and first is not None:
-                    result: Response | _AttemptFailed = first
-                else:
-                    remaining = ex.deadline - loop.time()
-                    if attempts.expired(remaining) or not attempts.may_try(index, name):
-                        break
-                    per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
-                    try:
-                        result = await self._attempt(
-                            ex, name, body, per_try, timeouts.connect, max_body
-                        )
-                    except _AttemptFailed as exc:
-                        result = exc
-                if isinstance(result, _AttemptFailed):
-                    attempts.failed(index, name, result.failure, result.kind)
-                    continue
-                resp = result
-                try:
-                    if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
-                        resp.conn.finish(resp)  # worth the next backend: a retry status
-                        continue
-                    return await self._stream_back(ex, resp, timeouts.total)
-                finally:
-                    _let_go(resp)
-            raise attempts.give_up(decision.primary)
+            return await self._stream_back(ex, resp, timeouts.total)
         finally:
-            attempts.release()  # a fallback attempt cut short (client gone, error) ends here too
+            _let_go(resp)
 
     async def _read_body(self, ex: _Exchange) -> bytes:
         """The whole request body (its Content-Length is within the route's replay buffer)."""
@@ -1528,7 +1462,8 @@ class _Conn(asyncio.Protocol):
             await fut
 
     def _request_head(self, ex: _Exchange, pool: LeanPool, length: int | None) -> bytes:
-        """The head sent to the backend (as `proxy.headers.upstream_headers`).
+        """The head sent to the backend, as bytes: `proxy.headers`' upstream policy (the
+        fields it drops, then X-Forwarded-* and the request id as `upstream_headers` adds them).
 
         `ex.url` is plain origin-form here (`_needs_general` hands any other target to the
         general path), so it follows the backend's base path as it came."""
@@ -1599,7 +1534,7 @@ class _Conn(asyncio.Protocol):
         connect_timeout: float,
         max_body: int,
     ) -> Response:
-        """One attempt: the request out, the response head in; raises `_AttemptFailed`."""
+        """One attempt: the request out, the response head in; raises `UpstreamError`."""
         loop = self.loop
         pool = ex.state.upstreams[name].lean
         attempt_deadline = loop.time() + per_try
@@ -1611,8 +1546,8 @@ class _Conn(asyncio.Protocol):
                 conn = await pool.connect(min(connect_timeout, per_try))
             except ConnectFailed as exc:
                 if per_try <= connect_timeout and "timeout" in str(exc):
-                    raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
-                raise _AttemptFailed(Failure.CONNECT, "connect") from None
+                    raise UpstreamError(name, "timeout") from exc
+                raise UpstreamError(name, "connect") from exc
         resp = conn.begin(ex.method == b"HEAD")
         ex.expired = False
         timer = loop.call_at(attempt_deadline, ex.expire)
@@ -1633,12 +1568,12 @@ class _Conn(asyncio.Protocol):
             conn.abort()
             if ex.expired and not ex.lost:
                 ex.task.uncancel()  # type: ignore[union-attr]
-                raise _AttemptFailed(Failure.TIMEOUT, "timeout") from None
+                raise UpstreamError(name, "timeout") from None
             raise
-        except UpstreamFailure:
+        except UpstreamFailure as exc:
             conn.resp = None
             conn.close()
-            raise _AttemptFailed(Failure.RESET, "reset") from None
+            raise UpstreamError(name, "reset") from exc
         except _TooLargeUnsent:
             conn.resp = None  # nothing went out: the connection is as good as new
             pool.release(conn)

@@ -26,13 +26,13 @@ from cutover.core.errors import (
 )
 from cutover.proxy.attempts import Attempts
 from cutover.proxy.headers import downstream_headers, upstream_headers
+from cutover.proxy.pipeline import run_attempts, upstream_errors
 from cutover.routing.decision import Decision
-from cutover.routing.replay import Failure
 
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
     from cutover.proxy.attempts import ProxyOutcome
-    from cutover.proxy.server import Gateway
+    from cutover.proxy.server import Gateway, RuntimeState
 
 CHUNK = 2**16
 
@@ -85,17 +85,6 @@ class MirrorHook(Protocol):
         """A request a compat rule handles: captured as the client sent it, never mirrored."""
 
 
-def classify_failure(exc: BaseException) -> tuple[Failure, str]:
-    """Map the client library's errors to the replay rules' failure kinds."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Failure.CONNECT, "connect"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return Failure.CONNECT, "connect"
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return Failure.TIMEOUT, "timeout"
-    return Failure.RESET, "reset"
-
-
 class _LimitedBody:
     """The client's body, chunk by chunk, refusing to pass more than `limit` bytes.
 
@@ -123,6 +112,92 @@ class _LimitedBody:
             yield chunk
 
 
+class ClientTransport:
+    """The aiohttp client as the attempt loop's transport, for one request: each `send`
+    builds that backend's request (headers, the compat plan's target and body) and returns the
+    upstream's response once its head is in."""
+
+    __slots__ = (
+        "body",
+        "gw",
+        "has_body",
+        "length",
+        "limited",
+        "max_body",
+        "plan",
+        "request",
+        "request_id",
+        "state",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        gw: Gateway,
+        state: RuntimeState,
+        route: Route,
+        request_id: str,
+        body: bytes | None,
+        has_body: bool,
+        max_body: int,
+        plan: AttemptPlan | None,
+    ) -> None:
+        self.request = request
+        self.gw = gw
+        self.state = state
+        self.request_id = request_id
+        self.body = body
+        self.has_body = has_body
+        self.length = request.content_length
+        self.max_body = max_body
+        self.plan = plan
+        self.timeout = state.client_timeouts[route.name]
+        self.limited: _LimitedBody | None = None
+
+    async def send(self, backend: str, per_try: float) -> aiohttp.ClientResponse:
+        request = self.request
+        upstream = self.state.upstreams[backend]
+        body = self.body
+        headers = upstream_headers(
+            request.headers,
+            peer=request.remote or "",
+            scheme=request.scheme,
+            host=request.headers.get("Host"),
+            host_header=upstream.backend.upstream_host,
+            request_id_name=self.gw.config.headers.request_id,
+            request_id=self.request_id,
+            content_length=None if body is not None else self.length,
+        )
+        data: bytes | AsyncIterator[bytes] | None = body
+        limited: _LimitedBody | None = None
+        if self.has_body and body is None:
+            limited = self.limited = _LimitedBody(request.content, self.max_body)
+            data = limited.__aiter__()
+        raw_path = request.raw_path  # the origin-form target as sent (core.http1)
+        plan = self.plan
+        if plan is not None and (target := plan.target(backend)) is not None:
+            raw_path = target[0]
+            if target[1] is not None:
+                data = target[1]
+        try:
+            with upstream_errors(backend):
+                async with asyncio.timeout(per_try):
+                    return await upstream.session.request(
+                        request.method,
+                        upstream.url(raw_path),
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
+                        timeout=self.timeout,
+                        server_hostname=upstream.server_hostname,
+                    )
+        except UpstreamError as exc:
+            if limited is not None and limited.tripped:
+                raise BodyTooLargeError(self.max_body) from exc
+            raise
+
+
 async def forward(
     request: web.BaseRequest,
     gw: Gateway,
@@ -131,7 +206,8 @@ async def forward(
     outcome: ProxyOutcome,
     plan: AttemptPlan | None = None,
 ) -> web.StreamResponse:
-    """Try the decision's attempts in order and stream the first acceptable answer back.
+    """Try the decision's attempts in order (`proxy.pipeline.run_attempts`) and stream the
+    first acceptable answer back.
 
     With a `plan` (compat rules), each attempt's path, query and body come from it, and an
     answer it asks for is handed to it whole instead of streamed.
@@ -139,9 +215,8 @@ async def forward(
     state = gw.state
     route = state.routes_by_name[decision.route]
     retry = route.retry
-    timeouts = route.timeouts
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeouts.total
+    deadline = loop.time() + route.timeouts.total
     max_body = route.max_body if route.max_body is not None else gw.config.limits.max_body
 
     length = request.content_length
@@ -161,98 +236,30 @@ async def forward(
         else:
             replayable = False
 
-    method = request.method
-    peer = request.remote or ""
-    scheme = request.scheme
-    host = request.headers.get("Host")
-    attempts = Attempts(
-        gw,
-        route,
-        state.budgets[route.name],
-        outcome,
-        method,
-        "Idempotency-Key" in request.headers,
-        replayable,
+    keyed = "Idempotency-Key" in request.headers
+    budget = state.budgets[route.name]
+    attempts = Attempts(gw, route, budget, outcome, request.method, keyed, replayable)
+    transport = ClientTransport(
+        request, gw, state, route, request_id, body, has_body, max_body, plan
     )
-    tries = decision.attempts[: attempts.limit]
+    name, resp = await run_attempts(attempts, decision.attempts, deadline, transport)
     try:
-        for index, name in enumerate(tries):
-            upstream = state.upstreams[name]
-            remaining = deadline - loop.time()
-            if attempts.expired(remaining) or not attempts.may_try(index, name):
-                break
-            per_try = min(remaining, timeouts.per_try) if timeouts.per_try else remaining
-            backend = upstream.backend
-            host_header = backend.upstream_host
-            headers = upstream_headers(
-                request.headers,
-                peer=peer,
-                scheme=scheme,
-                host=host,
-                host_header=host_header,
-                request_id_name=gw.config.headers.request_id,
-                request_id=request_id,
-                content_length=None if body is not None else length,
+        if plan is not None:
+            if gw.mirror is not None:
+                gw.mirror.compat(request, route, body if has_body else b"")
+            if plan.wants_response(name):
+                return await plan.respond(request, resp, outcome)
+            return await _stream_back(
+                request, gw, resp, outcome, request_id, route.timeouts.total, plan.headers
             )
-            data: bytes | AsyncIterator[bytes] | None = body
-            limited: _LimitedBody | None = None
-            if has_body and body is None:
-                limited = _LimitedBody(request.content, max_body)
-                data = limited.__aiter__()
-            raw_path = request.raw_path  # the origin-form target as sent (core.http1)
-            if plan is not None and (target := plan.target(name)) is not None:
-                raw_path = target[0]
-                if target[1] is not None:
-                    data = target[1]
-            url = upstream.url(raw_path)
-            try:
-                async with asyncio.timeout(per_try):
-                    resp = await upstream.session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        data=data,
-                        allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(
-                            total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-                        ),
-                        server_hostname=upstream.server_hostname,
-                    )
-            except BodyTooLargeError:
-                raise
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                if limited is not None and limited.tripped:
-                    raise BodyTooLargeError(max_body) from exc
-                kind_failure, kind = classify_failure(exc)
-                if isinstance(exc, asyncio.TimeoutError) and not isinstance(
-                    exc, aiohttp.ClientError
-                ):
-                    kind_failure, kind = Failure.TIMEOUT, "timeout"
-                attempts.failed(index, name, kind_failure, kind)
-                continue
-            try:
-                if not attempts.answered(index, name, resp.status, more=index + 1 < len(tries)):
-                    continue  # worth the next backend (a retry status the replay rules allow)
-                if plan is not None:
-                    if gw.mirror is not None:
-                        gw.mirror.compat(request, route, body if has_body else b"")
-                    if plan.wants_response(name):
-                        return await plan.respond(request, resp, outcome)
-                    return await _stream_back(
-                        request, gw, resp, outcome, request_id, route.timeouts.total, plan.headers
-                    )
-                hook = gw.mirror  # parity: shadow a sample once the client has its answer
-                mirrored = body if has_body else b""
-                tap = hook.tap(request, route, name, mirrored, request_id) if hook else None
-                return await _stream_back(
-                    request, gw, resp, outcome, request_id, route.timeouts.total, tap=tap
-                )
-            finally:
-                resp.release()  # however the exchange ended; a cut one closes its connection
-
-        raise attempts.give_up(decision.primary)
+        hook = gw.mirror  # parity: shadow a sample once the client has its answer
+        mirrored = body if has_body else b""
+        tap = hook.tap(request, route, name, mirrored, request_id) if hook else None
+        return await _stream_back(
+            request, gw, resp, outcome, request_id, route.timeouts.total, tap=tap
+        )
     finally:
-        attempts.release()  # a fallback attempt cut short (client gone, error) ends here too
+        resp.release()  # however the exchange ended; a cut one closes its connection
 
 
 async def _stream_back(
@@ -309,6 +316,62 @@ async def _stream_back(
     return out
 
 
+class _Upgrade:
+    """A WebSocket handshake's answer: 101 with the upstream session, or the refusal's status."""
+
+    __slots__ = ("status", "ws")
+
+    def __init__(self, status: int, ws: aiohttp.ClientWebSocketResponse | None) -> None:
+        self.status = status
+        self.ws = ws
+
+    def release(self) -> None:
+        """Not taken (a route lists a refusal's status in `retry.on_status`): close it."""
+        if self.ws is not None and not self.ws.closed:
+            task = asyncio.ensure_future(self.ws.close())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Future[object]] = set()
+
+
+class _WebSocketTransport:
+    """The aiohttp client's WebSocket handshake as the attempt loop's transport."""
+
+    __slots__ = ("headers", "path", "protocols", "state")
+
+    def __init__(
+        self, state: RuntimeState, path: str, headers: CIMultiDict[str], protocols: list[str]
+    ) -> None:
+        self.state = state
+        self.path = path
+        self.headers = headers
+        self.protocols = protocols
+
+    async def send(self, backend: str, per_try: float) -> _Upgrade:
+        upstream = self.state.upstreams[backend]
+        with upstream_errors(backend):
+            try:
+                async with asyncio.timeout(per_try):
+                    ws = await upstream.session.ws_connect(
+                        upstream.url(self.path),
+                        headers=self.headers,
+                        protocols=self.protocols,
+                        timeout=_WS_TIMEOUT,
+                        autoping=False,
+                        server_hostname=upstream.server_hostname,
+                    )
+            except aiohttp.WSServerHandshakeError as exc:
+                if 300 <= exc.status < 500:  # the backend answered and said no (e.g. 404)
+                    return _Upgrade(exc.status, None)
+                raise UpstreamError(backend, "status") from exc
+        return _Upgrade(101, ws)
+
+
+_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
+
+
 async def forward_websocket(
     request: web.BaseRequest,
     gw: Gateway,
@@ -316,7 +379,8 @@ async def forward_websocket(
     request_id: str,
     outcome: ProxyOutcome,
 ) -> web.StreamResponse:
-    """Pass a WebSocket session through: connect upstream first, then accept the client."""
+    """Pass a WebSocket session through: connect upstream first (through the attempt loop, on
+    the route's budget and passive health), then accept the client."""
     state = gw.state
     route = state.routes_by_name[decision.route]
     headers: CIMultiDict[str] = CIMultiDict()
@@ -329,49 +393,30 @@ async def forward_websocket(
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
-    last_kind = "connect"
-    for name in decision.attempts[: 1 + route.retry.attempts]:
-        upstream = state.upstreams[name]
-        url = upstream.url(request.raw_path)
-        try:
-            ws_up = await upstream.session.ws_connect(
-                url,
-                headers=headers,
-                protocols=protocols,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-                autoping=False,
-                server_hostname=upstream.server_hostname,
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            if 300 <= exc.status < 500:
-                # The backend answered and said no (e.g. 404): that answer is the client's.
-                outcome.backend = name
-                return error_response(
-                    exc.status,
-                    "websocket_refused",
-                    f"the backend refused the WebSocket upgrade with status {exc.status}",
-                    request_id,
-                )
-            gw.metrics.upstream_errors.labels(name, "status").inc()
-            last_kind = "status"
-            continue
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            _, last_kind = classify_failure(exc)
-            gw.metrics.upstream_errors.labels(name, last_kind).inc()
-            outcome.failures.append((name, last_kind))
-            continue
-        outcome.backend = name
-        try:
-            ws_down = web.WebSocketResponse(
-                protocols=[ws_up.protocol] if ws_up.protocol else (), autoping=False
-            )
-            await ws_down.prepare(request)  # may refuse the client's handshake, or be cancelled
-            await _pump_websocket(ws_down, ws_up)
-        finally:
-            if not ws_up.closed:  # the upstream session never started: it must not linger
-                await ws_up.close()
-        return ws_down
-    raise UpstreamError(decision.primary, last_kind)
+    attempts = Attempts(
+        gw, route, state.budgets[route.name], outcome, request.method, False, replayable=True
+    )
+    deadline = asyncio.get_running_loop().time() + route.timeouts.total
+    transport = _WebSocketTransport(state, request.raw_path, headers, protocols)
+    _, answer = await run_attempts(attempts, decision.attempts, deadline, transport)
+    ws_up = answer.ws
+    if ws_up is None:  # the backend's refusal is the client's answer
+        return error_response(
+            answer.status,
+            "websocket_refused",
+            f"the backend refused the WebSocket upgrade with status {answer.status}",
+            request_id,
+        )
+    try:
+        ws_down = web.WebSocketResponse(
+            protocols=[ws_up.protocol] if ws_up.protocol else (), autoping=False
+        )
+        await ws_down.prepare(request)  # may refuse the client's handshake, or be cancelled
+        await _pump_websocket(ws_down, ws_up)
+    finally:
+        if not ws_up.closed:  # the upstream session never started: it must not linger
+            await ws_up.close()
+    return ws_down
 
 
 async def _pump_websocket(down: web.WebSocketResponse, up: aiohttp.ClientWebSocketResponse) -> None:

@@ -22,8 +22,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     )
 )
-_NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "expect", "content-length"}
-_NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length"}
+# The one upstream/downstream header policy: both listener paths drop these (the fast path as
+# bytes, `proxy.fastpath`), then add X-Forwarded-* and the request id as below.
+NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "expect", "content-length"}
+NOT_FORWARDED_DOWN = HOP_BY_HOP | {"content-length"}
 
 X_FORWARDED_FOR = istr("X-Forwarded-For")
 X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
@@ -67,7 +69,7 @@ def upstream_headers(
     body's size is known and it is streamed; a buffered body gets its length from the client
     library.
     """
-    out = _filtered(headers, _NOT_FORWARDED_UP)
+    out = _filtered(headers, NOT_FORWARDED_UP)
     prior = out.popall(X_FORWARDED_FOR, None)
     out[X_FORWARDED_FOR] = f"{', '.join(prior)}, {peer}" if prior else peer
     out.setdefault(X_FORWARDED_PROTO, scheme)
@@ -87,7 +89,7 @@ def downstream_headers(
     headers: CIMultiDictProxy[str], extra: Iterable[tuple[str, str]] = ()
 ) -> CIMultiDict[str]:
     """Headers for the response sent to the client (Content-Length is set by the caller)."""
-    out = _filtered(headers, _NOT_FORWARDED_DOWN)
+    out = _filtered(headers, NOT_FORWARDED_DOWN)
     for name, value in extra:
         out[name] = value
     return out

@@ -89,6 +89,12 @@ class Response:
 
     # -- consumer side -------------------------------------------------------------------
 
+    def release(self) -> None:
+        """Let the exchange go unread: its connection goes back if it ended cleanly, else
+        it is closed (the attempt loop passing over an answer)."""
+        if self.conn.resp is self:
+            self.conn.finish(self)
+
     async def wait_head(self) -> None:
         """Until the status line and headers are in; raises `UpstreamFailure`."""
         while not self.head_done:

@@ -10,7 +10,6 @@ import asyncio
 import collections
 import logging
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -59,17 +58,16 @@ from cutover.proxy.admin import (
 from cutover.proxy.attempts import ProxyOutcome
 from cutover.proxy.config import CutoverConfig
 from cutover.proxy.forwarder import MirrorHook, forward, forward_websocket
-from cutover.proxy.headers import sticky_cookie
 from cutover.proxy.host import CompatHook, Feature, ParitySource, RequestRecord
 from cutover.proxy.listen import bind
 from cutover.proxy.metrics import Metrics
+from cutover.proxy.requestflow import book_request, decide_request
 from cutover.proxy.restart import restart_required
-from cutover.proxy.upstreams import Upstream
+from cutover.proxy.upstreams import Upstream, client_timeout
 from cutover.routing.budget import RetryBudget
-from cutover.routing.decision import client_ip, decide, sticky_key
+from cutover.routing.decision import Decision
 from cutover.routing.health import HealthTable
 from cutover.routing.match import Router
-from cutover.routing.murmur import bucket_of
 from cutover.routing.split import SplitTable
 
 log = logging.getLogger("cutover")
@@ -86,6 +84,7 @@ class RuntimeState:
     tables: dict[str, SplitTable]
     budgets: dict[str, RetryBudget]
     upstreams: dict[str, Upstream]
+    client_timeouts: dict[str, aiohttp.ClientTimeout]  # per route, built at load
 
 
 class _Protocol(web_protocol.RequestHandler):
@@ -329,6 +328,7 @@ def _build_state(
         tables={r.name: SplitTable(r.split) for r in config.routes},
         budgets=budgets,
         upstreams=upstreams,
+        client_timeouts={r.name: client_timeout(r.timeouts) for r in config.routes},
     )
 
 
@@ -354,6 +354,7 @@ class Gateway:
         self.health = _health_table(config)
         self.state: RuntimeState = _build_state(config, None, {})
         self.in_flight = 0
+        self._decisions: dict[tuple[Any, ...], Decision] = {}  # requestflow's memo (aiohttp path)
         self.draining = False
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -585,6 +586,7 @@ class Gateway:
             tables=tables,
             budgets=old.budgets,
             upstreams=old.upstreams,
+            client_timeouts=old.client_timeouts,
         )
 
     def record_response(self, backend: str, ok: bool) -> None:
@@ -716,76 +718,37 @@ class Gateway:
             status = 499  # the client went away; the upstream request was cancelled with us
             raise
         finally:
-            backend = outcome.backend or "-"
-            elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(route_name, backend, str(status)).inc()
-            self.metrics.duration.labels(route_name, backend).observe(elapsed)
-            if outcome.backend:
-                self.served[outcome.backend] += 1
-            if self.observers and route_name != "-":
-                record = RequestRecord(
-                    route=route_name,
-                    primary=primary,
-                    backend=outcome.backend,
-                    status=status,
-                    duration=elapsed,
-                    failures=tuple(outcome.failures),
-                    method=request.method,
-                    path=request.rel_url.raw_path,
-                )
-                for observe in self.observers:
-                    try:
-                        observe(record)
-                    except Exception:
-                        log.exception("request observer failed")
-            if self.access_log is not None:
-                self.access_log.write(
-                    {
-                        "ts": self.clock.now(),
-                        "request_id": request_id,
-                        "method": request.method,
-                        "path": request.rel_url.raw_path,
-                        "route": route_name,
-                        "backend": backend,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "bytes_sent": resp.body_length if resp is not None else 0,
-                        "fallback_from": outcome.fallback_from,
-                        "client": request.remote,
-                    }
-                )
+            book_request(
+                self,
+                self._count,
+                route_name,
+                primary,
+                outcome,
+                status,
+                time.perf_counter() - started,
+                request.method,
+                request.rel_url.raw_path,
+                request_id,
+                resp.body_length if resp is not None else 0,
+                request.remote,
+            )
+
+    def _count(self, route: str, backend: str, status: int, elapsed: float) -> None:
+        self.metrics.requests.labels(route, backend, str(status)).inc()
+        self.metrics.duration.labels(route, backend).observe(elapsed)
 
     def _decide(
         self, request: web.BaseRequest, route: Route, state: RuntimeState, outcome: ProxyOutcome
-    ):  # type: ignore[no-untyped-def]
-        config = self.config
-        sticky = route.sticky
-        key: str | None = None
-        if sticky is not None:
-            peer = request.remote or ""
-            ip = (
-                client_ip(
-                    peer, request.headers.get("X-Forwarded-For"), config.headers.trusted_proxies
-                )
-                if sticky.kind == "client_ip"
-                else peer
-            )
-            key = sticky_key(sticky, request.headers, request.cookies, ip)
-            if key is None and sticky.kind == "cookie":
-                key = uuid.uuid4().hex
-                outcome.set_cookie = sticky_cookie(
-                    sticky.name, key, sticky.cookie_ttl, sticky.cookie_secure
-                )
-        bucket = bucket_of(key) if key is not None else random.randrange(10_000)
-        override = request.headers.get(config.headers.override) if config.headers.override else None
-        available = self.health.available(self.clock.monotonic())
-        return decide(
+    ) -> Decision:
+        return decide_request(
+            self,
             route,
-            state.tables[route.name],
-            bucket,
-            available,
-            override=override,
-            sticky=key is not None,
+            state,
+            outcome,
+            request.headers,
+            lambda _: request.cookies,
+            request.remote or "",
+            self._decisions,
         )
 
     # -- the gateway's own endpoints -----------------------------------------------------

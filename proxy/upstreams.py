@@ -8,7 +8,7 @@ import ssl
 import aiohttp
 from yarl import URL
 
-from cutover.core.config_model import Backend
+from cutover.core.config_model import Backend, Timeouts
 from cutover.proxy.pool import LeanPool
 
 # Response heads from backends may be larger than what we accept from clients.
@@ -28,6 +28,14 @@ def ssl_context(backend: Backend) -> ssl.SSLContext | bool:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """A route's connect timeout as the client library takes it (built once per route at load;
+    the attempt loop bounds each attempt itself)."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+    )
 
 
 class Upstream:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import copy
 import datetime
 import enum
 import logging
@@ -43,14 +42,17 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cutover.alerts.model import Alert
+from cutover.compat.fanout import fan_out_items
+from cutover.compat.jsonops import apply
 from cutover.core.backoff import backoff
 from cutover.core.breaker import CircuitBreaker
 from cutover.core.buckets import TokenBucket
-from cutover.core.config_model import Route
 from cutover.core.db import ClaimMeter, StoreTimeout, StoreUnavailable, count_or_unknown
+from cutover.core.errors import UpstreamError
 from cutover.core.http1 import config_path
 from cutover.core.storable import storable
 from cutover.core.tasks import Supervised, stop_in_order
+from cutover.proxy.attempts import Attempts, ProxyOutcome
 from cutover.proxy.metrics import (
     LATENCY_BUCKETS,
     MetricSet,
@@ -59,6 +61,7 @@ from cutover.proxy.metrics import (
     gauge,
     histogram,
 )
+from cutover.proxy.pipeline import WholeAnswer, run_attempts, upstream_errors
 from cutover.publishing import pagerduty, rootly, slack, webhook
 from cutover.publishing.config import DeliveryPolicy, PublishingConfig
 from cutover.publishing.outbox import Job, Outbox
@@ -193,6 +196,60 @@ class TargetGate:
         if now < self.held_until:
             return self.held_until - now
         return self.bucket.wait(now)
+
+
+class _HistoryTransport:
+    """The gateway's aiohttp pools as the attempt loop's transport for a history delivery:
+    one attempt posts every part of the alert's requests for that backend, in order, and stops
+    at the first answer that is not a success."""
+
+    __slots__ = ("gw", "job", "shaped", "timeout")
+
+    def __init__(
+        self,
+        gw: Host,
+        job: Job,
+        shaped: dict[str, list[tuple[str, str, bytes]]],
+        timeout: aiohttp.ClientTimeout,
+    ) -> None:
+        self.gw = gw
+        self.job = job
+        self.shaped = shaped
+        self.timeout = timeout
+
+    async def send(self, backend: str, per_try: float) -> WholeAnswer:
+        """Every part to `backend`; the answer's `value` is the `SendOutcome`."""
+        gw = self.gw
+        upstream = gw.state.upstreams[backend]
+        requests = self.shaped[backend]
+        key = webhook.idempotency_key(self.job.alert)
+        status, out = 200, SendOutcome.done(None, "nothing to send")
+        with upstream_errors(backend):
+            async with asyncio.timeout(per_try):
+                for index, (method, path, body) in enumerate(requests):
+                    headers = {
+                        "Content-Type": "application/json",
+                        "User-Agent": USER_AGENT,
+                        "Idempotency-Key": key if len(requests) == 1 else f"{key}:{index}",
+                        gw.config.headers.request_id: f"publish-{self.job.id}",
+                    }
+                    host = upstream.backend.host_header
+                    if host not in ("backend", "pass"):
+                        headers["Host"] = host
+                    async with upstream.session.request(
+                        method,
+                        upstream.base + path,
+                        data=body,
+                        headers=headers,
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                        server_hostname=upstream.server_hostname,
+                    ) as resp:
+                        text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                        status, out = resp.status, judge(resp.status, text[:300], None)
+                    if not out.ok:
+                        break
+        return WholeAnswer(status, out)
 
 
 @dataclass(eq=False, slots=True)
@@ -779,9 +836,6 @@ class DeliveryEngine:
         compat = self.gw.compat
         if compat is None:
             return [("POST", path, orjson.dumps(envelope))]
-        from cutover.compat.jsonops import _get as json_get  # compat is pure; imported on use
-        from cutover.compat.jsonops import apply
-
         hit = compat.ruleset.match("POST", config_path(path), dict, {})  # as a request is matched
         if hit is None:
             return [("POST", path, orjson.dumps(envelope))]
@@ -789,13 +843,10 @@ class DeliveryEngine:
         rule = hit.rule
         if rule.fans_out_for(role):
             fo = rule.fan_out
-            found, items = json_get(envelope, fo.items)
-            items = items if found and isinstance(items, list) else []
+            assert fo is not None
+            items = fan_out_items(fo, envelope) or []
             target = fo.path.render(hit.params) if fo.path is not None else path
-            return [
-                (fo.method, target, orjson.dumps(apply(fo.item_ops, copy.deepcopy(item))))
-                for item in items
-            ]
+            return [(fo.method, target, orjson.dumps(item)) for item in items]
         rewrite = rule.rewrite_for(role)
         if rewrite is not None:
             if rewrite.path is not None:
@@ -805,7 +856,9 @@ class DeliveryEngine:
         return [("POST", path, orjson.dumps(envelope))]
 
     async def _deliver_backend(self, job: Job, alert: Alert) -> SendOutcome:
-        """POST the alert through the route's split and fallback, on the gateway's pools."""
+        """POST the alert through the route's split and fallback, on the gateway's pools: the
+        attempt loop (`proxy.pipeline.run_attempts`) under the route's replay rules, retry
+        budget and passive health, as a proxied request with an `Idempotency-Key` is."""
         gw = self.gw
         state = gw.state
         route = state.routes_by_name.get(job.backend_route or "")
@@ -815,79 +868,38 @@ class DeliveryEngine:
         decision = decide(
             route, state.tables[route.name], bucket_of(job.fingerprint), available, sticky=True
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + route.timeouts.total
-        last: SendOutcome | None = None
-        retryable = False
-        for name in decision.attempts[: 1 + route.retry.attempts]:
-            upstream = state.upstreams.get(name)
-            if upstream is None or deadline - loop.time() <= 0:
-                break
-            try:
-                requests = self.history_requests(name, alert)
-            except Exception as exc:  # a compat transform that cannot apply to this alert
-                last = SendOutcome(False, None, error=f"{name}: cannot shape the alert ({exc})")
+        shaped: dict[str, list[tuple[str, str, bytes]]] = {}
+        unshaped: SendOutcome | None = None
+        for name in decision.attempts:
+            if name not in state.upstreams:
                 continue
-            out = await self._post_backend(job, route, name, requests, deadline)
-            if out.ok:
-                return SendOutcome.done(out.status, f"stored by {name}")
-            retryable = retryable or out.retry
-            last = SendOutcome(
-                False, out.status, retry=retryable, error=f"{name}: {out.error}", body=out.body
-            )
-        return last or SendOutcome(False, None, retry=True, error="no backend could be tried")
-
-    async def _post_backend(
-        self,
-        job: Job,
-        route: Route,
-        name: str,
-        requests: list[tuple[str, str, bytes]],
-        deadline: float,
-    ) -> SendOutcome:
-        """Every part of one backend's delivery must be accepted."""
-        gw = self.gw
-        upstream = gw.state.upstreams[name]
-        loop = asyncio.get_running_loop()
-        key = webhook.idempotency_key(job.alert)
-        out = SendOutcome.done(None, "nothing to send")
-        for index, (method, path, body) in enumerate(requests):
-            left = deadline - loop.time()
-            if left <= 0:
-                return SendOutcome(False, None, retry=True, error="route timeout")
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                "Idempotency-Key": key if len(requests) == 1 else f"{key}:{index}",
-                gw.config.headers.request_id: f"publish-{job.id}",
-            }
-            host = upstream.backend.host_header
-            if host not in ("backend", "pass"):
-                headers["Host"] = host
-            per_try = route.timeouts.per_try or route.timeouts.total
-            timeout = aiohttp.ClientTimeout(
-                total=min(per_try, left), connect=route.timeouts.connect
-            )
             try:
-                async with upstream.session.request(
-                    method,
-                    upstream.base + path,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    server_hostname=upstream.server_hostname,
-                ) as resp:
-                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
-                    out = judge(resp.status, text[:300], None)
-                    gw.record_response(name, resp.status < 500)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                gw.record_response(name, False)
-                gw.metrics.upstream_errors.labels(name, "publish").inc()
-                return SendOutcome(False, None, retry=True, error=type(exc).__name__)
-            if not out.ok:
-                return out
-        return out
+                shaped[name] = self.history_requests(name, alert)
+            except Exception as exc:  # a compat transform that cannot apply to this alert
+                unshaped = SendOutcome(False, None, error=f"{name}: cannot shape the alert ({exc})")
+        tries = [name for name in decision.attempts if name in shaped]
+        if not tries:
+            return unshaped or SendOutcome(False, None, retry=True, error="no backend to try")
+        budget = state.budgets[route.name]
+        outcome = ProxyOutcome()
+        attempts = Attempts(gw, route, budget, outcome, "POST", True, True)
+        transport = _HistoryTransport(gw, job, shaped, state.client_timeouts[route.name])
+        deadline = asyncio.get_running_loop().time() + route.timeouts.total
+        budget.start()
+        try:
+            name, answer = await run_attempts(attempts, tries, deadline, transport)
+        except UpstreamError as exc:
+            note = " (the route's retry budget is spent)" if attempts.refused else ""
+            return SendOutcome(False, None, retry=True, error=f"{exc.backend}: {exc.failure}{note}")
+        finally:
+            budget.finish()
+        out = answer.value
+        assert isinstance(out, SendOutcome)
+        if out.ok:
+            return SendOutcome.done(out.status, f"stored by {name}")
+        return SendOutcome(
+            False, out.status, retry=out.retry, error=f"{name}: {out.error}", body=out.body
+        )
 
     # -- what the API shows --------------------------------------------------------------------
 

@@ -412,3 +412,23 @@ async def test_an_absolute_form_request_fans_out_like_any_other(
         assert r.status == 200
         assert await r.json() == {"count": 2, "answers": [{"id": 0}, {"id": 1}]}
     assert [i for i, _ in parts.received] == [0, 1]
+
+
+async def test_a_part_retry_is_refused_when_the_routes_budget_is_spent(
+    parts: PartsBackend, start: Start
+) -> None:
+    spent = {**OPT_IN, "budget": {"percent": 0, "min": 0}}
+    gw, sleep = await start(parts.url, retry=spent)
+    status, body, _ = await post(gw, [{"id": 0}, {"id": 1, "fail": "503"}])
+    assert status == 502
+    assert body["error"]["failures"] == [
+        {"index": 1, "status": 503, "answer": {"error": "busy"}, "attempts": 1}
+    ]
+    assert [i for i, _ in parts.received].count(1) == 1  # not sent again
+    assert sleep.delays == []
+    refused = gw.metrics.registry.get_sample_value(
+        "cutover_retry_budget_exhausted_total", {"route": "default"}
+    )
+    assert refused == 1
+    budget = gw.state.budgets["default"]
+    assert (budget.in_flight, budget.replays) == (0, 0)
