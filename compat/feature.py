@@ -715,7 +715,10 @@ class CompatFeature(Feature):
             raise CompatError(
                 400, "bad_request_body", f"request body: expected a JSON array at {where!r}"
             )
-        parts = [_dump(item) for item in items]
+        try:
+            parts = [_dump(item) for item in items]
+        except TransformError as exc:  # deeper than JSON is written
+            raise CompatError(400, "bad_request_body", f"request body {where}[]: {exc}") from None
         backend = decision.primary
         route = gw.state.routes_by_name[decision.route]
         upstream = gw.state.upstreams[backend]

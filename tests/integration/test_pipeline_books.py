@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from cutover.alerts.model import Alert
 from cutover.proxy.server import Gateway
 from cutover.publishing.config import PublishingConfig
-from cutover.publishing.delivery import DeliveryEngine
+from cutover.publishing.delivery import DeliveryEngine, PublishingMetrics
 from cutover.publishing.outbox import Job, alert_to_json
 from cutover.publishing.targets import TargetRegistry
 from tests.conftest import gateway_config
@@ -107,7 +107,7 @@ def _engine(gw: Gateway) -> DeliveryEngine:
         None,  # type: ignore[arg-type]  # no outbox: one delivery is driven by hand
         TargetRegistry(),
         PublishingConfig(),
-        metrics_registry=CollectorRegistry(),
+        metrics=PublishingMetrics(CollectorRegistry()),
     )
 
 
