@@ -10,7 +10,7 @@
       headers: [content-type]
       thresholds: {relative: 20, absolute: 0.03}
       endpoints: ["/silences/{name}/expire"]
-      mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true}
+      mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 20ms}
       window: 1000
       min_samples: 20
 
@@ -45,6 +45,7 @@ class MirrorSettings:
     timeout: float = 10.0  # one mirror request (and its noise request)
     max_body: int = 1 * MiB  # largest response body captured for comparison, per side
     noise: bool = True  # ask the primary again (safe methods only) to learn its noise
+    shed_lag: float = 0.020  # event-loop lag above which mirror work is shed; 0 = never
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,8 @@ def _templates(ctx: kit.Ctx, value: object, path: str) -> tuple[str, ...]:
 
 
 def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
-    m = kit.section(ctx, value, path, ("queue", "workers", "timeout", "max_body", "noise"))
+    keys = ("queue", "workers", "timeout", "max_body", "noise", "shed_lag")
+    m = kit.section(ctx, value, path, keys)
     d = MirrorSettings()
     return MirrorSettings(
         queue=kit.field(ctx, m, "queue", path, kit.integer(1, 1_000_000), d.queue),
@@ -163,7 +165,18 @@ def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
         timeout=kit.field(ctx, m, "timeout", path, kit.duration(), d.timeout),
         max_body=kit.field(ctx, m, "max_body", path, kit.size(), d.max_body),
         noise=kit.field(ctx, m, "noise", path, kit.boolean, d.noise),
+        shed_lag=kit.field(ctx, m, "shed_lag", path, _shed_lag, d.shed_lag),
     )
+
+
+def _shed_lag(ctx: kit.Ctx, value: object, path: str) -> float:
+    """A duration such as 20ms, or off (0): mirror work is never shed."""
+    if kit.is_off(value):
+        return 0.0
+    seconds = kit.seconds_of(value)
+    if seconds is None or not 0 <= seconds <= 10:
+        ctx.fail(path, "a duration from 0 to 10s (e.g. 20ms), or off", value)
+    return seconds
 
 
 _COUNT = kit.integer(1, 1_000_000)

@@ -5,7 +5,10 @@ the primary's answer has been streamed to the client. The forwarder hands this f
 `Tap` for each sampled request; the tap copies the primary's response body as it streams
 (bounded by `parity.mirror.max_body`) and, once the client has its answer, puts one job in a
 bounded queue — when the queue is full the job is dropped and counted, so a slow candidate never
-holds memory or the client. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
+holds memory or the client. Mirror work yields to primary traffic: while the event loop lags
+(`parity.lag`, above `parity.mirror.shed_lag`) new jobs are shed and counted, and workers pause
+between jobs; workers also yield to the loop between the phases of a job, and large comparisons
+run in a thread. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
 primary once more for safe methods (its own noise), compare with `parity.diff`, and store the
 result (`parity_results`, SQLite or PostgreSQL). `parity_rate(route)` and `GET /admin/parity`
 apply Diffy's rule (`parity.noise`) to the latest `parity.window` results per route.
@@ -42,6 +45,7 @@ from cutover.core.tasks import Supervised
 from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
 from cutover.parity.diff import Difference, Reply, compare, compile_pattern, endpoint_of, make_reply
+from cutover.parity.lag import INTERVAL, LoopLag
 from cutover.parity.noise import EndpointStats, Sample, analyse
 from cutover.parity.report import difference_json, endpoint_json
 from cutover.parity.runner import SAFE_METHODS, read_bounded
@@ -63,6 +67,9 @@ log = logging.getLogger("cutover.parity")
 MIRROR_HEADER = "X-Cutover-Mirror"
 REFRESH_SECONDS = 5.0  # how often the windows are reloaded from the store (all workers agree)
 STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
+# Comparisons of pairs whose bodies add up to more than this run in a thread; smaller ones run
+# inline (a thread hand-off costs more than they do, and holds the GIL all the same).
+COMPARE_INLINE = 64 * 1024
 _CAPTURE_DROP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
      "proxy-connection", "trailer", "expect"}
@@ -167,7 +174,8 @@ class ParityMetrics(MetricSet):
     registry: CollectorRegistry
     mirrored: Counter = counter(
         "cutover_parity_mirror_requests_total",
-        "Sampled requests for the mirror, by route and result (queued, dropped: queue full).",
+        "Sampled requests for the mirror, by route and result (queued, dropped: queue full, "
+        "shed: the event loop lagged over parity.mirror.shed_lag).",
         ["route", "result"],
     )
     skipped: Counter = counter(
@@ -197,6 +205,11 @@ class ParityMetrics(MetricSet):
         "Mirror jobs waiting.",
         mode="livesum",
     )
+    lag: Gauge = gauge(
+        "cutover_parity_loop_lag_seconds",
+        "Smoothed event-loop lag the mirror sheds by (how late a 50 ms timer wakes).",
+        mode="livemax",
+    )
     store_errors: Counter = counter(
         "cutover_parity_store_errors_total",
         "Comparison results that could not be stored.",
@@ -223,6 +236,9 @@ class ParityFeature(Feature):
         self.queue: asyncio.Queue[MirrorJob] | None = None
         self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
         self._tasks: list[Supervised] = []
+        self.lag = LoopLag(0.0)  # threshold set from the config
+        self._shed_logged = -1e9
+        self._shedding = False
         self._capture_fds: dict[str, int] = {}
         self._redact: dict[str, tuple[Any, ...]] = {}
         self._migrated = False
@@ -237,6 +253,7 @@ class ParityFeature(Feature):
 
     def _configure(self, config: CutoverConfig) -> None:
         self.settings = config.parity or ParityConfig()
+        self.lag.threshold = self.settings.mirror.shed_lag
         self.routes = {
             r.name: r for r in config.routes if r.mirror is not None or r.capture is not None
         }
@@ -244,7 +261,7 @@ class ParityFeature(Feature):
             if route.mirror is not None:
                 old = self.windows.get(name)
                 self.windows[name] = collections.deque(old or (), maxlen=self.settings.window)
-                for result in ("queued", "dropped"):
+                for result in ("queued", "dropped", "shed"):
                     self.metrics.mirrored.labels(name, result)
                 for result in ("same", "differ"):
                     self.metrics.comparisons.labels(name, result)
@@ -262,6 +279,27 @@ class ParityFeature(Feature):
             self._tasks.append(tasks.start(f"parity-mirror-{i}", self._worker))
         self._tasks.append(tasks.start("parity-capture", self._capture_writer))
         self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
+        self._tasks.append(tasks.start("parity-lag", self._lag_loop))
+
+    async def _lag_loop(self) -> None:
+        """Probe the event loop's lag (parity.lag), the signal mirror work is shed by."""
+        await self.lag.run(on_probe=self._probed)
+
+    def _probed(self) -> None:
+        lag = self.lag
+        self.metrics.lag.set(lag.lag)
+        was, self._shedding = self._shedding, lag.shedding
+        if not self._shedding or was:
+            return
+        now = self.gw.clock.monotonic()
+        if now - self._shed_logged >= 60.0:  # one line a minute at most
+            self._shed_logged = now
+            log.warning(
+                "parity: event-loop lag %.1f ms over parity.mirror.shed_lag %.1f ms:"
+                " shedding mirror work",
+                lag.lag * 1000,
+                lag.threshold * 1000,
+            )
 
     def in_flight(self) -> dict[str, int]:
         queues = (("mirror.queued", self.queue), ("capture.queued", self.captures))
@@ -336,6 +374,9 @@ class ParityFeature(Feature):
         if primary == mirror.to:
             self.skip(route.name, "same_backend")
             return None
+        if self.lag.shedding:  # short of CPU: mirror work goes first
+            self.metrics.mirrored.labels(route.name, "shed").inc()
+            return None
         return Tap(
             self,
             {
@@ -373,6 +414,9 @@ class ParityFeature(Feature):
         queue = self.queue
         if queue is None:
             return
+        if self.lag.shedding:  # the loop started lagging while the primary answered
+            self.metrics.mirrored.labels(job.route, "shed").inc()
+            return
         try:
             queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -386,10 +430,15 @@ class ParityFeature(Feature):
     async def _worker(self) -> None:
         assert self.queue is not None
         queue = self.queue
+        lag = self.lag
         while True:
+            while lag.shedding:  # short of CPU: primary traffic first, queued jobs wait
+                self.metrics.lag.set(lag.lag)
+                await asyncio.sleep(INTERVAL)
             job = await queue.get()
             self.metrics.queue.set(queue.qsize())
             await self._process(job)  # a failure restarts the worker (core.tasks)
+            await asyncio.sleep(0)  # ready primary callbacks run before the next job
 
     async def _process(self, job: MirrorJob) -> None:
         state = self.gw.state
@@ -413,8 +462,14 @@ class ParityFeature(Feature):
             return
         if noise is not None and (noise.status == 0 or noise.error is not None):
             noise = None  # the primary did not answer again: no noise sample this time
-        # A thread keeps a large comparison from holding the event loop in one piece.
-        sample, differences = await asyncio.to_thread(_compare, job, candidate, noise, settings)
+        await asyncio.sleep(0)  # between phases, ready primary callbacks go first
+        size = len(job.response_body) + len(candidate.body)
+        if size > COMPARE_INLINE:
+            # A thread keeps a large comparison from holding the event loop in one piece.
+            sample, differences = await asyncio.to_thread(_compare, job, candidate, noise, settings)
+        else:
+            sample, differences = _compare(job, candidate, noise, settings)
+            await asyncio.sleep(0)
         row_id = await self._store(job, sample, candidate, differences)
         window = self.windows.get(job.route)
         if window is not None:

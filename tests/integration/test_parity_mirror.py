@@ -17,6 +17,7 @@ import pytest
 from cutover.app import start_gateway
 from cutover.core.db import open_database
 from cutover.parity.corpus import load_corpus
+from cutover.parity.lag import LoopLag
 from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
@@ -165,6 +166,82 @@ async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
             )
         )
         assert "cutover_parity_mirror_requests_total" in (await _metrics_text(gw))
+
+
+class HeldLag:
+    """A lag source the test sets: the probe keeps running but its samples are ignored."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(LoopLag, "observe", lambda self, late: None)
+
+
+async def test_a_lagging_event_loop_sheds_mirror_work_first(
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    HeldLag(monkeypatch)
+    async with samples() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path,
+                                              parity={"mirror": {"shed_lag": "20ms",
+                                                                 "workers": 1}}))  # fmt: skip
+        parity = feature(gw)
+
+        def count(result: str) -> float:
+            return metric(
+                gw, "cutover_parity_mirror_requests_total", route="default", result=result
+            )
+
+        def compared() -> float:
+            name = "cutover_parity_comparisons_total"
+            same = metric(gw, name, route="default", result="same")
+            return same + metric(gw, name, route="default", result="differ")
+
+        async with aiohttp.ClientSession() as session:
+            parity.lag.lag = 0.019  # under the threshold: mirrored
+            assert (await fetch(session, f"{gw.url}/alerts/1"))[0] == 200
+            await wait_for(lambda: len(candidate.seen) == 1)
+            parity.lag.lag = 0.021  # over it: the primary answers, the copy is shed
+            for i in range(5):
+                assert (await fetch(session, f"{gw.url}/alerts/{i + 2}"))[0] == 200
+            assert count("shed") == 5 and count("queued") == 1
+            assert parity.in_flight() == {"mirror.queued": 0, "capture.queued": 0}
+            # A job already queued when the loop starts lagging waits for it to calm down.
+            assert parity.queue is not None
+            parity.lag.lag = 0.0
+            candidate.gate = asyncio.Event()  # hold the worker on its next job
+            assert (await fetch(session, f"{gw.url}/alerts/7"))[0] == 200
+            await wait_for(lambda: len(candidate.seen) == 2)
+            assert (await fetch(session, f"{gw.url}/alerts/8"))[0] == 200
+            await wait_for(lambda: parity.in_flight()["mirror.queued"] == 1)
+            parity.lag.lag = 0.5
+            candidate.gate.set()
+            await wait_for(lambda: compared() == 2, deadline=10)
+            await asyncio.sleep(0.2)  # several probe intervals: the worker stays paused
+            assert parity.queue.qsize() == 1 and len(candidate.seen) == 2
+            parity.lag.lag = 0.0  # below the threshold: mirroring resumes
+            await wait_for(lambda: compared() == 3, deadline=10)
+            assert parity.queue.qsize() == 0
+            assert (await fetch(session, f"{gw.url}/alerts/9"))[0] == 200
+            await wait_for(lambda: compared() == 4, deadline=10)
+        assert count("shed") == 5 and count("queued") == 4
+        text = await _metrics_text(gw)
+        assert 'cutover_parity_mirror_requests_total{result="shed",route="default"} 5.0' in text
+        assert "cutover_parity_loop_lag_seconds" in text
+
+
+async def test_shedding_off_mirrors_whatever_the_lag(
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    HeldLag(monkeypatch)
+    async with samples() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path,
+                                              parity={"mirror": {"shed_lag": "off"}}))  # fmt: skip
+        feature(gw).lag.lag = 5.0
+        async with aiohttp.ClientSession() as session:
+            assert (await fetch(session, f"{gw.url}/alerts/1"))[0] == 200
+        await wait_for(lambda: len(candidate.seen) == 1)
+        assert (
+            metric(gw, "cutover_parity_mirror_requests_total", route="default", result="shed") == 0
+        )
 
 
 async def _metrics_text(gw: Gateway) -> str:

@@ -23,6 +23,7 @@ from cutover.app import gateway, start_gateway
 from cutover.compat.store import read_usage
 from cutover.core.clock import FakeClock
 from cutover.core.db import StoreUnavailable, open_database
+from cutover.parity.lag import LoopLag
 from cutover.proxy.config import load_config, parse_config
 from cutover.proxy.dashboard import DashboardFeature
 from cutover.proxy.server import Gateway
@@ -391,6 +392,19 @@ async def test_parity_refresh(tmp_path, started, monkeypatch, caplog) -> None:
         await wait_for(lambda: len(parity_feature(a).windows.get("default", ())) == 1)
 
 
+async def test_parity_lag(tmp_path, started, monkeypatch, caplog) -> None:
+    async with samples() as (primary, candidate):
+        gw = await launch(started, config_for(primary, candidate, tmp_path))
+        feature = parity_feature(gw)
+        Fault(monkeypatch, LoopLag, "observe")
+        await assert_restarted(gw, "parity-lag", caplog)
+        probes = feature.lag.probes
+        await wait_for(lambda: feature.lag.probes > probes)  # probing again after the restart
+        async with aiohttp.ClientSession() as http, http.get(gw.url + "/alerts/1") as resp:
+            assert resp.status == 200
+        await wait_for(lambda: len(feature.windows.get("default", ())) == 1)  # still mirrored
+
+
 # -- publishing ----------------------------------------------------------------------------------
 
 
@@ -605,6 +619,7 @@ COVERED: dict[str, tuple[Any, str]] = {
     "parity-mirror": (None, "test_parity_mirror"),
     "parity-capture": (None, "test_parity_capture"),
     "parity-refresh": (None, "test_parity_refresh"),
+    "parity-lag": (None, "test_parity_lag"),
     "publishing-start": (None, "test_publishing_start"),
     "publishing-delivery": (None, "test_publishing_delivery"),
     "publishing-completions": (None, "test_publishing_completions"),
@@ -652,7 +667,7 @@ async def test_every_task_of_a_gateway_with_everything_on_has_a_test(
         always = {
             "health-check", "canary-controller", "shared-state-redis", "compat-usage-flush",
             "alerts-worker", "alerts-mode", "alerts-intake-batcher", "parity-mirror",
-            "parity-capture", "parity-refresh",
+            "parity-capture", "parity-refresh", "parity-lag",
             "publishing-start", "publishing-delivery", "publishing-completions", "k8s-watch",
             "k8s-resync",
         }  # fmt: skip
