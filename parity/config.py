@@ -10,7 +10,7 @@
       headers: [content-type]
       thresholds: {relative: 20, absolute: 0.03}
       endpoints: ["/silences/{name}/expire"]
-      mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 20ms}
+      mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 5ms}
       window: 1000
       min_samples: 20
 
@@ -45,7 +45,7 @@ class MirrorSettings:
     timeout: float = 10.0  # one mirror request (and its noise request)
     max_body: int = 1 * MiB  # largest response body captured for comparison, per side
     noise: bool = True  # ask the primary again (safe methods only) to learn its noise
-    shed_lag: float = 0.020  # event-loop lag above which mirror work is shed; 0 = never
+    shed_lag: float = 0.005  # event-loop lag above which mirror work is shed; 0 = never
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +170,12 @@ def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
 
 
 def _shed_lag(ctx: kit.Ctx, value: object, path: str) -> float:
-    """A duration such as 20ms, or off (0): mirror work is never shed."""
+    """A duration such as 5ms, or off (0): mirror work is never shed."""
     if kit.is_off(value):
         return 0.0
     seconds = kit.seconds_of(value)
     if seconds is None or not 0 <= seconds <= 10:
-        ctx.fail(path, "a duration from 0 to 10s (e.g. 20ms), or off", value)
+        ctx.fail(path, "a duration from 0 to 10s (e.g. 5ms), or off", value)
     return seconds
 
 

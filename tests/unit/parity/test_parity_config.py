@@ -168,7 +168,7 @@ def test_parity_file_interpolates_the_environment_as_the_gateway_does(
 
 
 def test_mirror_shed_lag() -> None:
-    assert MirrorSettings().shed_lag == 0.020
+    assert MirrorSettings().shed_lag == 0.005
     for given, seconds in (("50ms", 0.05), ("off", 0.0), (0, 0.0), ("1s", 1.0)):
         section = config(parity={"mirror": {"shed_lag": given}}).parity
         assert section is not None and section.mirror.shed_lag == seconds, given
@@ -177,5 +177,5 @@ def test_mirror_shed_lag() -> None:
 @pytest.mark.parametrize("bad", ["soon", -1, "11s", [20]])
 def test_mirror_shed_lag_rejects_with_the_key_path(bad: object) -> None:
     assert errors(parity={"mirror": {"shed_lag": bad}}) == [
-        "parity.mirror.shed_lag: a duration from 0 to 10s (e.g. 20ms), or off"
+        "parity.mirror.shed_lag: a duration from 0 to 10s (e.g. 5ms), or off"
     ]

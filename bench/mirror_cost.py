@@ -1,0 +1,317 @@
+"""What 100 % mirroring costs the primary: its latency at a fixed rate, with and without a mirror.
+
+    python -m cutover.bench.mirror_cost --rates 200,1000 --seconds 4 --rounds 2
+
+Three gateways (one worker each) run side by side in front of one nginx origin that serves a
+~1.5 KiB JSON answer as the primary and a slightly different one as the candidate:
+
+- `plain`: the route sends everything to the primary, no mirror (the fast path serves it);
+- `plain-aiohttp`: the same with `fast_path: false` — a mirrored route leaves the fast path, so
+  this side separates that cost from the mirror's own work;
+- `mirror`: the same route with `mirror: {to: candidate, percent: 100}` and
+  `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms);
+- `mirror-noshed`: the same with `shed_lag: off`, i.e. the mirror takes whatever CPU it needs.
+
+Per rate and round, each side gets the same open-model load (`bench.fixed_rate`, latency from
+each request's scheduled time, no coordinated omission) in a rotated order; the table gives the
+primary's p50/p99 (medians over rounds) and the mirror's counters over the run (queued, shed,
+dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
+Nothing is pinned: on a shared machine the figures are ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cutover.bench.fixed_rate import FixedRateResult
+from cutover.bench.overhead import (
+    ROOT,
+    Processes,
+    _common_http,
+    _main_block,
+    _nginx_user,
+    free_port,
+    wait_port,
+)
+
+__all__ = ["SIDES", "main", "mirror_counts", "render_table"]
+
+SIDES = ("plain", "plain-aiohttp", "mirror", "mirror-noshed")
+PATH = "/alerts/1.json"
+
+
+def alert_json(candidate: bool) -> bytes:
+    """An alert-like answer of ~1.5 KiB; the candidate's differs in two fields."""
+    alerts = [
+        {
+            "fingerprint": f"{i:016x}",
+            "status": "firing",
+            "labels": {"alertname": f"HighLatency{i}", "severity": "warning", "team": "core"},
+            "annotations": {"summary": "p99 latency over 500ms for 5 minutes", "runbook": "x"},
+            "startsAt": "2026-12-05T01:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "count": str(i) if candidate and i == 2 else i,
+        }
+        for i in range(4)
+    ]
+    body = {"alerts": alerts, "total": 4, "version": "2" if candidate else "1"}
+    return json.dumps(body).encode()
+
+
+def origin_conf(prefix: str, primary: int, candidate: int, docroot: str) -> str:
+    servers = []
+    for port, side in ((primary, "primary"), (candidate, "candidate")):
+        servers += [
+            "    server {",
+            f"        listen 127.0.0.1:{port};",
+            f"        root {docroot}/{side};",
+            "    }",
+        ]
+    return "\n".join(
+        [
+            *_main_block(prefix, "origin", 1, _nginx_user()),
+            "http {",
+            "    access_log off;",
+            "    default_type application/json;",
+            "    keepalive_requests 1000000;",
+            *_common_http(prefix, "origin"),
+            *servers,
+            "}",
+            "",
+        ]
+    )
+
+
+def gateway_conf(
+    port: int, primary: int, candidate: int, side: str, storage: str, shed_lag: str = "5ms"
+) -> str:
+    mirror = "" if side == "plain" else "    mirror: {to: candidate, percent: 100}\n"
+    shed = "off" if side == "mirror-noshed" else shed_lag
+    fast = "false" if side == "plain-aiohttp" else "true"
+    return (
+        f"listen: 127.0.0.1:{port}\n"
+        f"fast_path: {fast}\n"
+        "admin: off\n"
+        "access_log: false\n"
+        f"storage: sqlite://{storage}\n"
+        "backends:\n"
+        f"  primary: {{url: 'http://127.0.0.1:{primary}', health: {{path: /health.json}}}}\n"
+        f"  candidate: {{url: 'http://127.0.0.1:{candidate}', health: {{path: /health.json}}}}\n"
+        "routes:\n"
+        "  - name: default\n"
+        "    split: {primary: 100}\n"
+        f"{mirror}"
+        f"parity: {{mirror: {{shed_lag: {shed}}}}}\n"
+    )
+
+
+_SAMPLE = re.compile(r"^(cutover_parity_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$", re.M)
+_LAG = re.compile(r"^cutover_parity_loop_lag_seconds(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
+
+
+def mirror_counts(metrics_text: str) -> dict[str, float]:
+    """Mirror counters from a /metrics exposition: queued, shed, dropped, compared."""
+    out = {"queued": 0.0, "shed": 0.0, "dropped": 0.0, "compared": 0.0}
+    for name, labels, value in _SAMPLE.findall(metrics_text):
+        result = re.search(r'result="([a-z]+)"', labels)
+        if result is None:
+            continue
+        if name == "cutover_parity_mirror_requests_total" and result[1] in out:
+            out[result[1]] += float(value)
+        elif name == "cutover_parity_comparisons_total":
+            out["compared"] += float(value)
+    return out
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def scrape(port: int) -> dict[str, float]:
+    return mirror_counts(_metrics(port))
+
+
+class LagWatch:
+    """Reads the gateway's smoothed loop lag every 250 ms during a run (max and median)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                found = _LAG.search(_metrics(self.port))
+            except OSError:
+                continue
+            if found:
+                self.values.append(float(found[1]) * 1000.0)
+
+    def __enter__(self) -> LagWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def fixed_rate(port: int, rate: float, seconds: float, connections: int) -> FixedRateResult:
+    cmd = [sys.executable, "-m", "cutover.bench.fixed_rate", f"http://127.0.0.1:{port}{PATH}"]
+    cmd += ["--rate", f"{rate:g}", "--seconds", f"{seconds:g}"]
+    cmd += ["--connections", str(connections)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 30, check=False, cwd=ROOT
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.fixed_rate exited with {proc.returncode}:\n{proc.stderr}")
+    return FixedRateResult(**json.loads(proc.stdout))
+
+
+def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One Markdown row per rate and side; ratios to `plain` at the same rate."""
+    out = [
+        "| rate/s | side | p50 ms | p99 ms | p50 / plain | p99 / plain | failed"
+        " | loop lag ms (median / max) | mirror queued | shed | dropped | compared |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {r["rate"]: r for r in rows if r["side"] == "plain"}
+    for r in rows:
+        b = base.get(r["rate"])
+        p50r = f"{r['p50'] / b['p50']:.2f}" if b and b["p50"] else "-"
+        p99r = f"{r['p99'] / b['p99']:.2f}" if b and b["p99"] else "-"
+        c = r["counts"]
+        mirror = (
+            [
+                f"{c['queued']:.0f}",
+                f"{c['shed']:.0f}",
+                f"{c['dropped']:.0f}",
+                f"{c['compared']:.0f}",
+            ]
+            if r["side"].startswith("mirror")
+            else ["-"] * 4
+        )
+        out.append(
+            f"| {r['rate']:g} | {r['side']} | {r['p50']:.2f} | {r['p99']:.2f} | {p50r} | {p99r}"
+            f" | {r['failed']} | {c['lag_median']:.1f} / {c['lag_max']:.1f} | "
+            + " | ".join(mirror)
+            + " |"
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cutover.bench.mirror_cost")
+    parser.add_argument("--rates", default="200,1000", help="comma-separated requests/s")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--shed-lag", default="5ms", help="parity.mirror.shed_lag of `mirror`")
+    parser.add_argument("--json", help="also write the raw rows to this file")
+    args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",")]
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="cutover-mirror-cost-") as tmpdir:
+        tmp = Path(tmpdir)
+        try:
+            for side, candidate in (("primary", False), ("candidate", True)):
+                (tmp / "www" / side / "alerts").mkdir(parents=True)
+                (tmp / "www" / side / "alerts" / "1.json").write_bytes(alert_json(candidate))
+                (tmp / "www" / side / "health.json").write_bytes(b'{"status":"ok"}')
+            primary, candidate = free_port(), free_port()
+            conf = tmp / "origin.conf"
+            conf.write_text(origin_conf(str(tmp), primary, candidate, str(tmp / "www")))
+            nginx = procs.start(
+                "origin",
+                ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"],
+                tmp / "origin.out",
+            )
+            wait_port(primary, nginx, "origin")
+            ports: dict[str, int] = {}
+            for side in SIDES:
+                port = free_port()
+                path = tmp / f"{side}.yaml"
+                path.write_text(
+                    gateway_conf(
+                        port, primary, candidate, side, str(tmp / f"{side}.db"), args.shed_lag
+                    )
+                )
+                cmd = [sys.executable, "-m", "cutover", "serve", "-c", str(path)]
+                cmd += ["--workers", "1"]
+                env = dict(os.environ, CUTOVER_LOG_LEVEL="ERROR")
+                proc = procs.start(side, cmd, tmp / f"{side}.out", cwd=ROOT, env=env)
+                wait_port(port, proc, side)
+                ports[side] = port
+            time.sleep(1.0)
+            for port in ports.values():  # warm up: pools, the store's migration
+                fixed_rate(port, 100, 1, 4)
+            rows = []
+            for rate in rates:
+                runs: dict[str, list[tuple[FixedRateResult, dict[str, float]]]] = {
+                    s: [] for s in SIDES
+                }
+                for rnd in range(args.rounds):
+                    order = SIDES[rnd % len(SIDES) :] + SIDES[: rnd % len(SIDES)]
+                    for side in order:
+                        before = scrape(ports[side])
+                        with LagWatch(ports[side]) as watch:
+                            result = fixed_rate(ports[side], rate, args.seconds, args.connections)
+                        lags = watch.values or [0.0]
+                        time.sleep(1.0)  # the mirror's tail finishes inside this run's counts
+                        after = scrape(ports[side])
+                        delta = {k: after[k] - before[k] for k in after}
+                        delta["lag_median"] = statistics.median(lags)
+                        delta["lag_max"] = max(lags)
+                        runs[side].append((result, delta))
+                        lat = result.latency_ms
+                        print(
+                            f"rate {rate:g} round {rnd} {side}: p50 {lat.get('50', 0):.2f}"
+                            f" p99 {lat.get('99', 0):.2f} failed {result.failed} {delta}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                for side in SIDES:
+                    results = runs[side]
+                    counts = {
+                        k: sum(d[k] for _, d in results) for k in ("queued", "shed", "dropped",
+                                                                   "compared")
+                    }  # fmt: skip
+                    counts["lag_median"] = statistics.median(d["lag_median"] for _, d in results)
+                    counts["lag_max"] = max(d["lag_max"] for _, d in results)
+                    rows.append(
+                        {
+                            "rate": rate,
+                            "side": side,
+                            "p50": statistics.median(r.latency_ms.get("50", 0) for r, _ in results),
+                            "p99": statistics.median(r.latency_ms.get("99", 0) for r, _ in results),
+                            "failed": sum(r.failed for r, _ in results),
+                            "counts": counts,
+                            "rounds": len(results),
+                        }
+                    )
+        finally:
+            procs.stop_all()
+    print("\n".join(render_table(rows)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
