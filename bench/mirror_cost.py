@@ -98,7 +98,7 @@ def origin_conf(prefix: str, primary: int, candidate: int, docroot: str) -> str:
 def gateway_conf(
     port: int, primary: int, candidate: int, side: str, storage: str, shed_lag: str = "5ms"
 ) -> str:
-    mirror = "" if side == "plain" else "    mirror: {to: candidate, percent: 100}\n"
+    mirror = "" if side.startswith("plain") else "    mirror: {to: candidate, percent: 100}\n"
     shed = "off" if side == "mirror-noshed" else shed_lag
     fast = "false" if side == "plain-aiohttp" else "true"
     return (

@@ -1,0 +1,59 @@
+"""bench/mirror_cost.py's pure parts: the configs it runs, the counters it reads, its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cutover.bench.mirror_cost import SIDES, alert_json, gateway_conf, mirror_counts, render_table
+from cutover.proxy.config import load_config
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_every_side_is_a_valid_config(tmp_path: Path, side: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(gateway_conf(8080, 8081, 8082, side, str(tmp_path / "s.db"), "1ms"))
+    config = load_config(path)
+    (route,) = config.routes
+    assert (route.mirror is not None) == side.startswith("mirror")
+    assert config.fast_path is (side != "plain-aiohttp")
+    assert config.parity is not None
+    assert config.parity.mirror.shed_lag == (0.0 if side == "mirror-noshed" else 0.001)
+
+
+def test_the_candidate_differs_from_the_primary() -> None:
+    primary, candidate = orjson.loads(alert_json(False)), orjson.loads(alert_json(True))
+    assert primary != candidate and primary.keys() == candidate.keys()
+    assert 1000 < len(alert_json(False)) < 2048
+
+
+def test_mirror_counts_reads_the_exposition() -> None:
+    text = "\n".join(
+        [
+            "# HELP cutover_parity_mirror_requests_total x",
+            'cutover_parity_mirror_requests_total{result="queued",route="default"} 7.0',
+            'cutover_parity_mirror_requests_total{result="shed",route="default"} 3.0',
+            'cutover_parity_mirror_requests_total{result="dropped",route="default"} 1.0',
+            'cutover_parity_comparisons_total{result="same",route="default"} 2.0',
+            'cutover_parity_comparisons_total{result="differ",route="default"} 4.0',
+            'cutover_parity_mirror_skipped_total{reason="method",route="default"} 9.0',
+        ]
+    )
+    assert mirror_counts(text) == {"queued": 7.0, "shed": 3.0, "dropped": 1.0, "compared": 6.0}
+    assert mirror_counts("") == {"queued": 0.0, "shed": 0.0, "dropped": 0.0, "compared": 0.0}
+
+
+def test_the_table_gives_ratios_to_plain_at_the_same_rate() -> None:
+    counts = {"queued": 5, "shed": 1, "dropped": 0, "compared": 5, "lag_median": 0.1,
+              "lag_max": 2.0}  # fmt: skip
+    rows = [
+        {"rate": 200.0, "side": "plain", "p50": 0.5, "p99": 2.0, "failed": 0, "counts": counts},
+        {"rate": 200.0, "side": "mirror", "p50": 1.0, "p99": 3.0, "failed": 0, "counts": counts},
+    ]
+    table = render_table(rows)
+    assert table[2].startswith("| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | 0 | 0.1 / 2.0 | - |")
+    assert (
+        table[3] == "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | 0 | 0.1 / 2.0 | 5 | 1 | 0 | 5 |"
+    )
