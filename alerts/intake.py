@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
-import uuid
+import random
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -418,6 +418,7 @@ class AlertsFeature(Feature):
         self._wake = asyncio.Event()
         self._tasks: list[Supervised] = []
         self._last_cleanup = -CLEANUP_EVERY
+        self._rand = random.Random()  # request ids (seeded from the OS, in each worker)
         self._store_warned_at = -60.0
         # Group commit: webhooks that arrive while a batch commits join the next one.
         self.batcher: GroupCommit[Webhook, Accepted] = GroupCommit(
@@ -609,7 +610,9 @@ class AlertsFeature(Feature):
         """The client's request id, or one made up; an error raised later carries it."""
         rid = request.get(REQUEST_ID)
         if rid is None:
-            rid = request.headers.get(self.gw.config.headers.request_id) or uuid.uuid4().hex
+            rid = request.headers.get(self.gw.config.headers.request_id)
+            if not rid:  # 32 hex digits as uuid4().hex, without its urandom call and object
+                rid = "%032x" % self._rand.getrandbits(128)  # noqa: UP031 - the fastest spelling
             request[REQUEST_ID] = rid
         return rid
 
