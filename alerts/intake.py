@@ -285,6 +285,13 @@ class Plan:
         ).decode()
 
 
+def _with_classification(alert: Alert, classification: Classification | None) -> Alert:
+    """`alert` with `classification`: the same object when it already has it (no copy)."""
+    if alert.classification is classification:
+        return alert
+    return dataclasses.replace(alert, classification=classification)
+
+
 @dataclass(eq=False, slots=True)
 class AlertsMetrics(MetricSet):
     """The alert intake's metrics: webhooks, alerts and what became of them, classifications,
@@ -999,12 +1006,14 @@ class AlertsFeature(Feature):
         quick = self.classifier_quick(alert, mode)
         if quick is _ASK:
             return None
-        plan = self._plan(alert, mode, quick, now)  # type: ignore[arg-type]
         stat = None
         if quick is not None:
             stat = "rules" if self.classifier.llm is None else "cache_hits"
-        return dataclasses.replace(
-            plan,
+        return self._plan(
+            alert,
+            mode,
+            quick,  # type: ignore[arg-type]
+            now,
             inline_source=quick.source if quick else "none",  # type: ignore[attr-defined]
             inline_stat=stat,
         )
@@ -1028,23 +1037,43 @@ class AlertsFeature(Feature):
             self.classifier.stats[plan.inline_stat] += 1
 
     def _plan(
-        self, alert: Alert, mode: str, classification: Classification | None, now: float
+        self,
+        alert: Alert,
+        mode: str,
+        classification: Classification | None,
+        now: float,
+        *,
+        inline_source: str | None = None,
+        inline_stat: str | None = None,
     ) -> Plan:
+        """The plan for `alert` (the inline counts go in here, not by a second copy of it)."""
         routing = self.cfg.routing
         if mode == "transparent_with_recommendations":
             attached = classification if classification and classification.source == "llm" else None
-            a = dataclasses.replace(alert, classification=attached)
-            return Plan(a, "queued", all_targets(routing))
-        a = dataclasses.replace(
-            alert, classification=classification if mode == "enriched" else None
-        )
+            a = _with_classification(alert, attached)
+            return Plan(
+                a,
+                "queued",
+                all_targets(routing),
+                inline_source=inline_source,
+                inline_stat=inline_stat,
+            )
+        a = _with_classification(alert, classification if mode == "enriched" else None)
         decision = self.cfg.filters.decide(a, now)
         if decision.action == "deny":
-            return Plan(a, "filtered", (), decision.rule)
-        targets = route_alert(a, routing)
-        if decision.action == "delay":
-            return Plan(a, "delayed", targets, decision.rule, decision.release_at)
-        return Plan(a, "queued", targets, decision.rule)
+            state, targets = "filtered", ()
+        else:
+            targets = route_alert(a, routing)
+            state = "delayed" if decision.action == "delay" else "queued"
+        return Plan(
+            a,
+            state,
+            targets,
+            decision.rule,
+            decision.release_at if state == "delayed" else None,
+            inline_source,
+            inline_stat,
+        )
 
     def _has_delays(self) -> bool:
         return any(r.action == "delay" for r in self.cfg.filters.rules)
