@@ -44,6 +44,7 @@ from prometheus_client import Counter as PromCounter
 
 from cutover.alerts.config import ENRICHMENT_MODES, AlertsConfig, IntakePath
 from cutover.alerts.llm import AuditRecord, Classifier
+from cutover.alerts.matchers import alert_facts
 from cutover.alerts.model import Alert, Classification
 from cutover.alerts.routes import all_targets, route_alert
 from cutover.alerts.webhook_formats import (
@@ -1067,11 +1068,12 @@ class AlertsFeature(Feature):
                 inline_stat=inline_stat,
             )
         a = _with_classification(alert, classification if mode == "enriched" else None)
-        decision = self.cfg.filters.decide(a, now)
+        facts = alert_facts(a)  # once, for the filters and the routes
+        decision = self.cfg.filters.decide(a, now, facts)
         if decision.action == "deny":
             state, targets = "filtered", ()
         else:
-            targets = route_alert(a, routing)
+            targets = route_alert(a, routing, facts)
             state = "delayed" if decision.action == "delay" else "queued"
         return Plan(
             a,
