@@ -115,6 +115,34 @@ class RulesConfig:
     default_category: str = "general"
 
 
+# The first matching rule, remembered by what the rules read: the alertname and the labels some
+# rule names (every default rule scans the name with a `.*(...).*` regex: 8 scans for a name none
+# matches). Per rule set (the last few: a reload makes a new one), each bounded, oldest out.
+_MATCHED_MAX = 4096
+_RULE_SETS_MAX = 4
+_Memo = dict[tuple[str, ...], CategoryRule | None]
+_matched: dict[int, tuple[RulesConfig, tuple[str, ...], _Memo]] = {}
+
+
+def first_match(alert: Alert, rules: RulesConfig) -> CategoryRule | None:
+    """The first of `rules.categories` that matches `alert`, or None (as trying them in order)."""
+    entry = _matched.get(id(rules))
+    if entry is None or entry[0] is not rules:  # (the entry holds `rules`: its id is not reused)
+        if len(_matched) >= _RULE_SETS_MAX:
+            del _matched[next(iter(_matched))]
+        names = tuple(sorted({name for rule in rules.categories for name, _ in rule.labels}))
+        entry = _matched[id(rules)] = (rules, names, {})
+    _, names, memo = entry
+    labels = alert.labels
+    key = (labels.get("alertname", ""), *[labels.get(n, "") for n in names])
+    if key in memo:
+        return memo[key]
+    if len(memo) >= _MATCHED_MAX:
+        del memo[next(iter(memo))]
+    found = memo[key] = next((r for r in rules.categories if r.matches(alert)), None)
+    return found
+
+
 def classify_by_rules(alert: Alert, rules: RulesConfig = RulesConfig()) -> Classification:
     """The rule-based classification of `alert` (never fails)."""
     reasons: list[str] = []
@@ -137,7 +165,7 @@ def classify_by_rules(alert: Alert, rules: RulesConfig = RulesConfig()) -> Class
         severity = "warning" if alert.status == "firing" else "info"
         reasons.append(f"no severity label; {alert.status} alerts default to {severity}")
     category = rules.default_category
-    matched = next((r for r in rules.categories if r.matches(alert)), None)
+    matched = first_match(alert, rules)
     if matched is not None:
         category = matched.category
         reasons.append(f"category {category!r} from the alert's name and labels")

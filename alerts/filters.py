@@ -12,7 +12,7 @@ lets it through, so that a resolve is never later than it needs to be.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,13 +54,21 @@ class FilterSet:
         self.rules: tuple[FilterRule, ...] = tuple(r for _, r in indexed if r.enabled)
         self.default: Action = "deny" if default == "deny" else "allow"
 
-    def decide(self, alert: Alert, now: float) -> FilterDecision:
-        return decide(self, alert, now)
+    def decide(
+        self, alert: Alert, now: float, facts: Mapping[str, str] | None = None
+    ) -> FilterDecision:
+        return decide(self, alert, now, facts)
 
 
-def decide(filters: FilterSet, alert: Alert, now: float) -> FilterDecision:
-    """What to do with `alert` (classified or not) at time `now`."""
-    facts = alert_facts(alert)
+def decide(
+    filters: FilterSet, alert: Alert, now: float, facts: Mapping[str, str] | None = None
+) -> FilterDecision:
+    """What to do with `alert` (classified or not) at time `now`. `facts`: its
+    `alert_facts`, when the caller has them already (routing reads the same)."""
+    if not filters.rules:
+        return FilterDecision(filters.default, None)
+    if facts is None:
+        facts = alert_facts(alert)
     for rule in filters.rules:
         if not matches_all(rule.matchers, facts):
             continue

@@ -49,9 +49,12 @@ def route_facts(
     return tuple(targets), tuple(node.name for node, _ in ends)
 
 
-def route_alert(alert: Alert, root: AlertRoute) -> tuple[str, ...]:
-    """The target names for `alert` (classified or not)."""
-    return route_facts(alert_facts(alert), root)[0]
+def route_alert(
+    alert: Alert, root: AlertRoute, facts: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The target names for `alert` (classified or not); `facts`: its `alert_facts`, when the
+    caller has them already."""
+    return route_facts(alert_facts(alert) if facts is None else facts, root)[0]
 
 
 def _walk(

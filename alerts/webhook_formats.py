@@ -24,6 +24,7 @@ identity whichever way it came in.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -126,7 +127,24 @@ class Payload:
 
 
 def alertmanager_fingerprint(labels: Mapping[str, str]) -> str:
-    """Alertmanager's fingerprint of a label set (prometheus/common `LabelSet.Fingerprint`)."""
+    """Alertmanager's fingerprint of a label set (prometheus/common `LabelSet.Fingerprint`).
+
+    Remembered for the last `_FINGERPRINTS_MAX` label sets: FNV-1a runs byte by byte (~8 µs for
+    a typical set), and a storm re-sends the same alerts again and again."""
+    key = frozenset(labels.items())
+    known = _FINGERPRINTS.get(key)
+    if known is None:
+        if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
+            del _FINGERPRINTS[next(iter(_FINGERPRINTS))]  # the oldest out
+        known = _FINGERPRINTS[key] = _fnv_fingerprint(labels)
+    return known
+
+
+_FINGERPRINTS: dict[frozenset[tuple[str, str]], str] = {}
+_FINGERPRINTS_MAX = 16_384
+
+
+def _fnv_fingerprint(labels: Mapping[str, str]) -> str:
     h = _FNV_OFFSET
     for name in sorted(labels):
         for part in (name, labels[name]):
@@ -146,9 +164,13 @@ _FIRST_SECOND = -62135596800.0
 _PAST_LAST_SECOND = 253402300800.0
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_time(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 timestamp (nanoseconds allowed); None if invalid:
-    an impossible date, an offset beyond ±23:59, or an instant outside years 0001-9999 UTC."""
+    an impossible date, an offset beyond ±23:59, or an instant outside years 0001-9999 UTC.
+
+    Remembered for the last 4,096 texts: every alert carries two, most of them repeated (the
+    zero `endsAt`, a group's shared `startsAt`), and each costs a regex and a datetime."""
     m = _RFC3339.fullmatch(text)
     if m is None:
         return None

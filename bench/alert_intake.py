@@ -12,7 +12,10 @@ and is accepted as the gateway accepts any alert: its row, its dedup record and 
 (the history copy, `backend:default`) committed in one transaction before the 200. Meanwhile
 the gateway's delivery engine drains the outbox to a history backend
 (`python -m cutover.examples.backends legacy`, a third process), as it would in production. A
-case counts only 200 answers; any other status is reported as an error.
+case counts only 200 answers; any other status is reported as an error. Each closed-loop case
+also reports the gateway's CPU (user + system, its process tree, from /proc) per accepted
+webhook: intake and the delivery engine's draining together, apart from the other processes,
+and the delivery attempts the engine made meanwhile (its share of that CPU).
 
 `--workers`: the gateway's worker processes (`cutover serve --workers`), one set of cases each.
 `--rates`: an offered-rate sweep after the closed-loop cases, open model (`bench.fixed_rate`:
@@ -200,6 +203,44 @@ def _batches(port: int) -> tuple[float, float] | None:
     return (values["count"], values["sum"]) if len(values) == 2 else None
 
 
+def _deliveries(port: int) -> float | None:
+    """Delivery attempts so far (every target and outcome), from /metrics: the engine shares
+    the gateway's CPU, and how much of it it got differs from run to run."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("cutover_publishing_deliveries_total{")
+    )
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the process `pid` and its descendants.
+
+    The gateway's own cost per webhook, apart from the load generator, the history backend and
+    the database sharing the machine: read from /proc (0.0 where there is none)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    pending = [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def _mean_batch(before: tuple[float, float] | None, after: tuple[float, float] | None):
     if before is None or after is None or after[0] <= before[0]:
         return None
@@ -268,8 +309,16 @@ def run_case(
         url = f"http://127.0.0.1:{port}/webhook/proxy"
         asyncio.run(_load(url, clients, 2.0, 1))  # warm-up: tables, pools, caches
         for batch in batches:
-            mark = _batches(port)
+            mark, cpu, sent = _batches(port), _tree_cpu(proc.pid), _deliveries(port)
             results[batch] = asyncio.run(_load(url, clients, duration, batch))
+            webhooks = results[batch]["webhooks"]
+            results[batch]["gateway_cpu_us_per_webhook"] = (
+                (_tree_cpu(proc.pid) - cpu) / webhooks * 1e6 if webhooks else None
+            )
+            after = _deliveries(port)
+            results[batch]["deliveries"] = (
+                after - sent if after is not None and sent is not None else None
+            )
             results[batch]["mean_batch_alerts"] = _mean_batch(mark, _batches(port))
             results[batch]["pending_jobs"] = _pending_jobs(store, storage, tmp)
         for rate in rates:
@@ -403,14 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         "| store | workers | alerts per webhook | alerts/s | webhooks/s | p50 ms | p99 ms"
-        " | errors | jobs pending at the end | alerts per commit |"
+        " | errors | jobs pending at the end | alerts per commit | gateway CPU µs per webhook"
+        " | deliveries during the case |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for store, workers, batch, r in rows:
         print(
             f"| {store} | {workers} | {batch} | {r['alerts_per_s']:,.0f} |"
             f" {r['webhooks_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
             f" {r['errors']} | {r['pending_jobs']} | {_fmt_mean(r['mean_batch_alerts'])} |"
+            f" {_fmt_mean(r['gateway_cpu_us_per_webhook'])} | {_fmt_mean(r['deliveries'])} |"
         )
     if sweeps:
         print()

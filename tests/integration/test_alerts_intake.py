@@ -93,6 +93,26 @@ async def test_method_body_limit_and_encoding(ag, http) -> None:
         assert resp.status == 415
 
 
+async def test_body_cut_short_stores_nothing(ag, http) -> None:
+    # A client that declares its length and goes away mid-body: nothing accepted, nothing stuck
+    # (the quiescence check), and the next webhook is taken as usual.
+    gw = await ag.start({})
+    body = orjson.dumps(envelope(am_alert("CutShort")))
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /webhook/proxy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2]
+    )  # fmt: skip
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    status, data, _ = await post(http, gw, envelope(am_alert("AfterCut")))
+    assert status == 200 and data["accepted"] == 1
+    assert feature(gw).counts["received"] == 1
+    assert [r["alertname"] for r in await intake_rows(gw)] == ["AfterCut"]
+
+
 async def test_bearer_auth(ag, http) -> None:
     gw = await ag.start({"auth": {"bearer_token": "s3cret-token"}})
     body = envelope(am_alert())

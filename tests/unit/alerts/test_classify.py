@@ -7,6 +7,8 @@ import re
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cutover.alerts.classify import (
     DEFAULT_SECRET_PATTERNS,
@@ -14,6 +16,7 @@ from cutover.alerts.classify import (
     RulesConfig,
     build_prompt,
     classify_by_rules,
+    first_match,
     normalize_severity,
     parse_llm_answer,
     redact,
@@ -155,3 +158,41 @@ def test_parse_good_answer() -> None:
 )
 def test_malformed_answers(text) -> None:
     assert isinstance(parse_llm_answer(text, "m"), str)
+
+
+_WORDS = st.sampled_from(["Node", "Down", "db", "prod", "CPU", "", "x", "TLS", "é"])
+_RULES = st.lists(
+    st.builds(
+        CategoryRule,
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), _WORDS.map(lambda w: re.compile(f".*{re.escape(w)}.*", re.I))),
+        st.lists(
+            st.tuples(st.sampled_from(["team", "env"]), _WORDS.map(re.compile)), max_size=2
+        ).map(tuple),
+    ),
+    max_size=4,
+).map(lambda rules: RulesConfig(categories=tuple(rules)))
+_LABELS = st.dictionaries(st.sampled_from(["alertname", "team", "env", "other"]), _WORDS)
+
+
+@given(_RULES, st.lists(_LABELS, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_remembered_category_equals_trying_every_rule(rules, label_sets) -> None:
+    # Twice each (the second answer remembered), alerts that differ in a label some rule reads
+    # and in one no rule reads: the first matching rule in order, every time.
+    for labels in [*label_sets, *label_sets]:
+        a = alert(**labels)
+        assert first_match(a, rules) is next((r for r in rules.categories if r.matches(a)), None)
+
+
+def test_remembered_categories_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cutover.alerts.classify as classify
+
+    monkeypatch.setattr(classify, "_matched", {})
+    monkeypatch.setattr(classify, "_MATCHED_MAX", 20)
+    rule_sets = [RulesConfig(default_category=str(n)) for n in range(10)]
+    for rules in rule_sets:
+        for n in range(200):
+            assert classify_by_rules(alert(alertname=f"Disk{n}"), rules).category == "resource"
+    assert len(classify._matched) == classify._RULE_SETS_MAX
+    assert all(len(memo) == 20 for _, _, memo in classify._matched.values())
