@@ -127,24 +127,7 @@ class Payload:
 
 
 def alertmanager_fingerprint(labels: Mapping[str, str]) -> str:
-    """Alertmanager's fingerprint of a label set (prometheus/common `LabelSet.Fingerprint`).
-
-    Remembered for the last `_FINGERPRINTS_MAX` label sets: FNV-1a runs byte by byte (~8 µs for
-    a typical set), and a storm re-sends the same alerts again and again."""
-    key = frozenset(labels.items())
-    known = _FINGERPRINTS.get(key)
-    if known is None:
-        if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
-            del _FINGERPRINTS[next(iter(_FINGERPRINTS))]  # the oldest out
-        known = _FINGERPRINTS[key] = _fnv_fingerprint(labels)
-    return known
-
-
-_FINGERPRINTS: dict[frozenset[tuple[str, str]], str] = {}
-_FINGERPRINTS_MAX = 16_384
-
-
-def _fnv_fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's fingerprint of a label set (prometheus/common `LabelSet.Fingerprint`)."""
     h = _FNV_OFFSET
     for name in sorted(labels):
         for part in (name, labels[name]):

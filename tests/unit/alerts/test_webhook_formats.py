@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from cutover.alerts.model import Classification
 from cutover.alerts.webhook_formats import (
@@ -378,39 +376,3 @@ def test_group_labels_are_kept_with_each_alert() -> None:
     assert dict(alert_from_stored(stored).group_labels) == {}
     bare = parse_payload({"alerts": [{"labels": {"alertname": "X"}}]}, now=NOW)
     assert dict(bare.alerts[0].group_labels) == {}
-
-
-def _fingerprint_per_part(labels: dict[str, str]) -> str:
-    """The fingerprint as first written, without memory: the stored rows and the dedup records
-    of every alert accepted so far carry its values."""
-    h = 14695981039346656037
-    for name in sorted(labels):
-        for part in (name, labels[name]):
-            for byte in part.encode():
-                h = ((h ^ byte) * 1099511628211) & ((1 << 64) - 1)
-            h = ((h ^ 0xFF) * 1099511628211) & ((1 << 64) - 1)
-    return f"{h:016x}"
-
-
-_LABEL_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-
-
-@given(st.lists(st.dictionaries(_LABEL_TEXT, _LABEL_TEXT, max_size=10), max_size=4))
-@settings(max_examples=300, deadline=None)
-def test_remembered_fingerprint_equals_the_computed_one(sets: list[dict[str, str]]) -> None:
-    # Asked twice (the second answer is remembered), and for label sets that differ only in
-    # where a name ends and its value begins, or in order: always the computed value.
-    for labels in [*sets, *sets, *({v: k for k, v in s.items()} for s in sets)]:
-        assert alertmanager_fingerprint(labels) == _fingerprint_per_part(labels)
-
-
-def test_remembered_fingerprints_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cutover.alerts.webhook_formats as wf
-
-    monkeypatch.setattr(wf, "_FINGERPRINTS", {})
-    monkeypatch.setattr(wf, "_FINGERPRINTS_MAX", 50)
-    for n in range(500):
-        labels = {"alertname": "A", "seq": str(n)}
-        assert alertmanager_fingerprint(labels) == _fingerprint_per_part(labels)
-    assert len(wf._FINGERPRINTS) == 50
-    assert alertmanager_fingerprint({"ab": "c"}) != alertmanager_fingerprint({"a": "bc"})
