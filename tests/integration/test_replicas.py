@@ -207,7 +207,7 @@ async def test_the_canary_judge_rolls_back_once_for_all_replicas(
         config["backends"]["go"]["outlier"] = {"consecutive_failures": 1_000_000}
         # every candidate answer is replayed: with four loaders one replica may hold four
         # replays at once, past the budget's default floor of three (a 502, by design)
-        config["routes"][0]["budget"] = {"min": 8}
+        config["routes"][0]["retry"] = {"budget": {"min": 8}}
         async with replicas(config, tmp_path) as procs, aiohttp.ClientSession() as s:
             turn = itertools.cycle(procs)
             stop = asyncio.Event()
