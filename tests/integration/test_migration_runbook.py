@@ -243,7 +243,7 @@ class World:
         }
         rehearsal = {  # the "Rehearse first" table of the runbook
             "CANARY_WINDOW": "5s",
-            "CANARY_MIN_REQUESTS": "20",
+            "CANARY_MIN_REQUESTS": "10",
             "CANARY_STEP_INTERVAL": "2s",
             "CANARY_STEP_MIN_REQUESTS": "20",
             "PARITY_MIN_SAMPLES": "20",
