@@ -238,23 +238,29 @@ class CanaryFeature(Feature):
     # -- the data plane ------------------------------------------------------------------
 
     def observe(self, rec: RequestRecord) -> None:
-        """Count one finished request for its side (the split's choice).
+        """Count one finished request for its side (the split's choice, whatever the health).
 
         An attempt of that side that failed counts as its error even when a fallback served
-        the request: fallback never hides a bad canary from the analysis.
+        the request: fallback never hides a bad canary from the analysis. So does a request the
+        split gave that side while it was unavailable (ejected for its failures, or failing its
+        health checks) — without it, an ejected candidate would leave its window empty, the
+        verdict at `insufficient_data` and the weight where it was.
         """
         windows = self.windows.get(rec.route)
         cfg = self.cfg
         if windows is None or cfg is None or rec.status == 499:
             return
-        primary = rec.primary
-        if primary == cfg.candidate:
+        owner = rec.owner or rec.primary
+        if owner == cfg.candidate:
             side = windows.candidate
-        elif primary == cfg.baseline:
+        elif owner == cfg.baseline:
             side = windows.baseline
         else:
             return
-        error = rec.status >= 500 or any(b == primary for b, _ in rec.failures)
+        if owner != rec.primary:  # unavailable: an error, and no latency of its own
+            side.record(self.gw.clock.now(), True, None)
+            return
+        error = rec.status >= 500 or any(b == owner for b, _ in rec.failures)
         side.record(self.gw.clock.now(), error, rec.duration)
 
     # -- weights in force ----------------------------------------------------------------

@@ -9,7 +9,9 @@ holds memory or the client. Mirror work yields to primary traffic: while the eve
 (`parity.lag`, above `parity.mirror.shed_lag`) new jobs are shed and counted, and workers pause
 between jobs; workers also yield to the loop between the phases of a job, and large comparisons
 run in a thread. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
-primary once more for safe methods (its own noise), compare with `parity.diff`, and store the
+primary once more for safe methods (its own noise; a field where the candidate agrees with that
+later reading changed in between and is not counted against it), compare with `parity.diff`,
+and store the
 result (`parity_results`, SQLite or PostgreSQL). `parity_rate(route)` and `GET /admin/parity`
 apply Diffy's rule (`parity.noise`) to the latest `parity.window` results per route.
 
@@ -802,6 +804,12 @@ def _compare(
     )
     differences = compare(primary, candidate, settings.rules)
     noisy = compare(primary, noise, settings.rules) if noise is not None else None
+    if noise is not None:
+        # The primary's second reading is taken after the candidate's: a field where the
+        # candidate agrees with it changed between the readings (a write landed in between),
+        # it is not the candidate's difference.
+        later = {d.field for d in compare(noise, candidate, settings.rules)}
+        differences = [d for d in differences if d.field in later]
     raw: dict[str, str] = {}
     for d in differences:
         raw.setdefault(d.field, d.kind)

@@ -349,6 +349,7 @@ class _Exchange:
     outcome: ProxyOutcome
     route_name = "-"
     primary: str | None = None
+    owner: str | None = None  # Decision.owner: the side the canary charges
     decision: Decision
     budget: Any = None
     body: bytes | None = None
@@ -1119,6 +1120,7 @@ class _Conn(asyncio.Protocol):
             budget.start()
             decision = ex.decision = self._decide(ex, route, state, outcome)
             ex.primary = decision.primary
+            ex.owner = decision.owner
             max_body = route.max_body if route.max_body is not None else bound.max_body
             length = ex.content_length
             if length is not None and length > max_body:
@@ -1352,6 +1354,7 @@ class _Conn(asyncio.Protocol):
                 ex.request_id,
                 sent,
                 self.peer,
+                ex.owner,
             )
         self._done(ex, close)
 

@@ -37,13 +37,14 @@ class RequestRecord:
     """One finished proxied request, as request observers (canary analysis, usage) see it."""
 
     route: str
-    primary: str | None  # the split's choice
+    primary: str | None  # the split's choice among the available backends
     backend: str | None  # who answered in the end (None: nobody)
     status: int
     duration: float  # seconds
     failures: tuple[tuple[str, str], ...]  # (backend, kind) of attempts that failed first
     method: str
     path: str
+    owner: str | None = None  # the split's choice whatever the health (`Decision.owner`)
 
 
 class CompatHook(Protocol):

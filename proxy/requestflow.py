@@ -96,6 +96,7 @@ def book_request(
     request_id: str,
     sent: int,
     client: str | None,
+    owner: str | None = None,
 ) -> None:
     """Book a finished request (`route_name` "-" when none matched; `elapsed` in seconds;
     `sent`: bytes to the client): `count(route, backend, status, elapsed)` (each listener
@@ -115,6 +116,7 @@ def book_request(
             failures=tuple(outcome.failures),
             method=method,
             path=path,
+            owner=owner,
         )
         for observe in gw.observers:
             try:

@@ -666,6 +666,7 @@ class Gateway:
         outcome = ProxyOutcome()
         route_name = "-"
         primary: str | None = None
+        owner: str | None = None
         status = 500
         resp: web.StreamResponse | None = None
         try:
@@ -690,7 +691,7 @@ class Gateway:
             budget.start()
             try:
                 decision = self._decide(request, route, state, outcome)
-                primary = decision.primary
+                primary, owner = decision.primary, decision.owner
                 if headers.get("Upgrade", "").lower() == "websocket":
                     resp = await forward_websocket(request, self, decision, request_id, outcome)
                 elif hit is not None:
@@ -731,6 +732,7 @@ class Gateway:
                 request_id,
                 resp.body_length if resp is not None else 0,
                 request.remote,
+                owner,
             )
 
     def _count(self, route: str, backend: str, status: int, elapsed: float) -> None:

@@ -329,12 +329,14 @@ class SideWindow:
         buckets.append(bucket)
         return bucket
 
-    def record(self, now: float, error: bool, duration: float) -> None:
+    def record(self, now: float, error: bool, duration: float | None) -> None:
+        """Count one request; `duration` None: it was not served by this side (no latency)."""
         bucket = self._bucket(now)
-        index = bin_of(duration)
         bucket.requests += 1
-        bucket.bins[index] = bucket.bins.get(index, 0) + 1
-        self._bins[index] = self._bins.get(index, 0) + 1
+        if duration is not None:
+            index = bin_of(duration)
+            bucket.bins[index] = bucket.bins.get(index, 0) + 1
+            self._bins[index] = self._bins.get(index, 0) + 1
         self.requests += 1
         if error:
             bucket.errors += 1
@@ -727,7 +729,8 @@ def _slow_check(
     threshold = cr.max_p95_ratio * b95
     slow_c = _count_above(candidate.bins, threshold)
     slow_b = _count_above(baseline.bins, threshold)
-    nc, nb = candidate.requests, baseline.requests
+    # served requests only: one the split gave an unavailable side has no latency
+    nc, nb = sum(candidate.bins.values()), sum(baseline.bins.values())
     p = fisher_p(slow_c, nc, slow_b, nb)
     enough = nc >= min_requests and nb >= min_requests
     over_ratio = c95 > threshold

@@ -29,6 +29,10 @@ class Decision:
     attempts: tuple[str, ...]  # primary first, then fallbacks
     reason: str  # "split" | "sticky" | "override" | "failover" | "panic"
     bucket: int
+    # The split's own choice for the bucket whatever the health (an override: that backend):
+    # the side the canary charges. It differs from `primary` while that side is unavailable,
+    # so a candidate ejected for its failures keeps being judged on the traffic it lost.
+    owner: str | None = None
 
 
 def decide(
@@ -55,18 +59,18 @@ def decide(
     fallback = route.fallback
     if override is not None and (override in table.names or override in fallback):
         rest = [b for b in fallback if b != override and b in available]
-        return Decision(route.name, override, (override, *rest), "override", bucket)
+        return Decision(route.name, override, (override, *rest), "override", bucket, override)
+    owner = table.owner(bucket)
     primary = table.pick(bucket, available)
     if primary is not None:
         rest = [b for b in fallback if b != primary and b in available]
         reason = "sticky" if sticky else "split"
-        return Decision(route.name, primary, (primary, *rest), reason, bucket)
+        return Decision(route.name, primary, (primary, *rest), reason, bucket, owner)
     up = [b for b in fallback if b in available]
     if up:
-        return Decision(route.name, up[0], tuple(up), "failover", bucket)
-    primary = table.owner(bucket)
-    rest = [b for b in fallback if b != primary]
-    return Decision(route.name, primary, (primary, *rest), "panic", bucket)
+        return Decision(route.name, up[0], tuple(up), "failover", bucket, owner)
+    rest = [b for b in fallback if b != owner]
+    return Decision(route.name, owner, (owner, *rest), "panic", bucket, owner)
 
 
 def sticky_key(

@@ -208,3 +208,32 @@ async def test_ramp_moves_sticky_users_only_back(tmp_path: Path) -> None:
                 previous = now
         finally:
             await gw.close()
+
+
+async def test_a_candidate_ejected_for_its_failures_is_still_judged_and_rolled_back(
+    tmp_path: Path,
+) -> None:
+    # go fails everything: after a few failures passive health ejects it, and the split sends
+    # go's users to python. Those requests still count against go (unavailable), so the
+    # verdict does not starve at insufficient_data while go sits ejected.
+    go, py = FlakyBackend("go", every=1, status=503), FlakyBackend("python")
+    async with started(go, py):
+        gw = await start(canary_config(go, py, tmp_path, canary={"min_requests": 100}), FakeClock())
+        try:
+            served = await traffic(gw, 400, users=True)
+            assert served.count("python") > 300, served.count("go")  # fallback, then ejection
+            assert go.hits < 100  # ejected: most of go's share never reached it
+            await feature(gw).tick()
+            verdict = feature(gw).verdicts["default"]
+            assert verdict.status == "unhealthy" and verdict.criterion == "error_rate"
+            assert verdict.candidate.requests >= 150
+            assert verdict.candidate.errors == verdict.candidate.requests
+            assert verdict.baseline.errors == 0
+            assert weights(gw) == {"go": 0, "python": 100}
+            _, body = await admin(gw, "GET", "/admin/canary")
+            route = body["routes"][0]
+            assert route["phase"] == "rolled_back"
+            # the p95 of go is its own answers only; python's did not land in go's histogram
+            assert route["candidate"]["requests"] == verdict.candidate.requests
+        finally:
+            await gw.close()

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 import yaml
@@ -243,7 +244,7 @@ class World:
         }
         rehearsal = {  # the "Rehearse first" table of the runbook
             "CANARY_WINDOW": "5s",
-            "CANARY_MIN_REQUESTS": "10",
+            "CANARY_MIN_REQUESTS": "20",
             "CANARY_STEP_INTERVAL": "2s",
             "CANARY_STEP_MIN_REQUESTS": "20",
             "PARITY_MIN_SAMPLES": "20",
@@ -317,6 +318,16 @@ class World:
             for c, _, log in self.serving
             if c.strip().startswith("cutover serve")
         )
+
+    async def admin_json(self, path: str) -> str:
+        """An admin endpoint's answer, for a failure's message: what the gateway saw."""
+        url = self.names["CUTOVER_ADMIN_URL"] + path
+        auth = {"Authorization": f"Bearer {self.names['CUTOVER_ADMIN_TOKEN']}"}
+        try:
+            async with aiohttp.ClientSession() as session, session.get(url, headers=auth) as r:
+                return f"{r.status} {(await r.text())[:6000]}"
+        except (aiohttp.ClientError, OSError) as e:
+            return f"unavailable: {e!r}"
 
     async def run(self, block: Block) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -627,7 +638,11 @@ async def test_the_runbook_runs(world: World) -> None:
         elif block.marker == "migration-output":
             assert last_output is not None
             missing = missing_lines(block.text, last_output, names)
-            assert not missing, f"{block.where()}: not in the output: {missing}\n{last_output}"
+            if missing:
+                raise AssertionError(
+                    f"{block.where()}: not in the output: {missing}\n{last_output}\n"
+                    f"--- GET /admin/parity\n{await world.admin_json('/admin/parity')}"
+                )
         elif block.marker == "migration-log":
             missing = await _poll(
                 lambda b=block: missing_lines(b.text, world.gateway_log(), names), 15.0

@@ -49,6 +49,19 @@ def test_histogram_bins_are_tight() -> None:
     assert bin_of(0) == 0 and bin_of(-1) == 0
 
 
+def test_a_request_the_side_did_not_serve_counts_without_a_latency() -> None:
+    w = SideWindow(60)
+    for _ in range(10):
+        w.record(100.0, False, 0.010)
+    for _ in range(30):
+        w.record(100.0, True, None)  # unavailable: the split's share, served elsewhere
+    snap = w.snapshot(100.0)
+    assert (snap.requests, snap.errors) == (40, 30)
+    assert sum(snap.bins.values()) == 10
+    p95 = percentile(snap.bins, 0.95)
+    assert p95 is not None and abs(p95 - 0.010) / 0.010 < 0.035
+
+
 def test_percentiles_from_the_histogram() -> None:
     w = SideWindow(60)
     for i in range(1, 1001):  # 1 ms .. 1000 ms

@@ -70,7 +70,25 @@ def test_failover_keeps_fallback_order() -> None:
         fallback=("a", "b", "c"),
     )
     d = decide(route, SplitTable(route.split), 1, F("c a"))
-    assert d == Decision("r", "a", ("a", "c"), "failover", 1)
+    assert d == Decision("r", "a", ("a", "c"), "failover", 1, "go")
+
+
+@pytest.mark.parametrize(
+    ("bucket", "available", "override", "owner"),
+    [
+        (GO_BUCKET, ALL, None, "go"),
+        (GO_BUCKET, "python legacy", None, "go"),  # go unavailable: python serves, go's share
+        (GO_BUCKET, "legacy", None, "go"),  # failover
+        (GO_BUCKET, "", None, "go"),  # panic
+        (PY_BUCKET, "go", None, "python"),
+        (GO_BUCKET, ALL, "legacy", "legacy"),  # an override charges the forced backend
+    ],
+)
+def test_the_owner_is_the_splits_choice_whatever_the_health(
+    bucket: int, available: str, override: str | None, owner: str
+) -> None:
+    """The canary charges the owner: an ejected candidate keeps its share of the verdict."""
+    assert decide(ROUTE, TABLE, bucket, F(available), override).owner == owner
 
 
 def test_decision_is_frozen() -> None:
