@@ -142,7 +142,7 @@ class MethodNotAllowed(Refusal):
     code = "method_not_allowed"
 
     def __init__(self, allow: str) -> None:
-        super().__init__(f"use {allow}", headers={"Allow": allow})
+        super().__init__(f"use {allow}", field="method", headers={"Allow": allow})
 
 
 class Conflict(Refusal):

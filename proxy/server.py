@@ -30,6 +30,7 @@ from cutover.core.errors import (
     REQUEST_ID,
     BodyTooLargeError,
     CutoverError,
+    MethodNotAllowed,
     NoRoute,
     Overloaded,
     error_response,
@@ -202,6 +203,10 @@ class _AppRunner(web.AppRunner):
             rejected=self._rejected,
             **self._kwargs,
         )
+
+
+async def _get_only(request: web.BaseRequest) -> web.StreamResponse:
+    raise MethodNotAllowed("GET, HEAD")
 
 
 def _runner(app: web.Application, limits: Limits, *, rejected: Any, **kwargs: Any) -> _AppRunner:
@@ -402,9 +407,14 @@ class Gateway:
             )
         )
         app = web.Application(client_max_size=limits.max_body, middlewares=[errors])
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
+        for path, own in (
+            ("/healthz", self._healthz),
+            ("/readyz", self._readyz),
+            ("/metrics", self._metrics),
+        ):
+            app.router.add_get(path, own)
+            # cutover's own paths: another method gets a 405, not a trip to the backend
+            app.router.add_route("*", path, _get_only)
         for feature in self.features:
             feature.add_routes(app.router)
         app.router.add_route("*", "/{tail:.*}", self.handle)  # everything else is proxied

@@ -117,3 +117,28 @@ async def test_an_exception_after_the_response_started_cuts_it(gw: Gateway) -> N
                     await r.read()
             async with s.get(f"{base}/raise/0", headers=headers) as r:  # still serving
                 assert r.status == 500
+
+
+async def test_own_endpoints_refuse_other_methods_instead_of_proxying_them(
+    backends, serving_path: str
+) -> None:  # type: ignore[no-untyped-def]
+    """POST /healthz is cutover's path with a wrong method: a JSON 405, never the backend's."""
+    go = await backends("go")
+    data = gateway_config({"go": go.url}, fast_path=serving_path == "fast")
+    gateway = Gateway(parse_config(data, "test.yaml"))
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            for path in ("/healthz", "/readyz", "/metrics"):
+                for method in ("POST", "PUT", "DELETE"):
+                    async with s.request(method, gateway.url + path, data=b"{}") as r:
+                        assert r.status == 405, (method, path)
+                        assert r.headers["Allow"] == "GET, HEAD"
+                        error = (await r.json())["error"]
+                        assert error["code"] == "method_not_allowed"
+                        assert error["field"] == "method" and "GET" in error["message"]
+                async with s.head(gateway.url + path) as r:
+                    assert r.status == 200, path
+        assert go.hits == 0
+    finally:
+        await gateway.close()

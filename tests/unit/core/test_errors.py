@@ -82,7 +82,7 @@ CASES = [
     (
         MethodNotAllowed("GET, POST"),
         405,
-        {"code": "method_not_allowed", "message": "use GET, POST"},
+        {"code": "method_not_allowed", "message": "use GET, POST", "field": "method"},
         {"Allow": "GET, POST"},
     ),
     (Conflict("retry"), 409, {"code": "conflict", "message": "retry"}, {}),
