@@ -27,16 +27,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cutover.core.bounded import STORE_TIMEOUT, bounded
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
     from cutover.proxy.host import Host
     from cutover.proxy.upstreams import Upstream
 
-__all__ = ["MIRROR_HEADER", "ParityFeature", "Tap"]
+__all__ = ["MIRROR_HEADER", "ParityFeature", "RequestCopy", "Tap"]
 
 log = logging.getLogger("cutover.parity")
 
@@ -126,6 +128,42 @@ class MirrorJob:
     response_body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RequestCopy:
+    """The client's request as a mirror job and a capture line copy it, from either listener
+    path (built only for a sampled request: the headers cost a dict)."""
+
+    method: str
+    raw_path: str
+    headers: CIMultiDictProxy[str]
+    peer: str
+    scheme: str
+
+    @classmethod
+    def of_request(cls, request: web.BaseRequest) -> RequestCopy:
+        """From the general path's aiohttp request."""
+        return cls(
+            request.method, request.raw_path, request.headers, request.remote or "", request.scheme
+        )
+
+    @classmethod
+    def of_raw(
+        cls,
+        method: str,
+        raw_path: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        peer: str,
+        scheme: str,
+    ) -> RequestCopy:
+        """From the fast path's raw head (names and values decoded as aiohttp decodes them:
+        UTF-8, bytes that are not kept as surrogate escapes)."""
+        fields: CIMultiDict[str] = CIMultiDict(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            for name, value in headers
+        )
+        return cls(method, raw_path, CIMultiDictProxy(fields), peer, scheme)
+
+
 class Tap:
     """Copies the primary's answer while it streams; `finish` queues the mirror job."""
 
@@ -148,13 +186,24 @@ class Tap:
         chunks.append(chunk)
 
     def finish(self, status: int, headers: CIMultiDictProxy[str]) -> None:
-        """Called once the client has the whole answer."""
+        """Called once the client has the whole answer (the general path)."""
         try:
-            self._finish(status, headers)
+            self._finish(status, tuple(headers.items()))
         except Exception:
             log.exception("parity: queueing a mirror copy failed")
 
-    def _finish(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+    def finish_raw(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """`finish` with the backend's raw header fields (the fast path)."""
+        try:
+            fields = tuple(
+                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+                for name, value in headers
+            )
+            self._finish(status, fields)
+        except Exception:
+            log.exception("parity: queueing a mirror copy failed")
+
+    def _finish(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         feature = self._feature
         route = self._job["route"]
         if self._chunks is None:
@@ -162,7 +211,7 @@ class Tap:
             return
         job = MirrorJob(
             status=status,
-            response_headers=tuple(headers.items()),
+            response_headers=headers,
             response_body=b"".join(self._chunks),
             **self._job,
         )
@@ -349,25 +398,51 @@ class ParityFeature(Feature):
         through unbuffered (such requests cannot be copied). Captures are queued here.
         """
         try:
-            return self._tap(request, route, primary, body, request_id)
+            copy = functools.partial(RequestCopy.of_request, request)
+            return self._tap(route, primary, request.method, body, request_id, copy)
+        except Exception:  # the client's request never pays for a parity problem
+            log.exception("parity: sampling a request failed")
+            return None
+
+    def tap_raw(
+        self,
+        route: Route,
+        primary: str,
+        method: str,
+        raw_path: str,
+        headers: list[tuple[bytes, bytes]],
+        peer: str,
+        scheme: str,
+        body: bytes | None,
+        request_id: str,
+    ) -> Tap | None:
+        """`tap` for the fast path, from the request's raw head: the same sampling, the same
+        job and capture line; the headers are decoded only for a sampled request."""
+        try:
+            copy = functools.partial(RequestCopy.of_raw, method, raw_path, headers, peer, scheme)
+            return self._tap(route, primary, method, body, request_id, copy)
         except Exception:  # the client's request never pays for a parity problem
             log.exception("parity: sampling a request failed")
             return None
 
     def _tap(
         self,
-        request: web.BaseRequest,
         route: Route,
         primary: str,
+        method: str,
         body: bytes | None,
         request_id: str,
+        copy: Callable[[], RequestCopy],
     ) -> Tap | None:
+        """The one sampling of both paths: capture roll, then the mirror's roll and checks."""
         mirror, capture = route.mirror, route.capture
+        request: RequestCopy | None = None
         if capture is not None and random.random() * 100.0 < capture.percent:
+            request = copy()
             self._capture(request, route, capture, body)
         if mirror is None or random.random() * 100.0 >= mirror.percent:
             return None
-        if request.method not in mirror.methods:
+        if method not in mirror.methods:
             self.skip(route.name, "method")
             return None
         if body is None:
@@ -379,6 +454,8 @@ class ParityFeature(Feature):
         if self.lag.shedding:  # short of CPU: mirror work goes first
             self.metrics.mirrored.labels(route.name, "shed").inc()
             return None
+        if request is None:
+            request = copy()
         return Tap(
             self,
             {
@@ -389,7 +466,7 @@ class ParityFeature(Feature):
                 "raw_path": request.raw_path,
                 "headers": request.headers,
                 "body": body,
-                "peer": request.remote or "",
+                "peer": request.peer,
                 "scheme": request.scheme,
                 "host": request.headers.get("Host"),
                 "request_id": request_id,
@@ -403,7 +480,7 @@ class ParityFeature(Feature):
         try:
             capture, mirror = route.capture, route.mirror
             if capture is not None and random.random() * 100.0 < capture.percent:
-                self._capture(request, route, capture, body)
+                self._capture(RequestCopy.of_request(request), route, capture, body)
             if mirror is not None and random.random() * 100.0 < mirror.percent:
                 self.skip(route.name, "compat")
         except Exception:  # the client's request never pays for a parity problem
@@ -723,7 +800,7 @@ class ParityFeature(Feature):
     # -- capture ----------------------------------------------------------------------------
 
     def _capture(
-        self, request: web.BaseRequest, route: Route, capture: Capture, body: bytes | None
+        self, request: RequestCopy, route: Route, capture: Capture, body: bytes | None
     ) -> None:
         queue = self.captures
         if queue is None:
