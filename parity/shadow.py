@@ -1,11 +1,13 @@
 """Shadow traffic: mirror sampled requests to a candidate, compare, keep the results.
 
 A route's `mirror: {to, percent, methods}` copies a sample of its requests to `to` *after*
-the primary's answer has been streamed to the client. The forwarder hands this feature a
-`Tap` for each sampled request; the tap copies the primary's response body as it streams
-(bounded by `parity.mirror.max_body`) and, once the client has its answer, puts one job in a
-bounded queue — when the queue is full the job is dropped and counted, so a slow candidate never
-holds memory or the client. Mirror work yields to primary traffic: while the event loop lags
+the primary's answer has been streamed to the client. Both listener paths ask this feature
+for a `Tap` once a backend answered (`tap`: the general path's aiohttp request; `tap_raw`: the
+fast path's raw head; one sampling, one way to build a job and a capture line); the tap
+copies the primary's response body as it streams (decoded, bounded by
+`parity.mirror.max_body`) and, once the client has its answer, puts one job in a bounded
+queue — when the queue is full the job is dropped and counted, so a slow candidate never holds
+memory or the client. Mirror work yields to primary traffic: while the event loop lags
 (`parity.lag`, above `parity.mirror.shed_lag`) new jobs are shed and counted, and workers pause
 between jobs; workers also yield to the loop between the phases of a job, and large comparisons
 run in a thread. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
@@ -881,7 +883,7 @@ def _compare(
     )
     differences = compare(primary, candidate, settings.rules)
     noisy = compare(primary, noise, settings.rules) if noise is not None else None
-    if noise is not None:
+    if noise is not None and differences:  # (nothing to dismiss: no third comparison)
         # The primary's second reading is taken after the candidate's: a field where the
         # candidate agrees with it changed between the readings (a write landed in between),
         # it is not the candidate's difference.

@@ -12,12 +12,15 @@ aiohttp's connection handler, which serves it and everything after it on that co
 
 - the gateway's own endpoints and the features' (everything on the aiohttp router besides the
   catch-all proxy route), WebSocket and any other `Upgrade`, `Expect: 100-continue`;
-- requests a compat rule matches, routes that mirror or capture (parity);
+- requests a compat rule matches;
 - HTTP/1.0, targets that are not plain ASCII origin-form or hold dot-segments (`core.http1`);
 - everything, when the config says `fast_path: false`.
 
 The handoff replays the request head (and any body bytes already parsed, re-framed) into
 aiohttp's handler and switches the transport over to it at the next message boundary.
+
+Routes that mirror or capture (parity) stay here: `_parity` samples the request through
+`Gateway.mirror.tap_raw` once a backend answered, and the answer's decoded bytes go to its tap.
 
 One request at a time per connection (pipelined ones wait, reading paused). The common case
 runs without a task: a complete request goes out on an idle pooled connection from the parser
