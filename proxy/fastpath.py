@@ -1788,12 +1788,16 @@ class _Conn(asyncio.Protocol):
         body = ex.body
         if body is None and not ex.has_body:
             body = b""  # None: a body that streamed through unbuffered
+        headers = ex.headers
+        if b"authorization" in ex.first and ex.bound.admin_authorizations and self._admin_token(ex):
+            # as upstream (`_request_head`, `proxy.admin.without_admin_token`): never a copy
+            headers = [h for h, n in zip(headers, ex.lower, strict=False) if n != b"authorization"]
         ex.tap = hook.tap_raw(
             ex.route,  # type: ignore[arg-type]
             backend,
             ex.method.decode("ascii"),
             ex.url.decode("ascii"),
-            ex.headers,
+            headers,
             self.peer,
             "http",
             body,
