@@ -2,15 +2,18 @@
 
     python -m cutover.bench.mirror_cost --rates 200,1000 --seconds 4 --rounds 2
 
-Three gateways (one worker each) run side by side in front of one nginx origin that serves a
-~1.5 KiB JSON answer as the primary and a slightly different one as the candidate:
+One-worker gateways run side by side in front of one nginx origin that serves a ~1.5 KiB JSON
+answer as the primary and a slightly different one as the candidate (`--sides`, default
+`plain,mirror,mirror-noshed`):
 
 - `plain`: the route sends everything to the primary, no mirror (the fast path serves it);
-- `plain-aiohttp`: the same with `fast_path: false` — a mirrored route leaves the fast path, so
-  this side separates that cost from the mirror's own work;
 - `mirror`: the same route with `mirror: {to: candidate, percent: 100}` and
-  `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms);
-- `mirror-noshed`: the same with `shed_lag: off`, i.e. the mirror takes whatever CPU it needs.
+  `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms); the fast path
+  serves it and takes the copy;
+- `mirror-noshed`: the same with `shed_lag: off`, i.e. the mirror takes whatever CPU it needs;
+- `plain-aiohttp`, `mirror-aiohttp`: `plain` and `mirror` with `fast_path: false` (aiohttp
+  serves every request: the general path's cost, and how mirrored routes were served before
+  the fast path took the copy).
 
 Per rate and round, each side gets the same open-model load (`bench.fixed_rate`, latency from
 each request's scheduled time, no coordinated omission) in a rotated order; the table gives the
@@ -47,9 +50,10 @@ from cutover.bench.overhead import (
     wait_port,
 )
 
-__all__ = ["SIDES", "main", "mirror_counts", "render_table"]
+__all__ = ["DEFAULT_SIDES", "SIDES", "main", "mirror_counts", "render_table"]
 
-SIDES = ("plain", "plain-aiohttp", "mirror", "mirror-noshed")
+SIDES = ("plain", "plain-aiohttp", "mirror", "mirror-noshed", "mirror-aiohttp")
+DEFAULT_SIDES = ("plain", "mirror", "mirror-noshed")
 PATH = "/alerts/1.json"
 
 
@@ -100,7 +104,7 @@ def gateway_conf(
 ) -> str:
     mirror = "" if side.startswith("plain") else "    mirror: {to: candidate, percent: 100}\n"
     shed = "off" if side == "mirror-noshed" else shed_lag
-    fast = "false" if side == "plain-aiohttp" else "true"
+    fast = "false" if side.endswith("-aiohttp") else "true"
     return (
         f"listen: 127.0.0.1:{port}\n"
         f"fast_path: {fast}\n"
@@ -223,9 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--shed-lag", default="5ms", help="parity.mirror.shed_lag of `mirror`")
+    parser.add_argument(
+        "--sides", default=",".join(DEFAULT_SIDES), help=f"comma-separated, of {', '.join(SIDES)}"
+    )
     parser.add_argument("--json", help="also write the raw rows to this file")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
+    sides = tuple(s for s in args.sides.split(",") if s)
+    unknown = set(sides) - set(SIDES)
+    if unknown or "plain" not in sides:
+        parser.error(f"--sides: needs plain, and only {', '.join(SIDES)} (got {args.sides})")
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="cutover-mirror-cost-") as tmpdir:
         tmp = Path(tmpdir)
@@ -244,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             wait_port(primary, nginx, "origin")
             ports: dict[str, int] = {}
-            for side in SIDES:
+            for side in sides:
                 port = free_port()
                 path = tmp / f"{side}.yaml"
                 path.write_text(
@@ -264,10 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = []
             for rate in rates:
                 runs: dict[str, list[tuple[FixedRateResult, dict[str, float]]]] = {
-                    s: [] for s in SIDES
+                    s: [] for s in sides
                 }
                 for rnd in range(args.rounds):
-                    order = SIDES[rnd % len(SIDES) :] + SIDES[: rnd % len(SIDES)]
+                    order = sides[rnd % len(sides) :] + sides[: rnd % len(sides)]
                     for side in order:
                         before = scrape(ports[side])
                         with LagWatch(ports[side]) as watch:
@@ -286,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             file=sys.stderr,
                             flush=True,
                         )
-                for side in SIDES:
+                for side in sides:
                     results = runs[side]
                     counts = {
                         k: sum(d[k] for _, d in results) for k in ("queued", "shed", "dropped",

@@ -1,11 +1,13 @@
 """Shadow traffic: mirror sampled requests to a candidate, compare, keep the results.
 
 A route's `mirror: {to, percent, methods}` copies a sample of its requests to `to` *after*
-the primary's answer has been streamed to the client. The forwarder hands this feature a
-`Tap` for each sampled request; the tap copies the primary's response body as it streams
-(bounded by `parity.mirror.max_body`) and, once the client has its answer, puts one job in a
-bounded queue — when the queue is full the job is dropped and counted, so a slow candidate never
-holds memory or the client. Mirror work yields to primary traffic: while the event loop lags
+the primary's answer has been streamed to the client. Both listener paths ask this feature
+for a `Tap` once a backend answered (`tap`: the general path's aiohttp request; `tap_raw`: the
+fast path's raw head; one sampling, one way to build a job and a capture line); the tap
+copies the primary's response body as it streams (decoded, bounded by
+`parity.mirror.max_body`) and, once the client has its answer, puts one job in a bounded
+queue — when the queue is full the job is dropped and counted, so a slow candidate never holds
+memory or the client. Mirror work yields to primary traffic: while the event loop lags
 (`parity.lag`, above `parity.mirror.shed_lag`) new jobs are shed and counted, and workers pause
 between jobs; workers also yield to the loop between the phases of a job, and large comparisons
 run in a thread. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
@@ -27,16 +29,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cutover.core.bounded import STORE_TIMEOUT, bounded
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
     from cutover.proxy.host import Host
     from cutover.proxy.upstreams import Upstream
 
-__all__ = ["MIRROR_HEADER", "ParityFeature", "Tap"]
+__all__ = ["MIRROR_HEADER", "ParityFeature", "RequestCopy", "Tap"]
 
 log = logging.getLogger("cutover.parity")
 
@@ -126,6 +130,42 @@ class MirrorJob:
     response_body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RequestCopy:
+    """The client's request as a mirror job and a capture line copy it, from either listener
+    path (built only for a sampled request: the headers cost a dict)."""
+
+    method: str
+    raw_path: str
+    headers: CIMultiDictProxy[str]
+    peer: str
+    scheme: str
+
+    @classmethod
+    def of_request(cls, request: web.BaseRequest) -> RequestCopy:
+        """From the general path's aiohttp request."""
+        return cls(
+            request.method, request.raw_path, request.headers, request.remote or "", request.scheme
+        )
+
+    @classmethod
+    def of_raw(
+        cls,
+        method: str,
+        raw_path: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        peer: str,
+        scheme: str,
+    ) -> RequestCopy:
+        """From the fast path's raw head (names and values decoded as aiohttp decodes them:
+        UTF-8, bytes that are not kept as surrogate escapes)."""
+        fields: CIMultiDict[str] = CIMultiDict(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            for name, value in headers
+        )
+        return cls(method, raw_path, CIMultiDictProxy(fields), peer, scheme)
+
+
 class Tap:
     """Copies the primary's answer while it streams; `finish` queues the mirror job."""
 
@@ -148,13 +188,24 @@ class Tap:
         chunks.append(chunk)
 
     def finish(self, status: int, headers: CIMultiDictProxy[str]) -> None:
-        """Called once the client has the whole answer."""
+        """Called once the client has the whole answer (the general path)."""
         try:
-            self._finish(status, headers)
+            self._finish(status, tuple(headers.items()))
         except Exception:
             log.exception("parity: queueing a mirror copy failed")
 
-    def _finish(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+    def finish_raw(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """`finish` with the backend's raw header fields (the fast path)."""
+        try:
+            fields = tuple(
+                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+                for name, value in headers
+            )
+            self._finish(status, fields)
+        except Exception:
+            log.exception("parity: queueing a mirror copy failed")
+
+    def _finish(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         feature = self._feature
         route = self._job["route"]
         if self._chunks is None:
@@ -162,7 +213,7 @@ class Tap:
             return
         job = MirrorJob(
             status=status,
-            response_headers=tuple(headers.items()),
+            response_headers=headers,
             response_body=b"".join(self._chunks),
             **self._job,
         )
@@ -349,25 +400,51 @@ class ParityFeature(Feature):
         through unbuffered (such requests cannot be copied). Captures are queued here.
         """
         try:
-            return self._tap(request, route, primary, body, request_id)
+            copy = functools.partial(RequestCopy.of_request, request)
+            return self._tap(route, primary, request.method, body, request_id, copy)
+        except Exception:  # the client's request never pays for a parity problem
+            log.exception("parity: sampling a request failed")
+            return None
+
+    def tap_raw(
+        self,
+        route: Route,
+        primary: str,
+        method: str,
+        raw_path: str,
+        headers: list[tuple[bytes, bytes]],
+        peer: str,
+        scheme: str,
+        body: bytes | None,
+        request_id: str,
+    ) -> Tap | None:
+        """`tap` for the fast path, from the request's raw head: the same sampling, the same
+        job and capture line; the headers are decoded only for a sampled request."""
+        try:
+            copy = functools.partial(RequestCopy.of_raw, method, raw_path, headers, peer, scheme)
+            return self._tap(route, primary, method, body, request_id, copy)
         except Exception:  # the client's request never pays for a parity problem
             log.exception("parity: sampling a request failed")
             return None
 
     def _tap(
         self,
-        request: web.BaseRequest,
         route: Route,
         primary: str,
+        method: str,
         body: bytes | None,
         request_id: str,
+        copy: Callable[[], RequestCopy],
     ) -> Tap | None:
+        """The one sampling of both paths: capture roll, then the mirror's roll and checks."""
         mirror, capture = route.mirror, route.capture
+        request: RequestCopy | None = None
         if capture is not None and random.random() * 100.0 < capture.percent:
+            request = copy()
             self._capture(request, route, capture, body)
         if mirror is None or random.random() * 100.0 >= mirror.percent:
             return None
-        if request.method not in mirror.methods:
+        if method not in mirror.methods:
             self.skip(route.name, "method")
             return None
         if body is None:
@@ -379,6 +456,8 @@ class ParityFeature(Feature):
         if self.lag.shedding:  # short of CPU: mirror work goes first
             self.metrics.mirrored.labels(route.name, "shed").inc()
             return None
+        if request is None:
+            request = copy()
         return Tap(
             self,
             {
@@ -389,7 +468,7 @@ class ParityFeature(Feature):
                 "raw_path": request.raw_path,
                 "headers": request.headers,
                 "body": body,
-                "peer": request.remote or "",
+                "peer": request.peer,
                 "scheme": request.scheme,
                 "host": request.headers.get("Host"),
                 "request_id": request_id,
@@ -403,7 +482,7 @@ class ParityFeature(Feature):
         try:
             capture, mirror = route.capture, route.mirror
             if capture is not None and random.random() * 100.0 < capture.percent:
-                self._capture(request, route, capture, body)
+                self._capture(RequestCopy.of_request(request), route, capture, body)
             if mirror is not None and random.random() * 100.0 < mirror.percent:
                 self.skip(route.name, "compat")
         except Exception:  # the client's request never pays for a parity problem
@@ -723,7 +802,7 @@ class ParityFeature(Feature):
     # -- capture ----------------------------------------------------------------------------
 
     def _capture(
-        self, request: web.BaseRequest, route: Route, capture: Capture, body: bytes | None
+        self, request: RequestCopy, route: Route, capture: Capture, body: bytes | None
     ) -> None:
         queue = self.captures
         if queue is None:
@@ -804,7 +883,7 @@ def _compare(
     )
     differences = compare(primary, candidate, settings.rules)
     noisy = compare(primary, noise, settings.rules) if noise is not None else None
-    if noise is not None:
+    if noise is not None and differences:  # (nothing to dismiss: no third comparison)
         # The primary's second reading is taken after the candidate's: a field where the
         # candidate agrees with it changed between the readings (a write landed in between),
         # it is not the candidate's difference.

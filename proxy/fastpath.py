@@ -12,12 +12,15 @@ aiohttp's connection handler, which serves it and everything after it on that co
 
 - the gateway's own endpoints and the features' (everything on the aiohttp router besides the
   catch-all proxy route), WebSocket and any other `Upgrade`, `Expect: 100-continue`;
-- requests a compat rule matches, routes that mirror or capture (parity);
+- requests a compat rule matches;
 - HTTP/1.0, targets that are not plain ASCII origin-form or hold dot-segments (`core.http1`);
 - everything, when the config says `fast_path: false`.
 
 The handoff replays the request head (and any body bytes already parsed, re-framed) into
 aiohttp's handler and switches the transport over to it at the next message boundary.
+
+Routes that mirror or capture (parity) stay here: `_parity` samples the request through
+`Gateway.mirror.tap_raw` once a backend answered, and the answer's decoded bytes go to its tap.
 
 One request at a time per connection (pipelined ones wait, reading paused). The common case
 runs without a task: a complete request goes out on an idle pooled connection from the parser
@@ -74,6 +77,7 @@ from cutover.routing.decision import Decision
 if TYPE_CHECKING:
     from cutover.core.config_model import Route
     from cutover.proxy.config import CutoverConfig
+    from cutover.proxy.forwarder import MirrorTap
     from cutover.proxy.metrics import Metrics
     from cutover.proxy.server import Gateway, RuntimeState
 
@@ -367,6 +371,7 @@ class _Exchange:
     watchdog: asyncio.TimerHandle | None = None
     ended = False
     admin_token_dropped = False  # its Authorization carried an admin token (logged once)
+    tap: MirrorTap | None = None  # parity: copies the answer of a mirrored request
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -951,10 +956,7 @@ class _Conn(asyncio.Protocol):
             if hit is not None:
                 return True
         state = ex.state = gw.state  # the snapshot this request is served with, start to end
-        route = state.router.match(method, path, headers)
-        if route is not None and (route.mirror is not None or route.capture is not None):
-            return True
-        ex.route = route
+        ex.route = state.router.match(method, path, headers)
         return False
 
     def _start(self, ex: _Exchange) -> None:
@@ -1242,6 +1244,8 @@ class _Conn(asyncio.Protocol):
             self._spawn(ex, resp)
             return
         book_answer(self.gw, ex.outcome, ex.name, status)  # as `Attempts.answered` books it
+        if route.mirror is not None or route.capture is not None:
+            self._parity(ex, ex.name)
         if not resp.complete:
             self._stream_start(ex, resp)
             return
@@ -1270,7 +1274,10 @@ class _Conn(asyncio.Protocol):
         if resp.error is not None and not resp.chunks:
             self._stream_cut(ex)
             return
+        tap = ex.tap
         for data in resp.take():
+            if tap is not None:
+                tap.feed(data)
             if chunked:
                 if not data:
                     continue
@@ -1283,6 +1290,8 @@ class _Conn(asyncio.Protocol):
                 ex.stream_sent += len(_LAST_CHUNK)
             self._leave_quick(ex)
             resp.conn.finish(resp)
+            if tap is not None:
+                tap.finish_raw(resp.status, resp.headers)
             self._end(ex, resp.status, ex.stream_sent, ex.stream_close)
             return
         if resp.error is not None:
@@ -1685,6 +1694,11 @@ class _Conn(asyncio.Protocol):
         else:
             chunks = resp.take()
         resp.conn.finish(resp)
+        tap = ex.tap
+        if tap is not None:  # the copy, before the chunks are framed for the client
+            for data in chunks:
+                tap.feed(data)
+            tap.finish_raw(status, resp.headers)
         if chunked:
             chunks = [chunk(c) for c in chunks if c]
             chunks.append(_LAST_CHUNK)
@@ -1705,6 +1719,9 @@ class _Conn(asyncio.Protocol):
         self, ex: _Exchange, resp: Response, idle_timeout: float
     ) -> tuple[int, int, bool]:
         """Copy the backend's answer to the client as it arrives (status, bytes sent, close)."""
+        route = ex.route
+        if route is not None and (route.mirror is not None or route.capture is not None):
+            self._parity(ex, ex.outcome.backend or "")
         if resp.complete:
             return self._answer_whole(ex, resp)
         conn = resp.conn
@@ -1720,8 +1737,11 @@ class _Conn(asyncio.Protocol):
                 ex.watchdog = self.loop.call_at(
                     resp.last_activity + idle_timeout, self._idle_check, ex, resp, idle_timeout
                 )
+                tap = ex.tap
                 while True:
                     for data in resp.take():
+                        if tap is not None:
+                            tap.feed(data)
                         if chunked:
                             if not data:
                                 continue
@@ -1755,7 +1775,34 @@ class _Conn(asyncio.Protocol):
                 ex.watchdog.cancel()
                 ex.watchdog = None
         conn.finish(resp)
+        if ex.tap is not None:
+            ex.tap.finish_raw(status, resp.headers)
         return status, sent, close
+
+    def _parity(self, ex: _Exchange, backend: str) -> None:
+        """A mirrored or captured route: parity samples the request (`Gateway.mirror`) as the
+        general path's forwarder does, once `backend` answered; a tap copies the answer."""
+        hook = self.gw.mirror
+        if hook is None:
+            return
+        body = ex.body
+        if body is None and not ex.has_body:
+            body = b""  # None: a body that streamed through unbuffered
+        headers = ex.headers
+        if b"authorization" in ex.first and ex.bound.admin_authorizations and self._admin_token(ex):
+            # as upstream (`_request_head`, `proxy.admin.without_admin_token`): never a copy
+            headers = [h for h, n in zip(headers, ex.lower, strict=False) if n != b"authorization"]
+        ex.tap = hook.tap_raw(
+            ex.route,  # type: ignore[arg-type]
+            backend,
+            ex.method.decode("ascii"),
+            ex.url.decode("ascii"),
+            headers,
+            self.peer,
+            "http",
+            body,
+            ex.request_id,
+        )
 
     def _idle_check(self, ex: _Exchange, resp: Response, idle_timeout: float) -> None:
         """The streamed answer went quiet for `idle_timeout`: end it (as the general path)."""

@@ -65,11 +65,15 @@ class MirrorTap(Protocol):
 
     def finish(self, status: int, headers: CIMultiDictProxy[str]) -> None: ...
 
+    def finish_raw(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """`finish` with the backend's raw header fields (the fast path's answer)."""
+
 
 class MirrorHook(Protocol):
     """`Gateway.mirror`: a tap for a request about to be answered by `primary`, or None.
 
     `body` is the buffered request body (b"" for none), None when it streamed unbuffered.
+    `tap` takes the general path's request, `tap_raw` the fast path's raw head: one sampling.
     """
 
     def tap(
@@ -77,6 +81,19 @@ class MirrorHook(Protocol):
         request: web.BaseRequest,
         route: Route,
         primary: str,
+        body: bytes | None,
+        request_id: str,
+    ) -> MirrorTap | None: ...
+
+    def tap_raw(
+        self,
+        route: Route,
+        primary: str,
+        method: str,
+        raw_path: str,
+        headers: list[tuple[bytes, bytes]],
+        peer: str,
+        scheme: str,
         body: bytes | None,
         request_id: str,
     ) -> MirrorTap | None: ...

@@ -38,6 +38,8 @@ class Sample:
         self.calls = 0
         self.seen: list[dict[str, str]] = []  # headers of every request
         self.gate: asyncio.Event | None = None  # when set, requests wait for it
+        self.hold: asyncio.Event | None = None  # when set, /stream waits after its first part
+        self.streamed = 0  # /stream answers over (sent whole or cut)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -93,6 +95,26 @@ class Sample:
             content_type="application/octet-stream",
         )
 
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """`stream_body(n)` in `n` writes, chunked (no Content-Length), the same on both
+        sides; with `hold` set, the rest waits for it after the first part."""
+        await self._wait(request)
+        n = int(request.match_info["n"])
+        body = stream_body(n)
+        step = -(-len(body) // n)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        try:
+            await resp.prepare(request)
+            for i in range(n):
+                await resp.write(body[i * step : (i + 1) * step])
+                if i == 0 and self.hold is not None:
+                    await self.hold.wait()
+                await asyncio.sleep(0.005)  # separate reads at the gateway
+            await resp.write_eof()
+        finally:
+            self.streamed += 1
+        return resp
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -103,6 +125,7 @@ class Sample:
         app.router.add_get("/history", self.history)
         app.router.add_get("/version", self.version)
         app.router.add_route("*", "/echo/{tail:.*}", self.echo)
+        app.router.add_get("/stream/{n}", self.stream)
         return app
 
     async def start(self) -> None:
@@ -119,6 +142,12 @@ class Sample:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+
+def stream_body(parts: int) -> bytes:
+    """The JSON `/stream/{parts}` answers: ~24 KiB per part, the same on every call."""
+    items = [{"i": i, "text": f"item {i} " + "x" * 200} for i in range(100 * parts)]
+    return orjson.dumps({"parts": parts, "items": items})
 
 
 @asynccontextmanager

@@ -1,4 +1,7 @@
-"""Shadow traffic through a real gateway: never in the client's way, compared, stored, reported."""
+"""Shadow traffic through a real gateway: never in the client's way, compared, stored, reported.
+
+Every test runs on both listener paths: a mirrored route is served by the fast path (the copy
+is taken there) and by aiohttp alone."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
 
 HEALTH = {"path": "/healthz", "interval": "1s", "timeout": "500ms"}
+
+pytestmark = pytest.mark.usefixtures("serving_path")
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -63,15 +68,26 @@ def config_for(
     return data
 
 
+class Started(list[Gateway]):
+    """The gateways a test started, and the listener path they are to use (None: the config's)."""
+
+    fast_path: bool | None = None
+
+
 @pytest.fixture
-async def gateways() -> AsyncIterator[list[Gateway]]:
-    started: list[Gateway] = []
+async def gateways(request: pytest.FixtureRequest) -> AsyncIterator[list[Gateway]]:
+    started = Started()
+    if "serving_path" in request.fixturenames:
+        started.fast_path = request.getfixturevalue("serving_path") == "fast"
     yield started
     for gw in started:
         await gw.close()
 
 
 async def start(started: list[Gateway], data: dict[str, Any], source: str = "t.yaml") -> Gateway:
+    fast_path = getattr(started, "fast_path", None)
+    if fast_path is not None and "fast_path" not in data:
+        data = dict(data, fast_path=fast_path)
     gw = await start_gateway(parse_config(data, source))
     started.append(gw)
     return gw
