@@ -47,6 +47,7 @@ from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.clock import format_rfc3339
 from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import NotFound
+from cutover.core.group_commit import GroupCommit, Overloaded
 from cutover.core.tasks import Supervised
 from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
@@ -73,6 +74,11 @@ log = logging.getLogger("cutover.parity")
 MIRROR_HEADER = "X-Cutover-Mirror"
 REFRESH_SECONDS = 5.0  # how often the windows are reloaded from the store (all workers agree)
 STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
+RESULTS_BATCH = 64  # results written in one statement at most (12 parameters each)
+_RESULT_COLUMNS = (
+    "ts, route, endpoint, method, path, primary_backend, candidate_backend, primary_status,"
+    " candidate_status, fields, noise_fields, differences"
+)
 # Comparisons of pairs whose bodies add up to more than this run in a thread; smaller ones run
 # inline (a thread hand-off costs more than they do, and holds the GIL all the same).
 COMPARE_INLINE = 64 * 1024
@@ -289,6 +295,8 @@ class ParityFeature(Feature):
         self.queue: asyncio.Queue[MirrorJob] | None = None
         self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
         self._tasks: list[Supervised] = []
+        self.results: GroupCommit[tuple[Any, ...], int] | None = None  # results writer
+        self._results_task: Supervised | None = None
         self.lag = LoopLag(0.0)  # threshold set from the config
         self._shed_logged = -1e9
         self._shedding = False
@@ -332,6 +340,13 @@ class ParityFeature(Feature):
             self._tasks.append(tasks.start(f"parity-mirror-{i}", self._worker))
         self._tasks.append(tasks.start("parity-capture", self._capture_writer))
         self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
+        self.results = GroupCommit(
+            self._write_results,
+            max_batch=RESULTS_BATCH,
+            max_queue=self.settings.mirror.queue,
+            expected=(StoreUnavailable,),
+        )
+        self._results_task = tasks.start("parity-results", self.results.run)
         self._tasks.append(tasks.start("parity-lag", self._lag_loop))
 
     async def _lag_loop(self) -> None:
@@ -356,7 +371,11 @@ class ParityFeature(Feature):
 
     def in_flight(self) -> dict[str, int]:
         queues = (("mirror.queued", self.queue), ("capture.queued", self.captures))
-        return {name: q.qsize() for name, q in queues if q is not None}
+        counts = {name: q.qsize() for name, q in queues if q is not None}
+        if self.results is not None:
+            counts["results.queued"] = self.results.queued
+            counts["results.committing"] = self.results.committing
+        return counts
 
     async def stop(self) -> None:
         self.gw.set_mirror(None)
@@ -366,6 +385,10 @@ class ParityFeature(Feature):
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await task.stop()
+        writer, self._results_task = self._results_task, None
+        if self.results is not None and writer is not None:
+            self.results.close()  # the workers are stopped: write what they handed over
+            await writer.stop(grace=STORE_TIMEOUT)
         if self.queue is not None:  # mirror jobs never compared: counted as dropped
             left = 0
             while not self.queue.empty():
@@ -613,40 +636,53 @@ class ParityFeature(Feature):
     async def _store(
         self, job: MirrorJob, sample: Sample, candidate: Reply, differences: list[Difference]
     ) -> int | None:
-        """Store one result; its row id (None when the store is unavailable)."""
+        """Store one result through the results writer (one statement for the results the
+        workers finish together); its row id, None when it could not be stored."""
+        row = (
+            self.gw.clock.now(),
+            job.route,
+            sample.endpoint,
+            job.method,
+            redact_query(job.raw_path),
+            job.primary,
+            job.to,
+            job.status,
+            candidate.status,
+            orjson.dumps(dict(sample.raw)).decode(),
+            orjson.dumps(sorted(sample.noise)).decode() if sample.noise is not None else None,
+            orjson.dumps([difference_json(d) for d in differences[:STORED_DIFFERENCES]]).decode(),
+        )
+        assert self.results is not None
         try:
-            db = await self._database()
-            async with db.transaction() as tx:
-                row_id = await tx.fetchval(
-                    "INSERT INTO parity_results (ts, route, endpoint, method, path,"
-                    " primary_backend, candidate_backend, primary_status, candidate_status,"
-                    " fields, noise_fields, differences)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                    self.gw.clock.now(),
-                    job.route,
-                    sample.endpoint,
-                    job.method,
-                    redact_query(job.raw_path),
-                    job.primary,
-                    job.to,
-                    job.status,
-                    candidate.status,
-                    orjson.dumps(dict(sample.raw)).decode(),
-                    orjson.dumps(sorted(sample.noise)).decode()
-                    if sample.noise is not None
-                    else None,
-                    orjson.dumps(
-                        [difference_json(d) for d in differences[:STORED_DIFFERENCES]]
-                    ).decode(),
-                )
-            self._inserts += 1
-            if self._inserts % 100 == 0:
-                await self._prune(db, job.route)
-            return int(row_id)
-        except StoreUnavailable as exc:
+            row_id = await GroupCommit.wait(self.results.submit(row))
+        except (StoreUnavailable, Overloaded) as exc:
             self.metrics.store_errors.inc()
             log.warning("parity: result not stored (%s)", exc)
             return None
+        self._inserts += 1
+        if self._inserts % 100 == 0:
+            try:
+                await self._prune(await self._database(), job.route)
+            except StoreUnavailable as exc:
+                log.warning("parity: old results not pruned (%s)", exc)
+        return row_id
+
+    async def _write_results(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """One INSERT for a batch of results; their ids, in the order of `rows` (ids only
+        order results and mark what a refresh already read, so the order within one batch is
+        not relied upon)."""
+        db = await self._database()
+        width = len(rows[0])
+        values = ", ".join(
+            "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"
+            for i in range(len(rows))
+        )
+        async with db.transaction() as tx:
+            found = await tx.fetch(
+                f"INSERT INTO parity_results ({_RESULT_COLUMNS}) VALUES {values} RETURNING id",
+                *(v for row in rows for v in row),
+            )
+        return sorted(int(r["id"]) for r in found)
 
     async def _prune(self, db: Database, route: str) -> None:
         """Keep the latest 2 x window results per route."""

@@ -25,6 +25,7 @@ from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
+from tests.integration.alerts_helpers import TcpRelay
 from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
 
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
@@ -219,7 +220,10 @@ async def test_a_lagging_event_loop_sheds_mirror_work_first(
             for i in range(5):
                 assert (await fetch(session, f"{gw.url}/alerts/{i + 2}"))[0] == 200
             assert count("shed") == 5 and count("queued") == 1
-            assert parity.in_flight() == {"mirror.queued": 0, "capture.queued": 0}
+            assert parity.in_flight() == {
+                "mirror.queued": 0, "capture.queued": 0,
+                "results.queued": 0, "results.committing": 0,
+            }  # fmt: skip
             # A job already queued when the loop starts lagging waits for it to calm down.
             assert parity.queue is not None
             parity.lag.lag = 0.0
@@ -552,3 +556,66 @@ async def test_compat_requests_are_captured_as_sent_and_not_mirrored(
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_results_finished_together_are_written_in_one_statement(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        data = config_for(primary, candidate, tmp_path, parity={"mirror": {"workers": 8}})
+        gw = await start(gateways, data)
+        parity = feature(gw)
+        assert parity.results is not None
+        candidate.gate = asyncio.Event()  # the copies wait at the candidate, then finish together
+        async with aiohttp.ClientSession() as session:
+            for i in range(8):
+                assert (await fetch(session, f"{gw.url}/alerts/{i + 1}"))[0] == 200
+            await wait_for(lambda: len(candidate.seen) == 8)
+            candidate.gate.set()
+            await wait_for(lambda: len(parity.windows["default"]) == 8)
+        assert parity.results.batches < 8  # several results shared a statement
+        ids = [i for i, _ in parity.windows["default"]]
+        assert None not in ids and len(set(ids)) == 8
+        db = await open_database(f"sqlite://{tmp_path}/state.db")
+        try:
+            assert await db.fetchval("SELECT COUNT(*) FROM parity_results") == 8
+        finally:
+            await db.close()
+
+
+async def test_a_store_that_refuses_costs_results_not_answers(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """PostgreSQL goes away: results are counted as not stored, the primary's answers and the
+    writer carry on, and once the store is back results are written again."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    db = await open_database(PG_URL, schema=schema)
+    relay = await TcpRelay().start()
+    try:
+        async with samples() as (primary, candidate):
+            data = config_for(primary, candidate, tmp_path)
+            data["storage"] = (
+                f"postgresql://postgres@127.0.0.1:{relay.port}/test?search_path={schema}"
+            )
+            gw = await start(gateways, data)
+            parity = feature(gw)
+            async with aiohttp.ClientSession() as session:
+                for i in range(3):
+                    assert (await fetch(session, f"{gw.url}/alerts/{i + 1}"))[0] == 200
+                await wait_for(lambda: len(parity.windows["default"]) == 3)
+                await relay.stop()
+                for i in range(3):
+                    assert (await fetch(session, f"{gw.url}/alerts/{i + 4}"))[0] == 200
+                await wait_for(lambda: metric(gw, "cutover_parity_store_errors_total") == 3)
+                # still compared and counted in this worker's window, without a row id
+                assert [i is None for i, _ in parity.windows["default"]] == [False] * 3 + [True] * 3
+                await relay.start()  # the same port: the store is back
+                for i in range(2):
+                    assert (await fetch(session, f"{gw.url}/alerts/{i + 7}"))[0] == 200
+                await wait_for(lambda: len(parity.windows["default"]) == 8, deadline=30)
+            assert await db.fetchval("SELECT COUNT(*) FROM parity_results") == 5
+            await wait_for(lambda: parity.in_flight().get("results.queued") == 0)
+    finally:
+        await relay.stop()
+        await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await db.close()
