@@ -659,6 +659,9 @@ class ParityFeature(Feature):
             self.metrics.store_errors.inc()
             log.warning("parity: result not stored (%s)", exc)
             return None
+        except Exception:  # a bug in the writer: its task logs it and starts again
+            self.metrics.store_errors.inc()
+            return None
         self._inserts += 1
         if self._inserts % 100 == 0:
             try:
@@ -668,10 +671,12 @@ class ParityFeature(Feature):
         return row_id
 
     async def _write_results(self, rows: list[tuple[Any, ...]]) -> list[int]:
-        """One INSERT for a batch of results; their ids, in the order of `rows` (ids only
-        order results and mark what a refresh already read, so the order within one batch is
-        not relied upon)."""
-        db = await self._database()
+        """The results writer's commit: a batch of results in one statement."""
+        return await self._insert_results(await self._database(), rows)
+
+    async def _insert_results(self, db: Database, rows: list[tuple[Any, ...]]) -> list[int]:
+        """One INSERT for `rows`; their ids (ids only order results and mark what a refresh
+        already read, so which id went to which row of one batch is not relied upon)."""
         width = len(rows[0])
         values = ", ".join(
             "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"

@@ -365,6 +365,27 @@ async def test_parity_mirror(tmp_path, started, monkeypatch, caplog) -> None:
         await wait_for(lambda: len(feature.windows.get("default", ())) == 1)  # compared
 
 
+async def test_parity_results(tmp_path, started, monkeypatch, caplog) -> None:
+    """A bug in the results writer's commit: that result is not stored (counted), the writer
+    is counted and started again, and the next result is stored."""
+    async with samples() as (primary, candidate):
+        data = config_for(primary, candidate, tmp_path, parity={"mirror": {"shed_lag": "off"}})
+        gw = await launch(started, data)
+        feature = parity_feature(gw)
+        Fault(monkeypatch, feature, "_insert_results")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/alerts/1") as resp:
+                assert resp.status == 200
+            await assert_restarted(gw, "parity-results", caplog)
+            async with http.get(gw.url + "/alerts/2") as resp:
+                assert resp.status == 200
+        errors = "cutover_parity_store_errors_total"
+        await wait_for(lambda: gw.metrics.registry.get_sample_value(errors) == 1.0)  # the bug's
+        await wait_for(lambda: any(i is not None for i, _ in feature.windows.get("default", ())))
+        stored = await (await feature._database()).fetch("SELECT path FROM parity_results")
+        assert [r["path"] for r in stored] == ["/alerts/2"]
+
+
 async def test_parity_capture(tmp_path, started, monkeypatch, caplog) -> None:
     corpus = tmp_path / "captured.jsonl"
     async with samples() as (primary, candidate):
@@ -618,6 +639,7 @@ COVERED: dict[str, tuple[Any, str]] = {
     "dashboard": (None, "test_dashboard"),
     "parity-mirror": (None, "test_parity_mirror"),
     "parity-capture": (None, "test_parity_capture"),
+    "parity-results": (None, "test_parity_results"),
     "parity-refresh": (None, "test_parity_refresh"),
     "parity-lag": (None, "test_parity_lag"),
     "publishing-start": (None, "test_publishing_start"),
@@ -667,7 +689,7 @@ async def test_every_task_of_a_gateway_with_everything_on_has_a_test(
         always = {
             "health-check", "canary-controller", "shared-state-redis", "compat-usage-flush",
             "alerts-worker", "alerts-mode", "alerts-intake-batcher", "parity-mirror",
-            "parity-capture", "parity-refresh", "parity-lag",
+            "parity-capture", "parity-refresh", "parity-lag", "parity-results",
             "publishing-start", "publishing-delivery", "publishing-completions", "k8s-watch",
             "k8s-resync",
         }  # fmt: skip
