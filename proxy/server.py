@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from cutover.core.build import describe as build_description
 from cutover.core.clock import Clock
 from cutover.core.config_model import Limits, Route
 from cutover.core.db import Database, open_database
@@ -770,6 +771,7 @@ class Gateway:
             "config": self.config.source,
             "routes": routes,
             "backends": self.health.snapshot(self.clock.monotonic(), self.clock.now()),
+            **build_description(),  # the fast path's build: compiled or pure (`cutover version`)
         }
         if self.restart_pending:
             detail["restart_required"] = list(self.restart_pending)
