@@ -10,6 +10,7 @@ compiled from their own `.py` sources (Cython's pure-Python mode); without a com
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,13 @@ HERE = Path(__file__).resolve().parent
 SWITCH = "CUTOVER_NO_EXTENSIONS"
 
 
+# setup.py runs once per build hook (requirements, metadata, wheel): speak in the one that builds.
+_BUILDING = not {"egg_info", "dist_info"} & set(sys.argv[1:])
+
+
 def _say(message: str) -> None:
-    print(f"cutover build: {message}", file=sys.stderr, flush=True)
+    if _BUILDING:
+        print(f"cutover build: {message}", file=sys.stderr, flush=True)
 
 
 def _compiled_modules() -> list[tuple[str, str]]:
@@ -37,19 +43,26 @@ def _compiled_modules() -> list[tuple[str, str]]:
 
 
 class _OptionalBuildExt(build_ext):
-    """build_ext that falls back to the pure-Python modules when compiling fails."""
+    """build_ext that installs the pure-Python build when compiling fails: all modules
+    compiled or none (a half-compiled build would report itself "partial")."""
 
     def run(self) -> None:
         try:
             super().run()
         except Exception as exc:  # no compiler at all (DistutilsPlatformError), or worse
-            _say(f"compiling failed ({exc}); installing the pure-Python build")
+            self._give_up(exc)
 
-    def build_extension(self, ext: Extension) -> None:
+    def build_extensions(self) -> None:
         try:
-            super().build_extension(ext)
+            super().build_extensions()
         except Exception as exc:  # CCompilerError, DistutilsExecError, a missing header, ...
-            _say(f"{ext.name}: compiling failed ({exc}); that module stays pure Python")
+            self._give_up(exc)
+
+    def _give_up(self, exc: BaseException) -> None:
+        for ext in self.extensions:  # what did compile is removed: the sources run instead
+            with contextlib.suppress(OSError):
+                os.remove(self.get_ext_fullpath(ext.name))
+        _say(f"compiling failed ({exc}); installing the pure-Python build")
 
 
 def _extensions() -> list[Extension]:
