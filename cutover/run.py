@@ -23,7 +23,6 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
-from cutover.core.build import describe as describe_build
 from cutover.core.configkit import ConfigErrors, format_errors
 from cutover.proxy.config import CutoverConfig, load_config
 from cutover.proxy.listen import ENV as LISTEN_FDS
@@ -71,8 +70,6 @@ def serve(path: str, workers: int | None = None) -> int:
         return 2
     count = workers if workers is not None else config.workers
     supervising = count > 1 and "CUTOVER_WORKER_ID" not in os.environ
-    if "CUTOVER_WORKER_ID" not in os.environ:  # once, from the process started by hand
-        log.info("fast path build: %s (cutover version --modules)", describe_build()["build"])
     listeners = inherited()  # a supervisor's worker: its sockets came with it
     if listeners is None:
         try:

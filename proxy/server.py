@@ -438,7 +438,12 @@ class Gateway:
         for feature in self.features:
             await feature.start()
         await self._start_admin(admin_sock)
-        log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
+        log.info(
+            "cutover listening on %s (%d routes, %s build)",
+            self.url,
+            len(config.routes),
+            build_description()["build"],  # compiled or pure: `cutover version --modules`
+        )
         warning = open_endpoints_warning(config)
         if warning is not None:
             log.warning(warning)
