@@ -246,9 +246,6 @@ def _lower_key(key: str) -> bytes:
 # -- values bound once ---------------------------------------------------------------------
 
 
-_Observe = Callable[[float], None]
-
-
 class _Meters:
     """The request metrics' children, bound on first use (the hot path only increments)."""
 
