@@ -16,6 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", required=True, help="YAML config file")
     serve.add_argument("--workers", type=int, help="worker processes (default: config `workers`)")
 
+    version = sub.add_parser("version", help="the version and which build runs")
+    version.add_argument("--modules", action="store_true", help="each hot module: compiled or pure")
+
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("config", help="YAML config file")
 
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             print("cutover: --workers must be at least 1", file=sys.stderr)
             return 2
         return serve(args.config, args.workers)
+    if args.command == "version":
+        return _version(args.modules)
     if args.command == "check-config":
         from cutover.core.configkit import ConfigErrors, format_errors
         from cutover.proxy.config import load_config
@@ -122,6 +127,27 @@ def main(argv: list[str] | None = None) -> int:
 
         return render_main(args)
     return 2  # pragma: no cover
+
+
+def _version(modules: bool) -> int:
+    """`cutover 0.1.0 (compiled)`: the build is "compiled", "pure" or "partial"
+    (`cutover.core.build`); with `--modules`, one line per hot module."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from cutover.core.build import build_detail, describe
+
+    try:
+        number = dist_version("cutover")
+    except PackageNotFoundError:  # pragma: no cover - run from a tree that is not installed
+        number = "unknown"
+    info = describe()
+    forced = f", forced by {info['forced_by']}" if "forced_by" in info else ""
+    print(f"cutover {number} ({info['build']}{forced})")
+    if modules:
+        for name, kind in build_detail().items():
+            print(f"  {name}: {kind}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

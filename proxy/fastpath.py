@@ -99,6 +99,7 @@ _HOST_RE_B = re.compile(HOST_RE.pattern.encode())
 _EMPTY_BODY_STATUSES = frozenset((204, 304))
 _BODYLESS_UP = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))
 _CRLF = b"\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -223,11 +224,27 @@ class _HeaderView:
         self._first = first
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._first.get(key.lower().encode("latin-1"))
+        lkey = _LOWER_KEYS.get(key)
+        if lkey is None:
+            lkey = _lower_key(key)
+        value = self._first.get(lkey)
         return default if value is None else value.decode("utf-8", "surrogateescape")
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower().encode("latin-1") in self._first
+        if not isinstance(key, str):
+            return False
+        lkey = _LOWER_KEYS.get(key)
+        return (lkey if lkey is not None else _lower_key(key)) in self._first
+
+
+_LOWER_KEYS: dict[str, bytes] = {}  # header names as the config and routing ask for them
+
+
+def _lower_key(key: str) -> bytes:
+    lkey = key.lower().encode("latin-1")
+    if len(_LOWER_KEYS) < 256:
+        _LOWER_KEYS[key] = lkey
+    return lkey
 
 
 # -- values bound once ---------------------------------------------------------------------
@@ -240,6 +257,10 @@ class _Meters:
         self.metrics = metrics
         self._requests: dict[tuple[str, str, int], Callable[..., None]] = {}
         self._durations: dict[tuple[str, str], Callable[[float], None]] = {}
+        # (route, backend, status) -> (its counter's inc, its histogram's observe)
+        self._pairs: dict[
+            tuple[str, str, int], tuple[Callable[..., None], Callable[..., None]]
+        ] = {}
         self.in_flight = 0  # fast-path requests in flight (the general path counts its own)
         self._published = 0
 
@@ -251,6 +272,11 @@ class _Meters:
             self.metrics.in_flight.inc(delta)
 
     def count(self, route: str, backend: str, status: int, elapsed: float) -> None:
+        pair = self._pairs.get((route, backend, status))
+        if pair is not None:
+            pair[0](1)
+            pair[1](elapsed)
+            return
         inc = self._requests.get((route, backend, status))
         if inc is None:
             child = self.metrics.requests.labels(route, backend, str(status))
@@ -261,6 +287,8 @@ class _Meters:
             child = self.metrics.duration.labels(route, backend)
             observe = self._durations[(route, backend)] = fast_observe(child)
         observe(elapsed)
+        if len(self._pairs) < 4096:
+            self._pairs[(route, backend, status)] = (inc, observe)
 
 
 class _Bound:
@@ -322,6 +350,7 @@ class _Exchange:
     # the request, as parsed
     url = b""
     method = b""
+    method_s = ""  # `method` as text, once `_needs_general` judged it
     version = "1.1"
     keep_alive = True
     content_length: int | None = None
@@ -350,6 +379,7 @@ class _Exchange:
     bound: _Bound
     state: RuntimeState
     request_id = ""
+    rid_line = b""  # `X-Request-ID: <id>\r\n`, sent both ways
     outcome: ProxyOutcome
     route_name = "-"
     primary: str | None = None
@@ -943,7 +973,7 @@ class _Conn(asyncio.Protocol):
         if self.listener.is_own(path):
             return True
         headers = ex.view = _HeaderView(first)
-        method = ex.method.decode("ascii")
+        method = ex.method_s = _METHODS.get(ex.method) or ex.method.decode("ascii")
         compat = gw.compat
         if compat is not None:
             try:
@@ -1097,9 +1127,12 @@ class _Conn(asyncio.Protocol):
         bound = ex.bound = self._bound
         state = ex.state
         rid = ex.first.get(bound.rid_lower)
-        request_id = ex.request_id = (
-            rid.decode("utf-8", "surrogateescape") if rid else listener.request_id()
-        )
+        if rid:
+            request_id = ex.request_id = rid.decode("utf-8", "surrogateescape")
+            ex.rid_line = bound.rid_line + rid + _CRLF  # the same bytes the decode came from
+        else:
+            request_id = ex.request_id = listener.request_id()
+            ex.rid_line = bound.rid_line + request_id.encode("ascii") + _CRLF
         outcome = ex.outcome = ProxyOutcome()
         try:
             lower = ex.lower
@@ -1358,7 +1391,7 @@ class _Conn(asyncio.Protocol):
                 ex.outcome,
                 status,
                 time.perf_counter() - started,
-                ex.method.decode("ascii"),
+                ex.method_s or ex.method.decode("ascii"),
                 ex.path,
                 ex.request_id,
                 sent,
@@ -1444,7 +1477,7 @@ class _Conn(asyncio.Protocol):
                 replayable = False
         keyed = b"idempotency-key" in ex.first
         budget = state.budgets[route.name]
-        method = ex.method.decode("ascii")
+        method = ex.method_s or ex.method.decode("ascii")
         attempts = Attempts(gw, route, budget, outcome, method, keyed, replayable)
         transport = _LeanTransport(self, ex, body, timeouts.connect, max_body)
         _, resp = await run_attempts(
@@ -1512,7 +1545,7 @@ class _Conn(asyncio.Protocol):
             append(b"X-Forwarded-Proto: http\r\n")
         if host and b"x-forwarded-host" not in first:
             append(b"X-Forwarded-Host: " + host + _CRLF)
-        append(bound.rid_line + ex.request_id.encode("utf-8", "surrogateescape") + _CRLF)
+        append(ex.rid_line)
         if length is not None:
             append(b"Content-Length: %d\r\n\r\n" % length)
         elif ex.has_body:
@@ -1667,7 +1700,7 @@ class _Conn(asyncio.Protocol):
                 append(name + b": " + value + _CRLF)
         if b"date" not in lower:
             append(b"Date: " + _DATE.value() + _CRLF)
-        append(bound.rid_line + ex.request_id.encode("utf-8", "surrogateescape") + _CRLF)
+        append(ex.rid_line)
         outcome = ex.outcome
         append(bound.backend_line(outcome.backend or ""))
         if outcome.set_cookie is not None:

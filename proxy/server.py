@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from cutover.core.build import describe as build_description
 from cutover.core.clock import Clock
 from cutover.core.config_model import Limits, Route
 from cutover.core.db import Database, open_database
@@ -447,7 +448,12 @@ class Gateway:
         for feature in self.features:
             await feature.start()
         await self._start_admin(admin_sock)
-        log.info("cutover listening on %s (%d routes)", self.url, len(config.routes))
+        log.info(
+            "cutover listening on %s (%d routes, %s build)",
+            self.url,
+            len(config.routes),
+            build_description()["build"],  # compiled or pure: `cutover version --modules`
+        )
         warning = open_endpoints_warning(config)
         if warning is not None:
             log.warning(warning)
@@ -782,6 +788,7 @@ class Gateway:
             "config": self.config.source,
             "routes": routes,
             "backends": self.health.snapshot(self.clock.monotonic(), self.clock.now()),
+            **build_description(),  # the fast path's build: compiled or pure (`cutover version`)
         }
         if self.restart_pending:
             detail["restart_required"] = list(self.restart_pending)
