@@ -1,13 +1,17 @@
 # The cutover image: `docker build -t cutover:0.1.0 .` (helm/cutover runs it as user 10001
 # with a read-only root filesystem; the config is mounted at /etc/cutover/cutover.yaml).
 
-# Build the wheels: cutover's own and its dependencies'. A C compiler here compiles the fast
-# path's hot modules (setup.py, Cython); without one the wheel is pure Python, the build log
-# says so, and `cutover version` in the image says "pure".
+# Build the wheels: cutover's own and its dependencies'. Pure Python by default;
+# `--build-arg CUTOVER_COMPILE=1` installs a C compiler here and compiles the fast path's hot
+# modules (setup.py, Cython). `cutover version` in the image says which build it holds.
 FROM python:3.11-slim AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev \
- && rm -rf /var/lib/apt/lists/*
+ARG CUTOVER_COMPILE=0
+ENV CUTOVER_COMPILE=${CUTOVER_COMPILE}
+RUN if [ "$CUTOVER_COMPILE" = 1 ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends gcc libc6-dev \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY cutover/ cutover/

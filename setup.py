@@ -1,10 +1,12 @@
 """The optional compiled build of the fast path's hot modules (issue 21).
 
-Everything else about the package is in pyproject.toml. Where Cython (a build requirement) and
-a C compiler are available, the modules `cutover.core.build.COMPILED_MODULES` lists are
-compiled from their own `.py` sources (Cython's pure-Python mode); without a compiler, or with
-`CUTOVER_NO_EXTENSIONS=1`, the package installs as pure Python and says so in one line
-(`pip install -v` shows it; `cutover version` says which build runs).
+Everything else about the package is in pyproject.toml. The default install is pure Python:
+compiled, the modules cost as much CPU per request as pure (BENCHMARKS.md, issue 21) and every
+install would pay a minute of compiling for it. With `CUTOVER_COMPILE=1` at install time, where
+Cython (a build requirement) and a C compiler are available, the modules
+`cutover.core.build.COMPILED_MODULES` lists are compiled from their own `.py` sources (Cython's
+pure-Python mode); without a compiler the package installs as pure Python and says so in one
+line (`pip install -v` shows it; `cutover version` says which build runs).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-SWITCH = "CUTOVER_NO_EXTENSIONS"
+SWITCH = "CUTOVER_NO_EXTENSIONS"  # forces the pure build (at run time too: core/build.py)
+OPT_IN = "CUTOVER_COMPILE"  # asks for the compiled build at install time
 
 
 # setup.py runs once per build hook (requirements, metadata, wheel): speak in the one that builds.
@@ -66,6 +69,9 @@ class _OptionalBuildExt(build_ext):
 
 
 def _extensions() -> list[Extension]:
+    if os.environ.get(OPT_IN, "") in ("", "0"):
+        _say(f"installing the pure-Python build ({OPT_IN}=1 compiles the fast path's modules)")
+        return []
     if os.environ.get(SWITCH, "") not in ("", "0"):
         _say(f"{SWITCH} is set; installing the pure-Python build")
         return []
