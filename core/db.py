@@ -47,10 +47,10 @@ SLOW_CLAIM = 1.0  # seconds: a claim this slow is logged (at most once a minute 
 _SLOW_CLAIM_LOG_EVERY = 60.0
 # A claim's statements are planned for the rows there are now; its commit does not wait for the
 # WAL flush (PostgreSQL; set for the transaction only).
-_PG_CLAIM_SETTINGS = (
-    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
-    " set_config('synchronous_commit', 'off', true)"
-)
+_PG_CLAIM_SETTINGS = [
+    "set_config('plan_cache_mode', 'force_custom_plan', true)",
+    "set_config('synchronous_commit', 'off', true)",
+]
 T = TypeVar("T")
 
 
@@ -427,10 +427,13 @@ class PostgresDatabase(Database):
                 raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
             settings: list[str] = []
             if timeout is not None:  # every statement of this transaction, lock waits included
-                settings.append(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+                settings.append(
+                    f"set_config('statement_timeout', '{max(1, int(timeout * 1000))}', true)"
+                )
             if claim:
-                settings.append(_PG_CLAIM_SETTINGS)
-            for sql in settings:
+                settings += _PG_CLAIM_SETTINGS
+            # One round trip for all of them (as SET LOCAL: for this transaction only).
+            for sql in [f"SELECT {', '.join(settings)}"] if settings else []:
                 try:
                     await conn.execute(sql)
                 except _PG_DOWN as exc:
