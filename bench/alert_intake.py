@@ -403,10 +403,7 @@ def run_case(
             )
             results[batch]["mean_batch_alerts"] = _mean_batch(mark, _batches(port))
             results[batch]["pending_jobs"] = _pending_jobs(store, storage, tmp)
-        if drain:
-            if not delivery:
-                os.kill(history.pid, signal.SIGCONT)
-                delivery = True
+        if drain and delivery:  # paused, its deliveries timed out and wait for their retries
             results["drain"] = _drain(proc.pid, port, store, storage, tmp)
         for rate in rates:
             mark = _batches(port)
@@ -533,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--drain",
         action="store_true",
-        help="after the closed-loop cases, time the delivery of the backlog they left, with no"
-        " intake (deliveries/s and gateway CPU per delivery)",
+        help="after the closed-loop cases with delivery on, time the delivery of the backlog"
+        " they left, with no intake (deliveries/s and gateway CPU per delivery)",
     )
     parser.add_argument("--serve-receiver", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
