@@ -4,6 +4,7 @@
                                  [--batch 1,10] [--pg postgresql://postgres@127.0.0.1:5432/test]
                                  [--workers 1,2] [--rates 500,1000,2000 --sweep-batch 1
                                   --sweep-seconds 4 --plot bench/alert-intake-rate.svg] [--json F]
+                                 [--receiver history|fast] [--delivery on,off]
 
 A `python -m cutover serve` process (1 worker) takes Alertmanager webhooks on /webhook/proxy;
 this process posts them from `--clients` concurrent keep-alive connections for `--duration`
@@ -16,6 +17,11 @@ case counts only 200 answers; any other status is reported as an error. Each clo
 also reports the gateway's CPU (user + system, its process tree, from /proc) per accepted
 webhook: intake and the delivery engine's draining together, apart from the other processes,
 and the delivery attempts the engine made meanwhile (its share of that CPU).
+
+`--receiver fast`: the engine posts to a receiver that answers 200 at once (this module,
+`--serve-receiver`) instead of the example history backend, so that what a delivery costs is
+the gateway's alone. `--delivery off`: the receiver is paused (SIGSTOP) after the warm-up, so
+the engine's deliveries in flight wait and it claims nothing more: intake alone.
 
 `--workers`: the gateway's worker processes (`cutover serve --workers`), one set of cases each.
 `--rates`: an offered-rate sweep after the closed-loop cases, open model (`bench.fixed_rate`:
@@ -36,6 +42,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -137,6 +144,51 @@ async def _load(url: str, clients: int, duration: float, batch: int) -> dict:
         "errors": errors,
         "webhooks": ok,
     }
+
+
+class _FastReceiver(asyncio.Protocol):
+    """A history backend that costs next to nothing: 200 `{}` to every request (HTTP/1.1,
+    keep-alive, bodies of declared length), so the gateway's own cost per delivery shows."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        answers = 0
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            length = 0
+            for line in self.buf[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                break
+            self.buf = self.buf[end + 4 + length :]
+            answers += 1
+        if answers and self.transport is not None:
+            self.transport.write(self.ANSWER * answers)
+
+
+def serve_fast_receiver(port: int) -> None:
+    """Run `_FastReceiver` on 127.0.0.1:`port` until killed."""
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_FastReceiver, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
 
 
 def _wait_port(port: int, proc: subprocess.Popen, deadline: float = 30) -> None:
@@ -241,6 +293,25 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
+def _drain(pid: int, port: int, store: str, storage: str, tmp: Path, limit: float = 120.0):
+    """Delivery alone: the backlog the cases left, drained with no intake. Deliveries/s and
+    the gateway's CPU per delivery (claim, send, completion), until the outbox is empty."""
+    sent, cpu, began = _deliveries(port), _tree_cpu(pid), time.monotonic()
+    pending = _pending_jobs(store, storage, tmp)
+    while pending and time.monotonic() - began < limit:
+        time.sleep(0.25)
+        pending = _pending_jobs(store, storage, tmp)
+    seconds = time.monotonic() - began
+    done = (_deliveries(port) or 0.0) - (sent or 0.0)
+    return {
+        "deliveries": done,
+        "seconds": seconds,
+        "deliveries_per_s": done / seconds,
+        "gateway_cpu_us_per_delivery": (_tree_cpu(pid) - cpu) / done * 1e6 if done else None,
+        "pending_left": pending,
+    }
+
+
 def _mean_batch(before: tuple[float, float] | None, after: tuple[float, float] | None):
     if before is None or after is None or after[0] <= before[0]:
         return None
@@ -281,6 +352,9 @@ def run_case(
     sweep_batch: int = 1,
     sweep_seconds: float = 4.0,
     connections: int = 64,
+    receiver: str = "history",
+    delivery: bool = True,
+    drain: bool = False,
 ):
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     if store == "sqlite":
@@ -292,11 +366,15 @@ def run_case(
     cfg = tmp / f"{store}-{workers}.yaml"
     cfg.write_text(yaml.safe_dump(_config(port, storage, history_port)))
     log = open(tmp / f"{store}-{workers}.log", "wb")  # noqa: SIM115
+    if receiver == "fast":
+        command = [sys.executable, "-m", "cutover.bench.alert_intake", "--serve-receiver",
+                   str(history_port)]  # fmt: skip
+    else:
+        command = [sys.executable, "-m", "cutover.examples.backends", "legacy", "--host",
+                   "127.0.0.1", "--port", str(history_port)]  # fmt: skip
     history = subprocess.Popen(
-        [sys.executable, "-m", "cutover.examples.backends", "legacy", "--host", "127.0.0.1",
-         "--port", str(history_port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "cutover", "serve", "-c", str(cfg), "--workers", str(workers)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -308,6 +386,10 @@ def run_case(
         _wait_port(port, proc)
         url = f"http://127.0.0.1:{port}/webhook/proxy"
         asyncio.run(_load(url, clients, 2.0, 1))  # warm-up: tables, pools, caches
+        if not delivery:
+            # The receiver stops answering: the engine's deliveries in flight wait (their
+            # timeout is the route's), so it claims nothing more and intake has the worker.
+            os.kill(history.pid, signal.SIGSTOP)
         for batch in batches:
             mark, cpu, sent = _batches(port), _tree_cpu(proc.pid), _deliveries(port)
             results[batch] = asyncio.run(_load(url, clients, duration, batch))
@@ -321,6 +403,8 @@ def run_case(
             )
             results[batch]["mean_batch_alerts"] = _mean_batch(mark, _batches(port))
             results[batch]["pending_jobs"] = _pending_jobs(store, storage, tmp)
+        if drain and delivery:  # paused, its deliveries timed out and wait for their retries
+            results["drain"] = _drain(proc.pid, port, store, storage, tmp)
         for rate in rates:
             mark = _batches(port)
             point = _sweep_point(url, rate / sweep_batch, sweep_batch, sweep_seconds, connections)
@@ -334,6 +418,8 @@ def run_case(
                 flush=True,
             )
     finally:
+        if not delivery:
+            os.kill(history.pid, signal.SIGCONT)
         for p in (proc, history):
             p.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -429,40 +515,79 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="write every figure here as JSON")
     parser.add_argument(
+        "--receiver",
+        choices=("history", "fast"),
+        default="history",
+        help="what the delivery engine posts to: the example history backend (default) or a"
+        " receiver that answers 200 at once",
+    )
+    parser.add_argument(
+        "--delivery",
+        default="on",
+        help="on, off or on,off: off pauses the receiver (SIGSTOP) after the warm-up, so the"
+        " delivery engine holds its deliveries in flight and claims nothing during the cases",
+    )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="after the closed-loop cases with delivery on, time the delivery of the backlog"
+        " they left, with no intake (deliveries/s and gateway CPU per delivery)",
+    )
+    parser.add_argument("--serve-receiver", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--pg",
         default=os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
     )
     args = parser.parse_args(argv)
+    if args.serve_receiver:
+        serve_fast_receiver(args.serve_receiver)
+        return 0
     batches = [int(b) for b in args.batch.split(",") if b]
     rates = [float(r) for r in args.rates.split(",") if r]
     tmp = Path(tempfile.mkdtemp(prefix="cutover-bench-alerts-"))
     rows = []
     sweeps: dict[tuple[str, int], list[dict]] = {}
+    drains: list[tuple[str, int, str, dict]] = []
     try:
-        for workers in (int(w) for w in args.workers.split(",")):
-            for store in args.store.split(","):
-                results, sweep = run_case(
-                    store, args.pg, tmp, batches, args.clients, args.duration, workers,
-                    rates, args.sweep_batch, args.sweep_seconds, args.connections,
-                )  # fmt: skip
-                rows += [(store, workers, batch, r) for batch, r in results.items()]
-                if sweep:
-                    sweeps[(store, workers)] = sweep
+        for delivery in args.delivery.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                for store in args.store.split(","):
+                    results, sweep = run_case(
+                        store, args.pg, tmp, batches, args.clients, args.duration, workers,
+                        rates, args.sweep_batch, args.sweep_seconds, args.connections,
+                        args.receiver, delivery == "on", args.drain,
+                    )  # fmt: skip
+                    if "drain" in results:
+                        drains.append((store, workers, delivery, results.pop("drain")))
+                    rows += [(store, workers, batch, delivery, r) for batch, r in results.items()]
+                    if sweep and delivery == "on":
+                        sweeps[(store, workers)] = sweep
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        "| store | workers | alerts per webhook | alerts/s | webhooks/s | p50 ms | p99 ms"
-        " | errors | jobs pending at the end | alerts per commit | gateway CPU µs per webhook"
-        " | deliveries during the case |"
+        "| store | workers | delivery | alerts per webhook | alerts/s | webhooks/s | p50 ms"
+        " | p99 ms | errors | jobs pending at the end | alerts per commit"
+        " | gateway CPU µs per webhook | deliveries during the case |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for store, workers, batch, r in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for store, workers, batch, delivery, r in rows:
         print(
-            f"| {store} | {workers} | {batch} | {r['alerts_per_s']:,.0f} |"
+            f"| {store} | {workers} | {delivery} | {batch} | {r['alerts_per_s']:,.0f} |"
             f" {r['webhooks_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
             f" {r['errors']} | {r['pending_jobs']} | {_fmt_mean(r['mean_batch_alerts'])} |"
             f" {_fmt_mean(r['gateway_cpu_us_per_webhook'])} | {_fmt_mean(r['deliveries'])} |"
         )
+    if drains:
+        print()
+        print("| store | workers | delivery during the cases | backlog delivered | seconds"
+              " | deliveries/s | gateway CPU µs per delivery | jobs left |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
+        for store, workers, delivery, d in drains:
+            print(
+                f"| {store} | {workers} | {delivery} | {d['deliveries']:,.0f} |"
+                f" {d['seconds']:.1f} | {d['deliveries_per_s']:,.0f} |"
+                f" {_fmt_mean(d['gateway_cpu_us_per_delivery'])} | {d['pending_left']} |"
+            )
     if sweeps:
         print()
         print(
@@ -489,7 +614,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(
             orjson.dumps(
                 {
-                    "closed": [{"store": s, "workers": w, "batch": b, **r} for s, w, b, r in rows],
+                    "closed": [
+                        {"store": s, "workers": w, "batch": b, "delivery": d, **r}
+                        for s, w, b, d, r in rows
+                    ],
+                    "drain": [
+                        {"store": s, "workers": w, "delivery": d, **r} for s, w, d, r in drains
+                    ],
                     "sweep": [
                         {"store": s, "workers": w, **p}
                         for (s, w), pts in sweeps.items()

@@ -47,10 +47,10 @@ SLOW_CLAIM = 1.0  # seconds: a claim this slow is logged (at most once a minute 
 _SLOW_CLAIM_LOG_EVERY = 60.0
 # A claim's statements are planned for the rows there are now; its commit does not wait for the
 # WAL flush (PostgreSQL; set for the transaction only).
-_PG_CLAIM_SETTINGS = (
-    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
-    " set_config('synchronous_commit', 'off', true)"
-)
+_PG_CLAIM_SETTINGS = [
+    "set_config('plan_cache_mode', 'force_custom_plan', true)",
+    "set_config('synchronous_commit', 'off', true)",
+]
 T = TypeVar("T")
 
 
@@ -253,19 +253,31 @@ class SqliteDatabase(_SqliteTx, Database):
         deadline = self._deadline
         return 1 if deadline is not None and time.monotonic() > deadline else 0
 
-    async def _bound(self, timeout: float | None) -> None:
-        """Bound what follows (None: lift the bound). A lock wait is bounded by the busy
-        timeout, running statements by the progress handler; a deadline that is not armed
-        interrupts nothing, so a late check never hits a later statement."""
-        if timeout is None:
-            self._deadline = None
-            await self._conn.set_progress_handler(None, 0)  # type: ignore[arg-type]
-            await self._conn.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
-            return
-        busy = max(1, min(_SQLITE_BUSY_MS, int(timeout * 1000)))
-        await self._conn.execute(f"PRAGMA busy_timeout={busy}")
-        await self._conn.set_progress_handler(self._past_deadline, _SQLITE_PROGRESS_STEPS)
-        self._deadline = time.monotonic() + timeout
+    def _begin_bounded(self, conn: sqlite3.Connection, busy: int, begin: str) -> None:
+        """On the connection's thread: the bound, then BEGIN (one hand-off, not three)."""
+        conn.execute(f"PRAGMA busy_timeout={busy}")
+        conn.set_progress_handler(self._past_deadline, _SQLITE_PROGRESS_STEPS)
+        conn.execute(begin)
+
+    @staticmethod
+    def _end_bounded(conn: sqlite3.Connection, commit: bool) -> None:
+        """On the connection's thread: commit or roll back, then lift the bound whatever
+        happened (one hand-off, not three)."""
+        try:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            with contextlib.suppress(sqlite3.Error):  # a closed connection
+                conn.set_progress_handler(None, 0)
+                conn.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the connection's thread, as aiosqlite runs each of its calls: a
+        bounded transaction's set-up is one hand-off instead of one per step. (aiosqlite has
+        no public call for this; `_execute` has been its queue since its first releases.)"""
+        return await self._conn._execute(fn, *args)  # type: ignore[no-any-return]
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._lock:
@@ -286,30 +298,48 @@ class SqliteDatabase(_SqliteTx, Database):
     async def transaction(
         self, *, timeout: float | None = None, read_only: bool = False, claim: bool = False
     ) -> AsyncIterator[Tx]:
-        bounded = timeout is not None
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         async with self._lock:
-            if bounded:
-                await self._bound(timeout)
-            try:
+            if timeout is None:
                 try:
-                    await self._conn.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+                    await self._conn.execute(begin)
                 except sqlite3.OperationalError as exc:
-                    raise _sqlite_error(exc, bounded) from exc
+                    raise _sqlite_error(exc, False) from exc
                 try:
-                    yield _SqliteTx(self._conn, bounded)
+                    yield _SqliteTx(self._conn, False)
                 except BaseException:
-                    self._deadline = None  # the rollback is never interrupted
                     await self._conn.rollback()
                     raise
-                else:
-                    try:
-                        await self._conn.commit()
-                    except sqlite3.OperationalError as exc:
-                        raise _sqlite_error(exc, bounded) from exc
+                try:
+                    await self._conn.commit()
+                except sqlite3.OperationalError as exc:
+                    raise _sqlite_error(exc, False) from exc
+                return
+            # Bounded: a lock wait by the busy timeout, running statements by the progress
+            # handler; a deadline that is not armed interrupts nothing, so a late check never
+            # hits a later statement.
+            self._deadline = time.monotonic() + timeout
+            busy = max(1, min(_SQLITE_BUSY_MS, int(timeout * 1000)))
+            conn = self._conn._conn
+            try:
+                await self._on_thread(self._begin_bounded, conn, busy, begin)
+            except sqlite3.OperationalError as exc:
+                self._deadline = None
+                with contextlib.suppress(sqlite3.Error, ValueError):  # a closed connection
+                    await self._on_thread(self._end_bounded, conn, False)
+                raise _sqlite_error(exc, True) from exc
+            try:
+                yield _SqliteTx(self._conn, True)
+            except BaseException:
+                self._deadline = None  # the rollback is never interrupted
+                await self._on_thread(self._end_bounded, conn, False)
+                raise
+            try:
+                await self._on_thread(self._end_bounded, conn, True)
+            except sqlite3.OperationalError as exc:
+                raise _sqlite_error(exc, True) from exc
             finally:
-                if bounded:
-                    with contextlib.suppress(sqlite3.Error, ValueError):  # a closed connection
-                        await self._bound(None)
+                self._deadline = None
 
     async def close(self) -> None:
         await self._conn.close()
@@ -397,10 +427,13 @@ class PostgresDatabase(Database):
                 raise StoreUnavailable(f"postgresql: {type(exc).__name__}") from exc
             settings: list[str] = []
             if timeout is not None:  # every statement of this transaction, lock waits included
-                settings.append(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+                settings.append(
+                    f"set_config('statement_timeout', '{max(1, int(timeout * 1000))}', true)"
+                )
             if claim:
-                settings.append(_PG_CLAIM_SETTINGS)
-            for sql in settings:
+                settings += _PG_CLAIM_SETTINGS
+            # One round trip for all of them (as SET LOCAL: for this transaction only).
+            for sql in [f"SELECT {', '.join(settings)}"] if settings else []:
                 try:
                     await conn.execute(sql)
                 except _PG_DOWN as exc:

@@ -35,7 +35,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -87,6 +87,8 @@ SENDERS: dict[str, Sender] = {
 HOLD = 30.0  # seconds before a job for an unknown or disabled target is looked at again
 _EMPTY_RECHECKS = (0.01, 0.05, 0.2)  # a woken engine that found nothing looks again (commit lag)
 _STALL_RECOUNT = 10.0  # seconds between counts of the pending jobs during a stall
+# Seconds a claim may wait for more deliveries to finish when only a few slots are free.
+_REFILL_WAIT = 0.003
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -201,39 +203,41 @@ class TargetGate:
 class _HistoryTransport:
     """The gateway's aiohttp pools as the attempt loop's transport for a history delivery:
     one attempt posts every part of the alert's requests for that backend, in order, and stops
-    at the first answer that is not a success."""
+    at the first answer that is not a success. The headers that do not depend on the part are
+    built once per delivery, not once per part and attempt."""
 
-    __slots__ = ("gw", "job", "shaped", "timeout")
+    __slots__ = ("gw", "headers", "key", "shaped", "timeout")
 
     def __init__(
         self,
         gw: Host,
         job: Job,
+        alert: Alert,
         shaped: dict[str, list[tuple[str, str, bytes]]],
         timeout: aiohttp.ClientTimeout,
     ) -> None:
         self.gw = gw
-        self.job = job
         self.shaped = shaped
         self.timeout = timeout
+        self.key = webhook.idempotency_key(alert)
+        self.headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            gw.config.headers.request_id: f"publish-{job.id}",
+        }
 
     async def send(self, backend: str, per_try: float) -> WholeAnswer:
         """Every part to `backend`; the answer's `value` is the `SendOutcome`."""
-        gw = self.gw
-        upstream = gw.state.upstreams[backend]
+        upstream = self.gw.state.upstreams[backend]
         requests = self.shaped[backend]
-        key = webhook.idempotency_key(self.job.alert)
+        key = self.key
+        host = upstream.backend.host_header
         status, out = 200, SendOutcome.done(None, "nothing to send")
         with upstream_errors(backend):
             async with asyncio.timeout(per_try):
                 for index, (method, path, body) in enumerate(requests):
-                    headers = {
-                        "Content-Type": "application/json",
-                        "User-Agent": USER_AGENT,
-                        "Idempotency-Key": key if len(requests) == 1 else f"{key}:{index}",
-                        gw.config.headers.request_id: f"publish-{self.job.id}",
-                    }
-                    host = upstream.backend.host_header
+                    headers = self.headers.copy()
+                    headers["Idempotency-Key"] = key if len(requests) == 1 else f"{key}:{index}"
                     if host not in ("backend", "pass"):
                         headers["Host"] = host
                     async with upstream.session.request(
@@ -328,6 +332,15 @@ def delivery_counts(metrics: PublishingMetrics) -> dict[str, dict[str, int]]:
     return out
 
 
+class _TargetSeries(NamedTuple):
+    """One target's metric series that every delivery touches."""
+
+    duration: Any
+    breaker: Any
+    sent: Any
+    lag: Any
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -354,9 +367,11 @@ class DeliveryEngine:
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._finished = asyncio.Event()  # a delivery task ended (`_let_slots_free`)
         self._loop_task: Supervised | None = None
         self._soonest: float | None = None  # monotonic time of the earliest retry we scheduled
         self._completing = False
+        self._target_series: dict[str, _TargetSeries] = {}
         # Without Redis (or while it is down) each worker process keeps an equal share.
         self._share = max(1, gw.config.workers)
         self.shared = SharedFlow(gw.config.redis, gw.clock) if gw.config.redis else None
@@ -484,6 +499,7 @@ class DeliveryEngine:
         rechecks = 0
         while True:
             await self._watch_stall()
+            await self._let_slots_free()
             woken = self._wake.is_set()
             self._wake.clear()
             try:
@@ -506,6 +522,27 @@ class DeliveryEngine:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+
+    async def _let_slots_free(self) -> None:
+        """With only a few slots free while many deliveries run, wait a little (at most
+        `_REFILL_WAIT`, on the loop's clock) for more of them to finish: under a backlog each
+        finished delivery would otherwise cost a claim of its own (a transaction of four
+        statements for one job), and claims of a quarter of the slots cost a fraction."""
+        workers = self.policy.workers
+        refill = max(1, workers // 4)
+        if not 0 < workers - len(self._tasks) < refill:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REFILL_WAIT
+        while 0 < workers - len(self._tasks) < refill and self.state is EngineState.RUNNING:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._finished.clear()
+            try:
+                await asyncio.wait_for(self._finished.wait(), left)
+            except TimeoutError:
+                return
 
     def _idle_wait(self) -> float:
         # An idle engine looks at least twice per stall_after: a claim that finds nothing is
@@ -680,6 +717,7 @@ class DeliveryEngine:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("publishing: delivery task failed: %r", exc, exc_info=exc)
         self._wake.set()
+        self._finished.set()
 
     # -- one job -------------------------------------------------------------------------------
 
@@ -749,15 +787,29 @@ class DeliveryEngine:
         )
         return await SENDERS[spec.type](ctx, spec, alert)
 
+    def _series(self, target: str) -> _TargetSeries:
+        """The target's metric series, looked up once (`labels()` costs microseconds)."""
+        series = self._target_series.get(target)
+        if series is None:
+            m = self.metrics
+            series = self._target_series[target] = _TargetSeries(
+                m.duration.labels(target),
+                m.breaker.labels(target),
+                m.deliveries.labels(target, "sent"),
+                m.lag.labels(target),
+            )
+        return series
+
     async def _settle(
         self, job: Job, gate: TargetGate, outcome: SendOutcome, elapsed: float, now: float
     ) -> None:
         self.stall.progress(now)  # an attempt finished, whatever its outcome
         stats = gate.stats
         target = job.target
+        series = self._series(target)
         stats.latencies.append(elapsed)
         stats.last_status = outcome.status
-        self.metrics.duration.labels(target).observe(elapsed)
+        series.duration.observe(elapsed)
         wall = self.clock.now()
         if not outcome.throttled:
             opened = gate.breaker.record(outcome.ok, now)
@@ -765,13 +817,13 @@ class DeliveryEngine:
                 log.warning("publishing: circuit breaker for %s opened", target)
                 if self.shared is not None and gate.spec is not None:
                     await self.shared.hold(target, gate.breaker.open_for)
-            self.metrics.breaker.labels(target).set(0 if gate.breaker.opened_at is None else 1)
+            series.breaker.set(0 if gate.breaker.opened_at is None else 1)
         if outcome.ok:
             stats.sent += 1
             stats.recent.append(True)
             stats.last_success = wall
-            self.metrics.deliveries.labels(target, "sent").inc()
-            self.metrics.lag.labels(target).observe(max(0.0, wall - job.created_at))
+            series.sent.inc()
+            series.lag.observe(max(0.0, wall - job.created_at))
             await self.outbox.complete(job)
             return
         error = self._describe(outcome)
@@ -883,7 +935,7 @@ class DeliveryEngine:
         budget = state.budgets[route.name]
         outcome = ProxyOutcome()
         attempts = Attempts(gw, route, budget, outcome, "POST", True, True)
-        transport = _HistoryTransport(gw, job, shaped, state.client_timeouts[route.name])
+        transport = _HistoryTransport(gw, job, alert, shaped, state.client_timeouts[route.name])
         deadline = asyncio.get_running_loop().time() + route.timeouts.total
         budget.start()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import aiohttp
@@ -240,3 +241,29 @@ async def test_two_gateways_share_one_postgres_outbox(tmp_path, services, gatewa
     finally:
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+async def test_a_claim_waits_for_free_slots_only_briefly(tmp_path, services, gateways):
+    """With 7 of 8 slots held by deliveries that do not finish, the engine may wait a little
+    for more slots before claiming (a claim per freed slot is the cost it avoids), but never
+    for those deliveries: a job for another target is still delivered meanwhile."""
+    slow = await services(FakeWebhook)
+    fast = await services(FakeWebhook)
+    slow.hold = asyncio.Event()
+    targets = [
+        {"name": "slow", "type": "webhook", "url": slow.url + "/hook", "rate_limit": "off"},
+        {"name": "fast", "type": "webhook", "url": fast.url + "/hook", "rate_limit": "off"},
+    ]
+    delivery = {**FAST, "workers": 8, "concurrency": 8}
+    gw = await gateways(config(tmp_path, {"targets": targets, "delivery": delivery}))
+    for i in range(7):
+        await enqueue(gw, make_alert(f"fp-held-{i}"), ["slow"])
+    await wait_for(lambda: len(slow.requests) == 7)
+    eng = engine(gw)
+    assert eng.running == 7  # one slot free: fewer than a quarter of the 8
+    await enqueue(gw, make_alert("fp-through"), ["fast"])
+    await wait_for(lambda: len(fast.accepted) == 1)
+    assert len(slow.accepted) == 0 and eng.running == 7
+    slow.hold.set()
+    await wait_for(lambda: len(slow.accepted) == 7)
+    assert slow.problems == [] and fast.problems == []
