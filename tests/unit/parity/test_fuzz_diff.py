@@ -131,7 +131,7 @@ def replies(draw: st.DrawFn) -> Reply:
     )
 
 
-@fuzz(1000)
+@fuzz(600)
 @given(left=replies(), right=replies(), rules=rules())
 def test_fuzz_parity_compare_never_raises(left: Reply, right: Reply, rules: DiffRules) -> None:
     out = compare(left, right, rules)
@@ -142,7 +142,7 @@ def test_fuzz_parity_compare_never_raises(left: Reply, right: Reply, rules: Diff
         assert out == []
 
 
-@fuzz(1000)
+@fuzz(600)
 @given(doc=JSON, status=st.sampled_from([200, 500, 0]), rules=rules(), data=st.data())
 def test_fuzz_parity_an_answer_equals_itself_however_written(
     doc: Any, status: int, rules: DiffRules, data: st.DataObject
@@ -166,7 +166,7 @@ def _key(value: Any) -> Any:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS) if value is not None else None
 
 
-@fuzz(1000)
+@fuzz(600)
 @given(left=JSON, right=JSON, rules=rules(ordered=True))
 def test_fuzz_parity_diff_is_symmetric_for_json(left: Any, right: Any, rules: DiffRules) -> None:
     a = Reply(200, {"content-type": "application/json"}, orjson.dumps(left))

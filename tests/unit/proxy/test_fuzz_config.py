@@ -163,7 +163,7 @@ def mutated_data(draw: st.DrawFn) -> Any:
     return doc
 
 
-@fuzz(1000)
+@fuzz(600)
 @given(data=mutated_data())
 def test_fuzz_config_data_gives_a_config_or_errors(data: Any) -> None:
     check(outcome_of(lambda: parse_config(data, "/etc/cutover/fuzz.yaml", env=ENV)))
