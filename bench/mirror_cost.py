@@ -4,13 +4,15 @@
 
 One-worker gateways run side by side in front of one nginx origin that serves a ~1.5 KiB JSON
 answer as the primary and a slightly different one as the candidate (`--sides`, default
-`plain,mirror,mirror-noshed`):
+`plain,mirror,mirror-inline`):
 
 - `plain`: the route sends everything to the primary, no mirror (the fast path serves it);
 - `mirror`: the same route with `mirror: {to: candidate, percent: 100}` and
   `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms); the fast path
   serves it and takes the copy;
 - `mirror-noshed`: the same with `shed_lag: off`, i.e. the mirror takes whatever CPU it needs;
+- `mirror-inline`: `mirror` with `parity.mirror.process: false` (the mirror's work on the
+  gateway's own event loop, as before the mirror process);
 - `plain-aiohttp`, `mirror-aiohttp`: `plain` and `mirror` with `fast_path: false` (aiohttp
   serves every request: the general path's cost, and how mirrored routes were served before
   the fast path took the copy).
@@ -25,6 +27,7 @@ Nothing is pinned: on a shared machine the figures are ratios within one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -52,8 +55,8 @@ from cutover.bench.overhead import (
 
 __all__ = ["DEFAULT_SIDES", "SIDES", "main", "mirror_counts", "render_table"]
 
-SIDES = ("plain", "plain-aiohttp", "mirror", "mirror-noshed", "mirror-aiohttp")
-DEFAULT_SIDES = ("plain", "mirror", "mirror-noshed")
+SIDES = ("plain", "plain-aiohttp", "mirror", "mirror-noshed", "mirror-inline", "mirror-aiohttp")
+DEFAULT_SIDES = ("plain", "mirror", "mirror-inline")
 PATH = "/alerts/1.json"
 
 
@@ -105,6 +108,7 @@ def gateway_conf(
     mirror = "" if side.startswith("plain") else "    mirror: {to: candidate, percent: 100}\n"
     shed = "off" if side == "mirror-noshed" else shed_lag
     fast = "false" if side.endswith("-aiohttp") else "true"
+    process = "false" if side == "mirror-inline" else "true"
     return (
         f"listen: 127.0.0.1:{port}\n"
         f"fast_path: {fast}\n"
@@ -118,7 +122,7 @@ def gateway_conf(
         "  - name: default\n"
         "    split: {primary: 100}\n"
         f"{mirror}"
-        f"parity: {{mirror: {{shed_lag: {shed}}}}}\n"
+        f"parity: {{mirror: {{shed_lag: {shed}, process: {process}}}}}\n"
     )
 
 
@@ -176,6 +180,27 @@ class LagWatch:
         self._thread.join(5)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) of process `pid` itself and of its live children (the
+    gateway and its mirror process), from /proc."""
+
+    def own(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(c) for c in task.read_text().split()]
+    return own(pid), sum(own(c) for c in children)
+
+
 def fixed_rate(port: int, rate: float, seconds: float, connections: int) -> FixedRateResult:
     cmd = [sys.executable, "-m", "cutover.bench.fixed_rate", f"http://127.0.0.1:{port}{PATH}"]
     cmd += ["--rate", f"{rate:g}", "--seconds", f"{seconds:g}"]
@@ -192,8 +217,9 @@ def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One Markdown row per rate and side; ratios to `plain` at the same rate."""
     out = [
         "| rate/s | side | p50 ms | p99 ms | p50 / plain | p99 / plain | failed"
+        " | gateway CPU µs/request | mirror process CPU µs/copy"
         " | loop lag ms (median / max) | mirror queued | shed | dropped | compared |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {r["rate"]: r for r in rows if r["side"] == "plain"}
     for r in rows:
@@ -211,11 +237,14 @@ def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             if r["side"].startswith("mirror")
             else ["-"] * 4
         )
+        requests = c.get("requests") or 0
+        gateway = f"{c['gateway_cpu'] / requests * 1e6:.0f}" if requests else "-"
+        copies = c.get("compared") or 0
+        child = f"{c['mirror_cpu'] / copies * 1e6:.0f}" if copies and c.get("mirror_cpu") else "-"
         out.append(
             f"| {r['rate']:g} | {r['side']} | {r['p50']:.2f} | {r['p99']:.2f} | {p50r} | {p99r}"
-            f" | {r['failed']} | {c['lag_median']:.1f} / {c['lag_max']:.1f} | "
-            + " | ".join(mirror)
-            + " |"
+            f" | {r['failed']} | {gateway} | {child}"
+            f" | {c['lag_median']:.1f} / {c['lag_max']:.1f} | " + " | ".join(mirror) + " |"
         )
     return out
 
@@ -255,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             wait_port(primary, nginx, "origin")
             ports: dict[str, int] = {}
+            pids: dict[str, int] = {}
             for side in sides:
                 port = free_port()
                 path = tmp / f"{side}.yaml"
@@ -269,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proc = procs.start(side, cmd, tmp / f"{side}.out", cwd=ROOT, env=env)
                 wait_port(port, proc, side)
                 ports[side] = port
+                pids[side] = proc.pid
             time.sleep(1.0)
             for port in ports.values():  # warm up: pools, the store's migration
                 fixed_rate(port, 100, 1, 4)
@@ -281,12 +312,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     order = sides[rnd % len(sides) :] + sides[: rnd % len(sides)]
                     for side in order:
                         before = scrape(ports[side])
+                        cpu_before = cpu_seconds(pids[side])
                         with LagWatch(ports[side]) as watch:
                             result = fixed_rate(ports[side], rate, args.seconds, args.connections)
                         lags = watch.values or [0.0]
                         time.sleep(1.0)  # the mirror's tail finishes inside this run's counts
                         after = scrape(ports[side])
+                        cpu_after = cpu_seconds(pids[side])
                         delta = {k: after[k] - before[k] for k in after}
+                        delta["requests"] = result.ok
+                        delta["gateway_cpu"] = cpu_after[0] - cpu_before[0]
+                        delta["mirror_cpu"] = cpu_after[1] - cpu_before[1]
                         delta["lag_median"] = statistics.median(lags)
                         delta["lag_max"] = max(lags)
                         runs[side].append((result, delta))
@@ -301,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results = runs[side]
                     counts = {
                         k: sum(d[k] for _, d in results) for k in ("queued", "shed", "dropped",
-                                                                   "compared")
+                                                                   "compared", "requests",
+                                                                   "gateway_cpu", "mirror_cpu")
                     }  # fmt: skip
                     counts["lag_median"] = statistics.median(d["lag_median"] for _, d in results)
                     counts["lag_max"] = max(d["lag_max"] for _, d in results)

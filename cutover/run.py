@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from cutover.core.configkit import ConfigErrors, format_errors
+from cutover.core.logs import setup_logging
 from cutover.proxy.config import CutoverConfig, load_config
 from cutover.proxy.listen import ENV as LISTEN_FDS
 from cutover.proxy.listen import ListenError, Listeners, inherited, open_listeners
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover")
 
 RESTART_BACKOFF = 1.0  # seconds before a crashed worker is started again
-
-
-def setup_logging() -> None:
-    worker = os.environ.get("CUTOVER_WORKER_ID")
-    tag = f" [worker {worker}]" if worker is not None else ""
-    logging.basicConfig(
-        level=os.environ.get("CUTOVER_LOG_LEVEL", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 _reload_asked_early = False  # a SIGHUP came before the worker could run a reload

@@ -10,7 +10,8 @@
       headers: [content-type]
       thresholds: {relative: 20, absolute: 0.03}
       endpoints: ["/silences/{name}/expire"]
-      mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 5ms}
+      mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 5ms,
+               process: true}
       window: 1000
       min_samples: 20
 
@@ -46,6 +47,7 @@ class MirrorSettings:
     max_body: int = 1 * MiB  # largest response body captured for comparison, per side
     noise: bool = True  # ask the primary again (safe methods only) to learn its noise
     shed_lag: float = 0.005  # event-loop lag above which mirror work is shed; 0 = never
+    process: bool = True  # mirror work in a child process at lower CPU priority (else inline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,7 @@ def _templates(ctx: kit.Ctx, value: object, path: str) -> tuple[str, ...]:
 
 
 def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
-    keys = ("queue", "workers", "timeout", "max_body", "noise", "shed_lag")
+    keys = ("queue", "workers", "timeout", "max_body", "noise", "shed_lag", "process")
     m = kit.section(ctx, value, path, keys)
     d = MirrorSettings()
     return MirrorSettings(
@@ -166,6 +168,7 @@ def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
         max_body=kit.field(ctx, m, "max_body", path, kit.size(), d.max_body),
         noise=kit.field(ctx, m, "noise", path, kit.boolean, d.noise),
         shed_lag=kit.field(ctx, m, "shed_lag", path, _shed_lag, d.shed_lag),
+        process=kit.field(ctx, m, "process", path, kit.boolean, d.process),
     )
 
 

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -49,14 +48,16 @@ from cutover.core.db import Database, StoreUnavailable
 from cutover.core.errors import NotFound
 from cutover.core.group_commit import GroupCommit, Overloaded
 from cutover.core.tasks import Supervised
+from cutover.parity import results_store
 from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
-from cutover.parity.diff import Difference, Reply, compare, compile_pattern, endpoint_of, make_reply
+from cutover.parity.diff import compile_pattern
 from cutover.parity.lag import INTERVAL, LoopLag
+from cutover.parity.mirror import MIRROR_HEADER, MirrorJob, Outcome, exchange, sample_of
+from cutover.parity.mirror_process import MirrorProcess, MirrorSpec
 from cutover.parity.noise import EndpointStats, Sample, analyse
-from cutover.parity.report import difference_json, endpoint_json
-from cutover.parity.runner import SAFE_METHODS, read_bounded
-from cutover.proxy.headers import upstream_headers
+from cutover.parity.report import endpoint_json
+from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, prune
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import MetricSet, counter, gauge
 from cutover.routing.canary import ParityReading
@@ -65,75 +66,17 @@ if TYPE_CHECKING:
     from cutover.core.config_model import Capture, Route
     from cutover.proxy.config import CutoverConfig
     from cutover.proxy.host import Host
-    from cutover.proxy.upstreams import Upstream
 
 __all__ = ["MIRROR_HEADER", "ParityFeature", "RequestCopy", "Tap"]
 
 log = logging.getLogger("cutover.parity")
 
-MIRROR_HEADER = "X-Cutover-Mirror"
 REFRESH_SECONDS = 5.0  # how often the windows are reloaded from the store (all workers agree)
-STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
-RESULTS_BATCH = 64  # results written in one statement at most (12 parameters each)
-_RESULT_COLUMNS = (
-    "ts, route, endpoint, method, path, primary_backend, candidate_backend, primary_status,"
-    " candidate_status, fields, noise_fields, differences"
-)
-# Comparisons of pairs whose bodies add up to more than this run in a thread; smaller ones run
-# inline (a thread hand-off costs more than they do, and holds the GIL all the same).
-COMPARE_INLINE = 64 * 1024
+STOP_GRACE = 2.0  # seconds the mirror process gets at shutdown to finish the jobs it holds
 _CAPTURE_DROP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
      "proxy-connection", "trailer", "expect"}
 )  # fmt: skip
-
-
-def _results_ddl(id_column: str, real_type: str) -> list[str]:
-    """The `parity_results` table in one dialect (they differ in the id and float types)."""
-    return [
-        f"""CREATE TABLE IF NOT EXISTS parity_results (
-            id {id_column},
-            ts {real_type} NOT NULL,
-            route TEXT NOT NULL,
-            endpoint TEXT NOT NULL,
-            method TEXT NOT NULL,
-            path TEXT NOT NULL,
-            primary_backend TEXT NOT NULL,
-            candidate_backend TEXT NOT NULL,
-            primary_status INTEGER NOT NULL,
-            candidate_status INTEGER NOT NULL,
-            fields TEXT NOT NULL,
-            noise_fields TEXT,
-            differences TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS parity_results_route ON parity_results (route, id)",
-    ]
-
-
-_MIGRATION = {
-    "sqlite": _results_ddl("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL"),
-    "postgresql": _results_ddl("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorJob:
-    """One request to shadow: what the client sent and what the primary answered."""
-
-    route: str
-    to: str
-    primary: str
-    method: str
-    raw_path: str
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    peer: str
-    scheme: str
-    host: str | None
-    request_id: str
-    status: int
-    response_headers: tuple[tuple[str, str], ...]
-    response_body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +235,12 @@ class ParityFeature(Feature):
         self.routes: dict[str, Route] = {}
         # Latest comparisons per mirrored route: (store row id or None, sample).
         self.windows: dict[str, collections.deque[tuple[int | None, Sample]]] = {}
-        self.queue: asyncio.Queue[MirrorJob] | None = None
+        self.queue: asyncio.Queue[MirrorJob] | None = None  # the own workers' jobs
+        self.process: MirrorProcess | None = None  # or the mirror process's
         self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
         self._tasks: list[Supervised] = []
+        self._mirror_tasks: list[Supervised] = []  # the own workers, or the process's task
+        self._mode: str | None = None  # "process", "workers" or None (nothing mirrors)
         self.results: GroupCommit[tuple[Any, ...], int] | None = None  # results writer
         self._results_task: Supervised | None = None
         self.lag = LoopLag(0.0)  # threshold set from the config
@@ -333,11 +279,8 @@ class ParityFeature(Feature):
         self.gw.set_mirror(self if self.routes else None)  # None: the forwarder skips the hook
 
     async def start(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.settings.mirror.queue)
         self.captures = asyncio.Queue(maxsize=self.settings.mirror.queue)
         tasks = self.gw.tasks
-        for i in range(self.settings.mirror.workers):
-            self._tasks.append(tasks.start(f"parity-mirror-{i}", self._worker))
         self._tasks.append(tasks.start("parity-capture", self._capture_writer))
         self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
         self.results = GroupCommit(
@@ -348,6 +291,53 @@ class ParityFeature(Feature):
         )
         self._results_task = tasks.start("parity-results", self.results.run)
         self._tasks.append(tasks.start("parity-lag", self._lag_loop))
+        await self._arrange()
+
+    async def _arrange(self) -> None:
+        """Run the mirror the config asks for: the mirror process, the gateway's own workers,
+        or neither (no route mirrors: no process is started for nothing)."""
+        mirror = self.settings.mirror
+        wanted = None
+        if any(r.mirror is not None for r in self.routes.values()):
+            wanted = "process" if mirror.process else "workers"
+        if wanted == self._mode:
+            if self.process is not None:  # a reload: the child gets the new backends, rules
+                self.process.capacity = mirror.queue
+                self.process.reconfigure()
+            return
+        await self._stop_mirror()
+        self._mode = wanted
+        tasks = self.gw.tasks
+        if wanted == "process":
+            self.process = MirrorProcess(self._spec, self._book, self._lost, mirror.queue)
+            await self.process.spawn()
+            self._mirror_tasks.append(tasks.start("parity-mirror-process", self.process.run))
+        elif wanted == "workers":
+            self.queue = asyncio.Queue(maxsize=mirror.queue)
+            for i in range(mirror.workers):
+                self._mirror_tasks.append(tasks.start(f"parity-mirror-{i}", self._worker))
+
+    async def _stop_mirror(self) -> None:
+        """Stop the mirror: the process finishes the jobs it holds (within the mirror's
+        timeout); jobs still queued for the own workers are counted as dropped."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.close()
+        # The process gets a short while to finish its jobs (a hung candidate's are dropped).
+        grace = min(self.settings.mirror.timeout, STOP_GRACE) if process is not None else 0.0
+        tasks, self._mirror_tasks = self._mirror_tasks, []
+        for task in tasks:
+            await task.stop(grace=grace)
+        self._mode = None
+        queue, self.queue = self.queue, None
+        if queue is not None:  # mirror jobs never compared: counted as dropped
+            left = 0
+            while not queue.empty():
+                self.metrics.mirrored.labels(queue.get_nowait().route, "dropped").inc()
+                left += 1
+            if left:
+                log.info("parity: %d mirrored requests not compared at shutdown (dropped)", left)
+        self.metrics.queue.set(0)
 
     async def _lag_loop(self) -> None:
         """Probe the event loop's lag (parity.lag), the signal mirror work is shed by."""
@@ -372,6 +362,8 @@ class ParityFeature(Feature):
     def in_flight(self) -> dict[str, int]:
         queues = (("mirror.queued", self.queue), ("capture.queued", self.captures))
         counts = {name: q.qsize() for name, q in queues if q is not None}
+        if self.process is not None:
+            counts["mirror.process"] = self.process.in_flight
         if self.results is not None:
             counts["results.queued"] = self.results.queued
             counts["results.committing"] = self.results.committing
@@ -382,6 +374,7 @@ class ParityFeature(Feature):
         for handle in self._rate_pending.values():
             handle.cancel()
         self._rate_pending.clear()
+        await self._stop_mirror()  # before the results writer: the last outcomes are stored
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await task.stop()
@@ -389,14 +382,6 @@ class ParityFeature(Feature):
         if self.results is not None and writer is not None:
             self.results.close()  # the workers are stopped: write what they handed over
             await writer.stop(grace=STORE_TIMEOUT)
-        if self.queue is not None:  # mirror jobs never compared: counted as dropped
-            left = 0
-            while not self.queue.empty():
-                self.metrics.mirrored.labels(self.queue.get_nowait().route, "dropped").inc()
-                left += 1
-            self.metrics.queue.set(0)
-            if left:
-                log.info("parity: %d mirrored requests not compared at shutdown (dropped)", left)
         if self.captures is not None:
             await self._write_captures(self._drain(self.captures))
         for fd in self._capture_fds.values():
@@ -406,6 +391,7 @@ class ParityFeature(Feature):
 
     async def reload(self, config: CutoverConfig) -> None:
         self._configure(config)
+        await self._arrange()
 
     # -- the forwarder's hook ---------------------------------------------------------------
 
@@ -515,23 +501,50 @@ class ParityFeature(Feature):
         self.metrics.skipped.labels(route, reason).inc()
 
     def enqueue(self, job: MirrorJob) -> None:
-        queue = self.queue
-        if queue is None:
-            return
+        """Queue a finished copy for the mirror: to the mirror process, or the own workers."""
         if self.lag.shedding:  # the loop started lagging while the primary answered
             self.metrics.mirrored.labels(job.route, "shed").inc()
             return
-        try:
-            queue.put_nowait(job)
-        except asyncio.QueueFull:
+        process = self.process
+        if process is not None:
+            taken = process.submit(job, self.gw.clock.now())
+            depth = process.in_flight
+        else:
+            queue = self.queue
+            if queue is None:
+                return
+            try:
+                queue.put_nowait(job)
+                taken = True
+            except asyncio.QueueFull:
+                taken = False
+            depth = queue.qsize()
+        if not taken:
             self.metrics.mirrored.labels(job.route, "dropped").inc()
             return
         self.metrics.mirrored.labels(job.route, "queued").inc()
-        self.metrics.queue.set(queue.qsize())
+        self.metrics.queue.set(depth)
 
-    # -- mirror workers ---------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Mirror jobs waiting or under way (in the mirror process, or the own queue)."""
+        if self.process is not None:
+            return self.process.in_flight
+        return self.queue.qsize() if self.queue is not None else 0
+
+    # -- mirror work ------------------------------------------------------------------------
+
+    def _spec(self) -> MirrorSpec:
+        config = self.gw.config
+        store = self.gw.store_location()
+        return MirrorSpec(dict(config.backends), self.settings, config.headers.request_id, store)
+
+    def _lost(self, route: str) -> None:
+        """A job the mirror process held when it died: dropped."""
+        self.metrics.mirrored.labels(route, "dropped").inc()
 
     async def _worker(self) -> None:
+        """The gateway's own mirror worker (`parity.mirror.process: false`)."""
         assert self.queue is not None
         queue = self.queue
         lag = self.lag
@@ -541,86 +554,47 @@ class ParityFeature(Feature):
                 await asyncio.sleep(INTERVAL)
             job = await queue.get()
             self.metrics.queue.set(queue.qsize())
-            await self._process(job)  # a failure restarts the worker (core.tasks)
+            # A failure restarts the worker (core.tasks).
+            outcome = await exchange(
+                job, self.gw.state.upstreams, self.settings, self.gw.config.headers.request_id
+            )
+            if outcome is not None:
+                await self._book([outcome])
             await asyncio.sleep(0)  # ready primary callbacks run before the next job
 
-    async def _process(self, job: MirrorJob) -> None:
-        state = self.gw.state
-        settings = self.settings
-        candidate_up = state.upstreams.get(job.to)
-        primary_up = state.upstreams.get(job.primary)
-        if candidate_up is None:
-            return  # the backend left the config since the request was sampled
-        ask_noise = settings.mirror.noise and job.method in SAFE_METHODS and primary_up is not None
-        if ask_noise:
-            assert primary_up is not None
-            candidate, noise = await asyncio.gather(
-                self._send(candidate_up, job), self._send(primary_up, job)
-            )
-        else:
-            candidate, noise = await self._send(candidate_up, job), None
-        if candidate.status == 0:
-            self.metrics.failures.labels(job.route, candidate.error or "error").inc()
-        if candidate.error == "body_too_large":
-            self.skip(job.route, "response_too_large")
+    async def _book(self, outcomes: list[Outcome]) -> None:
+        """Count, store and window what mirror jobs came to (the results written together)."""
+        metrics = self.metrics
+        compared: list[Outcome] = []
+        for outcome in outcomes:
+            if outcome.failure is not None:
+                metrics.failures.labels(outcome.route, outcome.failure).inc()
+            if outcome.skipped is not None:
+                self.skip(outcome.route, outcome.skipped)
+            elif outcome.row is not None:
+                compared.append(outcome)
+        if self.process is not None:
+            metrics.queue.set(self.process.in_flight)
+        if not compared:
             return
-        if noise is not None and (noise.status == 0 or noise.error is not None):
-            noise = None  # the primary did not answer again: no noise sample this time
-        await asyncio.sleep(0)  # between phases, ready primary callbacks go first
-        size = len(job.response_body) + len(candidate.body)
-        if size > COMPARE_INLINE:
-            # A thread keeps a large comparison from holding the event loop in one piece.
-            sample, differences = await asyncio.to_thread(_compare, job, candidate, noise, settings)
-        else:
-            sample, differences = _compare(job, candidate, noise, settings)
-            await asyncio.sleep(0)
-        row_id = await self._store(job, sample, candidate, differences)
-        window = self.windows.get(job.route)
-        if window is not None:
-            window.append((row_id, sample))
-        self.metrics.comparisons.labels(job.route, "differ" if sample.raw else "same").inc()
-        self._update_rate(job.route)
-
-    async def _send(self, upstream: Upstream, job: MirrorJob) -> Reply:
-        backend = upstream.backend
-        host_header = backend.upstream_host
-        headers = upstream_headers(
-            job.headers,
-            peer=job.peer,
-            scheme=job.scheme,
-            host=job.host,
-            host_header=host_header,
-            request_id_name=self.gw.config.headers.request_id,
-            request_id=job.request_id,
-            content_length=None,
-        )
-        headers[MIRROR_HEADER] = "1"
-        url = upstream.url(job.raw_path)
-        try:
-            async with asyncio.timeout(self.settings.mirror.timeout):
-                async with upstream.session.request(
-                    job.method,
-                    url,
-                    headers=headers,
-                    data=job.body if job.body else None,
-                    allow_redirects=False,
-                    server_hostname=upstream.server_hostname,
-                ) as resp:
-                    body, whole = await read_bounded(resp.content, self.settings.mirror.max_body)
-                    error = None if whole else "body_too_large"
-                    return make_reply(
-                        resp.status,
-                        resp.headers.items(),
-                        body,
-                        error,
-                        self.settings.mirror.max_body,
-                    )
-        except TimeoutError:
-            return Reply(0, error="timeout")
-        except aiohttp.ClientConnectorError:
-            return Reply(0, error="connect")
-        except (aiohttp.ClientError, OSError):
-            return Reply(0, error="error")
+        # The mirror process wrote its results (a row id, or None: the store refused it); the
+        # own workers' results are written here.
+        if lost := sum(1 for o in compared if o.written and o.row_id is None):
+            metrics.store_errors.inc(lost)
+        now = self.gw.clock.now()
+        unwritten = [(now, *o.row) for o in compared if not o.written and o.row is not None]
+        stored = iter(await self._store(unwritten) if unwritten else ())
+        for outcome in compared:
+            row_id = outcome.row_id if outcome.written else next(stored)
+            row = outcome.row
+            assert row is not None
+            sample = sample_of(row[1], row[8], row[9])
+            window = self.windows.get(outcome.route)
+            if window is not None:
+                window.append((row_id, sample))
+            metrics.comparisons.labels(outcome.route, "differ" if sample.raw else "same").inc()
+        for route in {o.route for o in compared}:
+            self._update_rate(route)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -629,75 +603,46 @@ class ParityFeature(Feature):
         if not self._migrated:
             async with self._migrate_lock:
                 if not self._migrated:
-                    await db.migrate("parity-1", _MIGRATION)  # type: ignore[arg-type]
+                    await results_store.migrate(db)
                     self._migrated = True
         return db
 
-    async def _store(
-        self, job: MirrorJob, sample: Sample, candidate: Reply, differences: list[Difference]
-    ) -> int | None:
-        """Store one result through the results writer (one statement for the results the
-        workers finish together); its row id, None when it could not be stored."""
-        row = (
-            self.gw.clock.now(),
-            job.route,
-            sample.endpoint,
-            job.method,
-            redact_query(job.raw_path),
-            job.primary,
-            job.to,
-            job.status,
-            candidate.status,
-            orjson.dumps(dict(sample.raw)).decode(),
-            orjson.dumps(sorted(sample.noise)).decode() if sample.noise is not None else None,
-            orjson.dumps([difference_json(d) for d in differences[:STORED_DIFFERENCES]]).decode(),
-        )
-        assert self.results is not None
-        try:
-            row_id = await GroupCommit.wait(self.results.submit(row))
-        except (StoreUnavailable, Overloaded) as exc:
-            self.metrics.store_errors.inc()
-            log.warning("parity: result not stored (%s)", exc)
-            return None
-        except Exception:  # a bug in the writer: its task logs it and starts again
-            self.metrics.store_errors.inc()
-            return None
-        self._inserts += 1
-        if self._inserts % 100 == 0:
+    async def _store(self, rows: list[tuple[Any, ...]]) -> list[int | None]:
+        """Store results through the results writer (one statement for the results finished
+        together); their row ids, None for one that could not be stored."""
+        results = self.results
+        assert results is not None
+        ids: list[int | None] = []
+        problem: Exception | None = None
+        for future in [results.submit(row) for row in rows]:
             try:
-                await self._prune(await self._database(), job.route)
-            except StoreUnavailable as exc:
-                log.warning("parity: old results not pruned (%s)", exc)
-        return row_id
+                ids.append(await GroupCommit.wait(future))
+            except (StoreUnavailable, Overloaded) as exc:
+                problem = exc
+                ids.append(None)
+            except Exception:  # a bug in the writer: its task logs it and starts again
+                ids.append(None)
+        lost = ids.count(None)
+        if lost:
+            self.metrics.store_errors.inc(lost)
+            if problem is not None:
+                log.warning("parity: %d result(s) not stored (%s)", lost, problem)
+        stored = sum(i is not None for i in ids)
+        before, self._inserts = self._inserts, self._inserts + stored
+        if stored and before // PRUNE_EVERY != self._inserts // PRUNE_EVERY:
+            for route in {row[1] for row in rows}:
+                try:
+                    await prune(await self._database(), route, 2 * self.settings.window)
+                except StoreUnavailable as exc:
+                    log.warning("parity: old results not pruned (%s)", exc)
+        return ids
 
     async def _write_results(self, rows: list[tuple[Any, ...]]) -> list[int]:
         """The results writer's commit: a batch of results in one statement."""
         return await self._insert_results(await self._database(), rows)
 
     async def _insert_results(self, db: Database, rows: list[tuple[Any, ...]]) -> list[int]:
-        """One INSERT for `rows`; their ids (ids only order results and mark what a refresh
-        already read, so which id went to which row of one batch is not relied upon)."""
-        width = len(rows[0])
-        values = ", ".join(
-            "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"
-            for i in range(len(rows))
-        )
-        async with db.transaction() as tx:
-            found = await tx.fetch(
-                f"INSERT INTO parity_results ({_RESULT_COLUMNS}) VALUES {values} RETURNING id",
-                *(v for row in rows for v in row),
-            )
-        return sorted(int(r["id"]) for r in found)
-
-    async def _prune(self, db: Database, route: str) -> None:
-        """Keep the latest 2 x window results per route."""
-        keep = 2 * self.settings.window
-        await db.execute(
-            "DELETE FROM parity_results WHERE route = $1 AND id <= (SELECT id FROM parity_results"
-            " WHERE route = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-            route,
-            keep,
-        )
+        return await insert_results(db, rows)
 
     async def _rows(self, route: str) -> list[dict[str, Any]]:
         db = await self._database()
@@ -711,12 +656,7 @@ class ParityFeature(Feature):
 
     @staticmethod
     def _sample(row: dict[str, Any]) -> Sample:
-        noise = row.get("noise_fields")
-        return Sample(
-            row["endpoint"],
-            orjson.loads(row["fields"]),
-            frozenset(orjson.loads(noise)) if noise is not None else None,
-        )
+        return sample_of(row["endpoint"], row["fields"], row.get("noise_fields"))
 
     async def _refresh_loop(self) -> None:
         """Reload every mirrored route's window from the store, so that workers agree."""
@@ -826,12 +766,11 @@ class ParityFeature(Feature):
                 "min_samples": self.settings.min_samples,
                 "endpoints": endpoints,
             }
-        queue = self.queue
         return {
             "routes": routes,
             "store": store,
             "queue": {
-                "depth": queue.qsize() if queue is not None else 0,
+                "depth": self.depth,
                 "capacity": self.settings.mirror.queue,
             },
             "thresholds": {
@@ -914,31 +853,6 @@ class ParityFeature(Feature):
 
         for route, ok in await asyncio.to_thread(write):
             self.metrics.captured.labels(route, "written" if ok else "dropped").inc()
-
-
-def _compare(
-    job: MirrorJob, candidate: Reply, noise: Reply | None, settings: ParityConfig
-) -> tuple[Sample, list[Difference]]:
-    primary = make_reply(
-        job.status, job.response_headers, job.response_body, max_decoded=settings.mirror.max_body
-    )
-    differences = compare(primary, candidate, settings.rules)
-    noisy = compare(primary, noise, settings.rules) if noise is not None else None
-    if noise is not None and differences:  # (nothing to dismiss: no third comparison)
-        # The primary's second reading is taken after the candidate's: a field where the
-        # candidate agrees with it changed between the readings (a write landed in between),
-        # it is not the candidate's difference.
-        later = {d.field for d in compare(noise, candidate, settings.rules)}
-        differences = [d for d in differences if d.field in later]
-    raw: dict[str, str] = {}
-    for d in differences:
-        raw.setdefault(d.field, d.kind)
-    sample = Sample(
-        endpoint_of(job.method, job.raw_path, settings.endpoints),
-        raw,
-        frozenset(d.field for d in noisy) if noisy is not None else None,
-    )
-    return sample, differences
 
 
 def _rate(stats: tuple[EndpointStats, ...]) -> float:

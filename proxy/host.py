@@ -116,6 +116,11 @@ class Host(Protocol):
         """The one durable store, opened on first use (raises StoreUnavailable)."""
         ...
 
+    def store_location(self) -> tuple[str | None, str]:
+        """`open_database`'s arguments for that store (URL, base directory), for a helper
+        process that opens its own connection (the mirror process)."""
+        ...
+
     def add_observer(self, observe: Callable[[RequestRecord], None]) -> None:
         """Call `observe` after every proxied request (synchronous, cheap, no I/O)."""
         ...

@@ -563,9 +563,15 @@ class Gateway:
         if self.db is None:
             async with self._db_lock:
                 if self.db is None:
-                    base = os.path.dirname(self.config.source) if self.config.storage else "."
-                    self.db = await open_database(self.config.storage, base_dir=base or ".")
+                    url, base = self.store_location()
+                    self.db = await open_database(url, base_dir=base)
         return self.db
+
+    def store_location(self) -> tuple[str | None, str]:
+        """The store's URL and the directory a relative SQLite path is relative to (the config
+        file's)."""
+        base = os.path.dirname(self.config.source) if self.config.storage else "."
+        return self.config.storage, base or "."
 
     # -- what features register (proxy.host) ---------------------------------------------
 

@@ -129,7 +129,7 @@ async def test_mirror_leaves_client_responses_byte_identical(
                 assert got == expected
                 assert got[1].startswith(b"echo:")
         # every client had its answer while the candidate was still holding its copy
-        assert len(candidate.seen) >= 1
+        await wait_for(lambda: len(candidate.seen) >= 1)
         assert (
             metric(mirrored, "cutover_parity_comparisons_total", route="default", result="same")
             == 0
@@ -148,14 +148,15 @@ async def test_mirror_leaves_client_responses_byte_identical(
         assert len(candidate.seen) == len(requests)
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
 async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
-    tmp_path: Path, gateways: list[Gateway]
+    tmp_path: Path, gateways: list[Gateway], process: bool
 ) -> None:
     async with samples() as (primary, candidate):
         candidate.gate = asyncio.Event()
+        mirror = {"queue": 2, "workers": 1, "process": process}
         gw = await start(
-            gateways,
-            config_for(primary, candidate, tmp_path, parity={"mirror": {"queue": 2, "workers": 1}}),
+            gateways, config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
         )
         parity = feature(gw)
         depth = []
@@ -163,9 +164,8 @@ async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
             for i in range(20):
                 status, _, _ = await fetch(session, f"{gw.url}/alerts/{i + 1}")
                 assert status == 200
-                assert parity.queue is not None
-                depth.append(parity.queue.qsize())
-        assert max(depth) <= 2
+                depth.append(parity.depth)
+        assert max(depth) <= 2  # the process holds two at most (waiting or under way)
         queued = metric(
             gw, "cutover_parity_mirror_requests_total", route="default", result="queued"
         )
@@ -173,7 +173,8 @@ async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
             gw, "cutover_parity_mirror_requests_total", route="default", result="dropped"
         )
         assert queued + dropped == 20
-        assert queued <= 3 and dropped >= 17  # one in the worker's hands, two waiting
+        # inline: one in the worker's hands, two waiting; the process: two held in all
+        assert queued <= (2 if process else 3) and dropped >= 17
         assert len(candidate.seen) <= 1
         candidate.gate.set()
         await wait_for(
@@ -199,7 +200,8 @@ async def test_a_lagging_event_loop_sheds_mirror_work_first(
     async with samples() as (primary, candidate):
         gw = await start(gateways, config_for(primary, candidate, tmp_path,
                                               parity={"mirror": {"shed_lag": "20ms",
-                                                                 "workers": 1}}))  # fmt: skip
+                                                                 "workers": 1,
+                                                                 "process": False}}))  # fmt: skip
         parity = feature(gw)
 
         def count(result: str) -> float:
@@ -584,10 +586,13 @@ async def test_results_finished_together_are_written_in_one_statement(
 
 
 async def test_a_store_that_refuses_costs_results_not_answers(
-    tmp_path: Path, gateways: list[Gateway]
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL goes away: results are counted as not stored, the primary's answers and the
     writer carry on, and once the store is back results are written again."""
+    # The window is read as this worker booked it: no reload from the store in between (one
+    # would leave out the results without a row id).
+    monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 3600.0)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     db = await open_database(PG_URL, schema=schema)
     relay = await TcpRelay().start()

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cutover.parity.shadow import MirrorJob
+from cutover.parity.mirror import MirrorJob
 from cutover.proxy import fastpath
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for

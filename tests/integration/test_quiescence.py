@@ -22,7 +22,7 @@ from tests.integration.fault_helpers import FaultBackend, refused_url
 from tests.integration.parity_samples import samples
 from tests.integration.publishing_fakes import FakeWebhook
 from tests.integration.publishing_helpers import config, enqueue, make_alert, start
-from tests.integration.test_parity_mirror import config_for
+from tests.integration.test_parity_mirror import config_for, feature
 from tests.quiescence import assert_quiescent, expect_held, in_flight_counts
 
 on_both_paths = pytest.mark.usefixtures("serving_path")
@@ -210,11 +210,15 @@ async def test_a_delivery_being_sent_is_held_until_it_ends(tmp_path: Path) -> No
         await hook.stop()
 
 
-async def test_mirror_jobs_left_at_shutdown_are_counted_dropped(tmp_path: Path) -> None:
-    """Mirror jobs still queued when the gateway closes are dropped and counted, not left."""
+@pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
+async def test_mirror_jobs_left_at_shutdown_are_counted_dropped(
+    tmp_path: Path, process: bool
+) -> None:
+    """Mirror jobs still held when the gateway closes are dropped and counted, not left (the
+    mirror process gets a short grace, then is killed with what it holds)."""
     async with samples() as (primary, candidate):
         candidate.gate = asyncio.Event()  # the one worker waits on the first comparison
-        parity = {"mirror": {"queue": 5, "workers": 1}}
+        parity = {"mirror": {"queue": 5, "workers": 1, "process": process}}
         gw = await start_gateway(
             parse_config(config_for(primary, candidate, tmp_path, parity=parity), "t.yaml")
         )
@@ -226,16 +230,26 @@ async def test_mirror_jobs_left_at_shutdown_are_counted_dropped(tmp_path: Path) 
                         assert r.status == 200
             await wait_for(lambda: len(candidate.seen) == 1)
             held = await in_flight_counts(gw)
-            assert held["parity.mirror.queued"] == 3, held
+            if process:  # one under way in the child, three waiting there
+                await wait_for(lambda: feature(gw).in_flight().get("mirror.process") == 4)
+                held = await in_flight_counts(gw)
+                assert held["parity.mirror.process"] == 4, held
+            else:
+                assert held["parity.mirror.queued"] == 3, held
             expect_held(gw, held, "the candidate holds the one worker's comparison", once_closed={})
+            pid = feature(gw).process.pid if process else None  # type: ignore[union-attr]
             await gw.close()  # the worker is cancelled with its request
             closed = True
             candidate.gate.set()
-            assert "parity.mirror.queued" not in await in_flight_counts(gw, scrape=False)
+            left = await in_flight_counts(gw, scrape=False)
+            assert "parity.mirror.queued" not in left and "parity.mirror.process" not in left
             dropped = gw.metrics.registry.get_sample_value(
                 "cutover_parity_mirror_requests_total", {"route": "default", "result": "dropped"}
             )
-            assert dropped is not None and dropped >= 3
+            assert dropped is not None and dropped >= (4 if process else 3)
+            if pid is not None:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)  # the mirror process is gone with its gateway
         finally:
             if not closed:
                 await gw.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -351,11 +353,13 @@ async def test_dashboard(backends, started, monkeypatch, caplog) -> None:
 
 
 async def test_parity_mirror(tmp_path, started, monkeypatch, caplog) -> None:
+    """The gateway's own mirror worker (`process: false`)."""
     async with samples() as (primary, candidate):
+        mirror = {"workers": 1, "process": False}
         gw = await launch(started, config_for(primary, candidate, tmp_path,
-                                              parity={"mirror": {"workers": 1}}))  # fmt: skip
+                                              parity={"mirror": mirror}))  # fmt: skip
         feature = parity_feature(gw)
-        Fault(monkeypatch, feature, "_process")
+        Fault(monkeypatch, feature, "_book")
         async with aiohttp.ClientSession() as http:
             async with http.get(gw.url + "/alerts/1") as resp:
                 assert resp.status == 200
@@ -365,11 +369,44 @@ async def test_parity_mirror(tmp_path, started, monkeypatch, caplog) -> None:
         await wait_for(lambda: len(feature.windows.get("default", ())) == 1)  # compared
 
 
+async def test_parity_mirror_process(tmp_path, started, caplog) -> None:
+    """The mirror process killed (-9) while it holds a copy: that copy is counted as dropped,
+    the task is counted and started again with a new process, and the next copy is compared;
+    clients never notice."""
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()  # the candidate holds the copy: the child holds the job
+        gw = await launch(started, config_for(primary, candidate, tmp_path))
+        feature = parity_feature(gw)
+        process = feature.process
+        assert process is not None and process.pid is not None
+        first = process.pid
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/alerts/1") as resp:
+                assert resp.status == 200
+            await wait_for(lambda: len(candidate.seen) == 1)
+            assert feature.in_flight()["mirror.process"] == 1
+            os.kill(first, signal.SIGKILL)
+            exited = "MirrorProcessExited: the mirror process exited (-9)"
+            await assert_restarted(gw, "parity-mirror-process", caplog, error=exited)
+            dropped = {"route": "default", "result": "dropped"}
+            name = "cutover_parity_mirror_requests_total"
+            assert gw.metrics.registry.get_sample_value(name, dropped) == 1.0
+            candidate.gate.set()
+            await wait_for(lambda: process.pid not in (None, first), deadline=30)
+            async with http.get(gw.url + "/alerts/2") as resp:
+                assert resp.status == 200
+        await wait_for(lambda: len(feature.windows.get("default", ())) == 1, deadline=30)
+        assert feature.in_flight()["mirror.process"] == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(first, 0)  # the killed child was reaped, not left a zombie
+
+
 async def test_parity_results(tmp_path, started, monkeypatch, caplog) -> None:
     """A bug in the results writer's commit: that result is not stored (counted), the writer
     is counted and started again, and the next result is stored."""
     async with samples() as (primary, candidate):
-        data = config_for(primary, candidate, tmp_path, parity={"mirror": {"shed_lag": "off"}})
+        mirror = {"shed_lag": "off", "process": False}  # the mirror process writes its own
+        data = config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
         gw = await launch(started, data)
         feature = parity_feature(gw)
         Fault(monkeypatch, feature, "_insert_results")
@@ -638,6 +675,7 @@ COVERED: dict[str, tuple[Any, str]] = {
     "alerts-intake-batcher": (None, "test_alerts_intake_batcher"),
     "dashboard": (None, "test_dashboard"),
     "parity-mirror": (None, "test_parity_mirror"),
+    "parity-mirror-process": (None, "test_parity_mirror_process"),
     "parity-capture": (None, "test_parity_capture"),
     "parity-results": (None, "test_parity_results"),
     "parity-refresh": (None, "test_parity_refresh"),
@@ -688,7 +726,7 @@ async def test_every_task_of_a_gateway_with_everything_on_has_a_test(
         kinds = {kind(t.name) for t in gw.tasks}
         always = {
             "health-check", "canary-controller", "shared-state-redis", "compat-usage-flush",
-            "alerts-worker", "alerts-mode", "alerts-intake-batcher", "parity-mirror",
+            "alerts-worker", "alerts-mode", "alerts-intake-batcher", "parity-mirror-process",
             "parity-capture", "parity-refresh", "parity-lag", "parity-results",
             "publishing-start", "publishing-delivery", "publishing-completions", "k8s-watch",
             "k8s-resync",

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from cutover.bench.mirror_cost import SIDES, alert_json, gateway_conf, mirror_counts, render_table
+from cutover.bench.mirror_cost import (
+    SIDES,
+    alert_json,
+    cpu_seconds,
+    gateway_conf,
+    mirror_counts,
+    render_table,
+)
 from cutover.proxy.config import load_config
 
 
@@ -21,6 +32,7 @@ def test_every_side_is_a_valid_config(tmp_path: Path, side: str) -> None:
     assert config.fast_path is (not side.endswith("-aiohttp"))
     assert config.parity is not None
     assert config.parity.mirror.shed_lag == (0.0 if side == "mirror-noshed" else 0.001)
+    assert config.parity.mirror.process is (side != "mirror-inline")
 
 
 def test_the_candidate_differs_from_the_primary() -> None:
@@ -46,14 +58,34 @@ def test_mirror_counts_reads_the_exposition() -> None:
 
 
 def test_the_table_gives_ratios_to_plain_at_the_same_rate() -> None:
+    plain = {"queued": 0, "shed": 0, "dropped": 0, "compared": 0, "lag_median": 0.1,
+             "lag_max": 2.0, "requests": 1000, "gateway_cpu": 0.05, "mirror_cpu": 0.0}  # fmt: skip
     counts = {"queued": 5, "shed": 1, "dropped": 0, "compared": 5, "lag_median": 0.1,
-              "lag_max": 2.0}  # fmt: skip
+              "lag_max": 2.0, "requests": 1000, "gateway_cpu": 0.06,
+              "mirror_cpu": 0.002}  # fmt: skip
     rows = [
-        {"rate": 200.0, "side": "plain", "p50": 0.5, "p99": 2.0, "failed": 0, "counts": counts},
+        {"rate": 200.0, "side": "plain", "p50": 0.5, "p99": 2.0, "failed": 0, "counts": plain},
         {"rate": 200.0, "side": "mirror", "p50": 1.0, "p99": 3.0, "failed": 0, "counts": counts},
     ]
     table = render_table(rows)
-    assert table[2].startswith("| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | 0 | 0.1 / 2.0 | - |")
-    assert (
-        table[3] == "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | 0 | 0.1 / 2.0 | 5 | 1 | 0 | 5 |"
+    assert table[2].startswith(
+        "| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | 0 | 50 | - | 0.1 / 2.0 | - |"
     )
+    assert table[3] == (
+        "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | 0 | 60 | 400 | 0.1 / 2.0 | 5 | 1 | 0 | 5 |"
+    )
+
+
+def test_cpu_seconds_counts_the_process_and_its_children() -> None:
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", busy + "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds(os.getpid())[1] < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own, children = cpu_seconds(os.getpid())
+        assert own > 0 and children >= 0.3
+    finally:
+        child.kill()
+        child.wait()
+    assert cpu_seconds(child.pid) == (0.0, 0.0)  # gone: nothing to read

@@ -7,8 +7,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from cutover.parity.config import ParityConfig
 from cutover.parity.diff import Reply, make_reply
+from cutover.parity.mirror import MirrorJob
+from cutover.parity.mirror import compare_job as _compare
 from cutover.parity.noise import analyse
-from cutover.parity.shadow import MirrorJob, _compare
 
 JSON = (("content-type", "application/json"),)
 

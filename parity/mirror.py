@@ -1,0 +1,235 @@
+"""One mirror job's exchange: the copy to the candidate, the primary asked again for its noise,
+the comparison, and what came of it (an `Outcome`).
+
+Nothing here touches the gateway's state: the gateway's own mirror workers and the mirror
+process (`parity.mirror_process`) run the same exchange, and the gateway books every `Outcome`
+the same way (metrics, the results store, the parity windows; `parity.shadow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from cutover.parity.corpus import redact_query
+from cutover.parity.diff import Difference, Reply, compare, endpoint_of, make_reply
+from cutover.parity.noise import Sample
+from cutover.parity.report import difference_json
+from cutover.parity.runner import SAFE_METHODS, read_bounded
+from cutover.proxy.headers import upstream_headers
+
+if TYPE_CHECKING:
+    from cutover.parity.config import ParityConfig
+    from cutover.proxy.upstreams import Upstream
+
+__all__ = ["MIRROR_HEADER", "MirrorJob", "Outcome", "exchange", "sample_of"]
+
+MIRROR_HEADER = "X-Cutover-Mirror"
+STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
+# Comparisons of pairs whose bodies add up to more than this run in a thread; smaller ones run
+# inline (a thread hand-off costs more than they do, and holds the GIL all the same).
+COMPARE_INLINE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorJob:
+    """One request to shadow: what the client sent and what the primary answered."""
+
+    route: str
+    to: str
+    primary: str
+    method: str
+    raw_path: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    peer: str
+    scheme: str
+    host: str | None
+    request_id: str
+    status: int
+    response_headers: tuple[tuple[str, str], ...]
+    response_body: bytes
+
+    def to_wire(self) -> tuple[Any, ...]:
+        """Plain values (for the pipe to the mirror process); `of_wire` is the inverse."""
+        return (
+            self.route,
+            self.to,
+            self.primary,
+            self.method,
+            self.raw_path,
+            tuple(self.headers.items()),
+            self.body,
+            self.peer,
+            self.scheme,
+            self.host,
+            self.request_id,
+            self.status,
+            self.response_headers,
+            self.response_body,
+        )
+
+    @classmethod
+    def of_wire(cls, values: tuple[Any, ...]) -> MirrorJob:
+        fields = list(values)
+        fields[5] = CIMultiDictProxy(CIMultiDict(fields[5]))
+        return cls(*fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one mirror job came to.
+
+    `failure`: why the candidate gave no answer (`connect`, `timeout`, `error`), counted; it is
+    still compared (status 0). `skipped`: why nothing was compared (`response_too_large`).
+    `row`: the `parity_results` columns after `ts` (route, endpoint, method, path, primary and
+    candidate backends and statuses, fields, noise fields, differences as JSON), None when
+    skipped. `written`: the mirror process already wrote the row, and `row_id` is its id
+    (None: the store refused it); else the gateway writes it.
+    """
+
+    route: str
+    failure: str | None
+    skipped: str | None
+    row: tuple[Any, ...] | None
+    written: bool = False
+    row_id: int | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [self.route, self.failure, self.skipped, self.row, self.written, self.row_id]
+
+    @classmethod
+    def of_wire(cls, values: list[Any]) -> Outcome:
+        route, failure, skipped, row, written, row_id = values
+        row = tuple(row) if row is not None else None
+        return cls(route, failure, skipped, row, written, row_id)
+
+
+def sample_of(endpoint: str, fields: str, noise_fields: str | None) -> Sample:
+    """The noise analysis' view of a stored result (its JSON columns decoded)."""
+    return Sample(
+        endpoint,
+        orjson.loads(fields),
+        frozenset(orjson.loads(noise_fields)) if noise_fields is not None else None,
+    )
+
+
+async def exchange(
+    job: MirrorJob,
+    upstreams: Mapping[str, Upstream],
+    settings: ParityConfig,
+    request_id_name: str,
+) -> Outcome | None:
+    """Send `job` to its candidate (and, for safe methods, once more to its primary), compare;
+    None when the candidate left the config since the request was sampled."""
+    candidate_up = upstreams.get(job.to)
+    primary_up = upstreams.get(job.primary)
+    if candidate_up is None:
+        return None
+    ask_noise = settings.mirror.noise and job.method in SAFE_METHODS and primary_up is not None
+    if ask_noise:
+        assert primary_up is not None
+        candidate, noise = await asyncio.gather(
+            _send(candidate_up, job, settings, request_id_name),
+            _send(primary_up, job, settings, request_id_name),
+        )
+    else:
+        candidate, noise = await _send(candidate_up, job, settings, request_id_name), None
+    failure = (candidate.error or "error") if candidate.status == 0 else None
+    if candidate.error == "body_too_large":
+        return Outcome(job.route, failure, "response_too_large", None)
+    if noise is not None and (noise.status == 0 or noise.error is not None):
+        noise = None  # the primary did not answer again: no noise sample this time
+    await asyncio.sleep(0)  # between phases, ready primary callbacks go first
+    size = len(job.response_body) + len(candidate.body)
+    if size > COMPARE_INLINE:
+        # A thread keeps a large comparison from holding the event loop in one piece.
+        sample, differences = await asyncio.to_thread(compare_job, job, candidate, noise, settings)
+    else:
+        sample, differences = compare_job(job, candidate, noise, settings)
+        await asyncio.sleep(0)
+    row = (
+        job.route,
+        sample.endpoint,
+        job.method,
+        redact_query(job.raw_path),
+        job.primary,
+        job.to,
+        job.status,
+        candidate.status,
+        orjson.dumps(dict(sample.raw)).decode(),
+        orjson.dumps(sorted(sample.noise)).decode() if sample.noise is not None else None,
+        orjson.dumps([difference_json(d) for d in differences[:STORED_DIFFERENCES]]).decode(),
+    )
+    return Outcome(job.route, failure, None, row)
+
+
+async def _send(
+    upstream: Upstream, job: MirrorJob, settings: ParityConfig, request_id_name: str
+) -> Reply:
+    backend = upstream.backend
+    headers = upstream_headers(
+        job.headers,
+        peer=job.peer,
+        scheme=job.scheme,
+        host=job.host,
+        host_header=backend.upstream_host,
+        request_id_name=request_id_name,
+        request_id=job.request_id,
+        content_length=None,
+    )
+    headers[MIRROR_HEADER] = "1"
+    url = upstream.url(job.raw_path)
+    max_body = settings.mirror.max_body
+    try:
+        async with asyncio.timeout(settings.mirror.timeout):
+            async with upstream.session.request(
+                job.method,
+                url,
+                headers=headers,
+                data=job.body if job.body else None,
+                allow_redirects=False,
+                server_hostname=upstream.server_hostname,
+            ) as resp:
+                body, whole = await read_bounded(resp.content, max_body)
+                error = None if whole else "body_too_large"
+                return make_reply(resp.status, resp.headers.items(), body, error, max_body)
+    except TimeoutError:
+        return Reply(0, error="timeout")
+    except aiohttp.ClientConnectorError:
+        return Reply(0, error="connect")
+    except (aiohttp.ClientError, OSError):
+        return Reply(0, error="error")
+
+
+def compare_job(
+    job: MirrorJob, candidate: Reply, noise: Reply | None, settings: ParityConfig
+) -> tuple[Sample, list[Difference]]:
+    """The candidate's differences from the primary's answer, and the sample the noise
+    analysis keeps (raw differing fields, and the primary's own noise when asked again)."""
+    primary = make_reply(
+        job.status, job.response_headers, job.response_body, max_decoded=settings.mirror.max_body
+    )
+    differences = compare(primary, candidate, settings.rules)
+    noisy = compare(primary, noise, settings.rules) if noise is not None else None
+    if noise is not None and differences:  # (nothing to dismiss: no third comparison)
+        # The primary's second reading is taken after the candidate's: a field where the
+        # candidate agrees with it changed between the readings (a write landed in between),
+        # it is not the candidate's difference.
+        later = {d.field for d in compare(noise, candidate, settings.rules)}
+        differences = [d for d in differences if d.field in later]
+    raw: dict[str, str] = {}
+    for d in differences:
+        raw.setdefault(d.field, d.kind)
+    sample = Sample(
+        endpoint_of(job.method, job.raw_path, settings.endpoints),
+        raw,
+        frozenset(d.field for d in noisy) if noisy is not None else None,
+    )
+    return sample, differences

@@ -1,0 +1,373 @@
+"""The mirror process: mirror work on its own CPU budget, off the gateway's event loop.
+
+With `parity.mirror.process: true` (the default) each gateway worker starts one child process
+(`python -m cutover.parity.mirror_process`) at a lower CPU priority (nice 10) and hands it
+every mirror job over a pipe. The child sends the copies and the noise requests, compares
+(`parity.mirror.exchange`) and writes the results to the gateway's store (its own connection,
+one statement per batch) on its own event loop; the gateway books the outcomes it sends back
+(metrics, the parity windows). What stays on the gateway's loop per mirrored request is the
+copy taken while the answer streams, one pickled frame written to the pipe and one outcome read
+back — tens of microseconds — so primary traffic does not queue behind comparisons or store
+writes. The child runs at nice 10 and, on Linux, under SCHED_IDLE: it gets only CPU time that
+nothing else wants, so when the machine is short of CPU the mirror falls behind, its jobs are
+dropped and counted, and the primary does not wait.
+
+The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
+`("job", MirrorJob.to_wire())` (the child trusts its parent); child to gateway, JSON lists of
+`Outcome.to_wire()` (the gateway parses nothing executable from the child). At most
+`parity.mirror.queue` jobs are with the child at once; more are dropped and counted. A child
+that dies costs the jobs it held (counted as dropped) and is started again by the gateway's
+task supervisor with its backoff. EOF on its stdin (the gateway stopping, or dying) makes the
+child finish the jobs it holds, send their outcomes and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import uvloop
+
+from cutover.core.bounded import STORE_TIMEOUT, bounded
+from cutover.core.db import Database, StoreUnavailable, open_database
+from cutover.core.logs import setup_logging
+from cutover.parity.mirror import MirrorJob, Outcome, exchange
+from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
+
+if TYPE_CHECKING:
+    from cutover.core.config_model import Backend
+    from cutover.parity.config import ParityConfig
+    from cutover.proxy.upstreams import Upstream
+
+__all__ = ["MirrorProcess", "MirrorProcessExited", "MirrorSpec", "main"]
+
+log = logging.getLogger("cutover.parity")
+
+NICE = 10  # the child's CPU priority below the gateway's (and SCHED_IDLE where there is one)
+_HEAD = struct.Struct("!I")
+MAX_FRAME = 256 * 2**20  # a frame larger than this is a broken pipe, not a message
+MAX_PIPE_BUFFER = 64 * 2**20  # bytes waiting in the gateway's end of the pipe before drops
+RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools are closed
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorSpec:
+    """What the child needs of the gateway's config (sent at start and on every reload)."""
+
+    backends: Mapping[str, Backend]
+    settings: ParityConfig
+    request_id_name: str
+    store: tuple[str | None, str]  # the gateway's store: `open_database`'s URL and base dir
+
+
+class MirrorProcessExited(Exception):
+    """The mirror process ended without being asked to (the supervisor starts it again)."""
+
+
+def frame(payload: bytes) -> bytes:
+    return _HEAD.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame's payload; None at a clean end of the stream."""
+    try:
+        head = await reader.readexactly(_HEAD.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    (size,) = _HEAD.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"mirror pipe: frame of {size} bytes")
+    return await reader.readexactly(size)
+
+
+# -- the gateway's end -------------------------------------------------------------------------
+
+
+class MirrorProcess:
+    """The gateway's end: starts the child, hands it jobs, books what comes back.
+
+    `run` is a supervised loop (one child per run); `submit` never blocks or awaits.
+    """
+
+    def __init__(
+        self,
+        spec: Callable[[], MirrorSpec],
+        book: Callable[[list[Outcome]], Awaitable[None]],
+        lost: Callable[[str], None],
+        capacity: int,
+    ) -> None:
+        self._spec = spec
+        self._book = book
+        self._lost = lost  # one call per job the child held when it died (route)
+        self.capacity = capacity
+        self._proc: asyncio.subprocess.Process | None = None
+        self._held: dict[int, str] = {}  # job number -> route, while the child holds it
+        self._next = 0
+        self._closing = False
+        self.pid: int | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    def submit(self, job: MirrorJob, ts: float) -> bool:
+        """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
+        take it now (not running, stopping, `capacity` jobs held, or the pipe backed up): the
+        caller counts it as dropped."""
+        proc = self._proc
+        if proc is None or self._closing or len(self._held) >= self.capacity:
+            return False
+        stdin = proc.stdin
+        assert stdin is not None
+        if stdin.is_closing() or stdin.transport.get_write_buffer_size() > MAX_PIPE_BUFFER:
+            return False
+        number = self._next
+        self._next += 1
+        message = ("job", number, ts, job.to_wire())
+        stdin.write(frame(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)))
+        self._held[number] = job.route
+        return True
+
+    def reconfigure(self) -> None:
+        """Send the child the current spec (after a reload)."""
+        self._write(("spec", self._spec()))
+
+    def close(self) -> None:
+        """Ask the child to finish what it holds and exit (EOF on its stdin)."""
+        self._closing = True
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+
+    def _write(self, message: tuple[Any, ...]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        proc.stdin.write(frame(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)))
+
+    async def spawn(self) -> None:
+        """Start the child (jobs submitted from now on wait in the pipe while it starts)."""
+        if self._proc is not None:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cutover.parity.mirror_process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=MAX_FRAME,
+        )
+        self._proc, self.pid = proc, proc.pid
+        self._write(("spec", self._spec()))
+        if self._closing:  # stopped while starting
+            self.close()
+
+    async def run(self) -> None:
+        """Book the child's outcomes until it exits (starting one when none runs); an exit
+        nobody asked for raises, and the supervisor runs this again after its backoff."""
+        await self.spawn()
+        proc = self._proc
+        assert proc is not None
+        try:
+            assert proc.stdout is not None
+            while (payload := await read_frame(proc.stdout)) is not None:
+                outcomes = []
+                for number, *values in orjson.loads(payload):
+                    self._held.pop(number, None)
+                    if values:  # none: nothing to book (the candidate left the config)
+                        outcomes.append(Outcome.of_wire(values))
+                if outcomes:
+                    await self._book(outcomes)
+            code = await proc.wait()
+            if not self._closing:
+                raise MirrorProcessExited(f"the mirror process exited ({code})")
+        finally:
+            self._proc = None
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            held, self._held = self._held, {}
+            for route in held.values():
+                self._lost(route)
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+class _Child:
+    """The child's state: the backends' pools, the settings, the store, the jobs in flight."""
+
+    def __init__(self, out: asyncio.StreamWriter) -> None:
+        self.out = out
+        self.spec: MirrorSpec | None = None
+        self.upstreams: dict[str, Upstream] = {}
+        self.jobs: asyncio.Queue[tuple[int, float, MirrorJob]] = asyncio.Queue()
+        self.ready: list[tuple[int, float, Outcome | None]] = []
+        self.workers: list[asyncio.Task[None]] = []
+        self.retiring: set[asyncio.Task[None]] = set()
+        self.db: Database | None = None
+        self.stored = 0
+        self.wake = asyncio.Event()
+        self.sending = asyncio.Lock()  # one batch stored and sent at a time, in order
+        self.writer = asyncio.create_task(self._writer())
+        self.logged = -1e9
+
+    def configure(self, spec: MirrorSpec) -> None:
+        from cutover.proxy.upstreams import Upstream  # aiohttp sessions need the running loop
+
+        old, self.upstreams = self.upstreams, {n: Upstream(b) for n, b in spec.backends.items()}
+        self.spec = spec
+        if old:  # jobs under way finish on the old pools
+            task = asyncio.create_task(self._retire(old, spec.settings.mirror.timeout))
+            self.retiring.add(task)
+            task.add_done_callback(self.retiring.discard)
+        while len(self.workers) < spec.settings.mirror.workers:
+            self.workers.append(asyncio.create_task(self._worker()))
+
+    @staticmethod
+    async def _retire(old: Mapping[str, Upstream], timeout: float) -> None:
+        await asyncio.sleep(timeout + RETIRE_AFTER)
+        for upstream in old.values():
+            await upstream.close()
+
+    async def _worker(self) -> None:
+        while True:
+            number, ts, job = await self.jobs.get()
+            try:
+                spec = self.spec
+                assert spec is not None
+                outcome = await exchange(job, self.upstreams, spec.settings, spec.request_id_name)
+            except Exception:  # one job's bug costs that job, not the process
+                log.exception("parity: a mirror job failed")
+                outcome = None
+            self.done(number, ts, outcome)
+            self.jobs.task_done()
+
+    def done(self, number: int, ts: float, outcome: Outcome | None) -> None:
+        """A job is over (None: nothing to book, e.g. the candidate left the config)."""
+        self.ready.append((number, ts, outcome))
+        self.wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            await self._send_ready()
+
+    async def _send_ready(self) -> None:
+        """Store the finished results (one statement per batch) and send their outcomes."""
+        async with self.sending:
+            while self.ready:
+                batch, self.ready = self.ready[:RESULTS_BATCH], self.ready[RESULTS_BATCH:]
+                ids = await self._store([(ts, *o.row) for _, ts, o in batch if o and o.row])
+                wire: list[list[Any]] = []
+                for number, _, outcome in batch:
+                    if outcome is None:
+                        wire.append([number])
+                        continue
+                    if outcome.row is not None:
+                        outcome = replace(outcome, written=True, row_id=ids.pop(0))
+                    wire.append([number, *outcome.to_wire()])
+                if not self.out.is_closing():
+                    self.out.write(frame(orjson.dumps(wire)))
+
+    async def _store(self, rows: list[tuple[Any, ...]]) -> list[int | None]:
+        """Write `rows`; their ids, or None each when the store refused them (logged at most
+        once a minute; the gateway counts them)."""
+        if not rows:
+            return []
+        spec = self.spec
+        assert spec is not None
+        try:
+            if self.db is None:
+                url, base_dir = spec.store
+                self.db = await bounded(open_database(url, base_dir=base_dir), STORE_TIMEOUT)
+                await bounded(migrate(self.db), STORE_TIMEOUT)
+            db = self.db
+            ids: list[int | None] = list(await bounded(insert_results(db, rows), STORE_TIMEOUT))
+        except (StoreUnavailable, TimeoutError) as exc:
+            now = time.monotonic()
+            if now - self.logged >= 60.0:
+                self.logged = now
+                log.warning("parity: %d result(s) not stored (%s)", len(rows), exc)
+            return [None] * len(rows)
+        except Exception:  # a bug: this batch is lost, logged, the next one tries again
+            log.exception("parity: storing results failed")
+            return [None] * len(rows)
+        before, self.stored = self.stored, self.stored + len(rows)
+        if before // PRUNE_EVERY != self.stored // PRUNE_EVERY:
+            for route in {row[1] for row in rows}:
+                with contextlib.suppress(StoreUnavailable, TimeoutError):
+                    await bounded(prune(db, route, 2 * spec.settings.window), STORE_TIMEOUT)
+        return ids
+
+    async def close(self) -> None:
+        await self.jobs.join()  # every job taken gets its outcome sent
+        await self._send_ready()
+        self.writer.cancel()
+        for task in self.workers:
+            task.cancel()
+        for upstream in self.upstreams.values():
+            await upstream.close()
+        if self.db is not None:
+            await self.db.close()
+        with contextlib.suppress(ConnectionError):
+            await self.out.drain()
+
+
+async def _serve(out_fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_FRAME)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
+    )
+    out = asyncio.StreamWriter(transport, protocol, None, loop)
+    child = _Child(out)
+    while (payload := await read_frame(reader)) is not None:
+        kind, *rest = pickle.loads(payload)
+        if kind == "job":
+            number, ts, values = rest
+            if child.spec is None:  # cannot happen: the spec is the first frame
+                child.done(number, ts, None)
+                continue
+            child.jobs.put_nowait((number, ts, MirrorJob.of_wire(values)))
+        elif kind == "spec":
+            child.configure(rest[0])
+    await child.close()
+
+
+def main() -> None:
+    """The child's entry point (`python -m cutover.parity.mirror_process`)."""
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    with contextlib.suppress(OSError, AttributeError):  # Linux: run only on CPU nobody wants
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    out_fd = os.dup(1)  # the pipe to the gateway; stray prints go to stderr instead
+    os.dup2(2, 1)
+    # A terminal's Ctrl-C or a group-wide SIGTERM reaches the gateway too: the child ends at
+    # the EOF its gateway's exit gives, after sending the outcomes of the jobs it holds.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    setup_logging("mirror process")
+    uvloop.run(_serve(out_fd))
+
+
+if __name__ == "__main__":
+    main()

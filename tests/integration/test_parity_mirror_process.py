@@ -1,0 +1,238 @@
+"""The mirror process (`parity.mirror.process`): its pipe protocol run against a real child, and
+the gateway's end under reloads; the faults (a child killed -9, shutdown with a hung
+candidate) are in test_tasks.py and test_quiescence.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from cutover.core.db import open_database
+from cutover.parity.config import MirrorSettings, ParityConfig
+from cutover.parity.mirror import MirrorJob, Outcome
+from cutover.parity.mirror_process import NICE, MirrorSpec, frame, read_frame
+from cutover.proxy.config import parse_config
+from cutover.proxy.server import Gateway
+from tests.conftest import wait_for
+from tests.fuzzing import fuzz, text
+from tests.integration.parity_samples import Sample, samples
+from tests.integration.test_parity_mirror import config_for, feature, gateways, start
+
+__all__ = ["gateways"]  # the fixture, used by name
+
+
+def job(route: str, to: str, path: str, primary: str = "python") -> MirrorJob:
+    headers = CIMultiDictProxy(CIMultiDict([("Accept", "application/json"), ("X-A", "1")]))
+    answer = orjson.dumps({"id": 1, "alertname": "Alert1", "severity": "critical", "count": 2})
+    return MirrorJob(route, to, primary, "GET", path, headers, b"", "10.0.0.1", "http",
+                     "example.test", "rid-1", 200, (("content-type", "application/json"),),
+                     answer)  # fmt: skip
+
+
+def spec(primary: Sample, candidate: Sample, store: str, **mirror: object) -> MirrorSpec:
+    data = config_for(primary, candidate, Path("/nonexistent"))
+    config = parse_config(data, "t.yaml")
+    settings = ParityConfig(mirror=MirrorSettings(**mirror))  # type: ignore[arg-type]
+    return MirrorSpec(dict(config.backends), settings, "X-Request-ID", (store, "."))
+
+
+@asynccontextmanager
+async def child() -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cutover.parity.mirror_process",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def send(proc: asyncio.subprocess.Process, message: tuple[object, ...]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(frame(pickle.dumps(message)))
+
+
+async def outcomes(proc: asyncio.subprocess.Process, count: int) -> dict[int, list[object]]:
+    """The next `count` outcomes the child sends, by job number."""
+    assert proc.stdout is not None
+    got: dict[int, list[object]] = {}
+    while len(got) < count:
+        payload = await asyncio.wait_for(read_frame(proc.stdout), 30)
+        assert payload is not None, "the child closed its pipe early"
+        for number, *values in orjson.loads(payload):
+            got[number] = values
+    return got
+
+
+async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_path: Path) -> None:
+    store = f"sqlite://{tmp_path}/state.db"
+    async with samples() as (primary, candidate), child() as proc:
+        send(proc, ("spec", spec(primary, candidate, store)))
+        for i in range(3):
+            send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
+        send(
+            proc, ("job", 3, 1.0, job("default", "gone", "/alerts/1").to_wire())
+        )  # left the config
+        got = await outcomes(proc, 4)
+        assert got[3] == []  # done, nothing to book
+        for i in range(3):
+            outcome = Outcome.of_wire(got[i])  # type: ignore[arg-type]
+            assert outcome.route == "default" and outcome.failure is None
+            assert outcome.skipped is None and outcome.row is not None
+            route, endpoint, method, path, primary_name, to, p_status, c_status = outcome.row[:8]
+            assert (route, endpoint, method, path) == ("default", "GET /alerts/{id}", "GET",
+                                                        f"/alerts/{i + 1}")  # fmt: skip
+            assert (primary_name, to, p_status, c_status) == ("python", "go", 200, 200)
+            fields = orjson.loads(outcome.row[8])
+            assert {"$.alertname", "$.alert_name", "$.count"} <= set(fields)  # the planted ones
+            noise = set(orjson.loads(outcome.row[9]))  # the primary asked again: its own noise
+            assert {"$.generated_at", "$.request_id"} <= noise
+            assert outcome.written and outcome.row_id is not None
+        # the copies were marked and carried the request's own id; noise requests went to python
+        assert [h["X-Cutover-Mirror"] for h in candidate.seen] == ["1"] * 3
+        assert {h["X-Request-ID"] for h in candidate.seen} == {"rid-1"}
+        assert len(primary.seen) == 3
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert proc.stdout is not None and await proc.stdout.read() == b""
+    db = await open_database(store)
+    try:
+        rows = await db.fetch("SELECT id, ts, path FROM parity_results ORDER BY id")
+    finally:
+        await db.close()
+    ids = sorted(Outcome.of_wire(got[i]).row_id for i in range(3))  # type: ignore[arg-type]
+    assert [r["id"] for r in rows] == ids
+    assert {r["ts"] for r in rows} == {1.0}  # the gateway's time of the copy, not the child's
+    assert sorted(r["path"] for r in rows) == ["/alerts/1", "/alerts/2", "/alerts/3"]
+
+
+async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path: Path) -> None:
+    store = f"sqlite://{tmp_path}/missing-dir/x/state.db"
+    (tmp_path / "missing-dir").write_text("a file where a directory should be")
+    async with samples() as (primary, candidate), child() as proc:
+        send(proc, ("spec", spec(primary, candidate, store)))
+        for i in range(2):
+            send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
+        got = await outcomes(proc, 2)
+        for values in got.values():
+            outcome = Outcome.of_wire(values)  # type: ignore[arg-type]
+            assert outcome.row is not None and outcome.written and outcome.row_id is None
+
+
+async def test_the_child_runs_below_the_gateways_priority(tmp_path: Path) -> None:
+    async with samples() as (primary, candidate), child() as proc:
+        send(proc, ("spec", spec(primary, candidate, f"sqlite://{tmp_path}/s.db")))
+        send(proc, ("job", 0, 1.0, job("default", "go", "/alerts/1").to_wire()))
+        await outcomes(proc, 1)  # it is up
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(ours + NICE, 19)
+
+
+async def test_at_eof_a_hung_candidates_jobs_end_with_the_mirror_timeout(tmp_path: Path) -> None:
+    """EOF (the gateway stopping or dead) while the candidate hangs: the child still answers
+    every job it took (a timeout failure) and exits, it is never left behind."""
+    async with samples() as (primary, candidate), child() as proc:
+        candidate.gate = asyncio.Event()  # never set
+        store = f"sqlite://{tmp_path}/s.db"
+        send(proc, ("spec", spec(primary, candidate, store, timeout=0.5, workers=2)))
+        for i in range(4):
+            send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
+        assert proc.stdin is not None
+        proc.stdin.close()
+        got = await outcomes(proc, 4)
+        assert {Outcome.of_wire(v).failure for v in got.values()} == {"timeout"}  # type: ignore[arg-type]
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_a_reload_sends_the_child_the_new_candidate(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate), samples() as (_, other):
+        data = config_for(primary, candidate, tmp_path)
+        gw = await start(gateways, data)
+        parity = feature(gw)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/alerts/1") as resp:
+                assert resp.status == 200
+            await wait_for(lambda: len(candidate.seen) == 1)
+            data["backends"]["go"]["url"] = other.url
+            await gw.reload(parse_config(data, "t.yaml"))
+            async with http.get(gw.url + "/alerts/2") as resp:
+                assert resp.status == 200
+            await wait_for(lambda: len(other.seen) == 1)
+            assert len(candidate.seen) == 1
+            # process: false on a reload: the child is stopped, the gateway's workers mirror
+            pid = parity.process.pid if parity.process is not None else None
+            assert pid is not None
+            data["parity"] = {"mirror": {"process": False}}
+            await gw.reload(parse_config(data, "t.yaml"))
+            assert parity.process is None and parity.queue is not None
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+            async with http.get(gw.url + "/alerts/3") as resp:
+                assert resp.status == 200
+            await wait_for(lambda: len(other.seen) == 2)
+        await wait_for(lambda: len(parity.windows["default"]) == 3)
+        assert parity.depth == 0
+
+
+async def test_a_gateway_without_a_mirror_starts_no_process(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    async with samples() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path, {"mirror": "off"}))
+        assert feature(gw).process is None and feature(gw).queue is None
+
+
+_text = text()
+
+
+@given(
+    headers=st.lists(st.tuples(_text, _text), max_size=6),
+    body=st.binary(max_size=200),
+    path=_text,
+    status=st.integers(0, 999),
+)
+@fuzz(200)
+def test_a_job_crosses_the_pipe_unchanged(
+    headers: list[tuple[str, str]], body: bytes, path: str, status: int
+) -> None:
+    fields = CIMultiDictProxy(CIMultiDict(headers))
+    original = MirrorJob("r", "go", "python", "GET", path, fields, body, "::1", "https", None,
+                         "id", status, tuple(headers), body)  # fmt: skip
+    wire = pickle.loads(pickle.dumps(original.to_wire()))
+    back = MirrorJob.of_wire(wire)
+    assert list(back.headers.items()) == headers
+    assert back.to_wire() == original.to_wire()
+
+
+@given(
+    row=st.one_of(
+        st.none(),
+        st.tuples(_text, _text, st.integers(0, 999), st.one_of(st.none(), _text)),
+    ),
+    failure=st.sampled_from([None, "connect", "timeout", "error"]),
+)
+@fuzz(200)
+def test_an_outcome_crosses_the_pipe_unchanged(
+    row: tuple[object, ...] | None, failure: str | None
+) -> None:
+    skipped = "response_too_large" if row is None else None
+    outcome = Outcome("r", failure, skipped, row)
+    assert Outcome.of_wire(orjson.loads(orjson.dumps(outcome.to_wire()))) == outcome
