@@ -65,7 +65,7 @@ from cutover.proxy.listen import bind
 from cutover.proxy.metrics import Metrics
 from cutover.proxy.requestflow import book_request, decide_request
 from cutover.proxy.restart import restart_required
-from cutover.proxy.upstreams import Upstream, client_timeout
+from cutover.proxy.upstreams import Upstream, check_timeout, client_timeout
 from cutover.routing.budget import RetryBudget
 from cutover.routing.decision import Decision
 from cutover.routing.health import HealthTable
@@ -87,6 +87,7 @@ class RuntimeState:
     budgets: dict[str, RetryBudget]
     upstreams: dict[str, Upstream]
     client_timeouts: dict[str, aiohttp.ClientTimeout]  # per route, built at load
+    check_timeouts: dict[str, aiohttp.ClientTimeout]  # per backend with a health check, at load
 
 
 class _Protocol(web_protocol.RequestHandler):
@@ -335,6 +336,11 @@ def _build_state(
         budgets=budgets,
         upstreams=upstreams,
         client_timeouts={r.name: client_timeout(r.timeouts) for r in config.routes},
+        check_timeouts={
+            name: check_timeout(b.health)
+            for name, b in config.backends.items()
+            if b.health is not None
+        },
     )
 
 
@@ -609,6 +615,7 @@ class Gateway:
             budgets=old.budgets,
             upstreams=old.upstreams,
             client_timeouts=old.client_timeouts,
+            check_timeouts=old.check_timeouts,
         )
 
     def record_response(self, backend: str, ok: bool) -> None:
@@ -643,6 +650,7 @@ class Gateway:
         check = backend.health
         assert check is not None
         upstream = self.state.upstreams[name]
+        timeout = self.state.check_timeouts[name]  # of this config: a reload restarts the loop
         url = upstream.base + check.path
         low, high = check.expected_statuses
         while True:
@@ -650,7 +658,7 @@ class Gateway:
             try:
                 async with upstream.session.get(
                     url,
-                    timeout=aiohttp.ClientTimeout(total=check.timeout),
+                    timeout=timeout,
                     server_hostname=upstream.server_hostname,
                     headers={"User-Agent": "cutover-health-check"},
                 ) as resp:

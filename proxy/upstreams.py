@@ -8,7 +8,7 @@ import ssl
 import aiohttp
 from yarl import URL
 
-from cutover.core.config_model import Backend, Timeouts
+from cutover.core.config_model import Backend, HealthCheck, Timeouts
 from cutover.proxy.pool import LeanPool
 
 # Response heads from backends may be larger than what we accept from clients.
@@ -36,6 +36,12 @@ def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None, connect=timeouts.connect, sock_connect=timeouts.connect
     )
+
+
+def check_timeout(check: HealthCheck) -> aiohttp.ClientTimeout:
+    """An active health check's bound as the client library takes it (built once per backend
+    at load, as `client_timeout` is per route)."""
+    return aiohttp.ClientTimeout(total=check.timeout)
 
 
 class Upstream:

@@ -54,6 +54,9 @@ log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
 STORE_DOWN = "the durable store is down"
 SCRAPE_TIMEOUT = 2.0  # the outbox count a scrape waits for, at most
+# A scrape reuses an outbox count this young (seconds on the gateway's clock), and scrapes that
+# arrive together share one count: several scrapers of a large outbox cost one query.
+SCRAPE_MAX_AGE = 1.0
 MAX_JOB_ID = 2**63 - 1  # job ids are 64-bit integers in both stores
 DASHBOARD_DLQ = 20  # the newest dead letters the dashboard lists
 
@@ -193,13 +196,16 @@ class PublishingFeature(Feature):
 
     async def before_scrape(self) -> None:
         """Outbox depth and dead letters for /metrics, read from the store when scraped, so
-        that an alert on a growing or stalled outbox needs no background task."""
+        that an alert on a growing or stalled outbox needs no background task. Scrapes share
+        a count in flight and reuse one younger than `SCRAPE_MAX_AGE`: the gauges, store_up
+        included, are then that count's. A store that refuses or does not answer within
+        `SCRAPE_TIMEOUT` sets store_up to 0 and leaves the depth gauges at their last value."""
         outbox = self.outbox
         if outbox is None:  # the store has not answered since start
             self.metrics.store_up.set(0)
             return
         try:
-            counts = await asyncio.wait_for(outbox.counts(), SCRAPE_TIMEOUT)
+            counts = await outbox.recent_counts(max_age=SCRAPE_MAX_AGE, timeout=SCRAPE_TIMEOUT)
         except (StoreUnavailable, TimeoutError):
             self.metrics.store_up.set(0)
             return
@@ -362,6 +368,8 @@ class PublishingFeature(Feature):
     async def stats_report(self, engine: DeliveryEngine, outbox: Outbox) -> dict[str, object]:
         """Per target: sent, failed, health, breaker, pending, dead letters (GET stats)."""
         try:
+            # Read now, not the scrapes' shared count: an operator reads this right after a
+            # replay or a test send, and asks rarely (scrapers ask on every interval).
             queued = await outbox.counts()
         except StoreUnavailable:
             queued = {}

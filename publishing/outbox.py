@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -307,6 +308,11 @@ DEAD_LETTERS_OF_TARGET_SQL = (
 )
 
 
+def _copy_counts(counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Counts shared by several callers, each given its own (a caller may change it)."""
+    return {target: dict(states) for target, states in counts.items()}
+
+
 def _in_list(values: Sequence[str], first: int) -> str:
     return ", ".join(f"${i}" for i in range(first, first + len(values)))
 
@@ -436,6 +442,10 @@ class Outbox:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # `recent_counts`: the count running now, and the last one read (monotonic time it
+        # started, the counts).
+        self._counting: asyncio.Task[dict[str, dict[str, int]]] | None = None
+        self._counted: tuple[float, dict[str, dict[str, int]]] | None = None
 
     async def setup(self) -> None:
         """Create the tables (SQLite and PostgreSQL), once."""
@@ -742,7 +752,8 @@ class Outbox:
         return Job.from_row(row) if row else None
 
     async def counts(self) -> dict[str, dict[str, int]]:
-        """Jobs per target and state (`pending`, `dead`); delivered jobs are not counted."""
+        """Jobs per target and state (`pending`, `dead`); delivered jobs are not counted.
+        Read from the store by this call: what the caller changed before is counted."""
         await self.flush()
         rows = await self.db.fetch(
             "SELECT target, state, COUNT(*) AS n FROM publishing_jobs GROUP BY target, state"
@@ -751,6 +762,33 @@ class Outbox:
         for row in rows:
             out.setdefault(row["target"], {})[row["state"]] = int(row["n"])
         return out
+
+    async def recent_counts(self, *, max_age: float, timeout: float) -> dict[str, dict[str, int]]:
+        """`counts` for readers that may see numbers up to `max_age` seconds old (on the
+        injected clock): /metrics, read by every scraper. A count that started less than
+        `max_age` ago is reused; callers that arrive while a count runs wait for that one,
+        so any number of scrapes costs one query in flight (a `GROUP BY` over every job).
+        The query is bounded by `timeout` seconds from its start: past it every caller
+        waiting for it gets `TimeoutError`. A failure is not reused: the next call asks
+        the store again. `StoreUnavailable` as `counts`."""
+        counted = self._counted
+        if counted is not None and self.clock.monotonic() - counted[0] < max_age:
+            return _copy_counts(counted[1])
+        task = self._counting
+        if task is None:
+            task = self._counting = asyncio.get_running_loop().create_task(
+                asyncio.wait_for(self.counts(), timeout), name="publishing-outbox-count"
+            )
+            task.add_done_callback(functools.partial(self._counted_now, self.clock.monotonic()))
+        # A caller that gives up (cancelled) leaves the count to the others; it ends by
+        # `timeout` whoever waits.
+        return _copy_counts(await asyncio.shield(task))
+
+    def _counted_now(self, started: float, task: asyncio.Task[dict[str, dict[str, int]]]) -> None:
+        if self._counting is task:
+            self._counting = None
+        if not task.cancelled() and task.exception() is None:
+            self._counted = (started, task.result())
 
     # -- references targets hand back (Rootly incident id, Slack message ts) --------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from cutover.alerts.model import Alert, Classification
 from cutover.app import start_gateway
 from cutover.core.clock import Clock
+from cutover.core.db import Database
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
 from cutover.publishing.api import PublishingFeature
@@ -102,3 +104,32 @@ async def enqueue(gw: Gateway, alert: Alert, targets: list[str]) -> list[int]:
 async def pending(gw: Gateway) -> dict[str, dict[str, int]]:
     db = await gw.database()
     return await Outbox(db, gw.clock).counts()
+
+
+class CountQueries:
+    """Counts the outbox's per-target count (`GROUP BY target, state`) run on one store, by
+    wrapping that `Database` object's `fetch`; `hold` makes those queries wait for `release`."""
+
+    SQL = "GROUP BY target, state"
+
+    def __init__(self, db: Database) -> None:
+        self.seen = 0
+        self.entered = asyncio.Event()  # a count reached the store
+        self._open = asyncio.Event()
+        self._open.set()
+        fetch = db.fetch
+
+        async def counted(sql: str, *args: Any) -> list[dict[str, Any]]:
+            if self.SQL in sql:
+                self.seen += 1
+                self.entered.set()
+                await self._open.wait()
+            return await fetch(sql, *args)
+
+        db.fetch = counted  # type: ignore[method-assign]
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()

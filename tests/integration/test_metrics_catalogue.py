@@ -10,12 +10,16 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
-from cutover.core.clock import Clock
+from cutover.bench.outbox_backlog import fill, job_rows
+from cutover.core.clock import Clock, FakeClock
 from cutover.core.db import open_database
+from cutover.proxy.server import Gateway
+from cutover.publishing.api import SCRAPE_MAX_AGE
 from cutover.publishing.delivery import OUTCOMES
 from cutover.publishing.outbox import Outbox
 from cutover.routing.canary import PHASES, STATUSES
@@ -25,9 +29,11 @@ from tests.integration.alerts_helpers import PG_URL, TcpRelay, envelope
 from tests.integration.canary_helpers import FlakyBackend, canary_config, start, started
 from tests.integration.canary_helpers import feature as canary_feature
 from tests.integration.publishing_fakes import FakeWebhook
+from tests.integration.publishing_helpers import CountQueries, make_alert
 from tests.integration.publishing_helpers import config as publishing_config
-from tests.integration.publishing_helpers import make_alert
+from tests.integration.publishing_helpers import feature as publishing_feature
 from tests.integration.publishing_helpers import start as start_publishing
+from tests.integration.store_helpers import write_lock
 
 # Labels Prometheus adds to every series it scrapes (target labels), not the gateway.
 TARGET_LABELS = {"namespace", "job", "pod", "instance", "service", "endpoint", "container"}
@@ -230,6 +236,8 @@ async def test_outbox_depth_dead_letters_and_the_store_are_read_at_scrape(tmp_pa
             assert got['cutover_publishing_dead_letters{target="held"}'] == 0.0
             assert got["cutover_store_up"] == 1.0
             await relay.stop()  # the store goes away: the scrape still answers, and says so
+            # (once the count it may reuse is SCRAPE_MAX_AGE old)
+            await wait_async(lambda: scrape(s, gw.url), lambda got: got["cutover_store_up"] == 0)
             got = await scrape(s, gw.url)
             assert got["cutover_store_up"] == 0.0
             assert got['cutover_publishing_pending_jobs{target="held"}'] == 3.0  # last known
@@ -265,8 +273,8 @@ async def test_a_store_that_answers_the_count_with_an_error_never_fails_a_scrape
         async with aiohttp.ClientSession() as s:
             await wait_async(lambda: scrape(s, gw.url), lambda got: got["cutover_store_up"] == 1)
             await admin_db.execute(f'DROP TABLE "{schema}".publishing_jobs')
-            got = await scrape(s, gw.url)  # a 200
-            assert got["cutover_store_up"] == 0.0
+            # every scrape a 200; store_up 0 once the count it may reuse is SCRAPE_MAX_AGE old
+            await wait_async(lambda: scrape(s, gw.url), lambda got: got["cutover_store_up"] == 0)
             assert "did not answer the outbox count" in caplog.text
             feature = gw.features[0]  # any feature whose refresh fails unexpectedly
 
@@ -281,3 +289,110 @@ async def test_a_store_that_answers_the_count_with_an_error_never_fails_a_scrape
         await gw.close()
         await admin_db.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await admin_db.close()
+
+
+async def _large_outbox(storage: str, tmp_path: Path, clock: FakeClock) -> Gateway:
+    """A gateway over an outbox of 100,000 pending jobs, due in an hour (on `clock`): the
+    delivery engine leaves them be."""
+    made = await open_database(storage)  # the tables exist before the gateway starts
+    try:
+        await Outbox(made, Clock()).setup()
+    finally:
+        await made.close()
+    await fill(storage, list(job_rows(50_000, ["a", "b"], clock.now() + 3_600)))
+    targets = [
+        {"name": n, "type": "webhook", "url": "http://127.0.0.1:9/hook", "enabled": False}
+        for n in ("a", "b")
+    ]
+    gw = await start_publishing(
+        publishing_config(tmp_path, {"targets": targets}, storage=storage), clock
+    )
+    await wait_for(lambda: publishing_feature(gw).outbox is not None)
+    return gw
+
+
+async def _scrapes_together(
+    gw: Gateway, n: int, all_in: Callable[[], None]
+) -> list[dict[str, float]]:
+    """`n` scrapes of /metrics in flight at once; `all_in()` runs once every one of them is
+    in the publishing feature's `before_scrape`."""
+    feature = publishing_feature(gw)
+    refresh = feature.before_scrape
+    arrived = 0
+
+    async def counted() -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == n:
+            all_in()
+        await refresh()
+
+    feature.before_scrape = counted  # type: ignore[method-assign]
+    try:
+        async with aiohttp.ClientSession() as s:
+            return await asyncio.gather(*(scrape(s, gw.url) for _ in range(n)))
+    finally:
+        feature.before_scrape = refresh  # type: ignore[method-assign]
+
+
+async def test_concurrent_scrapes_of_a_large_outbox_run_one_count(
+    storage: str, tmp_path: Path
+) -> None:
+    """10 scrapes at once cost one `GROUP BY` over the 100,000 jobs, not ten; a scrape within
+    SCRAPE_MAX_AGE (the gateway's clock) reuses it, and one after sees the new counts."""
+    clock = FakeClock(wall=time.time())
+    gw = await _large_outbox(storage, tmp_path, clock)
+    try:
+        outbox = publishing_feature(gw).outbox
+        assert outbox is not None
+        queries = CountQueries(outbox.db)
+        queries.hold()  # a count reaches the store, and answers once all 10 scrapes wait
+        results = await asyncio.wait_for(_scrapes_together(gw, 10, queries.release), 120)
+        assert queries.seen == 1
+        for got in results:
+            assert got['cutover_publishing_pending_jobs{target="a"}'] == 50_000
+            assert got['cutover_publishing_pending_jobs{target="b"}'] == 50_000
+            assert got["cutover_store_up"] == 1.0
+        await fill(storage, list(job_rows(7, ["a"], clock.now() + 3_600)))
+        async with aiohttp.ClientSession() as s:
+            clock.advance(SCRAPE_MAX_AGE / 2)
+            got = await scrape(s, gw.url)  # the count of a moment ago
+            assert got['cutover_publishing_pending_jobs{target="a"}'] == 50_000
+            assert queries.seen == 1
+            clock.advance(SCRAPE_MAX_AGE / 2)
+            got = await scrape(s, gw.url)
+            assert got['cutover_publishing_pending_jobs{target="a"}'] == 50_007
+            assert got['cutover_publishing_pending_jobs{target="b"}'] == 50_000
+            assert queries.seen == 2
+    finally:
+        await gw.close()
+
+
+async def test_scrapes_while_the_store_hangs_answer_at_the_bound_and_say_so(
+    pg_storage: str, tmp_path: Path
+) -> None:
+    """The count waits for a lock nobody releases: every scrape still answers, by
+    SCRAPE_TIMEOUT, with store_up 0 and the depth last read; scrapes that come together
+    share one count. Once the store answers (and the count is SCRAPE_MAX_AGE old) they say so."""
+    clock = FakeClock(wall=time.time())
+    gw = await _large_outbox(pg_storage, tmp_path, clock)
+    try:
+        outbox = publishing_feature(gw).outbox
+        assert outbox is not None
+        queries = CountQueries(outbox.db)
+        async with aiohttp.ClientSession() as s:
+            got = await scrape(s, gw.url)
+            assert got["cutover_store_up"] == 1.0 and queries.seen == 1
+            clock.advance(SCRAPE_MAX_AGE)
+            async with write_lock(pg_storage, "publishing_jobs", readers=True):
+                queries.hold()  # the count goes to the store once all five scrapes wait
+                scrapes = _scrapes_together(gw, 5, queries.release)
+                results = await asyncio.wait_for(scrapes, 60)  # each a 200
+                assert queries.seen == 2  # one count for the five, given up at the bound
+                for got in results:
+                    assert got["cutover_store_up"] == 0.0
+                    assert got['cutover_publishing_pending_jobs{target="a"}'] == 50_000
+            got = await scrape(s, gw.url)  # a count that failed is not reused
+            assert got["cutover_store_up"] == 1.0 and queries.seen == 3
+    finally:
+        await gw.close()

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from cutover.core.clock import FakeClock
+from cutover.core.db import StoreUnavailable
 from cutover.publishing.outbox import Outbox, alert_from_json, alert_to_json
-from tests.integration.publishing_helpers import make_alert
+from tests.integration.publishing_helpers import CountQueries, make_alert
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -184,3 +185,65 @@ async def test_a_claim_with_a_time_bound_leases_nothing_when_it_runs_out(db, tmp
         assert await outbox.backlog(timeout=5.0) == 1  # counted beside the writer
     [job] = await outbox.claim("w2", limit=10, lease=30, timeout=5.0)
     assert job.fingerprint == "fp-bound"
+
+
+async def test_recent_counts_share_one_query_and_reuse_it_until_max_age(db):
+    """Callers that arrive while a count runs wait for that one; a count younger than
+    `max_age` (on the injected clock) is reused; `counts` always reads the store."""
+    clock = FakeClock()
+    outbox = Outbox(db, clock)
+    await outbox.setup()
+    await put(outbox, make_alert("fp1"), ["t1", "t2"])
+    queries = CountQueries(db)
+    queries.hold()
+    callers = [
+        asyncio.create_task(outbox.recent_counts(max_age=1.0, timeout=60)) for _ in range(10)
+    ]
+    await asyncio.wait_for(queries.entered.wait(), 30)  # every caller has asked by now
+    queries.release()
+    first = {"t1": {"pending": 1}, "t2": {"pending": 1}}
+    assert await asyncio.gather(*callers) == [first] * 10
+    assert queries.seen == 1
+    await put(outbox, make_alert("fp2"), ["t1"])
+    clock.advance(0.5)
+    assert await outbox.recent_counts(max_age=1.0, timeout=60) == first  # reused
+    assert queries.seen == 1
+    second = {"t1": {"pending": 2}, "t2": {"pending": 1}}
+    assert await outbox.counts() == second  # exact: read now
+    assert queries.seen == 2
+    clock.advance(0.5)  # the reused count is max_age old
+    assert await outbox.recent_counts(max_age=1.0, timeout=60) == second
+    assert queries.seen == 3
+
+
+async def test_recent_counts_that_fail_or_hang_are_not_reused(db):
+    clock = FakeClock()
+    outbox = Outbox(db, clock)
+    await outbox.setup()
+    await put(outbox, make_alert("fp1"), ["t1"])
+    queries = CountQueries(db)
+    queries.hold()  # the store does not answer
+    waiting = [
+        asyncio.create_task(outbox.recent_counts(max_age=1.0, timeout=0.2)) for _ in range(3)
+    ]
+    for outcome in await asyncio.gather(*waiting, return_exceptions=True):
+        assert isinstance(outcome, TimeoutError)
+    assert queries.seen == 1  # one query for all three, given up at its bound
+    queries.release()
+    assert await outbox.recent_counts(max_age=1.0, timeout=60) == {"t1": {"pending": 1}}
+    assert queries.seen == 2
+    fetch = db.fetch
+
+    async def refused(sql, *args):
+        if CountQueries.SQL in sql:
+            raise StoreUnavailable("injected")
+        return await fetch(sql, *args)
+
+    db.fetch = refused
+    clock.advance(1.0)
+    with pytest.raises(StoreUnavailable):
+        await outbox.recent_counts(max_age=1.0, timeout=60)
+    db.fetch = fetch
+    await put(outbox, make_alert("fp2"), ["t1"])
+    assert await outbox.recent_counts(max_age=1.0, timeout=60) == {"t1": {"pending": 2}}
+    assert queries.seen == 3
