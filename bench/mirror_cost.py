@@ -11,6 +11,8 @@ answer as the primary and a slightly different one as the candidate (`--sides`, 
   `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms); the fast path
   serves it and takes the copy;
 - `mirror-noshed`: the same with `shed_lag: off`, i.e. the mirror takes whatever CPU it needs;
+- `mirror-nonoise`: `mirror` with `parity.mirror.noise: false` (the primary backend is not
+  asked a second time);
 - `mirror-inline`: `mirror` with `parity.mirror.process: false` (the mirror's work on the
   gateway's own event loop, as before the mirror process);
 - `plain-aiohttp`, `mirror-aiohttp`: `plain` and `mirror` with `fast_path: false` (aiohttp
@@ -55,7 +57,15 @@ from cutover.bench.overhead import (
 
 __all__ = ["DEFAULT_SIDES", "SIDES", "main", "mirror_counts", "render_table"]
 
-SIDES = ("plain", "plain-aiohttp", "mirror", "mirror-noshed", "mirror-inline", "mirror-aiohttp")
+SIDES = (
+    "plain",
+    "plain-aiohttp",
+    "mirror",
+    "mirror-noshed",
+    "mirror-nonoise",
+    "mirror-inline",
+    "mirror-aiohttp",
+)
 DEFAULT_SIDES = ("plain", "mirror", "mirror-inline")
 PATH = "/alerts/1.json"
 
@@ -109,6 +119,7 @@ def gateway_conf(
     shed = "off" if side == "mirror-noshed" else shed_lag
     fast = "false" if side.endswith("-aiohttp") else "true"
     process = "false" if side == "mirror-inline" else "true"
+    noise = "false" if side == "mirror-nonoise" else "true"
     return (
         f"listen: 127.0.0.1:{port}\n"
         f"fast_path: {fast}\n"
@@ -122,7 +133,7 @@ def gateway_conf(
         "  - name: default\n"
         "    split: {primary: 100}\n"
         f"{mirror}"
-        f"parity: {{mirror: {{shed_lag: {shed}, process: {process}}}}}\n"
+        f"parity: {{mirror: {{shed_lag: {shed}, process: {process}, noise: {noise}}}}}\n"
     )
 
 

@@ -33,6 +33,7 @@ def test_every_side_is_a_valid_config(tmp_path: Path, side: str) -> None:
     assert config.parity is not None
     assert config.parity.mirror.shed_lag == (0.0 if side == "mirror-noshed" else 0.001)
     assert config.parity.mirror.process is (side != "mirror-inline")
+    assert config.parity.mirror.noise is (side != "mirror-nonoise")
 
 
 def test_the_candidate_differs_from_the_primary() -> None:
