@@ -46,6 +46,7 @@ from cutover.parity.mirror import MirrorJob, Outcome, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
 
 if TYPE_CHECKING:
+    from cutover.core.clock import Clock
     from cutover.core.config_model import Backend
     from cutover.parity.config import ParityConfig
     from cutover.proxy.upstreams import Upstream
@@ -58,6 +59,7 @@ NICE = 10  # the child's CPU priority below the gateway's (and SCHED_IDLE where 
 _HEAD = struct.Struct("!I")
 MAX_FRAME = 256 * 2**20  # a frame larger than this is a broken pipe, not a message
 MAX_PIPE_BUFFER = 64 * 2**20  # bytes waiting in the gateway's end of the pipe before drops
+WATCH_EVERY = 1.0  # seconds between two looks at the oldest job the child holds
 RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools are closed
 
 
@@ -108,15 +110,23 @@ class MirrorProcess:
         book: Callable[[list[Outcome]], Awaitable[None]],
         lost: Callable[[str], None],
         capacity: int,
+        clock: Clock,
+        stall_after: float,
     ) -> None:
         self._spec = spec
         self._book = book
         self._lost = lost  # one call per job the child held when it died (route)
         self.capacity = capacity
+        self.clock = clock
+        # A job held longer than this means the child stopped (or gets no CPU at all): it is
+        # killed and started again. The oldest held job is the first in `_held` (insertion
+        # order is submission order).
+        self.stall_after = stall_after
         self._proc: asyncio.subprocess.Process | None = None
-        self._held: dict[int, str] = {}  # job number -> route, while the child holds it
+        self._held: dict[int, tuple[str, float]] = {}  # job number -> route, when submitted
         self._next = 0
         self._closing = False
+        self._stalled: float | None = None  # how long the oldest job was held when killed
         self.pid: int | None = None
 
     @property
@@ -138,7 +148,7 @@ class MirrorProcess:
         self._next += 1
         message = ("job", number, ts, job.to_wire())
         stdin.write(frame(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)))
-        self._held[number] = job.route
+        self._held[number] = (job.route, self.clock.monotonic())
         return True
 
     def reconfigure(self) -> None:
@@ -181,6 +191,8 @@ class MirrorProcess:
         await self.spawn()
         proc = self._proc
         assert proc is not None
+        self._stalled = None
+        watchdog = asyncio.create_task(self._watch(proc))
         try:
             assert proc.stdout is not None
             while (payload := await read_frame(proc.stdout)) is not None:
@@ -192,17 +204,37 @@ class MirrorProcess:
                 if outcomes:
                     await self._book(outcomes)
             code = await proc.wait()
+            if self._stalled is not None:
+                raise MirrorProcessExited(
+                    f"the mirror process held a copy for {self._stalled:.0f}s (stopped, or given"
+                    " no CPU at all): killed"
+                )
             if not self._closing:
                 raise MirrorProcessExited(f"the mirror process exited ({code})")
         finally:
+            watchdog.cancel()
             self._proc = None
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
             held, self._held = self._held, {}
-            for route in held.values():
+            for route, _ in held.values():
                 self._lost(route)
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Kill a child that holds a job past `stall_after` (its outcome never came)."""
+        while proc.returncode is None:
+            await asyncio.sleep(WATCH_EVERY)
+            oldest = next(iter(self._held.values()), None)
+            if oldest is None:
+                continue
+            held_for = self.clock.monotonic() - oldest[1]
+            if held_for > self.stall_after:
+                self._stalled = held_for
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                return
 
 
 # -- the child ---------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ __all__ = ["MIRROR_HEADER", "ParityFeature", "RequestCopy", "Tap"]
 log = logging.getLogger("cutover.parity")
 
 REFRESH_SECONDS = 5.0  # how often the windows are reloaded from the store (all workers agree)
+STALL_MARGIN = 30.0  # seconds beyond its deadlines before a silent mirror process is killed
 STOP_GRACE = 2.0  # seconds the mirror process gets at shutdown to finish the jobs it holds
 _CAPTURE_DROP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
@@ -303,13 +304,16 @@ class ParityFeature(Feature):
         if wanted == self._mode:
             if self.process is not None:  # a reload: the child gets the new backends, rules
                 self.process.capacity = mirror.queue
+                self.process.stall_after = self._stall_after()
                 self.process.reconfigure()
             return
         await self._stop_mirror()
         self._mode = wanted
         tasks = self.gw.tasks
         if wanted == "process":
-            self.process = MirrorProcess(self._spec, self._book, self._lost, mirror.queue)
+            self.process = MirrorProcess(
+                self._spec, self._book, self._lost, mirror.queue, self.gw.clock, self._stall_after()
+            )
             await self.process.spawn()
             self._mirror_tasks.append(tasks.start("parity-mirror-process", self.process.run))
         elif wanted == "workers":
@@ -538,6 +542,12 @@ class ParityFeature(Feature):
         config = self.gw.config
         store = self.gw.store_location()
         return MirrorSpec(dict(config.backends), self.settings, config.headers.request_id, store)
+
+    def _stall_after(self) -> float:
+        """How long the mirror process may hold one job: its wait for a worker and its own
+        exchange (a mirror timeout each), the store write, and a wide margin for a child
+        that gets little CPU."""
+        return 2 * self.settings.mirror.timeout + STORE_TIMEOUT + STALL_MARGIN
 
     def _lost(self, route: str) -> None:
         """A job the mirror process held when it died: dropped."""

@@ -401,6 +401,51 @@ async def test_parity_mirror_process(tmp_path, started, caplog) -> None:
             os.kill(first, 0)  # the killed child was reaped, not left a zombie
 
 
+async def test_a_stopped_mirror_process_is_killed_and_started_again(
+    tmp_path, started, caplog
+) -> None:
+    """A child that stops answering (SIGSTOP: hung, or given no CPU at all) holds its jobs
+    forever and would drop every later copy: once its oldest job is held past the stall
+    deadline (on the gateway's clock) it is killed and started again."""
+    clock = FakeClock()
+    async with samples() as (primary, candidate):
+        gw = await launch(started, config_for(primary, candidate, tmp_path), clock)
+        feature = parity_feature(gw)
+        process = feature.process
+        assert process is not None and process.pid is not None
+        first = process.pid
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/alerts/1") as resp:  # the child is up and answers
+                assert resp.status == 200
+            await wait_for(lambda: len(feature.windows.get("default", ())) == 1, deadline=30)
+            os.kill(first, signal.SIGSTOP)
+            try:
+                for i in range(3):
+                    async with http.get(gw.url + f"/alerts/{i + 2}") as resp:
+                        assert resp.status == 200
+                await wait_for(lambda: process.in_flight == 3)
+                clock.advance(process.stall_after - 1)
+                await asyncio.sleep(1.5)  # the watchdog looked: not yet
+                assert process.pid == first and process.in_flight == 3
+                clock.advance(2)
+                error = (
+                    f"MirrorProcessExited: the mirror process held a copy for"
+                    f" {process.stall_after + 1:.0f}s (stopped, or given no CPU at all): killed"
+                )
+                await assert_restarted(gw, "parity-mirror-process", caplog, error=error)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(first, signal.SIGCONT)
+            dropped = {"route": "default", "result": "dropped"}
+            name = "cutover_parity_mirror_requests_total"
+            assert gw.metrics.registry.get_sample_value(name, dropped) == 3.0
+            await wait_for(lambda: process.pid not in (None, first), deadline=30)
+            async with http.get(gw.url + "/alerts/5") as resp:
+                assert resp.status == 200
+        await wait_for(lambda: len(feature.windows.get("default", ())) == 2, deadline=30)
+        assert process.in_flight == 0
+
+
 async def test_parity_results(tmp_path, started, monkeypatch, caplog) -> None:
     """A bug in the results writer's commit: that result is not stored (counted), the writer
     is counted and started again, and the next result is stored."""
