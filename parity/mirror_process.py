@@ -58,7 +58,7 @@ log = logging.getLogger("cutover.parity")
 NICE = 10  # the child's CPU priority below the gateway's (and SCHED_IDLE where there is one)
 _HEAD = struct.Struct("!I")
 MAX_FRAME = 256 * 2**20  # a frame larger than this is a broken pipe, not a message
-MAX_PIPE_BUFFER = 64 * 2**20  # bytes waiting in the gateway's end of the pipe before drops
+MAX_HELD_BYTES = 64 * 2**20  # job bytes the child may hold (bodies up to max_body each)
 WATCH_EVERY = 1.0  # seconds between two looks at the oldest job the child holds
 RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools are closed
 
@@ -123,7 +123,9 @@ class MirrorProcess:
         # order is submission order).
         self.stall_after = stall_after
         self._proc: asyncio.subprocess.Process | None = None
-        self._held: dict[int, tuple[str, float]] = {}  # job number -> route, when submitted
+        self._held: dict[int, tuple[str, float, int]] = {}  # job -> route, when, frame size
+        self.held_bytes = 0
+        self.max_held_bytes = MAX_HELD_BYTES
         self._next = 0
         self._closing = False
         self._stalled: float | None = None  # how long the oldest job was held when killed
@@ -135,20 +137,23 @@ class MirrorProcess:
 
     def submit(self, job: MirrorJob, ts: float) -> bool:
         """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
-        take it now (not running, stopping, `capacity` jobs held, or the pipe backed up): the
-        caller counts it as dropped."""
+        take it now (not running, stopping, `capacity` jobs or `max_held_bytes` held: bodies
+        can be large): the caller counts it as dropped."""
         proc = self._proc
         if proc is None or self._closing or len(self._held) >= self.capacity:
             return False
         stdin = proc.stdin
         assert stdin is not None
-        if stdin.is_closing() or stdin.transport.get_write_buffer_size() > MAX_PIPE_BUFFER:
+        if stdin.is_closing():
             return False
         number = self._next
+        message = frame(pickle.dumps(("job", number, ts, job.to_wire()), pickle.HIGHEST_PROTOCOL))
+        if self.held_bytes + len(message) > self.max_held_bytes:
+            return False
         self._next += 1
-        message = ("job", number, ts, job.to_wire())
-        stdin.write(frame(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)))
-        self._held[number] = (job.route, self.clock.monotonic())
+        stdin.write(message)
+        self._held[number] = (job.route, self.clock.monotonic(), len(message))
+        self.held_bytes += len(message)
         return True
 
     def reconfigure(self) -> None:
@@ -198,7 +203,9 @@ class MirrorProcess:
             while (payload := await read_frame(proc.stdout)) is not None:
                 outcomes = []
                 for number, *values in orjson.loads(payload):
-                    self._held.pop(number, None)
+                    held = self._held.pop(number, None)
+                    if held is not None:
+                        self.held_bytes -= held[2]
                     if values:  # none: nothing to book (the candidate left the config)
                         outcomes.append(Outcome.of_wire(values))
                 if outcomes:
@@ -219,7 +226,8 @@ class MirrorProcess:
                     proc.kill()
                 await proc.wait()
             held, self._held = self._held, {}
-            for route, _ in held.values():
+            self.held_bytes = 0
+            for route, _, _ in held.values():
                 self._lost(route)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:

@@ -236,3 +236,33 @@ def test_an_outcome_crosses_the_pipe_unchanged(
     skipped = "response_too_large" if row is None else None
     outcome = Outcome("r", failure, skipped, row)
     assert Outcome.of_wire(orjson.loads(orjson.dumps(outcome.to_wire()))) == outcome
+
+
+async def test_the_bytes_the_child_holds_are_bounded(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """Copies carry bodies up to max_body each: the child holds `max_held_bytes` at most, more
+    copies are dropped and counted, and every byte is given back once the outcomes are in."""
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()
+        gw = await start(gateways, config_for(primary, candidate, tmp_path))
+        parity = feature(gw)
+        process = parity.process
+        assert process is not None
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/alerts/1") as resp:
+                assert resp.status == 200
+            await wait_for(lambda: process.in_flight == 1)
+            one = process.held_bytes
+            assert one > 100
+            process.max_held_bytes = int(2.5 * one)
+            for i in range(5):
+                async with http.get(gw.url + f"/alerts/{i + 2}") as resp:
+                    assert resp.status == 200
+            assert process.in_flight == 2 and process.held_bytes <= process.max_held_bytes
+            name = "cutover_parity_mirror_requests_total"
+            dropped = {"route": "default", "result": "dropped"}
+            assert gw.metrics.registry.get_sample_value(name, dropped) == 4.0
+            candidate.gate.set()
+        await wait_for(lambda: len(parity.windows["default"]) == 2, deadline=30)
+        assert process.in_flight == 0 and process.held_bytes == 0
