@@ -17,8 +17,18 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["EndpointStats", "FieldStats", "Sample", "Thresholds", "analyse", "is_reported"]
+__all__ = [
+    "EndpointStats",
+    "FieldStats",
+    "Sample",
+    "Thresholds",
+    "WindowCounts",
+    "analyse",
+    "diff_rate",
+    "is_reported",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +148,79 @@ def _endpoint(name: str, samples: list[Sample], thresholds: Thresholds) -> Endpo
         differing=differing,
         fields=tuple(stats),
     )
+
+
+def diff_rate(stats: Iterable[EndpointStats]) -> float:
+    """Share of the analysed requests without a reported difference, from 0.0 to 1.0."""
+    total = differing = 0
+    for e in stats:
+        total += e.requests
+        differing += e.differing
+    return 1.0 - differing / total if total else 1.0
+
+
+class _Counts:
+    """One endpoint's counts in a window."""
+
+    __slots__ = ("noise", "raw", "requests", "signatures")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.raw: Counter[str] = Counter()
+        self.noise: Counter[str] = Counter()
+        # How many samples differed in exactly these fields: `differing` without a pass.
+        self.signatures: Counter[frozenset[str]] = Counter()
+
+
+class WindowCounts:
+    """What `diff_rate(analyse(window))` needs, kept up to date as samples enter and leave a
+    window, so the rate costs a pass over the fields that differ rather than over the window
+    (a parity gate asks for it on every tick, the gauge once a second)."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, _Counts] = {}
+
+    def add(self, sample: Sample) -> None:
+        counts = self._endpoints.get(sample.endpoint)
+        if counts is None:
+            counts = self._endpoints[sample.endpoint] = _Counts()
+        counts.requests += 1
+        counts.raw.update(sample.raw.keys())
+        if sample.noise:
+            counts.noise.update(sample.noise)
+        counts.signatures[frozenset(sample.raw)] += 1
+
+    def remove(self, sample: Sample) -> None:
+        """Take out a sample `add` counted (the window's oldest, when a new one pushes it out)."""
+        counts = self._endpoints[sample.endpoint]
+        counts.requests -= 1
+        if counts.requests == 0:
+            del self._endpoints[sample.endpoint]
+            return
+        _take(counts.raw, sample.raw.keys())
+        if sample.noise:
+            _take(counts.noise, sample.noise)
+        _take(counts.signatures, (frozenset(sample.raw),))
+
+    def rate(self, thresholds: Thresholds) -> float:
+        """`diff_rate(analyse(samples, thresholds))` of the samples counted now."""
+        total = differing = 0
+        for counts in self._endpoints.values():
+            total += counts.requests
+            reported = {
+                f
+                for f, n in counts.raw.items()
+                if is_reported(n, counts.noise[f], counts.requests, thresholds)[0]
+            }
+            if reported:
+                differing += sum(n for sig, n in counts.signatures.items() if sig & reported)
+        return 1.0 - differing / total if total else 1.0
+
+
+def _take(counter: Counter[Any], keys: Iterable[Any]) -> None:
+    for key in keys:
+        left = counter[key] - 1
+        if left:
+            counter[key] = left
+        else:
+            del counter[key]

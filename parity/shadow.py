@@ -27,7 +27,6 @@ mirrored or captured: the others stream through untouched and are counted as ski
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -55,9 +54,10 @@ from cutover.parity.diff import compile_pattern
 from cutover.parity.lag import INTERVAL, LoopLag
 from cutover.parity.mirror import MIRROR_HEADER, MirrorJob, Outcome, exchange, sample_of
 from cutover.parity.mirror_process import MirrorProcess, MirrorSpec
-from cutover.parity.noise import EndpointStats, Sample, analyse
+from cutover.parity.noise import EndpointStats, Sample, analyse, diff_rate
 from cutover.parity.report import endpoint_json
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, prune
+from cutover.parity.window import ResultWindow
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import MetricSet, counter, gauge
 from cutover.routing.canary import ParityReading
@@ -235,7 +235,7 @@ class ParityFeature(Feature):
         self.settings: ParityConfig = ParityConfig()
         self.routes: dict[str, Route] = {}
         # Latest comparisons per mirrored route: (store row id or None, sample).
-        self.windows: dict[str, collections.deque[tuple[int | None, Sample]]] = {}
+        self.windows: dict[str, ResultWindow] = {}
         self.queue: asyncio.Queue[MirrorJob] | None = None  # the own workers' jobs
         self.process: MirrorProcess | None = None  # or the mirror process's
         self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
@@ -268,7 +268,8 @@ class ParityFeature(Feature):
         for name, route in self.routes.items():
             if route.mirror is not None:
                 old = self.windows.get(name)
-                self.windows[name] = collections.deque(old or (), maxlen=self.settings.window)
+                if old is None or old.size != self.settings.window:
+                    self.windows[name] = ResultWindow(self.settings.window, old or ())
                 for result in ("queued", "dropped", "shed"):
                     self.metrics.mirrored.labels(name, result)
                 for result in ("same", "differ"):
@@ -681,9 +682,8 @@ class ParityFeature(Feature):
                 # Results this worker stored after the query ran are kept as well.
                 top = max((r["id"] for r in rows), default=0)
                 newer = [(i, s) for i, s in self.windows.get(name, ()) if i is not None and i > top]
-                self.windows[name] = collections.deque(
-                    [*((r["id"], self._sample(r)) for r in rows), *newer],
-                    maxlen=self.settings.window,
+                self.windows[name] = ResultWindow(
+                    self.settings.window, [*((r["id"], self._sample(r)) for r in rows), *newer]
                 )
                 self._rate_at.pop(name, None)
                 self._update_rate(name)
@@ -718,7 +718,7 @@ class ParityFeature(Feature):
         window = self.windows.get(route)
         if not window or len(window) < self.settings.min_samples:
             return None
-        return _rate(analyse((s for _, s in window), self.settings.thresholds))
+        return window.rate(self.settings.thresholds)
 
     def parity_reading(self, route: str) -> ParityReading:
         """What the canary's parity gate judges: the rate, the pairs compared, the minimum."""
@@ -757,7 +757,7 @@ class ParityFeature(Feature):
             samples = (
                 [self._sample(r) for r in rows]
                 if rows is not None
-                else [s for _, s in self.windows[name]]
+                else self.windows[name].samples()
             )
             stats = analyse(samples, self.settings.thresholds)
             endpoints = []
@@ -772,7 +772,9 @@ class ParityFeature(Feature):
                     "methods": sorted(route.mirror.methods),
                 },
                 "compared": len(samples),
-                "parity_rate": _rate(stats) if len(samples) >= self.settings.min_samples else None,
+                "parity_rate": (
+                    diff_rate(stats) if len(samples) >= self.settings.min_samples else None
+                ),
                 "min_samples": self.settings.min_samples,
                 "endpoints": endpoints,
             }
@@ -863,12 +865,6 @@ class ParityFeature(Feature):
 
         for route, ok in await asyncio.to_thread(write):
             self.metrics.captured.labels(route, "written" if ok else "dropped").inc()
-
-
-def _rate(stats: tuple[EndpointStats, ...]) -> float:
-    total = sum(e.requests for e in stats)
-    differing = sum(e.differing for e in stats)
-    return 1.0 - differing / total if total else 1.0
 
 
 def _examples(e: EndpointStats, rows: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
