@@ -10,7 +10,8 @@ answer as the primary and a slightly different one as the candidate (`--sides`, 
 - `mirror`: the same route with `mirror: {to: candidate, percent: 100}` and
   `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms); the fast path
   serves it and takes the copy;
-- `mirror-noshed`: the same with `shed_lag: off`, i.e. the mirror takes whatever CPU it needs;
+- `mirror-noshed`: the same with `shed_lag: off` and `shed_wait: off`, i.e. the mirror takes
+  whatever CPU it needs;
 - `mirror-nonoise`: `mirror` with `parity.mirror.noise: false` (the primary backend is not
   asked a second time);
 - `mirror-inline`: `mirror` with `parity.mirror.process: false` (the mirror's work on the
@@ -113,10 +114,17 @@ def origin_conf(prefix: str, primary: int, candidate: int, docroot: str) -> str:
 
 
 def gateway_conf(
-    port: int, primary: int, candidate: int, side: str, storage: str, shed_lag: str = "5ms"
+    port: int,
+    primary: int,
+    candidate: int,
+    side: str,
+    storage: str,
+    shed_lag: str = "5ms",
+    shed_wait: str = "20%",
 ) -> str:
     mirror = "" if side.startswith("plain") else "    mirror: {to: candidate, percent: 100}\n"
     shed = "off" if side == "mirror-noshed" else shed_lag
+    wait = "off" if side == "mirror-noshed" else shed_wait
     fast = "false" if side.endswith("-aiohttp") else "true"
     process = "false" if side == "mirror-inline" else "true"
     noise = "false" if side == "mirror-nonoise" else "true"
@@ -133,12 +141,14 @@ def gateway_conf(
         "  - name: default\n"
         "    split: {primary: 100}\n"
         f"{mirror}"
-        f"parity: {{mirror: {{shed_lag: {shed}, process: {process}, noise: {noise}}}}}\n"
+        f"parity: {{mirror: {{shed_lag: {shed}, shed_wait: '{wait}', process: {process},"
+        f" noise: {noise}}}}}\n"
     )
 
 
 _SAMPLE = re.compile(r"^(cutover_parity_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$", re.M)
 _LAG = re.compile(r"^cutover_parity_loop_lag_seconds(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
+_WAIT = re.compile(r"^cutover_parity_loop_cpu_wait_ratio(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
 
 
 def mirror_counts(metrics_text: str) -> dict[str, float]:
@@ -170,13 +180,18 @@ class LagWatch:
     def __init__(self, port: int) -> None:
         self.port = port
         self.values: list[float] = []
+        self.waits: list[float] = []  # the loop's run-queue wait, percent
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
             try:
-                found = _LAG.search(_metrics(self.port))
+                text = _metrics(self.port)
+                found = _LAG.search(text)
+                waited = _WAIT.search(text)
+                if waited:
+                    self.waits.append(float(waited[1]) * 100.0)
             except OSError:
                 continue
             if found:
@@ -229,8 +244,8 @@ def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     out = [
         "| rate/s | side | p50 ms | p99 ms | p50 / plain | p99 / plain | failed"
         " | gateway CPU µs/request | mirror process CPU µs/copy"
-        " | loop lag ms (median / max) | mirror queued | shed | dropped | compared |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | loop lag ms (median / max) | CPU wait % | mirror queued | shed | dropped | compared |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {r["rate"]: r for r in rows if r["side"] == "plain"}
     for r in rows:
@@ -255,7 +270,9 @@ def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         out.append(
             f"| {r['rate']:g} | {r['side']} | {r['p50']:.2f} | {r['p99']:.2f} | {p50r} | {p99r}"
             f" | {r['failed']} | {gateway} | {child}"
-            f" | {c['lag_median']:.1f} / {c['lag_max']:.1f} | " + " | ".join(mirror) + " |"
+            f" | {c['lag_median']:.1f} / {c['lag_max']:.1f} | {c.get('wait_median', 0):.0f} | "
+            + " | ".join(mirror)
+            + " |"
         )
     return out
 
@@ -267,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--shed-lag", default="5ms", help="parity.mirror.shed_lag of `mirror`")
+    parser.add_argument("--shed-wait", default="20%", help="parity.mirror.shed_wait of `mirror`")
     parser.add_argument(
         "--sides", default=",".join(DEFAULT_SIDES), help=f"comma-separated, of {', '.join(SIDES)}"
     )
@@ -301,7 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path = tmp / f"{side}.yaml"
                 path.write_text(
                     gateway_conf(
-                        port, primary, candidate, side, str(tmp / f"{side}.db"), args.shed_lag
+                        port,
+                        primary,
+                        candidate,
+                        side,
+                        str(tmp / f"{side}.db"),
+                        args.shed_lag,
+                        args.shed_wait,
                     )
                 )
                 cmd = [sys.executable, "-m", "cutover", "serve", "-c", str(path)]
@@ -336,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         delta["mirror_cpu"] = cpu_after[1] - cpu_before[1]
                         delta["lag_median"] = statistics.median(lags)
                         delta["lag_max"] = max(lags)
+                        delta["wait_median"] = statistics.median(watch.waits or [0.0])
                         runs[side].append((result, delta))
                         lat = result.latency_ms
                         print(
@@ -353,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }  # fmt: skip
                     counts["lag_median"] = statistics.median(d["lag_median"] for _, d in results)
                     counts["lag_max"] = max(d["lag_max"] for _, d in results)
+                    counts["wait_median"] = statistics.median(d["wait_median"] for _, d in results)
                     rows.append(
                         {
                             "rate": rate,

@@ -11,7 +11,7 @@
       thresholds: {relative: 20, absolute: 0.03}
       endpoints: ["/silences/{name}/expire"]
       mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 5ms,
-               process: true}
+               shed_wait: 20%, process: true}
       window: 1000
       min_samples: 20
 
@@ -47,6 +47,7 @@ class MirrorSettings:
     max_body: int = 1 * MiB  # largest response body captured for comparison, per side
     noise: bool = True  # ask the primary again (safe methods only) to learn its noise
     shed_lag: float = 0.005  # event-loop lag above which mirror work is shed; 0 = never
+    shed_wait: float = 0.2  # share of time the loop waits for a CPU above which it is shed
     process: bool = True  # mirror work in a child process at lower CPU priority (else inline)
 
 
@@ -158,7 +159,7 @@ def _templates(ctx: kit.Ctx, value: object, path: str) -> tuple[str, ...]:
 
 
 def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
-    keys = ("queue", "workers", "timeout", "max_body", "noise", "shed_lag", "process")
+    keys = ("queue", "workers", "timeout", "max_body", "noise", "shed_lag", "shed_wait", "process")
     m = kit.section(ctx, value, path, keys)
     d = MirrorSettings()
     return MirrorSettings(
@@ -168,8 +169,23 @@ def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
         max_body=kit.field(ctx, m, "max_body", path, kit.size(), d.max_body),
         noise=kit.field(ctx, m, "noise", path, kit.boolean, d.noise),
         shed_lag=kit.field(ctx, m, "shed_lag", path, _shed_lag, d.shed_lag),
+        shed_wait=kit.field(ctx, m, "shed_wait", path, _shed_wait, d.shed_wait),
         process=kit.field(ctx, m, "process", path, kit.boolean, d.process),
     )
+
+
+def _shed_wait(ctx: kit.Ctx, value: object, path: str) -> float:
+    """A percentage such as 20% (or 20), or off (0): the run-queue wait never sheds."""
+    if kit.is_off(value):
+        return 0.0
+    text = value.strip().removesuffix("%") if isinstance(value, str) else value
+    try:
+        percent = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        percent = -1.0
+    if isinstance(value, bool) or not 0 <= percent <= 100:
+        ctx.fail(path, "a percentage from 0 to 100 (e.g. 20%), or off", value)
+    return percent / 100.0
 
 
 def _shed_lag(ctx: kit.Ctx, value: object, path: str) -> float:

@@ -178,7 +178,7 @@ class ParityMetrics(MetricSet):
     mirrored: Counter = counter(
         "cutover_parity_mirror_requests_total",
         "Sampled requests for the mirror, by route and result (queued, dropped: queue full, "
-        "shed: the event loop lagged over parity.mirror.shed_lag).",
+        "shed: the gateway was short of CPU, parity.mirror.shed_lag or shed_wait).",
         ["route", "result"],
     )
     skipped: Counter = counter(
@@ -211,6 +211,12 @@ class ParityMetrics(MetricSet):
     lag: Gauge = gauge(
         "cutover_parity_loop_lag_seconds",
         "Smoothed event-loop lag the mirror sheds by (how late a 50 ms timer wakes).",
+        mode="livemax",
+    )
+    cpu_wait: Gauge = gauge(
+        "cutover_parity_loop_cpu_wait_ratio",
+        "Smoothed share of time the event loop's thread was ready to run but waited for a CPU "
+        "(Linux schedstat); the mirror sheds by it too.",
         mode="livemax",
     )
     store_errors: Counter = counter(
@@ -262,6 +268,7 @@ class ParityFeature(Feature):
     def _configure(self, config: CutoverConfig) -> None:
         self.settings = config.parity or ParityConfig()
         self.lag.threshold = self.settings.mirror.shed_lag
+        self.lag.wait_threshold = self.settings.mirror.shed_wait
         self.routes = {
             r.name: r for r in config.routes if r.mirror is not None or r.capture is not None
         }
@@ -351,6 +358,7 @@ class ParityFeature(Feature):
     def _probed(self) -> None:
         lag = self.lag
         self.metrics.lag.set(lag.lag)
+        self.metrics.cpu_wait.set(lag.wait)
         was, self._shedding = self._shedding, lag.shedding
         if not self._shedding or was:
             return
@@ -358,10 +366,13 @@ class ParityFeature(Feature):
         if now - self._shed_logged >= 60.0:  # one line a minute at most
             self._shed_logged = now
             log.warning(
-                "parity: event-loop lag %.1f ms over parity.mirror.shed_lag %.1f ms:"
+                "parity: short of CPU (event-loop lag %.1f ms, parity.mirror.shed_lag %.1f ms;"
+                " waiting for a CPU %.0f%% of the time, parity.mirror.shed_wait %.0f%%):"
                 " shedding mirror work",
                 lag.lag * 1000,
                 lag.threshold * 1000,
+                lag.wait * 100,
+                lag.wait_threshold * 100,
             )
 
     def in_flight(self) -> dict[str, int]:

@@ -32,6 +32,7 @@ def test_every_side_is_a_valid_config(tmp_path: Path, side: str) -> None:
     assert config.fast_path is (not side.endswith("-aiohttp"))
     assert config.parity is not None
     assert config.parity.mirror.shed_lag == (0.0 if side == "mirror-noshed" else 0.001)
+    assert config.parity.mirror.shed_wait == (0.0 if side == "mirror-noshed" else 0.2)
     assert config.parity.mirror.process is (side != "mirror-inline")
     assert config.parity.mirror.noise is (side != "mirror-nonoise")
 
@@ -63,17 +64,18 @@ def test_the_table_gives_ratios_to_plain_at_the_same_rate() -> None:
              "lag_max": 2.0, "requests": 1000, "gateway_cpu": 0.05, "mirror_cpu": 0.0}  # fmt: skip
     counts = {"queued": 5, "shed": 1, "dropped": 0, "compared": 5, "lag_median": 0.1,
               "lag_max": 2.0, "requests": 1000, "gateway_cpu": 0.06,
-              "mirror_cpu": 0.002}  # fmt: skip
+              "mirror_cpu": 0.002, "wait_median": 12.0}  # fmt: skip
     rows = [
         {"rate": 200.0, "side": "plain", "p50": 0.5, "p99": 2.0, "failed": 0, "counts": plain},
         {"rate": 200.0, "side": "mirror", "p50": 1.0, "p99": 3.0, "failed": 0, "counts": counts},
     ]
     table = render_table(rows)
     assert table[2].startswith(
-        "| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | 0 | 50 | - | 0.1 / 2.0 | - |"
+        "| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | 0 | 50 | - | 0.1 / 2.0 | 0 | - |"
     )
     assert table[3] == (
-        "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | 0 | 60 | 400 | 0.1 / 2.0 | 5 | 1 | 0 | 5 |"
+        "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | 0 | 60 | 400 | 0.1 / 2.0 | 12"
+        " | 5 | 1 | 0 | 5 |"
     )
 
 

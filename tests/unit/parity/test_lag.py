@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cutover.parity.lag import INTERVAL, LoopLag
+from cutover.parity.lag import INTERVAL, LoopLag, RunQueueWait
 
 
 def test_shedding_starts_above_the_threshold_and_stops_below_it() -> None:
@@ -62,3 +62,69 @@ async def test_the_probe_measures_how_late_its_timer_wakes() -> None:
     assert seen[2] and seen[3]  # shedding while the loop is 200 ms late
     assert not seen[-1]  # and not once it caught up
     assert lag.probes == 12
+
+
+def test_run_queue_wait_sheds_above_its_threshold_and_never_when_off() -> None:
+    lag = LoopLag(0.020, wait_threshold=0.25)
+    for _ in range(20):
+        lag.observe(0.0, 0.05)  # the loop's thread rarely waits for a CPU
+    assert not lag.shedding
+    for _ in range(5):
+        lag.observe(0.0, 0.6)  # the machine is saturated: the loop keeps up, but waits
+    assert lag.shedding and lag.lag == 0.0 and lag.wait > 0.25
+    for _ in range(10):
+        lag.observe(0.0, 0.0)
+    assert not lag.shedding
+    off = LoopLag(0.020, wait_threshold=0.0)
+    for _ in range(20):
+        off.observe(0.0, 1.0)
+    assert not off.shedding
+    unknown = LoopLag(0.020, wait_threshold=0.25)
+    unknown.observe(0.0, None)  # no schedstat here: the wait is not guessed
+    unknown.observe(0.0, 7.0)  # more than the interval (clock steps): counted as all of it
+    assert unknown.wait == pytest.approx(0.3)
+
+
+class ScriptedWaits(RunQueueWait):
+    def __init__(self, values: list[int | None]) -> None:
+        self.values = iter(values)
+
+    def read(self) -> int | None:
+        return next(self.values)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_probe_measures_the_share_its_thread_waited_for_a_cpu() -> None:
+    now = [0.0]
+    steps = iter(range(4))
+    lag = LoopLag(0.0, wait_threshold=0.1)
+    seen: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        try:
+            next(steps)
+        except StopIteration:
+            raise asyncio.CancelledError from None
+        now[0] += seconds
+
+    # 0 ns, then +25 ms waited in a 50 ms interval, then +0, then unreadable
+    waits = ScriptedWaits([0, 25_000_000, 25_000_000, None, None])
+    with pytest.raises(asyncio.CancelledError):
+        await lag.run(time=lambda: now[0], sleep=sleep, on_probe=lambda: seen.append(lag.wait),
+                      waits=waits)  # fmt: skip
+    assert seen[0] == pytest.approx(0.3 * 0.5)
+    assert seen[1] == pytest.approx(0.15 * 0.7)
+    assert seen[2] == seen[1] and seen[3] == seen[1]  # not known: left as it was
+
+
+def test_the_run_queue_counter_reads_this_threads_schedstat() -> None:
+    counter = RunQueueWait()
+    try:
+        first, second = counter.read(), counter.read()
+        assert first is not None and second is not None and second >= first >= 0
+    finally:
+        counter.close()
+    missing = RunQueueWait("/nonexistent/schedstat")
+    assert missing.read() is None
