@@ -161,10 +161,16 @@ class MirrorProcess:
         self._write(("spec", self._spec()))
 
     def close(self) -> None:
-        """Ask the child to finish what it holds and exit (EOF on its stdin)."""
+        """Ask the child to finish what it holds and exit (EOF on its stdin); one that holds
+        nothing is ended at once (it may still be starting: no need to wait for that)."""
         self._closing = True
         proc = self._proc
-        if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+        if proc is None:
+            return
+        if not self._held and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        elif proc.stdin is not None and not proc.stdin.is_closing():
             proc.stdin.close()
 
     def _write(self, message: tuple[Any, ...]) -> None:
