@@ -71,7 +71,9 @@ __all__ = ["MIRROR_HEADER", "ParityFeature", "RequestCopy", "Tap"]
 
 log = logging.getLogger("cutover.parity")
 
-REFRESH_SECONDS = 5.0  # how often the windows are reloaded from the store (all workers agree)
+REFRESH_SECONDS = 5.0  # how often the windows read what other workers stored (they agree)
+FULL_REFRESH = 12  # every this many refreshes a window is reloaded whole (once a minute)
+_SAMPLE_COLUMNS = "id, endpoint, fields, noise_fields"  # what a window keeps of a result
 STALL_MARGIN = 30.0  # seconds beyond its deadlines before a silent mirror process is killed
 STOP_GRACE = 2.0  # seconds the mirror process gets at shutdown to finish the jobs it holds
 _CAPTURE_DROP = frozenset(
@@ -666,12 +668,18 @@ class ParityFeature(Feature):
     async def _insert_results(self, db: Database, rows: list[tuple[Any, ...]]) -> list[int]:
         return await insert_results(db, rows)
 
-    async def _rows(self, route: str) -> list[dict[str, Any]]:
+    async def _rows(
+        self, route: str, after: int | None = None, columns: str = "*"
+    ) -> list[dict[str, Any]]:
+        """The latest `window` results of `route` (those above id `after` only), oldest first."""
         db = await self._database()
+        newer = "" if after is None else " AND id > $3"
         rows = await db.fetch(
-            "SELECT * FROM parity_results WHERE route = $1 ORDER BY id DESC LIMIT $2",
+            f"SELECT {columns} FROM parity_results WHERE route = $1{newer}"
+            " ORDER BY id DESC LIMIT $2",
             route,
             self.settings.window,
+            *(() if after is None else (after,)),
         )
         rows.reverse()
         return rows
@@ -681,23 +689,32 @@ class ParityFeature(Feature):
         return sample_of(row["endpoint"], row["fields"], row.get("noise_fields"))
 
     async def _refresh_loop(self) -> None:
-        """Reload every mirrored route's window from the store, so that workers agree."""
+        """Read into every mirrored route's window what other workers stored since the last
+        read, so that workers agree; every `FULL_REFRESH`th time, reload it whole (results
+        that were never stored leave it, a store that was swapped is read afresh)."""
+        refreshes = 0
         while True:
             for name, route in list(self.routes.items()):
                 if route.mirror is None:
                     continue
+                window = self.windows.get(name)
+                full = window is None or window.top is None or refreshes % FULL_REFRESH == 0
+                after = None if full or window is None else window.top
                 try:
-                    rows = await self._rows(name)
+                    rows = await self._rows(name, after, _SAMPLE_COLUMNS)
                 except StoreUnavailable:
                     break
-                # Results this worker stored after the query ran are kept as well.
-                top = max((r["id"] for r in rows), default=0)
-                newer = [(i, s) for i, s in self.windows.get(name, ()) if i is not None and i > top]
-                self.windows[name] = ResultWindow(
-                    self.settings.window, [*((r["id"], self._sample(r)) for r in rows), *newer]
-                )
+                stored = [(int(r["id"]), self._sample(r)) for r in rows]
+                if full or window is None:
+                    # Results this worker stored after the query ran are kept as well.
+                    top = max((i for i, _ in stored), default=0)
+                    newer = [(i, s) for i, s in window or () if i is not None and i > top]
+                    self.windows[name] = ResultWindow(self.settings.window, [*stored, *newer], top)
+                else:
+                    window.merge(stored)
                 self._rate_at.pop(name, None)
                 self._update_rate(name)
+            refreshes += 1
             await asyncio.sleep(REFRESH_SECONDS)
 
     def _update_rate(self, route: str) -> None:

@@ -6,6 +6,7 @@ is taken there) and by aiohttp alone."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import uuid
@@ -624,3 +625,44 @@ async def test_a_store_that_refuses_costs_results_not_answers(
         await relay.stop()
         await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await db.close()
+
+
+async def test_workers_sharing_a_store_read_each_others_results_once(
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers on one store: each window takes the other's results from its reads (only
+    what is new each time, never its own twice), and both agree on the rate."""
+    monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 0.1)
+    monkeypatch.setattr("cutover.parity.shadow.FULL_REFRESH", 10**6)  # after the first read
+    async with samples() as (primary, candidate):
+        data = config_for(primary, candidate, tmp_path)
+        a, b = await start(gateways, data), await start(gateways, data)
+        fa, fb = feature(a), feature(b)
+        reads: list[int | None] = []
+        rows = fa._rows
+
+        async def spy(route: str, after: int | None = None, columns: str = "*") -> list[Any]:
+            reads.append(after)
+            return await rows(route, after, columns)
+
+        fa._rows = spy  # type: ignore[method-assign]
+        await wait_for(lambda: all(f.windows["default"].top is not None for f in (fa, fb)))
+        async with aiohttp.ClientSession() as session:
+            for i in range(3):
+                assert (await fetch(session, f"{a.url}/alerts/{i + 1}"))[0] == 200
+            for _ in range(2):
+                assert (await fetch(session, f"{b.url}/history"))[0] == 200
+            await wait_for(lambda: len(fa.windows["default"]) == 5 == len(fb.windows["default"]))
+            for i in range(2):
+                assert (await fetch(session, f"{a.url}/alerts/{i + 4}"))[0] == 200
+            await wait_for(lambda: len(fa.windows["default"]) == 7 == len(fb.windows["default"]))
+        await asyncio.sleep(0.5)  # several more reads: nothing is added twice
+        for f in (fa, fb):
+            ids = [i for i, _ in f.windows["default"]]
+            assert len(ids) == 7 and len(set(ids)) == 7 and None not in ids
+        assert sorted(i for i, _ in fa.windows["default"]) == sorted(
+            i for i, _ in fb.windows["default"]
+        )
+        fa.settings = fb.settings = dataclasses.replace(fa.settings, min_samples=1)
+        assert fa.parity_rate("default") == fb.parity_rate("default")
+        assert len(reads) > 5 and all(after is not None for after in reads[1:])  # only what's new

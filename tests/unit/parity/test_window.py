@@ -63,3 +63,31 @@ def test_noise_as_large_as_the_difference_hides_it() -> None:
     for i in range(10):
         window.append((i, Sample("GET /a", {"$.ts": "value"}, frozenset({"$.ts"}))))
     assert window.rate(Thresholds()) == 1.0
+
+
+def s(field: str | None = None) -> Sample:
+    return Sample("GET /a", {field: "value"} if field else {}, frozenset())
+
+
+def test_merge_adds_the_other_workers_rows_once_and_never_this_workers_own() -> None:
+    window = ResultWindow(10, [(1, s()), (2, s())], top=2)  # read from the store
+    window.append((4, s("$.mine")))  # this worker's, stored as 4
+    window.append((None, s()))  # this worker's, not stored
+    # the next read: 3 and 5 are another worker's, 4 is this worker's own
+    window.merge([(3, s("$.other")), (4, s("$.mine")), (5, s())])
+    assert [i for i, _ in window] == [1, 2, 4, None, 3, 5]
+    assert window.top == 5
+    window.append((7, s()))  # stored after that read ran
+    window.merge([(6, s())])  # a read that ran before 7 was written
+    assert [i for i, _ in window] == [1, 2, 4, None, 3, 5, 7, 6]
+    window.merge([(7, s()), (8, s())])  # 7 is still known as this worker's own
+    assert [i for i, _ in window] == [1, 2, 4, None, 3, 5, 7, 6, 8]
+    assert window.top == 8
+
+
+def test_an_own_row_pushed_out_of_the_window_is_not_read_back() -> None:
+    window = ResultWindow(2, [], top=0)
+    for i in (1, 2, 3):
+        window.append((i, s()))  # 1 leaves the window
+    window.merge([(1, s()), (2, s()), (3, s())])
+    assert [i for i, _ in window] == [2, 3]
