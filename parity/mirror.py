@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -21,7 +20,7 @@ from cutover.parity.corpus import redact_query
 from cutover.parity.diff import Difference, Reply, compare, endpoint_of, make_reply
 from cutover.parity.noise import Sample
 from cutover.parity.report import difference_json
-from cutover.parity.runner import SAFE_METHODS, read_bounded
+from cutover.parity.runner import SAFE_METHODS, send
 from cutover.proxy.headers import upstream_headers
 
 if TYPE_CHECKING:
@@ -35,6 +34,7 @@ STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
 # Comparisons of pairs whose bodies add up to more than this run in a thread; smaller ones run
 # inline (a thread hand-off costs more than they do, and holds the GIL all the same).
 COMPARE_INLINE = 64 * 1024
+_FAILURE_KINDS = frozenset({"connect", "timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,27 +185,19 @@ async def _send(
         content_length=None,
     )
     headers[MIRROR_HEADER] = "1"
-    url = upstream.url(job.raw_path)
-    max_body = settings.mirror.max_body
-    try:
-        async with asyncio.timeout(settings.mirror.timeout):
-            async with upstream.session.request(
-                job.method,
-                url,
-                headers=headers,
-                data=job.body if job.body else None,
-                allow_redirects=False,
-                server_hostname=upstream.server_hostname,
-            ) as resp:
-                body, whole = await read_bounded(resp.content, max_body)
-                error = None if whole else "body_too_large"
-                return make_reply(resp.status, resp.headers.items(), body, error, max_body)
-    except TimeoutError:
-        return Reply(0, error="timeout")
-    except aiohttp.ClientConnectorError:
-        return Reply(0, error="connect")
-    except (aiohttp.ClientError, OSError):
-        return Reply(0, error="error")
+    reply = await send(
+        upstream.session,
+        job.method,
+        upstream.url(job.raw_path),
+        headers,
+        job.body or None,
+        settings.mirror.timeout,
+        settings.mirror.max_body,
+        upstream.server_hostname,
+    )
+    if reply.status == 0 and reply.error not in _FAILURE_KINDS:
+        return Reply(0, error="error")  # a metric label: connect, timeout or error
+    return reply
 
 
 def compare_job(

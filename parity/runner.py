@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import aiohttp
+from aiohttp.typedefs import LooseHeaders
 from yarl import URL
 
 from cutover.parity.config import ParityConfig, load_parity_file
@@ -64,10 +65,31 @@ async def fetch(
     headers.append(("Accept-Encoding", "gzip, deflate"))
     headers.extend(extra_headers)
     url = URL(base.rstrip("/") + request.path, encoded=True)
+    return await send(session, request.method, url, headers, request.body, timeout, max_body)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: LooseHeaders,
+    body: bytes | None,
+    timeout: float,
+    max_body: int,
+    server_hostname: str | None = None,
+) -> Reply:
+    """One request as the parity tools send it (no redirects followed, the body read up to
+    `max_body`); a failure becomes a `Reply` with status 0 and the failure's kind: `timeout`,
+    `connect`, or the error's type."""
     try:
         async with asyncio.timeout(timeout):
             async with session.request(
-                request.method, url, headers=headers, data=request.body, allow_redirects=False
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                server_hostname=server_hostname,
             ) as resp:
                 body, whole = await read_bounded(resp.content, max_body)
                 error = None if whole else "body_too_large"
