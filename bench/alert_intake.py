@@ -591,9 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     if sweeps:
         print()
         print(
-            "| store | workers | offered alerts/s | accepted alerts/s | p50 ms | p99 ms | errors |"
+            "| store | workers | offered alerts/s | accepted alerts/s | p50 ms | p99 ms | errors"
+            " | alerts per commit |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for (store, workers), points in sweeps.items():
             for p in points:
                 print(
