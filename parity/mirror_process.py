@@ -1,9 +1,9 @@
 """The mirror process: mirror work on its own CPU budget, off the gateway's event loop.
 
-With `parity.mirror.process: true` (the default) each gateway worker starts one child process
-(`python -m cutover.parity.mirror_process`) at a lower CPU priority (nice 10) and hands it
-every mirror job over a pipe. The child sends the copies and the noise requests, compares
-(`parity.mirror.exchange`) and writes the results to the gateway's store (its own connection,
+With `parity.mirror.process: true` (the default) each gateway worker whose routes mirror starts
+one child process (`python -m cutover.parity.mirror_process`) and hands it every mirror job
+over a pipe. The child sends the copies and the noise requests, compares (`exchange` in
+`parity.mirror`) and writes the results to the gateway's store (its own connection,
 one statement per batch) on its own event loop; the gateway books the outcomes it sends back
 (metrics, the parity windows). What stays on the gateway's loop per mirrored request is the
 copy taken while the answer streams, one pickled frame written to the pipe and one outcome read
@@ -15,10 +15,11 @@ dropped and counted, and the primary does not wait.
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
 `("job", MirrorJob.to_wire())` (the child trusts its parent); child to gateway, JSON lists of
 `Outcome.to_wire()` (the gateway parses nothing executable from the child). At most
-`parity.mirror.queue` jobs are with the child at once; more are dropped and counted. A child
-that dies costs the jobs it held (counted as dropped) and is started again by the gateway's
-task supervisor with its backoff. EOF on its stdin (the gateway stopping, or dying) makes the
-child finish the jobs it holds, send their outcomes and exit.
+`parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
+dropped and counted. A child that dies, or holds a job past its deadlines (stopped, hung), costs
+the jobs it held (counted as dropped) and is started again by the gateway's task supervisor
+with its backoff. EOF on its stdin (the gateway stopping, or dying) makes the child finish the
+jobs it holds, send their outcomes and exit; one that holds none is simply ended.
 """
 
 from __future__ import annotations
