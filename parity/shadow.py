@@ -5,17 +5,18 @@ the primary's answer has been streamed to the client. Both listener paths ask th
 for a `Tap` once a backend answered (`tap`: the general path's aiohttp request; `tap_raw`: the
 fast path's raw head; one sampling, one way to build a job and a capture line); the tap
 copies the primary's response body as it streams (decoded, bounded by
-`parity.mirror.max_body`) and, once the client has its answer, puts one job in a bounded
-queue — when the queue is full the job is dropped and counted, so a slow candidate never holds
-memory or the client. Mirror work yields to primary traffic: while the event loop lags
-(`parity.lag`, above `parity.mirror.shed_lag`) new jobs are shed and counted, and workers pause
-between jobs; workers also yield to the loop between the phases of a job, and large comparisons
-run in a thread. Workers send the copy (marked `X-Cutover-Mirror: 1`), ask the
-primary once more for safe methods (its own noise; a field where the candidate agrees with that
-later reading changed in between and is not counted against it), compare with `parity.diff`,
-and store the
-result (`parity_results`, SQLite or PostgreSQL). `parity_rate(route)` and `GET /admin/parity`
-apply Diffy's rule (`parity.noise`) to the latest `parity.window` results per route.
+`parity.mirror.max_body`) and, once the client has its answer, hands one job to the mirror
+process (`parity.mirror_process`; `mirror.process: false`: to a bounded queue of this
+feature's own workers) — when either is full the job is dropped and counted, so a slow
+candidate never holds memory or the client. Mirror work yields to primary traffic: while the
+gateway is short of CPU (`parity.lag`: the loop lags over `shed_lag`, or its thread waits for
+a CPU over `shed_wait`) new jobs are shed and counted. The exchange (`parity.mirror`) sends the
+copy (marked `X-Cutover-Mirror: 1`), asks the primary once more for safe methods (its own
+noise; a field where the candidate agrees with that later reading changed in between and is
+not counted against it), compares with `parity.diff`; the result is stored
+(`parity_results`, SQLite or PostgreSQL; `parity.results_store`) and booked here: metrics and
+the per-route windows (`parity.window`). `parity_rate(route)` and `GET /admin/parity` apply
+Diffy's rule (`parity.noise`) to the latest `parity.window` results per route.
 
 A route's `capture:` writes sampled requests to a JSONL corpus (auth headers, secret query
 parameters and configured body fields redacted) for `cutover parity run`.
