@@ -77,7 +77,11 @@ async def test_differing_answers_hold_promotion_identical_ones_let_it_move(tmp_p
             canary=canary,
             route={"mirror": {"to": "go", "percent": 100}},
             # exact counts of comparisons: a loop lag on a busy machine must not shed copies
-            parity={"window": 20, "min_samples": 10, "mirror": {"shed_lag": "off"}},
+            parity={
+                "window": 20,
+                "min_samples": 10,
+                "mirror": {"shed_lag": "off", "shed_wait": "off"},
+            },
         )
         gw = await start(data, clock)
         try:

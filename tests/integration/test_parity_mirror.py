@@ -65,8 +65,11 @@ def config_for(
             }
         ],
     }
-    if parity is not None:
-        data["parity"] = parity
+    # Exact counts of copies: a busy test machine must not shed them (a test of shedding turns
+    # it on by name).
+    parity = dict(parity or {})
+    parity["mirror"] = {"shed_lag": "off", "shed_wait": "off", **parity.get("mirror", {})}
+    data["parity"] = parity
     return data
 
 
@@ -191,7 +194,7 @@ class HeldLag:
     """A lag source the test sets: the probe keeps running but its samples are ignored."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(LoopLag, "observe", lambda self, late: None)
+        monkeypatch.setattr(LoopLag, "observe", lambda self, late, waited=None: None)
 
 
 async def test_a_lagging_event_loop_sheds_mirror_work_first(
