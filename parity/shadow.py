@@ -208,7 +208,7 @@ class ParityMetrics(MetricSet):
     )
     queue: Gauge = gauge(
         "cutover_parity_mirror_queue_depth",
-        "Mirror jobs waiting.",
+        "Mirror jobs waiting, or held by the mirror process (waiting or under way).",
         mode="livesum",
     )
     lag: Gauge = gauge(
@@ -333,8 +333,9 @@ class ParityFeature(Feature):
                 self._mirror_tasks.append(tasks.start(f"parity-mirror-{i}", self._worker))
 
     async def _stop_mirror(self) -> None:
-        """Stop the mirror: the process finishes the jobs it holds (within the mirror's
-        timeout); jobs still queued for the own workers are counted as dropped."""
+        """Stop the mirror: the process gets `STOP_GRACE` (or `mirror.timeout`, if shorter) to
+        finish the jobs it holds, then is killed with the rest counted as dropped; jobs still
+        queued for the own workers are counted as dropped."""
         process, self.process = self.process, None
         if process is not None:
             process.close()
