@@ -2,9 +2,9 @@
 
     python -m cutover.bench.mirror_cost --rates 200,1000 --seconds 4 --rounds 2
 
-One-worker gateways run side by side in front of one nginx origin that serves a ~1.5 KiB JSON
-answer as the primary and a slightly different one as the candidate (`--sides`, default
-`plain,mirror,mirror-inline`):
+One-worker gateways run side by side in front of two nginx processes (one worker each): the
+primary, serving a ~1.5 KiB JSON answer, and the candidate, serving a slightly different one.
+The gateways (`--sides`, default `plain,mirror,mirror-inline`):
 
 - `plain`: the route sends everything to the primary, no mirror (the fast path serves it);
 - `mirror`: the same route with `mirror: {to: candidate, percent: 100}` and
@@ -24,7 +24,10 @@ Per rate and round, each side gets the same open-model load (`bench.fixed_rate`,
 each request's scheduled time, no coordinated omission) in a rotated order; the table gives the
 primary's p50/p99 (medians over rounds) and the mirror's counters over the run (queued, shed,
 dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
-Nothing is pinned: on a shared machine the figures are ratios within one run.
+Nothing is pinned unless asked: `--candidate-cpus 1` keeps the candidate's nginx on CPU 1 (a
+candidate that runs elsewhere, as in production, as far as one host can say), `--mirror-cpus`
+does the same for the gateways' mirror processes. On a shared machine the figures are ratios
+within one run.
 """
 
 from __future__ import annotations
@@ -89,24 +92,21 @@ def alert_json(candidate: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def origin_conf(prefix: str, primary: int, candidate: int, docroot: str) -> str:
-    servers = []
-    for port, side in ((primary, "primary"), (candidate, "candidate")):
-        servers += [
-            "    server {",
-            f"        listen 127.0.0.1:{port};",
-            f"        root {docroot}/{side};",
-            "    }",
-        ]
+def origin_conf(prefix: str, name: str, port: int, docroot: str) -> str:
+    """One static nginx (one worker) serving `docroot` on `port`: the primary, or the candidate
+    (each its own process, as two implementations are two services)."""
     return "\n".join(
         [
-            *_main_block(prefix, "origin", 1, _nginx_user()),
+            *_main_block(prefix, name, 1, _nginx_user()),
             "http {",
             "    access_log off;",
             "    default_type application/json;",
             "    keepalive_requests 1000000;",
-            *_common_http(prefix, "origin"),
-            *servers,
+            *_common_http(prefix, name),
+            "    server {",
+            f"        listen 127.0.0.1:{port};",
+            f"        root {docroot};",
+            "    }",
             "}",
             "",
         ]
@@ -227,6 +227,22 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return own(pid), sum(own(c) for c in children)
 
 
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Pin process `pid` and its children (nginx's workers; the gateway's mirror process) to
+    `cpus`."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids += [int(c) for c in task.read_text().split()]
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(p, cpus)
+
+
+def _cpus(text: str) -> set[int]:
+    return {int(c) for c in text.split(",") if c}
+
+
 def fixed_rate(port: int, rate: float, seconds: float, connections: int) -> FixedRateResult:
     cmd = [sys.executable, "-m", "cutover.bench.fixed_rate", f"http://127.0.0.1:{port}{PATH}"]
     cmd += ["--rate", f"{rate:g}", "--seconds", f"{seconds:g}"]
@@ -288,8 +304,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sides", default=",".join(DEFAULT_SIDES), help=f"comma-separated, of {', '.join(SIDES)}"
     )
+    parser.add_argument(
+        "--candidate-cpus",
+        default="",
+        help="pin the candidate's nginx to these CPUs (comma-separated): a candidate that runs"
+        " elsewhere, as in production",
+    )
+    parser.add_argument(
+        "--mirror-cpus",
+        default="",
+        help="pin each gateway's mirror process to these CPUs (comma-separated)",
+    )
     parser.add_argument("--json", help="also write the raw rows to this file")
     args = parser.parse_args(argv)
+    candidate_cpus = _cpus(args.candidate_cpus)
+    mirror_cpus = _cpus(args.mirror_cpus)
     rates = [float(r) for r in args.rates.split(",")]
     sides = tuple(s for s in args.sides.split(",") if s)
     unknown = set(sides) - set(SIDES)
@@ -304,14 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 (tmp / "www" / side / "alerts" / "1.json").write_bytes(alert_json(candidate))
                 (tmp / "www" / side / "health.json").write_bytes(b'{"status":"ok"}')
             primary, candidate = free_port(), free_port()
-            conf = tmp / "origin.conf"
-            conf.write_text(origin_conf(str(tmp), primary, candidate, str(tmp / "www")))
-            nginx = procs.start(
-                "origin",
-                ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"],
-                tmp / "origin.out",
-            )
-            wait_port(primary, nginx, "origin")
+            for name, port in (("primary", primary), ("candidate", candidate)):
+                conf = tmp / f"{name}.conf"
+                conf.write_text(origin_conf(str(tmp), name, port, str(tmp / "www" / name)))
+                nginx = procs.start(
+                    name,
+                    ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"],
+                    tmp / f"{name}.out",
+                )
+                wait_port(port, nginx, name)
+                if name == "candidate" and candidate_cpus:
+                    pin_tree(nginx.pid, candidate_cpus)
             ports: dict[str, int] = {}
             pids: dict[str, int] = {}
             for side in sides:
@@ -338,6 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(1.0)
             for port in ports.values():  # warm up: pools, the store's migration
                 fixed_rate(port, 100, 1, 4)
+            if mirror_cpus:  # the mirror process starts with the first copy
+                for pid in pids.values():
+                    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                        with contextlib.suppress(OSError):
+                            for child in task.read_text().split():
+                                pin_tree(int(child), mirror_cpus)
             rows = []
             for rate in rates:
                 runs: dict[str, list[tuple[FixedRateResult, dict[str, float]]]] = {

@@ -17,6 +17,8 @@ from cutover.bench.mirror_cost import (
     cpu_seconds,
     gateway_conf,
     mirror_counts,
+    origin_conf,
+    pin_tree,
     render_table,
 )
 from cutover.proxy.config import load_config
@@ -92,3 +94,46 @@ def test_cpu_seconds_counts_the_process_and_its_children() -> None:
         child.kill()
         child.wait()
     assert cpu_seconds(child.pid) == (0.0, 0.0)  # gone: nothing to read
+
+
+def test_pin_tree_pins_a_process_and_its_children() -> None:
+    """`--candidate-cpus` and `--mirror-cpus`: nginx's worker and the mirror process are
+    children of the process the bench started."""
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        children: list[int] = []
+        while not children and time.monotonic() < deadline:
+            for task in Path(f"/proc/{parent.pid}/task").glob("*/children"):
+                children += [int(c) for c in task.read_text().split()]
+            time.sleep(0.05)
+        assert children
+        one = {min(os.sched_getaffinity(0))}
+        pin_tree(parent.pid, one)
+        assert os.sched_getaffinity(parent.pid) == one
+        assert all(os.sched_getaffinity(c) == one for c in children)
+    finally:
+        for pid in children:
+            os.kill(pid, 9)
+        parent.kill()
+        parent.wait()
+
+
+def test_each_origin_is_its_own_nginx(tmp_path: Path) -> None:
+    """The primary and the candidate are two nginx processes (two services), each a valid
+    config with its own pid file and port."""
+    (tmp_path / "www").mkdir()
+    text = origin_conf(str(tmp_path), "candidate", 18099, str(tmp_path / "www"))
+    assert f"pid {tmp_path}/candidate.pid;" in text
+    assert "listen 127.0.0.1:18099;" in text
+    conf = tmp_path / "candidate.conf"
+    conf.write_text(text)
+    checked = subprocess.run(
+        ["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
