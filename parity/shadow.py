@@ -120,13 +120,22 @@ class RequestCopy:
 
 
 class Tap:
-    """Copies the primary's answer while it streams; `finish` queues the mirror job."""
+    """Copies the primary's answer while it streams; `finish` queues the mirror job.
 
-    __slots__ = ("_chunks", "_feature", "_job", "_size")
+    The request's copy (its headers decoded) is made by `finish`, once the client has its
+    answer: nothing of the mirror's work runs on the primary request's clock."""
 
-    def __init__(self, feature: ParityFeature, job: dict[str, Any]) -> None:
+    __slots__ = ("_chunks", "_copy", "_feature", "_job", "_size")
+
+    def __init__(
+        self,
+        feature: ParityFeature,
+        job: dict[str, Any],
+        copy: RequestCopy | Callable[[], RequestCopy],
+    ) -> None:
         self._feature = feature
-        self._job = job
+        self._job = job  # the route, the backends, the body and the request id
+        self._copy = copy
         self._chunks: list[bytes] | None = []
         self._size = 0
 
@@ -164,7 +173,15 @@ class Tap:
         if self._chunks is None:
             feature.skip(route, "response_too_large")
             return
+        copy = self._copy
+        request = copy if isinstance(copy, RequestCopy) else copy()
         job = MirrorJob(
+            method=request.method,
+            raw_path=request.raw_path,
+            headers=request.headers,
+            peer=request.peer,
+            scheme=request.scheme,
+            host=request.headers.get("Host"),
             status=status,
             response_headers=headers,
             response_body=b"".join(self._chunks),
@@ -485,24 +502,14 @@ class ParityFeature(Feature):
         if self.lag.shedding:  # short of CPU: mirror work goes first
             self.metrics.mirrored.labels(route.name, "shed").inc()
             return None
-        if request is None:
-            request = copy()
-        return Tap(
-            self,
-            {
-                "route": route.name,
-                "to": mirror.to,
-                "primary": primary,
-                "method": request.method,
-                "raw_path": request.raw_path,
-                "headers": request.headers,
-                "body": body,
-                "peer": request.peer,
-                "scheme": request.scheme,
-                "host": request.headers.get("Host"),
-                "request_id": request_id,
-            },
-        )
+        job = {
+            "route": route.name,
+            "to": mirror.to,
+            "primary": primary,
+            "body": body,
+            "request_id": request_id,
+        }
+        return Tap(self, job, copy if request is None else request)
 
     def compat(self, request: web.BaseRequest, route: Route, body: bytes | None) -> None:
         """A request a compat rule rewrites: captured as the client sent it (the legacy corpus

@@ -20,7 +20,8 @@ The handoff replays the request head (and any body bytes already parsed, re-fram
 aiohttp's handler and switches the transport over to it at the next message boundary.
 
 Routes that mirror or capture (parity) stay here: `_parity` samples the request through
-`Gateway.mirror.tap_raw` once a backend answered, and the answer's decoded bytes go to its tap.
+`Gateway.mirror.tap_raw` once a backend answered, and the answer's decoded bytes go to its tap
+once they are written to the client (the copy is never made on the primary request's clock).
 
 One request at a time per connection (pipelined ones wait, reading paused). The common case
 runs without a task: a complete request goes out on an idle pooled connection from the parser
@@ -1727,25 +1728,25 @@ class _Conn(asyncio.Protocol):
         else:
             chunks = resp.take()
         resp.conn.finish(resp)
-        tap = ex.tap
-        if tap is not None:  # the copy, before the chunks are framed for the client
-            for data in chunks:
-                tap.feed(data)
-            tap.finish_raw(status, resp.headers)
+        body = chunks  # as decoded, for the mirror's copy
         if chunked:
             chunks = [chunk(c) for c in chunks if c]
             chunks.append(_LAST_CHUNK)
+        size = len(head)
         if not chunks:
             self.transport.write(head)
-            return status, len(head), close
-        size = len(head)
-        for c in chunks:
-            size += len(c)
-        if size < _SMALL_WRITE:
-            self.transport.write(head + b"".join(chunks))
         else:
-            chunks.insert(0, head)
-            self.transport.writelines(chunks)
+            for c in chunks:
+                size += len(c)
+            if size < _SMALL_WRITE:
+                self.transport.write(head + b"".join(chunks))
+            else:
+                self.transport.writelines([head, *chunks])
+        tap = ex.tap
+        if tap is not None:  # the copy once the client has its answer: never on its clock
+            for data in body:
+                tap.feed(data)
+            tap.finish_raw(status, resp.headers)
         return status, size, close
 
     async def _stream_back(

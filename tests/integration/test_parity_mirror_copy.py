@@ -5,6 +5,8 @@ goes away mid-answer, and nothing held once traffic stopped. Both listener paths
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -181,4 +183,57 @@ async def test_a_client_gone_mid_answer_queues_no_partial_copy(
         assert len(candidate.seen) == 1
         queued = "cutover_parity_mirror_requests_total"
         assert metric(gw, queued, route="default", result="queued") == 1
+        await assert_quiescent(gw)
+
+
+async def test_the_client_has_its_answer_before_the_mirror_takes_its_copy(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """The mirror's work (the request's copy, the job, the hand-off) never runs on the primary
+    request's clock: while the mirror queues the copy — held here until the client says it has
+    its answer — the answer is already out. A client in a thread of its own reads it, since the
+    held queueing holds the gateway's loop."""
+    async with sample_backends() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path))
+        parity = feature(gw)
+        enqueue = parity.enqueue
+        answered = threading.Event()
+        order: list[str] = []
+
+        def held(job: MirrorJob) -> None:
+            order.append("queueing")
+            order.append("client had it" if answered.wait(10) else "client still waiting")
+            enqueue(job)
+
+        parity.enqueue = held  # type: ignore[method-assign]
+        host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+
+        def client(path: str) -> bytes:
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                seen = b""
+                while b"\r\n\r\n" not in seen:
+                    seen += sock.recv(65536)
+                head, _, body = seen.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":", 1)[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                )
+                while len(body) < length:
+                    body += sock.recv(65536)
+                answered.set()
+                return body
+
+        for path in ("/alerts/1", "/alerts/2"):  # a new backend connection, then a pooled one
+            answered.clear()
+            body = await asyncio.to_thread(client, path)
+            assert b"alert" in body
+            await wait_for(lambda: len(order) >= 2)
+            assert order == ["queueing", "client had it"]
+            order.clear()
+        await wait_for(lambda: compared(gw) == 2)
+        await wait_for(lambda: not any(feature(gw).in_flight().values()))
         await assert_quiescent(gw)
