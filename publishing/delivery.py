@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiohttp
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from yarl import URL
 
 from cutover.alerts.model import Alert
 from cutover.compat.fanout import fan_out_items
@@ -83,6 +82,7 @@ from cutover.publishing.transport import (
     SendOutcome,
     TargetClient,
     judge,
+    origin_form,
 )
 from cutover.routing.decision import decide
 from cutover.routing.murmur import bucket_of
@@ -216,14 +216,14 @@ class TargetGate:
 
 
 def _origin_form(base: str, path: str, _cache: dict[tuple[str, str], bytes] = {}) -> bytes:  # noqa: B006
-    """The request target for `path` on a backend whose URL is `base`, as the aiohttp client
-    made it (`yarl`: percent-encoding kept, dot segments removed); remembered per pair."""
+    """The request target for `path` on a backend whose URL is `base` (`transport.origin_form`:
+    as written when valid, else encoded as the aiohttp client did); remembered per pair."""
     key = (base, path)
     target = _cache.get(key)
     if target is None:
         if len(_cache) >= 1024:
             _cache.clear()
-        target = _cache[key] = URL(base + path).raw_path_qs.encode("ascii")
+        target = _cache[key] = origin_form(base + path).encode("ascii")
     return target
 
 

@@ -13,9 +13,13 @@ pool per origin (scheme, host, port, TLS server name), made on first use, at mos
 `PER_ORIGIN` connections each and `TOTAL` exchanges at once over all of them, idle connections
 kept `KEEPALIVE` seconds, all closed at `close`. What goes out and what comes back:
 
-- request: `<method> <path?query> HTTP/1.1`, the URL's path and query as `yarl` (the URL library
-  the gateway already uses) makes them, the form aiohttp's client sent: percent-encoding kept,
-  other characters percent-encoded, dot segments removed, the fragment dropped. `Host` is the
+- request: `<method> <path?query> HTTP/1.1`. A URL whose path and query are already valid URI
+  text (RFC 3986 characters, every `%` an escape) goes out byte for byte as written
+  (percent-encoding preserved, the fragment dropped); any other is encoded as `yarl` (the URL
+  library the gateway already uses) and so aiohttp's client did (characters outside URI text
+  as UTF-8 escapes, a stray `%` as `%25`). aiohttp also decoded escapes of characters that need
+  none (`%7E` as `~`) and removed dot segments in every URL: a valid URL now goes out as
+  written instead. `Host` is the
   host (IDNA, IPv6 in brackets) with the port when it is not the scheme's default. Then
   `Content-Type`, `User-Agent`, the sender's headers (each replaces a default of the same name,
   whatever its case; a sender's `Content-Length` or `Transfer-Encoding` is ignored),
@@ -42,11 +46,13 @@ import base64
 import collections
 import contextlib
 import email.utils
+import re
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from yarl import URL
@@ -160,6 +166,16 @@ async def post_json(
     )
 
 
+def origin_form(url: str, parsed: URL | None = None) -> str:
+    """The request target (`/path?query`) for an absolute URL: as written when that is valid
+    URI text, else encoded as `yarl` does (the module docstring says more)."""
+    parts = urlsplit(url)
+    written = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if written.startswith("/") and _URI_TEXT.fullmatch(written):
+        return written
+    return (parsed or URL(url)).raw_path_qs
+
+
 class _Target:
     """What one URL means on the wire, worked out once per URL."""
 
@@ -171,7 +187,7 @@ class _Target:
         if u.scheme not in ("http", "https") or not host or u.port is None:
             raise ValueError("not an http:// or https:// URL with a host")
         self.key = (u.scheme, host, u.port, host if u.scheme == "https" else None)
-        self.request_target = b" " + u.raw_path_qs.encode("ascii") + b" HTTP/1.1\r\n"
+        self.request_target = b" " + origin_form(url, u).encode("ascii") + b" HTTP/1.1\r\n"
         self.host_line = b"Host: " + str(u.host_port_subcomponent).encode("ascii") + b"\r\n"
         self.auth = b""
         if u.raw_user is not None or u.raw_password is not None:
@@ -190,6 +206,8 @@ _ACCEPT_LINES = {
     (False, True): b"Accept: */*\r\n",
     (True, True): b"",
 }
+# A path and query as valid URI text: unreserved, sub-delims, ":@/?" and percent escapes.
+_URI_TEXT = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
