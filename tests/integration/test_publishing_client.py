@@ -337,6 +337,24 @@ async def test_kept_alive_connection_closed_while_idle(receiver, client) -> None
     assert third.ok and r.connections == 3
 
 
+async def test_reused_connection_cut_mid_answer_is_not_sent_again(receiver, client) -> None:
+    """Only a close before any byte of an answer counts as a stale connection: once the
+    receiver began answering it had the request, so it is not sent a second time."""
+
+    async def begin_then_drop(r: Receiver, reader, w) -> None:
+        await r.request(reader)
+        w.write(answer(200, b"first"))
+        await w.drain()
+        await r.request(reader)
+        w.write(b"HTTP/1.1 20")  # part of a status line, then gone
+
+    r = await receiver(begin_then_drop)
+    assert (await post(client, r.url)).ok
+    out = await post(client, r.url)
+    assert out.error == "network error (connection closed)"
+    assert len(r.requests) == 2 and r.connections == 1
+
+
 async def test_new_connection_closed_is_not_sent_again(receiver, client) -> None:
     async def drop(r: Receiver, reader, w) -> None:
         await r.request(reader)
