@@ -215,15 +215,18 @@ class TargetGate:
         return self.bucket.wait(now)
 
 
-def _origin_form(base: str, path: str, _cache: dict[tuple[str, str], bytes] = {}) -> bytes:  # noqa: B006
+_ORIGIN_FORMS: dict[tuple[str, str], bytes] = {}  # (backend URL, path) -> request target
+
+
+def _origin_form(base: str, path: str) -> bytes:
     """The request target for `path` on a backend whose URL is `base` (`transport.origin_form`:
     as written when valid, else encoded as the aiohttp client did); remembered per pair."""
     key = (base, path)
-    target = _cache.get(key)
+    target = _ORIGIN_FORMS.get(key)
     if target is None:
-        if len(_cache) >= 1024:
-            _cache.clear()
-        target = _cache[key] = origin_form(base + path).encode("ascii")
+        if len(_ORIGIN_FORMS) >= 1024:
+            _ORIGIN_FORMS.clear()
+        target = _ORIGIN_FORMS[key] = origin_form(base + path).encode("ascii")
     return target
 
 
