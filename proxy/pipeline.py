@@ -6,9 +6,9 @@
 health, metrics; `run_attempts` drives it over a `Transport`, whose one method sends one attempt
 to one backend within a per-try timeout and returns the upstream's answer (status, headers and
 body stream) or raises `UpstreamError(backend, phase)`, as httpx's `BaseTransport` does. The
-transports are the aiohttp client (`proxy.forwarder`, compat fan-out parts, history deliveries,
-WebSocket upgrades) and the fast path's lean pool (`proxy.fastpath`), whose quick lane drives
-the same `Attempts` methods without a task.
+transports are the aiohttp client (`proxy.forwarder`, compat fan-out parts, WebSocket upgrades)
+and the fast path's lean pool (`proxy.fastpath`, whose quick lane drives the same `Attempts`
+methods without a task; history deliveries, `publishing.delivery`, through `pool.send_whole`).
 
 Everything the walk holds (a replay of the route's budget, an answer not taken) is given back in
 one `finally`, so that no exit — an error, the client going away at any await — can skip it.

@@ -13,12 +13,19 @@ general path uses). A connection carries one exchange at a time:
 Instead of awaiting, a caller may set `resp.listener`: it is called (synchronously, once per
 read from the socket and when the connection closes) until it clears it again.
 
+A caller that wants the whole (small) answer in one piece sends with `send_whole` instead:
+one deadline over connect, request and answer, the connection back to the pool only after a
+complete answer that keeps it alive (the delivery engine's client, `publishing.transport`).
+
 Errors:
 
     UpstreamFailure                 a failed exchange; `connected` is False when the request
      |                              never reached the backend (connect phase)
      ├── ConnectFailed              refused, unreachable, TLS handshake, connect timeout
-     └── UpstreamReset              closed, reset or unparsable before the response ended
+     |    └── ConnectTimeout        no connection (or no free slot) in time
+     ├── UpstreamReset              closed, reset or unparsable before the response ended
+     |    └── UpstreamClosed        the backend closed (or reset) the connection
+     └── ExchangeTimeout            `send_whole`'s deadline passed after the connect
 
 Flow control: a response buffers at most `HIGH_WATER` bytes before the connection stops
 reading; writes to the backend wait while its transport reports a full buffer.
@@ -35,7 +42,7 @@ from typing import Any
 
 import httptools
 
-from cutover.core.config_model import Backend
+from cutover.core.config_model import Backend, PoolConfig, TLSConfig
 
 HIGH_WATER = 256 * 1024  # response bytes buffered before the backend socket stops being read
 _MAX_HEAD = 64 * 1024  # a response head larger than this is a protocol error
@@ -48,13 +55,33 @@ class UpstreamFailure(Exception):
 
 
 class ConnectFailed(UpstreamFailure):
-    """The request never reached the backend."""
+    """The request never reached the backend (`os_error`: the socket's or TLS's error, when
+    there was one)."""
 
     connected = False
+    os_error: OSError | None = None
+
+
+class ConnectTimeout(ConnectFailed):
+    """No connection, or no free slot in a full pool, within the connect bound."""
 
 
 class UpstreamReset(UpstreamFailure):
     """The connection closed, reset or sent something unparsable mid-exchange."""
+
+
+class UpstreamClosed(UpstreamReset):
+    """The backend closed or reset the connection before the response ended. `untouched`:
+    not one byte of a response had arrived on it (a kept-alive connection the backend had
+    let go while it was idle looks like this)."""
+
+    def __init__(self, message: str, untouched: bool) -> None:
+        super().__init__(message)
+        self.untouched = untouched
+
+
+class ExchangeTimeout(UpstreamFailure):
+    """`send_whole`'s deadline passed before the whole answer was in."""
 
 
 class Response:
@@ -256,7 +283,8 @@ class Connection(asyncio.Protocol):
                 resp.keep_alive = False
                 resp._wake()
             else:
-                resp._fail(UpstreamReset("connection closed by the backend"))
+                untouched = resp.head_size == 0 and not resp.head_done
+                resp._fail(UpstreamClosed("connection closed by the backend", untouched))
             listener = resp.listener
             if listener is not None:
                 listener(resp)
@@ -390,6 +418,38 @@ class LeanPool:
         self.open = 0  # connections open or being opened
         self.closed = False
 
+    @classmethod
+    def for_origin(
+        cls,
+        scheme: str,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+        limit: int = 20,
+        keepalive: float = 15.0,
+    ) -> LeanPool:
+        """A pool to one origin given by its parts rather than a configured backend (the
+        delivery engine's targets): `host` as it is dialled (an IPv6 address without
+        brackets), `ssl_context` for https (`server_name`, SNI and the certificate's name,
+        defaults to `host`), at most `limit` connections, each kept `keepalive` seconds idle.
+        The Host its requests carry is the origin's authority (the caller may send its own)."""
+        if scheme not in ("http", "https") or (scheme == "https") != (ssl_context is not None):
+            raise ValueError("an http origin without TLS or an https origin with a TLS context")
+        backend = Backend(
+            name=f"{scheme}://{host}:{port}",
+            url=f"{scheme}://{host}:{port}",
+            scheme="https" if scheme == "https" else "http",
+            host=host,
+            port=port,
+            base_path="",
+            health=None,
+            tls=TLSConfig(server_name=server_name) if server_name else None,
+            pool=PoolConfig(max_connections=limit, keepalive_timeout=keepalive),
+        )
+        return cls(backend, ssl_context or False)
+
     @property
     def busy(self) -> int:
         """Connections out on an exchange or being opened (zero once traffic stopped)."""
@@ -427,7 +487,7 @@ class LeanPool:
                 async with asyncio.timeout_at(deadline):
                     await fut
             except TimeoutError:
-                raise ConnectFailed("no free connection in time") from None
+                raise ConnectTimeout("no free connection in time") from None
             finally:
                 if not fut.done():
                     fut.cancel()
@@ -449,10 +509,13 @@ class LeanPool:
                 )
         except TimeoutError:
             self._connect_failed(conn)
-            raise ConnectFailed("connect timeout") from None
+            raise ConnectTimeout("connect timeout") from None
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._connect_failed(conn)
-            raise ConnectFailed(str(exc) or type(exc).__name__) from None
+            failure = ConnectFailed(str(exc) or type(exc).__name__)
+            if isinstance(exc, OSError):
+                failure.os_error = exc
+            raise failure from None
         except BaseException:
             self._connect_failed(conn)
             raise
@@ -522,3 +585,114 @@ class LeanPool:
                 fut.set_result(None)
         if idle:
             await asyncio.sleep(0)  # let the transports finish closing
+
+
+class Whole:
+    """A whole answer read by `send_whole`: status, raw headers (and their lowercased names),
+    the body (at most `max_body` bytes; `cut` when there was more)."""
+
+    __slots__ = ("body", "cut", "headers", "lower", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        lower: list[bytes],
+        body: bytes,
+        cut: bool,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.lower = lower
+        self.body = body
+        self.cut = cut
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header (`name` lowercased), or None."""
+        lower = self.lower
+        return self.headers[lower.index(name)][1] if name in lower else None
+
+
+def _expire(resp: Response) -> None:
+    resp._fail(ExchangeTimeout("deadline passed before the whole answer"))
+
+
+async def send_whole(
+    pool: LeanPool,
+    request: bytes,
+    deadline: float,
+    *,
+    max_body: int,
+    connect_timeout: float | None = None,
+    head_only: bool = False,
+) -> Whole:
+    """One exchange read whole: `request` (head and body, as bytes) out on a kept-alive or new
+    connection, the answer in until it ends or `max_body` bytes of body are in.
+
+    `deadline` (the running loop's clock) bounds everything, connect included, with one timer
+    per exchange (a new connection's dial also stays within `connect_timeout`). On the deadline,
+    a failure, or cancellation the connection is aborted, never reused; it goes back to the pool
+    only after a complete answer that keeps it alive. An answer cut at `max_body` closes it.
+
+    A kept-alive connection the backend closed while it sat idle is told apart from a failed
+    exchange only when the close came before a single byte of an answer: then, once, the same
+    bytes go out again on a new connection. The backend never answered on that connection, so
+    it most likely never read the request (RFC 9112 §9.3.1 lets a client retry such a request
+    automatically when it knows that). It may have read it and died before answering: the
+    callers send POSTs that carry idempotency keys (`Idempotency-Key`, PagerDuty's `dedup_key`,
+    Rootly's `deduplication_key`), delivery is at least once, and a failure here would be
+    retried by the delivery engine anyway, so a repeat is no new risk. Any other failure —
+    bytes of an answer arrived, a new connection failed, a parse error, the deadline — is raised.
+
+    Raises `ConnectFailed` (`ConnectTimeout`), `ExchangeTimeout` or `UpstreamReset`.
+    """
+    conn = pool.take()
+    fresh = conn is None
+    while True:
+        if conn is None:
+            loop = pool.loop or asyncio.get_running_loop()
+            left = deadline - loop.time()
+            if left <= 0:
+                raise ConnectTimeout("connect timeout")
+            if connect_timeout is not None and connect_timeout < left:
+                left = connect_timeout
+            conn = await pool.connect(left)
+        try:
+            return await _exchange(conn, request, deadline, max_body, head_only)
+        except UpstreamClosed as exc:
+            if fresh or not exc.untouched:
+                raise
+        fresh = True  # the idle connection had been closed by the backend: once more, anew
+        conn = None
+
+
+async def _exchange(
+    conn: Connection, request: bytes, deadline: float, max_body: int, head_only: bool
+) -> Whole:
+    resp = conn.begin(head_only)
+    timer = conn.loop.call_at(deadline, _expire, resp)
+    try:
+        conn.transport.write(request)
+        while not resp.complete:
+            if resp.error is not None:
+                raise resp.error
+            if resp.buffered > max_body:
+                break
+            await resp._wait()
+    except BaseException:
+        conn.resp = None
+        conn.abort()
+        raise
+    finally:
+        timer.cancel()
+    chunks = resp.chunks
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if resp.complete:
+        conn.finish(resp)
+    else:
+        conn.resp = None
+        conn.abort()  # the rest of the answer is not wanted: the connection cannot be reused
+    cut = len(body) > max_body
+    if cut:
+        body = body[:max_body]
+    return Whole(resp.status, resp.headers, resp.lower, body, cut)

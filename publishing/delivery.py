@@ -19,7 +19,8 @@ with backoff. No progress for `delivery.stall_after` while jobs wait is a stall 
 logged when it starts and ends, a gauge, and `/readyz` detail.
 
 `backend:<route>` jobs go to the history backends through the gateway's own route decision
-and upstream pools (no other client); every other target through one shared ClientSession.
+and upstream pools (each backend's `LeanPool`, the fast path's); every other target through the
+engine's one `TargetClient` (a `LeanPool` per target origin: `publishing.transport`).
 """
 
 from __future__ import annotations
@@ -61,14 +62,28 @@ from cutover.proxy.metrics import (
     gauge,
     histogram,
 )
-from cutover.proxy.pipeline import WholeAnswer, run_attempts, upstream_errors
+from cutover.proxy.pipeline import WholeAnswer, run_attempts
+from cutover.proxy.pool import (
+    ConnectFailed,
+    ConnectTimeout,
+    ExchangeTimeout,
+    UpstreamFailure,
+    send_whole,
+)
 from cutover.publishing import pagerduty, rootly, slack, webhook
 from cutover.publishing.config import DeliveryPolicy, PublishingConfig
 from cutover.publishing.outbox import Job, Outbox
 from cutover.publishing.shared_flow import SharedFlow
 from cutover.publishing.stall import StallWatch
 from cutover.publishing.targets import Redactor, TargetRegistry, TargetSpec
-from cutover.publishing.transport import USER_AGENT, SendContext, SendOutcome, judge
+from cutover.publishing.transport import (
+    USER_AGENT,
+    SendContext,
+    SendOutcome,
+    TargetClient,
+    judge,
+    origin_form,
+)
 from cutover.routing.decision import decide
 from cutover.routing.murmur import bucket_of
 
@@ -200,13 +215,36 @@ class TargetGate:
         return self.bucket.wait(now)
 
 
-class _HistoryTransport:
-    """The gateway's aiohttp pools as the attempt loop's transport for a history delivery:
-    one attempt posts every part of the alert's requests for that backend, in order, and stops
-    at the first answer that is not a success. The headers that do not depend on the part are
-    built once per delivery, not once per part and attempt."""
+_ORIGIN_FORMS: dict[tuple[str, str], bytes] = {}  # (backend URL, path) -> request target
 
-    __slots__ = ("gw", "headers", "key", "shaped", "timeout")
+
+def _origin_form(base: str, path: str) -> bytes:
+    """The request target for `path` on a backend whose URL is `base` (`transport.origin_form`:
+    as written when valid, else encoded as the aiohttp client did); remembered per pair."""
+    key = (base, path)
+    target = _ORIGIN_FORMS.get(key)
+    if target is None:
+        if len(_ORIGIN_FORMS) >= 1024:
+            _ORIGIN_FORMS.clear()
+        target = _ORIGIN_FORMS[key] = origin_form(base + path).encode("ascii")
+    return target
+
+
+class _HistoryTransport:
+    """The gateway's pools as the attempt loop's transport for a history delivery: one
+    attempt posts every part of the alert's requests for that backend, in order, on the
+    backend's `LeanPool` (the fast path's kept-alive connections), and stops at the first
+    answer that is not a success. The head lines that do not depend on the part are built
+    once per delivery, not once per part and attempt.
+
+    What goes out, as the aiohttp client sent it: `<method> <base path + path> HTTP/1.1`,
+    `Host` (the backend's `host_header`, its authority for `backend` and `pass`),
+    `Content-Type`, `User-Agent`, the request id, `Idempotency-Key` (`<key>:<part>` when there
+    are several parts), `Content-Length`. One deadline, `per_try`, covers every part, connect
+    included (a new connection within the route's connect timeout too); the first 4 KiB of
+    each answer are judged."""
+
+    __slots__ = ("connect", "fixed", "gw", "key", "shaped")
 
     def __init__(
         self,
@@ -218,41 +256,61 @@ class _HistoryTransport:
     ) -> None:
         self.gw = gw
         self.shaped = shaped
-        self.timeout = timeout
-        self.key = webhook.idempotency_key(alert)
-        self.headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            gw.config.headers.request_id: f"publish-{job.id}",
-        }
+        self.connect = timeout.connect
+        key = webhook.idempotency_key(alert)
+        rid = f"publish-{job.id}"
+        if "\r" in key or "\n" in key:
+            raise ValueError("an Idempotency-Key with a line break")
+        self.key = key
+        self.fixed = (
+            f"Content-Type: application/json\r\nUser-Agent: {USER_AGENT}\r\n"
+            f"{gw.config.headers.request_id}: {rid}\r\n"
+        ).encode()
 
     async def send(self, backend: str, per_try: float) -> WholeAnswer:
         """Every part to `backend`; the answer's `value` is the `SendOutcome`."""
         upstream = self.gw.state.upstreams[backend]
+        pool = upstream.lean
         requests = self.shaped[backend]
-        key = self.key
-        host = upstream.backend.host_header
+        key = self.key.encode()
+        several = len(requests) > 1
+        host_line = pool.host_line or pool.fallback_host
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + per_try
         status, out = 200, SendOutcome.done(None, "nothing to send")
-        with upstream_errors(backend):
-            async with asyncio.timeout(per_try):
-                for index, (method, path, body) in enumerate(requests):
-                    headers = self.headers.copy()
-                    headers["Idempotency-Key"] = key if len(requests) == 1 else f"{key}:{index}"
-                    if host not in ("backend", "pass"):
-                        headers["Host"] = host
-                    async with upstream.session.request(
-                        method,
-                        upstream.base + path,
-                        data=body,
-                        headers=headers,
-                        timeout=self.timeout,
-                        allow_redirects=False,
-                        server_hostname=upstream.server_hostname,
-                    ) as resp:
-                        text = (await resp.content.read(4096)).decode("utf-8", "replace")
-                        status, out = resp.status, judge(resp.status, text[:300], None)
-                    if not out.ok:
-                        break
+        for index, (method, path, body) in enumerate(requests):
+            part_key = key + b":%d" % index if several else key
+            request = b"".join(
+                (
+                    method.encode("ascii"),
+                    b" ",
+                    _origin_form(upstream.base, path),
+                    b" HTTP/1.1\r\n",
+                    host_line,
+                    self.fixed,
+                    b"Idempotency-Key: ",
+                    part_key,
+                    b"\r\nContent-Length: %d\r\n\r\n" % len(body),
+                    body,
+                )
+            )
+            try:
+                whole = await send_whole(
+                    pool, request, deadline, max_body=4096, connect_timeout=self.connect
+                )
+            except ConnectTimeout as exc:
+                phase = "timeout" if loop.time() >= deadline else "connect"
+                raise UpstreamError(backend, phase) from exc
+            except ConnectFailed as exc:
+                raise UpstreamError(backend, "connect") from exc
+            except ExchangeTimeout as exc:
+                raise UpstreamError(backend, "timeout") from exc
+            except UpstreamFailure as exc:
+                raise UpstreamError(backend, "reset") from exc
+            text = whole.body.decode("utf-8", "replace")
+            status, out = whole.status, judge(whole.status, text[:300], None)
+            if not out.ok:
+                break
         return WholeAnswer(status, out)
 
 
@@ -364,7 +422,7 @@ class DeliveryEngine:
         self.state = EngineState.NEW
         self.gates: dict[str, TargetGate] = {}
         self.redact = Redactor()
-        self.session: aiohttp.ClientSession | None = None
+        self.client: TargetClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._finished = asyncio.Event()  # a delivery task ended (`_let_slots_free`)
@@ -399,12 +457,7 @@ class DeliveryEngine:
     async def start(self) -> None:
         if self.state is not EngineState.NEW:
             return
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100, limit_per_host=20, ttl_dns_cache=60),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT},
-        )
+        self.client = TargetClient()
         self.outbox.on_enqueue(self.wake)
         # At most lease / 100 (the config sees to it): a delivered job keeps its lease until its
         # batch is deleted.
@@ -436,7 +489,7 @@ class DeliveryEngine:
                 ("delivery loop", self._stop_loop),
                 ("deliveries in flight", lambda: self._stop_deliveries(grace)),
                 ("delivered jobs' flush", self._stop_completions),
-                ("delivery session", self._close_clients),
+                ("delivery clients", self._close_clients),
             ),
             log,
         )
@@ -459,8 +512,8 @@ class DeliveryEngine:
             await self.outbox.stop_completions()
 
     async def _close_clients(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
         if self.shared is not None:
             await self.shared.close()
 
@@ -776,10 +829,10 @@ class DeliveryEngine:
 
     async def send(self, spec: TargetSpec, alert: Alert) -> SendOutcome:
         """Format and send one alert to one target (also used by the API's test endpoint)."""
-        assert self.session is not None, "engine not started"
+        assert self.client is not None, "engine not started"
         name = spec.name
         ctx = SendContext(
-            session=self.session,
+            client=self.client,
             clock=self.clock,
             get_ref=lambda fp: self.outbox.get_ref(name, fp),
             put_ref=lambda fp, ref: self.outbox.put_ref(name, fp, ref),

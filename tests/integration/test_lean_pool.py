@@ -185,3 +185,24 @@ async def test_idle_connections_expire(raw_backend) -> None:
         assert backend.connections == 2
     finally:
         await pool.close()
+
+
+async def test_pool_for_an_origin(raw_backend) -> None:
+    """`LeanPool.for_origin`: a pool from an origin's parts (no configured backend)."""
+
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    b = await raw_backend(ok)
+    pool = LeanPool.for_origin("http", "127.0.0.1", b.port, limit=2, keepalive=5.0)
+    assert pool.limit == 2 and pool.keepalive == 5.0 and pool.ssl is None
+    assert pool.fallback_host == f"Host: 127.0.0.1:{b.port}\r\n".encode()
+    for _ in range(3):
+        resp, body = await fetch(pool)
+        assert resp.status == 200 and body == b"ok"
+    assert b.connections == 1 and pool.busy == 0
+    await pool.close()
+    with pytest.raises(ValueError):
+        LeanPool.for_origin("https", "127.0.0.1", 443)  # https needs a TLS context
