@@ -5,6 +5,7 @@
                                  [--workers 1,2] [--rates 500,1000,2000 --sweep-batch 1
                                   --sweep-seconds 4 --plot bench/alert-intake-rate.svg] [--json F]
                                  [--receiver history|fast] [--delivery on,off]
+                                 [--payload minimal|alertmanager]
 
 A `python -m cutover serve` process (1 worker) takes Alertmanager webhooks on /webhook/proxy;
 this process posts them from `--clients` concurrent keep-alive connections for `--duration`
@@ -22,6 +23,10 @@ and the delivery attempts the engine made meanwhile (its share of that CPU).
 `--serve-receiver`) instead of the example history backend, so that what a delivery costs is
 the gateway's alone. `--delivery off`: the receiver is paused (SIGSTOP) after the warm-up, so
 the engine's deliveries in flight wait and it claims nothing more: intake alone.
+
+`--payload alertmanager`: each webhook is the whole body Alertmanager sends (every alert with
+its `fingerprint`, the group's labels and annotations, the external URL) instead of the fields
+the intake needs (`minimal`, the default, for which the gateway computes each fingerprint).
 
 `--workers`: the gateway's worker processes (`cutover serve --workers`), one set of cases each.
 `--rates`: an offered-rate sweep after the closed-loop cases, open model (`bench.fixed_rate`:
@@ -79,11 +84,18 @@ def _config(port: int, storage: str, history_port: int) -> dict:
     }
 
 
-def _payload(run: str, n: int, batch: int) -> bytes:
+SHAPES = ("minimal", "alertmanager")
+
+
+def _payload(run: str, n: int, batch: int, shape: str = "minimal") -> bytes:
+    """One webhook of `batch` new alerts. `minimal`: the fields the intake needs (it computes
+    each alert's fingerprint); `alertmanager`: the whole v4 body Alertmanager sends, with each
+    alert's `fingerprint` and the group's labels, annotations and external URL."""
+    first = n * batch
     alerts = [
         {
             "status": "firing",
-            "labels": {"alertname": "BenchAlert", "run": run, "seq": str(n * batch + i),
+            "labels": {"alertname": "BenchAlert", "run": run, "seq": str(first + i),
                        "severity": "warning", "instance": "10.0.0.1:9100"},
             "annotations": {"summary": "benchmark alert"},
             "startsAt": "2026-11-21T21:38:32Z",
@@ -92,13 +104,24 @@ def _payload(run: str, n: int, batch: int) -> bytes:
         }
         for i in range(batch)
     ]  # fmt: skip
-    return orjson.dumps(
-        {"version": "4", "status": "firing", "receiver": "cutover", "groupKey": "{}:{}",
-         "truncatedAlerts": 0, "alerts": alerts}
-    )  # fmt: skip
+    body = {"version": "4", "status": "firing", "receiver": "cutover", "groupKey": "{}:{}",
+            "truncatedAlerts": 0, "alerts": alerts}  # fmt: skip
+    if shape == "alertmanager":
+        for i, alert in enumerate(alerts):  # unique per run: 8 hex digits of it, 8 of the seq
+            alert["fingerprint"] = f"{run}{(first + i) & 0xFFFFFFFF:08x}"
+        body.update(
+            groupKey='{}:{alertname="BenchAlert"}',
+            groupLabels={"alertname": "BenchAlert"},
+            commonLabels={"alertname": "BenchAlert", "severity": "warning"},
+            commonAnnotations={"summary": "benchmark alert"},
+            externalURL="http://127.0.0.1:9093",
+        )
+    return orjson.dumps(body)
 
 
-async def _load(url: str, clients: int, duration: float, batch: int) -> dict:
+async def _load(
+    url: str, clients: int, duration: float, batch: int, shape: str = "minimal"
+) -> dict:
     run = uuid.uuid4().hex[:8]
     counter = iter(range(10**9))
     latencies: list[float] = []
@@ -109,7 +132,7 @@ async def _load(url: str, clients: int, duration: float, batch: int) -> dict:
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors, ok
         while time.monotonic() < end:
-            body = _payload(run, next(counter), batch)
+            body = _payload(run, next(counter), batch, shape)
             started = time.monotonic()
             try:
                 async with session.post(url, data=body) as resp:
@@ -210,11 +233,13 @@ async def _pg(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-def _sweep_point(url: str, rate: float, batch: int, seconds: float, connections: int) -> dict:
+def _sweep_point(
+    url: str, rate: float, batch: int, seconds: float, connections: int, shape: str = "minimal"
+) -> dict:
     """One open-model run at `rate` webhooks/s: accepted alerts/s and latency from schedule."""
     run = uuid.uuid4().hex[:8]
     count = max(1, round(rate * seconds))
-    bodies = [_payload(run, n, batch) for n in range(count)]
+    bodies = [_payload(run, n, batch, shape) for n in range(count)]
     r = run_blocking(
         url,
         rate=rate,
@@ -355,6 +380,7 @@ def run_case(
     receiver: str = "history",
     delivery: bool = True,
     drain: bool = False,
+    shape: str = "minimal",
 ):
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     if store == "sqlite":
@@ -392,7 +418,7 @@ def run_case(
             os.kill(history.pid, signal.SIGSTOP)
         for batch in batches:
             mark, cpu, sent = _batches(port), _tree_cpu(proc.pid), _deliveries(port)
-            results[batch] = asyncio.run(_load(url, clients, duration, batch))
+            results[batch] = asyncio.run(_load(url, clients, duration, batch, shape))
             webhooks = results[batch]["webhooks"]
             results[batch]["gateway_cpu_us_per_webhook"] = (
                 (_tree_cpu(proc.pid) - cpu) / webhooks * 1e6 if webhooks else None
@@ -407,7 +433,9 @@ def run_case(
             results["drain"] = _drain(proc.pid, port, store, storage, tmp)
         for rate in rates:
             mark = _batches(port)
-            point = _sweep_point(url, rate / sweep_batch, sweep_batch, sweep_seconds, connections)
+            point = _sweep_point(
+                url, rate / sweep_batch, sweep_batch, sweep_seconds, connections, shape
+            )
             point["mean_batch_alerts"] = _mean_batch(mark, _batches(port))
             sweep.append(point)
             print(
@@ -533,6 +561,13 @@ def main(argv: list[str] | None = None) -> int:
         help="after the closed-loop cases with delivery on, time the delivery of the backlog"
         " they left, with no intake (deliveries/s and gateway CPU per delivery)",
     )
+    parser.add_argument(
+        "--payload",
+        choices=SHAPES,
+        default="minimal",
+        help="minimal (the fields the intake needs; it computes the fingerprints) or"
+        " alertmanager (the whole body Alertmanager sends, fingerprints included)",
+    )
     parser.add_argument("--serve-receiver", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--pg",
@@ -555,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                     results, sweep = run_case(
                         store, args.pg, tmp, batches, args.clients, args.duration, workers,
                         rates, args.sweep_batch, args.sweep_seconds, args.connections,
-                        args.receiver, delivery == "on", args.drain,
+                        args.receiver, delivery == "on", args.drain, args.payload,
                     )  # fmt: skip
                     if "drain" in results:
                         drains.append((store, workers, delivery, results.pop("drain")))
