@@ -337,8 +337,9 @@ class TargetClient:
         try:
             target = self._target(url)
             request = request_head(target, method, content_type, headers, len(data)) + data
-        except (ValueError, UnicodeError):
-            return SendOutcome(False, None, retry=True, error="network error (invalid request)")
+        except (ValueError, UnicodeError) as exc:
+            # A request that cannot be written never will be: given up (the DLQ says why).
+            return SendOutcome(False, None, error=f"invalid request ({exc})")
         if self.closed:
             return SendOutcome(False, None, retry=True, error="network error (client closed)")
         pool = self._pool(target)

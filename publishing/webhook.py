@@ -6,12 +6,14 @@ classification as `llm_*` annotations (as the originals did) and as a top-level
 `{alert{...}, classification, timestamp, source, version}`.
 
 Every request carries `Idempotency-Key: <fingerprint>:<status>:<startsAt>`, so a receiver can
-drop the second copy of an at-least-once delivery.
+drop the second copy of an at-least-once delivery. A sender's fingerprint may hold characters a
+header cannot (a line break, any control character): those, and `%`, go as `%XX` escapes.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 
 from cutover.alerts.model import Alert
 from cutover.publishing import view
@@ -21,8 +23,17 @@ from cutover.publishing.transport import SendContext, SendOutcome, post_json
 RECEIVER = "cutover"
 
 
+# What a header value cannot hold (RFC 9110 §5.5: no controls but HTAB), and `%`, so that the
+# escaped key stays one-to-one with the alert's.
+_NOT_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f%]")
+
+
 def idempotency_key(alert: Alert) -> str:
-    return f"{alert.fingerprint}:{alert.status}:{alert.starts_at}"
+    """The key of one alert's delivery, as a header value (see the module docstring)."""
+    key = f"{alert.fingerprint}:{alert.status}:{alert.starts_at}"
+    if _NOT_IN_HEADER.search(key) is None:
+        return key
+    return _NOT_IN_HEADER.sub(lambda m: f"%{ord(m.group()):02X}", key)
 
 
 def _annotations(alert: Alert) -> dict[str, str]:

@@ -651,3 +651,39 @@ async def test_history_delivery_faults_are_retried(receiver, gateways, tmp_path:
     assert stats.failed == 2 and len(r.requests) == 3
     assert "reset" in (stats.last_error or "")
     await wait_for(lambda: gw.state.upstreams["history"].lean.busy == 0)
+
+
+# -- what a header cannot hold ---------------------------------------------------------------
+
+
+async def test_a_fingerprint_a_header_cannot_hold_is_delivered_with_an_escaped_key(
+    receiver, gateways, tmp_path: Path
+) -> None:
+    """A sender's fingerprint may hold a line break (the intake refuses only NUL and unpaired
+    surrogates): the alert is still delivered, to a webhook target and to the history backend,
+    its `Idempotency-Key` escaped (`%XX`, `%` too, so two keys never merge) — not retried
+    until it is too old, not dead-lettered, and never a header injected."""
+    r = await receiver(keep_answering)
+    target = {"name": "wh", "type": "webhook", "url": r.url + "/hook"}
+    data = config(tmp_path, {"targets": [target]}, backends={"history": r.url})
+    gw = await gateways(data)
+    await enqueue(gw, make_alert("fp\r\nX-Injected: 1\t%"), ["wh", "backend:default"])
+    await wait_for(lambda: len(r.requests) == 2)
+    keys = {headers["idempotency-key"] for _, headers, _ in r.requests}
+    assert keys == {"fp%0D%0AX-Injected: 1\t%25:firing:2026-11-20T10:00:00Z"}
+    assert all("x-injected" not in headers for _, headers, _ in r.requests)
+    bodies = [orjson.loads(body) for _, _, body in r.requests]
+    assert {b["alerts"][0]["fingerprint"] for b in bodies} == {"fp\r\nX-Injected: 1\t%"}
+    for name in ("wh", "backend:default"):
+        await wait_for(lambda name=name: engine(gw).gates[name].stats.sent == 1)
+        assert engine(gw).gates[name].stats.failed == 0
+
+
+async def test_a_request_that_cannot_be_written_is_given_up(receiver, client) -> None:
+    """A header that cannot be written (a line break in a configured value) would fail every
+    retry: it is given up at once, with the reason, and nothing is sent."""
+    r = await receiver(keep_answering)
+    out = await post(client, r.url + "/hook", headers={"X-Team": "a\r\nb"})
+    assert not out.ok and not out.retry and out.status is None
+    assert out.error.startswith("invalid request (") and "line break" in out.error
+    assert r.requests == [] and r.connections == 0
