@@ -208,13 +208,7 @@ class MirrorProcess:
         try:
             assert proc.stdout is not None
             while (payload := await read_frame(proc.stdout)) is not None:
-                outcomes = []
-                for number, *values in orjson.loads(payload):
-                    held = self._held.pop(number, None)
-                    if held is not None:
-                        self.held_bytes -= held[2]
-                    if values:  # none: nothing to book (the candidate left the config)
-                        outcomes.append(Outcome.of_wire(values))
+                outcomes = self.received(payload)
                 if outcomes:
                     await self._book(outcomes)
             code = await proc.wait()
@@ -236,6 +230,17 @@ class MirrorProcess:
             self.held_bytes = 0
             for route, _, _ in held.values():
                 self._lost(route)
+
+    def received(self, payload: bytes) -> list[Outcome]:
+        """The outcomes of one frame from the child (their jobs are no longer held)."""
+        outcomes = []
+        for number, *values in orjson.loads(payload):
+            held = self._held.pop(number, None)
+            if held is not None:
+                self.held_bytes -= held[2]
+            if values:  # none: nothing to book (the candidate left the config)
+                outcomes.append(Outcome.of_wire(values))
+        return outcomes
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Kill a child that holds a job past `stall_after` (its outcome never came)."""
