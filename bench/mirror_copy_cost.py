@@ -2,11 +2,11 @@
 
     python -m cutover.bench.mirror_copy_cost [--copies 200] [--repeats 40]
 
-A real gateway (`start_gateway`, one mirrored route at 100 %, shedding off) whose parity feature
-hands its copies to a real `MirrorProcess` over a real pipe; the child at the other end only
-reads and discards them (its pipe is enlarged to 1 MiB so that every copy's write is a write
-into the pipe, not into the transport's buffer). Timed, best of `--repeats` batches of
-`--copies`, in µs per copy:
+A real gateway (the parity feature alone; one mirrored route at 100 %, shedding off) whose
+parity feature hands its copies to a real `MirrorProcess` over a real pipe; the child at the
+other end only reads and discards them (its pipe is enlarged to 1 MiB so that every copy's
+write is a write into the pipe, not into the transport's buffer). Timed, best of `--repeats`
+batches of `--copies`, in µs per copy:
 
 - `copy`: what the fast path does per mirrored request — `tap_raw` (the sampling), one `feed`
   (the ~1.5 KiB JSON answer of `bench.mirror_cost`), `finish_raw` (the copy, the job, its
@@ -36,7 +36,6 @@ from typing import Any
 import orjson
 import uvloop
 
-from cutover.app import start_gateway
 from cutover.bench.mirror_cost import alert_json
 from cutover.parity.mirror_process import MirrorProcess
 from cutover.parity.shadow import ParityFeature
@@ -162,7 +161,8 @@ def outcome_frame(first: int, count: int) -> bytes:
 
 async def measure(copies: int, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="cutover-bench-copy-") as tmp:
-        gw: Gateway = await start_gateway(parse_config(config(Path(tmp)), "bench.yaml"))
+        gw = Gateway(parse_config(config(Path(tmp)), "bench.yaml"), None, (ParityFeature,))
+        await gw.start()
         sink: SinkProcess | None = None
         try:
             (parity,) = [f for f in gw.features if isinstance(f, ParityFeature)]
