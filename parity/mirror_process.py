@@ -13,13 +13,15 @@ nothing else wants, so when the machine is short of CPU the mirror falls behind,
 dropped and counted, and the primary does not wait.
 
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
-`("job", MirrorJob.to_wire())` (the child trusts its parent); child to gateway, JSON lists of
-`Outcome.to_wire()` (the gateway parses nothing executable from the child). At most
-`parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
-dropped and counted. A child that dies, or holds a job past its deadlines (stopped, hung), costs
-the jobs it held (counted as dropped) and is started again by the gateway's task supervisor
-with its backoff. EOF on its stdin (the gateway stopping, or dying) makes the child finish the
-jobs it holds, send their outcomes and exit; one that holds none is simply ended.
+`("job", number, ts, MirrorJob.to_wire())`, or `("raw", number, ts, RawJob)` for a fast-path
+copy, whose raw header fields the child decodes (the child trusts its parent); child to
+gateway, JSON lists of `Outcome.to_wire()` (the gateway parses nothing executable from the
+child). At most `parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at
+once; more are dropped and counted. A child that dies, or holds a job past its deadlines
+(stopped, hung), costs the jobs it held (counted as dropped) and is started again by the
+gateway's task supervisor with its backoff. EOF on its stdin (the gateway stopping, or dying)
+makes the child finish the jobs it holds, send their outcomes and exit; one that holds none is
+simply ended.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import uvloop
 from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable, open_database
 from cutover.core.logs import setup_logging
-from cutover.parity.mirror import MirrorJob, Outcome, exchange
+from cutover.parity.mirror import MirrorJob, Outcome, RawJob, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
 
 if TYPE_CHECKING:
@@ -140,6 +142,13 @@ class MirrorProcess:
         """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
         take it now (not running, stopping, `capacity` jobs or `max_held_bytes` held: bodies
         can be large): the caller counts it as dropped."""
+        return self._submit("job", job.route, job.to_wire(), ts)
+
+    def submit_raw(self, route: str, values: RawJob, ts: float) -> bool:
+        """`submit` for a fast-path copy (`RawJob`: the child decodes its headers)."""
+        return self._submit("raw", route, values, ts)
+
+    def _submit(self, kind: str, route: str, values: tuple[Any, ...], ts: float) -> bool:
         proc = self._proc
         if proc is None or self._closing or len(self._held) >= self.capacity:
             return False
@@ -148,12 +157,12 @@ class MirrorProcess:
         if stdin.is_closing():
             return False
         number = self._next
-        message = frame(pickle.dumps(("job", number, ts, job.to_wire()), pickle.HIGHEST_PROTOCOL))
+        message = frame(pickle.dumps((kind, number, ts, values), pickle.HIGHEST_PROTOCOL))
         if self.held_bytes + len(message) > self.max_held_bytes:
             return False
         self._next += 1
         stdin.write(message)
-        self._held[number] = (job.route, self.clock.monotonic(), len(message))
+        self._held[number] = (route, self.clock.monotonic(), len(message))
         self.held_bytes += len(message)
         return True
 
@@ -394,12 +403,13 @@ async def _serve(out_fd: int) -> None:
     child = _Child(out)
     while (payload := await read_frame(reader)) is not None:
         kind, *rest = pickle.loads(payload)
-        if kind == "job":
+        if kind == "job" or kind == "raw":
             number, ts, values = rest
             if child.spec is None:  # cannot happen: the spec is the first frame
                 child.done(number, ts, None)
                 continue
-            child.jobs.put_nowait((number, ts, MirrorJob.of_wire(values)))
+            job = MirrorJob.of_wire(values) if kind == "job" else MirrorJob.of_raw(values)
+            child.jobs.put_nowait((number, ts, job))
         elif kind == "spec":
             child.configure(rest[0])
     await child.close()
