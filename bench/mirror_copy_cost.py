@@ -11,6 +11,8 @@ batches of `--copies`, in µs per copy:
 - `copy`: what the fast path does per mirrored request — `tap_raw` (the sampling), one `feed`
   (the ~1.5 KiB JSON answer of `bench.mirror_cost`), `finish_raw` (the copy, the job, its
   frame written to the pipe, the counters);
+- `copy, k/loop`: the same with the event loop run once every k copies (frames written once
+  per loop iteration are written then);
 - `tap_raw` and `feed+finish_raw` on their own;
 - `book/1` and `book/8`: reading one frame of the child's outcomes (1 or 8 per frame, as
   `MirrorProcess.run` does) and booking them (`ParityFeature._book`: metrics, windows).
@@ -203,9 +205,23 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                 sink.forget()
                 make_taps()
 
+            def per_iteration(k: int) -> Callable[[], Any]:
+                async def batch() -> None:
+                    for i in range(copies):
+                        tap = tap_raw(*sample)
+                        assert tap is not None
+                        tap.feed(body)
+                        tap.finish_raw(200, RESPONSE_HEADERS)
+                        if i % k == k - 1:
+                            await asyncio.sleep(0)  # the loop runs once per k copies
+
+                return batch
+
             figures: dict[str, float] = {}
             await settle()
             figures["copy"] = await best(copy_batch, settle, repeats, copies)
+            for k in (1, 4):
+                figures[f"copy, {k}/loop"] = await best(per_iteration(k), settle, repeats, copies)
             figures["tap_raw"] = await best(tap_batch, settle, repeats, copies)
             figures["feed+finish_raw"] = await best(finish_batch, settle, repeats, copies)
 
