@@ -14,8 +14,11 @@ batches of `--copies`, in µs per copy:
 - `copy, k/loop`: the same with the event loop run once every k copies (frames written once
   per loop iteration are written then);
 - `tap_raw` and `feed+finish_raw` on their own;
-- `book/1` and `book/8`: reading one frame of the child's outcomes (1 or 8 per frame, as
-  `MirrorProcess.run` does) and booking them (`ParityFeature._book`: metrics, windows).
+- `book/1` and `book/8`: taking one frame of the child's outcomes apart (1 or 8 per frame)
+  and booking them (`ParityFeature._book`: metrics, windows);
+- `read+book/1` and `read+book/10`: the gateway thread's CPU time per outcome while
+  `MirrorProcess.run` reads 2,000 outcomes from a child that sends them 1 or 10 to a frame,
+  0.5 ms apart (every frame a wake-up of the loop), and books them.
 
 Between batches the loop runs until the child has read every byte written. The figures are
 for comparing two versions of the code on one machine, not absolute.
@@ -39,7 +42,7 @@ import orjson
 import uvloop
 
 from cutover.bench.mirror_cost import alert_json
-from cutover.parity.mirror_process import MirrorProcess
+from cutover.parity.mirror_process import MirrorProcess, frame
 from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
@@ -105,6 +108,42 @@ class SinkProcess(MirrorProcess):
             assert proc.stdin is not None
             proc.stdin.close()
             await proc.wait()
+
+
+class SourceProcess(MirrorProcess):
+    """The real gateway end, reading from a child that sends `frames` frames of `per_frame`
+    outcomes each, `gap` seconds apart (each frame its own wake-up of the loop), then exits."""
+
+    def __init__(self, *args: Any, frames: int, per_frame: int, gap: float) -> None:
+        super().__init__(*args)
+        self.shape = (frames, per_frame, gap)
+
+    async def spawn(self) -> None:
+        if self._proc is not None:
+            return
+        frames, per_frame, gap = self.shape
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cutover.bench.mirror_copy_cost", "--source",
+            f"{frames},{per_frame},{gap}", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._proc, self.pid = proc, proc.pid
+        now = self.clock.monotonic()
+        for n in range(frames * per_frame):
+            self._held[n] = ("default", now, 2000)
+        self.held_bytes = 2000 * frames * per_frame
+        self.close()  # the child ends when it has sent them all: not an exit to complain of
+
+
+def source(shape: str) -> None:
+    """The `SourceProcess`'s child: its frames to stdout, `gap` apart."""
+    frames, per_frame, gap = shape.split(",")
+    out = sys.stdout.buffer
+    time.sleep(0.2)  # the gateway is reading
+    for i in range(int(frames)):
+        out.write(frame(outcome_frame(i * int(per_frame), int(per_frame))))
+        out.flush()
+        time.sleep(float(gap))
 
 
 def config(tmp: Path) -> dict[str, Any]:
@@ -242,6 +281,19 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                 hold()
                 per_outcome = await best(book, hold, repeats, copies * per_frame)
                 figures[f"book/{per_frame}"] = per_outcome
+            for per_frame in (1, 10):
+                spent = []
+                for _ in range(3):
+                    shape = {"frames": 2000 // per_frame, "per_frame": per_frame, "gap": 0.0005}
+                    reader = SourceProcess(parity._spec, parity._book, parity._lost, 1 << 30,
+                                           gw.clock, 1e9, **shape)  # fmt: skip
+                    parity.process = reader
+                    await reader.spawn()  # (run finds it started)
+                    before = time.thread_time()
+                    await reader.run()
+                    spent.append((time.thread_time() - before) / 2000 * 1e6)
+                parity.process = sink
+                figures[f"read+book/{per_frame}"] = min(spent)
             return figures
         finally:
             if sink is not None:
@@ -254,7 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=200, help="copies per timed batch")
     parser.add_argument("--repeats", type=int, default=40, help="batches (the best counts)")
+    parser.add_argument("--source", help=argparse.SUPPRESS)  # SourceProcess's child
     args = parser.parse_args(argv)
+    if args.source:
+        source(args.source)
+        return
     figures = uvloop.run(measure(args.copies, args.repeats))
     width = max(len(k) for k in figures)
     for name, value in figures.items():
