@@ -11,13 +11,13 @@ batches of `--copies`, in µs per copy:
 - `copy`: what the fast path does per mirrored request — `tap_raw` (the sampling), one `feed`
   (the ~1.5 KiB JSON answer of `bench.mirror_cost`), `finish_raw` (the copy, the job, its
   frame written to the pipe, the counters);
-- `copy, k/loop`: the same with the event loop run once every k copies (frames written once
-  per loop iteration are written then);
+- `copy, k/loop`: the same with the event loop run once every k copies (as under load, where
+  the loop runs between requests);
 - `tap_raw` and `feed+finish_raw` on their own;
 - `book/1` and `book/8`: taking one frame of the child's outcomes apart (1 or 8 per frame)
   and booking them (`ParityFeature._book`: metrics, windows);
-- `read+book/1` and `read+book/10`: the gateway thread's CPU time per outcome while
-  `MirrorProcess.run` reads 2,000 outcomes from a child that sends them 1 or 10 to a frame,
+- `read+book/1`, `/10`, `/25`: the gateway thread's CPU time per outcome while
+  `MirrorProcess.run` reads 2,000 outcomes from a child that sends them 1, 10 or 25 to a frame,
   0.5 ms apart (every frame a wake-up of the loop), and books them.
 
 Between batches the loop runs until the child has read every byte written. The figures are
@@ -281,7 +281,7 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                 hold()
                 per_outcome = await best(book, hold, repeats, copies * per_frame)
                 figures[f"book/{per_frame}"] = per_outcome
-            for per_frame in (1, 10):
+            for per_frame in (1, 10, 25):
                 spent = []
                 for _ in range(3):
                     shape = {"frames": 2000 // per_frame, "per_frame": per_frame, "gap": 0.0005}

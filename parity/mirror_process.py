@@ -6,8 +6,10 @@ over a pipe. The child sends the copies and the noise requests, compares (`excha
 `parity.mirror`) and writes the results to the gateway's store (its own connection,
 one statement per batch) on its own event loop; the gateway books the outcomes it sends back
 (metrics, the parity windows). What stays on the gateway's loop per mirrored request is the
-copy taken while the answer streams, one pickled frame written to the pipe and one outcome read
-back — tens of microseconds — so primary traffic does not queue behind comparisons or store
+copy taken while the answer streams, one pickled frame written to the pipe (a fast-path copy's
+headers as they came: the child decodes them) and its share of a frame of outcomes read back
+(the child sends what finishes within `SEND_EVERY` together) — some ten microseconds, see
+`bench.mirror_copy_cost` — so primary traffic does not queue behind comparisons or store
 writes. The child runs at nice 10 and, on Linux, under SCHED_IDLE: it gets only CPU time that
 nothing else wants, so when the machine is short of CPU the mirror falls behind, its jobs are
 dropped and counted, and the primary does not wait.
@@ -64,6 +66,9 @@ MAX_FRAME = 256 * 2**20  # a frame larger than this is a broken pipe, not a mess
 MAX_HELD_BYTES = 64 * 2**20  # job bytes the child may hold (bodies up to max_body each)
 WATCH_EVERY = 1.0  # seconds between two looks at the oldest job the child holds
 RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools are closed
+# Seconds the child gathers finished outcomes before it sends them (one frame, one booking on
+# the gateway's loop for all of them rather than one per copy).
+SEND_EVERY = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +331,9 @@ class _Child:
     async def _writer(self) -> None:
         while True:
             await self.wake.wait()
+            # The outcomes that finish meanwhile go in the same frame: the gateway reads and
+            # books them at once, and the store takes them in one statement.
+            await asyncio.sleep(SEND_EVERY)
             self.wake.clear()
             await self._send_ready()
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from cutover.core.db import open_database
 from cutover.parity.config import MirrorSettings, ParityConfig
 from cutover.parity.mirror import MirrorJob, Outcome, RawJob
-from cutover.parity.mirror_process import NICE, MirrorSpec, frame, read_frame
+from cutover.parity.mirror_process import NICE, SEND_EVERY, MirrorSpec, _Child, frame, read_frame
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
@@ -198,6 +198,30 @@ async def test_a_gateway_without_a_mirror_starts_no_process(
     async with samples() as (primary, candidate):
         gw = await start(gateways, config_for(primary, candidate, tmp_path, {"mirror": "off"}))
         assert feature(gw).process is None and feature(gw).queue is None
+
+
+async def test_outcomes_that_finish_close_together_go_back_in_one_frame() -> None:
+    """The child gathers what finishes within `SEND_EVERY` into one frame: the gateway wakes,
+    reads and books once for all of them, not once per copy."""
+    frames: list[bytes] = []
+
+    class Pipe:  # the child's end of the pipe to the gateway
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes) -> None:
+            frames.append(data)
+
+    child = _Child(Pipe())  # type: ignore[arg-type]
+    try:
+        for number in range(3):  # finished 1 ms apart (nothing to book: no outcome)
+            child.done(number, 1.0, None)
+            await asyncio.sleep(0.001)
+        await wait_for(lambda: bool(frames), interval=0.001)
+        await asyncio.sleep(2 * SEND_EVERY)
+        assert [orjson.loads(f[4:]) for f in frames] == [[[0], [1], [2]]]
+    finally:
+        child.writer.cancel()
 
 
 _text = text()
