@@ -9,7 +9,7 @@ the same way (metrics, the results store, the parity windows; `parity.shadow`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cutover.parity.config import ParityConfig
     from cutover.proxy.upstreams import Upstream
 
-__all__ = ["MIRROR_HEADER", "MirrorJob", "Outcome", "exchange", "sample_of"]
+__all__ = ["MIRROR_HEADER", "MirrorJob", "Outcome", "RawJob", "decoded", "exchange", "sample_of"]
 
 MIRROR_HEADER = "X-Cutover-Mirror"
 STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
@@ -80,6 +80,38 @@ class MirrorJob:
         fields = list(values)
         fields[5] = CIMultiDictProxy(CIMultiDict(fields[5]))
         return cls(*fields)
+
+    @classmethod
+    def of_raw(cls, values: RawJob) -> MirrorJob:
+        """The job of a fast-path copy (`raw_job`): its header fields decoded here, by whoever
+        runs the job (the mirror process; the gateway's own workers), as `decoded` does."""
+        (route, to, primary, method, raw_path, headers, body, peer, scheme, request_id,
+         status, response_headers, response_body) = values  # fmt: skip
+        fields = CIMultiDictProxy(CIMultiDict(decoded(headers)))
+        return cls(route, to, primary, method, raw_path, fields, body, peer, scheme,
+                   fields.get("Host"), request_id, status, decoded(response_headers),
+                   response_body)  # fmt: skip
+
+
+# A fast-path copy as the gateway hands it on, its header fields still as the client and the
+# primary sent them: (route, to, primary, method, raw_path, request header fields, body, peer,
+# scheme, request_id, status, response header fields, response body). Plain values (the pipe
+# to the mirror process carries it as is); `MirrorJob.of_raw` makes the job of it. Decoding the
+# headers (a dict of them) is left to whoever runs the job: off the gateway's loop, with the
+# mirror process.
+RawJob = tuple[
+    str, str, str, str, str, Sequence[tuple[bytes, bytes]], bytes, str, str, str, int,
+    Sequence[tuple[bytes, bytes]], bytes,
+]  # fmt: skip
+
+
+def decoded(fields: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """Raw header fields decoded as aiohttp decodes them: UTF-8, bytes that are not kept as
+    surrogate escapes (`surrogateescape`: encoding them back gives the same bytes)."""
+    return tuple(
+        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        for name, value in fields
+    )
 
 
 @dataclass(frozen=True, slots=True)

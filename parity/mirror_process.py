@@ -6,20 +6,24 @@ over a pipe. The child sends the copies and the noise requests, compares (`excha
 `parity.mirror`) and writes the results to the gateway's store (its own connection,
 one statement per batch) on its own event loop; the gateway books the outcomes it sends back
 (metrics, the parity windows). What stays on the gateway's loop per mirrored request is the
-copy taken while the answer streams, one pickled frame written to the pipe and one outcome read
-back — tens of microseconds — so primary traffic does not queue behind comparisons or store
+copy taken while the answer streams, one pickled frame written to the pipe (a fast-path copy's
+headers as they came: the child decodes them) and its share of a frame of outcomes read back
+(the child sends what finishes within `SEND_EVERY` together) — some ten microseconds, see
+`bench.mirror_copy_cost` — so primary traffic does not queue behind comparisons or store
 writes. The child runs at nice 10 and, on Linux, under SCHED_IDLE: it gets only CPU time that
 nothing else wants, so when the machine is short of CPU the mirror falls behind, its jobs are
 dropped and counted, and the primary does not wait.
 
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
-`("job", MirrorJob.to_wire())` (the child trusts its parent); child to gateway, JSON lists of
-`Outcome.to_wire()` (the gateway parses nothing executable from the child). At most
-`parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
-dropped and counted. A child that dies, or holds a job past its deadlines (stopped, hung), costs
-the jobs it held (counted as dropped) and is started again by the gateway's task supervisor
-with its backoff. EOF on its stdin (the gateway stopping, or dying) makes the child finish the
-jobs it holds, send their outcomes and exit; one that holds none is simply ended.
+`("job", number, ts, MirrorJob.to_wire())`, or `("raw", number, ts, RawJob)` for a fast-path
+copy, whose raw header fields the child decodes (the child trusts its parent); child to
+gateway, JSON lists of `Outcome.to_wire()` (the gateway parses nothing executable from the
+child). At most `parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at
+once; more are dropped and counted. A child that dies, or holds a job past its deadlines
+(stopped, hung), costs the jobs it held (counted as dropped) and is started again by the
+gateway's task supervisor with its backoff. EOF on its stdin (the gateway stopping, or dying)
+makes the child finish the jobs it holds, send their outcomes and exit; one that holds none is
+simply ended.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import uvloop
 from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable, open_database
 from cutover.core.logs import setup_logging
-from cutover.parity.mirror import MirrorJob, Outcome, exchange
+from cutover.parity.mirror import MirrorJob, Outcome, RawJob, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
 
 if TYPE_CHECKING:
@@ -62,6 +66,9 @@ MAX_FRAME = 256 * 2**20  # a frame larger than this is a broken pipe, not a mess
 MAX_HELD_BYTES = 64 * 2**20  # job bytes the child may hold (bodies up to max_body each)
 WATCH_EVERY = 1.0  # seconds between two looks at the oldest job the child holds
 RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools are closed
+# Seconds the child gathers finished outcomes before it sends them (one frame, one booking on
+# the gateway's loop for all of them rather than one per copy).
+SEND_EVERY = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +147,13 @@ class MirrorProcess:
         """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
         take it now (not running, stopping, `capacity` jobs or `max_held_bytes` held: bodies
         can be large): the caller counts it as dropped."""
+        return self._submit("job", job.route, job.to_wire(), ts)
+
+    def submit_raw(self, route: str, values: RawJob, ts: float) -> bool:
+        """`submit` for a fast-path copy (`RawJob`: the child decodes its headers)."""
+        return self._submit("raw", route, values, ts)
+
+    def _submit(self, kind: str, route: str, values: tuple[Any, ...], ts: float) -> bool:
         proc = self._proc
         if proc is None or self._closing or len(self._held) >= self.capacity:
             return False
@@ -148,12 +162,12 @@ class MirrorProcess:
         if stdin.is_closing():
             return False
         number = self._next
-        message = frame(pickle.dumps(("job", number, ts, job.to_wire()), pickle.HIGHEST_PROTOCOL))
+        message = frame(pickle.dumps((kind, number, ts, values), pickle.HIGHEST_PROTOCOL))
         if self.held_bytes + len(message) > self.max_held_bytes:
             return False
         self._next += 1
         stdin.write(message)
-        self._held[number] = (job.route, self.clock.monotonic(), len(message))
+        self._held[number] = (route, self.clock.monotonic(), len(message))
         self.held_bytes += len(message)
         return True
 
@@ -208,13 +222,7 @@ class MirrorProcess:
         try:
             assert proc.stdout is not None
             while (payload := await read_frame(proc.stdout)) is not None:
-                outcomes = []
-                for number, *values in orjson.loads(payload):
-                    held = self._held.pop(number, None)
-                    if held is not None:
-                        self.held_bytes -= held[2]
-                    if values:  # none: nothing to book (the candidate left the config)
-                        outcomes.append(Outcome.of_wire(values))
+                outcomes = self.received(payload)
                 if outcomes:
                     await self._book(outcomes)
             code = await proc.wait()
@@ -236,6 +244,17 @@ class MirrorProcess:
             self.held_bytes = 0
             for route, _, _ in held.values():
                 self._lost(route)
+
+    def received(self, payload: bytes) -> list[Outcome]:
+        """The outcomes of one frame from the child (their jobs are no longer held)."""
+        outcomes = []
+        for number, *values in orjson.loads(payload):
+            held = self._held.pop(number, None)
+            if held is not None:
+                self.held_bytes -= held[2]
+            if values:  # none: nothing to book (the candidate left the config)
+                outcomes.append(Outcome.of_wire(values))
+        return outcomes
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Kill a child that holds a job past `stall_after` (its outcome never came)."""
@@ -312,6 +331,9 @@ class _Child:
     async def _writer(self) -> None:
         while True:
             await self.wake.wait()
+            # The outcomes that finish meanwhile go in the same frame: the gateway reads and
+            # books them at once, and the store takes them in one statement.
+            await asyncio.sleep(SEND_EVERY)
             self.wake.clear()
             await self._send_ready()
 
@@ -389,12 +411,13 @@ async def _serve(out_fd: int) -> None:
     child = _Child(out)
     while (payload := await read_frame(reader)) is not None:
         kind, *rest = pickle.loads(payload)
-        if kind == "job":
+        if kind == "job" or kind == "raw":
             number, ts, values = rest
             if child.spec is None:  # cannot happen: the spec is the first frame
                 child.done(number, ts, None)
                 continue
-            child.jobs.put_nowait((number, ts, MirrorJob.of_wire(values)))
+            job = MirrorJob.of_wire(values) if kind == "job" else MirrorJob.of_raw(values)
+            child.jobs.put_nowait((number, ts, job))
         elif kind == "spec":
             child.configure(rest[0])
     await child.close()

@@ -33,7 +33,7 @@ import functools
 import logging
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,14 +53,22 @@ from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
 from cutover.parity.diff import compile_pattern
 from cutover.parity.lag import INTERVAL, LoopLag
-from cutover.parity.mirror import MIRROR_HEADER, MirrorJob, Outcome, exchange, sample_of
+from cutover.parity.mirror import (
+    MIRROR_HEADER,
+    MirrorJob,
+    Outcome,
+    RawJob,
+    decoded,
+    exchange,
+    sample_of,
+)
 from cutover.parity.mirror_process import MirrorProcess, MirrorSpec
 from cutover.parity.noise import EndpointStats, Sample, analyse, diff_rate
 from cutover.parity.report import endpoint_json
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, prune
 from cutover.parity.window import ResultWindow
 from cutover.proxy.host import Feature
-from cutover.proxy.metrics import MetricSet, counter, gauge
+from cutover.proxy.metrics import MetricSet, counter, fast_inc, gauge
 from cutover.routing.canary import ParityReading
 
 if TYPE_CHECKING:
@@ -112,30 +120,37 @@ class RequestCopy:
     ) -> RequestCopy:
         """From the fast path's raw head (names and values decoded as aiohttp decodes them:
         UTF-8, bytes that are not kept as surrogate escapes)."""
-        fields: CIMultiDict[str] = CIMultiDict(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-            for name, value in headers
-        )
-        return cls(method, raw_path, CIMultiDictProxy(fields), peer, scheme)
+        return cls(method, raw_path, CIMultiDictProxy(CIMultiDict(decoded(headers))), peer, scheme)
 
 
 class Tap:
     """Copies the primary's answer while it streams; `finish` queues the mirror job.
 
-    The request's copy (its headers decoded) is made by `finish`, once the client has its
-    answer: nothing of the mirror's work runs on the primary request's clock."""
+    The request's copy is made by `finish`, once the client has its answer: nothing of the
+    mirror's work runs on the primary request's clock. A fast-path copy keeps the request's
+    raw head (`RawHead`) and hands the job on as a `RawJob`: its header fields are decoded by
+    whoever runs it (off the gateway's loop, with the mirror process)."""
 
-    __slots__ = ("_chunks", "_copy", "_feature", "_job", "_size")
+    __slots__ = ("_body", "_chunks", "_feature", "_primary", "_request", "_request_id",
+                 "_route", "_size", "_to")  # fmt: skip
 
     def __init__(
         self,
         feature: ParityFeature,
-        job: dict[str, Any],
-        copy: RequestCopy | Callable[[], RequestCopy],
+        route: str,
+        to: str,
+        primary: str,
+        body: bytes,
+        request_id: str,
+        request: RequestCopy | RawHead | Callable[[], RequestCopy],
     ) -> None:
         self._feature = feature
-        self._job = job  # the route, the backends, the body and the request id
-        self._copy = copy
+        self._route = route
+        self._to = to
+        self._primary = primary
+        self._body = body
+        self._request_id = request_id
+        self._request = request
         self._chunks: list[bytes] | None = []
         self._size = 0
 
@@ -156,38 +171,60 @@ class Tap:
         except Exception:
             log.exception("parity: queueing a mirror copy failed")
 
-    def finish_raw(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    def finish_raw(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
         """`finish` with the backend's raw header fields (the fast path)."""
         try:
-            fields = tuple(
-                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-                for name, value in headers
-            )
-            self._finish(status, fields)
+            request = self._request
+            if type(request) is not tuple:  # decoded already (a capture took it too)
+                self._finish(status, decoded(headers))
+                return
+            chunks = self._chunks
+            if chunks is None:
+                self._feature.skip(self._route, "response_too_large")
+                return
+            method, raw_path, fields, peer, scheme = request
+            job: RawJob = (
+                self._route, self._to, self._primary, method, raw_path, fields, self._body, peer,
+                scheme, self._request_id, status, headers,
+                b"".join(chunks),
+            )  # fmt: skip
+            self._feature.enqueue_raw(self._route, job)
         except Exception:
             log.exception("parity: queueing a mirror copy failed")
 
     def _finish(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         feature = self._feature
-        route = self._job["route"]
+        route = self._route
         if self._chunks is None:
             feature.skip(route, "response_too_large")
             return
-        copy = self._copy
-        request = copy if isinstance(copy, RequestCopy) else copy()
+        request = self._request
+        if isinstance(request, tuple):
+            request = RequestCopy.of_raw(*request)
+        elif not isinstance(request, RequestCopy):
+            request = request()
         job = MirrorJob(
+            route=route,
+            to=self._to,
+            primary=self._primary,
             method=request.method,
             raw_path=request.raw_path,
             headers=request.headers,
+            body=self._body,
             peer=request.peer,
             scheme=request.scheme,
             host=request.headers.get("Host"),
+            request_id=self._request_id,
             status=status,
             response_headers=headers,
             response_body=b"".join(self._chunks),
-            **self._job,
         )
         feature.enqueue(job)
+
+
+# The fast path's request head as a tap keeps it: method, raw path, raw header fields, peer,
+# scheme (`RequestCopy.of_raw`'s arguments).
+RawHead = tuple[str, str, Sequence[tuple[bytes, bytes]], str, str]
 
 
 @dataclass(eq=False, slots=True)
@@ -280,6 +317,9 @@ class ParityFeature(Feature):
         self._inserts = 0
         self._rate_at: dict[str, float] = {}
         self._rate_pending: dict[str, asyncio.TimerHandle] = {}
+        # Per route, its counters' increments (the labels looked up once, not per copy).
+        self._mirrored: dict[str, tuple[Callable[..., None], ...]] = {}
+        self._compared: dict[str, tuple[Callable[..., None], ...]] = {}
         self._configure(gw.config)
         gw.set_parity(self)  # the canary's parity gate reads this feature's comparisons
 
@@ -297,10 +337,8 @@ class ParityFeature(Feature):
                 old = self.windows.get(name)
                 if old is None or old.size != self.settings.window:
                     self.windows[name] = ResultWindow(self.settings.window, old or ())
-                for result in ("queued", "dropped", "shed"):
-                    self.metrics.mirrored.labels(name, result)
-                for result in ("same", "differ"):
-                    self.metrics.comparisons.labels(name, result)
+                self._mirrored_counts(name)
+                self._compared_counts(name)
             if route.capture is not None:
                 self._redact[name] = tuple(compile_pattern(p) for p in route.capture.redact_fields)
                 for result in ("written", "dropped", "skipped"):
@@ -467,8 +505,8 @@ class ParityFeature(Feature):
         """`tap` for the fast path, from the request's raw head: the same sampling, the same
         job and capture line; the headers are decoded only for a sampled request."""
         try:
-            copy = functools.partial(RequestCopy.of_raw, method, raw_path, headers, peer, scheme)
-            return self._tap(route, primary, method, body, request_id, copy)
+            head = (method, raw_path, headers, peer, scheme)
+            return self._tap(route, primary, method, body, request_id, head)
         except Exception:  # the client's request never pays for a parity problem
             log.exception("parity: sampling a request failed")
             return None
@@ -480,13 +518,13 @@ class ParityFeature(Feature):
         method: str,
         body: bytes | None,
         request_id: str,
-        copy: Callable[[], RequestCopy],
+        copy: Callable[[], RequestCopy] | RawHead,
     ) -> Tap | None:
         """The one sampling of both paths: capture roll, then the mirror's roll and checks."""
         mirror, capture = route.mirror, route.capture
         request: RequestCopy | None = None
         if capture is not None and random.random() * 100.0 < capture.percent:
-            request = copy()
+            request = RequestCopy.of_raw(*copy) if isinstance(copy, tuple) else copy()
             self._capture(request, route, capture, body)
         if mirror is None or random.random() * 100.0 >= mirror.percent:
             return None
@@ -502,14 +540,7 @@ class ParityFeature(Feature):
         if self.lag.shedding:  # short of CPU: mirror work goes first
             self.metrics.mirrored.labels(route.name, "shed").inc()
             return None
-        job = {
-            "route": route.name,
-            "to": mirror.to,
-            "primary": primary,
-            "body": body,
-            "request_id": request_id,
-        }
-        return Tap(self, job, copy if request is None else request)
+        return Tap(self, route.name, mirror.to, primary, body, request_id, request or copy)
 
     def compat(self, request: web.BaseRequest, route: Route, body: bytes | None) -> None:
         """A request a compat rule rewrites: captured as the client sent it (the legacy corpus
@@ -529,28 +560,58 @@ class ParityFeature(Feature):
 
     def enqueue(self, job: MirrorJob) -> None:
         """Queue a finished copy for the mirror: to the mirror process, or the own workers."""
+        self._enqueue(job.route, job, None)
+
+    def enqueue_raw(self, route: str, values: RawJob) -> None:
+        """`enqueue` for a fast-path copy: the mirror process gets it as it is (and decodes
+        its headers), the own workers a `MirrorJob` of it."""
+        self._enqueue(route, None, values)
+
+    def _enqueue(self, route: str, job: MirrorJob | None, raw: RawJob | None) -> None:
+        counts = self._mirrored.get(route) or self._mirrored_counts(route)
         if self.lag.shedding:  # the loop started lagging while the primary answered
-            self.metrics.mirrored.labels(job.route, "shed").inc()
+            counts[2](1)
             return
         process = self.process
         if process is not None:
-            taken = process.submit(job, self.gw.clock.now())
+            now = self.gw.clock.now()
+            if raw is not None:
+                taken = process.submit_raw(route, raw, now)
+            else:
+                assert job is not None
+                taken = process.submit(job, now)
             depth = process.in_flight
         else:
             queue = self.queue
             if queue is None:
                 return
             try:
-                queue.put_nowait(job)
+                queue.put_nowait(job if job is not None else MirrorJob.of_raw(raw))  # type: ignore[arg-type]
                 taken = True
             except asyncio.QueueFull:
                 taken = False
             depth = queue.qsize()
         if not taken:
-            self.metrics.mirrored.labels(job.route, "dropped").inc()
+            counts[1](1)
             return
-        self.metrics.mirrored.labels(job.route, "queued").inc()
+        counts[0](1)
         self.metrics.queue.set(depth)
+
+    def _mirrored_counts(self, route: str) -> tuple[Callable[..., None], ...]:
+        """`route`'s mirror counters (queued, dropped, shed), each an increment taken once."""
+        counts = tuple(
+            fast_inc(self.metrics.mirrored.labels(route, result))
+            for result in ("queued", "dropped", "shed")
+        )
+        self._mirrored[route] = counts
+        return counts
+
+    def _compared_counts(self, route: str) -> tuple[Callable[..., None], ...]:
+        """`route`'s comparison counters (same, differ), each an increment taken once."""
+        comparisons = self.metrics.comparisons
+        counts = tuple(fast_inc(comparisons.labels(route, r)) for r in ("same", "differ"))
+        self._compared[route] = counts
+        return counts
 
     @property
     def depth(self) -> int:
@@ -625,7 +686,8 @@ class ParityFeature(Feature):
             window = self.windows.get(outcome.route)
             if window is not None:
                 window.append((row_id, sample))
-            metrics.comparisons.labels(outcome.route, "differ" if sample.raw else "same").inc()
+            counts = self._compared.get(outcome.route) or self._compared_counts(outcome.route)
+            counts[1 if sample.raw else 0](1)
         for route in {o.route for o in compared}:
             self._update_rate(route)
 

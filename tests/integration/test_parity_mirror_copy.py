@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cutover.parity.mirror import MirrorJob
+from cutover.parity.mirror import MirrorJob, RawJob
 from cutover.proxy import fastpath
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
@@ -39,13 +39,18 @@ def jobs_of(gw: Gateway) -> list[MirrorJob]:
     """Every mirror job the gateway hands to its queue, from now on (in order)."""
     parity = feature(gw)
     seen: list[MirrorJob] = []
-    enqueue = parity.enqueue
+    enqueue, enqueue_raw = parity.enqueue, parity.enqueue_raw
 
     def spy(job: MirrorJob) -> None:
         seen.append(job)
         enqueue(job)
 
+    def spy_raw(route: str, values: RawJob) -> None:  # the fast path's copies
+        seen.append(MirrorJob.of_raw(values))
+        enqueue_raw(route, values)
+
     parity.enqueue = spy  # type: ignore[method-assign]
+    parity.enqueue_raw = spy_raw  # type: ignore[method-assign]
     return seen
 
 
@@ -196,16 +201,24 @@ async def test_the_client_has_its_answer_before_the_mirror_takes_its_copy(
     async with sample_backends() as (primary, candidate):
         gw = await start(gateways, config_for(primary, candidate, tmp_path))
         parity = feature(gw)
-        enqueue = parity.enqueue
+        enqueue, enqueue_raw = parity.enqueue, parity.enqueue_raw
         answered = threading.Event()
         order: list[str] = []
 
-        def held(job: MirrorJob) -> None:
+        def hold() -> None:
             order.append("queueing")
             order.append("client had it" if answered.wait(10) else "client still waiting")
+
+        def held(job: MirrorJob) -> None:
+            hold()
             enqueue(job)
 
+        def held_raw(route: str, values: RawJob) -> None:  # the fast path's copies
+            hold()
+            enqueue_raw(route, values)
+
         parity.enqueue = held  # type: ignore[method-assign]
+        parity.enqueue_raw = held_raw  # type: ignore[method-assign]
         host, port = gw.url.removeprefix("http://").rsplit(":", 1)
 
         def client(path: str) -> bytes:

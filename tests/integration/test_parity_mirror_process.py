@@ -21,8 +21,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from cutover.core.db import open_database
 from cutover.parity.config import MirrorSettings, ParityConfig
-from cutover.parity.mirror import MirrorJob, Outcome
-from cutover.parity.mirror_process import NICE, MirrorSpec, frame, read_frame
+from cutover.parity.mirror import MirrorJob, Outcome, RawJob
+from cutover.parity.mirror_process import NICE, SEND_EVERY, MirrorSpec, _Child, frame, read_frame
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
@@ -200,6 +200,30 @@ async def test_a_gateway_without_a_mirror_starts_no_process(
         assert feature(gw).process is None and feature(gw).queue is None
 
 
+async def test_outcomes_that_finish_close_together_go_back_in_one_frame() -> None:
+    """The child gathers what finishes within `SEND_EVERY` into one frame: the gateway wakes,
+    reads and books once for all of them, not once per copy."""
+    frames: list[bytes] = []
+
+    class Pipe:  # the child's end of the pipe to the gateway
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes) -> None:
+            frames.append(data)
+
+    child = _Child(Pipe())  # type: ignore[arg-type]
+    try:
+        for number in range(3):  # finished 1 ms apart (nothing to book: no outcome)
+            child.done(number, 1.0, None)
+            await asyncio.sleep(0.001)
+        await wait_for(lambda: bool(frames), interval=0.001)
+        await asyncio.sleep(2 * SEND_EVERY)
+        assert [orjson.loads(f[4:]) for f in frames] == [[[0], [1], [2]]]
+    finally:
+        child.writer.cancel()
+
+
 _text = text()
 
 
@@ -220,6 +244,68 @@ def test_a_job_crosses_the_pipe_unchanged(
     back = MirrorJob.of_wire(wire)
     assert list(back.headers.items()) == headers
     assert back.to_wire() == original.to_wire()
+
+
+_name = st.one_of(st.sampled_from([b"Host", b"hOST", b"X-A"]), st.binary(max_size=12))
+_fields = st.lists(st.tuples(_name, st.binary(max_size=20)), max_size=6)
+
+
+def _decode(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """As the gateway decoded a fast-path copy's header fields before it sent them raw."""
+    return [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for n, v in fields]  # fmt: skip
+
+
+@given(headers=_fields, answer_headers=_fields, body=st.binary(max_size=200), path=_text,
+       status=st.integers(0, 999))  # fmt: skip
+@fuzz(200)
+def test_a_raw_copy_crosses_the_pipe_and_is_decoded_as_the_gateway_decoded_it(
+    headers: list[tuple[bytes, bytes]],
+    answer_headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    path: str,
+    status: int,
+) -> None:
+    """A fast-path copy goes raw (`RawJob`, any bytes, UTF-8 or not) and the child's job is
+    the one the gateway built when it decoded the headers itself (UTF-8, surrogateescape)."""
+    fields = CIMultiDictProxy(CIMultiDict(_decode(headers)))
+    answer = tuple(_decode(answer_headers))
+    before = MirrorJob("r", "go", "python", "GET", path, fields, body, "::1", "http",
+                       fields.get("Host"), "id", status, answer, body)  # fmt: skip
+    raw: RawJob = ("r", "go", "python", "GET", path, headers, body, "::1", "http", "id", status,
+                   answer_headers, body)  # fmt: skip
+    kind, number, ts, values = pickle.loads(
+        pickle.dumps(("raw", 7, 1.0, raw), pickle.HIGHEST_PROTOCOL)
+    )
+    back = MirrorJob.of_raw(values)
+    assert (kind, number, ts) == ("raw", 7, 1.0)
+    assert back.to_wire() == before.to_wire()
+    assert [(n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+            for n, v in back.headers.items()] == headers  # fmt: skip
+
+
+async def test_the_child_takes_a_raw_copy_and_decodes_its_headers(tmp_path: Path) -> None:
+    """A fast-path copy's header fields reach the child as bytes: decoded there (UTF-8), they
+    go to the candidate as the client sent them, its Host as the forwarded host."""
+    store = f"sqlite://{tmp_path}/state.db"
+    answer = orjson.dumps({"id": 1, "alertname": "Alert1", "severity": "critical", "count": 2})
+    raw: RawJob = ("default", "go", "python", "GET", "/alerts/1",
+                   [(b"Host", b"example.test"), (b"X-Note", "café".encode())], b"", "10.0.0.1",
+                   "http", "rid-raw", 200, [(b"Content-Type", b"application/json")],
+                   answer)  # fmt: skip
+    async with samples() as (primary, candidate), child() as proc:
+        send(proc, ("spec", spec(primary, candidate, store, noise=False)))
+        send(proc, ("raw", 0, 1.0, raw))
+        got = await outcomes(proc, 1)
+        outcome = Outcome.of_wire(got[0])  # type: ignore[arg-type]
+        assert outcome.failure is None and outcome.row is not None
+        assert outcome.row[:8] == ("default", "GET /alerts/{id}", "GET", "/alerts/1", "python",
+                                   "go", 200, 200)  # fmt: skip
+        assert {"$.alertname", "$.alert_name"} <= set(orjson.loads(outcome.row[8]))
+        (seen,) = candidate.seen
+        assert seen["X-Note"] == "café"
+        assert seen["X-Request-ID"] == "rid-raw" and seen["X-Cutover-Mirror"] == "1"
+        assert seen["X-Forwarded-Host"] == "example.test"
 
 
 @given(
