@@ -208,7 +208,8 @@ class EventLog:
     async def list(
         self, route: str | None = None, limit: int = 100, after: int | None = None
     ) -> list[dict[str, Any]]:
-        """Newest first (or, with `after`, the ones after that id, oldest first).
+        """Newest first by the time of the change (or, with `after`, the ones stored after
+        that id, in the order they were stored).
 
         Events recorded just before are stored first (unless the store is known to be down),
         so that a reader sees its own change. Raises StoreUnavailable or TimeoutError.
@@ -235,12 +236,15 @@ class EventLog:
             args.append(after)
             where.append(f"id > ${len(args)}")
         args.append(limit)
-        order = "ASC" if after is not None else "DESC"
+        # The listing by the time of each change: replicas store their events in the
+        # background, so a change made on one after a change on another can be stored first.
+        # `after` is a feed of what was stored since an id: in store order.
+        order = "id ASC" if after is not None else "at DESC, id DESC"
         sql = (
             "SELECT id, at, route, kind, actor, reason, weights_before, weights_after, figures "
             "FROM cutover_canary_events"
             + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY id {order} LIMIT ${len(args)}"
+            + f" ORDER BY {order} LIMIT ${len(args)}"
         )
         rows = await db.fetch(sql, *args)
         out = []

@@ -64,6 +64,27 @@ async def test_events_are_stored_and_listed(db: Database) -> None:
     await log.close(1.0)
 
 
+async def test_the_listing_is_in_the_order_of_the_changes_not_of_their_storing(
+    db: Database,
+) -> None:
+    """Replicas store their events in the background: a change made on one replica can be
+    stored after a later change made on another (seen: a weight change through one replica,
+    then a rollback through another, listed in the wrong order). The listing follows the
+    changes' times; `after` stays a feed in store order."""
+    early, late = EventLog(_opener(db)), EventLog(_opener(db))  # two replicas
+    late.record(Event(at=1002.0, route="default", kind="rollback", actor="operator:b", reason=""))
+    assert await late.flush(10.0)
+    early.record(Event(at=1001.0, route="default", kind="weights", actor="operator:a", reason=""))
+    assert await early.flush(10.0)
+    rows = await early.list(route="default")
+    assert [r["kind"] for r in rows] == ["rollback", "weights"]
+    feed = await early.list(route="default", after=0)
+    assert [r["kind"] for r in feed] == ["rollback", "weights"]  # as stored
+    assert feed[0]["id"] < feed[1]["id"]
+    await early.close(1.0)
+    await late.close(1.0)
+
+
 async def test_shared_rows_compare_and_set_windows_and_lease(db: Database) -> None:
     clock = FakeClock()
 
