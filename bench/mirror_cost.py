@@ -26,7 +26,9 @@ primary's p50/p99 (medians over rounds) and the mirror's counters over the run (
 dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
 Nothing is pinned unless asked: `--candidate-cpus 1` keeps the candidate's nginx on CPU 1 (a
 candidate that runs elsewhere, as in production, as far as one host can say), `--mirror-cpus`
-does the same for the gateways' mirror processes. On a shared machine the figures are ratios
+does the same for the gateways' mirror processes, and `--candidate-idle` runs the candidate's
+nginx under SCHED_IDLE (its CPU then delays nobody: the nearest this host comes to a candidate
+on other machines). On a shared machine the figures are ratios
 within one run.
 """
 
@@ -239,6 +241,19 @@ def pin_tree(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(p, cpus)
 
 
+def idle_tree(pid: int) -> None:
+    """Run process `pid` and its children under SCHED_IDLE: on a host with cores to spare
+    for nothing else, a stand-in for a candidate that runs on other machines (its CPU then
+    never delays the gateway, the primary or the load generator)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids += [int(c) for c in task.read_text().split()]
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
+
+
 def _cpus(text: str) -> set[int]:
     return {int(c) for c in text.split(",") if c}
 
@@ -315,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="pin each gateway's mirror process to these CPUs (comma-separated)",
     )
+    parser.add_argument(
+        "--candidate-idle",
+        action="store_true",
+        help="run the candidate's nginx under SCHED_IDLE: on this one host, a stand-in for a"
+        " candidate on other machines, whose CPU delays nobody here",
+    )
     parser.add_argument("--json", help="also write the raw rows to this file")
     args = parser.parse_args(argv)
     candidate_cpus = _cpus(args.candidate_cpus)
@@ -344,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wait_port(port, nginx, name)
                 if name == "candidate" and candidate_cpus:
                     pin_tree(nginx.pid, candidate_cpus)
+                if name == "candidate" and args.candidate_idle:
+                    idle_tree(nginx.pid)
             ports: dict[str, int] = {}
             pids: dict[str, int] = {}
             for side in sides:
