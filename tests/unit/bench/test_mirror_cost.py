@@ -16,6 +16,7 @@ from cutover.bench.mirror_cost import (
     alert_json,
     cpu_seconds,
     gateway_conf,
+    idle_tree,
     mirror_counts,
     origin_conf,
     pin_tree,
@@ -117,6 +118,33 @@ def test_pin_tree_pins_a_process_and_its_children() -> None:
         pin_tree(parent.pid, one)
         assert os.sched_getaffinity(parent.pid) == one
         assert all(os.sched_getaffinity(c) == one for c in children)
+    finally:
+        for pid in children:
+            os.kill(pid, 9)
+        parent.kill()
+        parent.wait()
+
+
+def test_idle_tree_runs_a_process_and_its_children_under_sched_idle() -> None:
+    """`--candidate-idle`: nginx's master and its worker both leave the normal class."""
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not children and time.monotonic() < deadline:
+            for task in Path(f"/proc/{parent.pid}/task").glob("*/children"):
+                children += [int(c) for c in task.read_text().split()]
+            time.sleep(0.05)
+        assert children
+        assert os.sched_getscheduler(parent.pid) == os.SCHED_OTHER
+        idle_tree(parent.pid)
+        assert os.sched_getscheduler(parent.pid) == os.SCHED_IDLE
+        assert all(os.sched_getscheduler(c) == os.SCHED_IDLE for c in children)
     finally:
         for pid in children:
             os.kill(pid, 9)
