@@ -14,7 +14,8 @@ For each worker count, each round runs every case on every side once, the side o
 per round, so machine drift hits every side alike. Medians over rounds are reported, and the
 ratios cutover/nginx and cutover/direct as the median of the per-round ratios (each ratio
 compares two runs of the same round). The CPU time the proxy processes spent (utime + stime of
-the process tree, from /proc) is divided by the requests wrk completed: CPU µs per request.
+the process tree, from /proc) is divided by the requests wrk completed: CPU µs per request,
+shown with its user part (utime + cutime) and its system part (stime + cstime).
 
 Then a fixed-rate (open-model) run, `bench.fixed_rate`: GET small JSON at half of cutover's
 median peak rate, on every side in interleaved rounds, latency counted from each request's
@@ -269,6 +270,8 @@ class SideSummary:
     requests: int  # summed over rounds
     bytes_per_request: float | None
     cpu_us_per_request: float | None = None  # proxy processes; median over rounds
+    cpu_user_us_per_request: float | None = None  # its user part; median over rounds
+    cpu_system_us_per_request: float | None = None  # its system part; median over rounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +281,18 @@ class RatioSummary:
     high: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class CpuTime:
+    """CPU seconds of a process tree: user (utime + cutime) and system (stime + cstime)."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+
 def cpu_us_per_request(cpu_seconds: float | None, requests: int) -> float | None:
     """CPU microseconds per completed request; None without a CPU figure or requests."""
     if cpu_seconds is None or requests <= 0:
@@ -285,13 +300,22 @@ def cpu_us_per_request(cpu_seconds: float | None, requests: int) -> float | None
     return cpu_seconds * 1e6 / requests
 
 
+def _median_per_request(seconds: Sequence[float | None], requests: Sequence[int]) -> float | None:
+    """Median over rounds of `cpu_us_per_request`, over the rounds that have a figure."""
+    values = [cpu_us_per_request(s, n) for s, n in zip(seconds, requests, strict=False)]
+    return _median([v for v in values if v is not None])
+
+
 def summarize_side(
-    results: Sequence[WrkResult], cpu_seconds: Sequence[float | None] = ()
+    results: Sequence[WrkResult],
+    cpu_seconds: Sequence[float | None] = (),
+    cpu_user_seconds: Sequence[float | None] = (),
+    cpu_system_seconds: Sequence[float | None] = (),
 ) -> SideSummary:
-    """Medians over rounds; `cpu_seconds[i]` is the proxies' CPU time during `results[i]`."""
-    per_request = [
-        cpu_us_per_request(cpu, r.requests) for r, cpu in zip(results, cpu_seconds, strict=False)
-    ]
+    """Medians over rounds; `cpu_seconds[i]` is the proxies' CPU time during `results[i]`, and
+    `cpu_user_seconds[i]` and `cpu_system_seconds[i]` its two parts (each summarized on its
+    own: medians of the parts need not add up to the median of the total)."""
+    requests = [r.requests for r in results]
     return SideSummary(
         runs=len(results),
         rps=_median([r.rps for r in results]),
@@ -301,7 +325,9 @@ def summarize_side(
         socket_errors=sum(r.errors for r in results),
         requests=sum(r.requests for r in results),
         bytes_per_request=_median([r.bytes_per_request for r in results if r.requests]),
-        cpu_us_per_request=_median([v for v in per_request if v is not None]),
+        cpu_us_per_request=_median_per_request(cpu_seconds, requests),
+        cpu_user_us_per_request=_median_per_request(cpu_user_seconds, requests),
+        cpu_system_us_per_request=_median_per_request(cpu_system_seconds, requests),
     )
 
 
@@ -323,6 +349,8 @@ class Run:
     side: str
     result: WrkResult
     cpu_seconds: float | None = None  # the proxy processes' CPU time during the run (not direct)
+    cpu_user_seconds: float | None = None  # its user part (none in older files)
+    cpu_system_seconds: float | None = None  # its system part (none in older files)
 
 
 def summarize(runs: Sequence[Run]) -> dict[int, dict[str, dict[str, Any]]]:
@@ -342,6 +370,8 @@ def summarize(runs: Sequence[Run]) -> dict[int, dict[str, dict[str, Any]]]:
                 side: summarize_side(
                     [r.result for r in mine if r.side == side],
                     [r.cpu_seconds for r in mine if r.side == side],
+                    [r.cpu_user_seconds for r in mine if r.side == side],
+                    [r.cpu_system_seconds for r in mine if r.side == side],
                 )
                 for side in SIDES
                 if any(r.side == side for r in mine)
@@ -378,6 +408,8 @@ class FixedRun:
     core_busy: float | None = None  # share of the proxy's CPU not idle during the run (0..1)
     inside_p99_ms: float | None = None  # p99 of cutover's own access-log durations
     share: float = FIXED_RATE_SHARE  # the rate as a share of cutover's median peak
+    cpu_user_seconds: float | None = None  # the user part of cpu_seconds (none in older files)
+    cpu_system_seconds: float | None = None  # its system part (none in older files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +425,8 @@ class FixedSideSummary:
     requests: int  # scheduled, summed over rounds
     core_busy: float | None = None  # median share of the proxy's own CPU that was busy
     inside_p99_ms: float | None = None  # median p99 of the time spent inside cutover
+    cpu_user_us_per_request: float | None = None  # user part of cpu_us_per_request (median)
+    cpu_system_us_per_request: float | None = None  # system part (median)
 
 
 def fixed_rate_for(
@@ -408,21 +442,21 @@ def fixed_rate_for(
 
 def summarize_fixed_side(runs: Sequence[FixedRun]) -> FixedSideSummary:
     results = [r.result for r in runs]
-    cpu = [
-        cpu_us_per_request(r.cpu_seconds, r.result.ok + r.result.errors)
-        for r in runs
-        if r.cpu_seconds is not None
-    ]
+    answered = [r.result.ok + r.result.errors for r in runs]
     return FixedSideSummary(
         runs=len(runs),
         p50_ms=_median([x.latency_ms["50"] for x in results if "50" in x.latency_ms]),
         p99_ms=_median([x.latency_ms["99"] for x in results if "99" in x.latency_ms]),
         lag_p99_ms=_median([x.lag_ms["99"] for x in results if "99" in x.lag_ms]),
-        cpu_us_per_request=_median([v for v in cpu if v is not None]),
+        cpu_us_per_request=_median_per_request([r.cpu_seconds for r in runs], answered),
         failed=sum(x.failed for x in results),
         requests=sum(x.scheduled for x in results),
         core_busy=_median([r.core_busy for r in runs if r.core_busy is not None]),
         inside_p99_ms=_median([r.inside_p99_ms for r in runs if r.inside_p99_ms is not None]),
+        cpu_user_us_per_request=_median_per_request([r.cpu_user_seconds for r in runs], answered),
+        cpu_system_us_per_request=_median_per_request(
+            [r.cpu_system_seconds for r in runs], answered
+        ),
     )
 
 
@@ -508,6 +542,32 @@ def fmt_cpu_us(value: float | None) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
+CPU_HEADER = "CPU µs/request"
+CPU_SPLIT_HEADER = "CPU µs/request (user + sys)"  # when a row of the table has the split
+
+
+def fmt_cpu_split(total: float | None, user: float | None, system: float | None) -> str:
+    """`44.3 (31.3 + 13.0)`: CPU µs per request and its user + system parts; the total alone
+    when a part is missing (files written before the split was recorded)."""
+    if total is None or user is None or system is None:
+        return fmt_cpu_us(total)
+    return f"{fmt_cpu_us(total)} ({fmt_cpu_us(user)} + {fmt_cpu_us(system)})"
+
+
+def _cpu_figures(s: SideSummary | FixedSideSummary) -> tuple[float | None, ...]:
+    return s.cpu_us_per_request, s.cpu_user_us_per_request, s.cpu_system_us_per_request
+
+
+def _cpu_cell(s: SideSummary | FixedSideSummary) -> str:
+    return fmt_cpu_split(*_cpu_figures(s))
+
+
+def _cpu_header(sides: Sequence[SideSummary | FixedSideSummary]) -> str:
+    """CPU_SPLIT_HEADER when some side of the table has the split, else CPU_HEADER."""
+    split = any(None not in _cpu_figures(s) for s in sides)
+    return CPU_SPLIT_HEADER if split else CPU_HEADER
+
+
 def fmt_share(value: float | None) -> str:
     return DASH if value is None else f"{value:.0%}"
 
@@ -548,7 +608,8 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
         "latency from each request's scheduled send time (open loop, `bench/fixed_rate.py`).",
         "",
         "| side | p50 | p99 | added p50 over direct | added p99 over direct | goal (issue 9) "
-        "| p99 inside cutover | proxy CPU busy | CPU µs/request | send lag p99 | errors |",
+        f"| p99 inside cutover | proxy CPU busy | {_cpu_header(list(data['sides'].values()))} "
+        "| send lag p99 | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     added = data.get("added", {})
@@ -560,7 +621,7 @@ def render_fixed(data: Mapping[str, Any], workers: int) -> list[str]:
         lines.append(
             f"| {side} | {fmt_ms(s.p50_ms)} | {fmt_ms(s.p99_ms)} | {fmt_added(extra.get('50'))} "
             f"| {fmt_added(extra.get('99'))} | {goal} | {fmt_ms(s.inside_p99_ms)} "
-            f"| {fmt_share(s.core_busy)} | {fmt_cpu_us(s.cpu_us_per_request)} "
+            f"| {fmt_share(s.core_busy)} | {_cpu_cell(s)} "
             f"| {fmt_ms(s.lag_p99_ms)} | {_failed_cell(s)} |"
         )
     return lines
@@ -593,9 +654,11 @@ def render_tables(
                 f"| {case.title} | {fmt_ratio(r['nginx'])} | {fmt_ratio(r['direct'])} | {goal} "
                 f"| {fmt_ratio(cpu)} |"
             )
+        every_side = [s for data in per_case.values() for s in data["sides"].values()]
         lines += [
             "",
-            f"| case | side | rps (median of {rounds}) | p50 | p99 | CPU µs/request | errors |",
+            f"| case | side | rps (median of {rounds}) | p50 | p99 | {_cpu_header(every_side)} "
+            "| errors |",
             "|---|---|---|---|---|---|---|",
         ]
         for key, data in per_case.items():
@@ -603,8 +666,7 @@ def render_tables(
             for side, s in data["sides"].items():
                 lines.append(
                     f"| {case.title} | {side} | {fmt_rps(s.rps)} | {fmt_ms(s.p50_ms)} "
-                    f"| {fmt_ms(s.p99_ms)} | {fmt_cpu_us(s.cpu_us_per_request)} "
-                    f"| {_errors_cell(s)} |"
+                    f"| {fmt_ms(s.p99_ms)} | {_cpu_cell(s)} | {_errors_cell(s)} |"
                 )
         for entry in (fixed or {}).get(workers, ()):
             lines += ["", *render_fixed(entry, workers)]
@@ -696,12 +758,30 @@ def render_section(
         "workers; cutover supervisor and workers) during a run, over the requests completed; "
         "`direct` has no proxy.",
     ]
+    if _summaries_have_split(summary, fixed):
+        lines.append(
+            f"- {CPU_SPLIT_HEADER}: the total, then in brackets its user part (utime, and cutime "
+            "of reaped children) and its system part (stime, cstime): where the CPU goes, in "
+            "the proxy's own code or in the kernel. Each part is a median over rounds of its own, "
+            "so with an odd number of rounds the parts may not add up exactly to the total."
+        )
     if meta.get("fixed_rate"):
         lines.append(f"- Fixed rate: {meta['fixed_rate']}.")
     lines += [f"- {note}" for note in notes]
     tables = render_tables(summary, int(meta.get("rounds", 0)), fixed, plot)
     lines += ["", tables.rstrip(), "", END]
     return "\n".join(lines) + "\n"
+
+
+def _summaries_have_split(
+    summary: Mapping[int, Mapping[str, Mapping[str, Any]]],
+    fixed: Mapping[int, Sequence[Mapping[str, Any]]] | None,
+) -> bool:
+    sides = [
+        s for per_case in summary.values() for d in per_case.values() for s in d["sides"].values()
+    ]
+    sides += [s for entries in (fixed or {}).values() for d in entries for s in d["sides"].values()]
+    return bool(sides) and _cpu_header(sides) == CPU_SPLIT_HEADER
 
 
 def replace_section(document: str, section: str) -> str:
@@ -899,19 +979,21 @@ def forwarded_problems(echoed: str, request_id_back: str | None, port: int) -> l
     return problems
 
 
-def parse_proc_stat(text: str) -> tuple[int, int]:
-    """(parent pid, CPU clock ticks used: utime + stime + cutime + cstime) from the text of
-    /proc/<pid>/stat. The command name (field 2) may hold spaces and parentheses."""
+def parse_proc_stat(text: str) -> tuple[int, int, int]:
+    """(parent pid, user ticks, system ticks) from the text of /proc/<pid>/stat: user is utime +
+    cutime, system is stime + cstime (children it reaped keep their split in the c- fields).
+    The command name (field 2) may hold spaces and parentheses."""
     rest = text[text.rindex(")") + 2 :].split()  # rest[0] is field 3 (state)
-    return int(rest[1]), sum(int(rest[n - 3]) for n in (14, 15, 16, 17))
+    utime, stime, cutime, cstime = (int(rest[n - 3]) for n in (14, 15, 16, 17))
+    return int(rest[1]), utime + cutime, stime + cstime
 
 
-def tree_pids(stats: Mapping[int, tuple[int, int]], root: int) -> list[int]:
-    """`root` and every descendant, from pid -> (ppid, ticks); empty if root is gone."""
+def tree_pids(stats: Mapping[int, tuple[int, ...]], root: int) -> list[int]:
+    """`root` and every descendant, from pid -> (ppid, ...); empty if root is gone."""
     if root not in stats:
         return []
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
+    for pid, (ppid, *_) in stats.items():
         children.setdefault(ppid, []).append(pid)
     out, todo, seen = [], [root], set()
     while todo:
@@ -924,12 +1006,15 @@ def tree_pids(stats: Mapping[int, tuple[int, int]], root: int) -> list[int]:
     return out
 
 
-def tree_ticks(stats: Mapping[int, tuple[int, int]], root: int) -> int | None:
-    """Ticks of `root` and every descendant, from pid -> (ppid, ticks); None if root is gone.
+def tree_ticks(stats: Mapping[int, tuple[int, int, int]], root: int) -> tuple[int, int] | None:
+    """(user, system) ticks of `root` and every descendant, from pid -> (ppid, user, system)
+    (`parse_proc_stat`); None if root is gone.
 
     A child that was reaped has its time in its parent's cutime/cstime, so nothing is lost."""
     pids = tree_pids(stats, root)
-    return sum(stats[pid][1] for pid in pids) if pids else None
+    if not pids:
+        return None
+    return sum(stats[pid][1] for pid in pids), sum(stats[pid][2] for pid in pids)
 
 
 def parse_cpu_line(stat_text: str, cpu: int) -> tuple[int, int] | None:
@@ -974,8 +1059,8 @@ def _proc_stat_texts() -> Iterator[tuple[int, str]]:
                     yield int(entry), Path(f"/proc/{entry}/stat").read_text()
 
 
-def _proc_stats() -> dict[int, tuple[int, int]]:
-    stats: dict[int, tuple[int, int]] = {}
+def _proc_stats() -> dict[int, tuple[int, int, int]]:
+    stats: dict[int, tuple[int, int, int]] = {}
     for pid, text in _proc_stat_texts():
         with contextlib.suppress(ValueError, IndexError):
             stats[pid] = parse_proc_stat(text)
@@ -992,7 +1077,8 @@ def named_cpu_seconds(prefix: str = "kdamond") -> float:
     for _pid, text in _proc_stat_texts():
         with contextlib.suppress(ValueError, IndexError):
             if text[text.index("(") + 1 : text.rindex(")")].startswith(prefix):
-                total += parse_proc_stat(text)[1]
+                _ppid, user, system = parse_proc_stat(text)
+                total += user + system
     return total / _CLK_TCK
 
 
@@ -1153,14 +1239,30 @@ def check_forwarded(port: int, side: str) -> None:
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def tree_cpu_seconds(root: int) -> float | None:
-    """CPU seconds used so far by process `root` and its descendants; None if it is gone."""
+def tree_cpu_seconds(root: int) -> CpuTime | None:
+    """CPU seconds used so far by process `root` and its descendants, user and system; None if
+    it is gone."""
     ticks = tree_ticks(_proc_stats(), root)
-    return None if ticks is None else ticks / _CLK_TCK
+    return None if ticks is None else CpuTime(ticks[0] / _CLK_TCK, ticks[1] / _CLK_TCK)
 
 
 def cpu_delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else max(after - before, 0.0)
+
+
+def cpu_time_delta(before: CpuTime | None, after: CpuTime | None) -> CpuTime | None:
+    """What a process tree spent between two `tree_cpu_seconds` readings (`cpu_delta` of each
+    part, so the total is the sum of the parts)."""
+    if before is None or after is None:
+        return None
+    return CpuTime(
+        cpu_delta(before.user, after.user) or 0.0, cpu_delta(before.system, after.system) or 0.0
+    )
+
+
+def cpu_fields(spent: CpuTime | None) -> tuple[float | None, float | None, float | None]:
+    """(total, user, system) seconds of a `cpu_time_delta`, for a run and its JSON row."""
+    return (None, None, None) if spent is None else (spent.total, spent.user, spent.system)
 
 
 def wait_ready(
@@ -1361,7 +1463,7 @@ def measure_workers(
                 f"{side} (port {port}) failed its checks: {type(exc).__name__}: {exc}\n{tail}"
             ) from exc
 
-    def proxy_cpu(side: str) -> float | None:
+    def proxy_cpu(side: str) -> CpuTime | None:
         pid = pids[side]
         return None if pid is None else tree_cpu_seconds(pid)
 
@@ -1386,18 +1488,26 @@ def measure_workers(
                     cmd = _wrk_cmd(env, ports[side], case, args, args.duration)
                     before = proxy_cpu(side)
                     result, text = run_wrk(cmd, args.duration + 60)
-                    cpu = cpu_delta(before, proxy_cpu(side))
+                    cpu, user, system = cpu_fields(cpu_time_delta(before, proxy_cpu(side)))
                     log_bytes = _truncate(logs[side])
                     bad = ""
                     if result.non_2xx or result.errors:
                         bad = f", NON-2XX {result.non_2xx}, SOCKET ERRORS {result.socket_errors}"
                     per_request = cpu_us_per_request(cpu, result.requests)
-                    cpu_text = "" if per_request is None else f", {per_request:.1f} CPU µs/req"
+                    cpu_text = ""
+                    if per_request is not None:
+                        cpu_text = f", {fmt_cpu_us(per_request)} CPU µs/req"
+                        user_us = cpu_us_per_request(user, result.requests)
+                        system_us = cpu_us_per_request(system, result.requests)
+                        if user_us is not None and system_us is not None:
+                            cpu_text += (
+                                f" ({fmt_cpu_us(user_us)} user + {fmt_cpu_us(system_us)} sys)"
+                            )
                     log(
                         f"   -> {result.rps:,.0f} rps, p50 {fmt_ms(result.latency_ms.get('50'))}"
                         f", p99 {fmt_ms(result.latency_ms.get('99'))}{cpu_text}{bad}"
                     )
-                    runs.append(Run(workers, rnd, case.key, side, result, cpu))
+                    runs.append(Run(workers, rnd, case.key, side, result, cpu, user, system))
                     raw.append(
                         {
                             "workers": workers,
@@ -1407,6 +1517,8 @@ def measure_workers(
                             "command": shlex.join(cmd),
                             "result": asdict(result),
                             "cpu_seconds": cpu,
+                            "cpu_user_seconds": user,
+                            "cpu_system_seconds": system,
                             "access_log_bytes": log_bytes,
                             "wrk_output": text,
                         }
@@ -1446,7 +1558,7 @@ class FixedSides:
 
     ports: Mapping[str, int]
     logs: Mapping[str, Path | None]
-    cpu_seconds: Callable[[str], float | None]
+    cpu_seconds: Callable[[str], CpuTime | None]
     proxy_cpus: set[int] | None
 
 
@@ -1479,7 +1591,7 @@ def measure_fixed(
             kdamond = named_cpu_seconds()
             result = run_fixed_rate(cmd, args.fixed_rate_seconds + 60)
             kdamond = named_cpu_seconds() - kdamond
-            cpu = cpu_delta(before, sides.cpu_seconds(side))
+            cpu, user, system = cpu_fields(cpu_time_delta(before, sides.cpu_seconds(side)))
             busy = busy_share(core_before, cpu_reading(sides.proxy_cpus))
             inside = None
             if side == "cutover":
@@ -1495,7 +1607,7 @@ def measure_fixed(
                 f"   -> p50 {fmt_ms(lat.get('50'))}, p99 {fmt_ms(lat.get('99'))}, "
                 f"send lag p99 {fmt_ms(result.lag_ms.get('99'))}{core}{within}{noise}{bad}"
             )
-            out.append(FixedRun(workers, rnd, side, result, cpu, busy, inside, share))
+            out.append(FixedRun(workers, rnd, side, result, cpu, busy, inside, share, user, system))
             raw_fixed.append(
                 {
                     "workers": workers,
@@ -1505,6 +1617,8 @@ def measure_fixed(
                     "command": shlex.join(cmd),
                     "result": asdict(result),
                     "cpu_seconds": cpu,
+                    "cpu_user_seconds": user,
+                    "cpu_system_seconds": system,
                     "core_busy": busy,
                     "inside_p99_ms": inside,
                     "kdamond_seconds": kdamond,
@@ -1632,6 +1746,8 @@ def runs_from_json(payload: Mapping[str, Any]) -> list[Run]:
             r["side"],
             parse_wrk(r["wrk_output"]) if "wrk_output" in r else WrkResult(**r["result"]),
             r.get("cpu_seconds"),
+            r.get("cpu_user_seconds"),
+            r.get("cpu_system_seconds"),
         )
         for r in payload["runs"]
     ]
@@ -1649,6 +1765,8 @@ def fixed_runs_from_json(payload: Mapping[str, Any]) -> list[FixedRun]:
             r.get("core_busy"),
             r.get("inside_p99_ms"),
             r.get("share", FIXED_RATE_SHARE),
+            r.get("cpu_user_seconds"),
+            r.get("cpu_system_seconds"),
         )
         for r in payload.get("fixed_rate_runs", ())
     ]

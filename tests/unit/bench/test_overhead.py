@@ -229,6 +229,83 @@ def test_summarize_cpu_per_request_and_its_ratio() -> None:
     assert (cpu.median, cpu.low, cpu.high) == pytest.approx((3.2, 3.0, 5.0))
 
 
+# User share of each round's CPU time: cutover 0.5/0.75/0.7 of 100/80/90 µs per request (user
+# 50/60/63, system 50/20/27), nginx 0.2 of 20/25/30 (user 4/5/6, system 16/20/24).
+USER_SHARE = {"cutover": [0.5, 0.75, 0.7], "nginx": [0.2, 0.2, 0.2]}
+
+
+def with_split(runs: list[o.Run]) -> list[o.Run]:
+    """`runs` with their CPU seconds split into user and system by USER_SHARE."""
+    out = []
+    for r in runs:
+        if r.cpu_seconds is None:
+            out.append(r)
+            continue
+        user = r.cpu_seconds * USER_SHARE[r.side][r.round]
+        out.append(replace(r, cpu_user_seconds=user, cpu_system_seconds=r.cpu_seconds - user))
+    return out
+
+
+def test_summarize_side_medians_of_user_and_of_system() -> None:
+    runs = [r for r in with_split(sample_runs()) if (r.workers, r.case) == (1, "small")]
+    mine = sorted((r for r in runs if r.side == "cutover"), key=lambda r: r.round)
+    s = o.summarize_side(
+        [r.result for r in mine],
+        [r.cpu_seconds for r in mine],
+        [r.cpu_user_seconds for r in mine],
+        [r.cpu_system_seconds for r in mine],
+    )
+    assert s.cpu_us_per_request == pytest.approx(90.0)  # of 100, 80, 90
+    assert s.cpu_user_us_per_request == pytest.approx(60.0)  # of 50, 60, 63
+    assert s.cpu_system_us_per_request == pytest.approx(27.0)  # of 50, 20, 27
+    # each part is its own median: they need not add up to the total's
+    assert s.cpu_user_us_per_request + s.cpu_system_us_per_request != pytest.approx(90.0)
+    total_only = o.summarize_side([r.result for r in mine], [r.cpu_seconds for r in mine])
+    assert total_only.cpu_us_per_request == pytest.approx(90.0)
+    assert total_only.cpu_user_us_per_request is None
+    assert total_only.cpu_system_us_per_request is None
+
+
+def test_summarize_splits_every_proxy_side_and_not_direct() -> None:
+    small = o.summarize(with_split(sample_runs()))[1]["small"]["sides"]
+    assert small["nginx"].cpu_user_us_per_request == pytest.approx(5.0)
+    assert small["nginx"].cpu_system_us_per_request == pytest.approx(20.0)
+    assert small["direct"].cpu_user_us_per_request is None
+    assert small["direct"].cpu_system_us_per_request is None
+    # the total and its ratio are what they were without the split
+    assert small["cutover"].cpu_us_per_request == pytest.approx(90.0)
+    plain = o.summarize(sample_runs())[1]["small"]["ratios"]["cpu"]
+    assert o.summarize(with_split(sample_runs()))[1]["small"]["ratios"]["cpu"] == plain
+
+
+def test_fmt_cpu_split() -> None:
+    assert o.fmt_cpu_split(44.3, 31.3, 13.0) == "44.3 (31.3 + 13.0)"
+    assert o.fmt_cpu_split(1234.0, 1000.0, 234.0) == "1,234 (1,000 + 234)"
+    assert o.fmt_cpu_split(44.3, None, None) == "44.3"
+    assert o.fmt_cpu_split(44.3, 31.3, None) == "44.3"
+    assert o.fmt_cpu_split(None, None, None) == o.DASH
+
+
+def test_render_tables_show_the_split_when_the_runs_have_it() -> None:
+    text = o.render_tables(o.summarize(with_split(sample_runs())), rounds=3)
+    assert "| p50 | p99 | CPU µs/request (user + sys) | errors |" in text
+    assert (
+        "| GET small JSON | cutover | 3,400 | 2.00 ms | 20.0 ms | 90.0 (60.0 + 27.0) | 0 |" in text
+    )
+    assert "| GET small JSON | nginx | 30,000 | 2.00 ms | 20.0 ms | 25.0 (5.0 + 20.0) | 0 |" in text
+    assert "| GET small JSON | direct | 45,000 | 2.00 ms | 20.0 ms | \u2013 | 0 |" in text
+    assert "| cutover / nginx CPU per request |" in text  # the ratio stays one of totals
+    section = o.render_section(o.summarize(with_split(sample_runs())), META)
+    assert "- CPU µs/request (user + sys): the total, then in brackets its user part" in section
+
+
+def test_render_tables_without_the_split_show_the_total_only() -> None:
+    text = o.render_tables(o.summarize(sample_runs()), rounds=3)
+    assert "| p50 | p99 | CPU µs/request | errors |" in text
+    assert "(user + sys)" not in text
+    assert "(user + sys)" not in o.render_section(o.summarize(sample_runs()), META)
+
+
 def test_cpu_us_per_request() -> None:
     assert o.cpu_us_per_request(0.5, 10_000) == pytest.approx(50.0)
     assert o.cpu_us_per_request(None, 10) is None
@@ -467,20 +544,29 @@ STAT = (
 
 
 def test_parse_proc_stat_survives_spaces_and_parentheses_in_the_name() -> None:
-    assert o.parse_proc_stat(STAT) == (4200, 150 + 30 + 7 + 3)
+    # utime 150, stime 30, cutime 7, cstime 3: reaped children's time goes to the same part
+    assert o.parse_proc_stat(STAT) == (4200, 150 + 7, 30 + 3)
+
+
+def test_parse_proc_stat_splits_user_and_system_whatever_the_name_holds() -> None:
+    # a name that looks like the start of the fields after it: only the last ")" ends it
+    tricky = STAT.replace("(python -m (x) y)", "(a) S 1 2 (b c) R 9)")
+    assert o.parse_proc_stat(tricky) == (4200, 157, 33)
+    fields = "S 4200 4242 4242 0 -1 4194560 1000 0 0 0 11 22 33 44 20 0 3 0 12345 1 2 3"
+    assert o.parse_proc_stat(f"7 (nginx: worker process) {fields}") == (4200, 11 + 33, 22 + 44)
 
 
 def test_tree_ticks_adds_every_descendant_and_nothing_else() -> None:
     stats = {
-        100: (1, 10),  # supervisor
-        101: (100, 200),  # worker
-        102: (100, 300),  # worker
-        103: (101, 5),  # a worker's child
-        200: (1, 9999),  # unrelated
-        201: (200, 9999),
+        100: (1, 10, 1),  # supervisor
+        101: (100, 200, 20),  # worker
+        102: (100, 300, 30),  # worker
+        103: (101, 5, 2),  # a worker's child
+        200: (1, 9999, 9999),  # unrelated
+        201: (200, 9999, 9999),
     }
-    assert o.tree_ticks(stats, 100) == 10 + 200 + 300 + 5
-    assert o.tree_ticks(stats, 102) == 300
+    assert o.tree_ticks(stats, 100) == (10 + 200 + 300 + 5, 1 + 20 + 30 + 2)
+    assert o.tree_ticks(stats, 102) == (300, 30)
     assert o.tree_ticks(stats, 999) is None
 
 
@@ -491,11 +577,26 @@ def test_cpu_delta() -> None:
     assert o.cpu_delta(2.0, 1.0) == 0.0
 
 
-def test_tree_cpu_seconds_of_this_process() -> None:
-    import os
+def test_cpu_time_delta_keeps_the_parts_and_their_sum() -> None:
+    spent = o.cpu_time_delta(o.CpuTime(1.0, 0.5), o.CpuTime(1.75, 0.75))
+    assert spent == o.CpuTime(pytest.approx(0.75), pytest.approx(0.25))
+    assert spent is not None and spent.total == pytest.approx(1.0)
+    # a part that went down (a descendant gone unreaped) counts as nothing, like cpu_delta
+    assert o.cpu_time_delta(o.CpuTime(2.0, 1.0), o.CpuTime(1.0, 1.5)) == o.CpuTime(0.0, 0.5)
+    assert o.cpu_time_delta(None, o.CpuTime(1.0, 1.0)) is None
+    assert o.cpu_time_delta(o.CpuTime(1.0, 1.0), None) is None
+    assert o.cpu_fields(o.CpuTime(0.5, 0.25)) == (0.75, 0.5, 0.25)
+    assert o.cpu_fields(None) == (None, None, None)
 
-    seconds = o.tree_cpu_seconds(os.getpid())
-    assert seconds is not None and seconds >= 0.0
+
+def test_tree_cpu_seconds_of_this_process() -> None:
+    sum(i * i for i in range(300_000))  # some CPU time of our own
+    spent = o.tree_cpu_seconds(os.getpid())
+    assert spent is not None
+    assert spent.user > 0.0 and spent.system >= 0.0
+    assert spent.total == spent.user + spent.system
+    mine = os.times()
+    assert spent.user <= mine.user + mine.children_user + 0.05
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,6 +767,95 @@ def test_fixed_runs_from_json_round_trip_and_rerender(tmp_path: Path) -> None:
     assert "old" not in text
 
 
+def test_fixed_rate_table_shows_the_split() -> None:
+    # cutover: 0.68 s = 0.51 user + 0.17 system over 8,500 requests; nginx total only
+    runs = [
+        replace(r, cpu_user_seconds=0.51, cpu_system_seconds=0.17) if r.side == "cutover" else r
+        for r in sample_fixed_runs()
+    ]
+    data = o.summarize_fixed(runs)[1][0]
+    cutover = data["sides"]["cutover"]
+    assert cutover.cpu_user_us_per_request == pytest.approx(60.0)
+    assert cutover.cpu_system_us_per_request == pytest.approx(20.0)
+    text = "\n".join(o.render_fixed(data, 1))
+    assert "| proxy CPU busy | CPU µs/request (user + sys) | send lag p99 |" in text
+    assert "| 71% | 80.0 (60.0 + 20.0) | 200 µs |" in text
+    assert "| 50% | 20.0 | 200 µs | 0 |" in text  # nginx without a split: its total
+    plain = "\n".join(o.render_fixed(o.summarize_fixed(sample_fixed_runs())[1][0], 1))
+    assert "| proxy CPU busy | CPU µs/request | send lag p99 |" in plain
+
+
+def run_row(r: o.Run) -> dict[str, object]:
+    """A raw JSON row as `main` writes it."""
+    return {
+        "workers": r.workers,
+        "round": r.round,
+        "case": r.case,
+        "side": r.side,
+        "result": asdict(r.result),
+        "cpu_seconds": r.cpu_seconds,
+        "cpu_user_seconds": r.cpu_user_seconds,
+        "cpu_system_seconds": r.cpu_system_seconds,
+    }
+
+
+def test_from_json_renders_the_split_of_new_rows(tmp_path: Path) -> None:
+    runs = with_split(sample_runs())
+    fixed_runs = [
+        replace(r, cpu_user_seconds=0.51, cpu_system_seconds=0.17) if r.side == "cutover" else r
+        for r in sample_fixed_runs()
+    ]
+    fixed_rows = [
+        {
+            "workers": r.workers,
+            "round": r.round,
+            "side": r.side,
+            "result": asdict(r.result),
+            "cpu_seconds": r.cpu_seconds,
+            "cpu_user_seconds": r.cpu_user_seconds,
+            "cpu_system_seconds": r.cpu_system_seconds,
+            "core_busy": r.core_busy,
+            "inside_p99_ms": r.inside_p99_ms,
+        }
+        for r in fixed_runs
+    ]
+    payload = {"meta": META, "runs": [run_row(r) for r in runs], "fixed_rate_runs": fixed_rows}
+    payload = json.loads(json.dumps(payload))
+    assert o.runs_from_json(payload) == runs
+    assert o.fixed_runs_from_json(payload) == fixed_runs
+    path, out = tmp_path / "new.json", tmp_path / "B.md"
+    path.write_text(json.dumps(payload))
+    assert o.main(["--from-json", str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert (
+        "| GET small JSON | cutover | 3,400 | 2.00 ms | 20.0 ms | 90.0 (60.0 + 27.0) | 0 |" in text
+    )
+    assert "| 71% | 80.0 (60.0 + 20.0) | 200 µs |" in text
+
+
+def test_from_json_renders_an_old_row_without_the_split(tmp_path: Path) -> None:
+    # a row as files before the split have it: cpu_seconds, no user or system keys
+    runs = sample_runs()
+    rows = []
+    for r in runs:
+        row = run_row(r)
+        del row["cpu_user_seconds"], row["cpu_system_seconds"]
+        rows.append(row)
+    payload = {"meta": META, "notes": [], "runs": rows}
+    (first, *_) = o.runs_from_json(json.loads(json.dumps(payload)))
+    assert first.cpu_seconds == runs[0].cpu_seconds
+    assert (first.cpu_user_seconds, first.cpu_system_seconds) == (None, None)
+    path, out = tmp_path / "old.json", tmp_path / "B.md"
+    path.write_text(json.dumps(payload))
+    assert o.main(["--from-json", str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| p50 | p99 | CPU µs/request | errors |" in text
+    assert "| GET small JSON | cutover | 3,400 | 2.00 ms | 20.0 ms | 90.0 | 0 |" in text
+    assert "(user + sys)" not in text
+    # exactly what the same runs rendered to before the split existed
+    assert text == o.render_section(o.summarize(runs), META)
+
+
 def test_fixed_to_json_is_plain_data() -> None:
     data = o.fixed_to_json(o.summarize_fixed(sample_fixed_runs()))
     assert data["1"][0]["rate"] == 1700.0
@@ -767,10 +957,17 @@ def test_parse_cpu_line_and_busy_share() -> None:
 
 
 def test_tree_pids_walks_descendants() -> None:
-    stats = {1: (0, 5), 10: (1, 1), 11: (10, 1), 12: (10, 1), 20: (1, 1), 30: (99, 1)}
+    stats = {
+        1: (0, 5, 5),
+        10: (1, 1, 2),
+        11: (10, 1, 2),
+        12: (10, 1, 2),
+        20: (1, 1, 2),
+        30: (99, 1, 2),
+    }
     assert sorted(o.tree_pids(stats, 10)) == [10, 11, 12]
     assert o.tree_pids(stats, 77) == []
-    assert o.tree_ticks(stats, 10) == 3
+    assert o.tree_ticks(stats, 10) == (3, 6)
     assert o.tree_ticks(stats, 77) is None
 
 
