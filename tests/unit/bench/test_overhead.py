@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -1023,3 +1025,90 @@ def test_fixed_rate_plot_needs_two_rates_and_draws_every_side(tmp_path: Path) ->
     image = f"![p99 against the offered rate at a fixed schedule]({o.PLOT_PATH})"
     assert section.index("**510 requests/s**") < section.index(image)
     assert section.index(image) < section.index("#### 2 workers")
+
+
+class _ClosesAfterFirstAnswer:
+    """A server on 127.0.0.1 answering POST /post with the bench's reply; the first
+    `closing` connections are closed right after their first answer (keep-alive advertised),
+    as the nginx proxy sometimes does; later ones stay open."""
+
+    def __init__(self, closing: int) -> None:
+        self.closing = closing
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            close_early = self.connections <= self.closing
+            with conn:
+                conn.settimeout(5)
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                    if b"\r\n\r\n" not in buf:
+                        break
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(buf) < length:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    buf = buf[length:]
+                    reply = o.POST_REPLY.encode()
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply)
+                    )
+                    if close_early:
+                        break
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_post_check_starts_again_when_a_proxy_closes_a_kept_alive_connection() -> None:
+    server = _ClosesAfterFirstAnswer(closing=2)
+    try:
+        o.check_post_reads(server.port, b'{"x": 1}', side="nginx")
+        assert server.connections == 3  # two closed early, the third kept alive
+    finally:
+        server.close()
+
+
+def test_post_check_gives_up_after_its_tries() -> None:
+    server = _ClosesAfterFirstAnswer(closing=o.POST_CHECK_TRIES)
+    try:
+        with pytest.raises((ConnectionError, OSError)):
+            o.check_post_reads(server.port, b'{"x": 1}', side="nginx")
+    finally:
+        server.close()
+
+
+def test_the_origin_must_keep_its_connection_open() -> None:
+    """The origin's check is what proves it reads every POST body: no second chance."""
+    server = _ClosesAfterFirstAnswer(closing=1)
+    try:
+        with pytest.raises((ConnectionError, OSError)):
+            o.check_post_reads(server.port, b'{"x": 1}', side="origin")
+        assert server.connections == 1
+    finally:
+        server.close()
