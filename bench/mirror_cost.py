@@ -25,8 +25,9 @@ each request's scheduled time, no coordinated omission) in a rotated order; the 
 primary's p50/p99 (medians over rounds) and the mirror's counters over the run (queued, shed,
 dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
 Nothing is pinned unless asked: `--candidate-cpus 1` keeps the candidate's nginx on CPU 1 (a
-candidate that runs elsewhere, as in production, as far as one host can say), `--mirror-cpus`
-does the same for the gateways' mirror processes, and `--candidate-idle` runs the candidate's
+candidate that runs elsewhere, as in production, as far as one host can say), `--mirror-cpus`,
+`--gateway-cpus` and `--load-cpus` do the same for the gateways' mirror processes, the gateways
+themselves (their main thread) and the load generator, and `--candidate-idle` runs the candidate's
 nginx under SCHED_IDLE (its CPU then delays nobody: the nearest this host comes to a candidate
 on other machines). On a shared machine the figures are ratios
 within one run.
@@ -57,6 +58,7 @@ from cutover.bench.overhead import (
     _common_http,
     _main_block,
     _nginx_user,
+    fixed_rate_command,
     free_port,
     wait_port,
 )
@@ -258,10 +260,16 @@ def _cpus(text: str) -> set[int]:
     return {int(c) for c in text.split(",") if c}
 
 
-def fixed_rate(port: int, rate: float, seconds: float, connections: int) -> FixedRateResult:
-    cmd = [sys.executable, "-m", "cutover.bench.fixed_rate", f"http://127.0.0.1:{port}{PATH}"]
-    cmd += ["--rate", f"{rate:g}", "--seconds", f"{seconds:g}"]
-    cmd += ["--connections", str(connections)]
+def fixed_rate(
+    port: int, rate: float, seconds: float, connections: int, cpus: set[int] | None = None
+) -> FixedRateResult:
+    cmd = fixed_rate_command(
+        f"http://127.0.0.1:{port}{PATH}",
+        rate=rate,
+        seconds=seconds,
+        connections=connections,
+        cpu=",".join(map(str, sorted(cpus))) if cpus else None,
+    )
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=seconds + 30, check=False, cwd=ROOT
     )
@@ -331,6 +339,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pin each gateway's mirror process to these CPUs (comma-separated)",
     )
     parser.add_argument(
+        "--gateway-cpus",
+        default="",
+        help="pin each gateway (not its mirror process) to these CPUs (comma-separated)",
+    )
+    parser.add_argument(
+        "--load-cpus",
+        default="",
+        help="pin the load generator to these CPUs (comma-separated)",
+    )
+    parser.add_argument(
         "--candidate-idle",
         action="store_true",
         help="run the candidate's nginx under SCHED_IDLE: on this one host, a stand-in for a"
@@ -340,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     candidate_cpus = _cpus(args.candidate_cpus)
     mirror_cpus = _cpus(args.mirror_cpus)
+    gateway_cpus = _cpus(args.gateway_cpus)
+    load_cpus = _cpus(args.load_cpus)
     rates = [float(r) for r in args.rates.split(",")]
     sides = tuple(s for s in args.sides.split(",") if s)
     unknown = set(sides) - set(SIDES)
@@ -391,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ports[side] = port
                 pids[side] = proc.pid
             time.sleep(1.0)
+            if gateway_cpus:  # before the warm-up starts the mirror processes (--mirror-cpus)
+                for pid in pids.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.sched_setaffinity(pid, gateway_cpus)
             for port in ports.values():  # warm up: pools, the store's migration
                 fixed_rate(port, 100, 1, 4)
             if mirror_cpus:  # the mirror process starts with the first copy
@@ -410,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         before = scrape(ports[side])
                         cpu_before = cpu_seconds(pids[side])
                         with LagWatch(ports[side]) as watch:
-                            result = fixed_rate(ports[side], rate, args.seconds, args.connections)
+                            result = fixed_rate(
+                                ports[side], rate, args.seconds, args.connections, load_cpus
+                            )
                         lags = watch.values or [0.0]
                         time.sleep(1.0)  # the mirror's tail finishes inside this run's counts
                         after = scrape(ports[side])
