@@ -26,8 +26,9 @@ primary's p50/p99 (medians over rounds) and the mirror's counters over the run (
 dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
 Nothing is pinned unless asked: `--candidate-cpus 1` keeps the candidate's nginx on CPU 1 (a
 candidate that runs elsewhere, as in production, as far as one host can say), `--mirror-cpus`,
-`--gateway-cpus` and `--load-cpus` do the same for the gateways' mirror processes, the gateways
-themselves (their main thread) and the load generator, and `--candidate-idle` runs the candidate's
+`--primary-cpus`, `--gateway-cpus` and `--load-cpus` do the same for the gateways' mirror
+processes, the primary's nginx, the gateways themselves (their main thread) and the load
+generator, and `--candidate-idle` runs the candidate's
 nginx under SCHED_IDLE (its CPU then delays nobody: the nearest this host comes to a candidate
 on other machines). On a shared machine the figures are ratios
 within one run.
@@ -339,6 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pin each gateway's mirror process to these CPUs (comma-separated)",
     )
     parser.add_argument(
+        "--primary-cpus",
+        default="",
+        help="pin the primary's nginx to these CPUs (comma-separated)",
+    )
+    parser.add_argument(
         "--gateway-cpus",
         default="",
         help="pin each gateway (not its mirror process) to these CPUs (comma-separated)",
@@ -359,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     candidate_cpus = _cpus(args.candidate_cpus)
     mirror_cpus = _cpus(args.mirror_cpus)
     gateway_cpus = _cpus(args.gateway_cpus)
+    primary_cpus = _cpus(args.primary_cpus)
     load_cpus = _cpus(args.load_cpus)
     rates = [float(r) for r in args.rates.split(",")]
     sides = tuple(s for s in args.sides.split(",") if s)
@@ -385,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wait_port(port, nginx, name)
                 if name == "candidate" and candidate_cpus:
                     pin_tree(nginx.pid, candidate_cpus)
+                if name == "primary" and primary_cpus:
+                    pin_tree(nginx.pid, primary_cpus)
                 if name == "candidate" and args.candidate_idle:
                     idle_tree(nginx.pid)
             ports: dict[str, int] = {}
