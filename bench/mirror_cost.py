@@ -25,13 +25,13 @@ each request's scheduled time, no coordinated omission) in a rotated order; the 
 primary's p50/p99 (medians over rounds) and the mirror's counters over the run (queued, shed,
 dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
 Nothing is pinned unless asked: `--candidate-cpus 1` keeps the candidate's nginx on CPU 1 (a
-candidate that runs elsewhere, as in production, as far as one host can say), `--mirror-cpus`,
+candidate that runs elsewhere, as in production, as far as one host can say); `--mirror-cpus`,
 `--primary-cpus`, `--gateway-cpus` and `--load-cpus` do the same for the gateways' mirror
 processes, the primary's nginx, the gateways themselves (their main thread) and the load
-generator, and `--candidate-idle` runs the candidate's
-nginx under SCHED_IDLE (its CPU then delays nobody: the nearest this host comes to a candidate
-on other machines). On a shared machine the figures are ratios
-within one run.
+generator; `--candidate-idle` runs the candidate's nginx under SCHED_IDLE (its CPU then delays
+nobody: the nearest this host comes to a candidate on other machines). The layout closest to
+production is the gateway alone on one core: `--gateway-cpus 0` and everything else on 1. On a
+shared machine the figures are ratios within one run.
 """
 
 from __future__ import annotations
