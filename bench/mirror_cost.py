@@ -232,14 +232,19 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return own(pid), sum(own(c) for c in children)
 
 
-def pin_tree(pid: int, cpus: set[int]) -> None:
-    """Pin process `pid` and its children (nginx's workers; the gateway's mirror process) to
-    `cpus`."""
+def _tree(pid: int) -> list[int]:
+    """Process `pid` and its children (nginx's workers; the gateway's mirror process)."""
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
             pids += [int(c) for c in task.read_text().split()]
-    for p in pids:
+    return pids
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Pin process `pid` and its children (nginx's workers; the gateway's mirror process) to
+    `cpus`."""
+    for p in _tree(pid):
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(p, cpus)
 
@@ -248,11 +253,7 @@ def idle_tree(pid: int) -> None:
     """Run process `pid` and its children under SCHED_IDLE: on a host with cores to spare
     for nothing else, a stand-in for a candidate that runs on other machines (its CPU then
     never delays the gateway, the primary or the load generator)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            pids += [int(c) for c in task.read_text().split()]
-    for p in pids:
+    for p in _tree(pid):
         with contextlib.suppress(ProcessLookupError):
             os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
 
