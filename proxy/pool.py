@@ -34,8 +34,6 @@ reading; writes to the backend wait while its transport reports a full buffer.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +41,7 @@ from typing import Any
 import httptools
 
 from cutover.core.config_model import Backend, PoolConfig, TLSConfig
+from cutover.core.waitline import WaitLine
 
 HIGH_WATER = 256 * 1024  # response bytes buffered before the backend socket stops being read
 _MAX_HEAD = 64 * 1024  # a response head larger than this is a protocol error
@@ -413,7 +412,7 @@ class LeanPool:
             self.host_line = b"Host: " + host.encode("latin-1") + b"\r\n"
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on first use
         self._idle: list[Connection] = []
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters = WaitLine()
         self._cleanup: asyncio.TimerHandle | None = None
         self.open = 0  # connections open or being opened
         self.closed = False
@@ -481,18 +480,10 @@ class LeanPool:
         while self.open >= self.limit:
             if self.closed:
                 raise ConnectFailed("pool closed")
-            fut = loop.create_future()
-            self._waiters.append(fut)
             try:
-                async with asyncio.timeout_at(deadline):
-                    await fut
+                await self._waiters.wait(deadline)
             except TimeoutError:
                 raise ConnectTimeout("no free connection in time") from None
-            finally:
-                if not fut.done():
-                    fut.cancel()
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
             conn = self.take()
             if conn is not None:
                 return conn
@@ -539,7 +530,7 @@ class LeanPool:
         conn.idle_since = self.loop.time()
         self._idle.append(conn)
         if self._waiters:
-            self._wake_one()
+            self._waiters.wake_one()
         if self._cleanup is None:
             self._cleanup = self.loop.call_later(self.keepalive, self._expire)
 
@@ -547,14 +538,7 @@ class LeanPool:
         """A connection closed (counted once)."""
         self.open -= 1
         if self._waiters:
-            self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+            self._waiters.wake_one()
 
     def _expire(self) -> None:
         self._cleanup = None
@@ -579,10 +563,7 @@ class LeanPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+        self._waiters.wake_all()
         if idle:
             await asyncio.sleep(0)  # let the transports finish closing
 

@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
-import contextlib
 import email.utils
 import re
 import ssl
@@ -58,6 +56,7 @@ import orjson
 from yarl import URL
 
 from cutover.core.clock import Clock
+from cutover.core.waitline import WaitLine
 from cutover.proxy.pool import (
     ConnectFailed,
     ConnectTimeout,
@@ -289,7 +288,7 @@ class TargetClient:
         self.active = 0
         self.closed = False
         self._targets: dict[str, _Target] = {}
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters = WaitLine()
 
     @property
     def busy(self) -> int:
@@ -356,7 +355,7 @@ class TargetClient:
             finally:
                 self.active -= 1
                 if self._waiters:
-                    self._wake_one()
+                    self._waiters.wake_one()
             raw = _decoded(whole)
         except (ConnectTimeout, ExchangeTimeout, TimeoutError):
             return SendOutcome(False, None, retry=True, error=f"timed out after {timeout:g}s")
@@ -389,30 +388,10 @@ class TargetClient:
 
     async def _slot(self, deadline: float) -> None:
         """Wait (first come, first served) until fewer than `total` exchanges are under way."""
-        loop = asyncio.get_running_loop()
         while self.active >= self.total:
             if self.closed:
                 raise ConnectFailed("client closed")
-            fut = loop.create_future()
-            self._waiters.append(fut)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await fut
-            except BaseException:
-                if fut.done() and not fut.cancelled():
-                    self._wake_one()  # woken, but leaving: the wake-up goes to the next one
-                else:
-                    fut.cancel()
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(fut)
-                raise
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+            await self._waiters.wait(deadline)
 
     async def close(self) -> None:
         """Every pool's connections closed; later sends fail as outcomes."""
@@ -420,7 +399,4 @@ class TargetClient:
         pools, self.pools = list(self.pools.values()), {}
         for pool in pools:
             await pool.close()
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+        self._waiters.wake_all()

@@ -172,6 +172,28 @@ async def test_a_full_pool_makes_callers_wait_for_a_release(raw_backend) -> None
         await pool.close()
 
 
+async def test_a_waiter_cancelled_once_woken_passes_its_turn_on(raw_backend) -> None:
+    """A caller woken for a free connection and cancelled before it ran (its client left)
+    must not take the wake-up with it: the next caller gets the connection."""
+    backend = await raw_backend(keepalive_server)
+    pool = pool_for(backend.port, limit=1)
+    try:
+        conn = await pool.connect(2.0)
+        first = asyncio.ensure_future(pool.connect(5.0))
+        second = asyncio.ensure_future(pool.connect(5.0))
+        await asyncio.sleep(0.05)
+        assert pool.waiting == 2
+        pool.release(conn)  # wakes `first` ...
+        first.cancel()  # ... which leaves before it runs
+        got = await asyncio.wait_for(second, 2.0)
+        assert got is conn
+        assert first.cancelled()
+        assert pool.waiting == 0
+        got.close()
+    finally:
+        await pool.close()
+
+
 async def test_idle_connections_expire(raw_backend) -> None:
     backend = await raw_backend(keepalive_server)
     pool = pool_for(backend.port, keepalive=0.1)
