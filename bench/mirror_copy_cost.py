@@ -10,12 +10,15 @@ batches of `--copies`, in µs per copy:
 
 - `copy`: what the fast path does per mirrored request — `tap_raw` (the sampling), one `feed`
   (the ~1.5 KiB JSON answer of `bench.mirror_cost`), `finish_raw` (the copy, the job, its
-  frame written to the pipe, the counters);
+  frame, the counters) — and the batch's one write to the pipe (the copies of `FLUSH_EVERY`
+  share a write);
+- `copy, write each`: the same with a write per copy (`MirrorProcess.flush` after each);
 - `copy, k/loop`: the same with the event loop run once every k copies (as under load, where
   the loop runs between requests);
 - `tap_raw` and `feed+finish_raw` on their own;
-- `book/1` and `book/8`: taking one frame of the child's outcomes apart (1 or 8 per frame)
-  and booking them (`ParityFeature._book`: metrics, windows);
+- `book/1`, `book/8`, `book/40`: taking one frame of the child's bookings apart (1, 8 or 40
+  per frame: 40 is what 4,000 copies/s gather in `SEND_EVERY`) and booking them
+  (`ParityFeature._book_process`: metrics, windows);
 - `read+book/1`, `/10`, `/25`: the gateway thread's CPU time per outcome while
   `MirrorProcess.run` reads 2,000 outcomes from a child that sends them 1, 10 or 25 to a frame,
   0.5 ms apart (every frame a wake-up of the loop), and books them.
@@ -42,7 +45,9 @@ import orjson
 import uvloop
 
 from cutover.bench.mirror_cost import alert_json
+from cutover.parity.mirror import Booking
 from cutover.parity.mirror_process import MirrorProcess, frame
+from cutover.parity.noise import Sample
 from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
@@ -187,16 +192,18 @@ async def best(
 
 
 def outcome_frame(first: int, count: int) -> bytes:
-    """A frame as the child sends it: `count` compared outcomes (stored, with their ids)."""
-    fields = orjson.dumps({"alerts[2].count": "type", "version": "value"}).decode()
-    noise = orjson.dumps(["date"]).decode()
-    differences = orjson.dumps(
-        [{"field": "version", "kind": "value", "primary": "1", "candidate": "2"}]
-    ).decode()
-    row = ["default", "GET /alerts/{id}.json", "GET", "/alerts/1.json", "primary", "candidate",
-           200, 200, fields, noise, differences]  # fmt: skip
+    """A frame as the child sends it: the bookings of `count` compared jobs (stored, with
+    their row ids)."""
+    sample = Sample(
+        "GET /alerts/{id}.json",
+        {"alerts[2].count": "type", "version": "value"},
+        frozenset({"date"}),
+    )
     return orjson.dumps(
-        [[first + i, "default", None, None, row, True, first + i] for i in range(count)]
+        [
+            [first + i, *Booking("default", None, None, first + i, sample).to_wire()]
+            for i in range(count)
+        ]
     )
 
 
@@ -208,7 +215,9 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
         try:
             (parity,) = [f for f in gw.features if isinstance(f, ParityFeature)]
             await parity._stop_mirror()  # the real child goes; the sink takes its place
-            sink = SinkProcess(parity._spec, parity._book, parity._lost, 1 << 30, gw.clock, 1e9)
+            sink = SinkProcess(
+                parity._spec, parity._book_process, parity._lost, 1 << 30, gw.clock, 1e9
+            )
             sink.max_held_bytes = 1 << 40
             await sink.spawn()
             parity.process, parity._mode = sink, "process"
@@ -224,6 +233,15 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                     assert tap is not None
                     tap.feed(body)
                     tap.finish_raw(200, RESPONSE_HEADERS)
+                sink.flush()
+
+            def write_each_batch() -> None:
+                for _ in range(copies):
+                    tap = tap_raw(*sample)
+                    assert tap is not None
+                    tap.feed(body)
+                    tap.finish_raw(200, RESPONSE_HEADERS)
+                    sink.flush()
 
             def tap_batch() -> None:
                 for _ in range(copies):
@@ -238,8 +256,10 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                 for tap in taps:
                     tap.feed(body)
                     tap.finish_raw(200, RESPONSE_HEADERS)
+                sink.flush()
 
             async def settle() -> None:
+                sink.flush()  # (what `tap_batch` left: no copy)
                 await sink.drained()
                 sink.forget()
                 make_taps()
@@ -253,18 +273,20 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                         tap.finish_raw(200, RESPONSE_HEADERS)
                         if i % k == k - 1:
                             await asyncio.sleep(0)  # the loop runs once per k copies
+                    sink.flush()
 
                 return batch
 
             figures: dict[str, float] = {}
             await settle()
             figures["copy"] = await best(copy_batch, settle, repeats, copies)
+            figures["copy, write each"] = await best(write_each_batch, settle, repeats, copies)
             for k in (1, 4):
                 figures[f"copy, {k}/loop"] = await best(per_iteration(k), settle, repeats, copies)
             figures["tap_raw"] = await best(tap_batch, settle, repeats, copies)
             figures["feed+finish_raw"] = await best(finish_batch, settle, repeats, copies)
 
-            for per_frame in (1, 8):
+            for per_frame in (1, 8, 40):
                 frames = [outcome_frame(i * per_frame, per_frame) for i in range(copies)]
 
                 def hold(frames: list[bytes] = frames, per_frame: int = per_frame) -> None:
@@ -275,8 +297,7 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
 
                 async def book(frames: list[bytes] = frames) -> None:
                     for payload in frames:
-                        outcomes = sink.received(payload)
-                        await parity._book(outcomes)
+                        await parity._book_process(sink.received(payload))
 
                 hold()
                 per_outcome = await best(book, hold, repeats, copies * per_frame)
@@ -285,8 +306,9 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                 spent = []
                 for _ in range(3):
                     shape = {"frames": 2000 // per_frame, "per_frame": per_frame, "gap": 0.0005}
-                    reader = SourceProcess(parity._spec, parity._book, parity._lost, 1 << 30,
-                                           gw.clock, 1e9, **shape)  # fmt: skip
+                    book = parity._book_process
+                    reader = SourceProcess(parity._spec, book, parity._lost, 1 << 30, gw.clock,
+                                           1e9, **shape)  # fmt: skip
                     parity.process = reader
                     await reader.spawn()  # (run finds it started)
                     before = time.thread_time()

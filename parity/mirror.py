@@ -2,8 +2,9 @@
 the comparison, and what came of it (an `Outcome`).
 
 Nothing here touches the gateway's state: the gateway's own mirror workers and the mirror
-process (`parity.mirror_process`) run the same exchange, and the gateway books every `Outcome`
-the same way (metrics, the results store, the parity windows; `parity.shadow`).
+process (`parity.mirror_process`) run the same exchange and store its row; the gateway books
+what came of every job the same way, as a `Booking` (metrics, the parity windows;
+`parity.shadow`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -27,7 +28,16 @@ if TYPE_CHECKING:
     from cutover.parity.config import ParityConfig
     from cutover.proxy.upstreams import Upstream
 
-__all__ = ["MIRROR_HEADER", "MirrorJob", "Outcome", "RawJob", "decoded", "exchange", "sample_of"]
+__all__ = [
+    "MIRROR_HEADER",
+    "Booking",
+    "MirrorJob",
+    "Outcome",
+    "RawJob",
+    "decoded",
+    "exchange",
+    "sample_of",
+]
 
 MIRROR_HEADER = "X-Cutover-Mirror"
 STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
@@ -122,25 +132,48 @@ class Outcome:
     still compared (status 0). `skipped`: why nothing was compared (`response_too_large`).
     `row`: the `parity_results` columns after `ts` (route, endpoint, method, path, primary and
     candidate backends and statuses, fields, noise fields, differences as JSON), None when
-    skipped. `written`: the mirror process already wrote the row, and `row_id` is its id
-    (None: the store refused it); else the gateway writes it.
+    skipped; `sample`: the noise analysis' view of it (None when skipped).
     """
 
     route: str
     failure: str | None
     skipped: str | None
-    row: tuple[Any, ...] | None
-    written: bool = False
-    row_id: int | None = None
+    row: tuple[Any, ...] | None = None
+    sample: Sample | None = None
+
+    def booking(self, row_id: int | None) -> Booking:
+        """What the gateway books of this outcome once its row was stored as `row_id` (None:
+        the store refused it, or nothing was compared)."""
+        return Booking(self.route, self.failure, self.skipped, row_id, self.sample)
+
+
+class Booking(NamedTuple):
+    """What the gateway books of one mirror job (counters, the route's parity window): all of
+    an outcome but its row, which is stored by then. The mirror process sends these, not its
+    rows: the gateway's loop decodes a few short fields per copy, not the stored columns."""
+
+    route: str
+    failure: str | None
+    skipped: str | None
+    row_id: int | None
+    sample: Sample | None  # None: nothing compared
 
     def to_wire(self) -> list[Any]:
-        return [self.route, self.failure, self.skipped, self.row, self.written, self.row_id]
+        """Plain JSON values; `of_wire` is the inverse."""
+        head = [self.route, self.failure, self.skipped]
+        sample = self.sample
+        if sample is None:
+            return head
+        noise = sorted(sample.noise) if sample.noise is not None else None
+        return [*head, self.row_id, sample.endpoint, dict(sample.raw), noise]
 
     @classmethod
-    def of_wire(cls, values: list[Any]) -> Outcome:
-        route, failure, skipped, row, written, row_id = values
-        row = tuple(row) if row is not None else None
-        return cls(route, failure, skipped, row, written, row_id)
+    def of_wire(cls, values: Sequence[Any]) -> Booking:
+        if len(values) == 3:
+            return cls(values[0], values[1], values[2], None, None)
+        route, failure, skipped, row_id, endpoint, raw, noise = values
+        noise = frozenset(noise) if noise is not None else None
+        return cls(route, failure, skipped, row_id, Sample(endpoint, raw, noise))
 
 
 def sample_of(endpoint: str, fields: str, noise_fields: str | None) -> Sample:
@@ -175,7 +208,7 @@ async def exchange(
         candidate, noise = await _send(candidate_up, job, settings, request_id_name), None
     failure = (candidate.error or "error") if candidate.status == 0 else None
     if candidate.error == "body_too_large":
-        return Outcome(job.route, failure, "response_too_large", None)
+        return Outcome(job.route, failure, "response_too_large")
     if noise is not None and (noise.status == 0 or noise.error is not None):
         noise = None  # the primary did not answer again: no noise sample this time
     await asyncio.sleep(0)  # between phases, ready primary callbacks go first
@@ -199,7 +232,7 @@ async def exchange(
         orjson.dumps(sorted(sample.noise)).decode() if sample.noise is not None else None,
         orjson.dumps([difference_json(d) for d in differences[:STORED_DIFFERENCES]]).decode(),
     )
-    return Outcome(job.route, failure, None, row)
+    return Outcome(job.route, failure, None, row, sample)
 
 
 async def _send(

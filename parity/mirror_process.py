@@ -4,26 +4,27 @@ With `parity.mirror.process: true` (the default) each gateway worker whose route
 one child process (`python -m cutover.parity.mirror_process`) and hands it every mirror job
 over a pipe. The child sends the copies and the noise requests, compares (`exchange` in
 `parity.mirror`) and writes the results to the gateway's store (its own connection,
-one statement per batch) on its own event loop; the gateway books the outcomes it sends back
-(metrics, the parity windows). What stays on the gateway's loop per mirrored request is the
-copy taken while the answer streams, one pickled frame written to the pipe (a fast-path copy's
-headers as they came: the child decodes them) and its share of a frame of outcomes read back
-(the child sends what finishes within `SEND_EVERY` together) — some ten microseconds, see
-`bench.mirror_copy_cost` — so primary traffic does not queue behind comparisons or store
-writes. The child runs at nice 10 and, on Linux, under SCHED_IDLE: it gets only CPU time that
-nothing else wants, so when the machine is short of CPU the mirror falls behind, its jobs are
-dropped and counted, and the primary does not wait.
+one statement per batch) on its own event loop; the gateway books what they came to (metrics,
+the parity windows). What stays on the gateway's loop per mirrored request is the copy taken
+while the answer streams, one pickled frame added to the pipe's next write (a fast-path copy's
+headers as they came: the child decodes them; the copies of `FLUSH_EVERY` go in one write, one
+wake-up of the child) and its share of a frame of bookings read back (the child sends what
+finishes within `SEND_EVERY` together; the gateway books them a slice at a time) — a few
+microseconds, see `bench.mirror_copy_cost` — so primary traffic does not queue behind
+comparisons or store writes. The child runs at nice 10 and, on Linux, under SCHED_IDLE: it
+gets only CPU time that nothing else wants, so when the machine is short of CPU the mirror
+falls behind, its jobs are dropped and counted, and the primary does not wait.
 
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
 `("job", number, ts, MirrorJob.to_wire())`, or `("raw", number, ts, RawJob)` for a fast-path
 copy, whose raw header fields the child decodes (the child trusts its parent); child to
-gateway, JSON lists of `Outcome.to_wire()` (the gateway parses nothing executable from the
-child). At most `parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at
-once; more are dropped and counted. A child that dies, or holds a job past its deadlines
-(stopped, hung), costs the jobs it held (counted as dropped) and is started again by the
-gateway's task supervisor with its backoff. EOF on its stdin (the gateway stopping, or dying)
-makes the child finish the jobs it holds, send their outcomes and exit; one that holds none is
-simply ended.
+gateway, JSON lists of `[number, *Booking.to_wire()]` (the gateway parses nothing executable
+from the child; the rows are stored by then and do not cross back). At most
+`parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
+dropped and counted. A child that dies, or holds a job past its deadlines (stopped, hung),
+costs the jobs it held (counted as dropped) and is started again by the gateway's task
+supervisor with its backoff. EOF on its stdin (the gateway stopping, or dying) makes the child
+finish the jobs it holds, send their bookings and exit; one that holds none is simply ended.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,7 +48,7 @@ import uvloop
 from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable, open_database
 from cutover.core.logs import setup_logging
-from cutover.parity.mirror import MirrorJob, Outcome, RawJob, exchange
+from cutover.parity.mirror import Booking, MirrorJob, Outcome, RawJob, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools ar
 # Seconds the child gathers finished outcomes before it sends them (one frame, one booking on
 # the gateway's loop for all of them rather than one per copy).
 SEND_EVERY = 0.01
+# Seconds the gateway gathers copies before it writes them to the child: one system call and
+# one wake-up of the child for all of them rather than one per copy.
+FLUSH_EVERY = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,7 @@ class MirrorProcess:
     def __init__(
         self,
         spec: Callable[[], MirrorSpec],
-        book: Callable[[list[Outcome]], Awaitable[None]],
+        book: Callable[[list[Booking]], Awaitable[None]],
         lost: Callable[[str], None],
         capacity: int,
         clock: Clock,
@@ -135,6 +139,8 @@ class MirrorProcess:
         self.held_bytes = 0
         self.max_held_bytes = MAX_HELD_BYTES
         self._next = 0
+        self._unsent: list[bytes] = []  # frames for the next write (`FLUSH_EVERY`)
+        self._flush_at: asyncio.TimerHandle | None = None
         self._closing = False
         self._stalled: float | None = None  # how long the oldest job was held when killed
         self.pid: int | None = None
@@ -166,10 +172,23 @@ class MirrorProcess:
         if self.held_bytes + len(message) > self.max_held_bytes:
             return False
         self._next += 1
-        stdin.write(message)
+        self._unsent.append(message)
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
         self._held[number] = (route, self.clock.monotonic(), len(message))
         self.held_bytes += len(message)
         return True
+
+    def flush(self) -> None:
+        """Write the gathered frames to the child (at `FLUSH_EVERY`, or before a spec)."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        unsent, self._unsent = self._unsent, []
+        proc = self._proc
+        if unsent and proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.write(b"".join(unsent))
+        # else the child is gone: its `run` counts the jobs it held as lost
 
     def reconfigure(self) -> None:
         """Send the child the current spec (after a reload)."""
@@ -186,13 +205,13 @@ class MirrorProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         elif proc.stdin is not None and not proc.stdin.is_closing():
+            self.flush()
             proc.stdin.close()
 
     def _write(self, message: tuple[Any, ...]) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return
-        proc.stdin.write(frame(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)))
+        """Send `message` now, after the copies gathered before it."""
+        self._unsent.append(frame(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)))
+        self.flush()
 
     async def spawn(self) -> None:
         """Start the child (jobs submitted from now on wait in the pipe while it starts)."""
@@ -222,9 +241,9 @@ class MirrorProcess:
         try:
             assert proc.stdout is not None
             while (payload := await read_frame(proc.stdout)) is not None:
-                outcomes = self.received(payload)
-                if outcomes:
-                    await self._book(outcomes)
+                bookings = self.received(payload)
+                if bookings:
+                    await self._book(bookings)
             code = await proc.wait()
             if self._stalled is not None:
                 raise MirrorProcessExited(
@@ -236,6 +255,7 @@ class MirrorProcess:
         finally:
             watchdog.cancel()
             self._proc = None
+            self.flush()  # (drops what was never sent: those jobs are held, and lost below)
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -245,16 +265,17 @@ class MirrorProcess:
             for route, _, _ in held.values():
                 self._lost(route)
 
-    def received(self, payload: bytes) -> list[Outcome]:
-        """The outcomes of one frame from the child (their jobs are no longer held)."""
-        outcomes = []
+    def received(self, payload: bytes) -> list[Booking]:
+        """The bookings of one frame from the child (their jobs are no longer held)."""
+        bookings = []
+        held = self._held
         for number, *values in orjson.loads(payload):
-            held = self._held.pop(number, None)
-            if held is not None:
-                self.held_bytes -= held[2]
+            job = held.pop(number, None)
+            if job is not None:
+                self.held_bytes -= job[2]
             if values:  # none: nothing to book (the candidate left the config)
-                outcomes.append(Outcome.of_wire(values))
-        return outcomes
+                bookings.append(Booking.of_wire(values))
+        return bookings
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Kill a child that holds a job past `stall_after` (its outcome never came)."""
@@ -348,9 +369,8 @@ class _Child:
                     if outcome is None:
                         wire.append([number])
                         continue
-                    if outcome.row is not None:
-                        outcome = replace(outcome, written=True, row_id=ids.pop(0))
-                    wire.append([number, *outcome.to_wire()])
+                    row_id = ids.pop(0) if outcome.row is not None else None
+                    wire.append([number, *outcome.booking(row_id).to_wire()])
                 if not self.out.is_closing():
                     self.out.write(frame(orjson.dumps(wire)))
 

@@ -55,8 +55,8 @@ from cutover.parity.diff import compile_pattern
 from cutover.parity.lag import INTERVAL, LoopLag
 from cutover.parity.mirror import (
     MIRROR_HEADER,
+    Booking,
     MirrorJob,
-    Outcome,
     RawJob,
     decoded,
     exchange,
@@ -85,6 +85,7 @@ FULL_REFRESH = 12  # every this many refreshes a window is reloaded whole (once 
 _SAMPLE_COLUMNS = "id, endpoint, fields, noise_fields"  # what a window keeps of a result
 STALL_MARGIN = 30.0  # seconds beyond its deadlines before a silent mirror process is killed
 STOP_GRACE = 2.0  # seconds the mirror process gets at shutdown to finish the jobs it holds
+BOOK_SLICE = 8  # mirror bookings taken between two turns of the loop's other work
 _CAPTURE_DROP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
      "proxy-connection", "trailer", "expect"}
@@ -378,7 +379,12 @@ class ParityFeature(Feature):
         tasks = self.gw.tasks
         if wanted == "process":
             self.process = MirrorProcess(
-                self._spec, self._book, self._lost, mirror.queue, self.gw.clock, self._stall_after()
+                self._spec,
+                self._book_process,
+                self._lost,
+                mirror.queue,
+                self.gw.clock,
+                self._stall_after(),
             )
             await self.process.spawn()
             self._mirror_tasks.append(tasks.start("parity-mirror-process", self.process.run))
@@ -653,42 +659,46 @@ class ParityFeature(Feature):
                 job, self.gw.state.upstreams, self.settings, self.gw.config.headers.request_id
             )
             if outcome is not None:
-                await self._book([outcome])
+                row_id = None
+                if outcome.row is not None:  # (a refused row is counted by `_store`)
+                    (row_id,) = await self._store([(self.gw.clock.now(), *outcome.row)])
+                await self._book([outcome.booking(row_id)])
             await asyncio.sleep(0)  # ready primary callbacks run before the next job
 
-    async def _book(self, outcomes: list[Outcome]) -> None:
-        """Count, store and window what mirror jobs came to (the results written together)."""
-        metrics = self.metrics
-        compared: list[Outcome] = []
-        for outcome in outcomes:
-            if outcome.failure is not None:
-                metrics.failures.labels(outcome.route, outcome.failure).inc()
-            if outcome.skipped is not None:
-                self.skip(outcome.route, outcome.skipped)
-            elif outcome.row is not None:
-                compared.append(outcome)
+    async def _book_process(self, bookings: list[Booking]) -> None:
+        """Book what the mirror process sends: it stored the rows, and a compared job without
+        a row id is a result the store refused."""
+        if lost := sum(1 for b in bookings if b.sample is not None and b.row_id is None):
+            self.metrics.store_errors.inc(lost)
         if self.process is not None:
-            metrics.queue.set(self.process.in_flight)
-        if not compared:
-            return
-        # The mirror process wrote its results (a row id, or None: the store refused it); the
-        # own workers' results are written here.
-        if lost := sum(1 for o in compared if o.written and o.row_id is None):
-            metrics.store_errors.inc(lost)
-        now = self.gw.clock.now()
-        unwritten = [(now, *o.row) for o in compared if not o.written and o.row is not None]
-        stored = iter(await self._store(unwritten) if unwritten else ())
-        for outcome in compared:
-            row_id = outcome.row_id if outcome.written else next(stored)
-            row = outcome.row
-            assert row is not None
-            sample = sample_of(row[1], row[8], row[9])
-            window = self.windows.get(outcome.route)
-            if window is not None:
-                window.append((row_id, sample))
-            counts = self._compared.get(outcome.route) or self._compared_counts(outcome.route)
-            counts[1 if sample.raw else 0](1)
-        for route in {o.route for o in compared}:
+            self.metrics.queue.set(self.process.in_flight)
+        await self._book(bookings)
+
+    async def _book(self, bookings: list[Booking]) -> None:
+        """Count and window what mirror jobs came to, `BOOK_SLICE` at a time with the loop's
+        other work in between: a frame of the mirror process's bookings at a high rate holds
+        dozens, and the requests that arrive meanwhile should not wait for all of them."""
+        metrics = self.metrics
+        routes: set[str] = set()
+        for start in range(0, len(bookings), BOOK_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for booking in bookings[start : start + BOOK_SLICE]:
+                route = booking.route
+                if booking.failure is not None:
+                    metrics.failures.labels(route, booking.failure).inc()
+                if booking.skipped is not None:
+                    self.skip(route, booking.skipped)
+                sample = booking.sample
+                if sample is None:
+                    continue
+                window = self.windows.get(route)
+                if window is not None:
+                    window.append((booking.row_id, sample))
+                counts = self._compared.get(route) or self._compared_counts(route)
+                counts[1 if sample.raw else 0](1)
+                routes.add(route)
+        for route in routes:
             self._update_rate(route)
 
     # -- results ----------------------------------------------------------------------------

@@ -21,14 +21,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from cutover.core.db import open_database
 from cutover.parity.config import MirrorSettings, ParityConfig
-from cutover.parity.mirror import MirrorJob, Outcome, RawJob
+from cutover.parity.mirror import Booking, MirrorJob, RawJob
 from cutover.parity.mirror_process import NICE, SEND_EVERY, MirrorSpec, _Child, frame, read_frame
+from cutover.parity.noise import Sample as NoiseSample
+from cutover.parity.shadow import BOOK_SLICE
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
 from tests.conftest import wait_for
 from tests.fuzzing import fuzz, text
 from tests.integration.parity_samples import Sample, samples
-from tests.integration.test_parity_mirror import config_for, feature, gateways, start
+from tests.integration.test_parity_mirror import config_for, feature, gateways, metric, start
 
 __all__ = ["gateways"]  # the fixture, used by name
 
@@ -68,7 +70,7 @@ def send(proc: asyncio.subprocess.Process, message: tuple[object, ...]) -> None:
 
 
 async def outcomes(proc: asyncio.subprocess.Process, count: int) -> dict[int, list[object]]:
-    """The next `count` outcomes the child sends, by job number."""
+    """The next `count` outcomes the child sends (as `Booking` wire values), by job number."""
     assert proc.stdout is not None
     got: dict[int, list[object]] = {}
     while len(got) < count:
@@ -90,19 +92,15 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
         )  # left the config
         got = await outcomes(proc, 4)
         assert got[3] == []  # done, nothing to book
-        for i in range(3):
-            outcome = Outcome.of_wire(got[i])  # type: ignore[arg-type]
-            assert outcome.route == "default" and outcome.failure is None
-            assert outcome.skipped is None and outcome.row is not None
-            route, endpoint, method, path, primary_name, to, p_status, c_status = outcome.row[:8]
-            assert (route, endpoint, method, path) == ("default", "GET /alerts/{id}", "GET",
-                                                        f"/alerts/{i + 1}")  # fmt: skip
-            assert (primary_name, to, p_status, c_status) == ("python", "go", 200, 200)
-            fields = orjson.loads(outcome.row[8])
-            assert {"$.alertname", "$.alert_name", "$.count"} <= set(fields)  # the planted ones
-            noise = set(orjson.loads(outcome.row[9]))  # the primary asked again: its own noise
-            assert {"$.generated_at", "$.request_id"} <= noise
-            assert outcome.written and outcome.row_id is not None
+        bookings = {i: Booking.of_wire(got[i]) for i in range(3)}
+        for booking in bookings.values():
+            assert booking.route == "default" and booking.failure is None
+            assert booking.skipped is None and booking.row_id is not None
+            sample = booking.sample
+            assert sample is not None and sample.endpoint == "GET /alerts/{id}"
+            assert {"$.alertname", "$.alert_name", "$.count"} <= set(sample.raw)  # planted
+            assert sample.noise is not None  # the primary asked again: its own noise
+            assert {"$.generated_at", "$.request_id"} <= sample.noise
         # the copies were marked and carried the request's own id; noise requests went to python
         assert [h["X-Cutover-Mirror"] for h in candidate.seen] == ["1"] * 3
         assert {h["X-Request-ID"] for h in candidate.seen} == {"rid-1"}
@@ -113,13 +111,22 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
         assert proc.stdout is not None and await proc.stdout.read() == b""
     db = await open_database(store)
     try:
-        rows = await db.fetch("SELECT id, ts, path FROM parity_results ORDER BY id")
+        rows = await db.fetch("SELECT * FROM parity_results ORDER BY id")
     finally:
         await db.close()
-    ids = sorted(Outcome.of_wire(got[i]).row_id for i in range(3))  # type: ignore[arg-type]
-    assert [r["id"] for r in rows] == ids
-    assert {r["ts"] for r in rows} == {1.0}  # the gateway's time of the copy, not the child's
-    assert sorted(r["path"] for r in rows) == ["/alerts/1", "/alerts/2", "/alerts/3"]
+    by_id = {r["id"]: r for r in rows}
+    assert sorted(by_id) == sorted(b.row_id for b in bookings.values())  # type: ignore[type-var]
+    for i, booking in bookings.items():
+        row = by_id[booking.row_id]
+        assert row["ts"] == 1.0  # the gateway's time of the copy, not the child's
+        assert (row["route"], row["endpoint"], row["method"], row["path"]) == (
+            "default", "GET /alerts/{id}", "GET", f"/alerts/{i + 1}")  # fmt: skip
+        assert (row["primary_backend"], row["candidate_backend"]) == ("python", "go")
+        assert (row["primary_status"], row["candidate_status"]) == (200, 200)
+        sample = booking.sample
+        assert sample is not None and sample.noise is not None
+        assert orjson.loads(row["fields"]) == sample.raw  # the window's view is the row's
+        assert set(orjson.loads(row["noise_fields"])) == sample.noise
 
 
 async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path: Path) -> None:
@@ -131,8 +138,8 @@ async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path
             send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
         got = await outcomes(proc, 2)
         for values in got.values():
-            outcome = Outcome.of_wire(values)  # type: ignore[arg-type]
-            assert outcome.row is not None and outcome.written and outcome.row_id is None
+            booking = Booking.of_wire(values)  # type: ignore[arg-type]
+            assert booking.sample is not None and booking.row_id is None  # compared, not stored
 
 
 async def test_the_child_runs_below_the_gateways_priority(tmp_path: Path) -> None:
@@ -156,7 +163,7 @@ async def test_at_eof_a_hung_candidates_jobs_end_with_the_mirror_timeout(tmp_pat
         assert proc.stdin is not None
         proc.stdin.close()
         got = await outcomes(proc, 4)
-        assert {Outcome.of_wire(v).failure for v in got.values()} == {"timeout"}  # type: ignore[arg-type]
+        assert {Booking.of_wire(v).failure for v in got.values()} == {"timeout"}  # type: ignore[arg-type]
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
@@ -297,31 +304,36 @@ async def test_the_child_takes_a_raw_copy_and_decodes_its_headers(tmp_path: Path
         send(proc, ("spec", spec(primary, candidate, store, noise=False)))
         send(proc, ("raw", 0, 1.0, raw))
         got = await outcomes(proc, 1)
-        outcome = Outcome.of_wire(got[0])  # type: ignore[arg-type]
-        assert outcome.failure is None and outcome.row is not None
-        assert outcome.row[:8] == ("default", "GET /alerts/{id}", "GET", "/alerts/1", "python",
-                                   "go", 200, 200)  # fmt: skip
-        assert {"$.alertname", "$.alert_name"} <= set(orjson.loads(outcome.row[8]))
+        booking = Booking.of_wire(got[0])  # type: ignore[arg-type]
+        assert booking.failure is None and booking.row_id is not None
+        assert booking.sample is not None and booking.sample.endpoint == "GET /alerts/{id}"
+        assert {"$.alertname", "$.alert_name"} <= set(booking.sample.raw)
         (seen,) = candidate.seen
         assert seen["X-Note"] == "café"
         assert seen["X-Request-ID"] == "rid-raw" and seen["X-Cutover-Mirror"] == "1"
         assert seen["X-Forwarded-Host"] == "example.test"
 
 
+_sample = st.builds(
+    NoiseSample,
+    endpoint=_text,
+    raw=st.dictionaries(_text, st.sampled_from(["missing", "extra", "type", "value"])),
+    noise=st.one_of(st.none(), st.frozensets(_text)),
+)
+
+
 @given(
-    row=st.one_of(
-        st.none(),
-        st.tuples(_text, _text, st.integers(0, 999), st.one_of(st.none(), _text)),
-    ),
+    sample=st.one_of(st.none(), _sample),
+    row_id=st.one_of(st.none(), st.integers(1, 2**62)),
     failure=st.sampled_from([None, "connect", "timeout", "error"]),
 )
 @fuzz(200)
-def test_an_outcome_crosses_the_pipe_unchanged(
-    row: tuple[object, ...] | None, failure: str | None
+def test_a_booking_crosses_the_pipe_unchanged(
+    sample: NoiseSample | None, row_id: int | None, failure: str | None
 ) -> None:
-    skipped = "response_too_large" if row is None else None
-    outcome = Outcome("r", failure, skipped, row)
-    assert Outcome.of_wire(orjson.loads(orjson.dumps(outcome.to_wire()))) == outcome
+    skipped = "response_too_large" if sample is None else None
+    booking = Booking("r", failure, skipped, row_id if sample is not None else None, sample)
+    assert Booking.of_wire(orjson.loads(orjson.dumps(booking.to_wire()))) == booking
 
 
 async def test_the_bytes_the_child_holds_are_bounded(
@@ -352,3 +364,65 @@ async def test_the_bytes_the_child_holds_are_bounded(
             candidate.gate.set()
         await wait_for(lambda: len(parity.windows["default"]) == 2, deadline=30)
         assert process.in_flight == 0 and process.held_bytes == 0
+
+
+async def test_copies_submitted_together_reach_the_child_in_one_write(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """The gateway gathers the copies of `FLUSH_EVERY` and writes them in one go (one system
+    call, one wake-up of the child); each still comes back booked."""
+    async with samples() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path))
+        parity = feature(gw)
+        process = parity.process
+        assert process is not None and process._proc is not None
+        stdin = process._proc.stdin
+        assert stdin is not None
+        writes: list[bytes] = []
+        real_write = stdin.write
+
+        def write(data: bytes) -> None:
+            writes.append(data)
+            real_write(data)
+
+        stdin.write = write  # type: ignore[method-assign]
+        for i in range(5):
+            assert process.submit(job("default", "go", f"/alerts/{i + 1}"), 1.0)
+        assert writes == [] and process.in_flight == 5  # gathered, not yet written
+        await wait_for(lambda: len(parity.windows["default"]) == 5)
+        assert len(writes) == 1
+        assert writes[0].count(b"/alerts/") == 5
+        assert process.in_flight == 0 and process.held_bytes == 0
+
+
+async def test_a_frame_of_bookings_is_booked_a_slice_at_a_time(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """Dozens of bookings arrive together at a high rate: the loop's other work (the primary's
+    requests) runs between slices of `BOOK_SLICE`, not after all of them."""
+    async with samples() as (primary, candidate):
+        gw = await start(gateways, config_for(primary, candidate, tmp_path))
+        parity = feature(gw)
+        window = parity.windows["default"]
+        sample = NoiseSample("GET /alerts/{id}", {}, frozenset())
+        bookings = [Booking("default", None, None, None, sample) for _ in range(5 * BOOK_SLICE)]
+        seen: list[int] = []
+
+        async def probe() -> None:  # another callback of the loop, as a request's would be
+            while True:
+                seen.append(len(window))
+                await asyncio.sleep(0)
+
+        before = len(window)
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        try:
+            await parity._book(bookings)
+        finally:
+            prober.cancel()
+        assert len(window) == before + 5 * BOOK_SLICE
+        between = sorted({n - before for n in seen} - {0, 5 * BOOK_SLICE})
+        assert between == [BOOK_SLICE * k for k in range(1, 5)]
+        assert metric(gw, "cutover_parity_comparisons_total", route="default", result="same") >= (
+            5 * BOOK_SLICE
+        )
