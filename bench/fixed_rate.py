@@ -89,6 +89,9 @@ class FixedRateResult:
     lag_ms: dict[str, float]  # how late each sent request left compared with its schedule
     statuses: dict[str, int] = field(default_factory=dict)  # status code -> answers
     cpu_seconds: float = 0.0  # CPU time the generator itself used (user + system, its thread)
+    # Every latency of `latency_ms` (ms, in answer order), when asked (`--latencies`): to pool
+    # the percentiles of several runs.
+    latencies: list[float] | None = None
 
     @property
     def failed(self) -> int:
@@ -195,11 +198,18 @@ class Schedule:
         return out
 
     def result(
-        self, now: float, connections: int, statuses: dict[str, int], cpu_seconds: float = 0.0
+        self,
+        now: float,
+        connections: int,
+        statuses: dict[str, int],
+        cpu_seconds: float = 0.0,
+        keep_latencies: bool = False,
     ) -> FixedRateResult:
-        """The figures, the run having ended at `now` (unanswered requests count as unfinished)."""
+        """The figures, the run having ended at `now` (unanswered requests count as unfinished);
+        `keep_latencies`: with every latency as well."""
         pending = [r for r, _ in self._busy.values()] + list(self._waiting)
         late = [now - self.due(r) for r in pending]  # lower bounds
+        every = [*self.latencies, *late]
         unfinished = len(pending) + (self.count - self._next)
         end = now if unfinished else self.last_answer
         return FixedRateResult(
@@ -210,11 +220,12 @@ class Schedule:
             errors=self.errors,
             unfinished=unfinished,
             seconds=end,
-            latency_ms=_percentiles_ms([*self.latencies, *late]),
+            latency_ms=_percentiles_ms(every),
             service_ms=_percentiles_ms(self.service),
             lag_ms=_percentiles_ms(self.lags),
             statuses=dict(sorted(statuses.items())),
             cpu_seconds=cpu_seconds,
+            latencies=[round(x * 1000, 4) for x in every] if keep_latencies else None,
         )
 
 
@@ -433,6 +444,7 @@ def run_blocking(
     headers: Sequence[tuple[str, str]] = (),
     drain: float = 2.0,
     bodies: Sequence[bytes] | None = None,
+    keep_latencies: bool = False,
 ) -> FixedRateResult:
     """One fixed-rate run against `url`, in the calling thread.
 
@@ -440,6 +452,7 @@ def run_blocking(
     keep-alive connections, opened before the clock starts; the run ends when every request is
     answered, or `drain` seconds after the last one fell due. `bodies`: request i sends
     ``bodies[i]`` (built before the clock starts; at least `count` of them), not `body`.
+    `keep_latencies`: the result lists every latency too.
     """
     if count is None:
         if seconds is None:
@@ -460,7 +473,8 @@ def run_blocking(
         driver.start()
         driver.loop(schedule.due(max(count - 1, 0)) + drain)
         cpu = time.thread_time() - cpu
-        return schedule.result(driver.now(), connections, dict(driver.statuses), cpu)
+        statuses = dict(driver.statuses)
+        return schedule.result(driver.now(), connections, statuses, cpu, keep_latencies)
     finally:
         driver.close()
 
@@ -493,6 +507,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--body-file", help="request body, read from this file")
     p.add_argument("--header", type=_header, action="append", default=[], help="'Name: value'")
     p.add_argument("--drain", type=float, default=2.0, help="seconds to wait for the last answers")
+    p.add_argument(
+        "--latencies", action="store_true", help="list every latency in the JSON (to pool runs)"
+    )
     args = p.parse_args(argv)
     if not args.rate > 0 or not args.seconds > 0 or args.connections < 1 or args.drain < 0:
         p.error("--rate, --seconds and --connections must be positive, --drain >= 0")
@@ -521,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             body=body,
             headers=args.header,
             drain=args.drain,
+            keep_latencies=args.latencies,
         )
     except OSError as exc:
         print(f"bench.fixed_rate: cannot connect to {args.url}: {exc}", file=sys.stderr)

@@ -20,17 +20,24 @@ The gateways (`--sides`, default `plain,mirror,mirror-inline`):
   serves every request: the general path's cost, and how mirrored routes were served before
   the fast path took the copy).
 
-Per rate and round, each side gets the same open-model load (`bench.fixed_rate`, latency from
-each request's scheduled time, no coordinated omission) in a rotated order; the table gives the
-primary's p50/p99 (medians over rounds) and the mirror's counters over the run (queued, shed,
-dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
+Per rate and round, each side gets the same open-model load (`bench.fixed_rate`, latency from each
+request's scheduled time, no coordinated omission) in a rotated order; the table gives the
+primary's p50/p99 (medians over rounds), their ratios to `plain` taken round by round (the median
+of the per-round ratios, their range in brackets: a round's sides run within seconds of each other,
+so the host's drift between rounds cancels out) and the mirror's counters over the run (queued,
+shed, dropped, compared). Bounded: rates x rounds x sides runs of `--seconds` each, plus start-up.
 Nothing is pinned unless asked: `--candidate-cpus 1` keeps the candidate's nginx on CPU 1 (a
 candidate that runs elsewhere, as in production, as far as one host can say); `--mirror-cpus`,
 `--primary-cpus`, `--gateway-cpus` and `--load-cpus` do the same for the gateways' mirror
-processes, the primary's nginx, the gateways themselves (their main thread) and the load
-generator; `--candidate-idle` runs the candidate's nginx under SCHED_IDLE (its CPU then delays
-nobody: the nearest this host comes to a candidate on other machines). The layout closest to
-production is the gateway alone on one core: `--gateway-cpus 0` and everything else on 1. On a
+processes, the primary's nginx, the gateways themselves (their main thread) and the load generator;
+`--candidate-idle` runs the candidate's nginx under SCHED_IDLE (it gets only CPU time nothing else
+wants: the nearest this host comes to a candidate on other machines). `--load-realtime` and
+`--primary-realtime` run the load generator and the primary's nginx under SCHED_FIFO: in
+production both are on other machines, and here the mirror process and the candidate, idle class
+or not, made a normal process on their CPU wait (the generator sent 1-2 ms late at the 99th
+percentile; the table's per-round lines say how late it sent). The layout closest to production
+is the gateway alone on one core: `--gateway-cpus 0 --mirror-cpus 1 --load-cpus 1
+--candidate-cpus 1 --primary-cpus 1 --candidate-idle --load-realtime --primary-realtime`. On a
 shared machine the figures are ratios within one run.
 """
 
@@ -61,8 +68,10 @@ from cutover.bench.overhead import (
     _nginx_user,
     fixed_rate_command,
     free_port,
+    paired_ratio,
     wait_port,
 )
+from cutover.bench.stats import percentile
 
 __all__ = ["DEFAULT_SIDES", "SIDES", "main", "mirror_counts", "render_table"]
 
@@ -250,12 +259,22 @@ def pin_tree(pid: int, cpus: set[int]) -> None:
 
 
 def idle_tree(pid: int) -> None:
-    """Run process `pid` and its children under SCHED_IDLE: on a host with cores to spare
-    for nothing else, a stand-in for a candidate that runs on other machines (its CPU then
-    never delays the gateway, the primary or the load generator)."""
+    """Run process `pid` and its children under SCHED_IDLE: a stand-in for a candidate that
+    runs on other machines (it gets only CPU time the others leave; on this host's kernel it can
+    still make a process woken on its CPU wait, see `realtime_tree`)."""
     for p in _tree(pid):
         with contextlib.suppress(ProcessLookupError):
             os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
+
+
+def realtime_tree(pid: int) -> None:
+    """Run process `pid` and its children under SCHED_FIFO (priority 1): a stand-in for a
+    process on other machines, which nothing on this host delays. SCHED_IDLE neighbours do
+    delay a normal process here: with the mirror process and the candidate on its CPU, the load
+    generator sent its requests up to 1-2 ms late at the 99th percentile."""
+    for p in _tree(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setscheduler(p, os.SCHED_FIFO, os.sched_param(1))
 
 
 def _cpus(text: str) -> set[int]:
@@ -263,7 +282,12 @@ def _cpus(text: str) -> set[int]:
 
 
 def fixed_rate(
-    port: int, rate: float, seconds: float, connections: int, cpus: set[int] | None = None
+    port: int,
+    rate: float,
+    seconds: float,
+    connections: int,
+    cpus: set[int] | None = None,
+    realtime: bool = False,
 ) -> FixedRateResult:
     cmd = fixed_rate_command(
         f"http://127.0.0.1:{port}{PATH}",
@@ -272,6 +296,9 @@ def fixed_rate(
         connections=connections,
         cpu=",".join(map(str, sorted(cpus))) if cpus else None,
     )
+    cmd.append("--latencies")
+    if realtime:
+        cmd = ["chrt", "-f", "1", *cmd]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=seconds + 30, check=False, cwd=ROOT
     )
@@ -283,16 +310,18 @@ def fixed_rate(
 def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One Markdown row per rate and side; ratios to `plain` at the same rate."""
     out = [
-        "| rate/s | side | p50 ms | p99 ms | p50 / plain | p99 / plain | failed"
-        " | gateway CPU µs/request | mirror process CPU µs/copy"
+        "| rate/s | side | p50 ms | p99 ms | p50 / plain | p99 / plain | pooled p99 / plain"
+        " | failed | gateway CPU µs/request | mirror process CPU µs/copy"
         " | loop lag ms (median / max) | CPU wait % | mirror queued | shed | dropped | compared |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {r["rate"]: r for r in rows if r["side"] == "plain"}
     for r in rows:
         b = base.get(r["rate"])
-        p50r = f"{r['p50'] / b['p50']:.2f}" if b and b["p50"] else "-"
-        p99r = f"{r['p99'] / b['p99']:.2f}" if b and b["p99"] else "-"
+        p50r, p99r = (_ratio_text(r, b, p) for p in ("p50", "p99"))
+        pooled = r.get("p99_pooled")
+        base_pooled = b.get("p99_pooled") if b else None
+        pooledr = f"{pooled / base_pooled:.2f}" if pooled and base_pooled else "-"
         c = r["counts"]
         mirror = (
             [
@@ -310,12 +339,36 @@ def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         child = f"{c['mirror_cpu'] / copies * 1e6:.0f}" if copies and c.get("mirror_cpu") else "-"
         out.append(
             f"| {r['rate']:g} | {r['side']} | {r['p50']:.2f} | {r['p99']:.2f} | {p50r} | {p99r}"
-            f" | {r['failed']} | {gateway} | {child}"
+            f" | {pooledr} | {r['failed']} | {gateway} | {child}"
             f" | {c['lag_median']:.1f} / {c['lag_max']:.1f} | {c.get('wait_median', 0):.0f} | "
             + " | ".join(mirror)
             + " |"
         )
     return out
+
+
+def pooled_percentile(
+    results: Sequence[tuple[FixedRateResult, dict[str, float]]], p: float
+) -> float | None:
+    """The `p`th percentile of every request of every round together: a hiccup of the host
+    that costs one round a few hundred slow requests moves that round's p99, hardly the
+    pooled one's."""
+    every = sorted(x for r, _ in results for x in r.latencies or ())
+    return percentile(every, p) if every else None
+
+
+def _ratio_text(row: dict[str, Any], plain: dict[str, Any] | None, key: str) -> str:
+    """`row`'s `key` over `plain`'s: the median of the per-round ratios and their range, or,
+    for rows without rounds (older files), the ratio of the medians."""
+    if plain is None or not plain[key]:
+        return "-"
+    rounds, plain_rounds = row.get(f"{key}_rounds"), plain.get(f"{key}_rounds")
+    if not rounds or not plain_rounds or row is plain:
+        return f"{row[key] / plain[key]:.2f}"
+    paired = paired_ratio(dict(enumerate(rounds)), dict(enumerate(plain_rounds)))
+    if paired.median is None:
+        return "-"
+    return f"{paired.median:.2f} ({paired.low:.2f}-{paired.high:.2f})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,6 +407,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--load-cpus",
         default="",
         help="pin the load generator to these CPUs (comma-separated)",
+    )
+    parser.add_argument(
+        "--load-realtime",
+        action="store_true",
+        help="run the load generator under SCHED_FIFO (chrt -f 1): the processes sharing its CPU"
+        " cannot make it send late (clients are on other machines in production)",
+    )
+    parser.add_argument(
+        "--primary-realtime",
+        action="store_true",
+        help="run the primary's nginx under SCHED_FIFO: the mirror's work on this host cannot"
+        " delay it (a primary on other machines, as in production)",
     )
     parser.add_argument(
         "--candidate-idle",
@@ -397,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pin_tree(nginx.pid, primary_cpus)
                 if name == "candidate" and args.candidate_idle:
                     idle_tree(nginx.pid)
+                if name == "primary" and args.primary_realtime:
+                    realtime_tree(nginx.pid)
             ports: dict[str, int] = {}
             pids: dict[str, int] = {}
             for side in sides:
@@ -445,7 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         cpu_before = cpu_seconds(pids[side])
                         with LagWatch(ports[side]) as watch:
                             result = fixed_rate(
-                                ports[side], rate, args.seconds, args.connections, load_cpus
+                                ports[side],
+                                rate,
+                                args.seconds,
+                                args.connections,
+                                load_cpus,
+                                args.load_realtime,
                             )
                         lags = watch.values or [0.0]
                         time.sleep(1.0)  # the mirror's tail finishes inside this run's counts
@@ -462,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lat = result.latency_ms
                         print(
                             f"rate {rate:g} round {rnd} {side}: p50 {lat.get('50', 0):.2f}"
-                            f" p99 {lat.get('99', 0):.2f} failed {result.failed} {delta}",
+                            f" p99 {lat.get('99', 0):.2f} failed {result.failed}"
+                            f" (p90 {lat.get('90', 0):.2f}, sent late p99"
+                            f" {result.lag_ms.get('99', 0):.2f}) {delta}",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -482,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "side": side,
                             "p50": statistics.median(r.latency_ms.get("50", 0) for r, _ in results),
                             "p99": statistics.median(r.latency_ms.get("99", 0) for r, _ in results),
+                            "p50_rounds": [r.latency_ms.get("50", 0) for r, _ in results],
+                            "p99_rounds": [r.latency_ms.get("99", 0) for r, _ in results],
+                            "p99_pooled": pooled_percentile(results, 99),
                             "failed": sum(r.failed for r, _ in results),
                             "counts": counts,
                             "rounds": len(results),

@@ -174,7 +174,27 @@ async def test_command_line_prints_json(serve, tmp_path: Path) -> None:  # type:
     assert data["scheduled"] == 30
     assert data["ok"] == 30
     assert set(data["latency_ms"]) == {"50", "90", "99", "99.9", "max"}
+    assert data["latencies"] is None  # only when asked
     assert "30/30 ok" in err.decode()
+
+
+async def test_every_latency_is_listed_when_asked(serve) -> None:  # type: ignore[no-untyped-def]
+    """`--latencies` (the mirror cost bench pools its rounds with them): one per request, the
+    same figures the percentiles come from."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.02)
+        return web.Response(text="ok")
+
+    url = await serve(slow)
+    result = await asyncio.wait_for(
+        fixed_rate.run(url + "/", rate=100, count=40, connections=4, keep_latencies=True), 120
+    )
+    assert result.latencies is not None and len(result.latencies) == result.ok == 40
+    assert min(result.latencies) >= 20.0
+    ordered = sorted(result.latencies)
+    assert ordered[19] == pytest.approx(result.latency_ms["50"], abs=0.001)
+    assert ordered[-1] == pytest.approx(result.latency_ms["max"], abs=0.001)
 
 
 async def test_the_generator_sleeps_between_requests(serve) -> None:  # type: ignore[no-untyped-def]

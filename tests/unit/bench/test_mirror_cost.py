@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -20,6 +21,7 @@ from cutover.bench.mirror_cost import (
     mirror_counts,
     origin_conf,
     pin_tree,
+    realtime_tree,
     render_table,
 )
 from cutover.proxy.config import load_config
@@ -74,10 +76,10 @@ def test_the_table_gives_ratios_to_plain_at_the_same_rate() -> None:
     ]
     table = render_table(rows)
     assert table[2].startswith(
-        "| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | 0 | 50 | - | 0.1 / 2.0 | 0 | - |"
+        "| 200 | plain | 0.50 | 2.00 | 1.00 | 1.00 | - | 0 | 50 | - | 0.1 / 2.0 | 0 | - |"
     )
     assert table[3] == (
-        "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | 0 | 60 | 400 | 0.1 / 2.0 | 12"
+        "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | - | 0 | 60 | 400 | 0.1 / 2.0 | 12"
         " | 5 | 1 | 0 | 5 |"
     )
 
@@ -125,8 +127,14 @@ def test_pin_tree_pins_a_process_and_its_children() -> None:
         parent.wait()
 
 
-def test_idle_tree_runs_a_process_and_its_children_under_sched_idle() -> None:
-    """`--candidate-idle`: nginx's master and its worker both leave the normal class."""
+@pytest.mark.parametrize(
+    ("move", "policy"), [(idle_tree, os.SCHED_IDLE), (realtime_tree, os.SCHED_FIFO)]
+)
+def test_a_tree_moves_to_its_scheduling_class_whole(
+    move: Callable[[int], None], policy: int
+) -> None:
+    """`--candidate-idle` and `--primary-realtime`: nginx's master and its worker both leave
+    the normal class."""
     script = (
         "import subprocess, sys, time\n"
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
@@ -142,9 +150,9 @@ def test_idle_tree_runs_a_process_and_its_children_under_sched_idle() -> None:
             time.sleep(0.05)
         assert children
         assert os.sched_getscheduler(parent.pid) == os.SCHED_OTHER
-        idle_tree(parent.pid)
-        assert os.sched_getscheduler(parent.pid) == os.SCHED_IDLE
-        assert all(os.sched_getscheduler(c) == os.SCHED_IDLE for c in children)
+        move(parent.pid)
+        assert os.sched_getscheduler(parent.pid) == policy
+        assert all(os.sched_getscheduler(c) == policy for c in children)
     finally:
         for pid in children:
             os.kill(pid, 9)
@@ -165,3 +173,21 @@ def test_each_origin_is_its_own_nginx(tmp_path: Path) -> None:
         ["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_ratios_are_taken_round_by_round() -> None:
+    """A slow round slows every side in it: the per-round ratios cancel that drift, where the
+    ratio of the medians would not (here 1.0 against 2.0/1.1)."""
+    counts = {"queued": 0.0, "shed": 0.0, "dropped": 0.0, "compared": 0.0, "requests": 0,
+              "lag_median": 0.0, "lag_max": 0.0}  # fmt: skip
+    plain = {"rate": 100.0, "side": "plain", "p50": 1.1, "p99": 1.1, "failed": 0,
+             "counts": counts, "p50_rounds": [1.0, 1.1, 2.0],
+             "p99_rounds": [1.0, 1.1, 2.0]}  # fmt: skip
+    mirror = {"rate": 100.0, "side": "mirror", "p50": 2.0, "p99": 2.0, "failed": 0,
+              "counts": counts, "p50_rounds": [1.0, 2.0, 2.2],
+              "p99_rounds": [1.1, 2.0, 4.0]}  # fmt: skip
+    table = render_table([plain, mirror])
+    assert table[2].startswith("| 100 | plain | 1.10 | 1.10 | 1.00 | 1.00 |")
+    assert table[3].startswith(
+        "| 100 | mirror | 2.00 | 2.00 | 1.10 (1.00-1.82) | 1.82 (1.10-2.00) |"
+    )
