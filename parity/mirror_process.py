@@ -149,6 +149,17 @@ class MirrorProcess:
     def in_flight(self) -> int:
         return len(self._held)
 
+    @property
+    def full(self) -> bool:
+        """The child takes no copy now (it holds `capacity` jobs or `max_held_bytes`, or is not
+        running): a copy taken now would only be dropped."""
+        return (
+            self._proc is None
+            or self._closing
+            or len(self._held) >= self.capacity
+            or self.held_bytes >= self.max_held_bytes
+        )
+
     def submit(self, job: MirrorJob, ts: float) -> bool:
         """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
         take it now (not running, stopping, `capacity` jobs or `max_held_bytes` held: bodies

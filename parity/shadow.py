@@ -546,7 +546,19 @@ class ParityFeature(Feature):
         if self.lag.shedding:  # short of CPU: mirror work goes first
             self.metrics.mirrored.labels(route.name, "shed").inc()
             return None
+        if self._full():  # the copy would be dropped when the answer is in: not even taken
+            counts = self._mirrored.get(route.name) or self._mirrored_counts(route.name)
+            counts[1](1)
+            return None
         return Tap(self, route.name, mirror.to, primary, body, request_id, request or copy)
+
+    def _full(self) -> bool:
+        """The mirror takes no job now (the mirror process, or the own workers' queue, is at
+        `mirror.queue`): at a rate the mirror cannot keep up with, most copies are dropped, and
+        each costs the primary's loop nothing more than this check."""
+        if self.process is not None:
+            return self.process.full
+        return self.queue is None or self.queue.full()
 
     def compat(self, request: web.BaseRequest, route: Route, body: bytes | None) -> None:
         """A request a compat rule rewrites: captured as the client sent it (the legacy corpus

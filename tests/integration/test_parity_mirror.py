@@ -190,6 +190,44 @@ async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
         assert "cutover_parity_mirror_requests_total" in (await _metrics_text(gw))
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
+async def test_a_full_mirror_takes_no_copy(
+    tmp_path: Path, gateways: list[Gateway], process: bool
+) -> None:
+    """Once the mirror holds `mirror.queue` jobs, a sampled request gets no tap at all (the copy
+    would only be dropped when the answer is in): counted as dropped, and the primary's loop
+    spends nothing more on it."""
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()
+        mirror = {"queue": 2, "workers": 1, "process": process}
+        gw = await start(
+            gateways, config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
+        )
+        parity = feature(gw)
+        async with aiohttp.ClientSession() as session:
+            for i in range(4):
+                status, _, _ = await fetch(session, f"{gw.url}/alerts/{i + 1}")
+                assert status == 200
+        assert parity._full()
+        route = gw.config.routes[0]
+        dropped = metric(
+            gw, "cutover_parity_mirror_requests_total", route="default", result="dropped"
+        )
+        tap = parity.tap_raw(route, "python", "GET", "/alerts/9", [(b"Host", b"x")], "::1",
+                             "http", b"", "rid")  # fmt: skip
+        assert tap is None
+        assert (
+            metric(gw, "cutover_parity_mirror_requests_total", route="default", result="dropped")
+            == dropped + 1
+        )
+        candidate.gate.set()
+        await wait_for(lambda: parity.depth == 0)
+        assert not parity._full()
+        tap = parity.tap_raw(route, "python", "GET", "/alerts/9", [(b"Host", b"x")], "::1",
+                             "http", b"", "rid")  # fmt: skip
+        assert tap is not None  # room again: copies are taken
+
+
 class HeldLag:
     """A lag source the test sets: the probe keeps running but its samples are ignored."""
 
