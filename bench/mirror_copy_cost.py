@@ -16,6 +16,9 @@ batches of `--copies`, in µs per copy:
 - `copy, k/loop`: the same with the event loop run once every k copies (as under load, where
   the loop runs between requests);
 - `tap_raw` and `feed+finish_raw` on their own;
+- `tap_raw, mirror full`: the sampling of a request whose mirror holds `mirror.queue` jobs
+  already (no tap: the copy is counted as dropped at once), what most requests cost the
+  mirror at a rate the mirror process cannot keep up with;
 - `book/1`, `book/8`, `book/40`: taking one frame of the child's bookings apart (1, 8 or 40
   per frame: 40 is what 4,000 copies/s gather in `SEND_EVERY`) and booking them
   (`ParityFeature._book_process`: metrics, windows);
@@ -207,7 +210,8 @@ def outcome_frame(first: int, count: int) -> bytes:
     )
 
 
-async def measure(copies: int, repeats: int) -> dict[str, float]:
+async def measure(copies: int, repeats: int, read: int = 2000) -> dict[str, float]:
+    """The figures (µs per copy or per result); `read`: results the `read+book` runs read."""
     with tempfile.TemporaryDirectory(prefix="cutover-bench-copy-") as tmp:
         gw = Gateway(parse_config(config(Path(tmp)), "bench.yaml"), None, (ParityFeature,))
         await gw.start()
@@ -284,6 +288,10 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
             for k in (1, 4):
                 figures[f"copy, {k}/loop"] = await best(per_iteration(k), settle, repeats, copies)
             figures["tap_raw"] = await best(tap_batch, settle, repeats, copies)
+            capacity, sink.capacity = sink.capacity, 0
+            figures["tap_raw, mirror full"] = await best(tap_batch, settle, repeats, copies)
+            sink.capacity = capacity
+            await settle()  # (taps made while it was full are None)
             figures["feed+finish_raw"] = await best(finish_batch, settle, repeats, copies)
 
             for per_frame in (1, 8, 40):
@@ -305,7 +313,7 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
             for per_frame in (1, 10, 25):
                 spent = []
                 for _ in range(3):
-                    shape = {"frames": 2000 // per_frame, "per_frame": per_frame, "gap": 0.0005}
+                    shape = {"frames": read // per_frame, "per_frame": per_frame, "gap": 0.0005}
                     book = parity._book_process
                     reader = SourceProcess(parity._spec, book, parity._lost, 1 << 30, gw.clock,
                                            1e9, **shape)  # fmt: skip
@@ -313,7 +321,9 @@ async def measure(copies: int, repeats: int) -> dict[str, float]:
                     await reader.spawn()  # (run finds it started)
                     before = time.thread_time()
                     await reader.run()
-                    spent.append((time.thread_time() - before) / 2000 * 1e6)
+                    spent.append(
+                        (time.thread_time() - before) / (read // per_frame * per_frame) * 1e6
+                    )
                 parity.process = sink
                 figures[f"read+book/{per_frame}"] = min(spent)
             return figures
