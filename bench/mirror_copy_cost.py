@@ -231,20 +231,20 @@ async def measure(copies: int, repeats: int, read: int = 2000) -> dict[str, floa
             sample = (route, "primary", "GET", "/alerts/1.json", REQUEST_HEADERS, "127.0.0.1",
                       "http", b"", "rid-1")  # fmt: skip
 
+            def copy_one() -> None:
+                tap = tap_raw(*sample)
+                assert tap is not None
+                tap.feed(body)
+                tap.finish_raw(200, RESPONSE_HEADERS)
+
             def copy_batch() -> None:
                 for _ in range(copies):
-                    tap = tap_raw(*sample)
-                    assert tap is not None
-                    tap.feed(body)
-                    tap.finish_raw(200, RESPONSE_HEADERS)
+                    copy_one()
                 sink.flush()
 
             def write_each_batch() -> None:
                 for _ in range(copies):
-                    tap = tap_raw(*sample)
-                    assert tap is not None
-                    tap.feed(body)
-                    tap.finish_raw(200, RESPONSE_HEADERS)
+                    copy_one()
                     sink.flush()
 
             def tap_batch() -> None:
@@ -271,10 +271,7 @@ async def measure(copies: int, repeats: int, read: int = 2000) -> dict[str, floa
             def per_iteration(k: int) -> Callable[[], Any]:
                 async def batch() -> None:
                     for i in range(copies):
-                        tap = tap_raw(*sample)
-                        assert tap is not None
-                        tap.feed(body)
-                        tap.finish_raw(200, RESPONSE_HEADERS)
+                        copy_one()
                         if i % k == k - 1:
                             await asyncio.sleep(0)  # the loop runs once per k copies
                     sink.flush()

@@ -152,16 +152,24 @@ async def test_mirror_leaves_client_responses_byte_identical(
         assert len(candidate.seen) == len(requests)
 
 
+async def start_held(
+    gateways: list[Gateway], primary: Sample, candidate: Sample, tmp_path: Path, process: bool
+) -> Gateway:
+    """A gateway whose mirror holds two jobs at most, in front of a candidate that holds every
+    copy until its gate opens."""
+    candidate.gate = asyncio.Event()
+    mirror = {"queue": 2, "workers": 1, "process": process}
+    return await start(
+        gateways, config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
+    )
+
+
 @pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
 async def test_slow_candidate_drops_mirror_jobs_instead_of_queueing(
     tmp_path: Path, gateways: list[Gateway], process: bool
 ) -> None:
     async with samples() as (primary, candidate):
-        candidate.gate = asyncio.Event()
-        mirror = {"queue": 2, "workers": 1, "process": process}
-        gw = await start(
-            gateways, config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
-        )
+        gw = await start_held(gateways, primary, candidate, tmp_path, process)
         parity = feature(gw)
         depth = []
         async with aiohttp.ClientSession() as session:
@@ -198,11 +206,7 @@ async def test_a_full_mirror_takes_no_copy(
     would only be dropped when the answer is in): counted as dropped, and the primary's loop
     spends nothing more on it."""
     async with samples() as (primary, candidate):
-        candidate.gate = asyncio.Event()
-        mirror = {"queue": 2, "workers": 1, "process": process}
-        gw = await start(
-            gateways, config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
-        )
+        gw = await start_held(gateways, primary, candidate, tmp_path, process)
         parity = feature(gw)
         async with aiohttp.ClientSession() as session:
             for i in range(4):
