@@ -375,23 +375,7 @@ def test_replace_section_appends_when_there_are_no_markers() -> None:
 
 def test_runs_from_json_round_trip() -> None:
     runs = sample_runs()[:4]
-    payload = json.loads(
-        json.dumps(
-            {
-                "runs": [
-                    {
-                        "workers": r.workers,
-                        "round": r.round,
-                        "case": r.case,
-                        "side": r.side,
-                        "result": asdict(r.result),
-                        "cpu_seconds": r.cpu_seconds,
-                    }
-                    for r in runs
-                ]
-            }
-        )
-    )
+    payload = json.loads(json.dumps({"runs": [run_row(r) for r in runs]}))
     assert o.runs_from_json(payload) == runs
 
 
@@ -730,17 +714,7 @@ def test_fixed_runs_from_json_round_trip_and_rerender(tmp_path: Path) -> None:
     payload = {
         "meta": dict(META, fixed_rate="bench.fixed_rate at half the peak"),
         "notes": [],
-        "runs": [
-            {
-                "workers": r.workers,
-                "round": r.round,
-                "case": r.case,
-                "side": r.side,
-                "result": asdict(r.result),
-                "cpu_seconds": r.cpu_seconds,
-            }
-            for r in runs
-        ],
+        "runs": [run_row(r) for r in runs],
         "fixed_rate_runs": [
             {
                 "workers": r.workers,
