@@ -86,6 +86,7 @@ _SAMPLE_COLUMNS = "id, endpoint, fields, noise_fields"  # what a window keeps of
 STALL_MARGIN = 30.0  # seconds beyond its deadlines before a silent mirror process is killed
 STOP_GRACE = 2.0  # seconds the mirror process gets at shutdown to finish the jobs it holds
 BOOK_SLICE = 8  # mirror bookings taken between two turns of the loop's other work
+READ_SLICE = 64  # stored results a window read takes between two turns of the loop's work
 _CAPTURE_DROP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
      "proxy-connection", "trailer", "expect"}
@@ -781,6 +782,66 @@ class ParityFeature(Feature):
     def _sample(row: dict[str, Any]) -> Sample:
         return sample_of(row["endpoint"], row["fields"], row.get("noise_fields"))
 
+    async def _rows_between(self, route: str, low: int, high: int) -> list[dict[str, Any]]:
+        """`route`'s results with ids from `low` to `high`, what a window keeps of each."""
+        db = await self._database()
+        return await db.fetch(
+            f"SELECT {_SAMPLE_COLUMNS} FROM parity_results"
+            " WHERE route = $1 AND id >= $2 AND id <= $3 ORDER BY id",
+            route,
+            low,
+            high,
+        )
+
+    async def _read_window(self, name: str, window: ResultWindow | None, full: bool) -> None:
+        """One read of `name`'s results into its window (whole, or above its `top`).
+
+        The loop's other work (the primary's requests) runs every `READ_SLICE` results:
+        - the ids come first, and only results the window does not hold are decoded (one
+          worker alone reads back only its own, booked already: decoding 1,000 again took
+          8-14 ms of the loop every `REFRESH_SECONDS`);
+        - a whole reload that finds what the window holds leaves it as it is;
+        - results are decoded, merged and a reloaded window built a slice at a time."""
+        after = None if full or window is None else window.top
+        ids = [int(r["id"]) for r in await self._rows(name, after, "id")]
+        known = window.by_id() if window is not None else {}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            wanted = set(missing)
+            rows = await self._rows_between(name, missing[0], missing[-1])
+            for n, row in enumerate(rows, 1):
+                row_id = int(row["id"])
+                if row_id in wanted:
+                    known[row_id] = self._sample(row)
+                if n % READ_SLICE == 0:
+                    await asyncio.sleep(0)
+        stored = [(i, known[i]) for i in ids if i in known]  # (one pruned meanwhile is gone)
+        if not full and window is not None:
+            if not missing:  # all this worker's own: nothing to add, `top` moves on
+                window.merge(stored)
+                return
+            for n in range(0, len(stored), READ_SLICE):
+                window.merge(stored[n : n + READ_SLICE])  # ascending: own ones stay skipped
+                await asyncio.sleep(0)
+            return
+        top = max(ids, default=0)
+        window = self.windows.get(name)  # as it is now: with what this worker booked meanwhile
+        if window is not None and window.size == self.settings.window:
+            newer = [i for i in window.ids() if i is not None and i > top]
+            if window.ids() == [*(i for i, _ in stored), *newer]:
+                window.top = top  # the same results: the window stays as it is
+                return
+        fresh = ResultWindow(self.settings.window, (), top)
+        for n in range(0, len(stored), READ_SLICE):
+            for entry in stored[n : n + READ_SLICE]:
+                fresh.append(entry)
+            await asyncio.sleep(0)
+        window = self.windows.get(name)  # what this worker booked meanwhile is kept
+        for entry in window or ():
+            if entry[0] is not None and entry[0] > top:
+                fresh.append(entry)  # (above `top`: this worker's own)
+        self.windows[name] = fresh
+
     async def _refresh_loop(self) -> None:
         """Read into every mirrored route's window what other workers stored since the last
         read, so that workers agree; every `FULL_REFRESH`th time, reload it whole (results
@@ -792,19 +853,10 @@ class ParityFeature(Feature):
                     continue
                 window = self.windows.get(name)
                 full = window is None or window.top is None or refreshes % FULL_REFRESH == 0
-                after = None if full or window is None else window.top
                 try:
-                    rows = await self._rows(name, after, _SAMPLE_COLUMNS)
+                    await self._read_window(name, window, full)
                 except StoreUnavailable:
                     break
-                stored = [(int(r["id"]), self._sample(r)) for r in rows]
-                if full or window is None:
-                    # Results this worker stored after the query ran are kept as well.
-                    top = max((i for i, _ in stored), default=0)
-                    newer = [(i, s) for i, s in window or () if i is not None and i > top]
-                    self.windows[name] = ResultWindow(self.settings.window, [*stored, *newer], top)
-                else:
-                    window.merge(stored)
                 self._rate_at.pop(name, None)
                 self._update_rate(name)
             refreshes += 1

@@ -68,6 +68,13 @@ class ResultWindow:
         """Share of the window without a reported difference (`noise.diff_rate`)."""
         return self._counts.rate(thresholds)
 
+    def ids(self) -> list[int | None]:
+        return [row_id for row_id, _ in self._entries]
+
+    def by_id(self) -> dict[int, Sample]:
+        """The samples held with a store row id, by id (a read need not decode them again)."""
+        return {row_id: sample for row_id, sample in self._entries if row_id is not None}
+
     def samples(self) -> list[Sample]:
         return [sample for _, sample in self._entries]
 
