@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from cutover.bench import mirror_copy_cost
 from cutover.parity.mirror import sample_of
 from cutover.parity.results_store import insert_results
 from cutover.parity.shadow import ParityFeature
@@ -50,24 +51,12 @@ FIELDS = orjson.dumps(
 
 
 def config(storage: str, window: int) -> dict[str, Any]:
-    return {
-        "listen": "127.0.0.1:0",
-        "admin": "off",
-        "access_log": False,
-        "storage": storage,
-        "backends": {
-            "primary": {"url": "http://127.0.0.1:9", "health": "off"},
-            "candidate": {"url": "http://127.0.0.1:9", "health": "off"},
-        },
-        "routes": [
-            {
-                "name": "default",
-                "split": {"primary": 100},
-                "mirror": {"to": "candidate", "percent": 100},
-            }
-        ],
-        "parity": {"window": window, "mirror": {"process": False}},
-    }
+    """`bench.mirror_copy_cost`'s gateway (one route mirrored at 100 %, no backend reached) on
+    `storage`, its windows `window` results long, the mirror on its own workers (no child)."""
+    data = mirror_copy_cost.config(Path("."))
+    data["storage"] = storage
+    data["parity"] = {"window": window, "mirror": {"process": False}}
+    return data
 
 
 async def timed(run: Callable[[], Awaitable[None]]) -> tuple[float, float]:

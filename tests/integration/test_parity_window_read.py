@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from cutover.bench.window_read import config
 from cutover.parity.noise import Sample
 from cutover.parity.results_store import insert_results
 from cutover.parity.shadow import READ_SLICE, ParityFeature
@@ -34,24 +35,7 @@ async def parity(storage: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     """A gateway's parity feature on `storage`, one mirrored route; its own refresh loop reads
     once at start, then only when a test calls for a read."""
     monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 3600.0)
-    data = {
-        "listen": "127.0.0.1:0",
-        "admin": "off",
-        "access_log": False,
-        "storage": storage,
-        "backends": {
-            "primary": {"url": "http://127.0.0.1:9", "health": "off"},
-            "candidate": {"url": "http://127.0.0.1:9", "health": "off"},
-        },
-        "routes": [
-            {
-                "name": "default",
-                "split": {"primary": 100},
-                "mirror": {"to": "candidate", "percent": 100},
-            },
-        ],
-        "parity": {"window": 1000, "mirror": {"process": False}},
-    }
+    data = config(storage, window=1000)
     gw = Gateway(parse_config(data, "test.yaml"), None, (ParityFeature,))
     await gw.start()
     try:
