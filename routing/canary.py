@@ -27,9 +27,11 @@ Three parts, all pure (time comes in as `now`, wall-clock seconds):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -197,16 +199,17 @@ def bin_value(index: int) -> float:
 
 def percentile(bins: Mapping[int, int], q: float) -> float | None:
     """The q-quantile (0 < q <= 1) of a histogram, in seconds; None when it is empty."""
+    return percentiles(bins, (q,))[0]
+
+
+def percentiles(bins: Mapping[int, int], qs: tuple[float, ...]) -> tuple[float | None, ...]:
+    """`percentile` of each of `qs`, sorting the bins once."""
     total = sum(bins.values())
     if total == 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for index in sorted(bins):
-        seen += bins[index]
-        if seen >= rank:
-            return bin_value(index)
-    return bin_value(max(bins))  # pragma: no cover - rank <= total
+        return (None,) * len(qs)
+    keys = sorted(bins)
+    seen = list(accumulate(map(bins.__getitem__, keys)))  # requests up to each bin
+    return tuple(bin_value(keys[bisect_left(seen, max(1, math.ceil(q * total)))]) for q in qs)
 
 
 def _count_above(bins: Mapping[int, int], threshold: float) -> int:
@@ -350,9 +353,15 @@ class SideWindow:
         bucket.errors += errors
         self.requests += requests
         self.errors += errors
+        mine, totals = bucket.bins, self._bins
+        if not mine:
+            bucket.bins = mine = dict(bins)
+            for index, n in mine.items():
+                totals[index] = totals.get(index, 0) + n
+            return
         for index, n in bins.items():
-            bucket.bins[index] = bucket.bins.get(index, 0) + n
-            self._bins[index] = self._bins.get(index, 0) + n
+            mine[index] = mine.get(index, 0) + n
+            totals[index] = totals.get(index, 0) + n
 
     def snapshot(self, now: float) -> Snapshot:
         self._expire(now)
@@ -366,8 +375,12 @@ class SideWindow:
                     break
                 requests += bucket.requests
                 errors += bucket.errors
+                if not bins:
+                    bins.update(bucket.bins)
+                    continue
+                get = bins.get
                 for i, n in bucket.bins.items():
-                    bins[i] = bins.get(i, 0) + n
+                    bins[i] = get(i, 0) + n
             recent = Snapshot(requests, errors, bins)
         return Snapshot(
             self.requests,
@@ -406,13 +419,14 @@ class SideStats:
 
     @staticmethod
     def of(s: Snapshot) -> SideStats:
+        p50, p95, p99 = percentiles(s.bins, (0.50, 0.95, 0.99))
         return SideStats(
             requests=s.requests,
             errors=s.errors,
             error_rate=s.errors / s.requests if s.requests else None,
-            p50=percentile(s.bins, 0.50),
-            p95=percentile(s.bins, 0.95),
-            p99=percentile(s.bins, 0.99),
+            p50=p50,
+            p95=p95,
+            p99=p99,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -542,9 +556,12 @@ def fisher_p(x1: int, n1: int, x2: int, n2: int) -> float:
     return max(0.0, 1.0 - acc)
 
 
+_NORMAL = NormalDist()
+
+
 def z_of_p(p: float) -> float:
     """The one-sided normal z-score of a p-value (what "z" means in reasons and figures)."""
-    return -NormalDist().inv_cdf(min(max(p, 1e-300), 0.5)) + 0.0  # p >= 0.5: z = 0
+    return -_NORMAL.inv_cdf(min(max(p, 1e-300), 0.5)) + 0.0  # p >= 0.5: z = 0
 
 
 def _pct(x: float | None) -> str:
@@ -596,7 +613,7 @@ def judge(baseline: Snapshot, candidate: Snapshot, criteria: Criteria, window: i
         return Verdict("insufficient_data", "min_requests", detail, b, c, (check,))
     checks = [
         _error_check(b, c, criteria, window),
-        _latency_check(baseline, candidate, criteria, window),
+        _latency_check(baseline, candidate, criteria, window, (b.p95, c.p95)),
     ]
     lane = criteria.recent
     if lane is not None and baseline.recent is not None and candidate.recent is not None:
@@ -617,6 +634,7 @@ def _error_check(b: SideStats, c: SideStats, cr: Criteria, window: int) -> Check
     cr_rate = c.error_rate or 0.0
     b_rate = b.error_rate or 0.0
     p = fisher_p(c.errors, c.requests, b.errors, b.requests)
+    z = z_of_p(p)
     alpha = cr.alpha
     over_max = cr_rate > cr.max_error_rate
     over_margin = cr_rate - b_rate > cr.error_margin
@@ -635,12 +653,12 @@ def _error_check(b: SideStats, c: SideStats, cr: Criteria, window: int) -> Check
         "error_margin": cr.error_margin,
         "p": p,
         "alpha": alpha,
-        "z": round(z_of_p(p), 3),
+        "z": round(z, 3),
         "z_critical": round(cr.z_critical, 3),
     }
     head = (
         f"candidate error rate{_over(window)}: {c.errors}/{c.requests} = {shown} {op} max "
-        f"{limit}, baseline {_rate(b.errors, b.requests)}; Fisher p={_p(p)} (z={z_of_p(p):.2f}) "
+        f"{limit}, baseline {_rate(b.errors, b.requests)}; Fisher p={_p(p)} (z={z:.2f}) "
         f"{'<=' if significant else '>'} {_p(alpha)}"
     )
     if failed:
@@ -662,6 +680,7 @@ def _recent_error_check(
     c_rate = rc.errors / rc.requests if rc.requests else 0.0
     b_rate = baseline.errors / baseline.requests if baseline.requests else 0.0
     p = fisher_p(rc.errors, rc.requests, baseline.errors, baseline.requests)
+    z = z_of_p(p)
     earlier_n, earlier_x = baseline.requests - rb.requests, baseline.errors - rb.errors
     p_baseline = fisher_p(rb.errors, rb.requests, earlier_x, earlier_n)
     baseline_changed = p_baseline <= BASELINE_CHANGED_P
@@ -687,13 +706,13 @@ def _recent_error_check(
         "min_errors": lane.min_errors,
         "p": p,
         "alpha": lane.alpha,
-        "z": round(z_of_p(p), 3),
+        "z": round(z, 3),
         "z_critical": round(z_of_p(lane.alpha), 3),
     }
     head = (
         f"candidate error rate over {lane.window}s: {rc.errors}/{rc.requests} = {shown} {op} "
         f"max {limit}, baseline {_rate(baseline.errors, baseline.requests)}{_over(window)}; "
-        f"Fisher p={_p(p)} (z={z_of_p(p):.2f}) {'<=' if significant else '>'} "
+        f"Fisher p={_p(p)} (z={z:.2f}) {'<=' if significant else '>'} "
         f"{_p(lane.alpha)}, {rc.errors} failures (min {lane.min_errors})"
     )
     if failed:
@@ -721,17 +740,22 @@ def _slow_check(
     criterion: Criterion,
     seconds: int,
     min_requests: int = 0,
+    p95s: tuple[float | None, float | None] | None = None,
 ) -> Check:
     """p95 over `max_p95_ratio` x the baseline's (and by `p95_margin`), and significantly more
-    of the candidate's requests slower than that threshold than the baseline's (Fisher)."""
-    b95 = percentile(baseline.bins, 0.95) or 0.0
-    c95 = percentile(candidate.bins, 0.95) or 0.0
+    of the candidate's requests slower than that threshold than the baseline's (Fisher).
+    `p95s`: the two sides' p95 when already known (baseline, candidate)."""
+    if p95s is None:
+        p95s = percentile(baseline.bins, 0.95), percentile(candidate.bins, 0.95)
+    b95 = p95s[0] or 0.0
+    c95 = p95s[1] or 0.0
     threshold = cr.max_p95_ratio * b95
     slow_c = _count_above(candidate.bins, threshold)
     slow_b = _count_above(baseline.bins, threshold)
     # served requests only: one the split gave an unavailable side has no latency
     nc, nb = sum(candidate.bins.values()), sum(baseline.bins.values())
     p = fisher_p(slow_c, nc, slow_b, nb)
+    z = z_of_p(p)
     enough = nc >= min_requests and nb >= min_requests
     over_ratio = c95 > threshold
     over_margin = c95 - b95 >= cr.p95_margin
@@ -752,7 +776,7 @@ def _slow_check(
         "baseline_slower_than_threshold": slow_b,
         "p": p,
         "alpha": alpha,
-        "z": round(z_of_p(p), 3),
+        "z": round(z, 3),
         "z_critical": round(z_of_p(alpha), 3),
     }
     if min_requests:
@@ -762,7 +786,7 @@ def _slow_check(
         f"candidate p95{_over(seconds)}: {_fmt_ms(c95)} vs baseline {_fmt_ms(b95)} "
         f"({shown_ratio}, max {cr.max_p95_ratio:g}x); slower than {_fmt_ms(threshold)}: "
         f"candidate {slow_c}/{nc}, baseline {slow_b}/{nb}, Fisher p={_p(p)} "
-        f"(z={z_of_p(p):.2f}) {'<=' if significant else '>'} {_p(alpha)}"
+        f"(z={z:.2f}) {'<=' if significant else '>'} {_p(alpha)}"
     )
     if failed:
         detail = f"{head}: candidate significantly slower than the baseline"
@@ -775,8 +799,14 @@ def _slow_check(
     return Check(criterion, failed, detail, figures)
 
 
-def _latency_check(baseline: Snapshot, candidate: Snapshot, cr: Criteria, window: int) -> Check:
-    return _slow_check(baseline, candidate, cr, cr.alpha, "p95_latency", window)
+def _latency_check(
+    baseline: Snapshot,
+    candidate: Snapshot,
+    cr: Criteria,
+    window: int,
+    p95s: tuple[float | None, float | None] | None = None,
+) -> Check:
+    return _slow_check(baseline, candidate, cr, cr.alpha, "p95_latency", window, p95s=p95s)
 
 
 def _recent_latency_check(
