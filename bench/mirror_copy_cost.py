@@ -210,8 +210,11 @@ def outcome_frame(first: int, count: int) -> bytes:
     )
 
 
-async def measure(copies: int, repeats: int, read: int = 2000) -> dict[str, float]:
-    """The figures (µs per copy or per result); `read`: results the `read+book` runs read."""
+async def measure(
+    copies: int, repeats: int, read: int = 2000, read_runs: int = 3
+) -> dict[str, float]:
+    """The figures (µs per copy or per result); `read`: results each `read+book` run reads,
+    `read_runs`: its runs per figure (the least counts)."""
     with tempfile.TemporaryDirectory(prefix="cutover-bench-copy-") as tmp:
         gw = Gateway(parse_config(config(Path(tmp)), "bench.yaml"), None, (ParityFeature,))
         await gw.start()
@@ -309,7 +312,7 @@ async def measure(copies: int, repeats: int, read: int = 2000) -> dict[str, floa
                 figures[f"book/{per_frame}"] = per_outcome
             for per_frame in (1, 10, 25):
                 spent = []
-                for _ in range(3):
+                for _ in range(read_runs):
                     shape = {"frames": read // per_frame, "per_frame": per_frame, "gap": 0.0005}
                     book = parity._book_process
                     reader = SourceProcess(parity._spec, book, parity._lost, 1 << 30, gw.clock,

@@ -11,7 +11,7 @@ from cutover.bench.mirror_copy_cost import measure
 
 def test_every_figure_is_measured() -> None:
     """A smoke run (the figures themselves are for BENCHMARKS.md, not for a test to judge)."""
-    figures = uvloop.run(measure(copies=20, repeats=2, read=50))
+    figures = uvloop.run(measure(copies=20, repeats=2, read=50, read_runs=1))
     assert set(figures) == {
         "copy", "copy, write each", "copy, 1/loop", "copy, 4/loop", "tap_raw",
         "tap_raw, mirror full", "feed+finish_raw", "book/1", "book/8", "book/40",
