@@ -475,10 +475,11 @@ async def test_a_silent_watch_past_its_timeout_is_dropped_and_watched_again(
     """A connection that died without a FIN keeps a watch waiting for ever: silence longer than
     the watch's own timeout plus a grace is a read timeout, and the loop lists and watches again."""
     monkeypatch.setattr(discovery, "WATCH_READ_GRACE", 0.5)
+    monkeypatch.setattr(discovery, "MIN_RELIST", 0.1)  # the backoffs: 0.2 s, 0.4 s
     k8s.hold = True  # open and silent, even past timeoutSeconds
     gw = await start(_one_watch(k8s, tmp_path, resync="1s"))
     try:
-        await wait_for(lambda: k8s.watch_requests >= 3, deadline=40)  # backs off 2 s, 4 s
+        await wait_for(lambda: k8s.watch_requests >= 3, deadline=40)
         assert "listing secrets failed" in caplog.text and "TimeoutError" in caplog.text
         assert task_failures(gw, WATCH) == 0  # a network failure: handled in the loop
     finally:
