@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+import cutover.core.db
 from cutover.core.db import open_database
 from tests.integration.alerts_helpers import (
     PG_URL,
@@ -72,7 +73,9 @@ async def test_postgres_outage_gives_503_and_loses_nothing(ag, http) -> None:
         await relay.stop()
 
 
-async def test_sqlite_locked_gives_503_then_recovers(ag, http, tmp_path: Path) -> None:
+async def test_sqlite_locked_gives_503_then_recovers(ag, http, tmp_path: Path, monkeypatch) -> None:
+    # A lock wait ends at the busy timeout: 0.5 s here instead of the 5 s default.
+    monkeypatch.setattr(cutover.core.db, "_SQLITE_BUSY_MS", 500)
     path = tmp_path / "locked.db"
     gw = await ag.start({"forward_to_route": "default"}, storage=f"sqlite:///{path}")
     a = envelope(am_alert("A"))
