@@ -25,9 +25,8 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
 import orjson
 
 from cutover.alerts.classify import LLM_SCHEMA, build_prompt, classify_by_rules, parse_llm_answer
@@ -36,6 +35,9 @@ from cutover.alerts.model import Alert, Classification
 from cutover.core.breaker import CircuitBreaker
 from cutover.core.buckets import RedisBucket
 from cutover.core.clock import Clock
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("cutover.alerts")
 
@@ -180,6 +182,8 @@ class Classifier:
         self.breaker: CircuitBreaker | None = None
         self.budget: CallBudget | None = None
         if self.llm is not None:
+            import openai  # only when it is asked: the SDK takes a second to import
+
             self.client = openai.AsyncOpenAI(
                 base_url=self.llm.base_url,
                 api_key=self.llm.api_key or "unused",
@@ -355,6 +359,8 @@ class Classifier:
         error: str | None = None
         answer: Classification | None = None
         attempts = 0
+        import openai
+
         for attempt in range(llm.retries + 1):
             if attempt and not breaker.allow(now()):
                 break
@@ -444,6 +450,8 @@ class Classifier:
             log.exception("could not keep the LLM audit record")
 
     async def _call(self, messages: tuple[dict[str, str], ...]) -> str | None:
+        import openai
+
         llm, client = self.llm, self.client
         assert llm is not None and client is not None
         try:

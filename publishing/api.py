@@ -42,13 +42,13 @@ from cutover.publishing.delivery import (
     delivery_counts,
 )
 from cutover.publishing.delivery import iso_time as _iso
-from cutover.publishing.discovery import Discovery
 from cutover.publishing.outbox import Outbox
 from cutover.publishing.targets import TargetRegistry, TargetSpec
 
 if TYPE_CHECKING:
     from cutover.proxy.config import CutoverConfig
     from cutover.proxy.host import Host
+    from cutover.publishing.discovery import Discovery
 
 log = logging.getLogger("cutover.publishing")
 MAX_TEST_TIMEOUT = 60.0
@@ -144,6 +144,9 @@ class PublishingFeature(Feature):
         if self.settings.kubernetes is None:
             self.registry.set_discovered((), ())
             return
+        # Imported when configured: the Kubernetes client takes most of a second to import.
+        from cutover.publishing.discovery import Discovery
+
         self.discovery = Discovery(
             self.settings.kubernetes, self.registry, self.gw.clock, tasks=self.gw.tasks
         )
