@@ -16,6 +16,7 @@ Problems inside a profile file are reported with that file's name and the key pa
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib.resources
 import os
@@ -227,17 +228,26 @@ def _profile_roles(ctx: Ctx, value: object, path: str) -> dict[str, str]:
     return {role: kit.field(ctx, m, role, path, kit.string, "") for role in m}
 
 
-def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], dict[str, str]]:
+@functools.lru_cache(maxsize=8)
+def _profile_yaml(text: str) -> tuple[object, tuple[tuple[str, int], ...]]:
+    """A profile's YAML data and duplicate keys, loaded once per text: every config that names
+    a profile (each reload, each check) would otherwise load the same file again, and PyYAML's
+    loader is pure Python. A YAML error is raised (and not kept)."""
     loader = kit.Loader(text)
     try:
-        try:
-            data = loader.load()
-        finally:
-            loader.dispose()
+        return loader.load(), tuple(loader.duplicates)
+    finally:
+        loader.dispose()
+
+
+def _profile_rules(sub: Ctx, text: str, base: Deprecation) -> tuple[list[Rule], dict[str, str]]:
+    try:
+        loaded, duplicates = _profile_yaml(text)
     except yaml.YAMLError as exc:
         sub.errors.append(kit.yaml_error(sub.source, text, exc))
         return [], {}
-    for key, line in loader.duplicates:
+    data = copy.deepcopy(loaded)  # the parsers get their own, as from a fresh load
+    for key, line in duplicates:
         sub.add(f"line {line}", f"each key once in a mapping ({key!r} is repeated)")
     try:
         m = kit.section(sub, data, "", _PROFILE_KEYS)
