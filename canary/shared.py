@@ -103,6 +103,7 @@ class SharedState:
         self._task: Supervised | None = None
         self._reconnects: list[Supervised] = []  # rollbacks written once it is back
         self._stopping = False
+        self._stop_asked = asyncio.Event()  # set with `_stopping`: ends a wait between polls
 
     # -- status --------------------------------------------------------------------------
 
@@ -185,6 +186,7 @@ class SharedState:
         read may swallow a cancellation, so cancelling is only the last resort). Rollbacks
         being written since a reconnect get the same grace."""
         self._stopping = True
+        self._stop_asked.set()
         task, self._task = self._task, None
         if task is not None:
             await task.stop(grace=2.0, timeout=1.0)
@@ -245,7 +247,9 @@ class StoreShared(SharedState):
             with contextlib.suppress(SharedUnavailable):
                 for control in (await self.load_all()).values():
                     self._notify(control)
-            await asyncio.sleep(POLL_INTERVAL)
+            with contextlib.suppress(TimeoutError):  # the next poll, or a stop at once
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await self._stop_asked.wait()
 
     async def load_all(self) -> dict[str, Control]:
         rows = await self._call(lambda db: db.fetch("SELECT data FROM cutover_runtime"))
