@@ -167,7 +167,7 @@ async def test_errors_are_json_with_request_id(backends, gateway) -> None:
         )
     )
     headers = {"X-Request-ID": "abc"}
-    async with aiohttp.ClientSession() as s, s.get(gw.url + "/x?delay=2", headers=headers) as r:
+    async with aiohttp.ClientSession() as s, s.get(gw.url + "/x?delay=1", headers=headers) as r:
         assert r.status == 504
         body = await r.json()
         assert body == {
