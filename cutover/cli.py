@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Commands whose arguments are all defined here: for them the other commands' modules (the
+# parity runner, the bench, …) are not imported just to define arguments nobody parses.
+_OWN_ARGUMENTS = frozenset({"serve", "version", "check-config", "demo"})
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; `command` (the first word) in `_OWN_ARGUMENTS`: only what
+    that command needs."""
     parser = argparse.ArgumentParser(
         prog="cutover", description="A migration gateway in front of two implementations."
     )
@@ -26,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--traffic", action="store_true", help="send sample traffic as well")
+    if command in _OWN_ARGUMENTS:
+        return parser
 
     from cutover.parity.runner import add_arguments as parity_arguments
 
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         from cutover.bench.overhead import main as overhead_main
 
         return overhead_main(words[2:])
-    args = _parser().parse_args(argv)
+    args = _parser(words[0] if words else None).parse_args(argv)
     if args.command == "serve":
         from cutover.run import serve
 
