@@ -191,14 +191,27 @@ def test_fisher_p_edges() -> None:
     assert fisher_p(100_000, 1_000_000, 0, 9_000_000) == 0.0 or z_of_p(1e-300) > 30
 
 
+def binomial(rng: random.Random, n: int, p: float) -> int:
+    """The failures among `n` requests failing with probability `p` each: a Binomial(n, p)
+    draw by inversion (one uniform draw, not `n`)."""
+    u, k = rng.random(), 0
+    q = (1.0 - p) ** n
+    cdf, ratio = q, p / (1.0 - p)
+    while u > cdf and k < n:
+        q *= (n - k) / (k + 1) * ratio
+        k += 1
+        cdf += q
+    return k
+
+
 def test_fisher_keeps_its_false_alarm_rate_at_small_counts() -> None:
     # Both sides fail 0.5 %: P(p <= alpha) <= alpha, where the z-test's normal approximation
     # overstates significance (3/150 against 0/1350 is z = 5.2 but p = 1e-3).
     rng = random.Random(11)
     hits = 0
     for _ in range(20_000):
-        x1 = sum(rng.random() < 0.005 for _ in range(150))
-        x2 = sum(rng.random() < 0.005 for _ in range(1350))
+        x1 = binomial(rng, 150, 0.005)
+        x2 = binomial(rng, 1350, 0.005)
         hits += fisher_p(x1, 150, x2, 1350) <= 1e-3
     assert hits / 20_000 <= 1e-3
     assert z_score(3, 150, 0, 1350) > 5 and fisher_p(3, 150, 0, 1350) > 5e-4
