@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cutover.proxy import forwarder
 from cutover.proxy.server import Gateway
 from tests.conftest import gateway_config, wait_for
 from tests.integration.fault_helpers import Blackhole, FaultBackend, refused_url
@@ -342,10 +343,14 @@ async def test_client_gone_from_an_open_websocket_session(backends, gateway) -> 
     await assert_quiescent(gw)
 
 
-async def test_a_websocket_the_backend_accepted_but_the_gateway_cannot(faulty, gateway) -> None:
+async def test_a_websocket_the_backend_accepted_but_the_gateway_cannot(
+    faulty, gateway, monkeypatch
+) -> None:
     """The client's handshake is invalid (its key is not 16 bytes of base64), which only the
     gateway checks: the upgrade is refused with a 400 and the upstream session, open already,
     is closed rather than left behind."""
+    # This backend never answers a close frame: the close gives up after 0.5 s, not 5 s.
+    monkeypatch.setattr(forwarder, "_WS_TIMEOUT", aiohttp.ClientWSTimeout(ws_close=0.5))
     ready = await faulty()
     ready.release.set()  # answers 101 at once
     gw = await gateway(no_checks(gateway_config({"ready": ready.url})))
