@@ -399,13 +399,16 @@ async def test_a_watch_answering_a_list_is_logged_restarted_and_lists_again(tmp_
         await gw.close()
 
 
-async def test_an_error_event_without_fields_backs_off_and_watches_again(tmp_path, k8s, caplog):
+async def test_an_error_event_without_fields_backs_off_and_watches_again(
+    tmp_path, k8s, caplog, monkeypatch
+):
     caplog.set_level(logging.INFO)
+    monkeypatch.setattr(discovery, "MIN_RELIST", 0.1)  # the backoff: 0.2 s, not 2 s
     k8s.answers = ["error-empty"]
     gw = await start(_one_watch(k8s, tmp_path))
     try:
         registry = feature(gw).registry
-        await wait_for(lambda: len(k8s.watches) == 1, deadline=20)  # after a 2 s backoff
+        await wait_for(lambda: len(k8s.watches) == 1, deadline=20)  # after the backoff
         _target(k8s, "later")
         await wait_for(lambda: registry.get("later") is not None)
         assert "KeyError" not in caplog.text
