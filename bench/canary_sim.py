@@ -66,7 +66,7 @@ class Result:
     statuses: Counter[str] = field(default_factory=Counter)
 
 
-def _binomial(rng: random.Random, n: int, p: float) -> int:
+def binomial(rng: random.Random, n: int, p: float) -> int:
     """Binomial(n, p) by inversion (p is small here, so it takes a few steps)."""
     if n <= 0 or p <= 0.0:
         return 0
@@ -123,7 +123,7 @@ def run(scenario: Scenario, cfg: CanaryConfig, seed: int) -> Result:
             if pool is None:
                 pool = pools[side.slow] = _pool(rng, side.slow)
             bins = Counter(rng.choices(pool, k=n))
-            windows.side(name).add(start + t + STEP / 2, n, _binomial(rng, n, side.error), bins)
+            windows.side(name).add(start + t + STEP / 2, n, binomial(rng, n, side.error), bins)
         clock.advance(STEP)
         if (i + 1) % per_tick or t < scenario.judge_from:
             continue

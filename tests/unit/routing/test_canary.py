@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from cutover.bench.canary_sim import binomial
 from cutover.routing.canary import (
     Criteria,
     RecentLane,
@@ -189,19 +190,6 @@ def test_fisher_p_edges() -> None:
     assert z_of_p(0.5) == 0.0 and z_of_p(1.0) == 0.0
     assert z_of_p(1e-6) == pytest.approx(4.753, abs=1e-3)
     assert fisher_p(100_000, 1_000_000, 0, 9_000_000) == 0.0 or z_of_p(1e-300) > 30
-
-
-def binomial(rng: random.Random, n: int, p: float) -> int:
-    """The failures among `n` requests failing with probability `p` each: a Binomial(n, p)
-    draw by inversion (one uniform draw, not `n`)."""
-    u, k = rng.random(), 0
-    q = (1.0 - p) ** n
-    cdf, ratio = q, p / (1.0 - p)
-    while u > cdf and k < n:
-        q *= (n - k) / (k + 1) * ratio
-        k += 1
-        cdf += q
-    return k
 
 
 def test_fisher_keeps_its_false_alarm_rate_at_small_counts() -> None:
