@@ -273,7 +273,9 @@ async def _devtools_port(profile: Path, proc: subprocess.Popen[bytes]) -> int:
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise BrowserError(f"the browser exited at start (status {proc.returncode})")
-        with contextlib.suppress(FileNotFoundError, ValueError):
+        # The browser creates the file before it writes the port: an empty or half-written
+        # file is "not yet", like a missing one.
+        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
             first = marker.read_text().splitlines()[0]
             return int(first)
         await asyncio.sleep(0.05)
