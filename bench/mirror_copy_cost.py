@@ -8,15 +8,15 @@ other end only reads and discards them (its pipe is enlarged to 1 MiB so that ev
 write is a write into the pipe, not into the transport's buffer). Timed, best of `--repeats`
 batches of `--copies`, in µs per copy:
 
-- `copy`: what the fast path does per mirrored request — `tap_raw` (the sampling), one `feed`
+- `copy`: what the fast path does per mirrored request — `sample` (the sampling), one `feed`
   (the ~1.5 KiB JSON answer of `bench.mirror_cost`), `finish_raw` (the copy, the job, its
   frame, the counters) — and the batch's one write to the pipe (the copies of `FLUSH_EVERY`
   share a write);
 - `copy, write each`: the same with a write per copy (`MirrorProcess.flush` after each);
 - `copy, k/loop`: the same with the event loop run once every k copies (as under load, where
   the loop runs between requests);
-- `tap_raw` and `feed+finish_raw` on their own;
-- `tap_raw, mirror full`: the sampling of a request whose mirror holds `mirror.queue` jobs
+- `sample` and `feed+finish_raw` on their own;
+- `sample, mirror full`: the sampling of a request whose mirror holds `mirror.queue` jobs
   already (no tap: the copy is counted as dropped at once), what most requests cost the
   mirror at a rate the mirror process cannot keep up with;
 - `book/1`, `book/8`, `book/40`: taking one frame of the child's bookings apart (1, 8 or 40
@@ -96,11 +96,13 @@ class SinkProcess(MirrorProcess):
         with contextlib.suppress(OSError):
             fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
         self._proc, self.pid = proc, proc.pid
+        self._judge()
 
     def forget(self) -> None:
         """No outcome ever comes back: let go of what the sink was handed."""
         self._held.clear()
         self.held_bytes = 0
+        self._judge()
 
     async def drained(self) -> None:
         proc = self._proc
@@ -230,12 +232,12 @@ async def measure(
             parity.process, parity._mode = sink, "process"
             route = gw.config.routes[0]
             body = alert_json(False)
-            tap_raw = parity.tap_raw
-            sample = (route, "primary", "GET", "/alerts/1.json", REQUEST_HEADERS, "127.0.0.1",
-                      "http", b"", "rid-1")  # fmt: skip
+            sample_one = parity.sample
+            head = ("GET", b"/alerts/1.json", REQUEST_HEADERS, "127.0.0.1", "http")
+            sample = (route, "primary", "GET", b"", "rid-1", head)
 
             def copy_one() -> None:
-                tap = tap_raw(*sample)
+                tap = sample_one(*sample)
                 assert tap is not None
                 tap.feed(body)
                 tap.finish_raw(200, RESPONSE_HEADERS)
@@ -252,12 +254,12 @@ async def measure(
 
             def tap_batch() -> None:
                 for _ in range(copies):
-                    tap_raw(*sample)
+                    sample_one(*sample)
 
             taps: list[Any] = []
 
             def make_taps() -> None:
-                taps[:] = [tap_raw(*sample) for _ in range(copies)]
+                taps[:] = [sample_one(*sample) for _ in range(copies)]
 
             def finish_batch() -> None:
                 for tap in taps:
@@ -287,9 +289,9 @@ async def measure(
             figures["copy, write each"] = await best(write_each_batch, settle, repeats, copies)
             for k in (1, 4):
                 figures[f"copy, {k}/loop"] = await best(per_iteration(k), settle, repeats, copies)
-            figures["tap_raw"] = await best(tap_batch, settle, repeats, copies)
+            figures["sample"] = await best(tap_batch, settle, repeats, copies)
             capacity, sink.capacity = sink.capacity, 0
-            figures["tap_raw, mirror full"] = await best(tap_batch, settle, repeats, copies)
+            figures["sample, mirror full"] = await best(tap_batch, settle, repeats, copies)
             sink.capacity = capacity
             await settle()  # (taps made while it was full are None)
             figures["feed+finish_raw"] = await best(finish_batch, settle, repeats, copies)

@@ -55,29 +55,68 @@ class RunQueueWait:
 
 class LoopLag:
     """The smoothed lateness of a periodic timer and run-queue wait share, and whether either
-    is over its threshold."""
+    is over its threshold.
 
-    __slots__ = ("lag", "probes", "threshold", "wait", "wait_threshold")
+    `shedding` is a plain attribute, judged again whenever a figure or a threshold changes: a
+    sampled request reads it without a call (the fast path pays for every Python call)."""
+
+    __slots__ = ("_lag", "_threshold", "_wait", "_wait_threshold", "probes", "shedding")
 
     def __init__(self, threshold: float, wait_threshold: float = 0.0) -> None:
-        self.threshold = threshold  # seconds; 0 turns this signal off
-        self.wait_threshold = wait_threshold  # share 0..1 of the interval; 0 turns it off
-        self.lag = 0.0  # smoothed seconds late
-        self.wait = 0.0  # smoothed share of time ready to run but waiting for a CPU
+        self._threshold = threshold  # seconds; 0 turns this signal off
+        self._wait_threshold = wait_threshold  # share 0..1 of the interval; 0 turns it off
+        self._lag = 0.0  # smoothed seconds late
+        self._wait = 0.0  # smoothed share of time ready to run but waiting for a CPU
         self.probes = 0
+        self.shedding = False  # a smoothed signal is above its threshold (never one that is 0)
+
+    def _judge(self) -> None:
+        self.shedding = 0.0 < self._threshold < self._lag or 0.0 < self._wait_threshold < self._wait
 
     @property
-    def shedding(self) -> bool:
-        """True while a smoothed signal is above its threshold (never one that is 0)."""
-        return 0.0 < self.threshold < self.lag or 0.0 < self.wait_threshold < self.wait
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = value
+        self._judge()
+
+    @property
+    def wait_threshold(self) -> float:
+        return self._wait_threshold
+
+    @wait_threshold.setter
+    def wait_threshold(self, value: float) -> None:
+        self._wait_threshold = value
+        self._judge()
+
+    @property
+    def lag(self) -> float:
+        return self._lag
+
+    @lag.setter
+    def lag(self, value: float) -> None:
+        self._lag = value
+        self._judge()
+
+    @property
+    def wait(self) -> float:
+        return self._wait
+
+    @wait.setter
+    def wait(self, value: float) -> None:
+        self._wait = value
+        self._judge()
 
     def observe(self, late: float, waited: float | None = None) -> None:
         """One probe: the timer woke `late` seconds after it was due, and the loop's thread
         waited for a CPU for a `waited` share of the interval (None: not known)."""
         self.probes += 1
-        self.lag += SMOOTHING * (max(0.0, late) - self.lag)
+        self._lag += SMOOTHING * (max(0.0, late) - self._lag)
         if waited is not None:
-            self.wait += SMOOTHING * (min(1.0, max(0.0, waited)) - self.wait)
+            self._wait += SMOOTHING * (min(1.0, max(0.0, waited)) - self._wait)
+        self._judge()
 
     async def run(
         self,

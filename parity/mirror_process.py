@@ -128,7 +128,7 @@ class MirrorProcess:
         self._spec = spec
         self._book = book
         self._lost = lost  # one call per job the child held when it died (route)
-        self.capacity = capacity
+        self._capacity = capacity
         self.clock = clock
         # A job held longer than this means the child stopped (or gets no CPU at all): it is
         # killed and started again. The oldest held job is the first in `_held` (insertion
@@ -137,28 +137,50 @@ class MirrorProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._held: dict[int, tuple[str, float, int]] = {}  # job -> route, when, frame size
         self.held_bytes = 0
-        self.max_held_bytes = MAX_HELD_BYTES
+        self._max_held_bytes = MAX_HELD_BYTES
         self._next = 0
         self._unsent: list[bytes] = []  # frames for the next write (`FLUSH_EVERY`)
         self._flush_at: asyncio.TimerHandle | None = None
         self._closing = False
         self._stalled: float | None = None  # how long the oldest job was held when killed
         self.pid: int | None = None
+        # The child takes no copy now (it holds `capacity` jobs or `max_held_bytes`, or is not
+        # running): a copy taken now would only be dropped. A plain attribute, judged again by
+        # `_judge` wherever what it depends on changes: every sampled request reads it, and
+        # at a rate the mirror cannot keep up with most find it true.
+        self.full = True
+
+    def _judge(self) -> None:
+        self.full = (
+            self._proc is None
+            or self._closing
+            or len(self._held) >= self._capacity
+            or self.held_bytes >= self._max_held_bytes
+        )
+
+    @property
+    def capacity(self) -> int:
+        """Jobs the child may hold at once (`parity.mirror.queue`; a reload changes it)."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:
+        self._capacity = value
+        self._judge()
+
+    @property
+    def max_held_bytes(self) -> int:
+        """Bytes of jobs the child may hold at once (bodies can be large)."""
+        return self._max_held_bytes
+
+    @max_held_bytes.setter
+    def max_held_bytes(self, value: int) -> None:
+        self._max_held_bytes = value
+        self._judge()
 
     @property
     def in_flight(self) -> int:
         return len(self._held)
-
-    @property
-    def full(self) -> bool:
-        """The child takes no copy now (it holds `capacity` jobs or `max_held_bytes`, or is not
-        running): a copy taken now would only be dropped."""
-        return (
-            self._proc is None
-            or self._closing
-            or len(self._held) >= self.capacity
-            or self.held_bytes >= self.max_held_bytes
-        )
 
     def submit(self, job: MirrorJob, ts: float) -> bool:
         """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
@@ -172,7 +194,7 @@ class MirrorProcess:
 
     def _submit(self, kind: str, route: str, values: tuple[Any, ...], ts: float) -> bool:
         proc = self._proc
-        if proc is None or self._closing or len(self._held) >= self.capacity:
+        if proc is None or self._closing or len(self._held) >= self._capacity:
             return False
         stdin = proc.stdin
         assert stdin is not None
@@ -180,7 +202,7 @@ class MirrorProcess:
             return False
         number = self._next
         message = frame(pickle.dumps((kind, number, ts, values), pickle.HIGHEST_PROTOCOL))
-        if self.held_bytes + len(message) > self.max_held_bytes:
+        if self.held_bytes + len(message) > self._max_held_bytes:
             return False
         self._next += 1
         self._unsent.append(message)
@@ -188,6 +210,7 @@ class MirrorProcess:
             self._flush_at = asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
         self._held[number] = (route, self.clock.monotonic(), len(message))
         self.held_bytes += len(message)
+        self._judge()
         return True
 
     def flush(self) -> None:
@@ -209,6 +232,7 @@ class MirrorProcess:
         """Ask the child to finish what it holds and exit (EOF on its stdin); one that holds
         nothing is ended at once (it may still be starting: no need to wait for that)."""
         self._closing = True
+        self.full = True
         proc = self._proc
         if proc is None:
             return
@@ -237,6 +261,7 @@ class MirrorProcess:
             limit=MAX_FRAME,
         )
         self._proc, self.pid = proc, proc.pid
+        self._judge()
         self._write(("spec", self._spec()))
         if self._closing:  # stopped while starting
             self.close()
@@ -266,6 +291,7 @@ class MirrorProcess:
         finally:
             watchdog.cancel()
             self._proc = None
+            self.full = True
             self.flush()  # (drops what was never sent: those jobs are held, and lost below)
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -273,6 +299,7 @@ class MirrorProcess:
                 await proc.wait()
             held, self._held = self._held, {}
             self.held_bytes = 0
+            self._judge()
             for route, _, _ in held.values():
                 self._lost(route)
 
@@ -286,6 +313,7 @@ class MirrorProcess:
                 self.held_bytes -= job[2]
             if values:  # none: nothing to book (the candidate left the config)
                 bookings.append(Booking.of_wire(values))
+        self._judge()
         return bookings
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:

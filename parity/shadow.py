@@ -2,8 +2,9 @@
 
 A route's `mirror: {to, percent, methods}` copies a sample of its requests to `to` *after*
 the primary's answer has been streamed to the client. Both listener paths ask this feature
-for a `Tap` once a backend answered (`tap`: the general path's aiohttp request; `tap_raw`: the
-fast path's raw head; one sampling, one way to build a job and a capture line); the tap
+for a `Tap` once a backend answered (`sample`, the one sampling: the fast path hands it the
+raw head, the general path its aiohttp request through `tap`; one way to build a job and a
+capture line); the tap
 copies the primary's response body as it streams (decoded, bounded by
 `parity.mirror.max_body`) and, once the client has its answer, hands one job to the mirror
 process (`parity.mirror_process`; `mirror.process: false`: to a bounded queue of this
@@ -115,14 +116,16 @@ class RequestCopy:
     def of_raw(
         cls,
         method: str,
-        raw_path: str,
+        raw_path: bytes,
         headers: Iterable[tuple[bytes, bytes]],
         peer: str,
         scheme: str,
     ) -> RequestCopy:
-        """From the fast path's raw head (names and values decoded as aiohttp decodes them:
-        UTF-8, bytes that are not kept as surrogate escapes)."""
-        return cls(method, raw_path, CIMultiDictProxy(CIMultiDict(decoded(headers))), peer, scheme)
+        """From the fast path's raw head (its target ASCII, as the fast path admits it; names
+        and values decoded as aiohttp decodes them: UTF-8, bytes that are not kept as
+        surrogate escapes)."""
+        fields = CIMultiDictProxy(CIMultiDict(decoded(headers)))
+        return cls(method, raw_path.decode("ascii"), fields, peer, scheme)
 
 
 class Tap:
@@ -186,8 +189,8 @@ class Tap:
                 return
             method, raw_path, fields, peer, scheme = request
             job: RawJob = (
-                self._route, self._to, self._primary, method, raw_path, fields, self._body, peer,
-                scheme, self._request_id, status, headers,
+                self._route, self._to, self._primary, method, raw_path.decode("ascii"), fields,
+                self._body, peer, scheme, self._request_id, status, headers,
                 b"".join(chunks),
             )  # fmt: skip
             self._feature.enqueue_raw(self._route, job)
@@ -224,9 +227,9 @@ class Tap:
         feature.enqueue(job)
 
 
-# The fast path's request head as a tap keeps it: method, raw path, raw header fields, peer,
-# scheme (`RequestCopy.of_raw`'s arguments).
-RawHead = tuple[str, str, Sequence[tuple[bytes, bytes]], str, str]
+# The fast path's request head as a tap keeps it: method, raw request target (ASCII bytes), raw
+# header fields, peer, scheme (`RequestCopy.of_raw`'s arguments). Decoded only for a copy.
+RawHead = tuple[str, bytes, Sequence[tuple[bytes, bytes]], str, str]
 
 
 @dataclass(eq=False, slots=True)
@@ -422,9 +425,12 @@ class ParityFeature(Feature):
         await self.lag.run(on_probe=self._probed)
 
     def _probed(self) -> None:
+        """Every lag probe (`parity.lag.INTERVAL`): the gauges that would cost every copy or
+        every request to keep exact, and a line when shedding starts."""
         lag = self.lag
         self.metrics.lag.set(lag.lag)
         self.metrics.cpu_wait.set(lag.wait)
+        self.metrics.queue.set(self.depth)
         was, self._shedding = self._shedding, lag.shedding
         if not self._shedding or was:
             return
@@ -485,40 +491,11 @@ class ParityFeature(Feature):
         body: bytes | None,
         request_id: str,
     ) -> Tap | None:
-        """For a request `primary` is about to answer: a Tap when it is to be mirrored.
+        """`sample` for the general path's aiohttp request (its copy made only if taken)."""
+        copy = functools.partial(RequestCopy.of_request, request)
+        return self.sample(route, primary, request.method, body, request_id, copy)
 
-        `body` is the request body the forwarder buffered (b"" for none); None when it streamed
-        through unbuffered (such requests cannot be copied). Captures are queued here.
-        """
-        try:
-            copy = functools.partial(RequestCopy.of_request, request)
-            return self._tap(route, primary, request.method, body, request_id, copy)
-        except Exception:  # the client's request never pays for a parity problem
-            log.exception("parity: sampling a request failed")
-            return None
-
-    def tap_raw(
-        self,
-        route: Route,
-        primary: str,
-        method: str,
-        raw_path: str,
-        headers: list[tuple[bytes, bytes]],
-        peer: str,
-        scheme: str,
-        body: bytes | None,
-        request_id: str,
-    ) -> Tap | None:
-        """`tap` for the fast path, from the request's raw head: the same sampling, the same
-        job and capture line; the headers are decoded only for a sampled request."""
-        try:
-            head = (method, raw_path, headers, peer, scheme)
-            return self._tap(route, primary, method, body, request_id, head)
-        except Exception:  # the client's request never pays for a parity problem
-            log.exception("parity: sampling a request failed")
-            return None
-
-    def _tap(
+    def sample(
         self,
         route: Route,
         primary: str,
@@ -527,31 +504,49 @@ class ParityFeature(Feature):
         request_id: str,
         copy: Callable[[], RequestCopy] | RawHead,
     ) -> Tap | None:
-        """The one sampling of both paths: capture roll, then the mirror's roll and checks."""
-        mirror, capture = route.mirror, route.capture
-        request: RequestCopy | None = None
-        if capture is not None and random.random() * 100.0 < capture.percent:
-            request = RequestCopy.of_raw(*copy) if isinstance(copy, tuple) else copy()
-            self._capture(request, route, capture, body)
-        if mirror is None or random.random() * 100.0 >= mirror.percent:
+        """For a request `primary` is about to answer: a Tap when it is to be mirrored. The
+        one sampling of both paths: capture roll, then the mirror's roll and checks.
+
+        `body` is the request body the forwarder buffered (b"" for none); None when it streamed
+        through unbuffered (such requests cannot be copied). Captures are queued here. `copy`
+        is the fast path's raw head, or what makes the general path's copy.
+
+        Every request of a mirrored route comes here, and at a rate the mirror cannot keep up
+        with most are dropped: that way costs no call beyond this one and the count's (the
+        shedding and fullness checks are attributes kept by their owners)."""
+        try:
+            mirror, capture = route.mirror, route.capture
+            request: RequestCopy | None = None
+            if capture is not None and random.random() * 100.0 < capture.percent:
+                request = RequestCopy.of_raw(*copy) if isinstance(copy, tuple) else copy()
+                self._capture(request, route, capture, body)
+            if mirror is None:
+                return None
+            percent = mirror.percent  # (at 100 no roll: random() * 100 is always under it)
+            if percent < 100.0 and random.random() * 100.0 >= percent:
+                return None
+            if method not in mirror.methods:
+                self.skip(route.name, "method")
+                return None
+            if body is None:
+                self.skip(route.name, "body_not_buffered")
+                return None
+            if primary == mirror.to:
+                self.skip(route.name, "same_backend")
+                return None
+            if self.lag.shedding:  # short of CPU: mirror work goes first
+                self.metrics.mirrored.labels(route.name, "shed").inc()
+                return None
+            process = self.process  # (`_full`, its common case inline)
+            if process.full if process is not None else self._full():
+                # the copy would be dropped when the answer is in: not even taken
+                counts = self._mirrored.get(route.name) or self._mirrored_counts(route.name)
+                counts[1](1)
+                return None
+            return Tap(self, route.name, mirror.to, primary, body, request_id, request or copy)
+        except Exception:  # the client's request never pays for a parity problem
+            log.exception("parity: sampling a request failed")
             return None
-        if method not in mirror.methods:
-            self.skip(route.name, "method")
-            return None
-        if body is None:
-            self.skip(route.name, "body_not_buffered")
-            return None
-        if primary == mirror.to:
-            self.skip(route.name, "same_backend")
-            return None
-        if self.lag.shedding:  # short of CPU: mirror work goes first
-            self.metrics.mirrored.labels(route.name, "shed").inc()
-            return None
-        if self._full():  # the copy would be dropped when the answer is in: not even taken
-            counts = self._mirrored.get(route.name) or self._mirrored_counts(route.name)
-            counts[1](1)
-            return None
-        return Tap(self, route.name, mirror.to, primary, body, request_id, request or copy)
 
     def _full(self) -> bool:
         """The mirror takes no job now (the mirror process, or the own workers' queue, is at
@@ -599,7 +594,6 @@ class ParityFeature(Feature):
             else:
                 assert job is not None
                 taken = process.submit(job, now)
-            depth = process.in_flight
         else:
             queue = self.queue
             if queue is None:
@@ -609,12 +603,8 @@ class ParityFeature(Feature):
                 taken = True
             except asyncio.QueueFull:
                 taken = False
-            depth = queue.qsize()
-        if not taken:
-            counts[1](1)
-            return
-        counts[0](1)
-        self.metrics.queue.set(depth)
+        # (the queue gauge is set by each lag probe, not per copy: `_probed`)
+        counts[0 if taken else 1](1)
 
     def _mirrored_counts(self, route: str) -> tuple[Callable[..., None], ...]:
         """`route`'s mirror counters (queued, dropped, shed), each an increment taken once."""
@@ -666,7 +656,6 @@ class ParityFeature(Feature):
                 self.metrics.lag.set(lag.lag)
                 await asyncio.sleep(INTERVAL)
             job = await queue.get()
-            self.metrics.queue.set(queue.qsize())
             # A failure restarts the worker (core.tasks).
             outcome = await exchange(
                 job, self.gw.state.upstreams, self.settings, self.gw.config.headers.request_id
@@ -683,8 +672,6 @@ class ParityFeature(Feature):
         a row id is a result the store refused."""
         if lost := sum(1 for b in bookings if b.sample is not None and b.row_id is None):
             self.metrics.store_errors.inc(lost)
-        if self.process is not None:
-            self.metrics.queue.set(self.process.in_flight)
         await self._book(bookings)
 
     async def _book(self, bookings: list[Booking]) -> None:

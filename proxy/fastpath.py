@@ -20,7 +20,7 @@ The handoff replays the request head (and any body bytes already parsed, re-fram
 aiohttp's handler and switches the transport over to it at the next message boundary.
 
 Routes that mirror or capture (parity) stay here: `_parity` samples the request through
-`Gateway.mirror.tap_raw` once a backend answered, and the answer's decoded bytes go to its tap
+`Gateway.mirror.sample` once a backend answered, and the answer's decoded bytes go to its tap
 once they are written to the client (the copy is never made on the primary request's clock).
 
 One request at a time per connection (pipelined ones wait, reading paused). The common case
@@ -1826,17 +1826,9 @@ class _Conn(asyncio.Protocol):
         if b"authorization" in ex.first and ex.bound.admin_authorizations and self._admin_token(ex):
             # as upstream (`_request_head`, `proxy.admin.without_admin_token`): never a copy
             headers = [h for h, n in zip(headers, ex.lower, strict=False) if n != b"authorization"]
-        ex.tap = hook.tap_raw(
-            ex.route,  # type: ignore[arg-type]
-            backend,
-            ex.method.decode("ascii"),
-            ex.url.decode("ascii"),
-            headers,
-            self.peer,
-            "http",
-            body,
-            ex.request_id,
-        )
+        method = ex.method_s or ex.method.decode("ascii")
+        head = (method, ex.url, headers, self.peer, "http")  # decoded only for a copy
+        ex.tap = hook.sample(ex.route, backend, method, body, ex.request_id, head)  # type: ignore[arg-type]
 
     def _idle_check(self, ex: _Exchange, resp: Response, idle_timeout: float) -> None:
         """The streamed answer went quiet for `idle_timeout`: end it (as the general path)."""

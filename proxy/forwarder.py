@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -73,7 +73,8 @@ class MirrorHook(Protocol):
     """`Gateway.mirror`: a tap for a request about to be answered by `primary`, or None.
 
     `body` is the buffered request body (b"" for none), None when it streamed unbuffered.
-    `tap` takes the general path's request, `tap_raw` the fast path's raw head: one sampling.
+    `sample` is the one sampling (the fast path hands it the raw head); `tap` calls it with
+    the general path's aiohttp request.
     """
 
     def tap(
@@ -85,18 +86,17 @@ class MirrorHook(Protocol):
         request_id: str,
     ) -> MirrorTap | None: ...
 
-    def tap_raw(
+    def sample(
         self,
         route: Route,
         primary: str,
         method: str,
-        raw_path: str,
-        headers: list[tuple[bytes, bytes]],
-        peer: str,
-        scheme: str,
         body: bytes | None,
         request_id: str,
-    ) -> MirrorTap | None: ...
+        copy: Callable[[], Any] | tuple[str, bytes, list[tuple[bytes, bytes]], str, str],
+    ) -> MirrorTap | None:
+        """The one sampling; `copy` the fast path's raw head (method, request target, raw
+        header fields, peer, scheme) or what makes the general path's copy."""
 
     def compat(self, request: web.BaseRequest, route: Route, body: bytes | None) -> None:
         """A request a compat rule handles: captured as the client sent it, never mirrored."""

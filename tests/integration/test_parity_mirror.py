@@ -32,6 +32,7 @@ from tests.integration.parity_samples import NOISE, PLANTED, Sample, samples
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # API times: RFC 3339 in UTC
 
 HEALTH = {"path": "/healthz", "interval": "1s", "timeout": "500ms"}
+HEAD = ("GET", b"/alerts/9", [(b"Host", b"x")], "::1", "http")  # a fast-path raw head
 
 pytestmark = pytest.mark.usefixtures("serving_path")
 PG_URL = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -217,8 +218,7 @@ async def test_a_full_mirror_takes_no_copy(
         dropped = metric(
             gw, "cutover_parity_mirror_requests_total", route="default", result="dropped"
         )
-        tap = parity.tap_raw(route, "python", "GET", "/alerts/9", [(b"Host", b"x")], "::1",
-                             "http", b"", "rid")  # fmt: skip
+        tap = parity.sample(route, "python", "GET", b"", "rid", HEAD)
         assert tap is None
         assert (
             metric(gw, "cutover_parity_mirror_requests_total", route="default", result="dropped")
@@ -227,8 +227,7 @@ async def test_a_full_mirror_takes_no_copy(
         candidate.gate.set()
         await wait_for(lambda: parity.depth == 0)
         assert not parity._full()
-        tap = parity.tap_raw(route, "python", "GET", "/alerts/9", [(b"Host", b"x")], "::1",
-                             "http", b"", "rid")  # fmt: skip
+        tap = parity.sample(route, "python", "GET", b"", "rid", HEAD)
         assert tap is not None  # room again: copies are taken
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from cutover.core.db import open_database
 from cutover.parity.config import MirrorSettings, ParityConfig
 from cutover.parity.mirror import Booking, MirrorJob, RawJob
-from cutover.parity.mirror_process import NICE, SEND_EVERY, MirrorSpec, _Child, frame, read_frame
+from cutover.parity.mirror_process import (
+    NICE,
+    SEND_EVERY,
+    MirrorProcess,
+    MirrorSpec,
+    _Child,
+    frame,
+    read_frame,
+)
 from cutover.parity.noise import Sample as NoiseSample
 from cutover.parity.shadow import BOOK_SLICE
 from cutover.proxy.config import parse_config
@@ -426,3 +435,70 @@ async def test_a_frame_of_bookings_is_booked_a_slice_at_a_time(
         assert metric(gw, "cutover_parity_comparisons_total", route="default", result="same") >= (
             5 * BOOK_SLICE
         )
+
+
+def judged(process: MirrorProcess) -> bool:
+    """What `MirrorProcess.full` must say, worked out from the state it keeps it for."""
+    return (
+        process._proc is None
+        or process._closing
+        or process.in_flight >= process.capacity
+        or process.held_bytes >= process.max_held_bytes
+    )
+
+
+async def test_full_is_kept_right_through_the_process_life(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """`full` is an attribute kept at each change, not worked out per request: it must turn
+    true when the child holds `capacity` copies or is gone, and false again as soon as there is
+    room (outcomes in, a reload raising the capacity, a new child after a kill -9) — a flag
+    left true would stop mirroring without a word."""
+    async with samples() as (primary, candidate):
+        candidate.gate = asyncio.Event()  # the candidate holds the copies: the child holds jobs
+        config = config_for(primary, candidate, tmp_path, parity={"mirror": {"queue": 3}})
+        gw = await start(gateways, config)
+        parity = feature(gw)
+        process = parity.process
+        assert process is not None
+        name = "cutover_parity_mirror_requests_total"
+
+        def count(result: str) -> float:
+            return metric(gw, name, route="default", result=result)
+
+        await wait_for(lambda: not process.full)
+        assert not judged(process)
+        async with aiohttp.ClientSession() as http:
+            for i in range(4):
+                async with http.get(gw.url + f"/alerts/{i + 1}") as resp:
+                    assert resp.status == 200
+                assert process.full is judged(process)
+            assert process.in_flight == 3 and process.full and count("dropped") == 1.0
+            depth = "cutover_parity_mirror_queue_depth"  # set by each lag probe, not per copy
+            await wait_for(lambda: metric(gw, depth) == 3.0)
+            process.capacity = 5  # as a reload does (`ParityFeature._arrange`)
+            assert not process.full and not judged(process)
+            process.max_held_bytes = process.held_bytes
+            assert process.full and judged(process)
+            process.max_held_bytes = 1 << 30
+            process.capacity = 3
+            assert process.full and judged(process)
+            candidate.gate.set()  # the outcomes come in: room again
+            await wait_for(lambda: process.in_flight == 0, deadline=30)
+            assert not process.full and not judged(process)
+            await wait_for(lambda: metric(gw, depth) == 0.0)
+
+            first = process.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            await wait_for(lambda: process.pid not in (None, first), deadline=30)
+            await wait_for(lambda: not process.full, deadline=30)  # the new child takes copies
+            assert not judged(process)
+            queued = count("queued")
+            async with http.get(gw.url + "/alerts/9") as resp:
+                assert resp.status == 200
+            assert count("queued") == queued + 1
+        await wait_for(lambda: process.in_flight == 0, deadline=30)
+        assert not process.full
+        process.close()
+        assert process.full and judged(process)

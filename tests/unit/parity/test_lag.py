@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cutover.parity.lag import INTERVAL, LoopLag, RunQueueWait
 
@@ -128,3 +130,29 @@ def test_the_run_queue_counter_reads_this_threads_schedstat() -> None:
         counter.close()
     missing = RunQueueWait("/nonexistent/schedstat")
     assert missing.read() is None
+
+
+_figures = st.floats(min_value=-1.0, max_value=2.0, allow_nan=False)
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("observe"), _figures, st.one_of(st.none(), _figures)),
+        st.tuples(st.sampled_from(["threshold", "wait_threshold", "lag", "wait"]), _figures),
+    ),
+    max_size=40,
+)
+
+
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), _steps)
+def test_shedding_is_judged_again_after_every_change(
+    threshold: float, wait_threshold: float, steps: list[tuple]
+) -> None:
+    """`shedding` is kept, not computed on each read: after any sequence of probes and of
+    figures or thresholds set (a reload; a test), it says what the figures say."""
+    lag = LoopLag(threshold, wait_threshold)
+    for step in steps:
+        if step[0] == "observe":
+            lag.observe(step[1], step[2])
+        else:
+            setattr(lag, step[0], step[1])
+        expected = (0.0 < lag.threshold < lag.lag) or (0.0 < lag.wait_threshold < lag.wait)
+        assert lag.shedding is expected
