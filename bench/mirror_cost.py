@@ -371,12 +371,45 @@ def _ratio_text(row: dict[str, Any], plain: dict[str, Any] | None, key: str) -> 
     return f"{paired.median:.2f} ({paired.low:.2f}-{paired.high:.2f})"
 
 
+def on_time_summary(rows: Sequence[dict[str, Any]], limit_ms: float) -> list[str]:
+    """Per side, the per-round ratios to `plain` over the rounds where the load generator sent
+    on time for both (its p99 lateness at most `limit_ms`): a round in which the host held the
+    generator back measures the host, not the gateway. Gateway CPU per request, too, paired
+    by round (a host's slow minute moves both sides of a round alike)."""
+    base = {r["rate"]: r for r in rows if r["side"] == "plain"}
+    out = []
+    for r in rows:
+        b = base.get(r["rate"])
+        if r["side"] == "plain" or b is None or "late_rounds" not in r or "late_rounds" not in b:
+            continue
+        late, base_late = r["late_rounds"], b["late_rounds"]
+        kept = [i for i in range(min(len(late), len(base_late)))
+                if late[i] <= limit_ms and base_late[i] <= limit_ms]  # fmt: skip
+        parts = [f"{r['rate']:g}/s {r['side']}: {len(kept)} of {len(late)} rounds on time"]
+        for key, name in (("p50_rounds", "p50"), ("p99_rounds", "p99"), ("cpu_rounds", "CPU")):
+            num, den = r.get(key) or [], b.get(key) or []
+            paired = paired_ratio(
+                {i: num[i] for i in kept if i < len(num)}, {i: den[i] for i in kept if i < len(den)}
+            )
+            if paired.median is not None:
+                parts.append(f"{name} x {paired.median:.2f} ({paired.low:.2f}-{paired.high:.2f})")
+        out.append("; ".join(parts))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cutover.bench.mirror_cost")
     parser.add_argument("--rates", default="200,1000", help="comma-separated requests/s")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--on-time",
+        type=float,
+        default=1.0,
+        help="ms: the summary's ratios keep the rounds where the load generator's p99"
+        " lateness was at most this for both sides",
+    )
     parser.add_argument("--shed-lag", default="5ms", help="parity.mirror.shed_lag of `mirror`")
     parser.add_argument("--shed-wait", default="20%", help="parity.mirror.shed_wait of `mirror`")
     parser.add_argument(
@@ -559,6 +592,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "p50_rounds": [r.latency_ms.get("50", 0) for r, _ in results],
                             "p99_rounds": [r.latency_ms.get("99", 0) for r, _ in results],
                             "p99_pooled": pooled_percentile(results, 99),
+                            "late_rounds": [r.lag_ms.get("99", 0) for r, _ in results],
+                            "cpu_rounds": [
+                                d["gateway_cpu"] / d["requests"] * 1e6 if d["requests"] else 0
+                                for _, d in results
+                            ],
                             "failed": sum(r.failed for r, _ in results),
                             "counts": counts,
                             "rounds": len(results),
@@ -567,6 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             procs.stop_all()
     print("\n".join(render_table(rows)))
+    for line in on_time_summary(rows, args.on_time):
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -19,6 +19,7 @@ from cutover.bench.mirror_cost import (
     gateway_conf,
     idle_tree,
     mirror_counts,
+    on_time_summary,
     origin_conf,
     pin_tree,
     realtime_tree,
@@ -82,6 +83,24 @@ def test_the_table_gives_ratios_to_plain_at_the_same_rate() -> None:
         "| 200 | mirror | 1.00 | 3.00 | 2.00 | 1.50 | - | 0 | 60 | 400 | 0.1 / 2.0 | 12"
         " | 5 | 1 | 0 | 5 |"
     )
+
+
+def test_the_on_time_summary_pairs_rounds_and_leaves_out_late_ones() -> None:
+    """A round where the generator sent late (on either side) is left out of the ratios; the
+    others are paired round by round, CPU per request included."""
+    plain = {"rate": 8000.0, "side": "plain", "p50_rounds": [0.10, 0.20, 0.10, 0.10],
+             "p99_rounds": [1.0, 1.0, 50.0, 1.0], "cpu_rounds": [90.0, 100.0, 90.0, 90.0],
+             "late_rounds": [0.05, 0.04, 40.0, 0.03]}  # fmt: skip
+    mirror = {"rate": 8000.0, "side": "mirror", "p50_rounds": [0.11, 0.22, 0.50, 0.12],
+              "p99_rounds": [1.1, 1.2, 2.0, 90.0], "cpu_rounds": [93.0, 103.0, 99.0, 99.0],
+              "late_rounds": [0.05, 0.06, 0.05, 30.0]}  # fmt: skip
+    older = {"rate": 8000.0, "side": "mirror-nonoise", "p50_rounds": [0.1]}  # no lateness kept
+    (line,) = on_time_summary([plain, mirror, older], 1.0)
+    assert line == (
+        "8000/s mirror: 2 of 4 rounds on time; p50 x 1.10 (1.10-1.10);"
+        " p99 x 1.15 (1.10-1.20); CPU x 1.03 (1.03-1.03)"
+    )
+    assert on_time_summary([plain, mirror], 0.01) == ["8000/s mirror: 0 of 4 rounds on time"]
 
 
 def test_cpu_seconds_counts_the_process_and_its_children() -> None:
