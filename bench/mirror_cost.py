@@ -135,6 +135,7 @@ def gateway_conf(
     storage: str,
     shed_lag: str = "5ms",
     shed_wait: str = "20%",
+    queue: int = 1000,
 ) -> str:
     mirror = "" if side.startswith("plain") else "    mirror: {to: candidate, percent: 100}\n"
     shed = "off" if side == "mirror-noshed" else shed_lag
@@ -156,7 +157,7 @@ def gateway_conf(
         "    split: {primary: 100}\n"
         f"{mirror}"
         f"parity: {{mirror: {{shed_lag: {shed}, shed_wait: '{wait}', process: {process},"
-        f" noise: {noise}}}}}\n"
+        f" noise: {noise}, queue: {queue}}}}}\n"
     )
 
 
