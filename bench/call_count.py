@@ -93,7 +93,7 @@ def _count(
             stopped = _children(gw.pid)
             for child in stopped:
                 os.kill(child, signal.SIGSTOP)
-            fixed_rate(port, rate, max(1.0, 2 * QUEUE / rate), 8)  # fills what it may hold
+            fixed_rate(port, rate, max(0.5, 4 * QUEUE / rate), 8)  # fills what it may hold
             if scrape(port)["dropped"] == 0:
                 raise RuntimeError("mirror-full: the stopped mirror process never filled")
         time.sleep(0.5)  # the warm-up's tail (the mirror's bookings) is not counted
@@ -103,7 +103,7 @@ def _count(
         result = fixed_rate(port, rate, requests / rate, 8)
         # The last copies' outcomes come back within milliseconds at this rate; the gateway
         # is not asked before the count is written (rendering /metrics costs many calls).
-        time.sleep(SETTLE)
+        time.sleep(SETTLE if side == "mirror" else 0.2)
         out.unlink(missing_ok=True)
         gw.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 10
