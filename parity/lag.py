@@ -22,6 +22,8 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
+from cutover.core.judged import Judged
+
 __all__ = ["INTERVAL", "LoopLag", "RunQueueWait"]
 
 INTERVAL = 0.05  # seconds between probe wake-ups
@@ -62,52 +64,21 @@ class LoopLag:
 
     __slots__ = ("_lag", "_threshold", "_wait", "_wait_threshold", "probes", "shedding")
 
+    threshold: Judged[float] = Judged()  # seconds; 0 turns this signal off
+    wait_threshold: Judged[float] = Judged()  # share 0..1 of the interval; 0 turns it off
+    lag: Judged[float] = Judged()  # smoothed seconds late
+    wait: Judged[float] = Judged()  # smoothed share of time ready to run but waiting for a CPU
+
     def __init__(self, threshold: float, wait_threshold: float = 0.0) -> None:
-        self._threshold = threshold  # seconds; 0 turns this signal off
-        self._wait_threshold = wait_threshold  # share 0..1 of the interval; 0 turns it off
-        self._lag = 0.0  # smoothed seconds late
-        self._wait = 0.0  # smoothed share of time ready to run but waiting for a CPU
+        self._threshold = threshold
+        self._wait_threshold = wait_threshold
+        self._lag = 0.0
+        self._wait = 0.0
         self.probes = 0
         self.shedding = False  # a smoothed signal is above its threshold (never one that is 0)
 
     def _judge(self) -> None:
         self.shedding = 0.0 < self._threshold < self._lag or 0.0 < self._wait_threshold < self._wait
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self._threshold = value
-        self._judge()
-
-    @property
-    def wait_threshold(self) -> float:
-        return self._wait_threshold
-
-    @wait_threshold.setter
-    def wait_threshold(self, value: float) -> None:
-        self._wait_threshold = value
-        self._judge()
-
-    @property
-    def lag(self) -> float:
-        return self._lag
-
-    @lag.setter
-    def lag(self, value: float) -> None:
-        self._lag = value
-        self._judge()
-
-    @property
-    def wait(self) -> float:
-        return self._wait
-
-    @wait.setter
-    def wait(self, value: float) -> None:
-        self._wait = value
-        self._judge()
 
     def observe(self, late: float, waited: float | None = None) -> None:
         """One probe: the timer woke `late` seconds after it was due, and the loop's thread

@@ -47,6 +47,7 @@ import uvloop
 
 from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable, open_database
+from cutover.core.judged import Judged
 from cutover.core.logs import setup_logging
 from cutover.parity.mirror import Booking, MirrorJob, Outcome, RawJob, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
@@ -116,6 +117,9 @@ class MirrorProcess:
     `run` is a supervised loop (one child per run); `submit` never blocks or awaits.
     """
 
+    capacity: Judged[int] = Judged()  # jobs the child may hold at once (`mirror.queue`)
+    max_held_bytes: Judged[int] = Judged()  # bytes of jobs it may hold (bodies can be large)
+
     def __init__(
         self,
         spec: Callable[[], MirrorSpec],
@@ -157,26 +161,6 @@ class MirrorProcess:
             or len(self._held) >= self._capacity
             or self.held_bytes >= self._max_held_bytes
         )
-
-    @property
-    def capacity(self) -> int:
-        """Jobs the child may hold at once (`parity.mirror.queue`; a reload changes it)."""
-        return self._capacity
-
-    @capacity.setter
-    def capacity(self, value: int) -> None:
-        self._capacity = value
-        self._judge()
-
-    @property
-    def max_held_bytes(self) -> int:
-        """Bytes of jobs the child may hold at once (bodies can be large)."""
-        return self._max_held_bytes
-
-    @max_held_bytes.setter
-    def max_held_bytes(self, value: int) -> None:
-        self._max_held_bytes = value
-        self._judge()
 
     @property
     def in_flight(self) -> int:
