@@ -170,13 +170,12 @@ class MirrorProcess:
         """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
         take it now (not running, stopping, `capacity` jobs or `max_held_bytes` held: bodies
         can be large): the caller counts it as dropped."""
-        return self._submit("job", job.route, job.to_wire(), ts)
+        return self.submit_raw(job.route, job.to_wire(), ts, "job")
 
-    def submit_raw(self, route: str, values: RawJob, ts: float) -> bool:
-        """`submit` for a fast-path copy (`RawJob`: the child decodes its headers)."""
-        return self._submit("raw", route, values, ts)
-
-    def _submit(self, kind: str, route: str, values: tuple[Any, ...], ts: float) -> bool:
+    def submit_raw(self, route: str, values: RawJob | tuple[Any, ...], ts: float,
+                   kind: str = "raw") -> bool:  # fmt: skip
+        """`submit` for a fast-path copy (`RawJob`: the child decodes its headers), and the
+        one way a job reaches the pipe (`kind` "job": a `MirrorJob`'s wire values)."""
         proc = self._proc
         if proc is None or self._closing or len(self._held) >= self._capacity:
             return False
@@ -185,16 +184,20 @@ class MirrorProcess:
         if stdin.is_closing():
             return False
         number = self._next
-        message = frame(pickle.dumps((kind, number, ts, values), pickle.HIGHEST_PROTOCOL))
-        if self.held_bytes + len(message) > self._max_held_bytes:
+        payload = pickle.dumps((kind, number, ts, values), pickle.HIGHEST_PROTOCOL)
+        length = len(payload)
+        size = _HEAD.size + length  # the frame's
+        if self.held_bytes + size > self._max_held_bytes:
             return False
         self._next += 1
-        self._unsent.append(message)
+        self._unsent.append(_HEAD.pack(length) + payload)  # `frame`, inline
         if self._flush_at is None:
             self._flush_at = asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
-        self._held[number] = (route, self.clock.monotonic(), len(message))
-        self.held_bytes += len(message)
-        self._judge()
+        self._held[number] = (route, self.clock.monotonic(), size)
+        self.held_bytes += size
+        # `_judge`, for what a submit changes: only more held, so only ever full now
+        if len(self._held) >= self._capacity or self.held_bytes >= self._max_held_bytes:
+            self.full = True
         return True
 
     def flush(self) -> None:

@@ -216,7 +216,13 @@ class WindowCounts:
             _take(counts.raw, raw)
         if sample.noise:
             _take(counts.noise, sample.noise)
-        _take(counts.signatures, (frozenset(raw) if raw else _NOWHERE,))
+        signatures = counts.signatures  # (`_take` of one key, inline: once per booking)
+        signature = frozenset(raw) if raw else _NOWHERE
+        left = signatures[signature] - 1
+        if left:
+            signatures[signature] = left
+        else:
+            del signatures[signature]
 
     def rate(self, thresholds: Thresholds) -> float:
         """`diff_rate(analyse(samples, thresholds))` of the samples counted now."""

@@ -42,7 +42,12 @@ class ResultWindow:
         row_id = entry[0]
         if row_id is not None and (self.top is None or row_id > self.top):
             self._own.add(row_id)
-        self._add(entry)
+        # `_add`, inline: this runs for every comparison the gateway books
+        entries = self._entries
+        if len(entries) >= self.size:
+            self._counts.remove(entries.popleft()[1])
+        entries.append(entry)
+        self._counts.add(entry[1])
 
     def merge(self, stored: Iterable[Entry]) -> None:
         """Add the store's rows above `top` (ascending ids) that are not this worker's own."""
