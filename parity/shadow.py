@@ -534,14 +534,13 @@ class ParityFeature(Feature):
             if primary == mirror.to:
                 self.skip(route.name, "same_backend")
                 return None
-            if self.lag.shedding:  # short of CPU: mirror work goes first
-                self.metrics.mirrored.labels(route.name, "shed").inc()
-                return None
+            # Short of CPU, mirror work goes first (shed); a mirror with no room would drop
+            # the copy when the answer is in (dropped): either way the copy is not even taken.
+            shed = self.lag.shedding
             process = self.process  # (`_full`, its common case inline)
-            if process.full if process is not None else self._full():
-                # the copy would be dropped when the answer is in: not even taken
+            if shed or (process.full if process is not None else self._full()):
                 counts = self._mirrored.get(route.name) or self._mirrored_counts(route.name)
-                counts[1](1)
+                counts[2 if shed else 1](1)
                 return None
             return Tap(self, route.name, mirror.to, primary, body, request_id, request or copy)
         except Exception:  # the client's request never pays for a parity problem
