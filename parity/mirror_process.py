@@ -176,9 +176,10 @@ class MirrorProcess:
                    kind: str = "raw") -> bool:  # fmt: skip
         """`submit` for a fast-path copy (`RawJob`: the child decodes its headers), and the
         one way a job reaches the pipe (`kind` "job": a `MirrorJob`'s wire values)."""
-        proc = self._proc
-        if proc is None or self._closing or len(self._held) >= self._capacity:
+        if self.full:  # not running, stopping, or at `capacity` or `max_held_bytes`
             return False
+        proc = self._proc
+        assert proc is not None
         stdin = proc.stdin
         assert stdin is not None
         if stdin.is_closing():
