@@ -44,18 +44,30 @@ SIDES = ("plain", "mirror", "mirror-full")
 QUEUE = 50  # parity.mirror.queue of the gateways: `mirror-full` fills it before counting
 SETTLE = 1.0  # seconds after the load for the last copies to be compared and booked
 
-# The gateway's own process: the counter, zeroed on SIGUSR1, written to OUT on SIGUSR2.
+# The gateway's own process: the counter, zeroed on SIGUSR1, written to OUT on SIGUSR2. With
+# a third argument, each call is also counted by function (OUT.by: "count name" lines).
 SERVE = """
-import signal, sys
+import collections, signal, sys
 calls = [0, 0]
+by = collections.Counter() if len(sys.argv) > 3 else None
 def profile(frame, event, arg):
     if event == "call":
         calls[0] += 1
+        if by is not None:
+            code = frame.f_code
+            by[f"{code.co_filename.rsplit('/', 2)[-1]}:{code.co_qualname}"] += 1
     elif event == "c_call":
         calls[1] += 1
+        if by is not None:
+            by["C " + getattr(arg, "__qualname__", repr(arg))] += 1
 def zero(*_):
     calls[0] = calls[1] = 0
+    if by is not None:
+        by.clear()
 def write(*_):
+    if by is not None:
+        with open(sys.argv[2] + ".by", "w") as f:
+            f.writelines(f"{n} {name}\\n" for name, n in by.most_common())
     with open(sys.argv[2], "w") as f:
         f.write(f"{calls[0]} {calls[1]}")
 signal.signal(signal.SIGUSR1, zero)
@@ -74,16 +86,24 @@ def _children(pid: int) -> list[int]:
 
 
 def _count(
-    procs: Processes, tmp: Path, side: str, origins: tuple[int, int], requests: int, rate: float
+    procs: Processes,
+    tmp: Path,
+    side: str,
+    origins: tuple[int, int],
+    requests: int,
+    rate: float,
+    by_function: bool = False,
 ) -> dict[str, float]:
-    """Run one side's gateway, warm it up, count `requests` requests; calls per request."""
+    """Run one side's gateway, warm it up, count `requests` requests; calls per request (and,
+    `by_function`, per function: `tmp/<side>.count.by`)."""
     port = free_port()
     conf = tmp / f"{side}.yaml"
     kind = "plain" if side == "plain" else "mirror"
     store = str(tmp / f"{side}.db")
     conf.write_text(gateway_conf(port, *origins, kind, store, "off", "off", QUEUE))
     out = tmp / f"{side}.count"
-    gw = procs.start(side, [sys.executable, "-c", SERVE, str(conf), str(out)], tmp / f"{side}.out",
+    command = [sys.executable, "-c", SERVE, str(conf), str(out), *(["by"] if by_function else [])]
+    gw = procs.start(side, command, tmp / f"{side}.out",
                      cwd=ROOT, env=dict(os.environ, CUTOVER_LOG_LEVEL="ERROR"))  # fmt: skip
     stopped: list[int] = []
     try:
@@ -144,12 +164,47 @@ def render(rows: dict[str, dict[str, float]]) -> list[str]:
     return out
 
 
+def _per_request(path: Path, requests: float) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        n, name = line.split(" ", 1)
+        counts[name] = int(n) / (requests or 1)
+    return counts
+
+
+def by_function(tmp: Path, rows: dict[str, dict[str, float]], top: int) -> list[str]:
+    """Per side, the `top` functions whose calls per request differ most from `plain`'s."""
+    base = (
+        _per_request(tmp / "plain.count.by", rows["plain"]["requests"]) if "plain" in rows else {}
+    )
+    out = []
+    for side, row in rows.items():
+        if side == "plain" and base:
+            continue
+        counts = _per_request(tmp / f"{side}.count.by", row["requests"])
+        diff = {k: counts.get(k, 0.0) - base.get(k, 0.0) for k in {*counts, *base}}
+        out += [f"{side}: calls per request added to plain's, by function", ""]
+        out += ["| calls/request | function |", "|---|---|"]
+        for name, n in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]:
+            if abs(n) >= 0.005:
+                out.append(f"| {n:+.2f} | `{name}` |")
+        out.append("")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cutover.bench.call_count")
     parser.add_argument("--requests", type=int, default=4800)
     parser.add_argument("--rate", type=float, default=800.0)
     parser.add_argument("--sides", default=",".join(SIDES), help=f"of {', '.join(SIDES)}")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument(
+        "--by-function",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N functions whose calls per request differ most from plain's",
+    )
     args = parser.parse_args(argv)
     sides = [s for s in args.sides.split(",") if s]
     if not sides or any(s not in SIDES for s in sides):
@@ -177,8 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ports.append(port)
             for side in sides:
                 origins = (ports[0], ports[1])
-                rows[side] = _count(procs, tmp, side, origins, args.requests, args.rate)
+                rows[side] = _count(
+                    procs, tmp, side, origins, args.requests, args.rate, args.by_function > 0
+                )
                 print(f"{side}: {rows[side]}", file=sys.stderr, flush=True)
+            if args.by_function:
+                print("\n".join(by_function(tmp, rows, args.by_function)))
         except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
             print(f"bench.call_count: {exc}", file=sys.stderr)
             return 1
