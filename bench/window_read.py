@@ -1,4 +1,5 @@
-"""What a mirrored route's window read costs the gateway's loop (`ParityFeature._read_window`).
+"""What a mirrored route's window read costs the loop it runs on (`WindowBook.read`: the mirror
+process's, or with `mirror.process: false` the gateway's).
 
     python -m cutover.bench.window_read [--results 1000] [--repeats 5] [--storage URL]
 
@@ -84,8 +85,8 @@ async def timed(run: Callable[[], Awaitable[None]]) -> tuple[float, float]:
 
 async def previous_read(parity: ParityFeature, window: ResultWindow) -> None:
     """The read before `_read_window`: every result above `top` decoded, merged at once."""
-    rows = await parity._rows("default", window.top, "id, endpoint, fields, noise_fields")
-    window.merge([(int(r["id"]), parity._sample(r)) for r in rows])
+    rows = await parity.book._rows("default", window.top, "id, endpoint, fields, noise_fields")
+    window.merge([(int(r["id"]), parity.book._sample(r)) for r in rows])
 
 
 async def measure(storage: str | None, results: int, repeats: int) -> dict[str, tuple[float, ...]]:
@@ -103,7 +104,7 @@ async def measure(storage: str | None, results: int, repeats: int) -> dict[str, 
             figures: dict[str, list[tuple[float, float]]] = {}
 
             async def stored(own: bool) -> ResultWindow:
-                window = parity.windows["default"]
+                window = parity.book.windows["default"]
                 ids = await insert_results(db, [row] * results)
                 if own:
                     for i in ids:
@@ -113,14 +114,14 @@ async def measure(storage: str | None, results: int, repeats: int) -> dict[str, 
             for _ in range(repeats):
                 window = await stored(own=True)
                 figures.setdefault("own", []).append(
-                    await timed(lambda w=window: parity._read_window("default", w, False))
+                    await timed(lambda w=window: parity.book.read("default", w, False))
                 )
                 figures.setdefault("reload, held", []).append(
-                    await timed(lambda w=window: parity._read_window("default", w, True))
+                    await timed(lambda w=window: parity.book.read("default", w, True))
                 )
                 window = await stored(own=False)
                 figures.setdefault("other", []).append(
-                    await timed(lambda w=window: parity._read_window("default", w, False))
+                    await timed(lambda w=window: parity.book.read("default", w, False))
                 )
                 window = await stored(own=True)
                 figures.setdefault("previous, own", []).append(

@@ -3,23 +3,25 @@
 With `parity.mirror.process: true` (the default) each gateway worker whose routes mirror starts
 one child process (`python -m cutover.parity.mirror_process`) and hands it every mirror job
 over a pipe. The child sends the copies and the noise requests, compares (`exchange` in
-`parity.mirror`) and writes the results to the gateway's store (its own connection,
-one statement per batch) on its own event loop; the gateway books what they came to (metrics,
-the parity windows). What stays on the gateway's loop per mirrored request is the copy taken
-while the answer streams, one pickled frame added to the pipe's next write (a fast-path copy's
-headers as they came: the child decodes them; the copies of `FLUSH_EVERY` go in one write, one
-wake-up of the child) and its share of a frame of bookings read back (the child sends what
-finishes within `SEND_EVERY` together; the gateway books them a slice at a time) — a few
-microseconds, see `bench.mirror_copy_cost` — so primary traffic does not queue behind
-comparisons or store writes. The child runs at nice 10 and, on Linux, under SCHED_IDLE: it
-gets only CPU time that nothing else wants, so when the machine is short of CPU the mirror
-falls behind, its jobs are dropped and counted, and the primary does not wait.
+`parity.mirror`), writes the results to the gateway's store (its own connection, one
+statement per batch) and books them (`parity.book`: the routes' windows, kept in agreement
+with the store as the gateway's would be) on its own event loop. What stays on the gateway's
+loop per mirrored request is the copy taken while the answer streams, one pickled frame added
+to the pipe's next write (a fast-path copy's headers as they came: the child decodes them; the
+copies of `FLUSH_EVERY` go in one write, one wake-up of the child) and its job number in a
+frame read back: the child sends what finishes within `SEND_EVERY` together, as one `Tally`
+(per route, the counts to add and the window's size and rate) that the gateway books in a few
+calls whatever the number of copies — see `bench.call_count` — so primary traffic does not
+queue behind comparisons, store writes or their bookkeeping. The child runs at nice 10 and,
+on Linux, under SCHED_IDLE: it gets only CPU time that nothing else wants, so when the
+machine is short of CPU the mirror falls behind, its jobs are dropped and counted, and the
+primary does not wait.
 
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
 `("job", number, ts, MirrorJob.to_wire())`, or `("raw", number, ts, RawJob)` for a fast-path
 copy, whose raw header fields the child decodes (the child trusts its parent); child to
-gateway, JSON lists of `[number, *Booking.to_wire()]` (the gateway parses nothing executable
-from the child; the rows are stored by then and do not cross back). At most
+gateway, JSON `Tally.to_wire()` lists (the gateway parses nothing executable from the child;
+the rows are stored by then and do not cross back). At most
 `parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
 dropped and counted. A child that dies, or holds a job past its deadlines (stopped, hung),
 costs the jobs it held (counted as dropped) and is started again by the gateway's task
@@ -38,7 +40,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +51,8 @@ from cutover.core.bounded import STORE_TIMEOUT, bounded
 from cutover.core.db import Database, StoreUnavailable, open_database
 from cutover.core.judged import Judged
 from cutover.core.logs import setup_logging
-from cutover.parity.mirror import Booking, MirrorJob, Outcome, RawJob, exchange
+from cutover.parity.book import Tally, WindowBook
+from cutover.parity.mirror import MirrorJob, Outcome, RawJob, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
 
 if TYPE_CHECKING:
@@ -84,6 +87,8 @@ class MirrorSpec:
     settings: ParityConfig
     request_id_name: str
     store: tuple[str | None, str]  # the gateway's store: `open_database`'s URL and base dir
+    routes: tuple[str, ...] = ()  # the mirrored routes (their windows)
+    refresh: tuple[float, int] = (5.0, 12)  # `WindowBook.run`'s every and full_every
 
 
 class MirrorProcessExited(Exception):
@@ -123,7 +128,7 @@ class MirrorProcess:
     def __init__(
         self,
         spec: Callable[[], MirrorSpec],
-        book: Callable[[list[Booking]], Awaitable[None]],
+        book: Callable[[Tally], None],
         lost: Callable[[str], None],
         capacity: int,
         clock: Clock,
@@ -265,9 +270,7 @@ class MirrorProcess:
         try:
             assert proc.stdout is not None
             while (payload := await read_frame(proc.stdout)) is not None:
-                bookings = self.received(payload)
-                if bookings:
-                    await self._book(bookings)
+                self._book(self.received(payload))
             code = await proc.wait()
             if self._stalled is not None:
                 raise MirrorProcessExited(
@@ -291,18 +294,16 @@ class MirrorProcess:
             for route, _, _ in held.values():
                 self._lost(route)
 
-    def received(self, payload: bytes) -> list[Booking]:
-        """The bookings of one frame from the child (their jobs are no longer held)."""
-        bookings = []
+    def received(self, payload: bytes) -> Tally:
+        """One frame from the child: what to book (its jobs are no longer held)."""
+        tally = Tally.of_wire(orjson.loads(payload))
         held = self._held
-        for number, *values in orjson.loads(payload):
+        for number in tally.done:
             job = held.pop(number, None)
             if job is not None:
                 self.held_bytes -= job[2]
-            if values:  # none: nothing to book (the candidate left the config)
-                bookings.append(Booking.of_wire(values))
         self._judge()
-        return bookings
+        return tally
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Kill a child that holds a job past `stall_after` (its outcome never came)."""
@@ -323,7 +324,8 @@ class MirrorProcess:
 
 
 class _Child:
-    """The child's state: the backends' pools, the settings, the store, the jobs in flight."""
+    """The child's state: the backends' pools, the settings, the store, the jobs in flight,
+    the routes' windows."""
 
     def __init__(self, out: asyncio.StreamWriter) -> None:
         self.out = out
@@ -335,6 +337,9 @@ class _Child:
         self.retiring: set[asyncio.Task[None]] = set()
         self.db: Database | None = None
         self.stored = 0
+        self.book: WindowBook | None = None
+        self.changed: set[str] = set()  # routes whose window a read changed: sent next
+        self.refresher: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         self.sending = asyncio.Lock()  # one batch stored and sent at a time, in order
         self.writer = asyncio.create_task(self._writer())
@@ -345,6 +350,12 @@ class _Child:
 
         old, self.upstreams = self.upstreams, {n: Upstream(b) for n, b in spec.backends.items()}
         self.spec = spec
+        if self.book is None:
+            self.book = WindowBook(self._database, spec.settings, spec.routes)
+            self.refresher = asyncio.create_task(self._refresh())
+        else:  # a reload: a resized window's rate may differ
+            self.book.configure(spec.settings, spec.routes)
+            self._read_into(*spec.routes)
         if old:  # jobs under way finish on the old pools
             task = asyncio.create_task(self._retire(old, spec.settings.mirror.timeout))
             self.retiring.add(task)
@@ -376,6 +387,25 @@ class _Child:
         self.ready.append((number, ts, outcome))
         self.wake.set()
 
+    def _read_into(self, *routes: str) -> None:
+        """`routes`' windows changed (a read of the store): their figures go in the next frame."""
+        self.changed.update(routes)
+        self.wake.set()
+
+    async def _refresh(self) -> None:
+        """The windows read what other workers stored (`WindowBook.run`), so that all agree;
+        a store that hangs or a bug costs a pass, not the process."""
+        while True:
+            spec, book = self.spec, self.book
+            assert spec is not None and book is not None
+            try:
+                await book.run(self._read_into, *spec.refresh)
+            except TimeoutError as exc:
+                self._warn(f"parity: reading the results failed ({exc or 'timed out'})")
+            except Exception:
+                log.exception("parity: reading the results failed")
+            await asyncio.sleep(spec.refresh[0])
+
     async def _writer(self) -> None:
         while True:
             await self.wake.wait()
@@ -386,20 +416,74 @@ class _Child:
             await self._send_ready()
 
     async def _send_ready(self) -> None:
-        """Store the finished results (one statement per batch) and send their outcomes."""
+        """Store the finished results (one statement per batch), book them, and send the
+        gateway the tally: the jobs done, the counts, the changed windows' figures."""
         async with self.sending:
-            while self.ready:
+            while self.ready or self.changed:
                 batch, self.ready = self.ready[:RESULTS_BATCH], self.ready[RESULTS_BATCH:]
                 ids = await self._store([(ts, *o.row) for _, ts, o in batch if o and o.row])
-                wire: list[list[Any]] = []
-                for number, _, outcome in batch:
-                    if outcome is None:
-                        wire.append([number])
-                        continue
-                    row_id = ids.pop(0) if outcome.row is not None else None
-                    wire.append([number, *outcome.booking(row_id).to_wire()])
+                tally = self._tally(batch, ids)
+                book = self.book
+                changed, self.changed = self.changed, set()
+                if book is not None:
+                    for name in changed.union(tally.routes):
+                        route = tally.route(name)
+                        route.compared, route.rate = book.compared(name), book.rate(name)
                 if not self.out.is_closing():
-                    self.out.write(frame(orjson.dumps(wire)))
+                    self.out.write(frame(orjson.dumps(tally.to_wire())))
+
+    def _tally(
+        self, batch: list[tuple[int, float, Outcome | None]], ids: list[int | None]
+    ) -> Tally:
+        """Book a batch of outcomes (`ids`: their rows' ids, in order) into the windows and a
+        tally for the gateway."""
+        tally = Tally()
+        book = self.book
+        stored = iter(ids)
+        for number, _, outcome in batch:
+            tally.done.append(number)
+            if outcome is None:  # nothing to book (the candidate left the config)
+                continue
+            route = tally.route(outcome.route)
+            if outcome.failure is not None:
+                route.failures[outcome.failure] += 1
+            if outcome.skipped is not None:
+                route.skipped[outcome.skipped] += 1
+            row_id = next(stored) if outcome.row is not None else None
+            sample = outcome.sample
+            if sample is None:
+                continue
+            if row_id is None:
+                tally.store_errors += 1  # compared, not stored: counted, windowed without an id
+            if sample.raw:
+                route.differ += 1
+            else:
+                route.same += 1
+            if book is not None:
+                book.add(outcome.route, row_id, sample)
+        return tally
+
+    def _warn(self, message: str) -> None:
+        """A store problem, logged at most once a minute."""
+        now = time.monotonic()
+        if now - self.logged >= 60.0:
+            self.logged = now
+            log.warning("%s", message)
+
+    async def _database(self) -> Database:
+        """The gateway's store, opened (and migrated) on first use; a hang is a TimeoutError."""
+        if self.db is None:
+            spec = self.spec
+            assert spec is not None
+            url, base_dir = spec.store
+            db = await bounded(open_database(url, base_dir=base_dir), STORE_TIMEOUT)
+            try:
+                await bounded(migrate(db), STORE_TIMEOUT)
+            except BaseException:
+                await db.close()
+                raise
+            self.db = db
+        return self.db
 
     async def _store(self, rows: list[tuple[Any, ...]]) -> list[int | None]:
         """Write `rows`; their ids, or None each when the store refused them (logged at most
@@ -409,17 +493,10 @@ class _Child:
         spec = self.spec
         assert spec is not None
         try:
-            if self.db is None:
-                url, base_dir = spec.store
-                self.db = await bounded(open_database(url, base_dir=base_dir), STORE_TIMEOUT)
-                await bounded(migrate(self.db), STORE_TIMEOUT)
-            db = self.db
+            db = await self._database()
             ids: list[int | None] = list(await bounded(insert_results(db, rows), STORE_TIMEOUT))
         except (StoreUnavailable, TimeoutError) as exc:
-            now = time.monotonic()
-            if now - self.logged >= 60.0:
-                self.logged = now
-                log.warning("parity: %d result(s) not stored (%s)", len(rows), exc)
+            self._warn(f"parity: {len(rows)} result(s) not stored ({exc or 'timed out'})")
             return [None] * len(rows)
         except Exception:  # a bug: this batch is lost, logged, the next one tries again
             log.exception("parity: storing results failed")
@@ -433,6 +510,8 @@ class _Child:
 
     async def close(self) -> None:
         await self.jobs.join()  # every job taken gets its outcome sent
+        if self.refresher is not None:
+            self.refresher.cancel()
         await self._send_ready()
         self.writer.cancel()
         for task in self.workers:

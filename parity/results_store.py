@@ -7,7 +7,15 @@ from typing import Any
 
 from cutover.core.db import Database
 
-__all__ = ["MIGRATION", "RESULTS_BATCH", "insert_results", "migrate", "prune"]
+__all__ = [
+    "MIGRATION",
+    "RESULTS_BATCH",
+    "insert_results",
+    "latest",
+    "migrate",
+    "prune",
+    "results_between",
+]
 
 RESULTS_BATCH = 64  # results written in one statement at most (12 parameters each)
 PRUNE_EVERY = 100  # results stored between two prunes
@@ -73,4 +81,32 @@ async def prune(db: Database, route: str, keep: int) -> None:
         " WHERE route = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
         route,
         keep,
+    )
+
+
+async def latest(
+    db: Database, route: str, limit: int, after: int | None = None, columns: str = "*"
+) -> list[dict[str, Any]]:
+    """The latest `limit` results of `route` (those above id `after` only), oldest first."""
+    newer = "" if after is None else " AND id > $3"
+    rows = await db.fetch(
+        f"SELECT {columns} FROM parity_results WHERE route = $1{newer} ORDER BY id DESC LIMIT $2",
+        route,
+        limit,
+        *(() if after is None else (after,)),
+    )
+    rows.reverse()
+    return rows
+
+
+async def results_between(
+    db: Database, route: str, low: int, high: int, columns: str
+) -> list[dict[str, Any]]:
+    """`route`'s results with ids from `low` to `high`, ascending."""
+    return await db.fetch(
+        f"SELECT {columns} FROM parity_results"
+        " WHERE route = $1 AND id >= $2 AND id <= $3 ORDER BY id",
+        route,
+        low,
+        high,
     )

@@ -15,9 +15,11 @@ a CPU over `shed_wait`) new jobs are shed and counted. The exchange (`parity.mir
 copy (marked `X-Cutover-Mirror: 1`), asks the primary once more for safe methods (its own
 noise; a field where the candidate agrees with that later reading changed in between and is
 not counted against it), compares with `parity.diff`; the result is stored
-(`parity_results`, SQLite or PostgreSQL; `parity.results_store`) and booked here: metrics and
-the per-route windows (`parity.window`). `parity_rate(route)` and `GET /admin/parity` apply
-Diffy's rule (`parity.noise`) to the latest `parity.window` results per route.
+(`parity_results`, SQLite or PostgreSQL; `parity.results_store`) and booked where it was made
+(`parity.book`): the mirror process keeps the per-route windows and sends this feature a tally
+per frame (counts to add, each window's size and rate), the own workers book into this
+feature's windows. `parity_rate(route)` and `GET /admin/parity` apply Diffy's rule
+(`parity.noise`) to the latest `parity.window` results per route.
 
 A route's `capture:` writes sampled requests to a JSONL corpus (auth headers, secret query
 parameters and configured body fields redacted) for `cutover parity run`.
@@ -50,6 +52,7 @@ from cutover.core.errors import NotFound
 from cutover.core.group_commit import GroupCommit, Overloaded
 from cutover.core.tasks import Supervised
 from cutover.parity import results_store
+from cutover.parity.book import FULL_REFRESH, REFRESH_SECONDS, Tally, WindowBook
 from cutover.parity.config import ParityConfig
 from cutover.parity.corpus import REDACTED, redact_json, redact_query, to_line
 from cutover.parity.diff import compile_pattern
@@ -64,12 +67,11 @@ from cutover.parity.mirror import (
     sample_of,
 )
 from cutover.parity.mirror_process import MirrorProcess, MirrorSpec
-from cutover.parity.noise import EndpointStats, Sample, analyse, diff_rate
+from cutover.parity.noise import EndpointStats, analyse, diff_rate
 from cutover.parity.report import endpoint_json
-from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, prune
-from cutover.parity.window import ResultWindow
+from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, latest, prune
 from cutover.proxy.host import Feature
-from cutover.proxy.metrics import MetricSet, counter, fast_inc, gauge
+from cutover.proxy.metrics import CounterSlots, MetricSet, counter, fast_inc, gauge
 from cutover.routing.canary import ParityReading
 
 if TYPE_CHECKING:
@@ -81,13 +83,8 @@ __all__ = ["MIRROR_HEADER", "ParityFeature", "RequestCopy", "Tap"]
 
 log = logging.getLogger("cutover.parity")
 
-REFRESH_SECONDS = 5.0  # how often the windows read what other workers stored (they agree)
-FULL_REFRESH = 12  # every this many refreshes a window is reloaded whole (once a minute)
-_SAMPLE_COLUMNS = "id, endpoint, fields, noise_fields"  # what a window keeps of a result
 STALL_MARGIN = 30.0  # seconds beyond its deadlines before a silent mirror process is killed
 STOP_GRACE = 2.0  # seconds the mirror process gets at shutdown to finish the jobs it holds
-BOOK_SLICE = 8  # mirror bookings taken between two turns of the loop's other work
-READ_SLICE = 64  # stored results a window read takes between two turns of the loop's work
 _CAPTURE_DROP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
      "proxy-connection", "trailer", "expect"}
@@ -302,8 +299,10 @@ class ParityFeature(Feature):
         self.metrics = ParityMetrics(gw.metrics.registry)
         self.settings: ParityConfig = ParityConfig()
         self.routes: dict[str, Route] = {}
-        # Latest comparisons per mirrored route: (store row id or None, sample).
-        self.windows: dict[str, ResultWindow] = {}
+        # The own workers' comparisons per mirrored route (`mirror.process: false`)...
+        self.book = WindowBook(self._database, self.settings)
+        # ...or what the mirror process last said of its windows: comparisons, rate.
+        self._readings: dict[str, tuple[int, float | None]] = {}
         self.queue: asyncio.Queue[MirrorJob] | None = None  # the own workers' jobs
         self.process: MirrorProcess | None = None  # or the mirror process's
         self.captures: asyncio.Queue[tuple[str, str, bytes]] | None = None
@@ -323,7 +322,11 @@ class ParityFeature(Feature):
         self._rate_at: dict[str, float] = {}
         self._rate_pending: dict[str, asyncio.TimerHandle] = {}
         # Per route, its counters' increments (the labels looked up once, not per copy).
-        self._mirrored: dict[str, tuple[Callable[..., None], ...]] = {}
+        # A route's mirror counts (queued, dropped, shed) are plain list slots (`CounterSlots`):
+        # counting a dropped copy, what most requests of a mirrored route do at a rate the
+        # mirror cannot keep up with, costs no call.
+        self._mirrored: dict[str, list[float]] = {}
+        self._mirrored_slots: list[CounterSlots] = []
         self._compared: dict[str, tuple[Callable[..., None], ...]] = {}
         self._configure(gw.config)
         gw.set_parity(self)  # the canary's parity gate reads this feature's comparisons
@@ -337,11 +340,10 @@ class ParityFeature(Feature):
         self.routes = {
             r.name: r for r in config.routes if r.mirror is not None or r.capture is not None
         }
+        for name in [n for n in self._readings if n not in self.routes]:
+            del self._readings[name]  # (a route that mirrors no more has no rate)
         for name, route in self.routes.items():
             if route.mirror is not None:
-                old = self.windows.get(name)
-                if old is None or old.size != self.settings.window:
-                    self.windows[name] = ResultWindow(self.settings.window, old or ())
                 self._mirrored_counts(name)
                 self._compared_counts(name)
             if route.capture is not None:
@@ -354,7 +356,7 @@ class ParityFeature(Feature):
         self.captures = asyncio.Queue(maxsize=self.settings.mirror.queue)
         tasks = self.gw.tasks
         self._tasks.append(tasks.start("parity-capture", self._capture_writer))
-        self._tasks.append(tasks.start("parity-refresh", self._refresh_loop))
+        self._tasks.append(tasks.start("parity-refresh", self._refresh))
         self.results = GroupCommit(
             self._write_results,
             max_batch=RESULTS_BATCH,
@@ -370,8 +372,11 @@ class ParityFeature(Feature):
         or neither (no route mirrors: no process is started for nothing)."""
         mirror = self.settings.mirror
         wanted = None
-        if any(r.mirror is not None for r in self.routes.values()):
+        mirrored = [n for n, r in self.routes.items() if r.mirror is not None]
+        if mirrored:
             wanted = "process" if mirror.process else "workers"
+        # The own workers book into this feature's windows; the mirror process into its own.
+        self.book.configure(self.settings, mirrored if wanted == "workers" else ())
         if wanted == self._mode:
             if self.process is not None:  # a reload: the child gets the new backends, rules
                 self.process.capacity = mirror.queue
@@ -428,6 +433,7 @@ class ParityFeature(Feature):
         """Every lag probe (`parity.lag.INTERVAL`): the gauges that would cost every copy or
         every request to keep exact, and a line when shedding starts."""
         lag = self.lag
+        self._fold()
         self.metrics.lag.set(lag.lag)
         self.metrics.cpu_wait.set(lag.wait)
         self.metrics.queue.set(self.depth)
@@ -463,6 +469,7 @@ class ParityFeature(Feature):
             handle.cancel()
         self._rate_pending.clear()
         await self._stop_mirror()  # before the results writer: the last outcomes are stored
+        self._fold()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await task.stop()
@@ -539,8 +546,10 @@ class ParityFeature(Feature):
             shed = self.lag.shedding
             process = self.process  # (`_full`, its common case inline)
             if shed or (process.full if process is not None else self._full()):
-                counts = self._mirrored.get(route.name) or self._mirrored_counts(route.name)
-                counts[2 if shed else 1](1)
+                try:
+                    self._mirrored[route.name][2 if shed else 1] += 1
+                except KeyError:  # (a route configured since: its slots are made once)
+                    self._mirrored_counts(route.name)[2 if shed else 1] += 1
                 return None
             return Tap(self, route.name, mirror.to, primary, body, request_id, request or copy)
         except Exception:  # the client's request never pays for a parity problem
@@ -581,9 +590,9 @@ class ParityFeature(Feature):
         self._enqueue(route, None, values)
 
     def _enqueue(self, route: str, job: MirrorJob | None, raw: RawJob | None) -> None:
-        counts = self._mirrored.get(route) or self._mirrored_counts(route)
+        counts = self._mirrored.get(route) or self._mirrored_counts(route)  # queued, dropped, shed
         if self.lag.shedding:  # the loop started lagging while the primary answered
-            counts[2](1)
+            counts[2] += 1
             return
         process = self.process
         if process is not None:
@@ -603,16 +612,27 @@ class ParityFeature(Feature):
             except asyncio.QueueFull:
                 taken = False
         # (the queue gauge is set by each lag probe, not per copy: `_probed`)
-        counts[0 if taken else 1](1)
+        counts[0 if taken else 1] += 1
 
-    def _mirrored_counts(self, route: str) -> tuple[Callable[..., None], ...]:
-        """`route`'s mirror counters (queued, dropped, shed), each an increment taken once."""
-        counts = tuple(
-            fast_inc(self.metrics.mirrored.labels(route, result))
-            for result in ("queued", "dropped", "shed")
-        )
-        self._mirrored[route] = counts
+    def _mirrored_counts(self, route: str) -> list[float]:
+        """`route`'s mirror counts (queued, dropped, shed): the slots its counters read."""
+        counts = self._mirrored.get(route)
+        if counts is None:
+            children = [
+                self.metrics.mirrored.labels(route, r) for r in ("queued", "dropped", "shed")
+            ]
+            slots = CounterSlots(children)
+            self._mirrored_slots.append(slots)
+            counts = self._mirrored[route] = slots.slots
         return counts
+
+    def _fold(self) -> None:
+        """With several workers, hand /metrics what the mirror counts gained (`CounterSlots`)."""
+        for slots in self._mirrored_slots:
+            slots.fold()
+
+    async def before_scrape(self) -> None:
+        self._fold()
 
     def _compared_counts(self, route: str) -> tuple[Callable[..., None], ...]:
         """`route`'s comparison counters (same, differ), each an increment taken once."""
@@ -633,7 +653,15 @@ class ParityFeature(Feature):
     def _spec(self) -> MirrorSpec:
         config = self.gw.config
         store = self.gw.store_location()
-        return MirrorSpec(dict(config.backends), self.settings, config.headers.request_id, store)
+        mirrored = tuple(n for n, r in self.routes.items() if r.mirror is not None)
+        return MirrorSpec(
+            dict(config.backends),
+            self.settings,
+            config.headers.request_id,
+            store,
+            mirrored,
+            (REFRESH_SECONDS, FULL_REFRESH),
+        )
 
     def _stall_after(self) -> float:
         """How long the mirror process may hold one job: its wait for a worker and its own
@@ -666,38 +694,41 @@ class ParityFeature(Feature):
                 await self._book([outcome.booking(row_id)])
             await asyncio.sleep(0)  # ready primary callbacks run before the next job
 
-    async def _book_process(self, bookings: list[Booking]) -> None:
-        """Book what the mirror process sends: it stored the rows, and a compared job without
-        a row id is a result the store refused."""
-        if lost := sum(1 for b in bookings if b.sample is not None and b.row_id is None):
-            self.metrics.store_errors.inc(lost)
-        await self._book(bookings)
+    def _book_process(self, tally: Tally) -> None:
+        """Book a frame of the mirror process's: it stored the results and windowed them
+        itself, so this is a few counts per route, whatever the number of copies."""
+        metrics = self.metrics
+        if tally.store_errors:
+            metrics.store_errors.inc(tally.store_errors)
+        for route, t in tally.routes.items():
+            for kind, n in t.failures.items():
+                metrics.failures.labels(route, kind).inc(n)
+            for reason, n in t.skipped.items():
+                metrics.skipped.labels(route, reason).inc(n)
+            if t.same or t.differ:
+                counts = self._compared.get(route) or self._compared_counts(route)
+                counts[0](t.same)
+                counts[1](t.differ)
+            if route in self.routes:
+                self._readings[route] = (t.compared, t.rate)
+                if t.rate is not None:
+                    metrics.rate.labels(route).set(t.rate)
 
     async def _book(self, bookings: list[Booking]) -> None:
-        """Count and window what mirror jobs came to, `BOOK_SLICE` at a time with the loop's
-        other work in between: a frame of the mirror process's bookings at a high rate holds
-        dozens, and the requests that arrive meanwhile should not wait for all of them."""
+        """Count and window what the own workers' jobs came to."""
         metrics = self.metrics
-        routes: set[str] = set()
-        for start in range(0, len(bookings), BOOK_SLICE):
-            if start:
-                await asyncio.sleep(0)
-            for booking in bookings[start : start + BOOK_SLICE]:
-                route = booking.route
-                if booking.failure is not None:
-                    metrics.failures.labels(route, booking.failure).inc()
-                if booking.skipped is not None:
-                    self.skip(route, booking.skipped)
-                sample = booking.sample
-                if sample is None:
-                    continue
-                window = self.windows.get(route)
-                if window is not None:
-                    window.append((booking.row_id, sample))
-                counts = self._compared.get(route) or self._compared_counts(route)
-                counts[1 if sample.raw else 0](1)
-                routes.add(route)
-        for route in routes:
+        for booking in bookings:
+            route = booking.route
+            if booking.failure is not None:
+                metrics.failures.labels(route, booking.failure).inc()
+            if booking.skipped is not None:
+                self.skip(route, booking.skipped)
+            sample = booking.sample
+            if sample is None:
+                continue
+            self.book.add(route, booking.row_id, sample)
+            counts = self._compared.get(route) or self._compared_counts(route)
+            counts[1 if sample.raw else 0](1)
             self._update_rate(route)
 
     # -- results ----------------------------------------------------------------------------
@@ -748,105 +779,14 @@ class ParityFeature(Feature):
     async def _insert_results(self, db: Database, rows: list[tuple[Any, ...]]) -> list[int]:
         return await insert_results(db, rows)
 
-    async def _rows(
-        self, route: str, after: int | None = None, columns: str = "*"
-    ) -> list[dict[str, Any]]:
-        """The latest `window` results of `route` (those above id `after` only), oldest first."""
-        db = await self._database()
-        newer = "" if after is None else " AND id > $3"
-        rows = await db.fetch(
-            f"SELECT {columns} FROM parity_results WHERE route = $1{newer}"
-            " ORDER BY id DESC LIMIT $2",
-            route,
-            self.settings.window,
-            *(() if after is None else (after,)),
-        )
-        rows.reverse()
-        return rows
+    async def _refresh(self) -> None:
+        """The own workers' windows read what other workers stored (`WindowBook.run`); the
+        mirror process reads into its own."""
+        await self.book.run(self._refreshed, REFRESH_SECONDS, FULL_REFRESH)
 
-    @staticmethod
-    def _sample(row: dict[str, Any]) -> Sample:
-        return sample_of(row["endpoint"], row["fields"], row.get("noise_fields"))
-
-    async def _rows_between(self, route: str, low: int, high: int) -> list[dict[str, Any]]:
-        """`route`'s results with ids from `low` to `high`, what a window keeps of each."""
-        db = await self._database()
-        return await db.fetch(
-            f"SELECT {_SAMPLE_COLUMNS} FROM parity_results"
-            " WHERE route = $1 AND id >= $2 AND id <= $3 ORDER BY id",
-            route,
-            low,
-            high,
-        )
-
-    async def _read_window(self, name: str, window: ResultWindow | None, full: bool) -> None:
-        """One read of `name`'s results into its window (whole, or above its `top`).
-
-        The loop's other work (the primary's requests) runs every `READ_SLICE` results:
-        - the ids come first, and only results the window does not hold are decoded (one
-          worker alone reads back only its own, booked already: decoding 1,000 again took
-          8-14 ms of the loop every `REFRESH_SECONDS`);
-        - a whole reload that finds what the window holds leaves it as it is;
-        - results are decoded, merged and a reloaded window built a slice at a time."""
-        after = None if full or window is None else window.top
-        ids = [int(r["id"]) for r in await self._rows(name, after, "id")]
-        known = window.by_id() if window is not None else {}
-        missing = [i for i in ids if i not in known]
-        if missing:
-            wanted = set(missing)
-            rows = await self._rows_between(name, missing[0], missing[-1])
-            for n, row in enumerate(rows, 1):
-                row_id = int(row["id"])
-                if row_id in wanted:
-                    known[row_id] = self._sample(row)
-                if n % READ_SLICE == 0:
-                    await asyncio.sleep(0)
-        stored = [(i, known[i]) for i in ids if i in known]  # (one pruned meanwhile is gone)
-        if not full and window is not None:
-            if not missing:  # all this worker's own: nothing to add, `top` moves on
-                window.merge(stored)
-                return
-            for n in range(0, len(stored), READ_SLICE):
-                window.merge(stored[n : n + READ_SLICE])  # ascending: own ones stay skipped
-                await asyncio.sleep(0)
-            return
-        top = max(ids, default=0)
-        window = self.windows.get(name)  # as it is now: with what this worker booked meanwhile
-        if window is not None and window.size == self.settings.window:
-            newer = [i for i in window.ids() if i is not None and i > top]
-            if window.ids() == [*(i for i, _ in stored), *newer]:
-                window.top = top  # the same results: the window stays as it is
-                return
-        fresh = ResultWindow(self.settings.window, (), top)
-        for n in range(0, len(stored), READ_SLICE):
-            for entry in stored[n : n + READ_SLICE]:
-                fresh.append(entry)
-            await asyncio.sleep(0)
-        window = self.windows.get(name)  # what this worker booked meanwhile is kept
-        for entry in window or ():
-            if entry[0] is not None and entry[0] > top:
-                fresh.append(entry)  # (above `top`: this worker's own)
-        self.windows[name] = fresh
-
-    async def _refresh_loop(self) -> None:
-        """Read into every mirrored route's window what other workers stored since the last
-        read, so that workers agree; every `FULL_REFRESH`th time, reload it whole (results
-        that were never stored leave it, a store that was swapped is read afresh)."""
-        refreshes = 0
-        while True:
-            for name, route in list(self.routes.items()):
-                if route.mirror is None:
-                    continue
-                window = self.windows.get(name)
-                full = window is None or window.top is None or refreshes % FULL_REFRESH == 0
-                try:
-                    await self._read_window(name, window, full)
-                except StoreUnavailable:
-                    break
-                self._rate_at.pop(name, None)
-                self._update_rate(name)
-            refreshes += 1
-            await asyncio.sleep(REFRESH_SECONDS)
+    def _refreshed(self, route: str) -> None:
+        self._rate_at.pop(route, None)
+        self._update_rate(route)
 
     def _update_rate(self, route: str) -> None:
         """Refresh the rate gauge at most once a second per route (the analysis costs a few
@@ -874,15 +814,16 @@ class ParityFeature(Feature):
         mirror): a promotion gate should then wait, not pass. This is what the canary
         promotion can require (`parity_rate(route) >= threshold`) before its next step.
         """
-        window = self.windows.get(route)
-        if not window or len(window) < self.settings.min_samples:
-            return None
-        return window.rate(self.settings.thresholds)
+        return self.parity_reading(route).rate
 
     def parity_reading(self, route: str) -> ParityReading:
-        """What the canary's parity gate judges: the rate, the pairs compared, the minimum."""
-        compared = len(self.windows.get(route, ()))
-        return ParityReading(self.parity_rate(route), compared, self.settings.min_samples)
+        """What the canary's parity gate judges: the rate, the pairs compared, the minimum
+        (as the mirror process last said, or of the own workers' window)."""
+        if self._mode == "process":
+            compared, rate = self._readings.get(route, (0, None))
+        else:
+            compared, rate = self.book.compared(route), self.book.rate(route)
+        return ParityReading(rate, compared, self.settings.min_samples)
 
     # -- admin --------------------------------------------------------------------------------
 
@@ -908,17 +849,20 @@ class ParityFeature(Feature):
         for name, route in self.routes.items():
             if route.mirror is None or (wanted is not None and name != wanted):
                 continue
+            rows: list[dict[str, Any]] | None = None
             try:
-                rows = await bounded(self._rows(name), STORE_TIMEOUT)
+                db = await bounded(self._database(), STORE_TIMEOUT)
+                rows = await bounded(latest(db, name, self.settings.window), STORE_TIMEOUT)
+                samples = [sample_of(r["endpoint"], r["fields"], r["noise_fields"]) for r in rows]
             except (StoreUnavailable, TimeoutError):  # down, or hanging: this worker's window
                 store = "unavailable"
-                rows = None
-            samples = (
-                [self._sample(r) for r in rows]
-                if rows is not None
-                else self.windows[name].samples()
-            )
+                window = self.book.windows.get(name)
+                samples = window.samples() if window is not None else []
             stats = analyse(samples, self.settings.thresholds)
+            compared, rate = len(samples), diff_rate(stats)
+            if rows is None and self._mode == "process":  # the window is the mirror process's
+                reading = self.parity_reading(name)
+                compared, rate = reading.compared, reading.rate
             endpoints = []
             for e in stats:
                 item = endpoint_json(e)
@@ -930,10 +874,8 @@ class ParityFeature(Feature):
                     "percent": route.mirror.percent,
                     "methods": sorted(route.mirror.methods),
                 },
-                "compared": len(samples),
-                "parity_rate": (
-                    diff_rate(stats) if len(samples) >= self.settings.min_samples else None
-                ),
+                "compared": compared,
+                "parity_rate": rate if compared >= self.settings.min_samples else None,
                 "min_samples": self.settings.min_samples,
                 "endpoints": endpoints,
             }

@@ -8,9 +8,10 @@ it, once, at start; the request path and the features then only take children an
 With several workers (`--workers N`) the parent sets PROMETHEUS_MULTIPROC_DIR and /metrics
 aggregates every worker's values; with one worker each gateway keeps its own registry.
 
-`fast_inc` and `fast_observe` reach into prometheus_client's metric children (their `_value`,
-`_sum`, `_buckets`, `_upper_bounds`) for the fast path's per-request counting; they live here
-alone, and tests/unit/proxy/test_metrics_internals.py fails if those internals change.
+`fast_inc`, `fast_observe` and `CounterSlots` reach into prometheus_client's metric children
+(their `_value`, `_sum`, `_buckets`, `_upper_bounds`) for the fast path's per-request counting;
+they live here alone, and tests/unit/proxy/test_metrics_internals.py fails if those internals
+change.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _mp
+from prometheus_client.values import MutexValue
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -205,3 +207,66 @@ def fast_observe(child: Any) -> Callable[[float], None]:
         buckets[bisect_left(bounds, amount)](1)
 
     return observe
+
+
+class _SlotValue:
+    """A counter child's value kept in a `CounterSlots` list slot (one worker): what
+    prometheus_client's `MutexValue` offers, without the lock (one thread counts)."""
+
+    __slots__ = ("_i", "_slots")
+    _multiprocess = False
+
+    def __init__(self, slots: list[float], i: int) -> None:
+        self._slots = slots
+        self._i = i
+
+    def inc(self, amount: float) -> None:
+        self._slots[self._i] += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._slots[self._i] = value
+
+    def get(self) -> float:
+        return self._slots[self._i]
+
+    def set_exemplar(self, exemplar: object) -> None:
+        """(no exemplars on these counters)"""
+
+    def get_exemplar(self) -> None:
+        return None
+
+
+class CounterSlots:
+    """Counter children counted through a plain list: `slots[i] += 1` costs no call at all
+    (the path of a request whose mirror copy is dropped: most of a mirrored route's requests
+    at a rate the mirror cannot keep up with), and the counters read the slots.
+
+    With one worker the children's values are the slots (each collection reads them: the
+    counts are exact at any time). With several (PROMETHEUS_MULTIPROC_DIR) a child's value
+    is a file that /metrics reads from every worker: `fold` adds what the slots gained since
+    its last call, and the owner calls it often and before a scrape. Counting through a
+    child's `inc` stays right in both cases."""
+
+    __slots__ = ("_folded", "_incs", "slots")
+
+    def __init__(self, children: list[Any]) -> None:
+        values = [getattr(c, "_value", None) for c in children]
+        self.slots: list[float] = [v.get() if v is not None else 0.0 for v in values]
+        self._incs: list[Callable[[float], None]] | None = None
+        self._folded: list[float] = list(self.slots)
+        if all(type(v) in (MutexValue, _SlotValue) for v in values):
+            for i, child in enumerate(children):
+                child._value = _SlotValue(self.slots, i)
+        else:  # a multiprocess value (or internals that changed): folded into `inc`
+            self._incs = [fast_inc(c) for c in children]
+
+    def fold(self) -> None:
+        """Hand the counters what the slots gained (several workers; else nothing to do)."""
+        incs = self._incs
+        if incs is None:
+            return
+        folded = self._folded
+        for i, now in enumerate(self.slots):
+            if now != folded[i]:
+                incs[i](now - folded[i])
+                folded[i] = now

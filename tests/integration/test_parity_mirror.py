@@ -6,7 +6,6 @@ is taken there) and by aiohttp alone."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import re
 import uuid
@@ -102,6 +101,11 @@ async def start(started: list[Gateway], data: dict[str, Any], source: str = "t.y
 def feature(gw: Gateway) -> ParityFeature:
     (found,) = [f for f in gw.features if isinstance(f, ParityFeature)]
     return found
+
+
+def compared(parity: ParityFeature, route: str = "default") -> int:
+    """The comparisons in `route`'s window (the mirror process's, or the own workers')."""
+    return parity.parity_reading(route).compared
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:
@@ -344,7 +348,7 @@ async def check_results(gw: Gateway, alerts: int = 8) -> None:
         )
     )
     parity = feature(gw)
-    await wait_for(lambda: len(parity.windows["default"]) == alerts)
+    await wait_for(lambda: compared(parity) == alerts)
     assert parity.parity_rate("default") == 0.0  # every mirrored alert differs
     assert parity.parity_rate("nope") is None
     assert metric(gw, "cutover_parity_mirror_skipped_total", route="default", reason="method") == 1
@@ -394,7 +398,7 @@ async def test_mirrored_pairs_are_compared_stored_and_reported(
         await gw.close()
         gateways.remove(gw)
         again = await start(gateways, data)
-        await wait_for(lambda: len(feature(again).windows["default"]) == 8)
+        await wait_for(lambda: compared(feature(again)) == 8)
         assert feature(again).parity_rate("default") == 0.0
 
 
@@ -406,11 +410,11 @@ async def test_identical_candidate_has_full_parity(tmp_path: Path, gateways: lis
         async with aiohttp.ClientSession() as session:
             for i in range(1, 5):
                 await fetch(session, f"{gw.url}/alerts/{i}")
-            await wait_for(lambda: len(parity.windows["default"]) == 4)
+            await wait_for(lambda: compared(parity) == 4)
             assert parity.parity_rate("default") is None  # under min_samples
             for _ in range(4):
                 await fetch(session, f"{gw.url}/history?limit=3")
-        await wait_for(lambda: len(parity.windows["default"]) == 8)
+        await wait_for(lambda: compared(parity) == 8)
         assert parity.parity_rate("default") == 1.0  # only noise differed
 
 
@@ -531,7 +535,7 @@ async def test_candidate_down_is_counted_and_reported_as_status(
                            kind="connect") == 3
         )  # fmt: skip
         parity = feature(gw)
-        await wait_for(lambda: len(parity.windows["default"]) == 3)
+        await wait_for(lambda: compared(parity) == 3)
         assert parity.parity_rate("default") == 0.0
         _, report = await admin(gw)
         (endpoint,) = report["routes"]["default"]["endpoints"]
@@ -573,6 +577,8 @@ async def test_compat_requests_are_captured_as_sent_and_not_mirrored(
                 }
             ],
             "compat": {"profile": "builtin:alert-history"},
+            # exact counts: a busy machine must not shed the one copy (as `config_for`)
+            "parity": {"mirror": {"shed_lag": "off", "shed_wait": "off"}},
         }
         gw = await start(gateways, data)
         async with aiohttp.ClientSession() as session:
@@ -609,7 +615,8 @@ async def test_results_finished_together_are_written_in_one_statement(
     tmp_path: Path, gateways: list[Gateway]
 ) -> None:
     async with samples() as (primary, candidate):
-        data = config_for(primary, candidate, tmp_path, parity={"mirror": {"workers": 8}})
+        mirror = {"workers": 8, "process": False}  # the gateway's own results writer
+        data = config_for(primary, candidate, tmp_path, parity={"mirror": mirror})
         gw = await start(gateways, data)
         parity = feature(gw)
         assert parity.results is not None
@@ -619,9 +626,9 @@ async def test_results_finished_together_are_written_in_one_statement(
                 assert (await fetch(session, f"{gw.url}/alerts/{i + 1}"))[0] == 200
             await wait_for(lambda: len(candidate.seen) == 8)
             candidate.gate.set()
-            await wait_for(lambda: len(parity.windows["default"]) == 8)
-        assert parity.results.batches < 8  # several results shared a statement
-        ids = [i for i, _ in parity.windows["default"]]
+            await wait_for(lambda: compared(parity) == 8)
+        assert 0 < parity.results.batches < 8  # several results shared a statement
+        ids = [i for i, _ in parity.book.windows["default"]]
         assert None not in ids and len(set(ids)) == 8
         db = await open_database(f"sqlite://{tmp_path}/state.db")
         try:
@@ -630,11 +637,13 @@ async def test_results_finished_together_are_written_in_one_statement(
             await db.close()
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
 async def test_a_store_that_refuses_costs_results_not_answers(
-    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch, process: bool
 ) -> None:
     """PostgreSQL goes away: results are counted as not stored, the primary's answers and the
-    writer carry on, and once the store is back results are written again."""
+    writer (the mirror process's, or the gateway's) carry on, and once the store is back
+    results are written again."""
     # The window is read as this worker booked it: no reload from the store in between (one
     # would leave out the results without a row id).
     monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 3600.0)
@@ -643,7 +652,7 @@ async def test_a_store_that_refuses_costs_results_not_answers(
     relay = await TcpRelay().start()
     try:
         async with samples() as (primary, candidate):
-            data = config_for(primary, candidate, tmp_path)
+            data = config_for(primary, candidate, tmp_path, parity={"mirror": {"process": process}})
             data["storage"] = (
                 f"postgresql://postgres@127.0.0.1:{relay.port}/test?search_path={schema}"
             )
@@ -652,61 +661,72 @@ async def test_a_store_that_refuses_costs_results_not_answers(
             async with aiohttp.ClientSession() as session:
                 for i in range(3):
                     assert (await fetch(session, f"{gw.url}/alerts/{i + 1}"))[0] == 200
-                await wait_for(lambda: len(parity.windows["default"]) == 3)
+                await wait_for(lambda: compared(parity) == 3)
                 await relay.stop()
                 for i in range(3):
                     assert (await fetch(session, f"{gw.url}/alerts/{i + 4}"))[0] == 200
                 await wait_for(lambda: metric(gw, "cutover_parity_store_errors_total") == 3)
                 # still compared and counted in this worker's window, without a row id
-                assert [i is None for i, _ in parity.windows["default"]] == [False] * 3 + [True] * 3
+                assert compared(parity) == 6
+                if not process:
+                    ids = [i is None for i, _ in parity.book.windows["default"]]
+                    assert ids == [False] * 3 + [True] * 3
                 await relay.start()  # the same port: the store is back
                 for i in range(2):
                     assert (await fetch(session, f"{gw.url}/alerts/{i + 7}"))[0] == 200
-                await wait_for(lambda: len(parity.windows["default"]) == 8, deadline=30)
+                await wait_for(lambda: compared(parity) == 8, deadline=30)
             assert await db.fetchval("SELECT COUNT(*) FROM parity_results") == 5
-            await wait_for(lambda: parity.in_flight().get("results.queued") == 0)
+            if not process:
+                await wait_for(lambda: parity.in_flight().get("results.queued") == 0)
     finally:
         await relay.stop()
         await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await db.close()
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
 async def test_workers_sharing_a_store_read_each_others_results_once(
-    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch, process: bool
 ) -> None:
-    """Two workers on one store: each window takes the other's results from its reads (only
-    what is new each time, never its own twice), and both agree on the rate."""
-    monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 0.1)
+    """Two workers on one store: each window (the mirror process's, or the gateway's own)
+    takes the other's results from its reads (only what is new each time, never its own
+    twice), and both agree on the rate."""
+    monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 0.1)  # (the child's too)
     monkeypatch.setattr("cutover.parity.shadow.FULL_REFRESH", 10**6)  # after the first read
     async with samples() as (primary, candidate):
-        data = config_for(primary, candidate, tmp_path)
+        settings = {"min_samples": 1, "mirror": {"process": process}}
+        data = config_for(primary, candidate, tmp_path, parity=settings)
         a, b = await start(gateways, data), await start(gateways, data)
         fa, fb = feature(a), feature(b)
         reads: list[int | None] = []
-        rows = fa._rows
+        rows = fa.book._rows
 
         async def spy(route: str, after: int | None = None, columns: str = "*") -> list[Any]:
             reads.append(after)
             return await rows(route, after, columns)
 
-        fa._rows = spy  # type: ignore[method-assign]
-        await wait_for(lambda: all(f.windows["default"].top is not None for f in (fa, fb)))
+        fa.book._rows = spy  # type: ignore[method-assign]
+        if not process:
+            await wait_for(lambda: all(f.book.windows["default"].top is not None for f in (fa, fb)))
         async with aiohttp.ClientSession() as session:
             for i in range(3):
                 assert (await fetch(session, f"{a.url}/alerts/{i + 1}"))[0] == 200
             for _ in range(2):
                 assert (await fetch(session, f"{b.url}/history"))[0] == 200
-            await wait_for(lambda: len(fa.windows["default"]) == 5 == len(fb.windows["default"]))
+            await wait_for(lambda: compared(fa) == 5 == compared(fb))
             for i in range(2):
                 assert (await fetch(session, f"{a.url}/alerts/{i + 4}"))[0] == 200
-            await wait_for(lambda: len(fa.windows["default"]) == 7 == len(fb.windows["default"]))
+            await wait_for(lambda: compared(fa) == 7 == compared(fb))
         await asyncio.sleep(0.5)  # several more reads: nothing is added twice
+        assert compared(fa) == 7 == compared(fb)
+        rate = fa.parity_rate("default")
+        assert rate is not None and rate == fb.parity_rate("default")
+        if process:
+            return
         for f in (fa, fb):
-            ids = [i for i, _ in f.windows["default"]]
+            ids = [i for i, _ in f.book.windows["default"]]
             assert len(ids) == 7 and len(set(ids)) == 7 and None not in ids
-        assert sorted(i for i, _ in fa.windows["default"]) == sorted(
-            i for i, _ in fb.windows["default"]
+        assert sorted(i for i, _ in fa.book.windows["default"]) == sorted(
+            i for i, _ in fb.book.windows["default"]
         )
-        fa.settings = fb.settings = dataclasses.replace(fa.settings, min_samples=1)
-        assert fa.parity_rate("default") == fb.parity_rate("default")
         assert len(reads) > 5 and all(after is not None for after in reads[1:])  # only what's new

@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,8 +22,9 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from cutover.core.db import open_database
+from cutover.parity.book import RouteTally, Tally
 from cutover.parity.config import MirrorSettings, ParityConfig
-from cutover.parity.mirror import Booking, MirrorJob, RawJob
+from cutover.parity.mirror import MirrorJob, RawJob
 from cutover.parity.mirror_process import (
     NICE,
     SEND_EVERY,
@@ -32,14 +34,20 @@ from cutover.parity.mirror_process import (
     frame,
     read_frame,
 )
-from cutover.parity.noise import Sample as NoiseSample
-from cutover.parity.shadow import BOOK_SLICE
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
+from cutover.routing.canary import ParityReading
 from tests.conftest import wait_for
 from tests.fuzzing import fuzz, text
 from tests.integration.parity_samples import Sample, samples
-from tests.integration.test_parity_mirror import config_for, feature, gateways, metric, start
+from tests.integration.test_parity_mirror import (
+    compared,
+    config_for,
+    feature,
+    gateways,
+    metric,
+    start,
+)
 
 __all__ = ["gateways"]  # the fixture, used by name
 
@@ -56,7 +64,7 @@ def spec(primary: Sample, candidate: Sample, store: str, **mirror: object) -> Mi
     data = config_for(primary, candidate, Path("/nonexistent"))
     config = parse_config(data, "t.yaml")
     settings = ParityConfig(mirror=MirrorSettings(**mirror))  # type: ignore[arg-type]
-    return MirrorSpec(dict(config.backends), settings, "X-Request-ID", (store, "."))
+    return MirrorSpec(dict(config.backends), settings, "X-Request-ID", (store, "."), ("default",))
 
 
 @asynccontextmanager
@@ -78,16 +86,24 @@ def send(proc: asyncio.subprocess.Process, message: tuple[object, ...]) -> None:
     proc.stdin.write(frame(pickle.dumps(message)))
 
 
-async def outcomes(proc: asyncio.subprocess.Process, count: int) -> dict[int, list[object]]:
-    """The next `count` outcomes the child sends (as `Booking` wire values), by job number."""
+async def tallies(proc: asyncio.subprocess.Process, count: int) -> Tally:
+    """What the child sends until `count` more jobs are done: the frames' tallies summed (the
+    window figures as the last frame gave them)."""
     assert proc.stdout is not None
-    got: dict[int, list[object]] = {}
-    while len(got) < count:
+    total = Tally()
+    while len(total.done) < count:
         payload = await asyncio.wait_for(read_frame(proc.stdout), 30)
         assert payload is not None, "the child closed its pipe early"
-        for number, *values in orjson.loads(payload):
-            got[number] = values
-    return got
+        tally = Tally.of_wire(orjson.loads(payload))
+        total.done += tally.done
+        total.store_errors += tally.store_errors
+        for name, t in tally.routes.items():
+            into = total.route(name)
+            into.same, into.differ = into.same + t.same, into.differ + t.differ
+            into.failures.update(t.failures)
+            into.skipped.update(t.skipped)
+            into.compared, into.rate = t.compared, t.rate
+    return total
 
 
 async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_path: Path) -> None:
@@ -99,17 +115,11 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
         send(
             proc, ("job", 3, 1.0, job("default", "gone", "/alerts/1").to_wire())
         )  # left the config
-        got = await outcomes(proc, 4)
-        assert got[3] == []  # done, nothing to book
-        bookings = {i: Booking.of_wire(got[i]) for i in range(3)}
-        for booking in bookings.values():
-            assert booking.route == "default" and booking.failure is None
-            assert booking.skipped is None and booking.row_id is not None
-            sample = booking.sample
-            assert sample is not None and sample.endpoint == "GET /alerts/{id}"
-            assert {"$.alertname", "$.alert_name", "$.count"} <= set(sample.raw)  # planted
-            assert sample.noise is not None  # the primary asked again: its own noise
-            assert {"$.generated_at", "$.request_id"} <= sample.noise
+        got = await tallies(proc, 4)
+        assert sorted(got.done) == [0, 1, 2, 3]  # 3: done, nothing to book
+        assert list(got.routes) == ["default"] and got.store_errors == 0
+        # booked by the child: all three differ (planted), in its window, under min_samples
+        assert got.routes["default"] == RouteTally(0, 3, compared=3, rate=None)
         # the copies were marked and carried the request's own id; noise requests went to python
         assert [h["X-Cutover-Mirror"] for h in candidate.seen] == ["1"] * 3
         assert {h["X-Request-ID"] for h in candidate.seen} == {"rid-1"}
@@ -123,19 +133,16 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
         rows = await db.fetch("SELECT * FROM parity_results ORDER BY id")
     finally:
         await db.close()
-    by_id = {r["id"]: r for r in rows}
-    assert sorted(by_id) == sorted(b.row_id for b in bookings.values())  # type: ignore[type-var]
-    for i, booking in bookings.items():
-        row = by_id[booking.row_id]
+    assert sorted(r["path"] for r in rows) == [f"/alerts/{i + 1}" for i in range(3)]
+    for row in rows:
         assert row["ts"] == 1.0  # the gateway's time of the copy, not the child's
-        assert (row["route"], row["endpoint"], row["method"], row["path"]) == (
-            "default", "GET /alerts/{id}", "GET", f"/alerts/{i + 1}")  # fmt: skip
+        assert (row["route"], row["endpoint"], row["method"]) == (
+            "default", "GET /alerts/{id}", "GET")  # fmt: skip
         assert (row["primary_backend"], row["candidate_backend"]) == ("python", "go")
         assert (row["primary_status"], row["candidate_status"]) == (200, 200)
-        sample = booking.sample
-        assert sample is not None and sample.noise is not None
-        assert orjson.loads(row["fields"]) == sample.raw  # the window's view is the row's
-        assert set(orjson.loads(row["noise_fields"])) == sample.noise
+        assert {"$.alertname", "$.alert_name", "$.count"} <= set(orjson.loads(row["fields"]))
+        # the primary was asked again: its own noise
+        assert {"$.generated_at", "$.request_id"} <= set(orjson.loads(row["noise_fields"]))
 
 
 async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path: Path) -> None:
@@ -145,17 +152,16 @@ async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path
         send(proc, ("spec", spec(primary, candidate, store)))
         for i in range(2):
             send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
-        got = await outcomes(proc, 2)
-        for values in got.values():
-            booking = Booking.of_wire(values)  # type: ignore[arg-type]
-            assert booking.sample is not None and booking.row_id is None  # compared, not stored
+        got = await tallies(proc, 2)
+        assert got.store_errors == 2  # compared, not stored: counted, and windowed
+        assert got.routes["default"] == RouteTally(0, 2, compared=2, rate=None)
 
 
 async def test_the_child_runs_below_the_gateways_priority(tmp_path: Path) -> None:
     async with samples() as (primary, candidate), child() as proc:
         send(proc, ("spec", spec(primary, candidate, f"sqlite://{tmp_path}/s.db")))
         send(proc, ("job", 0, 1.0, job("default", "go", "/alerts/1").to_wire()))
-        await outcomes(proc, 1)  # it is up
+        await tallies(proc, 1)  # it is up
         ours = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(ours + NICE, 19)
 
@@ -171,8 +177,8 @@ async def test_at_eof_a_hung_candidates_jobs_end_with_the_mirror_timeout(tmp_pat
             send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
         assert proc.stdin is not None
         proc.stdin.close()
-        got = await outcomes(proc, 4)
-        assert {Booking.of_wire(v).failure for v in got.values()} == {"timeout"}  # type: ignore[arg-type]
+        got = await tallies(proc, 4)
+        assert got.routes["default"].failures == {"timeout": 4}
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
@@ -204,7 +210,8 @@ async def test_a_reload_sends_the_child_the_new_candidate(
             async with http.get(gw.url + "/alerts/3") as resp:
                 assert resp.status == 200
             await wait_for(lambda: len(other.seen) == 2)
-        await wait_for(lambda: len(parity.windows["default"]) == 3)
+        # the own workers' window: the store's two results, then its own
+        await wait_for(lambda: compared(parity) == 3)
         assert parity.depth == 0
 
 
@@ -235,7 +242,7 @@ async def test_outcomes_that_finish_close_together_go_back_in_one_frame() -> Non
             await asyncio.sleep(0.001)
         await wait_for(lambda: bool(frames), interval=0.001)
         await asyncio.sleep(2 * SEND_EVERY)
-        assert [orjson.loads(f[4:]) for f in frames] == [[[0], [1], [2]]]
+        assert [orjson.loads(f[4:]) for f in frames] == [[[0, 1, 2], {}, 0]]
     finally:
         child.writer.cancel()
 
@@ -312,37 +319,37 @@ async def test_the_child_takes_a_raw_copy_and_decodes_its_headers(tmp_path: Path
     async with samples() as (primary, candidate), child() as proc:
         send(proc, ("spec", spec(primary, candidate, store, noise=False)))
         send(proc, ("raw", 0, 1.0, raw))
-        got = await outcomes(proc, 1)
-        booking = Booking.of_wire(got[0])  # type: ignore[arg-type]
-        assert booking.failure is None and booking.row_id is not None
-        assert booking.sample is not None and booking.sample.endpoint == "GET /alerts/{id}"
-        assert {"$.alertname", "$.alert_name"} <= set(booking.sample.raw)
+        got = await tallies(proc, 1)
+        assert got.routes["default"] == RouteTally(0, 1, compared=1) and not got.store_errors
         (seen,) = candidate.seen
         assert seen["X-Note"] == "café"
         assert seen["X-Request-ID"] == "rid-raw" and seen["X-Cutover-Mirror"] == "1"
         assert seen["X-Forwarded-Host"] == "example.test"
 
 
-_sample = st.builds(
-    NoiseSample,
-    endpoint=_text,
-    raw=st.dictionaries(_text, st.sampled_from(["missing", "extra", "type", "value"])),
-    noise=st.one_of(st.none(), st.frozensets(_text)),
+_count = st.integers(0, 2**31)
+_route_tally = st.builds(
+    RouteTally,
+    same=_count,
+    differ=_count,
+    failures=st.dictionaries(st.sampled_from(["connect", "timeout", "error"]), _count),
+    skipped=st.dictionaries(_text, _count),
+    compared=_count,
+    rate=st.one_of(st.none(), st.floats(0.0, 1.0)),
 )
 
 
 @given(
-    sample=st.one_of(st.none(), _sample),
-    row_id=st.one_of(st.none(), st.integers(1, 2**62)),
-    failure=st.sampled_from([None, "connect", "timeout", "error"]),
+    done=st.lists(st.integers(0, 2**62)),
+    routes=st.dictionaries(_text, _route_tally),
+    store_errors=_count,
 )
 @fuzz(200)
-def test_a_booking_crosses_the_pipe_unchanged(
-    sample: NoiseSample | None, row_id: int | None, failure: str | None
+def test_a_tally_crosses_the_pipe_unchanged(
+    done: list[int], routes: dict[str, RouteTally], store_errors: int
 ) -> None:
-    skipped = "response_too_large" if sample is None else None
-    booking = Booking("r", failure, skipped, row_id if sample is not None else None, sample)
-    assert Booking.of_wire(orjson.loads(orjson.dumps(booking.to_wire()))) == booking
+    tally = Tally(done, routes, store_errors)
+    assert Tally.of_wire(orjson.loads(orjson.dumps(tally.to_wire()))) == tally
 
 
 async def test_the_bytes_the_child_holds_are_bounded(
@@ -371,7 +378,7 @@ async def test_the_bytes_the_child_holds_are_bounded(
             dropped = {"route": "default", "result": "dropped"}
             assert gw.metrics.registry.get_sample_value(name, dropped) == 4.0
             candidate.gate.set()
-        await wait_for(lambda: len(parity.windows["default"]) == 2, deadline=30)
+        await wait_for(lambda: compared(parity) == 2, deadline=30)
         assert process.in_flight == 0 and process.held_bytes == 0
 
 
@@ -398,43 +405,55 @@ async def test_copies_submitted_together_reach_the_child_in_one_write(
         for i in range(5):
             assert process.submit(job("default", "go", f"/alerts/{i + 1}"), 1.0)
         assert writes == [] and process.in_flight == 5  # gathered, not yet written
-        await wait_for(lambda: len(parity.windows["default"]) == 5)
+        await wait_for(lambda: compared(parity) == 5)
         assert len(writes) == 1
         assert writes[0].count(b"/alerts/") == 5
         assert process.in_flight == 0 and process.held_bytes == 0
 
 
-async def test_a_frame_of_bookings_is_booked_a_slice_at_a_time(
+async def test_a_frame_is_booked_as_its_tally_says_in_calls_per_route(
     tmp_path: Path, gateways: list[Gateway]
 ) -> None:
-    """Dozens of bookings arrive together at a high rate: the loop's other work (the primary's
-    requests) runs between slices of `BOOK_SLICE`, not after all of them."""
+    """The child books the outcomes; the gateway adds a frame's counts and takes its window
+    figures. What that costs its loop depends on the routes in the frame, not on the copies:
+    500 comparisons are booked in the calls that 5 are."""
     async with samples() as (primary, candidate):
         gw = await start(gateways, config_for(primary, candidate, tmp_path))
         parity = feature(gw)
-        window = parity.windows["default"]
-        sample = NoiseSample("GET /alerts/{id}", {}, frozenset())
-        bookings = [Booking("default", None, None, None, sample) for _ in range(5 * BOOK_SLICE)]
-        seen: list[int] = []
 
-        async def probe() -> None:  # another callback of the loop, as a request's would be
-            while True:
-                seen.append(len(window))
-                await asyncio.sleep(0)
+        def tally(n: int) -> Tally:
+            route = RouteTally(3 * n, 2 * n, Counter(timeout=n), Counter(response_too_large=n),
+                               compared=5 * n, rate=0.25)  # fmt: skip
+            gone = RouteTally(n, 0, compared=n, rate=1.0)  # a route that mirrors no more
+            return Tally([], {"default": route, "gone": gone}, store_errors=n)
 
-        before = len(window)
-        prober = asyncio.create_task(probe())
-        await asyncio.sleep(0)
-        try:
-            await parity._book(bookings)
-        finally:
-            prober.cancel()
-        assert len(window) == before + 5 * BOOK_SLICE
-        between = sorted({n - before for n in seen} - {0, 5 * BOOK_SLICE})
-        assert between == [BOOK_SLICE * k for k in range(1, 5)]
-        assert metric(gw, "cutover_parity_comparisons_total", route="default", result="same") >= (
-            5 * BOOK_SLICE
-        )
+        def booked(n: int) -> int:
+            calls = 0
+
+            def profile(frame: object, event: str, arg: object) -> None:
+                nonlocal calls
+                calls += event in ("call", "c_call")
+
+            sys.setprofile(profile)
+            try:
+                parity._book_process(tally(n))
+            finally:
+                sys.setprofile(None)
+            return calls
+
+        booked(1)  # (the first frame of a route looks its counters up)
+        assert booked(5) == booked(500)
+        comparisons = "cutover_parity_comparisons_total"
+        assert metric(gw, comparisons, route="default", result="same") == 3 * 506
+        assert metric(gw, comparisons, route="default", result="differ") == 2 * 506
+        failures = "cutover_parity_mirror_failures_total"
+        assert metric(gw, failures, route="default", kind="timeout") == 506
+        skipped = "cutover_parity_mirror_skipped_total"
+        assert metric(gw, skipped, route="default", reason="response_too_large") == 506
+        assert metric(gw, "cutover_parity_store_errors_total") == 506
+        assert parity.parity_reading("default") == ParityReading(0.25, 2500, 20)
+        assert metric(gw, "cutover_parity_rate", route="default") == 0.25
+        assert parity.parity_reading("gone") == ParityReading(None, 0, 20)
 
 
 def judged(process: MirrorProcess) -> bool:

@@ -170,6 +170,41 @@ async def test_two_workers_share_the_port(backends, gateway_process) -> None:
     assert await asyncio.to_thread(gp.proc.wait, 30) == 0
 
 
+async def test_two_workers_mirror_counts_add_up_in_metrics(
+    backends, gateway_process, tmp_path
+) -> None:
+    """Each worker counts its mirror copies in plain slots (`CounterSlots`); with two workers
+    /metrics reads files, so the slots are folded into them: every request is counted once,
+    queued, dropped or shed, whichever worker served it."""
+    python, go = await backends("python"), await backends("go")
+    route = {"mirror": {"to": "go", "percent": 100}}
+    parity = {"mirror": {"queue": 1}}  # most copies find the mirror full: dropped
+    config = gateway_config({"python": python.url, "go": go.url}, route=route, parity=parity,
+                            storage=f"sqlite://{tmp_path}/state.db")  # fmt: skip
+    gp = await gateway_process(config, workers=2).ready()
+    sent = 120
+    async with aiohttp.ClientSession() as s:
+        for _ in range(sent):
+            async with s.get(gp.url + "/w") as r:
+                assert r.status == 200
+        counts: dict[str, float] = {}
+        for _ in range(200):
+            async with s.get(gp.url + "/metrics") as r:
+                metrics = await r.text()
+            counts = {
+                line.split('result="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith("cutover_parity_mirror_requests_total{")
+            }
+            if sum(counts.values()) >= sent:
+                break
+            await asyncio.sleep(0.05)
+    assert sum(counts.values()) == sent, counts
+    assert counts.get("dropped", 0) > 0 and counts.get("queued", 0) > 0, counts
+    gp.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(gp.proc.wait, 30) == 0
+
+
 async def test_50mib_streams_both_ways_with_bounded_memory(backends, gateway_process) -> None:
     go = await backends("go")
     gp = await gateway_process(

@@ -366,7 +366,7 @@ async def test_parity_mirror(tmp_path, started, monkeypatch, caplog) -> None:
             await assert_restarted(gw, "parity-mirror-0", caplog)
             async with http.get(gw.url + "/alerts/2") as resp:
                 assert resp.status == 200
-        await wait_for(lambda: len(feature.windows.get("default", ())) == 1)  # compared
+        await wait_for(lambda: feature.parity_reading("default").compared == 1)  # compared
 
 
 async def test_parity_mirror_process(tmp_path, started, caplog) -> None:
@@ -395,7 +395,7 @@ async def test_parity_mirror_process(tmp_path, started, caplog) -> None:
             await wait_for(lambda: process.pid not in (None, first), deadline=30)
             async with http.get(gw.url + "/alerts/2") as resp:
                 assert resp.status == 200
-        await wait_for(lambda: len(feature.windows.get("default", ())) == 1, deadline=30)
+        await wait_for(lambda: feature.parity_reading("default").compared == 1, deadline=30)
         assert feature.in_flight()["mirror.process"] == 0
         with pytest.raises(ProcessLookupError):
             os.kill(first, 0)  # the killed child was reaped, not left a zombie
@@ -417,7 +417,7 @@ async def test_a_stopped_mirror_process_is_killed_and_started_again(
         async with aiohttp.ClientSession() as http:
             async with http.get(gw.url + "/alerts/1") as resp:  # the child is up and answers
                 assert resp.status == 200
-            await wait_for(lambda: len(feature.windows.get("default", ())) == 1, deadline=30)
+            await wait_for(lambda: feature.parity_reading("default").compared == 1, deadline=30)
             os.kill(first, signal.SIGSTOP)
             try:
                 for i in range(3):
@@ -442,7 +442,7 @@ async def test_a_stopped_mirror_process_is_killed_and_started_again(
             await wait_for(lambda: process.pid not in (None, first), deadline=30)
             async with http.get(gw.url + "/alerts/5") as resp:
                 assert resp.status == 200
-        await wait_for(lambda: len(feature.windows.get("default", ())) == 2, deadline=30)
+        await wait_for(lambda: feature.parity_reading("default").compared == 2, deadline=30)
         assert process.in_flight == 0
 
 
@@ -463,7 +463,9 @@ async def test_parity_results(tmp_path, started, monkeypatch, caplog) -> None:
                 assert resp.status == 200
         errors = "cutover_parity_store_errors_total"
         await wait_for(lambda: gw.metrics.registry.get_sample_value(errors) == 1.0)  # the bug's
-        await wait_for(lambda: any(i is not None for i, _ in feature.windows.get("default", ())))
+        await wait_for(
+            lambda: any(i is not None for i, _ in feature.book.windows.get("default", ()))
+        )
         stored = await (await feature._database()).fetch("SELECT path FROM parity_results")
         assert [r["path"] for r in stored] == ["/alerts/2"]
 
@@ -484,15 +486,16 @@ async def test_parity_capture(tmp_path, started, monkeypatch, caplog) -> None:
 
 
 async def test_parity_refresh(tmp_path, started, monkeypatch, caplog) -> None:
+    """The own workers' window reads (the mirror process reads into its own)."""
     monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 0.2)
     async with samples() as (primary, candidate):
-        data = config_for(primary, candidate, tmp_path)
+        data = config_for(primary, candidate, tmp_path, parity={"mirror": {"process": False}})
         a, b = await launch(started, data), await launch(started, data)
-        Fault(monkeypatch, parity_feature(a), "_rows")
+        Fault(monkeypatch, parity_feature(a).book, "_rows")
         await assert_restarted(a, "parity-refresh", caplog)
         async with aiohttp.ClientSession() as http, http.get(b.url + "/alerts/3") as resp:
             assert resp.status == 200  # compared and stored by the other worker
-        await wait_for(lambda: len(parity_feature(a).windows.get("default", ())) == 1)
+        await wait_for(lambda: parity_feature(a).parity_reading("default").compared == 1)
 
 
 async def test_parity_lag(tmp_path, started, monkeypatch, caplog) -> None:
@@ -505,7 +508,7 @@ async def test_parity_lag(tmp_path, started, monkeypatch, caplog) -> None:
         await wait_for(lambda: feature.lag.probes > probes)  # probing again after the restart
         async with aiohttp.ClientSession() as http, http.get(gw.url + "/alerts/1") as resp:
             assert resp.status == 200
-        await wait_for(lambda: len(feature.windows.get("default", ())) == 1)  # still mirrored
+        await wait_for(lambda: feature.parity_reading("default").compared == 1)  # still mirrored
 
 
 # -- publishing ----------------------------------------------------------------------------------
