@@ -19,9 +19,9 @@ batches of `--copies`, in µs per copy:
 - `sample, mirror full`: the sampling of a request whose mirror holds `mirror.queue` jobs
   already (no tap: the copy is counted as dropped at once), what most requests cost the
   mirror at a rate the mirror process cannot keep up with;
-- `book/1`, `book/8`, `book/40`: taking one frame of the child's bookings apart (1, 8 or 40
-  per frame: 40 is what 4,000 copies/s gather in `SEND_EVERY`) and booking them
-  (`ParityFeature._book_process`: metrics, windows);
+- `book/1`, `book/8`, `book/40`: taking one frame of the child's apart (1, 8 or 40 outcomes
+  per frame: 40 is what 4,000 copies/s gather in `SEND_EVERY`) and booking its tally
+  (`ParityFeature._book_process`: the counts, the window's figures; the child windowed them);
 - `read+book/1`, `/10`, `/25`: the gateway thread's CPU time per outcome while
   `MirrorProcess.run` reads 2,000 outcomes from a child that sends them 1, 10 or 25 to a frame,
   0.5 ms apart (every frame a wake-up of the loop), and books them.
@@ -48,9 +48,8 @@ import orjson
 import uvloop
 
 from cutover.bench.mirror_cost import alert_json
-from cutover.parity.mirror import Booking
+from cutover.parity.book import RouteTally, Tally
 from cutover.parity.mirror_process import MirrorProcess, frame
-from cutover.parity.noise import Sample
 from cutover.parity.shadow import ParityFeature
 from cutover.proxy.config import parse_config
 from cutover.proxy.server import Gateway
@@ -101,6 +100,7 @@ class SinkProcess(MirrorProcess):
     def forget(self) -> None:
         """No outcome ever comes back: let go of what the sink was handed."""
         self._held.clear()
+        self._gathered.clear()
         self.held_bytes = 0
         self._judge()
 
@@ -140,7 +140,8 @@ class SourceProcess(MirrorProcess):
         self._proc, self.pid = proc, proc.pid
         now = self.clock.monotonic()
         for n in range(frames * per_frame):
-            self._held[n] = ("default", now, 2000)
+            self._held[n] = ("default", 2000)
+        self._gathered.append((0, now))
         self.held_bytes = 2000 * frames * per_frame
         self.close()  # the child ends when it has sent them all: not an exit to complain of
 
@@ -197,19 +198,10 @@ async def best(
 
 
 def outcome_frame(first: int, count: int) -> bytes:
-    """A frame as the child sends it: the bookings of `count` compared jobs (stored, with
-    their row ids)."""
-    sample = Sample(
-        "GET /alerts/{id}.json",
-        {"alerts[2].count": "type", "version": "value"},
-        frozenset({"date"}),
-    )
-    return orjson.dumps(
-        [
-            [first + i, *Booking("default", None, None, first + i, sample).to_wire()]
-            for i in range(count)
-        ]
-    )
+    """A frame as the child sends it: `count` compared jobs done (stored, windowed), and the
+    route's counts and window figures."""
+    route = RouteTally(0, count, compared=1000, rate=0.5)
+    return orjson.dumps(Tally(list(range(first, first + count)), {"default": route}).to_wire())
 
 
 async def measure(
@@ -300,14 +292,14 @@ async def measure(
                 frames = [outcome_frame(i * per_frame, per_frame) for i in range(copies)]
 
                 def hold(frames: list[bytes] = frames, per_frame: int = per_frame) -> None:
-                    now = gw.clock.monotonic()
+                    sink._gathered.append((0, gw.clock.monotonic()))
                     for n in range(copies * per_frame):
-                        sink._held[n] = ("default", now, 2000)
+                        sink._held[n] = ("default", 2000)
                     sink.held_bytes = 2000 * copies * per_frame
 
-                async def book(frames: list[bytes] = frames) -> None:
+                def book(frames: list[bytes] = frames) -> None:
                     for payload in frames:
-                        await parity._book_process(sink.received(payload))
+                        parity._book_process(sink.received(payload))
 
                 hold()
                 per_outcome = await best(book, hold, repeats, copies * per_frame)

@@ -16,7 +16,6 @@ own workers book into a `WindowBook` of the gateway's.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -175,19 +174,17 @@ class RouteTally:
 
     same: int = 0  # comparisons without a raw difference
     differ: int = 0  # with one (before the noise rule)
-    failures: Counter[str] = field(default_factory=Counter)  # the candidate gave no answer
-    skipped: Counter[str] = field(default_factory=Counter)  # nothing compared (why)
+    failures: dict[str, int] = field(default_factory=dict)  # the candidate gave no answer
+    skipped: dict[str, int] = field(default_factory=dict)  # nothing compared (why)
     compared: int = 0  # the window's size
     rate: float | None = None  # its parity rate (None: under `min_samples`)
 
     def to_wire(self) -> list[Any]:
-        failures, skipped = dict(self.failures), dict(self.skipped)
-        return [self.same, self.differ, failures, skipped, self.compared, self.rate]
+        return [self.same, self.differ, self.failures, self.skipped, self.compared, self.rate]
 
     @classmethod
     def of_wire(cls, values: Sequence[Any]) -> RouteTally:
-        same, differ, failures, skipped, compared, rate = values
-        return cls(same, differ, Counter(failures), Counter(skipped), compared, rate)
+        return cls(*values)
 
 
 @dataclass(slots=True)

@@ -2,9 +2,8 @@
 the comparison, and what came of it (an `Outcome`).
 
 Nothing here touches the gateway's state: the gateway's own mirror workers and the mirror
-process (`parity.mirror_process`) run the same exchange and store its row; the gateway books
-what came of every job the same way, as a `Booking` (metrics, the parity windows;
-`parity.shadow`).
+process (`parity.mirror_process`) run the same exchange and store its row; each books what
+came of it where it runs (`parity.book`: the counts, the parity windows).
 """
 
 from __future__ import annotations
@@ -148,32 +147,15 @@ class Outcome:
 
 
 class Booking(NamedTuple):
-    """What the gateway books of one mirror job (counters, the route's parity window): all of
-    an outcome but its row, which is stored by then. The mirror process sends these, not its
-    rows: the gateway's loop decodes a few short fields per copy, not the stored columns."""
+    """What the own workers book of one mirror job (counters, the route's parity window): all
+    of an outcome but its row, which is stored by then. (The mirror process books its
+    outcomes itself and sends the gateway a `parity.book.Tally`.)"""
 
     route: str
     failure: str | None
     skipped: str | None
     row_id: int | None
     sample: Sample | None  # None: nothing compared
-
-    def to_wire(self) -> list[Any]:
-        """Plain JSON values; `of_wire` is the inverse."""
-        head = [self.route, self.failure, self.skipped]
-        sample = self.sample
-        if sample is None:
-            return head
-        noise = sorted(sample.noise) if sample.noise is not None else None
-        return [*head, self.row_id, sample.endpoint, dict(sample.raw), noise]
-
-    @classmethod
-    def of_wire(cls, values: Sequence[Any]) -> Booking:
-        if len(values) == 3:
-            return cls(values[0], values[1], values[2], None, None)
-        route, failure, skipped, row_id, endpoint, raw, noise = values
-        noise = frozenset(noise) if noise is not None else None
-        return cls(route, failure, skipped, row_id, Sample(endpoint, raw, noise))
 
 
 def sample_of(endpoint: str, fields: str, noise_fields: str | None) -> Sample:

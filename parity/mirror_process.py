@@ -17,9 +17,11 @@ on Linux, under SCHED_IDLE: it gets only CPU time that nothing else wants, so wh
 machine is short of CPU the mirror falls behind, its jobs are dropped and counted, and the
 primary does not wait.
 
-The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)` and
-`("job", number, ts, MirrorJob.to_wire())`, or `("raw", number, ts, RawJob)` for a fast-path
-copy, whose raw header fields the child decodes (the child trusts its parent); child to
+The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)`,
+`("at", ts)` before each write of copies (their time, the results' `ts`: one clock reading per
+write, not per copy) and `("job", number, MirrorJob.to_wire())`, or `("raw", number, RawJob)`
+for a fast-path copy, whose raw header fields the child decodes (the child trusts its
+parent); child to
 gateway, JSON `Tally.to_wire()` lists (the gateway parses nothing executable from the child;
 the rows are stored by then and do not cross back). At most
 `parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
@@ -32,6 +34,7 @@ finish the jobs it holds, send their bookings and exit; one that holds none is s
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -144,7 +147,10 @@ class MirrorProcess:
         # order is submission order).
         self.stall_after = stall_after
         self._proc: asyncio.subprocess.Process | None = None
-        self._held: dict[int, tuple[str, float, int]] = {}  # job -> route, when, frame size
+        self._held: dict[int, tuple[str, int]] = {}  # job -> route, frame size
+        # When each write's copies were gathered: (its first job, monotonic time), oldest
+        # first (the watchdog's: a clock reading per write, not per copy).
+        self._gathered: collections.deque[tuple[int, float]] = collections.deque()
         self.held_bytes = 0
         self._max_held_bytes = MAX_HELD_BYTES
         self._next = 0
@@ -171,35 +177,33 @@ class MirrorProcess:
     def in_flight(self) -> int:
         return len(self._held)
 
-    def submit(self, job: MirrorJob, ts: float) -> bool:
-        """Hand `job` (mirrored at `ts`, its result's time) to the child; False when it cannot
-        take it now (not running, stopping, `capacity` jobs or `max_held_bytes` held: bodies
-        can be large): the caller counts it as dropped."""
-        return self.submit_raw(job.route, job.to_wire(), ts, "job")
+    def submit(self, job: MirrorJob) -> bool:
+        """Hand `job` to the child; False when it cannot take it now (not running, stopping,
+        `capacity` jobs or `max_held_bytes` held: bodies can be large): the caller counts it
+        as dropped. Its result's time is when the write it goes in was started."""
+        return self.submit_raw(job.route, job.to_wire(), "job")
 
-    def submit_raw(self, route: str, values: RawJob | tuple[Any, ...], ts: float,
-                   kind: str = "raw") -> bool:  # fmt: skip
+    def submit_raw(self, route: str, values: RawJob | tuple[Any, ...], kind: str = "raw") -> bool:
         """`submit` for a fast-path copy (`RawJob`: the child decodes its headers), and the
-        one way a job reaches the pipe (`kind` "job": a `MirrorJob`'s wire values)."""
+        one way a job reaches the pipe (`kind` "job": a `MirrorJob`'s wire values).
+
+        A child that died meanwhile takes the copy into a pipe that is closing: it is held,
+        and counted as dropped with the others it held once `run` sees the exit."""
         if self.full:  # not running, stopping, or at `capacity` or `max_held_bytes`
             return False
-        proc = self._proc
-        assert proc is not None
-        stdin = proc.stdin
-        assert stdin is not None
-        if stdin.is_closing():
-            return False
         number = self._next
-        payload = pickle.dumps((kind, number, ts, values), pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((kind, number, values), pickle.HIGHEST_PROTOCOL)
         length = len(payload)
         size = _HEAD.size + length  # the frame's
         if self.held_bytes + size > self._max_held_bytes:
             return False
         self._next += 1
-        self._unsent.append(_HEAD.pack(length) + payload)  # `frame`, inline
-        if self._flush_at is None:
+        if self._flush_at is None:  # the first copy of a write: its time, once
+            self._gathered.append((number, self.clock.monotonic()))
+            self._unsent.append(frame(pickle.dumps(("at", self.clock.now()))))
             self._flush_at = asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
-        self._held[number] = (route, self.clock.monotonic(), size)
+        self._unsent.append(_HEAD.pack(length) + payload)  # `frame`, inline
+        self._held[number] = (route, size)
         self.held_bytes += size
         # `_judge`, for what a submit changes: only more held, so only ever full now
         if len(self._held) >= self._capacity or self.held_bytes >= self._max_held_bytes:
@@ -290,8 +294,9 @@ class MirrorProcess:
                 await proc.wait()
             held, self._held = self._held, {}
             self.held_bytes = 0
+            self._gathered.clear()
             self._judge()
-            for route, _, _ in held.values():
+            for route, _ in held.values():
                 self._lost(route)
 
     def received(self, payload: bytes) -> Tally:
@@ -301,7 +306,7 @@ class MirrorProcess:
         for number in tally.done:
             job = held.pop(number, None)
             if job is not None:
-                self.held_bytes -= job[2]
+                self.held_bytes -= job[1]
         self._judge()
         return tally
 
@@ -309,10 +314,15 @@ class MirrorProcess:
         """Kill a child that holds a job past `stall_after` (its outcome never came)."""
         while proc.returncode is None:
             await asyncio.sleep(WATCH_EVERY)
-            oldest = next(iter(self._held.values()), None)
-            if oldest is None:
+            oldest = next(iter(self._held), None)
+            gathered = self._gathered
+            if oldest is None:  # (nothing held: no write under way either)
+                gathered.clear()
                 continue
-            held_for = self.clock.monotonic() - oldest[1]
+            # the writes before the oldest held job's go
+            while len(gathered) > 1 and gathered[1][0] <= oldest:
+                gathered.popleft()
+            held_for = self.clock.monotonic() - gathered[0][1]
             if held_for > self.stall_after:
                 self._stalled = held_for
                 with contextlib.suppress(ProcessLookupError):
@@ -417,10 +427,13 @@ class _Child:
 
     async def _send_ready(self) -> None:
         """Store the finished results (one statement per batch), book them, and send the
-        gateway the tally: the jobs done, the counts, the changed windows' figures."""
+        gateway the tally: the jobs done, the counts, the changed windows' figures. What
+        finishes meanwhile waits for the next `SEND_EVERY`: a frame wakes the gateway's loop,
+        and at a high rate each should carry many outcomes."""
         async with self.sending:
-            while self.ready or self.changed:
-                batch, self.ready = self.ready[:RESULTS_BATCH], self.ready[RESULTS_BATCH:]
+            ready, self.ready = self.ready, []
+            while ready or self.changed:
+                batch, ready = ready[:RESULTS_BATCH], ready[RESULTS_BATCH:]
                 ids = await self._store([(ts, *o.row) for _, ts, o in batch if o and o.row])
                 tally = self._tally(batch, ids)
                 book = self.book
@@ -446,9 +459,9 @@ class _Child:
                 continue
             route = tally.route(outcome.route)
             if outcome.failure is not None:
-                route.failures[outcome.failure] += 1
+                route.failures[outcome.failure] = route.failures.get(outcome.failure, 0) + 1
             if outcome.skipped is not None:
-                route.skipped[outcome.skipped] += 1
+                route.skipped[outcome.skipped] = route.skipped.get(outcome.skipped, 0) + 1
             row_id = next(stored) if outcome.row is not None else None
             sample = outcome.sample
             if sample is None:
@@ -535,10 +548,13 @@ async def _serve(out_fd: int) -> None:
     )
     out = asyncio.StreamWriter(transport, protocol, None, loop)
     child = _Child(out)
+    ts = time.time()  # the gateway's time of the copies that follow (each write says it)
     while (payload := await read_frame(reader)) is not None:
         kind, *rest = pickle.loads(payload)
-        if kind == "job" or kind == "raw":
-            number, ts, values = rest
+        if kind == "at":
+            (ts,) = rest
+        elif kind == "job" or kind == "raw":
+            number, values = rest
             if child.spec is None:  # cannot happen: the spec is the first frame
                 child.done(number, ts, None)
                 continue

@@ -582,37 +582,39 @@ class ParityFeature(Feature):
 
     def enqueue(self, job: MirrorJob) -> None:
         """Queue a finished copy for the mirror: to the mirror process, or the own workers."""
-        self._enqueue(job.route, job, None)
+        counts = self._mirrored.get(job.route) or self._mirrored_counts(job.route)
+        if self.lag.shedding:  # the loop started lagging while the primary answered
+            counts[2] += 1  # (queued, dropped, shed)
+            return
+        process = self.process
+        taken = process.submit(job) if process is not None else self._put(job)
+        counts[0 if taken else 1] += 1
 
     def enqueue_raw(self, route: str, values: RawJob) -> None:
         """`enqueue` for a fast-path copy: the mirror process gets it as it is (and decodes
-        its headers), the own workers a `MirrorJob` of it."""
-        self._enqueue(route, None, values)
-
-    def _enqueue(self, route: str, job: MirrorJob | None, raw: RawJob | None) -> None:
-        counts = self._mirrored.get(route) or self._mirrored_counts(route)  # queued, dropped, shed
-        if self.lag.shedding:  # the loop started lagging while the primary answered
+        its headers), the own workers a `MirrorJob` of it. (The queue gauge is set by each
+        lag probe, not per copy: `_probed`.)"""
+        counts = self._mirrored.get(route) or self._mirrored_counts(route)
+        if self.lag.shedding:
             counts[2] += 1
             return
         process = self.process
         if process is not None:
-            now = self.gw.clock.now()
-            if raw is not None:
-                taken = process.submit_raw(route, raw, now)
-            else:
-                assert job is not None
-                taken = process.submit(job, now)
+            taken = process.submit_raw(route, values)
         else:
-            queue = self.queue
-            if queue is None:
-                return
-            try:
-                queue.put_nowait(job if job is not None else MirrorJob.of_raw(raw))  # type: ignore[arg-type]
-                taken = True
-            except asyncio.QueueFull:
-                taken = False
-        # (the queue gauge is set by each lag probe, not per copy: `_probed`)
+            taken = self._put(MirrorJob.of_raw(values))
         counts[0 if taken else 1] += 1
+
+    def _put(self, job: MirrorJob) -> bool:
+        """To the own workers' queue; False when it is full (or gone: stopping)."""
+        queue = self.queue
+        if queue is None:
+            return False
+        try:
+            queue.put_nowait(job)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     def _mirrored_counts(self, route: str) -> list[float]:
         """`route`'s mirror counts (queued, dropped, shed): the slots its counters read."""
@@ -710,9 +712,9 @@ class ParityFeature(Feature):
                 counts[0](t.same)
                 counts[1](t.differ)
             if route in self.routes:
-                self._readings[route] = (t.compared, t.rate)
-                if t.rate is not None:
+                if t.rate is not None and self._readings.get(route, (0, None))[1] != t.rate:
                     metrics.rate.labels(route).set(t.rate)
+                self._readings[route] = (t.compared, t.rate)
 
     async def _book(self, bookings: list[Booking]) -> None:
         """Count and window what the own workers' jobs came to."""

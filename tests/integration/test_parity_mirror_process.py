@@ -9,7 +9,6 @@ import os
 import pickle
 import signal
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -100,8 +99,9 @@ async def tallies(proc: asyncio.subprocess.Process, count: int) -> Tally:
         for name, t in tally.routes.items():
             into = total.route(name)
             into.same, into.differ = into.same + t.same, into.differ + t.differ
-            into.failures.update(t.failures)
-            into.skipped.update(t.skipped)
+            for into_counts, counts in ((into.failures, t.failures), (into.skipped, t.skipped)):
+                for key, n in counts.items():
+                    into_counts[key] = into_counts.get(key, 0) + n
             into.compared, into.rate = t.compared, t.rate
     return total
 
@@ -110,11 +110,10 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
     store = f"sqlite://{tmp_path}/state.db"
     async with samples() as (primary, candidate), child() as proc:
         send(proc, ("spec", spec(primary, candidate, store)))
+        send(proc, ("at", 1.0))  # the gateway's time of the copies that follow
         for i in range(3):
-            send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
-        send(
-            proc, ("job", 3, 1.0, job("default", "gone", "/alerts/1").to_wire())
-        )  # left the config
+            send(proc, ("job", i, job("default", "go", f"/alerts/{i + 1}").to_wire()))
+        send(proc, ("job", 3, job("default", "gone", "/alerts/1").to_wire()))  # left the config
         got = await tallies(proc, 4)
         assert sorted(got.done) == [0, 1, 2, 3]  # 3: done, nothing to book
         assert list(got.routes) == ["default"] and got.store_errors == 0
@@ -151,7 +150,7 @@ async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path
     async with samples() as (primary, candidate), child() as proc:
         send(proc, ("spec", spec(primary, candidate, store)))
         for i in range(2):
-            send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
+            send(proc, ("job", i, job("default", "go", f"/alerts/{i + 1}").to_wire()))
         got = await tallies(proc, 2)
         assert got.store_errors == 2  # compared, not stored: counted, and windowed
         assert got.routes["default"] == RouteTally(0, 2, compared=2, rate=None)
@@ -160,7 +159,7 @@ async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path
 async def test_the_child_runs_below_the_gateways_priority(tmp_path: Path) -> None:
     async with samples() as (primary, candidate), child() as proc:
         send(proc, ("spec", spec(primary, candidate, f"sqlite://{tmp_path}/s.db")))
-        send(proc, ("job", 0, 1.0, job("default", "go", "/alerts/1").to_wire()))
+        send(proc, ("job", 0, job("default", "go", "/alerts/1").to_wire()))
         await tallies(proc, 1)  # it is up
         ours = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(ours + NICE, 19)
@@ -174,7 +173,7 @@ async def test_at_eof_a_hung_candidates_jobs_end_with_the_mirror_timeout(tmp_pat
         store = f"sqlite://{tmp_path}/s.db"
         send(proc, ("spec", spec(primary, candidate, store, timeout=0.5, workers=2)))
         for i in range(4):
-            send(proc, ("job", i, 1.0, job("default", "go", f"/alerts/{i + 1}").to_wire()))
+            send(proc, ("job", i, job("default", "go", f"/alerts/{i + 1}").to_wire()))
         assert proc.stdin is not None
         proc.stdin.close()
         got = await tallies(proc, 4)
@@ -297,11 +296,9 @@ def test_a_raw_copy_crosses_the_pipe_and_is_decoded_as_the_gateway_decoded_it(
                        fields.get("Host"), "id", status, answer, body)  # fmt: skip
     raw: RawJob = ("r", "go", "python", "GET", path, headers, body, "::1", "http", "id", status,
                    answer_headers, body)  # fmt: skip
-    kind, number, ts, values = pickle.loads(
-        pickle.dumps(("raw", 7, 1.0, raw), pickle.HIGHEST_PROTOCOL)
-    )
+    kind, number, values = pickle.loads(pickle.dumps(("raw", 7, raw), pickle.HIGHEST_PROTOCOL))
     back = MirrorJob.of_raw(values)
-    assert (kind, number, ts) == ("raw", 7, 1.0)
+    assert (kind, number) == ("raw", 7)
     assert back.to_wire() == before.to_wire()
     assert [(n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
             for n, v in back.headers.items()] == headers  # fmt: skip
@@ -318,7 +315,7 @@ async def test_the_child_takes_a_raw_copy_and_decodes_its_headers(tmp_path: Path
                    answer)  # fmt: skip
     async with samples() as (primary, candidate), child() as proc:
         send(proc, ("spec", spec(primary, candidate, store, noise=False)))
-        send(proc, ("raw", 0, 1.0, raw))
+        send(proc, ("raw", 0, raw))
         got = await tallies(proc, 1)
         assert got.routes["default"] == RouteTally(0, 1, compared=1) and not got.store_errors
         (seen,) = candidate.seen
@@ -403,7 +400,7 @@ async def test_copies_submitted_together_reach_the_child_in_one_write(
 
         stdin.write = write  # type: ignore[method-assign]
         for i in range(5):
-            assert process.submit(job("default", "go", f"/alerts/{i + 1}"), 1.0)
+            assert process.submit(job("default", "go", f"/alerts/{i + 1}"))
         assert writes == [] and process.in_flight == 5  # gathered, not yet written
         await wait_for(lambda: compared(parity) == 5)
         assert len(writes) == 1
@@ -422,7 +419,7 @@ async def test_a_frame_is_booked_as_its_tally_says_in_calls_per_route(
         parity = feature(gw)
 
         def tally(n: int) -> Tally:
-            route = RouteTally(3 * n, 2 * n, Counter(timeout=n), Counter(response_too_large=n),
+            route = RouteTally(3 * n, 2 * n, {"timeout": n}, {"response_too_large": n},
                                compared=5 * n, rate=0.25)  # fmt: skip
             gone = RouteTally(n, 0, compared=n, rate=1.0)  # a route that mirrors no more
             return Tally([], {"default": route, "gone": gone}, store_errors=n)
