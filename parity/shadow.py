@@ -340,7 +340,8 @@ class ParityFeature(Feature):
         self.routes = {
             r.name: r for r in config.routes if r.mirror is not None or r.capture is not None
         }
-        for name in [n for n in self._readings if n not in self.routes]:
+        mirrored = {n for n, r in self.routes.items() if r.mirror is not None}
+        for name in [n for n in self._readings if n not in mirrored]:
             del self._readings[name]  # (a route that mirrors no more has no rate)
         for name, route in self.routes.items():
             if route.mirror is not None:
@@ -711,7 +712,7 @@ class ParityFeature(Feature):
                 counts = self._compared.get(route) or self._compared_counts(route)
                 counts[0](t.same)
                 counts[1](t.differ)
-            if route in self.routes:
+            if (r := self.routes.get(route)) is not None and r.mirror is not None:
                 if t.rate is not None and self._readings.get(route, (0, None))[1] != t.rate:
                     metrics.rate.labels(route).set(t.rate)
                 self._readings[route] = (t.compared, t.rate)

@@ -1,7 +1,7 @@
 """bench/call_count.py end to end, small: real gateways behind real nginx origins. Calls are
 counted, not timed, so the figure can be held to a budget: a request whose mirror is full
 must stay nearly as cheap as an unmirrored one (it was 12.6 calls more before the drop path
-was cut to the sampling and one count)."""
+was cut to the sampling and a count in a list slot)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from cutover.bench.call_count import main
 
-DROP_BUDGET = 8.0  # Python + C calls a full mirror may add to a request (4.5 measured)
+DROP_BUDGET = 4.0  # Python + C calls a full mirror may add to a request (1.8 measured; 5.0
+# when the drop was counted through the counter's inc)
 
 
 def test_a_request_whose_mirror_is_full_costs_a_few_calls(

@@ -671,6 +671,12 @@ async def test_a_store_that_refuses_costs_results_not_answers(
                 if not process:
                     ids = [i is None for i, _ in parity.book.windows["default"]]
                     assert ids == [False] * 3 + [True] * 3
+                # the report falls back to this worker's window (the process's figures)
+                status, report = await admin(gw)
+                assert status == 200 and report["store"] == "unavailable"
+                route = report["routes"]["default"]
+                assert route["compared"] == 6
+                assert bool(route["endpoints"]) is not process
                 await relay.start()  # the same port: the store is back
                 for i in range(2):
                     assert (await fetch(session, f"{gw.url}/alerts/{i + 7}"))[0] == 200
