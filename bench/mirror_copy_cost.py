@@ -20,7 +20,7 @@ batches of `--copies`, in µs per copy:
   already (no tap: the copy is counted as dropped at once), what most requests cost the
   mirror at a rate the mirror process cannot keep up with;
 - `book/1`, `book/8`, `book/40`: taking one frame of the child's apart (1, 8 or 40 outcomes
-  per frame: 40 is what 4,000 copies/s gather in `SEND_EVERY`) and booking its tally
+  per frame: 40 is what 800 copies/s gather in `SEND_EVERY`) and booking its tally
   (`ParityFeature._book_process`: the counts, the window's figures; the child windowed them);
 - `read+book/1`, `/10`, `/25`: the gateway thread's CPU time per outcome while
   `MirrorProcess.run` reads 2,000 outcomes from a child that sends them 1, 10 or 25 to a frame,

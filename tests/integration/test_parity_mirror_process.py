@@ -246,6 +246,36 @@ async def test_outcomes_that_finish_close_together_go_back_in_one_frame() -> Non
         child.writer.cancel()
 
 
+async def test_a_quarter_of_the_queue_done_goes_back_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway counts a job as held until its frame comes: once a quarter of what it lets
+    the child hold is done, the child sends it without waiting for `SEND_EVERY` (else at a
+    high rate the copies would find the child full and be dropped)."""
+    monkeypatch.setattr("cutover.parity.mirror_process.SEND_EVERY", 3600.0)
+    frames: list[bytes] = []
+
+    class Pipe:
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes) -> None:
+            frames.append(data)
+
+    child = _Child(Pipe())  # type: ignore[arg-type]
+    child.spec = MirrorSpec({}, ParityConfig(mirror=MirrorSettings(queue=8)), "X-Request-ID",
+                            (None, "."))  # fmt: skip
+    try:
+        child.done(0, 1.0, None)
+        await asyncio.sleep(0.2)
+        assert frames == []  # 1 of 8: it waits for more
+        child.done(1, 1.0, None)
+        await wait_for(lambda: bool(frames))
+        assert [orjson.loads(f[4:]) for f in frames] == [[[0, 1], {}, 0]]
+    finally:
+        child.writer.cancel()
+
+
 _text = text()
 
 
