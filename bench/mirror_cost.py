@@ -14,6 +14,10 @@ The gateways (`--sides`, default `plain,mirror,mirror-inline`):
   whatever CPU it needs;
 - `mirror-nonoise`: `mirror` with `parity.mirror.noise: false` (the primary backend is not
   asked a second time);
+- `mirror-full`: `mirror` whose mirror process is stopped (SIGSTOP) once it holds
+  `FULL_QUEUE` copies: every request is sampled and its copy dropped, and nothing of the
+  mirror runs anywhere else. What `mirror` costs beyond it is the copies and their outcomes,
+  on the gateway and, on one host, the mirror process beside the clients and backends;
 - `mirror-inline`: `mirror` with `parity.mirror.process: false` (the mirror's work on the
   gateway's own event loop, as before the mirror process);
 - `plain-aiohttp`, `mirror-aiohttp`: `plain` and `mirror` with `fast_path: false` (aiohttp
@@ -48,6 +52,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,10 +86,12 @@ SIDES = (
     "mirror",
     "mirror-noshed",
     "mirror-nonoise",
+    "mirror-full",
     "mirror-inline",
     "mirror-aiohttp",
 )
 DEFAULT_SIDES = ("plain", "mirror", "mirror-inline")
+FULL_QUEUE = 50  # parity.mirror.queue of `mirror-full`: what its stopped mirror process holds
 PATH = "/alerts/1.json"
 
 
@@ -143,6 +150,8 @@ def gateway_conf(
     fast = "false" if side.endswith("-aiohttp") else "true"
     process = "false" if side == "mirror-inline" else "true"
     noise = "false" if side == "mirror-nonoise" else "true"
+    # `mirror-full`'s stopped mirror process must not be taken for a hung one and restarted
+    timeout = ", timeout: 600s" if side == "mirror-full" else ""
     return (
         f"listen: 127.0.0.1:{port}\n"
         f"fast_path: {fast}\n"
@@ -157,7 +166,7 @@ def gateway_conf(
         "    split: {primary: 100}\n"
         f"{mirror}"
         f"parity: {{mirror: {{shed_lag: {shed}, shed_wait: '{wait}', process: {process},"
-        f" noise: {noise}, queue: {queue}}}}}\n"
+        f" noise: {noise}, queue: {queue}{timeout}}}}}\n"
     )
 
 
@@ -473,6 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds between two reads of the gateway's loop lag during a run (a /metrics"
         " scrape on its loop each); 0: none, for latencies without them",
     )
+    parser.add_argument(
+        "--store-dir",
+        default="",
+        help="directory of the gateways' SQLite stores (default: the run's temporary directory;"
+        " /dev/shm keeps the mirror process's writes off the disk and its flushes off the"
+        " clients' CPU)",
+    )
     parser.add_argument("--json", help="also write the raw rows to this file")
     args = parser.parse_args(argv)
     candidate_cpus = _cpus(args.candidate_cpus)
@@ -486,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "plain" not in sides:
         parser.error(f"--sides: needs plain, and only {', '.join(SIDES)} (got {args.sides})")
     procs = Processes()
+    stopped: list[int] = []  # `mirror-full`'s mirror process
     with tempfile.TemporaryDirectory(prefix="cutover-mirror-cost-") as tmpdir:
         tmp = Path(tmpdir)
         try:
@@ -522,9 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         primary,
                         candidate,
                         side,
-                        str(tmp / f"{side}.db"),
+                        str((Path(args.store_dir) if args.store_dir else tmp) / f"{side}.db"),
                         args.shed_lag,
                         args.shed_wait,
+                        FULL_QUEUE if side == "mirror-full" else 1000,
                     )
                 )
                 cmd = [sys.executable, "-m", "cutover", "serve", "-c", str(path)]
@@ -547,6 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         with contextlib.suppress(OSError):
                             for child in task.read_text().split():
                                 pin_tree(int(child), mirror_cpus)
+            if "mirror-full" in sides:
+                stopped = _tree(pids["mirror-full"])[1:]
+                for child in stopped:
+                    os.kill(child, signal.SIGSTOP)
+                fixed_rate(ports["mirror-full"], 400, 1, 4)  # fills what it may hold
+                if not stopped or scrape(ports["mirror-full"])["dropped"] == 0:
+                    raise RuntimeError("mirror-full: the stopped mirror process never filled")
             rows = []
             for rate in rates:
                 runs: dict[str, list[tuple[FixedRateResult, dict[str, float]]]] = {
@@ -617,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         }
                     )
         finally:
+            for child in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGCONT)
             procs.stop_all()
     print("\n".join(render_table(rows)))
     for line in on_time_summary(rows, args.on_time):
