@@ -148,9 +148,9 @@ class WindowBook:
     async def run(self, read: Callable[[str], None], every: float, full_every: int) -> None:
         """Read into every window what other workers stored since the last read, so that
         workers agree (every `every` seconds: `REFRESH_SECONDS`); every `full_every`th time
-        (`FULL_REFRESH`), reload it whole (results that were never
-        stored leave it, a store that was swapped is read afresh). `read(route)` after each
-        read (the route's rate may have changed)."""
+        (`FULL_REFRESH`), reload it whole (results that were never stored leave it, a store
+        that was swapped is read afresh). `read(route)` after each read (the route's rate may
+        have changed)."""
         refreshes = 0
         while True:
             for name in self.routes:

@@ -317,7 +317,7 @@ class MirrorProcess:
             await asyncio.sleep(WATCH_EVERY)
             oldest = next(iter(self._held), None)
             gathered = self._gathered
-            if oldest is None:  # (nothing held: no write under way either)
+            if oldest is None or not gathered:  # (nothing held: no write under way either)
                 gathered.clear()
                 continue
             # the writes before the oldest held job's go

@@ -321,12 +321,12 @@ class ParityFeature(Feature):
         self._inserts = 0
         self._rate_at: dict[str, float] = {}
         self._rate_pending: dict[str, asyncio.TimerHandle] = {}
-        # Per route, its counters' increments (the labels looked up once, not per copy).
         # A route's mirror counts (queued, dropped, shed) are plain list slots (`CounterSlots`):
         # counting a dropped copy, what most requests of a mirrored route do at a rate the
         # mirror cannot keep up with, costs no call.
         self._mirrored: dict[str, list[float]] = {}
         self._mirrored_slots: list[CounterSlots] = []
+        # Per route, its comparison counters' increments (the labels looked up once).
         self._compared: dict[str, tuple[Callable[..., None], ...]] = {}
         self._configure(gw.config)
         gw.set_parity(self)  # the canary's parity gate reads this feature's comparisons
