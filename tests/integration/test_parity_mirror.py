@@ -690,6 +690,57 @@ async def test_a_store_that_refuses_costs_results_not_answers(
         await db.close()
 
 
+async def test_a_store_that_hangs_costs_the_mirror_process_results_not_comparisons(
+    tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stops answering (connections taken, no byte back): the mirror process's
+    writes and its windows' reads give up after the store timeout each, the comparisons go on
+    and are counted, and once the store answers again results are stored and read again."""
+    monkeypatch.setattr("cutover.parity.shadow.REFRESH_SECONDS", 0.2)  # (the child's reads)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    db = await open_database(PG_URL, schema=schema)
+    relay = await TcpRelay().start()
+    try:
+        async with samples() as (primary, candidate):
+            data = config_for(primary, candidate, tmp_path)
+            data["storage"] = (
+                f"postgresql://postgres@127.0.0.1:{relay.port}/test?search_path={schema}"
+            )
+            gw = await start(gateways, data)
+            parity = feature(gw)
+
+            def compared_total() -> float:
+                name = "cutover_parity_comparisons_total"
+                return sum(metric(gw, name, route="default", result=r) for r in ("same", "differ"))
+
+            async with aiohttp.ClientSession() as session:
+                for i in range(2):
+                    assert (await fetch(session, f"{gw.url}/alerts/{i + 1}"))[0] == 200
+                await wait_for(lambda: compared(parity) == 2, deadline=30)
+                relay.pause()
+                for i in range(3):
+                    assert (await fetch(session, f"{gw.url}/alerts/{i + 3}"))[0] == 200
+                await wait_for(
+                    lambda: metric(gw, "cutover_parity_store_errors_total") == 3, deadline=60
+                )
+                assert compared_total() == 5 and compared(parity) == 5  # windowed, no row id
+                process = parity.process
+                assert process is not None and process.in_flight == 0
+                relay.resume()
+                for i in range(2):
+                    assert (await fetch(session, f"{gw.url}/alerts/{i + 6}"))[0] == 200
+                await wait_for(lambda: compared_total() == 7, deadline=60)
+                # the reads work again: a whole reload leaves out the three never stored
+                await wait_for(lambda: compared(parity) == 4, deadline=30)
+            stored = await db.fetchval("SELECT COUNT(*) FROM parity_results")
+            assert stored == 4 and metric(gw, "cutover_parity_store_errors_total") == 3
+    finally:
+        relay.resume()
+        await relay.stop()
+        await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await db.close()
+
+
 @pytest.mark.parametrize("process", [True, False], ids=["process", "inline"])
 async def test_workers_sharing_a_store_read_each_others_results_once(
     tmp_path: Path, gateways: list[Gateway], monkeypatch: pytest.MonkeyPatch, process: bool
