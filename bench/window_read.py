@@ -85,7 +85,9 @@ async def timed(run: Callable[[], Awaitable[None]]) -> tuple[float, float]:
 
 async def previous_read(parity: ParityFeature, window: ResultWindow) -> None:
     """The read before `_read_window`: every result above `top` decoded, merged at once."""
-    rows = await parity.book._rows("default", window.top, "id, endpoint, fields, noise_fields")
+    rows = await parity.book.latest_rows(
+        "default", window.top, "id, endpoint, fields, noise_fields"
+    )
     window.merge([(int(r["id"]), parity.book._sample(r)) for r in rows])
 
 

@@ -84,9 +84,10 @@ class WindowBook:
 
     # -- reading the store ----------------------------------------------------------------
 
-    async def _rows(
+    async def latest_rows(
         self, route: str, after: int | None = None, columns: str = "*"
     ) -> list[dict[str, Any]]:
+        """`route`'s latest `window` results (above id `after` only), oldest first."""
         return await latest(await self._database(), route, self.settings.window, after, columns)
 
     @staticmethod
@@ -104,7 +105,9 @@ class WindowBook:
         - results are decoded, merged and a reloaded window built a slice at a time."""
         after = None if full or window is None else window.top
         # (each query bounded: a store that hangs costs a pass, not the reads for good)
-        ids = [int(r["id"]) for r in await bounded(self._rows(name, after, "id"), STORE_TIMEOUT)]
+        ids = [
+            int(r["id"]) for r in await bounded(self.latest_rows(name, after, "id"), STORE_TIMEOUT)
+        ]
         known = window.by_id() if window is not None else {}
         missing = [i for i in ids if i not in known]
         if missing:

@@ -21,9 +21,8 @@ The pipe carries length-prefixed frames: gateway to child, pickled `("spec", Mir
 `("at", ts)` before each write of copies (their time, the results' `ts`: one clock reading per
 write, not per copy) and `("job", number, MirrorJob.to_wire())`, or `("raw", number, RawJob)`
 for a fast-path copy, whose raw header fields the child decodes (the child trusts its
-parent); child to
-gateway, JSON `Tally.to_wire()` lists (the gateway parses nothing executable from the child;
-the rows are stored by then and do not cross back). At most
+parent); child to gateway, JSON `Tally.to_wire()` lists (the gateway parses nothing executable
+from the child; the rows are stored by then and do not cross back). At most
 `parity.mirror.queue` jobs and `MAX_HELD_BYTES` of them are with the child at once; more are
 dropped and counted. A child that dies, or holds a job past its deadlines (stopped, hung),
 costs the jobs it held (counted as dropped) and is started again by the gateway's task

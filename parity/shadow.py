@@ -69,7 +69,7 @@ from cutover.parity.mirror import (
 from cutover.parity.mirror_process import MirrorProcess, MirrorSpec
 from cutover.parity.noise import EndpointStats, analyse, diff_rate
 from cutover.parity.report import endpoint_json
-from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, latest, prune
+from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, prune
 from cutover.proxy.host import Feature
 from cutover.proxy.metrics import CounterSlots, MetricSet, counter, fast_inc, gauge
 from cutover.routing.canary import ParityReading
@@ -854,8 +854,7 @@ class ParityFeature(Feature):
                 continue
             rows: list[dict[str, Any]] | None = None
             try:
-                db = await bounded(self._database(), STORE_TIMEOUT)
-                rows = await bounded(latest(db, name, self.settings.window), STORE_TIMEOUT)
+                rows = await bounded(self.book.latest_rows(name), STORE_TIMEOUT)
                 samples = [sample_of(r["endpoint"], r["fields"], r["noise_fields"]) for r in rows]
             except (StoreUnavailable, TimeoutError):  # down, or hanging: this worker's window
                 store = "unavailable"

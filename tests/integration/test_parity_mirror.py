@@ -756,13 +756,13 @@ async def test_workers_sharing_a_store_read_each_others_results_once(
         a, b = await start(gateways, data), await start(gateways, data)
         fa, fb = feature(a), feature(b)
         reads: list[int | None] = []
-        rows = fa.book._rows
+        rows = fa.book.latest_rows
 
         async def spy(route: str, after: int | None = None, columns: str = "*") -> list[Any]:
             reads.append(after)
             return await rows(route, after, columns)
 
-        fa.book._rows = spy  # type: ignore[method-assign]
+        fa.book.latest_rows = spy  # type: ignore[method-assign]
         if not process:
             await wait_for(lambda: all(f.book.windows["default"].top is not None for f in (fa, fb)))
         async with aiohttp.ClientSession() as session:

@@ -491,7 +491,7 @@ async def test_parity_refresh(tmp_path, started, monkeypatch, caplog) -> None:
     async with samples() as (primary, candidate):
         data = config_for(primary, candidate, tmp_path, parity={"mirror": {"process": False}})
         a, b = await launch(started, data), await launch(started, data)
-        Fault(monkeypatch, parity_feature(a).book, "_rows")
+        Fault(monkeypatch, parity_feature(a).book, "latest_rows")
         await assert_restarted(a, "parity-refresh", caplog)
         async with aiohttp.ClientSession() as http, http.get(b.url + "/alerts/3") as resp:
             assert resp.status == 200  # compared and stored by the other worker
