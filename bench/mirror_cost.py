@@ -18,6 +18,11 @@ The gateways (`--sides`, default `plain,mirror,mirror-inline`):
   `FULL_QUEUE` copies: every request is sampled and its copy dropped, and nothing of the
   mirror runs anywhere else. What `mirror` costs beyond it is the copies and their outcomes,
   on the gateway and, on one host, the mirror process beside the clients and backends;
+- `plain-neighbour`: `plain` with a CPU neighbour during its runs (`bench.neighbour`): a
+  process on the mirror process's CPUs (`--mirror-cpus`) and in its scheduling class that
+  burns `--neighbour-share` of a CPU in bursts every `--neighbour-period` and talks to nobody.
+  What it costs the primary is the host's, not the mirror's: set it to the mirror process's
+  CPU in `mirror` (the table's column) to tell the two apart;
 - `mirror-inline`: `mirror` with `parity.mirror.process: false` (the mirror's work on the
   gateway's own event loop, as before the mirror process);
 - `plain-aiohttp`, `mirror-aiohttp`: `plain` and `mirror` with `fast_path: false` (aiohttp
@@ -60,7 +65,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +88,7 @@ __all__ = ["DEFAULT_SIDES", "SIDES", "main", "mirror_counts", "render_table"]
 SIDES = (
     "plain",
     "plain-aiohttp",
+    "plain-neighbour",
     "mirror",
     "mirror-noshed",
     "mirror-nonoise",
@@ -293,6 +299,23 @@ def realtime_tree(pid: int) -> None:
             os.sched_setscheduler(p, os.SCHED_FIFO, os.sched_param(1))
 
 
+@contextlib.contextmanager
+def neighbour(
+    procs: Processes, tmp: Path, seconds: float, share: float, period: float, cpus: set[int]
+) -> Iterator[None]:
+    """`bench.neighbour` burning `share` of a CPU on `cpus` (nice 10, SCHED_IDLE) meanwhile."""
+    cmd = [sys.executable, "-m", "cutover.bench.neighbour", "--idle", "--seconds", str(seconds)]
+    cmd += ["--share", str(share), "--period", str(period)]
+    proc = procs.start("neighbour", cmd, tmp / "neighbour.out", cwd=ROOT)
+    if cpus:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(proc.pid, cpus)
+    try:
+        yield
+    finally:
+        procs.stop(proc)
+
+
 def _cpus(text: str) -> set[int]:
     return {int(c) for c in text.split(",") if c}
 
@@ -489,6 +512,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         " /dev/shm keeps the mirror process's writes off the disk and its flushes off the"
         " clients' CPU)",
     )
+    parser.add_argument(
+        "--neighbour-share",
+        type=float,
+        default=0.25,
+        help="`plain-neighbour`: the share of a CPU its neighbour burns (0-1)",
+    )
+    parser.add_argument(
+        "--neighbour-period",
+        type=float,
+        default=0.002,
+        help="`plain-neighbour`: seconds between two of its neighbour's bursts",
+    )
     parser.add_argument("--json", help="also write the raw rows to this file")
     args = parser.parse_args(argv)
     candidate_cpus = _cpus(args.candidate_cpus)
@@ -582,7 +617,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for side in order:
                         before = scrape(ports[side])
                         cpu_before = cpu_seconds(pids[side])
-                        with LagWatch(ports[side], args.lag_every) as watch:
+                        with (
+                            neighbour(
+                                procs,
+                                tmp,
+                                args.seconds + 1.0,
+                                args.neighbour_share,
+                                args.neighbour_period,
+                                mirror_cpus,
+                            )
+                            if side == "plain-neighbour"
+                            else contextlib.nullcontext(),
+                            LagWatch(ports[side], args.lag_every) as watch,
+                        ):
                             result = fixed_rate(
                                 ports[side],
                                 rate,
