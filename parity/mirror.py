@@ -17,11 +17,25 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from cutover.parity.corpus import redact_query
-from cutover.parity.diff import Difference, Reply, compare, endpoint_of, make_reply
+from cutover.parity.diff import (
+    Difference,
+    Reply,
+    compare,
+    endpoint_of,
+    make_reply,
+)
 from cutover.parity.noise import Sample
 from cutover.parity.report import difference_json
-from cutover.parity.runner import SAFE_METHODS, send
+from cutover.parity.runner import SAFE_METHODS
 from cutover.proxy.headers import upstream_headers
+from cutover.proxy.pool import (
+    ConnectFailed,
+    ConnectTimeout,
+    ExchangeTimeout,
+    LeanPool,
+    UpstreamFailure,
+    send_whole,
+)
 
 if TYPE_CHECKING:
     from cutover.parity.config import ParityConfig
@@ -43,7 +57,8 @@ STORED_DIFFERENCES = 20  # differences kept per stored result, for examples
 # Comparisons of pairs whose bodies add up to more than this run in a thread; smaller ones run
 # inline (a thread hand-off costs more than they do, and holds the GIL all the same).
 COMPARE_INLINE = 64 * 1024
-_FAILURE_KINDS = frozenset({"connect", "timeout"})
+# Methods whose requests go without a Content-Length when they carry no body.
+_BODYLESS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "DELETE", "CONNECT"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,31 +235,64 @@ async def exchange(
 async def _send(
     upstream: Upstream, job: MirrorJob, settings: ParityConfig, request_id_name: str
 ) -> Reply:
-    backend = upstream.backend
+    """One copy (or noise request) out on the backend's lean pool (`proxy.pool`, the fast
+    path's client: a third of aiohttp's CPU a request, and the mirror's CPU is what it can
+    compare); a failure becomes a `Reply` with status 0 and its kind: connect, timeout, error.
+
+    A kept-alive connection the backend closed while idle gets the copy once more on a new
+    one (`send_whole`): the backend never answered on it, so it most likely never read it."""
     headers = upstream_headers(
         job.headers,
         peer=job.peer,
         scheme=job.scheme,
         host=job.host,
-        host_header=backend.upstream_host,
+        host_header=upstream.backend.upstream_host,
         request_id_name=request_id_name,
         request_id=job.request_id,
         content_length=None,
     )
     headers[MIRROR_HEADER] = "1"
-    reply = await send(
-        upstream.session,
-        job.method,
-        upstream.url(job.raw_path),
-        headers,
-        job.body or None,
-        settings.mirror.timeout,
-        settings.mirror.max_body,
-        upstream.server_hostname,
-    )
-    if reply.status == 0 and reply.error not in _FAILURE_KINDS:
-        return Reply(0, error="error")  # a metric label: connect, timeout or error
-    return reply
+    pool = upstream.lean
+    mirror = settings.mirror
+    try:
+        request = request_bytes(pool, job.method, job.raw_path, headers, job.body)
+    except UnicodeError:  # a target or field that was not bytes as received: cannot be sent
+        return Reply(0, error="error")
+    deadline = asyncio.get_running_loop().time() + mirror.timeout
+    try:
+        whole = await send_whole(
+            pool, request, deadline, max_body=mirror.max_body, head_only=job.method == "HEAD"
+        )
+    except (ConnectTimeout, ExchangeTimeout):
+        return Reply(0, error="timeout")
+    except ConnectFailed:
+        return Reply(0, error="connect")
+    except (UpstreamFailure, OSError):
+        return Reply(0, error="error")
+    error = "body_too_large" if whole.cut else None
+    return make_reply(whole.status, decoded(whole.headers), whole.body, error, mirror.max_body)
+
+
+def request_bytes(
+    pool: LeanPool, method: str, raw_path: str, headers: CIMultiDict[str], body: bytes
+) -> bytes:
+    """The request as sent: `raw_path` after the backend's base path, the fields as the client
+    sent them (`decoded`'s surrogate escapes give back its bytes), the Host the gateway would
+    send (the pool's when none), and the body with its length."""
+    encode = _field_bytes
+    parts = [encode(method) + b" " + pool.base_path + encode(raw_path) + b" HTTP/1.1\r\n"]
+    if "Host" not in headers:
+        parts.append(pool.fallback_host)
+    parts.extend(encode(name) + b": " + encode(value) + b"\r\n" for name, value in headers.items())
+    if body or method not in _BODYLESS:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
+
+
+def _field_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def compare_job(

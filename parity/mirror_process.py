@@ -357,7 +357,7 @@ class _Child:
         self.logged = -1e9
 
     def configure(self, spec: MirrorSpec) -> None:
-        from cutover.proxy.upstreams import Upstream  # aiohttp sessions need the running loop
+        from cutover.proxy.upstreams import Upstream  # (its pools need the running loop)
 
         old, self.upstreams = self.upstreams, {n: Upstream(b) for n, b in spec.backends.items()}
         self.spec = spec
