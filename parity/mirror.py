@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from cutover.parity.corpus import redact_query
 from cutover.parity.diff import (
     Difference,
+    DiffRules,
     Reply,
     compare,
     endpoint_of,
@@ -303,13 +304,16 @@ def compare_job(
     primary = make_reply(
         job.status, job.response_headers, job.response_body, max_decoded=settings.mirror.max_body
     )
-    differences = compare(primary, candidate, settings.rules)
-    noisy = compare(primary, noise, settings.rules) if noise is not None else None
-    if noise is not None and differences:  # (nothing to dismiss: no third comparison)
+    rules = settings.rules
+    differences = compare(primary, candidate, rules)
+    noisy = compare(primary, noise, rules) if noise is not None else None
+    # (nothing to dismiss: no third comparison; nor when the second reading is the first's
+    # very answer, whose comparison with the candidate's would be the first one again)
+    if noise is not None and differences and not _same_answer(primary, noise, rules):
         # The primary's second reading is taken after the candidate's: a field where the
         # candidate agrees with it changed between the readings (a write landed in between),
         # it is not the candidate's difference.
-        later = {d.field for d in compare(noise, candidate, settings.rules)}
+        later = {d.field for d in compare(noise, candidate, rules)}
         differences = [d for d in differences if d.field in later]
     raw: dict[str, str] = {}
     for d in differences:
@@ -320,3 +324,12 @@ def compare_job(
         frozenset(d.field for d in noisy) if noisy is not None else None,
     )
     return sample, differences
+
+
+def _same_answer(first: Reply, second: Reply, rules: DiffRules) -> bool:
+    """Whether `compare` sees the same answer in both: status, body bytes, the compared headers
+    and the content type (it says how a body is read)."""
+    if first.status != second.status or first.body != second.body:
+        return False
+    names = ("content-type", *rules.headers)
+    return all(first.headers.get(name) == second.headers.get(name) for name in names)
