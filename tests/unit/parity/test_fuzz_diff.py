@@ -13,9 +13,11 @@ import zlib
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cutover.parity import diff
 from cutover.parity.diff import (
     MAX_DIFFERENCES,
     Difference,
@@ -223,3 +225,38 @@ def test_fuzz_parity_keyed_arrays_are_symmetric(left: Any, right: Any) -> None:
     assert sorted(map(_mirrored, forward)) == sorted(
         (d.path, d.kind, _key(d.left), _key(d.right)) for d in backward
     )
+
+
+def _mutated(draw: st.DrawFn, doc: Any) -> Any:
+    """`doc` with a few of its leaves swapped for look-alikes (`true` for `1`, `1.0` for `1`),
+    its other subtrees left equal: what two implementations' answers mostly are."""
+    if isinstance(doc, dict):
+        return {k: _mutated(draw, v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_mutated(draw, v) for v in doc]
+    if draw(st.integers(0, 5)) == 0:
+        return draw(st.sampled_from([True, False, 1, 0, 1.0, 0.0, -0.0, None, "1", "x"]))
+    return doc
+
+
+@fuzz(600)
+@given(doc=JSON, rules=rules(), data=st.data())
+def test_fuzz_parity_alike_subtrees_are_passed_over_with_the_same_result(
+    doc: Any, rules: DiffRules, data: st.DataObject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`_walk` passes over objects and arrays that are the same JSON on both sides: whatever
+    the rules, what it finds is what the full walk finds (`true` is not `1`, `1.0` is `1`)."""
+    other = _mutated(data.draw, {"same": doc, "changed": doc, "list": [doc, doc]})
+    a = Reply(200, {"content-type": "application/json"}, orjson.dumps({"same": doc,
+              "changed": doc, "list": [doc, doc]}))  # fmt: skip
+    b = Reply(200, {"content-type": "application/json"}, orjson.dumps(other))
+    found = compare(a, b, rules)
+    with monkeypatch.context() as m:
+        m.setattr(diff, "_same_json", lambda left, right: False)
+        assert found == compare(a, b, rules)
+
+
+def test_a_boolean_is_not_passed_over_as_the_number_python_takes_it_for() -> None:
+    a = Reply(200, {"content-type": "application/json"}, b'{"a": [true, 0, 1.0], "b": {"c": 1}}')
+    b = Reply(200, {"content-type": "application/json"}, b'{"a": [1, false, 1], "b": {"c": 1}}')
+    assert [(d.path, d.kind) for d in compare(a, b)] == [("$.a[0]", "type"), ("$.a[1]", "type")]
