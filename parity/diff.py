@@ -305,7 +305,12 @@ def compare(left: Reply, right: Reply, rules: DiffRules = DEFAULT_RULES) -> list
         return out
     lj, rj = _json_of(left), _json_of(right)
     if lj is not _NOT_JSON and rj is not _NOT_JSON:
-        _walk(lj, rj, "$", rules, out)
+        found = len(out)
+        try:
+            _walk(lj, rj, "$", rules, out)
+        except (RecursionError, orjson.JSONEncodeError):  # nested deeper than a walk goes
+            del out[found:]
+            _lines(left.body, right.body, rules, out)  # (compared as text instead)
     elif lj is _NOT_JSON and rj is _NOT_JSON:
         _lines(left.body, right.body, rules, out)
     else:
