@@ -8,7 +8,8 @@ The gateways (`--sides`, default `plain,mirror,mirror-inline`):
 
 - `plain`: the route sends everything to the primary, no mirror (the fast path serves it);
 - `mirror`: the same route with `mirror: {to: candidate, percent: 100}` and
-  `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms); the fast path
+  `parity.mirror.shed_lag` from `--shed-lag` (default: the config's default, 5ms) and
+  `parity.mirror.cpu` from `--mirror-cpu-budget` (default off); the fast path
   serves it and takes the copy;
 - `mirror-noshed`: the same with `shed_lag: off` and `shed_wait: off`, i.e. the mirror takes
   whatever CPU it needs;
@@ -149,6 +150,7 @@ def gateway_conf(
     shed_lag: str = "5ms",
     shed_wait: str = "20%",
     queue: int = 1000,
+    cpu: str = "off",
 ) -> str:
     mirror = "" if side.startswith("plain") else "    mirror: {to: candidate, percent: 100}\n"
     shed = "off" if side == "mirror-noshed" else shed_lag
@@ -172,7 +174,7 @@ def gateway_conf(
         "    split: {primary: 100}\n"
         f"{mirror}"
         f"parity: {{mirror: {{shed_lag: {shed}, shed_wait: '{wait}', process: {process},"
-        f" noise: {noise}, queue: {queue}{timeout}}}}}\n"
+        f" noise: {noise}, queue: {queue}, cpu: '{cpu}'{timeout}}}}}\n"
     )
 
 
@@ -452,6 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shed-lag", default="5ms", help="parity.mirror.shed_lag of `mirror`")
     parser.add_argument("--shed-wait", default="20%", help="parity.mirror.shed_wait of `mirror`")
     parser.add_argument(
+        "--mirror-cpu-budget",
+        default="off",
+        help="parity.mirror.cpu of the mirror sides: the share of a CPU their mirror process"
+        " may spend (e.g. 5%%; default off)",
+    )
+    parser.add_argument(
         "--sides", default=",".join(DEFAULT_SIDES), help=f"comma-separated, of {', '.join(SIDES)}"
     )
     parser.add_argument(
@@ -578,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.shed_lag,
                         args.shed_wait,
                         FULL_QUEUE if side == "mirror-full" else 1000,
+                        args.mirror_cpu_budget,
                     )
                 )
                 cmd = [sys.executable, "-m", "cutover", "serve", "-c", str(path)]

@@ -11,7 +11,7 @@
       thresholds: {relative: 20, absolute: 0.03}
       endpoints: ["/silences/{name}/expire"]
       mirror: {queue: 1000, workers: 4, timeout: 10s, max_body: 1MiB, noise: true, shed_lag: 5ms,
-               shed_wait: 20%, process: true}
+               shed_wait: 20%, process: true, cpu: off}
       window: 1000
       min_samples: 20
 
@@ -49,6 +49,7 @@ class MirrorSettings:
     shed_lag: float = 0.005  # event-loop lag above which mirror work is shed; 0 = never
     shed_wait: float = 0.2  # share of time the loop waits for a CPU above which it is shed
     process: bool = True  # mirror work in a child process at lower CPU priority (else inline)
+    cpu: float = 0.0  # share of one CPU the mirror process may spend (0 = what it gets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,10 @@ def _templates(ctx: kit.Ctx, value: object, path: str) -> tuple[str, ...]:
 
 
 def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
-    keys = ("queue", "workers", "timeout", "max_body", "noise", "shed_lag", "shed_wait", "process")
+    keys = (
+        "queue", "workers", "timeout", "max_body", "noise", "shed_lag", "shed_wait", "process",
+        "cpu",
+    )  # fmt: skip
     m = kit.section(ctx, value, path, keys)
     d = MirrorSettings()
     return MirrorSettings(
@@ -171,21 +175,40 @@ def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
         shed_lag=kit.field(ctx, m, "shed_lag", path, _shed_lag, d.shed_lag),
         shed_wait=kit.field(ctx, m, "shed_wait", path, _shed_wait, d.shed_wait),
         process=kit.field(ctx, m, "process", path, kit.boolean, d.process),
+        cpu=kit.field(ctx, m, "cpu", path, _cpu, d.cpu),
     )
+
+
+def _cpu(ctx: kit.Ctx, value: object, path: str) -> float:
+    """A percentage of one CPU over 0 and at most 100 (e.g. 10%), or off (0): unbounded."""
+    if kit.is_off(value):
+        return 0.0
+    share = _percentage(value)
+    if share is None or not 0 < share <= 1:
+        ctx.fail(path, "a percentage of one CPU, over 0 and at most 100 (e.g. 10%), or off", value)
+    return share
+
+
+def _percentage(value: object) -> float | None:
+    """`20%` or `20` as 0.2; None when it is no number."""
+    if isinstance(value, bool):
+        return None
+    text = value.strip().removesuffix("%") if isinstance(value, str) else value
+    try:
+        percent = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return percent / 100.0 if percent == percent else None  # (NaN is no number)
 
 
 def _shed_wait(ctx: kit.Ctx, value: object, path: str) -> float:
     """A percentage such as 20% (or 20), or off (0): the run-queue wait never sheds."""
     if kit.is_off(value):
         return 0.0
-    text = value.strip().removesuffix("%") if isinstance(value, str) else value
-    try:
-        percent = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        percent = -1.0
-    if isinstance(value, bool) or not 0 <= percent <= 100:
+    share = _percentage(value)
+    if share is None or not 0 <= share <= 1:
         ctx.fail(path, "a percentage from 0 to 100 (e.g. 20%), or off", value)
-    return percent / 100.0
+    return share
 
 
 def _shed_lag(ctx: kit.Ctx, value: object, path: str) -> float:

@@ -15,7 +15,10 @@ calls whatever the number of copies — see `bench.call_count` — so primary tr
 queue behind comparisons, store writes or their bookkeeping. The child runs at nice 10 and,
 on Linux, under SCHED_IDLE: it gets only CPU time that nothing else wants, so when the
 machine is short of CPU the mirror falls behind, its jobs are dropped and counted, and the
-primary does not wait.
+primary does not wait. Busy is not free, though (a core's idle time burnt beside the gateway
+moves the primary's p99 on a small host): with `parity.mirror.cpu` the child spends at most
+that share of a CPU (`parity.cpu_budget`), and skips the copies that come while it is spent
+(outcome `cpu_budget`, counted).
 
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)`,
 `("at", ts)` before each write of copies (their time, the results' `ts`: one clock reading per
@@ -54,6 +57,7 @@ from cutover.core.db import Database, StoreUnavailable, open_database
 from cutover.core.judged import Judged
 from cutover.core.logs import setup_logging
 from cutover.parity.book import Tally, WindowBook
+from cutover.parity.cpu_budget import CpuBudget
 from cutover.parity.mirror import MirrorJob, Outcome, RawJob, exchange
 from cutover.parity.results_store import PRUNE_EVERY, RESULTS_BATCH, insert_results, migrate, prune
 
@@ -341,6 +345,7 @@ class _Child:
         self.out = out
         self.spec: MirrorSpec | None = None
         self.upstreams: dict[str, Upstream] = {}
+        self.budget: CpuBudget | None = None  # `mirror.cpu`: copies beyond it are skipped
         self.jobs: asyncio.Queue[tuple[int, float, MirrorJob]] = asyncio.Queue()
         self.ready: list[tuple[int, float, Outcome | None]] = []
         self.workers: list[asyncio.Task[None]] = []
@@ -361,6 +366,11 @@ class _Child:
 
         old, self.upstreams = self.upstreams, {n: Upstream(b) for n, b in spec.backends.items()}
         self.spec = spec
+        share = spec.settings.mirror.cpu
+        if not share:
+            self.budget = None
+        elif self.budget is None or self.budget.share != share:
+            self.budget = CpuBudget(share)
         if self.book is None:
             self.book = WindowBook(self._database, spec.settings, spec.routes)
             self.refresher = asyncio.create_task(self._refresh())
@@ -386,7 +396,13 @@ class _Child:
             try:
                 spec = self.spec
                 assert spec is not None
-                outcome = await exchange(job, self.upstreams, spec.settings, spec.request_id_name)
+                budget = self.budget
+                if budget is not None and not budget.allows(time.process_time(), time.monotonic()):
+                    outcome: Outcome | None = Outcome(job.route, None, "cpu_budget")
+                else:
+                    outcome = await exchange(
+                        job, self.upstreams, spec.settings, spec.request_id_name
+                    )
             except Exception:  # one job's bug costs that job, not the process
                 log.exception("parity: a mirror job failed")
                 outcome = None

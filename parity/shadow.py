@@ -243,7 +243,7 @@ class ParityMetrics(MetricSet):
     skipped: Counter = counter(
         "cutover_parity_mirror_skipped_total",
         "Sampled requests not mirrored, by route and reason (method, body_not_buffered, "
-        "same_backend, response_too_large, compat).",
+        "same_backend, response_too_large, compat, cpu_budget).",
         ["route", "reason"],
     )
     failures: Counter = counter(

@@ -144,6 +144,32 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
         assert {"$.generated_at", "$.request_id"} <= set(orjson.loads(row["noise_fields"]))
 
 
+async def test_copies_beyond_the_cpu_budget_are_skipped_counted_and_not_sent(
+    tmp_path: Path,
+) -> None:
+    """`mirror.cpu`: a child whose budget is spent skips what comes (outcome `cpu_budget`),
+    sends it to nobody, and answers for every job; with time it compares again."""
+    store = f"sqlite://{tmp_path}/state.db"
+    async with samples() as (primary, candidate), child() as proc:
+        send(proc, ("spec", spec(primary, candidate, store, cpu=0.001)))  # 1 ms a second
+        for i in range(200):
+            send(proc, ("job", i, job("default", "go", f"/alerts/{i % 3 + 1}").to_wire()))
+        got = await tallies(proc, 200)
+        assert sorted(got.done) == list(range(200))
+        route = got.routes["default"]
+        skipped = route.skipped.get("cpu_budget", 0)
+        assert route.same + route.differ + skipped == 200  # each job compared or skipped
+        assert skipped >= 150  # a millisecond compares a few of them, not 200
+        assert route.same + route.differ >= 1  # the first ones, on a full budget
+        assert len(candidate.seen) == route.same + route.differ  # the skipped ones sent nowhere
+        # a reload without the budget: everything is compared again
+        send(proc, ("spec", spec(primary, candidate, store)))
+        for i in range(200, 210):
+            send(proc, ("job", i, job("default", "go", "/alerts/1").to_wire()))
+        again = (await tallies(proc, 10)).routes["default"]
+        assert again.same + again.differ == 10 and not again.skipped
+
+
 async def test_a_store_the_child_cannot_open_costs_results_not_outcomes(tmp_path: Path) -> None:
     store = f"sqlite://{tmp_path}/missing-dir/x/state.db"
     (tmp_path / "missing-dir").write_text("a file where a directory should be")

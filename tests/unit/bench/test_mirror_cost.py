@@ -31,7 +31,8 @@ from cutover.proxy.config import load_config
 @pytest.mark.parametrize("side", SIDES)
 def test_every_side_is_a_valid_config(tmp_path: Path, side: str) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(gateway_conf(8080, 8081, 8082, side, str(tmp_path / "s.db"), "1ms"))
+    conf = gateway_conf(8080, 8081, 8082, side, str(tmp_path / "s.db"), "1ms", cpu="5%")
+    path.write_text(conf)
     config = load_config(path)
     (route,) = config.routes
     assert (route.mirror is not None) == side.startswith("mirror")
@@ -41,6 +42,7 @@ def test_every_side_is_a_valid_config(tmp_path: Path, side: str) -> None:
     assert config.parity.mirror.shed_wait == (0.0 if side == "mirror-noshed" else 0.2)
     assert config.parity.mirror.process is (side != "mirror-inline")
     assert config.parity.mirror.noise is (side != "mirror-nonoise")
+    assert config.parity.mirror.cpu == 0.05
 
 
 def test_the_candidate_differs_from_the_primary() -> None:
