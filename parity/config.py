@@ -180,12 +180,13 @@ def _mirror(ctx: kit.Ctx, value: object, path: str) -> MirrorSettings:
 
 
 def _cpu(ctx: kit.Ctx, value: object, path: str) -> float:
-    """A percentage of one CPU over 0 and at most 100 (e.g. 10%), or off (0): unbounded."""
+    """A percentage of one CPU from 1 to 100 (e.g. 10%), or off (0): unbounded. (Less than 1 %
+    would go to the mirror process's own waking, store reads and frames.)"""
     if kit.is_off(value):
         return 0.0
     share = _percentage(value)
-    if share is None or not 0 < share <= 1:
-        ctx.fail(path, "a percentage of one CPU, over 0 and at most 100 (e.g. 10%), or off", value)
+    if share is None or not 0.01 <= share <= 1:
+        ctx.fail(path, "a percentage of one CPU from 1 to 100 (e.g. 10%), or off", value)
     return share
 
 

@@ -17,8 +17,9 @@ on Linux, under SCHED_IDLE: it gets only CPU time that nothing else wants, so wh
 machine is short of CPU the mirror falls behind, its jobs are dropped and counted, and the
 primary does not wait. Busy is not free, though (a core's idle time burnt beside the gateway
 moves the primary's p99 on a small host): with `parity.mirror.cpu` the child spends at most
-that share of a CPU (`parity.cpu_budget`), and skips the copies that come while it is spent
-(outcome `cpu_budget`, counted).
+that share of a CPU (`parity.cpu_budget`). Its jobs wait while it is spent, so that the
+gateway finds it full and drops new copies where that costs least; a job that would wait
+longer than `mirror.timeout` is skipped (outcome `cpu_budget`, counted).
 
 The pipe carries length-prefixed frames: gateway to child, pickled `("spec", MirrorSpec)`,
 `("at", ts)` before each write of copies (their time, the results' `ts`: one clock reading per
@@ -77,6 +78,7 @@ MAX_FRAME = 256 * 2**20  # a frame larger than this is a broken pipe, not a mess
 MAX_HELD_BYTES = 64 * 2**20  # job bytes the child may hold (bodies up to max_body each)
 WATCH_EVERY = 1.0  # seconds between two looks at the oldest job the child holds
 RETIRE_AFTER = 1.0  # seconds past mirror.timeout before a reload's old pools are closed
+BUDGET_STEP = 0.05  # seconds, the shortest wait for `mirror.cpu` (a wake-up costs CPU too)
 # Seconds the child gathers finished outcomes before it sends them: one frame, one wake-up and
 # booking on the gateway's loop for all of them (a frame costs the loop some 20 µs whatever it
 # holds; the figures it brings are for people and the promotion gate, 50 ms is soon enough).
@@ -345,8 +347,10 @@ class _Child:
         self.out = out
         self.spec: MirrorSpec | None = None
         self.upstreams: dict[str, Upstream] = {}
-        self.budget: CpuBudget | None = None  # `mirror.cpu`: copies beyond it are skipped
-        self.jobs: asyncio.Queue[tuple[int, float, MirrorJob]] = asyncio.Queue()
+        self.budget: CpuBudget | None = None  # `mirror.cpu`: jobs wait for it
+        self.affording = asyncio.Lock()  # the one worker that waits for the budget
+        # (job number, its time, the job, when it came: monotonic)
+        self.jobs: asyncio.Queue[tuple[int, float, MirrorJob, float]] = asyncio.Queue()
         self.ready: list[tuple[int, float, Outcome | None]] = []
         self.workers: list[asyncio.Task[None]] = []
         self.retiring: set[asyncio.Task[None]] = set()
@@ -392,12 +396,11 @@ class _Child:
 
     async def _worker(self) -> None:
         while True:
-            number, ts, job = await self.jobs.get()
+            number, ts, job, came = await self.jobs.get()
             try:
                 spec = self.spec
                 assert spec is not None
-                budget = self.budget
-                if budget is not None and not budget.allows(time.process_time(), time.monotonic()):
+                if self.budget is not None and not await self._afford(came):
                     outcome: Outcome | None = Outcome(job.route, None, "cpu_budget")
                 else:
                     outcome = await exchange(
@@ -408,6 +411,24 @@ class _Child:
                 outcome = None
             self.done(number, ts, outcome)
             self.jobs.task_done()
+
+    async def _afford(self, came: float) -> bool:
+        """Wait until `mirror.cpu` allows the next job; False (it is skipped) when the job would
+        then have waited in this process longer than `mirror.timeout`. Meanwhile the jobs wait
+        here, the gateway finds the mirror full and drops new copies at the cheapest point,
+        and no job is held long enough for the gateway to take this process for a hung one."""
+        spec, budget = self.spec, self.budget
+        assert spec is not None and budget is not None
+        # One worker at a time waits, and not in steps shorter than `BUDGET_STEP`: each
+        # wake-up is CPU charged to the budget too (four workers waking as soon as a few
+        # microseconds were earned spent all of a 1 % budget waking).
+        async with self.affording:
+            while (wait := budget.wait(time.process_time(), time.monotonic())) > 0:
+                wait = max(wait, BUDGET_STEP)
+                if time.monotonic() + wait - came > spec.settings.mirror.timeout:
+                    return False
+                await asyncio.sleep(wait)
+        return True
 
     def done(self, number: int, ts: float, outcome: Outcome | None) -> None:
         """A job is over (None: nothing to book, e.g. the candidate left the config)."""
@@ -583,7 +604,7 @@ async def _serve(out_fd: int) -> None:
                 child.done(number, ts, None)
                 continue
             job = MirrorJob.of_wire(values) if kind == "job" else MirrorJob.of_raw(values)
-            child.jobs.put_nowait((number, ts, job))
+            child.jobs.put_nowait((number, ts, job, time.monotonic()))
         elif kind == "spec":
             child.configure(rest[0])
     await child.close()

@@ -144,14 +144,38 @@ async def test_the_child_compares_stores_sends_outcomes_and_exits_at_eof(tmp_pat
         assert {"$.generated_at", "$.request_id"} <= set(orjson.loads(row["noise_fields"]))
 
 
-async def test_copies_beyond_the_cpu_budget_are_skipped_counted_and_not_sent(
-    tmp_path: Path,
-) -> None:
-    """`mirror.cpu`: a child whose budget is spent skips what comes (outcome `cpu_budget`),
-    sends it to nobody, and answers for every job; with time it compares again."""
+async def test_jobs_wait_for_the_cpu_budget_then_are_compared(tmp_path: Path) -> None:
+    """`mirror.cpu`: the child's jobs wait while its budget is spent, and are compared (100
+    exchanges cost more than the 10 ms of CPU a 1 % budget holds at most)."""
     store = f"sqlite://{tmp_path}/state.db"
     async with samples() as (primary, candidate), child() as proc:
-        send(proc, ("spec", spec(primary, candidate, store, cpu=0.001)))  # 1 ms a second
+        send(proc, ("spec", spec(primary, candidate, store, cpu=0.01, timeout=120.0)))
+        send(proc, ("job", 0, job("default", "go", "/alerts/1").to_wire()))
+        await tallies(proc, 1)  # (started, the store open)
+        cpu_before = _cpu_seconds(proc.pid)
+        for i in range(1, 101):
+            send(proc, ("job", i, job("default", "go", f"/alerts/{i % 3 + 1}").to_wire()))
+        route = (await tallies(proc, 100)).routes["default"]
+        assert route.same + route.differ == 100 and not route.skipped
+        assert len(candidate.seen) == 101
+        assert _cpu_seconds(proc.pid) - cpu_before > 0.01  # more than the budget holds
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU time (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_jobs_that_would_wait_past_the_timeout_are_skipped_and_not_sent(
+    tmp_path: Path,
+) -> None:
+    """A budget too small for what comes: the jobs that would wait longer than
+    `mirror.timeout` are skipped (outcome `cpu_budget`), sent nowhere, and every job is
+    answered for within about the timeout; without the budget all are compared again."""
+    store = f"sqlite://{tmp_path}/state.db"
+    async with samples() as (primary, candidate), child() as proc:
+        send(proc, ("spec", spec(primary, candidate, store, cpu=0.001, timeout=0.5)))
         for i in range(200):
             send(proc, ("job", i, job("default", "go", f"/alerts/{i % 3 + 1}").to_wire()))
         got = await tallies(proc, 200)
@@ -159,11 +183,10 @@ async def test_copies_beyond_the_cpu_budget_are_skipped_counted_and_not_sent(
         route = got.routes["default"]
         skipped = route.skipped.get("cpu_budget", 0)
         assert route.same + route.differ + skipped == 200  # each job compared or skipped
-        assert skipped >= 150  # a millisecond compares a few of them, not 200
+        assert skipped >= 150  # 1 ms of CPU a second compares a few of them, not 200
         assert route.same + route.differ >= 1  # the first ones, on a full budget
-        assert len(candidate.seen) == route.same + route.differ  # the skipped ones sent nowhere
-        # a reload without the budget: everything is compared again
-        send(proc, ("spec", spec(primary, candidate, store)))
+        assert len(candidate.seen) == route.same + route.differ  # the skipped: sent nowhere
+        send(proc, ("spec", spec(primary, candidate, store)))  # a reload without the budget
         for i in range(200, 210):
             send(proc, ("job", i, job("default", "go", "/alerts/1").to_wire()))
         again = (await tallies(proc, 10)).routes["default"]

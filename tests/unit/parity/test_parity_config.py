@@ -183,16 +183,16 @@ def test_mirror_shed_lag_rejects_with_the_key_path(bad: object) -> None:
 
 def test_mirror_cpu() -> None:
     assert MirrorSettings().cpu == 0.0  # off: whatever idle CPU the mirror process gets
-    for given, share in (("10%", 0.1), ("0.5%", 0.005), (25, 0.25), ("100%", 1.0), ("off", 0.0),
+    for given, share in (("10%", 0.1), ("1%", 0.01), (25, 0.25), ("100%", 1.0), ("off", 0.0),
                          (None, 0.0), (False, 0.0)):  # fmt: skip
         section = config(parity={"mirror": {"cpu": given}}).parity
         assert section is not None and section.mirror.cpu == share, given
 
 
-@pytest.mark.parametrize("bad", [0, "0%", -5, "101%", "a lot", True, "nan", [10]])
+@pytest.mark.parametrize("bad", [0, "0%", "0.5%", -5, "101%", "a lot", True, "nan", [10]])
 def test_mirror_cpu_rejects_with_the_key_path(bad: object) -> None:
     assert errors(parity={"mirror": {"cpu": bad}}) == [
-        "parity.mirror.cpu: a percentage of one CPU, over 0 and at most 100 (e.g. 10%), or off"
+        "parity.mirror.cpu: a percentage of one CPU from 1 to 100 (e.g. 10%), or off"
     ]
 
 
