@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from cutover.bench.mirror_cost import cpu_seconds
 from cutover.core.db import open_database
 from cutover.parity.book import RouteTally, Tally
 from cutover.parity.config import MirrorSettings, ParityConfig
@@ -152,19 +153,13 @@ async def test_jobs_wait_for_the_cpu_budget_then_are_compared(tmp_path: Path) ->
         send(proc, ("spec", spec(primary, candidate, store, cpu=0.01, timeout=120.0)))
         send(proc, ("job", 0, job("default", "go", "/alerts/1").to_wire()))
         await tallies(proc, 1)  # (started, the store open)
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = cpu_seconds(proc.pid)[0]
         for i in range(1, 101):
             send(proc, ("job", i, job("default", "go", f"/alerts/{i % 3 + 1}").to_wire()))
         route = (await tallies(proc, 100)).routes["default"]
         assert route.same + route.differ == 100 and not route.skipped
         assert len(candidate.seen) == 101
-        assert _cpu_seconds(proc.pid) - cpu_before > 0.01  # more than the budget holds
-
-
-def _cpu_seconds(pid: int) -> float:
-    """A process's CPU time (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        assert cpu_seconds(proc.pid)[0] - cpu_before > 0.01  # more than the budget holds
 
 
 async def test_jobs_that_would_wait_past_the_timeout_are_skipped_and_not_sent(
